@@ -1,0 +1,148 @@
+import { PassThrough, Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { NarhubError, isNarhubError } from '../errors.js';
+import { formatHash, sha256Hash } from '../nix/hash.js';
+import { formatListing } from '../nix/nar/listing.js';
+import type { NarSummary } from '../nix/nar/nar-parser.js';
+import { createByteLimit } from '../io/byte-limit.js';
+import { createHashCounter } from '../io/hash-counter.js';
+import { createDecompressor, sniffCompression, type Compression } from '../io/compression.js';
+import { fanOut } from '../io/fan-out.js';
+import { createNarValidator } from '../io/nar-sink.js';
+import { readHead } from '../io/read-head.js';
+import type { CacheRow } from '../db/caches-repo.js';
+import type { NarRow, NarsRepo } from '../db/nars-repo.js';
+import type { BlobStore } from '../storage/blob-store.js';
+import { parseNarFileName } from './nar-file-name.js';
+
+/** What each extension promises; `.nar` may hold a raw or a gzip-compressed NAR (spec §8). */
+const EXTENSION_COMPRESSION: Record<string, Compression[]> = {
+  '': ['none', 'gzip'],
+  '.xz': ['xz'],
+  '.bz2': ['bzip2'],
+  '.zst': ['zstd'],
+  '.br': ['br'],
+};
+
+export interface IngestOptions {
+  signal?: AbortSignal | undefined;
+  /** Declared Content-Length, checked against the limit before reading anything. */
+  contentLength?: number | undefined;
+  maxSize: number;
+}
+
+export const narStorageKey = (cache: string, fileName: string) => `${cache}/nar/${fileName}`;
+export const generatedListingKey = (cache: string, fileName: string) => `${cache}/listing/${fileName}.ls`;
+
+/**
+ * Receives a NAR file as Nix uploads it, in one streaming pass: the stored bytes are hashed
+ * and counted (FileHash/FileSize) while a decompressed copy is validated against every NAR
+ * rule and hashed (NarHash/NarSize). Only when all of that holds, and the file hash matches
+ * the name, does the file appear under its name, recorded as pending until a narinfo claims it.
+ */
+export function createNarIngest(deps: { store: BlobStore; nars: NarsRepo }) {
+  const { store, nars } = deps;
+
+  return async function ingestNar(cache: CacheRow, fileName: string, body: Readable, options: IngestOptions): Promise<NarRow> {
+    const name = parseNarFileName(fileName);
+    const existing = nars.get(cache.id, fileName);
+    if (existing?.state === 'valid') {
+      // Same name, same hash, already verified: keep what we have, ignore the bytes.
+      body.resume();
+      return existing;
+    }
+    if (options.contentLength !== undefined && options.contentLength > options.maxSize) {
+      throw new NarhubError('BODY_TOO_LARGE', `NAR of ${options.contentLength} bytes exceeds the limit of ${options.maxSize} bytes`);
+    }
+
+    const { head, stream } = await readHead(body, 16);
+    if (head.length === 0) throw new NarhubError('NAR_INVALID', 'empty NAR upload');
+    const compression = sniffCompression(head, name.extension === '.br' ? 'br' : undefined);
+    if (!compression) throw new NarhubError('COMPRESSION_UNSUPPORTED', 'body is neither a NAR nor xz, zstd, bzip2, gzip or brotli');
+    const allowed = EXTENSION_COMPRESSION[name.extension] ?? [];
+    if (!allowed.includes(compression)) {
+      throw new NarhubError('COMPRESSION_MISMATCH', `file name ends in ${name.extension || '.nar'} but the body is ${compression}`);
+    }
+
+    const fileCounter = createHashCounter();
+    const toStore = new PassThrough({ highWaterMark: 1 << 20 });
+    const decompressor = createDecompressor(compression);
+    const validator = createNarValidator();
+    let summary: NarSummary | undefined;
+    const validated = pipeline(decompressor, validator).then(() => {
+      summary = validator.result();
+    });
+    // Held so its rejection is observed even if the upload fails first.
+    validated.catch(() => undefined);
+
+    const key = narStorageKey(cache.name, fileName);
+    const stored = store.put(key, toStore, {
+      signal: options.signal,
+      contentType: 'application/x-nix-nar',
+      beforeCommit: async () => {
+        await validated;
+        const fileHash = formatHash(sha256Hash(fileCounter.digest()), 'nix32');
+        if (fileHash !== `sha256:${name.fileHash}`) {
+          throw new NarhubError('FILE_HASH_MISMATCH', `file hash ${fileHash} does not match the name ${fileName}`);
+        }
+      },
+    });
+    stored.catch(() => undefined);
+
+    const received = pipeline(
+      stream,
+      createByteLimit(options.maxSize),
+      fileCounter,
+      fanOut(toStore, decompressor),
+      options.signal ? { signal: options.signal } : {},
+    );
+
+    const results = await Promise.allSettled([received, validated, stored]);
+    const failure = pickFailure(results);
+    if (failure) throw failure;
+    const nar = summary!;
+
+    let listingKey: string | null = generatedListingKey(cache.name, fileName);
+    try {
+      await store.put(listingKey, Buffer.from(formatListing(nar.listing)), { contentType: 'application/json' });
+    } catch {
+      // A listing is a convenience; the NAR itself is what must not be lost.
+      listingKey = null;
+    }
+
+    const row = {
+      cacheId: cache.id,
+      fileName,
+      storageKey: key,
+      compression,
+      fileHash: `sha256:${name.fileHash}`,
+      fileSize: fileCounter.bytes,
+      narHash: nar.narHash,
+      narSize: nar.narSize,
+      listingKey,
+    };
+    nars.putPending(row);
+    return nars.get(cache.id, fileName)!;
+  };
+}
+
+/** The most telling error: a NAR/format complaint beats the generic stream errors it causes. */
+function pickFailure(results: PromiseSettledResult<unknown>[]): unknown {
+  const errors = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason as unknown);
+  if (errors.length === 0) return undefined;
+  return errors.find((e) => isNarhubError(e) && e.code !== 'STORAGE_ERROR') ?? errors.find(isNarhubError) ?? wrapStreamError(errors[0]);
+}
+
+function wrapStreamError(err: unknown): unknown {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (code === 'ABORT_ERR' || code === 'ERR_STREAM_PREMATURE_CLOSE' || code === 'ECONNRESET') {
+    return new NarhubError('BAD_REQUEST', 'upload aborted before the body was complete', { cause: err });
+  }
+  // Decompressors report corrupt input with their own errors.
+  if (err instanceof Error && !isNarhubError(err) && /(compress|format|corrupt|lzma|zstd|header|check|data|bzip|gzip|brotli)/i.test(err.message)) {
+    return new NarhubError('NAR_INVALID', `cannot decompress the body: ${err.message.split('\n')[0]}`, { cause: err });
+  }
+  return err;
+}
+
+export type NarIngest = ReturnType<typeof createNarIngest>;

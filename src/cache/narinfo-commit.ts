@@ -1,0 +1,192 @@
+import type { Database } from 'better-sqlite3';
+import { NarhubError } from '../errors.js';
+import { hashesEqual, parseHash } from '../nix/hash.js';
+import { formatNarInfo, parseNarInfo, type NarInfo } from '../nix/narinfo.js';
+import { parsePublicKey, signNarInfo, verifyNarInfoSig } from '../nix/signing.js';
+import { parseStorePath, parseStorePathBasename } from '../nix/store-path.js';
+import type { CacheRow } from '../db/caches-repo.js';
+import type { FilesRepo } from '../db/files-repo.js';
+import type { NarRow, NarsRepo } from '../db/nars-repo.js';
+import type { PathRow, PathsRepo } from '../db/paths-repo.js';
+import type { BlobStore } from '../storage/blob-store.js';
+import type { CacheRegistry } from './caches.js';
+
+/** A Nix signature: key name, colon, base64 of 64 bytes. */
+const SIGNATURE = /^[^\s:]+:[A-Za-z0-9+/]{86}==$/;
+
+export const narInfoStorageKey = (cache: string, hashPart: string) => `${cache}/${hashPart}.narinfo`;
+
+export interface CommitResult {
+  /** False when the path was already committed (signatures may have been added). */
+  created: boolean;
+  narinfo: string;
+}
+
+/**
+ * The commit point of an upload. A narinfo PUT makes a path visible only when its NAR was
+ * uploaded to this cache and verified, the claimed hashes and sizes are the ones narhub
+ * computed, and every reference is already present. narhub then signs the path itself and
+ * serves its own, normalised narinfo from then on. A later PUT may add signatures, never change
+ * content.
+ */
+export function createNarInfoCommit(deps: {
+  db: Database;
+  store: BlobStore;
+  nars: NarsRepo;
+  paths: PathsRepo;
+  files: FilesRepo;
+  registry: CacheRegistry;
+}) {
+  const { db, store, nars, paths, files, registry } = deps;
+
+  function ourKeys(cache: CacheRow) {
+    return registry.publicKeys(cache).map((k) => parsePublicKey(k));
+  }
+
+  function checkSignatures(cache: CacheRow, info: NarInfo): void {
+    const keys = ourKeys(cache);
+    for (const sig of info.sigs) {
+      if (!SIGNATURE.test(sig)) throw new NarhubError('NARINFO_INVALID', `Sig: malformed signature ${JSON.stringify(sig.slice(0, 100))}`);
+      const keyName = sig.slice(0, sig.indexOf(':'));
+      const own = keys.filter((k) => k.name === keyName);
+      // Nobody may put words in this cache's mouth: a signature under one of its key names must verify.
+      if (own.length > 0 && !verifyNarInfoSig(own, info, sig)) {
+        throw new NarhubError('NARINFO_INVALID', `Sig: signature by ${keyName} does not verify for this path`);
+      }
+    }
+  }
+
+  function checkAgainstNar(info: NarInfo, nar: NarRow): void {
+    if (!hashesEqual(parseHash(info.narHash), parseHash(nar.narHash))) {
+      throw new NarhubError('NAR_HASH_MISMATCH', `NarHash ${info.narHash} does not match the uploaded NAR (${nar.narHash})`);
+    }
+    if (info.narSize !== nar.narSize) {
+      throw new NarhubError('NAR_SIZE_MISMATCH', `NarSize ${info.narSize} does not match the uploaded NAR (${nar.narSize})`);
+    }
+    if (info.fileHash !== undefined && !hashesEqual(parseHash(info.fileHash), parseHash(nar.fileHash))) {
+      throw new NarhubError('FILE_HASH_MISMATCH', `FileHash ${info.fileHash} does not match the uploaded file (${nar.fileHash})`);
+    }
+    if (info.fileSize !== undefined && info.fileSize !== nar.fileSize) {
+      throw new NarhubError('FILE_SIZE_MISMATCH', `FileSize ${info.fileSize} does not match the uploaded file (${nar.fileSize})`);
+    }
+    if (info.compression !== nar.compression) {
+      throw new NarhubError('COMPRESSION_MISMATCH', `Compression ${info.compression} does not match the uploaded file, which is ${nar.compression}`);
+    }
+  }
+
+  function checkReferences(cache: CacheRow, info: NarInfo, selfBasename: string): void {
+    for (const ref of info.references) {
+      if (ref === selfBasename) continue;
+      const parsed = parseStorePathBasename(ref);
+      const present = paths.get(cache.id, parsed.hashPart);
+      if (!present || present.name !== parsed.name) {
+        throw new NarhubError('REFERENCE_MISSING', `reference ${ref} is not in cache ${cache.name}; upload it first`);
+      }
+    }
+  }
+
+  async function addSignatures(cache: CacheRow, existing: PathRow, info: NarInfo): Promise<CommitResult> {
+    const stored = parseNarInfo(existing.narinfo);
+    const sameContent =
+      stored.storePath === info.storePath &&
+      hashesEqual(parseHash(stored.narHash), parseHash(info.narHash)) &&
+      stored.narSize === info.narSize &&
+      sameSet(stored.references, info.references);
+    if (!sameContent) {
+      throw new NarhubError('PATH_CONTENT_CONFLICT', `${info.storePath} is already in cache ${cache.name} with different content; narinfo PUTs may only add signatures`);
+    }
+    // Signatures cover the fingerprint, which is the same for both, so checking against the
+    // new text is checking against the stored content.
+    checkSignatures(cache, info);
+    const added = info.sigs.filter((s) => !stored.sigs.includes(s));
+    if (added.length === 0) return { created: false, narinfo: existing.narinfo };
+    const merged: NarInfo = { ...stored, sigs: [...stored.sigs, ...added].sort() };
+    const text = formatNarInfo(merged);
+    await store.put(narInfoStorageKey(cache.name, existing.hashPart), Buffer.from(text), { contentType: 'text/x-nix-narinfo' });
+    paths.addSignatures(existing.id, added, text);
+    return { created: false, narinfo: text };
+  }
+
+  return async function commitNarInfo(cache: CacheRow, hashPart: string, text: string): Promise<CommitResult> {
+    const info = parseNarInfo(text);
+    const storePath = parseStorePath(info.storePath);
+    if (storePath.hashPart !== hashPart) {
+      throw new NarhubError('NARINFO_INVALID', `StorePath ${info.storePath} does not belong at ${hashPart}.narinfo`);
+    }
+    if (info.deriver !== undefined) parseStorePathBasename(info.deriver);
+
+    const existing = paths.get(cache.id, hashPart);
+    if (existing) return addSignatures(cache, existing, info);
+
+    const m = /^nar\/([^/?#]+)$/.exec(info.url);
+    if (!m) throw new NarhubError('NARINFO_INVALID', `URL ${JSON.stringify(info.url)} must be nar/<file> as uploaded to this cache`);
+    const fileName = m[1]!;
+    const nar = nars.get(cache.id, fileName);
+    if (!nar) throw new NarhubError('NAR_NOT_UPLOADED', `URL ${info.url} names no NAR uploaded to cache ${cache.name}`);
+    checkAgainstNar(info, nar);
+    checkReferences(cache, info, storePath.basename);
+    checkSignatures(cache, info);
+
+    const normalised: NarInfo = {
+      storePath: info.storePath,
+      url: `nar/${fileName}`,
+      compression: nar.compression,
+      fileHash: nar.fileHash,
+      fileSize: nar.fileSize,
+      narHash: nar.narHash,
+      narSize: nar.narSize,
+      references: [...new Set(info.references)].sort(),
+      deriver: info.deriver,
+      system: info.system,
+      sigs: [],
+      ca: info.ca,
+    };
+    const ownSig = signNarInfo(registry.signingKey(cache), normalised);
+    normalised.sigs = [...new Set([...info.sigs, ownSig])].sort();
+    const narinfo = formatNarInfo(normalised);
+
+    // The file in the store first: a crash before the database commit leaves a verified,
+    // signed narinfo that `reindex` can recover, never a visible path without one.
+    await store.put(narInfoStorageKey(cache.name, hashPart), Buffer.from(narinfo), { contentType: 'text/x-nix-narinfo' });
+
+    const outcome = db.transaction((): CommitResult | 'raced' => {
+      if (paths.get(cache.id, hashPart)) return 'raced';
+      const current = nars.get(cache.id, fileName);
+      if (!current || current.narHash !== nar.narHash) {
+        throw new NarhubError('NAR_NOT_UPLOADED', `URL ${info.url} names no NAR uploaded to cache ${cache.name}`);
+      }
+      paths.insert({
+        cacheId: cache.id,
+        hashPart,
+        name: storePath.name,
+        narId: current.id,
+        deriver: info.deriver ?? null,
+        ca: info.ca ?? null,
+        system: info.system ?? null,
+        narinfo,
+        references: normalised.references,
+        sigs: normalised.sigs,
+      });
+      nars.markValid(current.id);
+      if (current.listingKey) {
+        files.upsert('listing', cache.id, hashPart, { storageKey: current.listingKey, size: 0, contentType: 'application/json', contentEncoding: null });
+      }
+      return { created: true, narinfo };
+    })();
+    if (outcome === 'raced') {
+      // Another upload of the same path won; make the file in the store match what it committed.
+      const result = await addSignatures(cache, paths.get(cache.id, hashPart)!, info);
+      await store.put(narInfoStorageKey(cache.name, hashPart), Buffer.from(result.narinfo), { contentType: 'text/x-nix-narinfo' });
+      return result;
+    }
+    return outcome;
+  };
+}
+
+function sameSet(a: string[], b: string[]): boolean {
+  const sa = new Set(a);
+  const sb = new Set(b);
+  return sa.size === sb.size && [...sa].every((x) => sb.has(x));
+}
+
+export type NarInfoCommit = ReturnType<typeof createNarInfoCommit>;

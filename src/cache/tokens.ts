@@ -1,0 +1,76 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { NarhubError } from '../errors.js';
+import type { Permission, TokenRow, TokensRepo } from '../db/tokens-repo.js';
+
+export type { Permission, TokenRow };
+
+const RANK: Record<Permission, number> = { read: 1, write: 2, admin: 3 };
+const TOKEN_PREFIX = 'nh_';
+
+export function hashToken(secret: string): string {
+  return createHash('sha256').update(secret).digest('hex');
+}
+
+/** `*` matches any run of characters, `?` one; everything else is literal. */
+export function cachePatternMatches(pattern: string, cacheName: string): boolean {
+  const re = new RegExp(`^${pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replaceAll('*', '.*').replaceAll('?', '.')}$`);
+  return re.test(cacheName);
+}
+
+export function assertValidCachePattern(pattern: string): void {
+  if (!/^[a-z0-9_*?-]{1,63}$/.test(pattern)) {
+    throw new NarhubError('BAD_REQUEST', `invalid cache pattern ${JSON.stringify(pattern)}: a cache name or a glob of a-z, 0-9, -, _, * and ?`);
+  }
+}
+
+/**
+ * Bearer tokens: random secrets handed out once and stored only as SHA-256 hashes. Every check
+ * reads the database, so a revocation or expiry takes effect on the very next request.
+ */
+export function createTokenService(deps: { tokens: TokensRepo; now?: () => number }) {
+  const { tokens } = deps;
+  const now = deps.now ?? Date.now;
+
+  return {
+    create(input: { cachePattern: string; permission: Permission; name?: string | undefined; expiresAt?: number | undefined }): { token: string; row: TokenRow } {
+      assertValidCachePattern(input.cachePattern);
+      if (!(input.permission in RANK)) throw new NarhubError('BAD_REQUEST', `unknown permission ${input.permission}`);
+      const token = TOKEN_PREFIX + randomBytes(32).toString('base64url');
+      const id = 'tk' + randomBytes(6).toString('hex');
+      const row = tokens.insert({
+        id,
+        name: input.name ?? null,
+        tokenHash: hashToken(token),
+        cachePattern: input.cachePattern,
+        permission: input.permission,
+        expiresAt: input.expiresAt ?? null,
+      });
+      return { token, row };
+    },
+    /** The live token for a presented secret, or undefined when unknown, revoked or expired. */
+    authenticate(secret: string): TokenRow | undefined {
+      if (!secret.startsWith(TOKEN_PREFIX) || secret.length > 200) return undefined;
+      const row = tokens.findByHash(hashToken(secret));
+      if (!row || row.revokedAt !== null) return undefined;
+      const t = now();
+      if (row.expiresAt !== null && row.expiresAt <= t) return undefined;
+      // Recording use at minute granularity keeps the hot path free of writes.
+      if (row.lastUsedAt === null || t - row.lastUsedAt > 60_000) tokens.touch(row.id, t);
+      return row;
+    },
+    allows(token: TokenRow | undefined, cacheName: string, permission: Permission): boolean {
+      if (!token) return false;
+      return RANK[token.permission] >= RANK[permission] && cachePatternMatches(token.cachePattern, cacheName);
+    },
+    list(): TokenRow[] {
+      return tokens.list();
+    },
+    revoke(id: string): void {
+      const row = tokens.get(id);
+      if (!row) throw new NarhubError('TOKEN_NOT_FOUND', `no token with id ${id}`);
+      tokens.revoke(id);
+    },
+  };
+}
+
+export type TokenService = ReturnType<typeof createTokenService>;

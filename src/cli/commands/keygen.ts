@@ -1,0 +1,25 @@
+import { writeFileSync } from 'node:fs';
+import { formatPublicKey, formatSecretKey, generateKeyPair } from '../../nix/signing.js';
+import { parseFlags } from '../args.js';
+import { UsageError } from '../usage-error.js';
+
+export const KEYGEN_USAGE = 'narhub keygen NAME --secret-key-file F --public-key-file G';
+
+/** `narhub keygen`: a signing key pair in Nix's own file formats (what nix-store --generate-binary-cache-key writes). */
+export function keygenCommand(argv: string[], out: NodeJS.WritableStream): void {
+  const { values, positionals } = parseFlags(
+    argv,
+    { 'secret-key-file': { type: 'string' }, 'public-key-file': { type: 'string' } },
+    { min: 1, max: 1, names: 'NAME' },
+  );
+  const secretFile = values['secret-key-file'];
+  const publicFile = values['public-key-file'];
+  if (!secretFile) throw new UsageError('missing --secret-key-file');
+  if (!publicFile) throw new UsageError('missing --public-key-file');
+  const name = positionals[0]!;
+  if (name.includes(':') || name.trim() !== name || name === '') throw new UsageError('key NAME must be non-empty, without ":" or surrounding spaces');
+  const pair = generateKeyPair(name);
+  writeFileSync(secretFile, formatSecretKey(pair.secret), { mode: 0o600, flag: 'wx' });
+  writeFileSync(publicFile, formatPublicKey(pair.public), { flag: 'wx' });
+  out.write(formatPublicKey(pair.public) + '\n');
+}

@@ -1,0 +1,53 @@
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Database } from 'better-sqlite3';
+import { createCacheService, type CacheService } from '../cache/cache-service.js';
+import type { Config } from '../config/schema.js';
+import { defaultMigrationsDir, migrate } from '../db/migrate.js';
+import { openDatabase } from '../db/open.js';
+import type { BlobStore } from '../storage/blob-store.js';
+import { createLocalBlobStore } from '../storage/local-blob-store.js';
+
+export interface Runtime {
+  config: Config;
+  db: Database;
+  store: BlobStore;
+  service: CacheService;
+  /** True when this start created the database. */
+  fresh: boolean;
+  close(): Promise<void>;
+}
+
+export function createBlobStore(config: Config): BlobStore {
+  switch (config.storage.type) {
+    case 'local':
+      return createLocalBlobStore({ root: config.storage.path ?? join(config.dataDir, 'store') });
+  }
+}
+
+/** Opens the data directory: database (migrated), blob store and the cache domain over them. */
+export function openRuntime(config: Config): Runtime {
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o750 });
+  const db = openDatabase(join(config.dataDir, 'narhub.sqlite'));
+  let fresh: boolean;
+  try {
+    const { applied } = migrate(db, defaultMigrationsDir());
+    fresh = applied.includes('0001-initial.sql') || applied.some((a) => a.startsWith('0001'));
+  } catch (err) {
+    db.close();
+    throw err;
+  }
+  const store = createBlobStore(config);
+  const service = createCacheService({ db, store, keysDir: join(config.dataDir, 'keys') });
+  return {
+    config,
+    db,
+    store,
+    service,
+    fresh,
+    async close() {
+      await store.close();
+      db.close();
+    },
+  };
+}

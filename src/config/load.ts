@@ -1,0 +1,74 @@
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { Value } from '@sinclair/typebox/value';
+import { NarhubError } from '../errors.js';
+import { ConfigSchema, type Config } from './schema.js';
+
+export interface ConfigSources {
+  /** Path of a JSON config file. */
+  file?: string | undefined;
+  /** Command-line overrides, already parsed. */
+  overrides?: Partial<Pick<Config, 'dataDir' | 'listen'>>;
+  env?: NodeJS.ProcessEnv;
+}
+
+/** Validates a raw config object; every problem is reported with its key path. */
+export function parseConfig(raw: unknown): Config {
+  const withDefaults = Value.Default(ConfigSchema, Value.Clone(raw ?? {}));
+  const errors = [...Value.Errors(ConfigSchema, withDefaults)];
+  if (errors.length > 0) {
+    const lines = errors.slice(0, 10).map((e) => {
+      const key = e.path === '' ? '(root)' : e.path.replace(/^\//, '').replaceAll('/', '.');
+      // TypeBox reports an unknown key as a failure of the parent with the key in the value.
+      if (e.schema && (e.schema as { additionalProperties?: unknown }).additionalProperties === false && typeof e.value === 'object' && e.value !== null) {
+        const allowed = Object.keys((e.schema as { properties?: object }).properties ?? {});
+        const unknown = Object.keys(e.value as object).filter((k) => !allowed.includes(k));
+        if (unknown.length > 0) return `unknown key ${unknown.map((k) => (key === '(root)' ? k : `${key}.${k}`)).join(', ')}`;
+      }
+      return `${key}: ${e.message}`;
+    });
+    throw new NarhubError('CONFIG_INVALID', `invalid config: ${[...new Set(lines)].join('; ')}`);
+  }
+  const config = withDefaults as Config;
+  const names = new Set<string>();
+  for (const c of config.caches) {
+    if (names.has(c.name)) throw new NarhubError('CONFIG_INVALID', `invalid config: cache ${c.name} is declared twice`);
+    names.add(c.name);
+  }
+  parseListen(config.listen);
+  return config;
+}
+
+/** Reads the config once, at the edge: file, then environment, then flags. */
+export function loadConfig(sources: ConfigSources): Config {
+  const env = sources.env ?? process.env;
+  let raw: Record<string, unknown> = {};
+  if (sources.file) {
+    let text: string;
+    try {
+      text = readFileSync(sources.file, 'utf8');
+    } catch (err) {
+      throw new NarhubError('CONFIG_INVALID', `cannot read config file ${sources.file}: ${(err as Error).message}`);
+    }
+    try {
+      raw = JSON.parse(text) as Record<string, unknown>;
+    } catch (err) {
+      throw new NarhubError('CONFIG_INVALID', `config file ${sources.file} is not valid JSON: ${(err as Error).message}`);
+    }
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+      throw new NarhubError('CONFIG_INVALID', `config file ${sources.file} must hold a JSON object`);
+    }
+  }
+  if (raw.storage === undefined) raw.storage = { type: 'local' };
+  if (env.NARHUB_DATA_DIR && raw.dataDir === undefined) raw.dataDir = env.NARHUB_DATA_DIR;
+  for (const [k, v] of Object.entries(sources.overrides ?? {})) if (v !== undefined) raw[k] = v;
+  const config = parseConfig(raw);
+  return Object.freeze({ ...config, dataDir: resolve(config.dataDir) });
+}
+
+export function parseListen(listen: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s]+)):(\d{1,5})$/.exec(listen);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new NarhubError('CONFIG_INVALID', `invalid listen address ${JSON.stringify(listen)}: expected HOST:PORT`);
+  return { host: (m[1] ?? m[2])!, port };
+}

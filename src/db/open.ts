@@ -1,0 +1,54 @@
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import Sqlite, { type Database } from 'better-sqlite3';
+import { NarhubError } from '../errors.js';
+
+/** How long a statement waits for another connection's write lock before failing with SQLITE_BUSY. */
+export const BUSY_TIMEOUT_MS = 5000;
+
+/**
+ * Opens the narhub database with the settings every connection needs. The server and admin CLI
+ * commands open the same file at once: WAL lets readers run beside the one writer, and the busy
+ * timeout makes writers queue instead of failing.
+ */
+export function openDatabase(path: string | ':memory:'): Database {
+  if (path !== ':memory:' && path !== '') mkdirSync(dirname(path), { recursive: true });
+  let db: Database;
+  try {
+    db = new Sqlite(path, { timeout: BUSY_TIMEOUT_MS });
+  } catch (err) {
+    throw new NarhubError('CONFIG_INVALID', `cannot open database ${path}: ${messageOf(err)}`, { cause: err });
+  }
+  try {
+    // First, so the journal-mode switch below also waits for other connections.
+    db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+    if (!db.memory) {
+      // Persistent in the file; a no-op for every open after the first.
+      const mode = db.pragma('journal_mode = WAL', { simple: true });
+      if (mode !== 'wal') {
+        throw new NarhubError(
+          'CONFIG_INVALID',
+          `database ${path} cannot use WAL journal mode (got ${String(mode)}); put it on a local filesystem`,
+        );
+      }
+    }
+    // Per connection, so set on every open. NORMAL is durable enough with WAL: a power cut may
+    // lose the last commits but never corrupts the file.
+    db.pragma('foreign_keys = ON');
+    db.pragma('synchronous = NORMAL');
+    return db;
+  } catch (err) {
+    db.close();
+    if (err instanceof NarhubError) throw err;
+    const code = isBusy(err) ? 'UNAVAILABLE' : 'CONFIG_INVALID';
+    throw new NarhubError(code, `cannot configure database ${path}: ${messageOf(err)}`, { cause: err });
+  }
+}
+
+export function isBusy(err: unknown): boolean {
+  return err instanceof Sqlite.SqliteError && (err.code === 'SQLITE_BUSY' || err.code.startsWith('SQLITE_BUSY_'));
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

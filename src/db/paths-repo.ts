@@ -1,0 +1,85 @@
+import type { Database } from 'better-sqlite3';
+
+export interface PathRow {
+  id: number;
+  cacheId: number;
+  hashPart: string;
+  name: string;
+  narId: number;
+  deriver: string | null;
+  ca: string | null;
+  narinfo: string;
+}
+
+interface RawPath {
+  id: number; cache_id: number; hash_part: string; name: string; nar_id: number; deriver: string | null; ca: string | null; narinfo: string;
+}
+
+const toPath = (r: RawPath): PathRow => ({
+  id: r.id, cacheId: r.cache_id, hashPart: r.hash_part, name: r.name, narId: r.nar_id, deriver: r.deriver, ca: r.ca, narinfo: r.narinfo,
+});
+
+export interface NewPath {
+  cacheId: number;
+  hashPart: string;
+  name: string;
+  narId: number;
+  deriver: string | null;
+  ca: string | null;
+  system: string | null;
+  narinfo: string;
+  references: string[];
+  sigs: string[];
+}
+
+/** Committed store paths, their references and signatures. */
+export function createPathsRepo(db: Database) {
+  const byHash = db.prepare<[number, string], RawPath>(
+    'SELECT id, cache_id, hash_part, name, nar_id, deriver, ca, narinfo FROM store_paths WHERE cache_id = ? AND hash_part = ?',
+  );
+  const narinfoByHash = db.prepare<[number, string], { narinfo: string }>(
+    'SELECT narinfo FROM store_paths WHERE cache_id = ? AND hash_part = ?',
+  );
+  const insert = db.prepare(`
+    INSERT INTO store_paths (cache_id, hash_part, name, nar_id, deriver, ca, system, narinfo, created_at, updated_at)
+    VALUES (@cacheId, @hashPart, @name, @narId, @deriver, @ca, @system, @narinfo, @now, @now)`);
+  const insertRef = db.prepare('INSERT OR IGNORE INTO path_references (path_id, reference) VALUES (?, ?)');
+  const insertSig = db.prepare('INSERT OR IGNORE INTO signatures (path_id, sig) VALUES (?, ?)');
+  const refsOf = db.prepare<[number], { reference: string }>('SELECT reference FROM path_references WHERE path_id = ? ORDER BY reference');
+  const sigsOf = db.prepare<[number], { sig: string }>('SELECT sig FROM signatures WHERE path_id = ? ORDER BY sig');
+  const setNarinfo = db.prepare('UPDATE store_paths SET narinfo = ?, updated_at = ? WHERE id = ?');
+  const countIn = db.prepare<[number], { n: number }>('SELECT count(*) AS n FROM store_paths WHERE cache_id = ?');
+
+  return {
+    get(cacheId: number, hashPart: string): PathRow | undefined {
+      const r = byHash.get(cacheId, hashPart);
+      return r && toPath(r);
+    },
+    /** The hot read path: one indexed lookup returning the stored, signed narinfo. */
+    narinfo(cacheId: number, hashPart: string): string | undefined {
+      return narinfoByHash.get(cacheId, hashPart)?.narinfo;
+    },
+    insert(path: NewPath): number {
+      const id = Number(insert.run({ ...path, now: Date.now() }).lastInsertRowid);
+      for (const ref of path.references) insertRef.run(id, ref);
+      for (const sig of path.sigs) insertSig.run(id, sig);
+      return id;
+    },
+    references(pathId: number): string[] {
+      return refsOf.all(pathId).map((r) => r.reference);
+    },
+    signatures(pathId: number): string[] {
+      return sigsOf.all(pathId).map((r) => r.sig);
+    },
+    /** Adds signatures and replaces the served narinfo text accordingly. */
+    addSignatures(pathId: number, sigs: string[], narinfo: string): void {
+      for (const sig of sigs) insertSig.run(pathId, sig);
+      setNarinfo.run(narinfo, Date.now(), pathId);
+    },
+    count(cacheId: number): number {
+      return countIn.get(cacheId)?.n ?? 0;
+    },
+  };
+}
+
+export type PathsRepo = ReturnType<typeof createPathsRepo>;

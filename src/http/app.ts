@@ -1,0 +1,42 @@
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import type { CacheService } from '../cache/cache-service.js';
+import { createAccess } from './access.js';
+import { installErrorHandler } from './error-handler.js';
+import { binaryCacheRoutes } from './routes/binary-cache.js';
+import { healthRoutes } from './routes/health.js';
+
+export interface AppOptions {
+  service: CacheService;
+  logger?: Logger | undefined;
+  maxNarSize: number;
+  maxSmallFileSize: number;
+}
+
+/**
+ * Builds the HTTP app without listening, so tests drive it with `inject` and the CLI owns the
+ * socket. Every route group is registered explicitly.
+ */
+export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: options.logger as FastifyBaseLogger | undefined,
+    // Uploads of large NARs take as long as they take; idle sockets are still reaped.
+    requestTimeout: 0,
+    connectionTimeout: 0,
+    keepAliveTimeout: 75_000,
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+    exposeHeadRoutes: false,
+    routerOptions: { caseSensitive: true, ignoreTrailingSlash: false, maxParamLength: 500 },
+  });
+  installErrorHandler(app);
+  const access = createAccess(options.service.tokens);
+  await app.register(healthRoutes, { service: options.service });
+  await app.register(binaryCacheRoutes, {
+    service: options.service,
+    access,
+    maxNarSize: options.maxNarSize,
+    maxSmallFileSize: options.maxSmallFileSize,
+  });
+  return app;
+}

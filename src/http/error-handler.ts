@@ -1,0 +1,85 @@
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { isNarhubError, type ErrorCode } from '../errors.js';
+
+/** The one place error codes become HTTP statuses. Adding a code without a status fails to compile. */
+export const STATUS = {
+  BAD_REQUEST: 400,
+  BODY_TOO_LARGE: 413,
+  RANGE_NOT_SATISFIABLE: 416,
+  NOT_FOUND: 404,
+  METHOD_NOT_ALLOWED: 405,
+  STORE_PATH_INVALID: 400,
+  HASH_INVALID: 400,
+  NARINFO_PARSE_ERROR: 400,
+  NARINFO_INVALID: 400,
+  NAR_INVALID: 400,
+  NAR_HASH_MISMATCH: 400,
+  NAR_SIZE_MISMATCH: 400,
+  FILE_HASH_MISMATCH: 400,
+  FILE_SIZE_MISMATCH: 400,
+  COMPRESSION_UNSUPPORTED: 415,
+  COMPRESSION_MISMATCH: 400,
+  KEY_INVALID: 400,
+  CACHE_NOT_FOUND: 404,
+  CACHE_EXISTS: 409,
+  CACHE_NAME_INVALID: 400,
+  NAR_NOT_UPLOADED: 400,
+  REFERENCE_MISSING: 400,
+  PATH_CONTENT_CONFLICT: 409,
+  TOKEN_NOT_FOUND: 404,
+  UNAUTHORIZED: 401,
+  FORBIDDEN: 403,
+  CONFIG_INVALID: 500,
+  STORAGE_ERROR: 503,
+  UNAVAILABLE: 503,
+  INTERNAL: 500,
+} as const satisfies Record<ErrorCode, number>;
+
+/** Fastify's own client errors that reach us, mapped to our codes. */
+const FASTIFY_CODES: Record<string, ErrorCode> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: 'BODY_TOO_LARGE',
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'BAD_REQUEST',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'BAD_REQUEST',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'BAD_REQUEST',
+  FST_ERR_VALIDATION: 'BAD_REQUEST',
+};
+
+export function sendError(reply: FastifyReply, status: number, code: string, message: string): FastifyReply {
+  const oneLine = message.split('\n')[0]!.slice(0, 500);
+  if (status === 401) reply.header('www-authenticate', 'Basic realm="narhub"');
+  return reply
+    .code(status)
+    .header('cache-control', 'no-store')
+    .header('x-narhub-error', code)
+    .type('text/plain; charset=utf-8')
+    .send(`${code}: ${oneLine}\n`);
+}
+
+/**
+ * 4xx answers carry a stable code and a one-line reason; 5xx answers carry nothing internal
+ * (no paths, SQL or storage messages), and are logged in full instead.
+ */
+export function installErrorHandler(app: FastifyInstance): void {
+  app.setErrorHandler((err: FastifyError | Error, request: FastifyRequest, reply: FastifyReply) => {
+    if (isNarhubError(err)) {
+      const status = STATUS[err.code];
+      if (status >= 500) {
+        request.log.error({ err }, 'request failed');
+        return sendError(reply, status, err.code, status === 503 ? 'temporarily unavailable' : 'internal error');
+      }
+      request.log.info({ code: err.code, reason: err.message }, 'request rejected');
+      return sendError(reply, status, err.code, err.message);
+    }
+    const fastifyCode = (err as FastifyError).code;
+    const mapped = fastifyCode ? FASTIFY_CODES[fastifyCode] : undefined;
+    const statusCode = (err as FastifyError).statusCode;
+    if (mapped || (statusCode && statusCode >= 400 && statusCode < 500)) {
+      const code = mapped ?? 'BAD_REQUEST';
+      return sendError(reply, statusCode ?? STATUS[code], code, err.message);
+    }
+    request.log.error({ err }, 'request failed');
+    return sendError(reply, 500, 'INTERNAL', 'internal error');
+  });
+
+  app.setNotFoundHandler((request, reply) => sendError(reply, 404, 'NOT_FOUND', `no such resource ${request.url.split('?')[0]!.slice(0, 200)}`));
+}

@@ -1,0 +1,87 @@
+import type { Readable } from 'node:stream';
+import { NarhubError } from '../errors.js';
+
+/**
+ * Where a cache's files live: NARs, narinfos, listings, logs, realisations.
+ *
+ * Keys are relative, slash-separated paths built by the cache domain from validated parts, e.g.
+ * `main/nar/0abc….nar.zst` or `main/0abc….narinfo`, so the store mirrors Nix's own binary-cache
+ * layout and is a complete cache on its own. Every implementation checks keys again with
+ * `assertValidKey` before they touch a disk or a bucket.
+ *
+ * Writes are atomic: a key shows either its previous content or the whole new content, never a
+ * half-written file, whatever happens to the process or the stream mid-write.
+ */
+export interface BlobStore {
+  /** Human-readable kind, for logs and health output. */
+  readonly kind: string;
+
+  /**
+   * Streams `body` into `key`. Resolves once the bytes are durable and visible under `key`.
+   * If the stream errors or `signal` aborts, nothing is left under `key` (nor as a leftover
+   * temporary object) and the promise rejects.
+   */
+  put(key: string, body: Readable | AsyncIterable<Uint8Array> | Uint8Array, options?: BlobPutOptions): Promise<BlobInfo>;
+
+  /**
+   * Opens `key` for reading, or resolves `null` if it does not exist. With `range`, the stream
+   * holds bytes `start..end` inclusive; the caller has validated the range against `stat().size`.
+   */
+  get(key: string, options?: BlobGetOptions): Promise<BlobRead | null>;
+
+  /** Size of `key`, or `null` when absent. */
+  stat(key: string): Promise<BlobInfo | null>;
+
+  /** Removes `key`. Removing an absent key is not an error. */
+  delete(key: string): Promise<void>;
+
+  /** Every key starting with `prefix`, in no particular order. */
+  list(prefix: string): AsyncIterable<string>;
+
+  /** Releases clients, file handles and timers. */
+  close(): Promise<void>;
+}
+
+export interface BlobPutOptions {
+  signal?: AbortSignal;
+  /** Exact length, when known up front (lets object stores skip multipart for small bodies). */
+  size?: number;
+  contentType?: string;
+  /**
+   * Runs once every byte is written but before the blob becomes visible under `key`. If it
+   * throws, the write is abandoned exactly as if the body had failed: this is where a caller
+   * checks hashes it computed on the way, so unverified bytes never appear under a real name.
+   */
+  beforeCommit?: () => Promise<void>;
+}
+
+export interface BlobGetOptions {
+  signal?: AbortSignal;
+  range?: { start: number; end: number };
+}
+
+export interface BlobInfo {
+  size: number;
+}
+
+export interface BlobRead {
+  /** Bytes of the blob, or of the requested range. */
+  stream: Readable;
+  /** Length of `stream`. */
+  size: number;
+  /** Length of the whole blob. */
+  totalSize: number;
+}
+
+/** Key grammar: relative, no empty, `.` or `..` segments, a conservative character set. */
+const KEY_SEGMENT = /^[A-Za-z0-9+_=?!:.,@-]+$/;
+
+export function isValidKey(key: string): boolean {
+  if (key.length === 0 || key.length > 1024) return false;
+  const segments = key.split('/');
+  return segments.every((s) => s !== '.' && s !== '..' && KEY_SEGMENT.test(s));
+}
+
+export function assertValidKey(key: string): void {
+  if (!isValidKey(key)) throw new NarhubError('BAD_REQUEST', `invalid storage key ${JSON.stringify(key.slice(0, 100))}`);
+}

@@ -1,0 +1,299 @@
+import { randomBytes } from 'node:crypto';
+import { lstatSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { mkdir, open, opendir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
+import { addAbortSignal, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { NarhubError } from '../errors.js';
+import {
+  assertValidKey,
+  isValidKey,
+  type BlobGetOptions,
+  type BlobInfo,
+  type BlobPutOptions,
+  type BlobRead,
+  type BlobStore,
+} from './blob-store.js';
+
+/**
+ * In-flight puts live here until renamed into place. It sits under the root so the rename stays
+ * on one filesystem (atomic), and `~` is outside the key alphabet, so no key can ever name it.
+ */
+const TEMP_DIR = '.tmp~';
+
+/**
+ * The server and admin CLI may open the same root at once, so start-up only sweeps temp files
+ * nobody has written to for this long: a live put refreshes its file's mtime with every write.
+ */
+const STALE_TEMP_MS = 60 * 60 * 1000;
+
+type Body = Readable | AsyncIterable<Uint8Array> | Uint8Array;
+
+export interface LocalBlobStoreOptions {
+  root: string;
+  /** fsync files and directories before a put resolves (default true). */
+  fsync?: boolean;
+}
+
+/**
+ * A BlobStore on a local directory: key `a/b/c` is the file `<root>/a/b/c`, so the root is a
+ * plain Nix binary cache that other tools can serve or copy.
+ */
+export function createLocalBlobStore(options: LocalBlobStoreOptions): BlobStore {
+  const root = resolve(options.root);
+  const durable = options.fsync ?? true;
+  const tempDir = join(root, TEMP_DIR);
+
+  try {
+    mkdirSync(tempDir, { recursive: true });
+  } catch (err) {
+    throw new NarhubError('CONFIG_INVALID', `cannot use storage root ${root}: ${messageOf(err)}`, { cause: err });
+  }
+  removeStaleTemps(tempDir, Date.now() - STALE_TEMP_MS);
+
+  /** Validates `key` and maps it to its file, refusing anything that would land outside root. */
+  function pathOf(key: string): string {
+    assertValidKey(key);
+    const full = resolve(root, ...key.split('/'));
+    const rel = relative(root, full);
+    if (rel === '' || rel === '..' || rel.startsWith(`..${sep}`) || isAbsolute(rel)) {
+      throw new NarhubError('BAD_REQUEST', `storage key ${JSON.stringify(key)} escapes the storage root`);
+    }
+    return full;
+  }
+
+  async function put(key: string, body: Body, opts: BlobPutOptions = {}): Promise<BlobInfo> {
+    const target = pathOf(key);
+    const { signal } = opts;
+    signal?.throwIfAborted();
+
+    const temp = join(tempDir, randomBytes(12).toString('hex'));
+    // Set synchronously when pipeline() starts the sink; cleanup awaits it so a temp file still
+    // being opened when the put fails cannot outlive the cleanup.
+    let opening: Promise<FileHandle> | undefined;
+    let renamed = false;
+    try {
+      let size = 0;
+      // pipeline() is called before any await, so a Readable that errors early has a listener.
+      await pipeline(
+        sourceOf(body),
+        async function (chunks: AsyncIterable<unknown>) {
+          opening = openTemp(tempDir, temp);
+          const fh = await io('create temp file', key, () => opening!);
+          // Pulling one chunk at a time and awaiting its write is the backpressure.
+          for await (const chunk of chunks) {
+            if (!(chunk instanceof Uint8Array)) {
+              throw new NarhubError('INTERNAL', `blob body for ${key} yielded a ${typeof chunk}, not bytes`);
+            }
+            await io('write', key, () => writeAll(fh, chunk));
+            size += chunk.byteLength;
+          }
+        },
+        signal === undefined ? {} : { signal },
+      );
+      if (opts.size !== undefined && opts.size !== size) {
+        throw new NarhubError('BAD_REQUEST', `blob body for ${key} was ${size} bytes, expected ${opts.size}`);
+      }
+      // The caller's last word (hash checks); its error is the put's error, unchanged.
+      await opts.beforeCommit?.();
+      const fh = await opening!;
+      if (durable) await io('fsync', key, () => fh.sync());
+      await io('close', key, () => fh.close());
+      // Last chance to honour an abort: after the rename the new content is public.
+      signal?.throwIfAborted();
+
+      const dir = dirname(target);
+      const firstCreated = await io('create directory', key, () => mkdir(dir, { recursive: true }));
+      await io('rename', key, () => rename(temp, target));
+      renamed = true;
+      // The rename is durable once its directory is, and so is every directory mkdir just made.
+      if (durable) await io('fsync directory', key, () => syncDirs(firstCreated === undefined ? dir : dirname(firstCreated), dir));
+      return { size };
+    } catch (err) {
+      if (!renamed) {
+        // close() waits for a pending write and is a no-op on a closed handle.
+        const fh = await opening?.catch(() => undefined);
+        await fh?.close().catch(() => undefined);
+        await unlink(temp).catch(() => undefined);
+      }
+      throw err;
+    }
+  }
+
+  async function get(key: string, opts: BlobGetOptions = {}): Promise<BlobRead | null> {
+    const path = pathOf(key);
+    opts.signal?.throwIfAborted();
+    let fh: FileHandle;
+    try {
+      fh = await open(path, 'r');
+    } catch (err) {
+      if (isMissing(err)) return null;
+      throw storageError('open', key, err);
+    }
+    try {
+      // Sizes come from the open handle: a concurrent put renames a new inode in, ours stays whole.
+      const st = await io('stat', key, () => fh.stat());
+      if (!st.isFile()) {
+        await fh.close();
+        return null;
+      }
+      const totalSize = st.size;
+      const { range } = opts;
+      if (range === undefined) {
+        return withSignal({ stream: fh.createReadStream(), size: totalSize, totalSize }, opts.signal);
+      }
+      const { start, end } = range;
+      if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end < start || end >= totalSize) {
+        throw new NarhubError('RANGE_NOT_SATISFIABLE', `range ${start}-${end} is outside ${key} (${totalSize} bytes)`);
+      }
+      return withSignal({ stream: fh.createReadStream({ start, end }), size: end - start + 1, totalSize }, opts.signal);
+    } catch (err) {
+      await fh.close().catch(() => undefined);
+      throw err;
+    }
+  }
+
+  async function statKey(key: string): Promise<BlobInfo | null> {
+    const path = pathOf(key);
+    try {
+      const st = await stat(path);
+      return st.isFile() ? { size: st.size } : null;
+    } catch (err) {
+      if (isMissing(err)) return null;
+      throw storageError('stat', key, err);
+    }
+  }
+
+  async function deleteKey(key: string): Promise<void> {
+    const path = pathOf(key);
+    try {
+      // Parent directories stay: a concurrent put may be about to rename into them.
+      await unlink(path);
+    } catch (err) {
+      // A directory is not a blob, so as a key it is absent.
+      if (isMissing(err) || errnoOf(err) === 'EISDIR') return;
+      throw storageError('delete', key, err);
+    }
+  }
+
+  async function* list(prefix: string): AsyncGenerator<string> {
+    // Only the directory part of the prefix is walked; the rest filters names.
+    const slash = prefix.lastIndexOf('/');
+    const dirKey = slash === -1 ? '' : prefix.slice(0, slash);
+    // No valid key can start with a prefix whose directory part is not a valid key itself.
+    if (dirKey !== '' && !isValidKey(dirKey)) return;
+    yield* walk(dirKey === '' ? root : pathOf(dirKey), dirKey, prefix);
+  }
+
+  async function* walk(dir: string, dirKey: string, prefix: string): AsyncGenerator<string> {
+    let entries;
+    try {
+      entries = await opendir(dir);
+    } catch (err) {
+      if (isMissing(err)) return;
+      throw storageError('list', dirKey, err);
+    }
+    for await (const entry of entries) {
+      const key = dirKey === '' ? entry.name : `${dirKey}/${entry.name}`;
+      // Skips the temp dir and anything else no key could name (stray files, symlinks).
+      if (!isValidKey(key)) continue;
+      if (entry.isDirectory()) {
+        if (key.startsWith(prefix) || prefix.startsWith(`${key}/`)) yield* walk(join(dir, entry.name), key, prefix);
+      } else if (entry.isFile() && key.startsWith(prefix)) {
+        yield key;
+      }
+    }
+  }
+
+  return {
+    kind: 'local',
+    put,
+    get,
+    stat: statKey,
+    delete: deleteKey,
+    list,
+    // Nothing is held between calls; read streams own and close their handles.
+    close: async () => undefined,
+  };
+}
+
+async function openTemp(tempDir: string, temp: string): Promise<FileHandle> {
+  // Recreated on demand in case someone cleared the temp dir while the store was running.
+  await mkdir(tempDir, { recursive: true });
+  return open(temp, 'wx');
+}
+
+function sourceOf(body: Body): Readable | AsyncIterable<Uint8Array> | Iterable<Uint8Array> {
+  // Wrapped so the bytes travel as one chunk (a bare Uint8Array would iterate as numbers).
+  if (body instanceof Uint8Array) return body.byteLength === 0 ? [] : [body];
+  return body;
+}
+
+async function writeAll(fh: FileHandle, chunk: Uint8Array): Promise<void> {
+  // write(2) may write less than asked, e.g. on a nearly full disk before ENOSPC.
+  let offset = 0;
+  while (offset < chunk.byteLength) {
+    const { bytesWritten } = await fh.write(chunk, offset, chunk.byteLength - offset);
+    offset += bytesWritten;
+  }
+}
+
+/** fsyncs `to` and each of its ancestors up to and including `from`. */
+async function syncDirs(from: string, to: string): Promise<void> {
+  for (let dir = to; ; dir = dirname(dir)) {
+    const fh = await open(dir, 'r');
+    try {
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    if (dir === from || dir === dirname(dir)) return;
+  }
+}
+
+function withSignal(read: BlobRead, signal: AbortSignal | undefined): BlobRead {
+  if (signal !== undefined) addAbortSignal(signal, read.stream);
+  return read;
+}
+
+function removeStaleTemps(tempDir: string, olderThanMs: number): void {
+  for (const name of readdirSync(tempDir)) {
+    const path = join(tempDir, name);
+    try {
+      if (lstatSync(path).mtimeMs < olderThanMs) rmSync(path, { recursive: true, force: true });
+    } catch {
+      // Another process swept it first, or it is not ours to remove; neither blocks start-up.
+    }
+  }
+}
+
+/** Runs one filesystem step of ours, reporting its failure as STORAGE_ERROR. */
+async function io<T>(what: string, key: string, op: () => Promise<T>): Promise<T> {
+  try {
+    return await op();
+  } catch (err) {
+    throw storageError(what, key, err);
+  }
+}
+
+function storageError(what: string, key: string, err: unknown): NarhubError {
+  if (err instanceof NarhubError) return err;
+  return new NarhubError('STORAGE_ERROR', `local storage ${what} failed for ${JSON.stringify(key)}: ${messageOf(err)}`, {
+    cause: err,
+    details: { key, code: errnoOf(err) },
+  });
+}
+
+function isMissing(err: unknown): boolean {
+  const code = errnoOf(err);
+  // ENOTDIR: a parent in the key's path is a file, so the key cannot exist.
+  return code === 'ENOENT' || code === 'ENOTDIR';
+}
+
+function errnoOf(err: unknown): string | undefined {
+  return typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string' ? err.code : undefined;
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
