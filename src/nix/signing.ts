@@ -1,0 +1,141 @@
+import { randomBytes } from 'node:crypto';
+import nacl from 'tweetnacl';
+import { NarhubError } from '../errors.js';
+import { decodeBase64Strict, encodeBase64 } from './base64.js';
+import { narInfoFingerprint } from './fingerprint.js';
+import type { NarInfo } from './narinfo.js';
+import { quote } from './quote.js';
+import { DEFAULT_STORE_DIR } from './store-path.js';
+
+/** A Nix signing key (spec §6.1): libsodium's 64-byte Ed25519 secret key, seed then public key. */
+export interface SecretKey {
+  name: string;
+  secretKey: Uint8Array;
+}
+
+export interface PublicKey {
+  name: string;
+  publicKey: Uint8Array;
+}
+
+const SEED_BYTES = 32;
+const SECRET_KEY_BYTES = 64;
+const PUBLIC_KEY_BYTES = 32;
+const SIGNATURE_BYTES = 64;
+
+function keyNameProblem(name: string): string | undefined {
+  if (name === '') return 'key name is empty';
+  // The name ends at the first ':'; whitespace would not survive key files and Sig lines.
+  if (/[:\s\x00-\x1f\x7f]/.test(name)) return `key name ${quote(name)} contains ":", whitespace or control characters`;
+  return undefined;
+}
+
+/** Splits `name:base64` into a name and exactly `length` bytes, or throws KEY_INVALID. */
+function parseKeyText(text: string, kind: 'secret' | 'public', length: number): { name: string; bytes: Uint8Array } {
+  // Nix writes key files without a newline, but editors often add one.
+  const body = text.endsWith('\n') ? text.slice(0, -1) : text;
+  const colon = body.indexOf(':');
+  if (colon < 0) throw new NarhubError('KEY_INVALID', `${kind} key is not "<name>:<base64>"`);
+  const name = body.slice(0, colon);
+  const nameProblem = keyNameProblem(name);
+  if (nameProblem !== undefined) throw new NarhubError('KEY_INVALID', `${kind} key: ${nameProblem}`);
+  const bytes = decodeBase64Strict(body.slice(colon + 1));
+  if (bytes === undefined) throw new NarhubError('KEY_INVALID', `${kind} key ${quote(name)}: not valid base64`);
+  if (bytes.length !== length) {
+    throw new NarhubError(
+      'KEY_INVALID',
+      `${kind} key ${quote(name)}: decodes to ${bytes.length} bytes, expected ${length}`,
+    );
+  }
+  return { name, bytes };
+}
+
+export function parseSecretKey(text: string): SecretKey {
+  const { name, bytes } = parseKeyText(text, 'secret', SECRET_KEY_BYTES);
+  // libsodium signs with the stored public half; if it does not match the seed, every signature is bad.
+  const derived = nacl.sign.keyPair.fromSeed(bytes.subarray(0, SEED_BYTES)).publicKey;
+  if (!Buffer.from(derived).equals(Buffer.from(bytes.subarray(SEED_BYTES)))) {
+    throw new NarhubError('KEY_INVALID', `secret key ${quote(name)}: public half does not match the seed`);
+  }
+  return { name, secretKey: bytes };
+}
+
+export function parsePublicKey(text: string): PublicKey {
+  const { name, bytes } = parseKeyText(text, 'public', PUBLIC_KEY_BYTES);
+  return { name, publicKey: bytes };
+}
+
+export function formatSecretKey(key: SecretKey): string {
+  return `${key.name}:${encodeBase64(key.secretKey)}`;
+}
+
+export function formatPublicKey(key: PublicKey): string {
+  return `${key.name}:${encodeBase64(key.publicKey)}`;
+}
+
+export function generateKeyPair(name: string): { secret: SecretKey; public: PublicKey } {
+  const problem = keyNameProblem(name);
+  if (problem !== undefined) throw new NarhubError('KEY_INVALID', problem);
+  const pair = nacl.sign.keyPair.fromSeed(randomBytes(SEED_BYTES));
+  return {
+    secret: { name, secretKey: pair.secretKey },
+    public: { name, publicKey: pair.publicKey },
+  };
+}
+
+export function publicKeyOf(secret: SecretKey): PublicKey {
+  if (secret.secretKey.length !== SECRET_KEY_BYTES) {
+    throw new NarhubError('KEY_INVALID', `secret key ${quote(secret.name)} is not ${SECRET_KEY_BYTES} bytes`);
+  }
+  // Derived from the seed rather than copied, so a corrupted public half cannot be trusted by mistake.
+  const publicKey = nacl.sign.keyPair.fromSeed(secret.secretKey.subarray(0, SEED_BYTES)).publicKey;
+  return { name: secret.name, publicKey };
+}
+
+/** Ed25519-signs `message` (UTF-8) and returns it as a Nix `Sig` value, `<name>:<base64>`. */
+export function signDetached(secret: SecretKey, message: string): string {
+  if (secret.secretKey.length !== SECRET_KEY_BYTES) {
+    throw new NarhubError('KEY_INVALID', `secret key ${quote(secret.name)} is not ${SECRET_KEY_BYTES} bytes`);
+  }
+  const sig = nacl.sign.detached(Buffer.from(message, 'utf8'), secret.secretKey);
+  return `${secret.name}:${encodeBase64(sig)}`;
+}
+
+/**
+ * Whether `sig` (`<name>:<base64>`) is a valid signature of `message` by a key of that name.
+ * Unknown names and malformed signatures are simply not valid: like Nix, a narinfo may carry
+ * signatures from keys we do not know.
+ */
+export function verifyDetached(publicKeys: PublicKey[], message: string, sig: string): boolean {
+  const colon = sig.indexOf(':');
+  if (colon <= 0) return false;
+  const name = sig.slice(0, colon);
+  const bytes = decodeBase64Strict(sig.slice(colon + 1));
+  if (bytes === undefined || bytes.length !== SIGNATURE_BYTES) return false;
+  const data = Buffer.from(message, 'utf8');
+  return publicKeys.some(
+    (k) => k.name === name && k.publicKey.length === PUBLIC_KEY_BYTES && nacl.sign.detached.verify(data, bytes, k.publicKey),
+  );
+}
+
+/** Signs the narinfo's fingerprint (spec §6.2); the result is a `Sig` value. */
+export function signNarInfo(secret: SecretKey, info: NarInfo, storeDir = DEFAULT_STORE_DIR): string {
+  return signDetached(secret, narInfoFingerprint(info.storePath, info.narHash, info.narSize, info.references, storeDir));
+}
+
+/** Whether `sig` signs this narinfo's fingerprint. A narinfo that has no fingerprint verifies nothing. */
+export function verifyNarInfoSig(
+  publicKeys: PublicKey[],
+  info: NarInfo,
+  sig: string,
+  storeDir = DEFAULT_STORE_DIR,
+): boolean {
+  let fingerprint: string;
+  try {
+    fingerprint = narInfoFingerprint(info.storePath, info.narHash, info.narSize, info.references, storeDir);
+  } catch (err) {
+    if (err instanceof NarhubError) return false;
+    throw err;
+  }
+  return verifyDetached(publicKeys, fingerprint, sig);
+}
