@@ -1,0 +1,149 @@
+import { createWriteStream, type WriteStream } from 'node:fs';
+import { readFile, rm } from 'node:fs/promises';
+import type { Redis } from 'ioredis';
+import { logStreamKey } from '../protocol/build-jobs.js';
+
+/** Largest log kept for the cache (narhub's default `maxSmallFileSize` is 64 MiB). */
+export const MAX_LOG_BYTES = 64 * 1024 * 1024 - 4096;
+/** Stream entries kept in Redis (`XADD … MAXLEN ~`); with ≤ 16 KiB per entry, at most ~32 MiB. */
+export const LOG_STREAM_MAXLEN = 2000;
+/** A finished stream is kept this long for late readers, then Redis drops it. */
+export const LOG_STREAM_TTL_SECONDS = 24 * 3600;
+const ENTRY_CHARS = 16 * 1024;
+const FLUSH_MS = 200;
+/** Text waiting for Redis beyond this is dropped from the live view (never from the stored log). */
+const MAX_PENDING_CHARS = 1024 * 1024;
+const FINISH_WAIT_MS = 10_000;
+
+/**
+ * One build's log, as it comes: appended to a spool file (capped at MAX_LOG_BYTES, uploaded to
+ * the cache at the end) and streamed live to the Redis stream `logStreamKey(drvHash)` in
+ * batches (`XADD … MAXLEN ~ … * data <chunk>`), ended by an `eof 1` entry. A new attempt
+ * starts the stream afresh (DEL). Redis trouble never slows or fails the build: batches that
+ * cannot be written are dropped from the live view and counted.
+ */
+export class BuildLog {
+  readonly #redis: Redis;
+  readonly #key: string;
+  readonly #file: string;
+  readonly #out: WriteStream;
+  #bytes = 0;
+  #truncated = false;
+  #closed = false;
+  #pending = '';
+  #dropped = 0;
+  #timer: NodeJS.Timeout | undefined;
+  #chain: Promise<void> = Promise.resolve();
+  #redisFailures = 0;
+  readonly #onRedisError: (err: unknown) => void;
+
+  private constructor(redis: Redis, drvHash: string, file: string, onRedisError: (err: unknown) => void) {
+    this.#redis = redis;
+    this.#key = logStreamKey(drvHash);
+    this.#file = file;
+    this.#out = createWriteStream(file, { mode: 0o600 });
+    this.#out.on('error', () => undefined);
+    this.#onRedisError = onRedisError;
+  }
+
+  /** Starts a log: a fresh stream in Redis and a fresh spool file. */
+  static async open(redis: Redis, drvHash: string, file: string, onRedisError: (err: unknown) => void): Promise<BuildLog> {
+    const log = new BuildLog(redis, drvHash, file, onRedisError);
+    log.#enqueue(async () => {
+      await redis.del(log.#key);
+    });
+    return log;
+  }
+
+  /** Bytes kept for the stored log so far. */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  write(text: string): void {
+    if (text === '' || this.#closed) return;
+    this.#spool(text);
+    if (this.#pending.length + text.length > MAX_PENDING_CHARS) {
+      this.#dropped += text.length;
+    } else {
+      this.#pending += text;
+    }
+    this.#timer ??= setTimeout(() => this.#flush(), FLUSH_MS);
+  }
+
+  /** Flushes what is pending to the live stream and closes the spool file; `write` is ignored afterwards. */
+  async closeFile(): Promise<void> {
+    this.#flush();
+    this.#closed = true;
+    await new Promise<void>((resolve) => this.#out.end(resolve));
+  }
+
+  /** Ends the live stream with `eof 1` (after the stored log is in the cache, so readers can switch to it). */
+  async end(): Promise<void> {
+    this.#flush();
+    this.#closed = true;
+    this.#enqueue(async () => {
+      await this.#redis.xadd(this.#key, 'MAXLEN', '~', String(LOG_STREAM_MAXLEN), '*', 'eof', '1');
+      await this.#redis.expire(this.#key, LOG_STREAM_TTL_SECONDS);
+    });
+    // Redis being away must not hold the job: wait for the stream a bounded time only.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.#chain, new Promise<void>((resolve) => (timer = setTimeout(resolve, FINISH_WAIT_MS)))]);
+    clearTimeout(timer);
+  }
+
+  /** The stored log (after closeFile). */
+  contents(): Promise<Buffer> {
+    return readFile(this.#file);
+  }
+
+  async dispose(): Promise<void> {
+    clearTimeout(this.#timer);
+    this.#closed = true;
+    this.#out.destroy();
+    await rm(this.#file, { force: true });
+  }
+
+  #spool(text: string): void {
+    if (this.#truncated) return;
+    const size = Buffer.byteLength(text);
+    if (this.#bytes + size <= MAX_LOG_BYTES) {
+      this.#out.write(text);
+      this.#bytes += size;
+      return;
+    }
+    const note = `\n[narhub: log truncated at ${MAX_LOG_BYTES} bytes]\n`;
+    this.#out.write(note);
+    this.#bytes += Buffer.byteLength(note);
+    this.#truncated = true;
+  }
+
+  #flush(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    let text = this.#pending;
+    this.#pending = '';
+    if (this.#dropped > 0) {
+      text += `\n[narhub: ${this.#dropped} characters left out of the live log]\n`;
+      this.#dropped = 0;
+    }
+    if (text === '') return;
+    const entries: string[] = [];
+    for (let i = 0; i < text.length; i += ENTRY_CHARS) entries.push(text.slice(i, i + ENTRY_CHARS));
+    this.#enqueue(async () => {
+      const batch = this.#redis.pipeline();
+      for (const entry of entries) batch.xadd(this.#key, 'MAXLEN', '~', String(LOG_STREAM_MAXLEN), '*', 'data', entry);
+      batch.expire(this.#key, LOG_STREAM_TTL_SECONDS);
+      const results = await batch.exec();
+      const failed = results?.find(([err]) => err);
+      if (failed) throw failed[0];
+    });
+  }
+
+  #enqueue(step: () => Promise<void>): void {
+    this.#chain = this.#chain.then(step).catch((err: unknown) => {
+      // Report the first failure of a log only; the build goes on regardless.
+      if (this.#redisFailures++ === 0) this.#onRedisError(err);
+    });
+  }
+}

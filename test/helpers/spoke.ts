@@ -1,0 +1,182 @@
+// Starts real `narhub spoke` processes and drives the build queues the way the hub does.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Queue, type Job } from 'bullmq';
+import { Redis } from 'ioredis';
+import { buildJobId, queueName, type BuildJobData, type BuildJobResult } from '../../src/protocol/build-jobs.js';
+import { CLI_PATH, jsonLines } from './server.js';
+import type { Cleanup } from './tmp.js';
+
+const debug = process.env.NARHUB_E2E_DEBUG === '1';
+
+export interface SpokeProcessOptions {
+  id: string;
+  hub: string;
+  redisUrl: string;
+  tokenFile: string;
+  systems: string[];
+  features?: string[];
+  store: string;
+  maxJobs?: number;
+  /** Extra flags, e.g. ['--lock-duration', '2000']. */
+  args?: string[];
+  /** Environment for the spoke (and so for its Nix commands). */
+  env: NodeJS.ProcessEnv;
+}
+
+export interface SpokeProcess {
+  id: string;
+  child: ChildProcess;
+  /** stdout + stderr so far. */
+  output(): string;
+  /** Resolves with how the process ended. */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  signal(sig: NodeJS.Signals): void;
+}
+
+/** Spawns `narhub spoke …` and waits for its `spoke ready` log line. */
+export async function startSpokeProcess(t: Cleanup, opts: SpokeProcessOptions): Promise<SpokeProcess> {
+  const argv = [
+    CLI_PATH, 'spoke',
+    '--id', opts.id,
+    '--hub', opts.hub,
+    '--redis-url', opts.redisUrl,
+    '--token-file', opts.tokenFile,
+    '--systems', opts.systems.join(','),
+    '--store', opts.store,
+    // Short discovery and retry delays so the tests need not wait.
+    '--discover-interval', '300',
+    '--retry-delay', '100',
+    ...(opts.features && opts.features.length > 0 ? ['--features', opts.features.join(',')] : []),
+    ...(opts.maxJobs ? ['--max-jobs', String(opts.maxJobs)] : []),
+    ...(opts.args ?? []),
+  ];
+  const child = spawn(process.execPath, argv, { env: opts.env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  const onData = (d: string) => {
+    out += d;
+    if (debug) process.stderr.write(`[spoke ${opts.id}] ${d}`);
+  };
+  child.stdout!.setEncoding('utf8').on('data', onData);
+  child.stderr!.setEncoding('utf8').on('data', onData);
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => resolve({ code, signal })),
+  );
+  t.after(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL');
+      await exited;
+    }
+    // A spoke killed with SIGKILL leaves its detached nix-store behind: end those (by store path).
+    killProcessesMentioning(opts.store);
+  });
+
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (jsonLines(out).some((r) => r.msg === 'spoke ready')) break;
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`spoke ${opts.id} exited before it was ready:\n${out}`);
+    if (Date.now() > deadline) throw new Error(`spoke ${opts.id} printed no "spoke ready" within 30 s:\n${out}`);
+    await sleep(50);
+  }
+  return { id: opts.id, child, output: () => out, exited, signal: (sig) => child.kill(sig) };
+}
+
+/** Command lines of the running processes (like `ps -eo args`). */
+export function processCommandLines(): { pid: number; args: string }[] {
+  const out: { pid: number; args: string }[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const args = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0').filter((a) => a !== '').join(' ');
+      if (args !== '') out.push({ pid: Number(entry), args });
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}
+
+function killProcessesMentioning(text: string): void {
+  for (const p of processCommandLines()) {
+    if (p.pid !== process.pid && p.args.includes(text)) {
+      try {
+        process.kill(p.pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+  }
+}
+
+/** A BullMQ producer for the tests: adds jobs the way the hub does and waits for them. */
+export class TestQueues {
+  readonly #url: string;
+  readonly #queues = new Map<string, Queue<BuildJobData, BuildJobResult>>();
+
+  constructor(t: Cleanup, redisUrl: string) {
+    this.#url = redisUrl;
+    t.after(async () => {
+      await Promise.all([...this.#queues.values()].map((q) => q.close()));
+    });
+  }
+
+  queue(system: string, features: string[] = []): Queue<BuildJobData, BuildJobResult> {
+    const name = queueName(system, features);
+    let q = this.#queues.get(name);
+    if (!q) {
+      q = new Queue<BuildJobData, BuildJobResult>(name, { connection: { url: this.#url, maxRetriesPerRequest: null } });
+      q.on('error', () => undefined);
+      this.#queues.set(name, q);
+    }
+    return q;
+  }
+
+  async add(data: BuildJobData, opts: { attempts?: number } = {}): Promise<Job<BuildJobData, BuildJobResult>> {
+    return this.queue(data.system, data.requiredFeatures).add('build', data, {
+      jobId: buildJobId(data.drvHash),
+      attempts: opts.attempts ?? 3,
+      backoff: { type: 'fixed', delay: 200 },
+    });
+  }
+
+  /** Polls until the job is completed or failed; returns the job as it then is. */
+  async finished(data: BuildJobData, timeoutMs = 120_000, describe: () => string = () => ''): Promise<Job<BuildJobData, BuildJobResult>> {
+    const q = this.queue(data.system, data.requiredFeatures);
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const job = await q.getJob(buildJobId(data.drvHash));
+      if (job) {
+        const state = await job.getState();
+        // Read the job again: it may have finished between the read and the state check.
+        if (state === 'completed' || state === 'failed') return (await q.getJob(buildJobId(data.drvHash)))!;
+      }
+      if (Date.now() > deadline) throw new Error(`job ${buildJobId(data.drvHash)} did not finish within ${timeoutMs} ms\n${describe()}`);
+      await sleep(100);
+    }
+  }
+
+  async state(data: BuildJobData): Promise<string> {
+    const job = await this.queue(data.system, data.requiredFeatures).getJob(buildJobId(data.drvHash));
+    return job ? job.getState() : 'missing';
+  }
+}
+
+/** A plain Redis client for the test's own reads, closed after the test. */
+export function testRedis(t: Cleanup, url: string): Redis {
+  const r = new Redis(url, { maxRetriesPerRequest: 1 });
+  r.on('error', () => undefined);
+  t.after(() => r.quit().then(() => undefined, () => r.disconnect()));
+  return r;
+}
+
+/** Polls `check` every 50 ms until it returns a value other than undefined. */
+export async function waitFor<T>(what: string, check: () => Promise<T | undefined> | T | undefined, timeoutMs = 60_000, describe: () => string = () => ''): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await check();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}\n${describe()}`);
+    await sleep(50);
+  }
+}
