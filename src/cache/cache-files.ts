@@ -12,8 +12,8 @@ export interface SmallFile {
 }
 
 /** `sha256:<64 hex>!<output>`, the realisation id of Nix 2.8 – 2.34. */
-const REALISATION_ID = /^sha256:[0-9a-f]{64}!([A-Za-z0-9+._?=-]+)$/;
-const BUILD_ID = /^[0-9a-f]{40}$/;
+export const REALISATION_ID = /^sha256:[0-9a-f]{64}!([A-Za-z0-9+._?=-]+)$/;
+export const BUILD_ID = /^[0-9a-f]{40}$/;
 /** Content encodings a client may store a small file with (narinfo/ls/log-compression). */
 const ENCODINGS = new Set(['br', 'gzip', 'zstd', 'xz', 'bzip2', 'deflate']);
 

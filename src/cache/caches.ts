@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { NarhubError } from '../errors.js';
 import { formatCacheInfo } from '../nix/cache-info.js';
 import { formatPublicKey, formatSecretKey, generateKeyPair, parseSecretKey, publicKeyOf, type SecretKey } from '../nix/signing.js';
-import type { CacheRow, CachesRepo } from '../db/caches-repo.js';
+import type { CacheRow, CacheSettingsRow, CachesRepo } from '../db/caches-repo.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { assertValidCacheName } from './cache-name.js';
 
@@ -12,12 +12,31 @@ export interface CacheSettings {
   priority: number;
   /** Sign with this Nix secret key file instead of generating one. */
   signingKeyFile?: string | undefined;
+  redirectNars?: boolean | undefined;
+  redirectExpiry?: number | undefined;
+  recompressToZstd?: boolean | undefined;
 }
+
+function settingsRow(s: CacheSettings): CacheSettingsRow {
+  return {
+    private: s.private,
+    priority: s.priority,
+    redirectNars: s.redirectNars ?? false,
+    redirectExpiry: s.redirectExpiry ?? 300,
+    recompressToZstd: s.recompressToZstd ?? false,
+  };
+}
+
+/** How long a looked-up cache row is reused before it is read from the database again. */
+const ROW_TTL_MS = 1000;
 
 export interface CacheInfoView {
   name: string;
   private: boolean;
   priority: number;
+  redirectNars: boolean;
+  redirectExpiry: number;
+  recompressToZstd: boolean;
   publicKeys: string[];
   signingKeys: { name: string; active: boolean }[];
   createdAt: string;
@@ -30,6 +49,24 @@ export interface CacheInfoView {
 export function createCacheRegistry(deps: { caches: CachesRepo; store: BlobStore; keysDir: string }) {
   const { caches, store, keysDir } = deps;
   const loadedKeys = new Map<string, SecretKey>();
+
+  /**
+   * Rows by name for the read path, where every request looks its cache up (a SQLite read
+   * transaction costs about as much as the rest of a narinfo GET). A row changes only through
+   * `ensure` (at start, in this process, which forgets it); anything another process might do
+   * is seen within ROW_TTL_MS. Misses are never kept, so a cache the admin CLI creates serves
+   * at once, and only existing caches take memory.
+   */
+  const rows = new Map<string, { row: CacheRow; until: number }>();
+  function lookup(name: string): CacheRow | undefined {
+    const now = Date.now();
+    const hit = rows.get(name);
+    if (hit !== undefined && hit.until > now) return hit.row;
+    const row = caches.get(name);
+    if (row === undefined) rows.delete(name);
+    else rows.set(name, { row: Object.freeze(row), until: now + ROW_TTL_MS });
+    return row;
+  }
 
   function readSecretKey(file: string): SecretKey {
     let key = loadedKeys.get(file);
@@ -73,10 +110,10 @@ export function createCacheRegistry(deps: { caches: CachesRepo; store: BlobStore
 
   return {
     get(name: string): CacheRow | undefined {
-      return caches.get(name);
+      return lookup(name);
     },
     require(name: string): CacheRow {
-      const cache = caches.get(name);
+      const cache = lookup(name);
       if (!cache) throw new NarhubError('CACHE_NOT_FOUND', `no cache named ${name}`);
       return cache;
     },
@@ -86,7 +123,7 @@ export function createCacheRegistry(deps: { caches: CachesRepo; store: BlobStore
     async create(name: string, settings: CacheSettings): Promise<{ cache: CacheRow; publicKey: string }> {
       assertValidCacheName(name);
       if (caches.get(name)) throw new NarhubError('CACHE_EXISTS', `cache ${name} already exists`);
-      const cache = caches.insert(name, settings.private, settings.priority);
+      const cache = caches.insert(name, settingsRow(settings));
       const publicKey = addKey(cache, settings.signingKeyFile);
       await writeCacheInfo(cache);
       return { cache, publicKey };
@@ -95,10 +132,10 @@ export function createCacheRegistry(deps: { caches: CachesRepo; store: BlobStore
     async ensure(name: string, settings: CacheSettings): Promise<{ cache: CacheRow; created: boolean }> {
       const existing = caches.get(name);
       if (!existing) return { cache: (await this.create(name, settings)).cache, created: true };
-      if (existing.private !== settings.private || existing.priority !== settings.priority) {
-        caches.update(existing.id, settings.private, settings.priority);
-      }
-      const updated = { ...existing, private: settings.private, priority: settings.priority };
+      const wanted = settingsRow(settings);
+      const updated: CacheRow = { ...existing, ...wanted };
+      if ((Object.keys(wanted) as (keyof CacheSettingsRow)[]).some((k) => existing[k] !== wanted[k])) caches.update(existing.id, wanted);
+      rows.delete(name);
       if (settings.signingKeyFile && !caches.keys(existing.id).some((k) => k.secretKeyFile === settings.signingKeyFile)) {
         addKey(updated, settings.signingKeyFile);
       }
@@ -122,6 +159,9 @@ export function createCacheRegistry(deps: { caches: CachesRepo; store: BlobStore
         name: cache.name,
         private: cache.private,
         priority: cache.priority,
+        redirectNars: cache.redirectNars,
+        redirectExpiry: cache.redirectExpiry,
+        recompressToZstd: cache.recompressToZstd,
         publicKeys: keys.map((k) => k.publicKey),
         signingKeys: keys.map((k) => ({ name: k.name, active: k.active })),
         createdAt: new Date(cache.createdAt).toISOString(),

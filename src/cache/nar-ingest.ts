@@ -69,9 +69,14 @@ export function createNarIngest(deps: { store: BlobStore; nars: NarsRepo }) {
     const decompressor = createDecompressor(compression);
     const validator = createNarValidator();
     let summary: NarSummary | undefined;
-    const validated = pipeline(decompressor, validator).then(() => {
-      summary = validator.result();
-    });
+    const validated = pipeline(decompressor, validator).then(
+      () => {
+        summary = validator.result();
+      },
+      (err: unknown) => {
+        throw corruptInput(err, compression);
+      },
+    );
     // Held so its rejection is observed even if the upload fails first.
     validated.catch(() => undefined);
 
@@ -133,9 +138,25 @@ function pickFailure(results: PromiseSettledResult<unknown>[]): unknown {
   return errors.find((e) => isNarhubError(e) && e.code !== 'STORAGE_ERROR') ?? errors.find(isNarhubError) ?? wrapStreamError(errors[0]);
 }
 
+const ABORT_CODES = new Set(['ABORT_ERR', 'ERR_STREAM_PREMATURE_CLOSE', 'ECONNRESET']);
+
+/**
+ * Whatever the decompressor throws is about the bytes it was fed, which came from the client:
+ * a truncated or corrupt stream is the uploader's error (4xx, not retried), however the library
+ * words it (liblzma's "No progress is possible", zlib's "unexpected end of file", …). Aborts and
+ * our own errors pass through unchanged.
+ */
+function corruptInput(err: unknown, compression: Compression): unknown {
+  if (isNarhubError(err)) return err;
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (typeof code === 'string' && ABORT_CODES.has(code)) return err;
+  const message = err instanceof Error ? err.message.split('\n')[0] : String(err);
+  return new NarhubError('NAR_INVALID', `cannot decompress the body as ${compression}: ${message}`, { cause: err });
+}
+
 function wrapStreamError(err: unknown): unknown {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
-  if (code === 'ABORT_ERR' || code === 'ERR_STREAM_PREMATURE_CLOSE' || code === 'ECONNRESET') {
+  if (typeof code === 'string' && ABORT_CODES.has(code)) {
     return new NarhubError('BAD_REQUEST', 'upload aborted before the body was complete', { cause: err });
   }
   // Decompressors report corrupt input with their own errors.

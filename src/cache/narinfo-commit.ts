@@ -3,7 +3,7 @@ import { NarhubError } from '../errors.js';
 import { hashesEqual, parseHash } from '../nix/hash.js';
 import { formatNarInfo, parseNarInfo, type NarInfo } from '../nix/narinfo.js';
 import { parsePublicKey, signNarInfo, verifyNarInfoSig } from '../nix/signing.js';
-import { parseStorePath, parseStorePathBasename } from '../nix/store-path.js';
+import { parseStorePath, parseStorePathBasename, type StorePath } from '../nix/store-path.js';
 import type { CacheRow } from '../db/caches-repo.js';
 import type { FilesRepo } from '../db/files-repo.js';
 import type { NarRow, NarsRepo } from '../db/nars-repo.js';
@@ -20,16 +20,19 @@ export interface CommitResult {
   /** False when the path was already committed (signatures may have been added). */
   created: boolean;
   narinfo: string;
+  /** The NAR file the path points at. */
+  narId: number;
 }
 
 /**
- * The commit point of an upload. A narinfo PUT makes a path visible only when its NAR was
- * uploaded to this cache and verified, the claimed hashes and sizes are the ones narhub
- * computed, and every reference is already present. narhub then signs the path itself and
- * serves its own, normalised narinfo from then on. A later PUT may add signatures, never change
- * content.
+ * The commit point of every upload, whichever way it came: a narinfo PUT of the Nix protocol,
+ * or narhub's native upload, which builds the same NarInfo from its metadata line and goes
+ * through this very function. A path becomes visible only when its NAR was uploaded to this
+ * cache and verified, the claimed hashes and sizes are the ones narhub computed, and every
+ * reference is already present. narhub then signs the path itself and serves its own,
+ * normalised narinfo from then on. A later commit may add signatures, never change content.
  */
-export function createNarInfoCommit(deps: {
+export function createPathCommit(deps: {
   db: Database;
   store: BlobStore;
   nars: NarsRepo;
@@ -99,21 +102,44 @@ export function createNarInfoCommit(deps: {
     // new text is checking against the stored content.
     checkSignatures(cache, info);
     const added = info.sigs.filter((s) => !stored.sigs.includes(s));
-    if (added.length === 0) return { created: false, narinfo: existing.narinfo };
+    if (added.length === 0) return { created: false, narinfo: existing.narinfo, narId: existing.narId };
     const merged: NarInfo = { ...stored, sigs: [...stored.sigs, ...added].sort() };
     const text = formatNarInfo(merged);
     await store.put(narInfoStorageKey(cache.name, existing.hashPart), Buffer.from(text), { contentType: 'text/x-nix-narinfo' });
     paths.addSignatures(existing.id, added, text);
-    return { created: false, narinfo: text };
+    return { created: false, narinfo: text, narId: existing.narId };
   }
 
-  return async function commitNarInfo(cache: CacheRow, hashPart: string, text: string): Promise<CommitResult> {
-    const info = parseNarInfo(text);
+  // narinfo PUTs for one path are applied one at a time, each seeing what the previous one
+  // committed: otherwise concurrent signers overwrite each other's signatures (read, merge,
+  // write), and a losing first upload overwrites the winner's narinfo file in the store.
+  const queues = new Map<string, Promise<void>>();
+  async function oneAtATime<T>(key: string, work: () => Promise<T>): Promise<T> {
+    const result = (queues.get(key) ?? Promise.resolve()).then(work);
+    const tail = result.then(
+      () => undefined,
+      () => undefined,
+    );
+    queues.set(key, tail);
+    try {
+      return await result;
+    } finally {
+      if (queues.get(key) === tail) queues.delete(key);
+    }
+  }
+
+  function placement(info: NarInfo, hashPart: string): StorePath {
     const storePath = parseStorePath(info.storePath);
     if (storePath.hashPart !== hashPart) {
       throw new NarhubError('NARINFO_INVALID', `StorePath ${info.storePath} does not belong at ${hashPart}.narinfo`);
     }
     if (info.deriver !== undefined) parseStorePathBasename(info.deriver);
+    return storePath;
+  }
+
+  /** `info.url` names the NAR file, as uploaded to this cache (`nar/<file>`). */
+  async function commit(cache: CacheRow, hashPart: string, info: NarInfo): Promise<CommitResult> {
+    const storePath = placement(info, hashPart);
 
     const existing = paths.get(cache.id, hashPart);
     if (existing) return addSignatures(cache, existing, info);
@@ -171,17 +197,55 @@ export function createNarInfoCommit(deps: {
       if (current.listingKey) {
         files.upsert('listing', cache.id, hashPart, { storageKey: current.listingKey, size: 0, contentType: 'application/json', contentEncoding: null });
       }
-      return { created: true, narinfo };
+      return { created: true, narinfo, narId: current.id };
     })();
     if (outcome === 'raced') {
-      // Another upload of the same path won; make the file in the store match what it committed.
-      const result = await addSignatures(cache, paths.get(cache.id, hashPart)!, info);
-      await store.put(narInfoStorageKey(cache.name, hashPart), Buffer.from(result.narinfo), { contentType: 'text/x-nix-narinfo' });
-      return result;
+      // Another writer (another process) committed the path first, and our file may have
+      // replaced its file: whether or not this PUT may add signatures, the store must end up
+      // holding what the database serves.
+      try {
+        return await addSignatures(cache, paths.get(cache.id, hashPart)!, info);
+      } finally {
+        const committed = paths.narinfo(cache.id, hashPart)!;
+        await store.put(narInfoStorageKey(cache.name, hashPart), Buffer.from(committed), { contentType: 'text/x-nix-narinfo' });
+      }
     }
     return outcome;
+  }
+
+  return {
+    /** A narinfo PUT of the Nix protocol. */
+    commitNarInfo(cache: CacheRow, hashPart: string, text: string): Promise<CommitResult> {
+      return oneAtATime(`${cache.id}/${hashPart}`, () => commit(cache, hashPart, parseNarInfo(text)));
+    },
+    /** The same commit, for a NarInfo built by narhub itself (native uploads). */
+    commitInfo(cache: CacheRow, hashPart: string, info: NarInfo): Promise<CommitResult> {
+      return oneAtATime(`${cache.id}/${hashPart}`, () => commit(cache, hashPart, info));
+    },
+    /**
+     * The checks that need no NAR (placement, deriver, references present, signatures), so an
+     * upload bound to fail is refused before its body is read. The commit runs them again.
+     */
+    precheck(cache: CacheRow, hashPart: string, info: NarInfo): void {
+      const storePath = placement(info, hashPart);
+      if (paths.get(cache.id, hashPart)) return;
+      checkReferences(cache, info, storePath.basename);
+      checkSignatures(cache, info);
+    },
+    /**
+     * Runs `work` while no commit of these paths runs, e.g. to point them at another NAR file
+     * without a concurrent signature merge writing back the old text.
+     */
+    exclusive<T>(cache: CacheRow, hashParts: string[], work: () => Promise<T>): Promise<T> {
+      const keys = [...new Set(hashParts)].sort().map((h) => `${cache.id}/${h}`);
+      const from = (i: number): Promise<T> => (i === keys.length ? work() : oneAtATime(keys[i]!, () => from(i + 1)));
+      return from(0);
+    },
   };
 }
+
+/** Just the narinfo PUT of the Nix protocol. */
+export const createNarInfoCommit = (deps: Parameters<typeof createPathCommit>[0]) => createPathCommit(deps).commitNarInfo;
 
 function sameSet(a: string[], b: string[]): boolean {
   const sa = new Set(a);
@@ -190,3 +254,4 @@ function sameSet(a: string[], b: string[]): boolean {
 }
 
 export type NarInfoCommit = ReturnType<typeof createNarInfoCommit>;
+export type PathCommit = ReturnType<typeof createPathCommit>;

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { Value } from '@sinclair/typebox/value';
+import type { TSchema } from '@sinclair/typebox';
+import { Value, type ValueError } from '@sinclair/typebox/value';
 import { NarhubError } from '../errors.js';
 import { ConfigSchema, type Config } from './schema.js';
 
@@ -14,8 +15,15 @@ export interface ConfigSources {
 
 /** Validates a raw config object; every problem is reported with its key path. */
 export function parseConfig(raw: unknown): Config {
-  const withDefaults = Value.Default(ConfigSchema, Value.Clone(raw ?? {}));
-  const errors = [...Value.Errors(ConfigSchema, withDefaults)];
+  const input = Value.Clone(raw ?? {}) as Record<string, unknown>;
+  // Nested objects must exist for TypeBox to fill their defaults in.
+  if (typeof input === 'object' && input !== null && !Array.isArray(input)) {
+    input.storage ??= { type: 'local' };
+    input.zstd ??= {};
+    input.hub ??= {};
+  }
+  const withDefaults = Value.Default(ConfigSchema, input);
+  const errors = [...Value.Errors(ConfigSchema, withDefaults)].flatMap((e) => explainUnion(e));
   if (errors.length > 0) {
     const lines = errors.slice(0, 10).map((e) => {
       const key = e.path === '' ? '(root)' : e.path.replace(/^\//, '').replaceAll('/', '.');
@@ -39,6 +47,19 @@ export function parseConfig(raw: unknown): Config {
   return config;
 }
 
+/**
+ * TypeBox reports a mismatch of a union as a whole ("Expected union value"); for the storage
+ * union, re-check against the variant its `type` names so the message names the key at fault.
+ */
+function explainUnion(error: ValueError): ValueError[] {
+  const variants = (error.schema as { anyOf?: TSchema[] }).anyOf;
+  const type = (error.value as { type?: unknown } | null)?.type;
+  if (!variants || typeof type !== 'string') return [error];
+  const variant = variants.find((v) => (v as { properties?: { type?: { const?: unknown } } }).properties?.type?.const === type);
+  if (!variant) return [{ ...error, message: `unknown type ${JSON.stringify(type)}` }];
+  return [...Value.Errors(variant, Value.Default(variant, Value.Clone(error.value)))].map((e) => ({ ...e, path: error.path + e.path }));
+}
+
 /** Reads the config once, at the edge: file, then environment, then flags. */
 export function loadConfig(sources: ConfigSources): Config {
   const env = sources.env ?? process.env;
@@ -59,7 +80,6 @@ export function loadConfig(sources: ConfigSources): Config {
       throw new NarhubError('CONFIG_INVALID', `config file ${sources.file} must hold a JSON object`);
     }
   }
-  if (raw.storage === undefined) raw.storage = { type: 'local' };
   if (env.NARHUB_DATA_DIR && raw.dataDir === undefined) raw.dataDir = env.NARHUB_DATA_DIR;
   for (const [k, v] of Object.entries(sources.overrides ?? {})) if (v !== undefined) raw[k] = v;
   const config = parseConfig(raw);

@@ -25,11 +25,14 @@ interface RawFile { storage_key: string; size: number; content_type?: string; co
 /** Logs, listings, realisations and debuginfo entries: metadata rows pointing at blobs. */
 export function createFilesRepo(db: Database) {
   const getters = new Map<FileKind, (cacheId: number, name: string) => RawFile | undefined>();
+  const counters = new Map<FileKind, (cacheId: number) => number>();
   const upserters = new Map<FileKind, (cacheId: number, name: string, row: FileRow) => void>();
 
   for (const [kind, t] of Object.entries(TABLES) as [FileKind, KindTable][]) {
     const get = db.prepare<[number, string], RawFile>(`SELECT * FROM ${t.table} WHERE cache_id = ? AND ${t.keyColumn} = ?${t.extraWhere}`);
     getters.set(kind, (cacheId, name) => get.get(cacheId, name));
+    const count = db.prepare<[number], { n: number }>(`SELECT count(*) AS n FROM ${t.table} WHERE cache_id = ?${t.extraWhere}`);
+    counters.set(kind, (cacheId) => count.get(cacheId)?.n ?? 0);
     const cols = ['cache_id', t.keyColumn, 'storage_key', 'size', 'created_at'];
     if (kind === 'log') cols.push('content_type');
     if (kind !== 'debuginfo') cols.push('content_encoding');
@@ -62,6 +65,10 @@ export function createFilesRepo(db: Database) {
     },
     upsert(kind: FileKind, cacheId: number, name: string, row: FileRow): void {
       upserters.get(kind)!(cacheId, name, row);
+    },
+    /** How many files of a kind the cache has. */
+    count(kind: FileKind, cacheId: number): number {
+      return counters.get(kind)!(cacheId);
     },
   };
 }

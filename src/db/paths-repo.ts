@@ -49,6 +49,13 @@ export function createPathsRepo(db: Database) {
   const sigsOf = db.prepare<[number], { sig: string }>('SELECT sig FROM signatures WHERE path_id = ? ORDER BY sig');
   const setNarinfo = db.prepare('UPDATE store_paths SET narinfo = ?, updated_at = ? WHERE id = ?');
   const countIn = db.prepare<[number], { n: number }>('SELECT count(*) AS n FROM store_paths WHERE cache_id = ?');
+  // One statement whatever the number of hashes: the list travels as one JSON array and each
+  // element is looked up through the (cache_id, hash_part) unique index.
+  const presentAmong = db.prepare<[number, string], { hash_part: string; name: string }>(`
+    SELECT hash_part, name FROM store_paths
+    WHERE cache_id = ? AND hash_part IN (SELECT value FROM json_each(?))`);
+  const byNar = db.prepare<[number], RawPath>('SELECT id, cache_id, hash_part, name, nar_id, deriver, ca, narinfo FROM store_paths WHERE nar_id = ?');
+  const switchNar = db.prepare('UPDATE store_paths SET nar_id = ?, narinfo = ?, updated_at = ? WHERE id = ?');
 
   return {
     get(cacheId: number, hashPart: string): PathRow | undefined {
@@ -78,6 +85,21 @@ export function createPathsRepo(db: Database) {
     },
     count(cacheId: number): number {
       return countIn.get(cacheId)?.n ?? 0;
+    },
+    /** Of the given hash parts, those committed in the cache, with the name each was committed under. */
+    presentAmong(cacheId: number, hashParts: string[]): Map<string, string> {
+      const found = new Map<string, string>();
+      if (hashParts.length === 0) return found;
+      for (const r of presentAmong.all(cacheId, JSON.stringify(hashParts))) found.set(r.hash_part, r.name);
+      return found;
+    },
+    /** Every path (of any cache) whose narinfo points at the NAR file `narId`. */
+    byNar(narId: number): PathRow[] {
+      return byNar.all(narId).map(toPath);
+    },
+    /** Points a path at another NAR file with the matching narinfo text. */
+    switchNar(pathId: number, narId: number, narinfo: string): void {
+      switchNar.run(narId, narinfo, Date.now(), pathId);
     },
   };
 }

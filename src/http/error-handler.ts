@@ -47,12 +47,10 @@ const FASTIFY_CODES: Record<string, ErrorCode> = {
 export function sendError(reply: FastifyReply, status: number, code: string, message: string): FastifyReply {
   const oneLine = message.split('\n')[0]!.slice(0, 500);
   if (status === 401) reply.header('www-authenticate', 'Basic realm="narhub"');
-  return reply
-    .code(status)
-    .header('cache-control', 'no-store')
-    .header('x-narhub-error', code)
-    .type('text/plain; charset=utf-8')
-    .send(`${code}: ${oneLine}\n`);
+  reply.code(status).header('cache-control', 'no-store').header('x-narhub-error', code);
+  // narhub's own JSON API answers in JSON; the Nix protocol routes in plain text.
+  if (reply.request.url.startsWith('/api/')) return reply.type('application/json; charset=utf-8').send(JSON.stringify({ code, message: oneLine }));
+  return reply.type('text/plain; charset=utf-8').send(`${code}: ${oneLine}\n`);
 }
 
 /**
@@ -67,7 +65,9 @@ export function installErrorHandler(app: FastifyInstance): void {
         request.log.error({ err }, 'request failed');
         return sendError(reply, status, err.code, status === 503 ? 'temporarily unavailable' : 'internal error');
       }
-      request.log.info({ code: err.code, reason: err.message }, 'request rejected');
+      // A miss is routine (Nix asks for every path it might substitute), so only at debug.
+      const level = err.code === 'NOT_FOUND' ? 'debug' : 'info';
+      request.log[level]({ code: err.code, reason: err.message }, 'request rejected');
       return sendError(reply, status, err.code, err.message);
     }
     const fastifyCode = (err as FastifyError).code;

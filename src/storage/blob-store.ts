@@ -40,6 +40,20 @@ export interface BlobStore {
 
   /** Releases clients, file handles and timers. */
   close(): Promise<void>;
+
+  /**
+   * Optional, for stores a client can read from directly (object stores): a URL that GETs `key`
+   * without credentials until it expires, `expiresIn` seconds from now. Whoever holds the URL
+   * can read the blob until then, so hand it only to a client already allowed to read it. The
+   * client's own `Range` header is not part of the signature and works against the URL.
+   * Stores that cannot do this leave it out; callers then stream the blob themselves.
+   */
+  presignGet?(key: string, options: BlobPresignOptions): Promise<string>;
+}
+
+export interface BlobPresignOptions {
+  /** Seconds the URL stays valid (S3: at most 604800, a week). */
+  expiresIn: number;
 }
 
 export interface BlobPutOptions {

@@ -18,11 +18,17 @@ const ALLOWED: Record<string, string[]> = {
   db: ['errors', 'nix'],
   config: ['errors'],
   cache: ['errors', 'nix', 'io', 'storage', 'db'],
-  http: ['errors', 'nix', 'io', 'cache', 'logger'],
+  protocol: ['errors', 'nix'],
+  push: ['errors', 'nix', 'io'],
+  hub: ['errors', 'nix', 'io', 'db', 'cache', 'protocol', 'logger'],
+  spoke: ['errors', 'nix', 'io', 'protocol', 'push', 'logger'],
+  http: ['errors', 'nix', 'io', 'cache', 'hub', 'protocol', 'logger'],
   cli: ['*'],
 };
 const TYPE_ONLY: Record<string, string[]> = {
   http: ['db', 'storage', 'config'],
+  hub: ['storage', 'config'],
+  spoke: ['config'],
 };
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');

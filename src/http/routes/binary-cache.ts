@@ -144,6 +144,10 @@ export async function binaryCacheRoutes(app: FastifyInstance, opts: BinaryCacheR
     const cache = readable(request, cacheOf(request.params.cache));
     const nar = service.validNar(cache, request.params.file);
     if (!nar) throw new NarhubError('NOT_FOUND', `no NAR ${request.params.file.slice(0, 100)} in cache ${cache.name}`);
+    // GET may be sent to storage (read access is checked above); HEAD stays ours, so Nix's
+    // upload-skip check keeps asking narhub.
+    const location = head ? undefined : await service.narRedirect(cache, nar);
+    if (location !== undefined) return reply.code(302).header('location', location).header('cache-control', 'no-store').send();
     reply.header('accept-ranges', 'bytes').type('application/x-nix-nar').header('cache-control', cacheControl(cache, NAR_CACHE_CONTROL));
     const range = parseRange(request.headers.range, nar.fileSize);
     if (range === 'unsatisfiable') {

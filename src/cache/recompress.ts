@@ -1,0 +1,244 @@
+import { finished, pipeline } from 'node:stream/promises';
+import type { Database } from 'better-sqlite3';
+import { NarhubError, isNarhubError } from '../errors.js';
+import { formatHash, hashesEqual, parseHash, sha256Hash } from '../nix/hash.js';
+import { formatNarInfo, parseNarInfo } from '../nix/narinfo.js';
+import type { NarHashSummary } from '../nix/nar/nar-parser.js';
+import { createDecompressor, type Compression } from '../io/compression.js';
+import { fanOut } from '../io/fan-out.js';
+import { createNarValidator } from '../io/nar-sink.js';
+import { createZstdOffThread } from '../io/zstd-off-thread.js';
+import type { CacheRow } from '../db/caches-repo.js';
+import type { NarRow, NarsRepo } from '../db/nars-repo.js';
+import type { PathsRepo } from '../db/paths-repo.js';
+import type { BlobStore } from '../storage/blob-store.js';
+import type { CacheRegistry } from './caches.js';
+import type { KeyedLock } from './keyed-lock.js';
+import { narHashFileName, type ZstdOptions } from './native-upload.js';
+import { narStorageKey } from './nar-ingest.js';
+import { narInfoStorageKey, type PathCommit } from './narinfo-commit.js';
+
+/** Where the recompressor reports; the server passes its logger. */
+export interface RecompressLog {
+  info(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+
+const RECOMPRESSIBLE = new Set(['xz', 'bzip2']);
+
+/**
+ * Background recompression of xz and bzip2 NARs (what stock Nix uploads by default) to zstd,
+ * for caches with `recompressToZstd`. One file at a time, from an in-memory queue fed by commits
+ * and, at start, by a scan for such files still in use.
+ *
+ * Per file: the old file is read, decompressed and validated (its NarHash and NarSize must come
+ * out exactly as recorded, checked before the new file takes its name), compressed with zstd and
+ * hashed on the way, and stored as `nar/<narhash>.nar.zst`. Then, in one transaction, every path
+ * pointing at the old file is switched to the new one (URL, Compression, FileHash, FileSize; the
+ * signatures stay valid, the fingerprint covers none of these) and the old file is marked
+ * superseded. The old file stays valid and served for clients holding the old narinfo, until
+ * `sweepSuperseded` removes it after its grace period if no path points at it again.
+ */
+export function createRecompressor(deps: {
+  db: Database;
+  store: BlobStore;
+  nars: NarsRepo;
+  paths: PathsRepo;
+  registry: CacheRegistry;
+  commit: PathCommit;
+  lock: KeyedLock;
+  zstd: ZstdOptions;
+  now?: () => number;
+}) {
+  const { db, store, nars, paths, registry, commit, lock, zstd } = deps;
+  const now = deps.now ?? Date.now;
+  const queue: number[] = [];
+  const queued = new Set<number>();
+  let started = false;
+  let stopping = false;
+  let running: Promise<void> | undefined;
+  let controller = new AbortController();
+  let log: RecompressLog = { info: () => undefined, error: () => undefined };
+  const idleWaiters: (() => void)[] = [];
+
+  function cacheById(id: number): CacheRow | undefined {
+    return registry.list().find((c) => c.id === id);
+  }
+
+  function enqueue(narId: number): void {
+    if (queued.has(narId)) return;
+    queued.add(narId);
+    queue.push(narId);
+    kick();
+  }
+
+  function kick(): void {
+    if (!started || stopping || running) return;
+    running = work().finally(() => {
+      running = undefined;
+      if (queue.length > 0 && !stopping) kick();
+      else for (const resolve of idleWaiters.splice(0)) resolve();
+    });
+  }
+
+  async function work(): Promise<void> {
+    while (queue.length > 0 && !stopping) {
+      const narId = queue.shift()!;
+      try {
+        await recompress(narId);
+      } catch (err) {
+        // Left as it is (still valid, still served); the next start's scan tries again.
+        if (!stopping) log.error({ err, narId }, 'recompression failed');
+      } finally {
+        queued.delete(narId);
+      }
+    }
+  }
+
+  async function recompress(narId: number): Promise<void> {
+    const old = nars.getById(narId);
+    if (!old || old.state !== 'valid' || !RECOMPRESSIBLE.has(old.compression)) return;
+    const cache = cacheById(old.cacheId);
+    if (!cache?.recompressToZstd) return;
+    if (paths.byNar(old.id).length === 0) return;
+    const fileName = narHashFileName(old.narHash);
+    const t0 = now();
+
+    const target = await lock.run(`${cache.id}/${fileName}`, async () => {
+      const existing = nars.get(cache.id, fileName);
+      if (existing?.state === 'valid') return existing;
+      return writeZstd(cache, old, fileName);
+    });
+    const moved = await switchPaths(cache, old, target);
+    log.info(
+      { cache: cache.name, from: old.fileName, to: target.fileName, paths: moved, fileSize: old.fileSize, newFileSize: target.fileSize, ms: now() - t0 },
+      'NAR recompressed to zstd',
+    );
+  }
+
+  async function writeZstd(cache: CacheRow, old: NarRow, fileName: string): Promise<NarRow> {
+    const signal = controller.signal;
+    const read = await store.get(old.storageKey, { signal });
+    if (!read) throw new NarhubError('STORAGE_ERROR', `valid NAR ${old.storageKey} is missing from storage`);
+    const key = narStorageKey(cache.name, fileName);
+    const decompressor = createDecompressor(old.compression as Compression);
+    const validator = createNarValidator({ listing: false });
+    const compressor = createZstdOffThread({ level: zstd.level, workers: zstd.workers });
+    let summary: NarHashSummary | undefined;
+    const validated = finished(validator).then(() => {
+      summary = validator.result();
+    });
+    validated.catch(() => undefined);
+    const stored = store.put(key, compressor, {
+      signal,
+      contentType: 'application/x-nix-nar',
+      beforeCommit: async () => {
+        await validated;
+        const nar = summary!;
+        if (nar.narSize !== old.narSize || !hashesEqual(parseHash(nar.narHash), parseHash(old.narHash))) {
+          throw new NarhubError('NAR_HASH_MISMATCH', `${old.storageKey} decompresses to ${nar.narHash} (${nar.narSize} bytes), not the recorded ${old.narHash} (${old.narSize} bytes)`);
+        }
+      },
+    });
+    stored.catch(() => undefined);
+    const decoded = pipeline(read.stream, decompressor, fanOut(validator, compressor), { signal });
+    const results = await Promise.allSettled([decoded, validated, stored]);
+    const errors = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason as unknown);
+    if (errors.length > 0) throw errors.find((e) => isNarhubError(e) && e.code === 'NAR_HASH_MISMATCH') ?? errors.find(isNarhubError) ?? errors[0];
+
+    return nars.putValid({
+      cacheId: cache.id,
+      fileName,
+      storageKey: key,
+      compression: 'zstd',
+      fileHash: formatHash(sha256Hash(compressor.digest()), 'nix32'),
+      fileSize: compressor.bytes,
+      narHash: old.narHash,
+      narSize: old.narSize,
+      // Same NAR, same listing.
+      listingKey: old.listingKey,
+    });
+  }
+
+  /** Points every path still on `old` at `target`, in one transaction; returns how many moved. */
+  async function switchPaths(cache: CacheRow, old: NarRow, target: NarRow): Promise<number> {
+    const hashParts = paths.byNar(old.id).map((p) => p.hashPart);
+    return commit.exclusive(cache, hashParts, async () => {
+      const locked = new Set(hashParts);
+      const switched = db.transaction(() => {
+        const out: { hashPart: string; narinfo: string }[] = [];
+        for (const p of paths.byNar(old.id)) {
+          // A path committed after the locks were taken waits for the next round.
+          if (!locked.has(p.hashPart)) continue;
+          const info = parseNarInfo(p.narinfo);
+          const narinfo = formatNarInfo({
+            ...info,
+            url: `nar/${target.fileName}`,
+            compression: target.compression,
+            fileHash: target.fileHash,
+            fileSize: target.fileSize,
+          });
+          paths.switchNar(p.id, target.id, narinfo);
+          out.push({ hashPart: p.hashPart, narinfo });
+        }
+        if (paths.byNar(old.id).length === 0) nars.markSuperseded(old.id, now());
+        return out;
+      })();
+      // The database serves from now on; the store's copies follow (as a commit writes them).
+      for (const { hashPart, narinfo } of switched) {
+        await store.put(narInfoStorageKey(cache.name, hashPart), Buffer.from(narinfo), { contentType: 'text/x-nix-narinfo' });
+      }
+      if (paths.byNar(old.id).length > 0) enqueue(old.id);
+      return switched.length;
+    });
+  }
+
+  return {
+    /** Starts working: queues every recompressible file still in use, then whatever commits add. */
+    start(logger?: RecompressLog): void {
+      if (logger) log = logger;
+      started = true;
+      stopping = false;
+      controller = new AbortController();
+      for (const row of nars.recompressible()) enqueue(row.id);
+      kick();
+    },
+    /** Stops after aborting the file in progress (its temporary write is discarded). */
+    async stop(): Promise<void> {
+      stopping = true;
+      controller.abort(new Error('shutting down'));
+      await running;
+      started = false;
+    },
+    /** Called after every commit: queues the path's file if this cache wants it recompressed. */
+    committed(cache: CacheRow, narId: number): void {
+      if (!cache.recompressToZstd) return;
+      const nar = nars.getById(narId);
+      if (nar && nar.state === 'valid' && RECOMPRESSIBLE.has(nar.compression)) enqueue(narId);
+    },
+    /** Resolves once nothing is queued or running (for tests and orderly shutdowns). */
+    idle(): Promise<void> {
+      if (!running && (queue.length === 0 || !started)) return Promise.resolve();
+      return new Promise((resolve) => idleWaiters.push(resolve));
+    },
+    pending(): number {
+      return queue.length + (running ? 1 : 0);
+    },
+    /**
+     * Removes superseded files older than `graceMs` that no path points at (row first, in a
+     * check-and-delete that loses to a commit claiming the file again, then the bytes). Their
+     * listings stay: the recompressed file shares them.
+     */
+    async sweepSuperseded(graceMs: number): Promise<{ removed: number }> {
+      let removed = 0;
+      for (const row of nars.staleSuperseded(now() - graceMs)) {
+        if (!nars.removeSuperseded(row)) continue;
+        await store.delete(row.storageKey);
+        removed++;
+      }
+      return { removed };
+    },
+  };
+}
+
+export type Recompressor = ReturnType<typeof createRecompressor>;

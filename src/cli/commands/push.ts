@@ -1,0 +1,74 @@
+import { isNarhubError } from '../../errors.js';
+import { parseCacheUrl } from '../../push/cache-url.js';
+import { defaultNetrcFiles, netrcCredentials } from '../../push/netrc.js';
+import { formatBytes, lineProgress, ttyProgress, type ProgressStream } from '../../push/progress.js';
+import { push } from '../../push/push.js';
+import { PushFailure } from '../../push/retry.js';
+import { parseFlags, parseInteger } from '../args.js';
+import { UsageError } from '../usage-error.js';
+
+export const PUSH_USAGE = 'narhub push CACHE_URL PATH… [--jobs N] [--retries N] [--token TOKEN] [--netrc FILE]';
+
+/**
+ * `narhub push http://host:port/CACHE PATH…`: uploads the closures of PATHs that the cache lacks
+ * through narhub's native endpoint. Progress goes to stderr (a bar on a terminal, one line per
+ * path otherwise). Returns the exit code: 0 when every path is in the cache afterwards, 1 when
+ * any could not be pushed (each one named, with why).
+ */
+export async function pushCommand(argv: string[], err: ProgressStream, env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  const { values, positionals } = parseFlags(
+    argv,
+    { jobs: { type: 'string', short: 'j' }, retries: { type: 'string' }, token: { type: 'string' }, netrc: { type: 'string' } },
+    { min: 2, max: Number.MAX_SAFE_INTEGER, names: 'CACHE_URL and at least one PATH' },
+  );
+  const jobs = values.jobs === undefined ? 4 : parseInteger(values.jobs, '--jobs');
+  if (jobs < 1 || jobs > 64) throw new UsageError('--jobs must be between 1 and 64');
+  const retries = values.retries === undefined ? 4 : parseInteger(values.retries, '--retries');
+  if (retries < 0 || retries > 20) throw new UsageError('--retries must be between 0 and 20');
+
+  let location;
+  try {
+    location = parseCacheUrl(positionals[0]!);
+  } catch (e) {
+    throw new UsageError(isNarhubError(e) ? e.message : String(e));
+  }
+  const paths = positionals.slice(1);
+
+  // --token, then $NARHUB_TOKEN, then netrc (as Nix would find it; matched on the host).
+  let authorization: string | undefined;
+  const token = values.token ?? env.NARHUB_TOKEN;
+  if (token) {
+    authorization = `Bearer ${token}`;
+  } else {
+    const files = values.netrc ? [values.netrc] : defaultNetrcFiles(env);
+    const creds = netrcCredentials(location.host, files, values.netrc !== undefined);
+    if (creds) authorization = `Basic ${Buffer.from(`${creds.login}:${creds.password}`).toString('base64')}`;
+  }
+
+  const progress = err.isTTY ? ttyProgress(err) : lineProgress(err);
+  let report;
+  try {
+    report = await push({ location, paths, authorization, jobs, retry: { retries }, progress });
+  } catch (e) {
+    if (e instanceof PushFailure || isNarhubError(e)) {
+      err.write(`narhub: ${e.message}\n`);
+      return 1;
+    }
+    throw e;
+  }
+
+  const target = `${location.base}/${location.cache}`;
+  if (report.pushed.length === 0 && report.failed.length === 0) {
+    err.write(`nothing to push: all ${report.closure} paths are already in ${target}\n`);
+    return 0;
+  }
+  const bytes = report.pushed.reduce((n, p) => n + p.narSize, 0);
+  err.write(
+    `pushed ${report.pushed.length} paths (${formatBytes(bytes)}) to ${target} in ${report.seconds.toFixed(1)} s; ` +
+      `${report.present} already there${report.failed.length > 0 ? `; ${report.failed.length} failed` : ''}\n`,
+  );
+  if (report.failed.length === 0) return 0;
+  err.write(`narhub: could not push ${report.failed.length} path${report.failed.length === 1 ? '' : 's'}:\n`);
+  for (const f of report.failed) err.write(`  ${f.path}: ${f.reason}\n`);
+  return 1;
+}

@@ -1,0 +1,153 @@
+import { createApiClient } from './api-client.js';
+import type { CacheLocation } from './cache-url.js';
+import { queryClosure, type NixCommands, type PathInfo } from './closure.js';
+import type { Progress } from './progress.js';
+import { PushFailure, withRetries, type RetryPolicy } from './retry.js';
+
+/** Store paths per missing-paths request (the server takes up to 100 000). */
+const MISSING_QUERY_BATCH = 50_000;
+
+export interface PushOptions {
+  location: CacheLocation;
+  /** Store paths whose closures to push. */
+  paths: string[];
+  /** Value of the Authorization header, if any. */
+  authorization?: string | undefined;
+  /** Uploads running at once (default 4). */
+  jobs?: number;
+  retry: RetryPolicy;
+  progress: Progress;
+  nix?: NixCommands;
+}
+
+export interface PushReport {
+  /** Paths in the closure. */
+  closure: number;
+  /** Paths the cache already had. */
+  present: number;
+  pushed: { path: string; narSize: number; fileSize: number }[];
+  failed: { path: string; reason: string }[];
+  seconds: number;
+}
+
+/**
+ * `narhub push`: takes the closure of `paths` from the local store, asks the cache which paths
+ * it lacks (one request), and uploads those with the native endpoint, `jobs` at a time,
+ * dependencies first: a path starts only once every reference it lacked has been pushed. A path
+ * whose reference failed is not attempted (the server would refuse it) and is reported with why.
+ * Transient failures are retried with backoff; the rest fail at once.
+ */
+export async function push(options: PushOptions): Promise<PushReport> {
+  const started = performance.now();
+  const { progress } = options;
+  // Store paths or anything nix resolves to one (e.g. a ./result symlink).
+  const closure = await queryClosure(options.paths, options.nix);
+  const client = createApiClient(options.location, options.authorization, options.nix);
+  const attempts = options.retry.retries + 1;
+
+  const missingList: string[] = [];
+  for (let i = 0; i < closure.length; i += MISSING_QUERY_BATCH) {
+    const batch = closure.slice(i, i + MISSING_QUERY_BATCH).map((p) => p.path);
+    const answer = await withRetries(
+      () => client.missingPaths(batch),
+      options.retry,
+      ({ attempt, delayMs, error }) => progress.retrying('(missing-paths query)', { attempt, of: attempts, delayMs, reason: error.message }),
+    ).catch((err: unknown) => {
+      throw new PushFailure(`cannot ask ${options.location.base}/${options.location.cache} which paths it lacks: ${(err as Error).message}`, false);
+    });
+    missingList.push(...answer);
+  }
+
+  const missing = new Map<string, PathInfo>();
+  const byPath = new Map(closure.map((p) => [p.path, p]));
+  for (const path of missingList) {
+    const info = byPath.get(path);
+    if (info) missing.set(path, info);
+  }
+  const report: PushReport = { closure: closure.length, present: closure.length - missing.size, pushed: [], failed: [], seconds: 0 };
+  if (missing.size === 0) {
+    report.seconds = (performance.now() - started) / 1000;
+    return report;
+  }
+
+  // Dependencies first: what each missing path waits for, and who waits for it.
+  const waitsFor = new Map<string, Set<string>>();
+  const dependents = new Map<string, string[]>();
+  for (const [path, info] of missing) {
+    const deps = new Set(info.references.filter((r) => r !== path && missing.has(r)));
+    waitsFor.set(path, deps);
+    for (const d of deps) {
+      const list = dependents.get(d);
+      if (list) list.push(path);
+      else dependents.set(d, [path]);
+    }
+  }
+  const ready = [...missing.keys()].filter((p) => waitsFor.get(p)!.size === 0);
+  const jobs = Math.max(1, options.jobs ?? 4);
+  const totalBytes = [...missing.values()].reduce((n, p) => n + p.narSize, 0);
+  progress.start(missing.size, totalBytes);
+
+  const settled = new Set<string>();
+  const fail = (path: string, reason: string) => {
+    if (settled.has(path)) return;
+    settled.add(path);
+    report.failed.push({ path, reason });
+    progress.failed(path, reason);
+    // Everything that needed it cannot be committed either.
+    for (const d of dependents.get(path) ?? []) fail(d, `its reference ${path} was not pushed`);
+  };
+
+  await new Promise<void>((resolve) => {
+    let running = 0;
+    const next = () => {
+      while (running < jobs && ready.length > 0) {
+        const path = ready.shift()!;
+        if (settled.has(path)) continue;
+        running++;
+        void upload(missing.get(path)!).finally(() => {
+          running--;
+          next();
+        });
+      }
+      if (running === 0 && ready.length === 0) resolve();
+    };
+
+    const upload = async (info: PathInfo) => {
+      const t0 = performance.now();
+      let sent = 0;
+      try {
+        const answer = await withRetries(
+          () => {
+            progress.bytes(-sent);
+            sent = 0;
+            return client.uploadPath(info, (n) => {
+              sent += n;
+              progress.bytes(n);
+            });
+          },
+          options.retry,
+          ({ attempt, delayMs, error }) => progress.retrying(info.path, { attempt, of: attempts, delayMs, reason: error.message }),
+        );
+        settled.add(info.path);
+        report.pushed.push({ path: info.path, narSize: info.narSize, fileSize: answer.fileSize });
+        progress.pushed(info.path, { narSize: info.narSize, fileSize: answer.fileSize, seconds: (performance.now() - t0) / 1000, stored: answer.stored });
+        for (const d of dependents.get(info.path) ?? []) {
+          const deps = waitsFor.get(d)!;
+          deps.delete(info.path);
+          if (deps.size === 0) ready.push(d);
+        }
+      } catch (err) {
+        fail(info.path, err instanceof Error ? err.message : String(err));
+      }
+    };
+
+    next();
+  });
+  // Only a reference cycle among the missing paths (which Nix cannot produce) leaves any behind.
+  for (const path of missing.keys()) {
+    if (!settled.has(path)) fail(path, 'its references form a cycle');
+  }
+  progress.finish();
+  report.seconds = (performance.now() - started) / 1000;
+  return report;
+}
