@@ -1,0 +1,138 @@
+# narhub, built from this checkout with nixpkgs' buildNpmPackage on Node.js 24.
+#
+# Dependencies come from package-lock.json through importNpmLock (one fetchurl per package,
+# checked against the lock's own `integrity`), so there is no npmDepsHash to keep up to date.
+# The lock carries no `resolved` URLs (npm's omit-lockfile-registry-resolved): every entry is
+# an npm registry tarball, so the URL is rebuilt here from the entry's name and version.
+#
+# Install scripts do not run (npm install/rebuild --ignore-scripts). The three native addons
+# package.json's `allowScripts` allows are then compiled from source, against Node 24's own
+# headers: better-sqlite3 (SQLite amalgamation), zstd-napi (bundled zstd) and lzma-native
+# (bundled xz); their prebuilt binaries are never used. msgpackr-extract (allowScripts: false) is
+# dropped, with its prebuilt platform packages: msgpackr falls back to JavaScript.
+{
+  lib,
+  buildNpmPackage,
+  importNpmLock,
+  nodejs_24,
+  srcOnly,
+}:
+
+let
+  package = lib.importJSON ../package.json;
+  packageLock = lib.importJSON ../package-lock.json;
+
+  registry = "https://registry.npmjs.org";
+  # `node_modules/a/node_modules/@scope/b` -> `@scope/b`; an alias entry names its package.
+  entryName = key: entry: entry.name or (lib.last (lib.splitString "node_modules/" key));
+  tarballUrl =
+    key: entry:
+    let
+      name = entryName key entry;
+    in
+    "${registry}/${name}/-/${baseNameOf name}-${entry.version}.tgz";
+  lockWithUrls = packageLock // {
+    packages = lib.mapAttrs (
+      key: entry:
+      if key == "" || entry ? resolved || (entry.link or false) || !(entry ? integrity) then
+        entry
+      else
+        entry // { resolved = tarballUrl key entry; }
+    ) packageLock.packages;
+  };
+
+  nativeAddons = [
+    "better-sqlite3"
+    "zstd-napi"
+    "lzma-native"
+  ];
+in
+buildNpmPackage {
+  pname = "narhub";
+  inherit (package) version;
+
+  src = lib.fileset.toSource {
+    root = ../.;
+    fileset = lib.fileset.unions [
+      ../package.json
+      ../package-lock.json
+      ../tsconfig.json
+      ../README.md
+      ../src
+      ../migrations
+      ../scripts
+      ../test
+      ../bench
+    ];
+  };
+
+  nodejs = nodejs_24;
+  npmDeps = importNpmLock {
+    inherit package;
+    packageLock = lockWithUrls;
+  };
+  npmConfigHook = importNpmLock.npmConfigHook;
+
+  # Nothing runs install scripts on its own; the addons are built below, one by one.
+  npmInstallFlags = [ "--ignore-scripts" ];
+  npmRebuildFlags = [ "--ignore-scripts" ];
+
+  env = {
+    # prebuild-install and node-gyp-build skip their downloads and prebuilt binaries.
+    npm_config_build_from_source = "true";
+  };
+
+  preBuild = ''
+    # Node 24's headers: better-sqlite3 uses V8's ABI, which changes with every major version.
+    export npm_config_nodedir=${srcOnly nodejs_24}
+    rm -rf node_modules/lzma-native/prebuilds
+    npm rebuild --foreground-scripts ${lib.escapeShellArgs nativeAddons}
+  '';
+
+  # `npm run build` (tsc) is the default build. Then drop the addons' build intermediates,
+  # which name build-time paths (Node's sources, Python, the compiler) and would drag them into
+  # the run-time closure; only the compiled `.node` files are needed.
+  postBuild = ''
+    for addon in ${lib.escapeShellArgs nativeAddons}; do
+      build=node_modules/$addon/build
+      test -n "$(find "$build/Release" -maxdepth 1 -name '*.node')" || { echo "$addon was not built" >&2; exit 1; }
+      find "$build" -mindepth 1 -maxdepth 1 ! -name Release -exec rm -rf {} +
+      find "$build/Release" -mindepth 1 -maxdepth 1 ! -name '*.node' -exec rm -rf {} +
+    done
+    rm -f node_modules/better-sqlite3/build/Release/test_extension.node
+    # gyp writes the makefiles of lzma-native's node-addon-api dependency next to the addon.
+    rm -rf node_modules/lzma-native/node-addon-api
+  '';
+
+  postInstall = ''
+    rm -rf $out/lib/node_modules/narhub/node_modules/msgpackr-extract \
+      $out/lib/node_modules/narhub/node_modules/@msgpackr-extract
+  '';
+
+  doInstallCheck = true;
+  installCheckPhase = ''
+    runHook preInstallCheck
+    echo '{ "caches": [ { "name": "main" } ] }' > config.json
+    test "$($out/bin/narhub check-config config.json)" = ok
+    # Every native addon loads on this Node.
+    cd $out/lib/node_modules/narhub
+    ${lib.getExe nodejs_24} -e '
+      const Database = require("better-sqlite3"); new Database(":memory:").close();
+      require("zstd-napi"); require("lzma-native");
+    '
+    cd - > /dev/null
+    runHook postInstallCheck
+  '';
+
+  passthru = {
+    nodejs = nodejs_24;
+  };
+
+  meta = {
+    description = "Self-hosted Nix binary cache and build hub";
+    license = lib.licenses.mit;
+    mainProgram = "narhub";
+    # lzma-native's build of xz uses BSD sed on macOS, which nixpkgs' darwin stdenv lacks.
+    platforms = lib.platforms.linux;
+  };
+}

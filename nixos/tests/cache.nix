@@ -1,0 +1,118 @@
+# NixOS VM test: a narhub cache, a machine that uploads to it with the stock `nix copy --to`,
+# and a client that substitutes from it while trusting nothing but the cache's key (plus a
+# client that trusts another key, which must refuse the cache's paths).
+{ lib, pkgs, ... }:
+
+let
+  # A throwaway key pair for this test only (`narhub keygen narhub-vm-test-1`). Real signing
+  # keys never go into the Nix store; the module refuses store paths for them.
+  secretKey = "narhub-vm-test-1:AoqxGUQtouKHa0NpGoPpx0XjJbVQdM3cqeVg62n5fcLsUK8NhqIUS7W6+y7wZgpDW3XBZ1JmKPQtHawIYViCWA==";
+  publicKey = "narhub-vm-test-1:7FCvDYaiFEu1uvsu8GYKQ1t1wWdSZij0LR2sCGFYglg=";
+
+  # A two-path closure: the payload refers to its dependency.
+  dependency = pkgs.writeText "narhub-vm-dependency" "a dependency\n";
+  payload = pkgs.runCommand "narhub-vm-payload" { } ''
+    mkdir $out
+    echo "narhub payload" > $out/hello
+    ln -s ${dependency} $out/dependency
+  '';
+
+  # Valid on the uploader too, never uploaded with a token.
+  unauthorised = pkgs.writeText "narhub-vm-unauthorised" "no token\n";
+
+  substituterOnly = keys: {
+    nix.settings = {
+      substituters = lib.mkForce [ "http://cache:8080/main" ];
+      trusted-public-keys = lib.mkForce keys;
+    };
+  };
+in
+{
+  name = "narhub-cache";
+
+  nodes = {
+    cache = {
+      environment.etc."narhub/main.secret" = {
+        text = secretKey;
+        mode = "0400";
+      };
+      services.narhub = {
+        enable = true;
+        address = "0.0.0.0";
+        port = 8080;
+        openFirewall = true;
+        caches.main.signingKeyFile = "/etc/narhub/main.secret";
+      };
+      environment.systemPackages = [ pkgs.curl ];
+    };
+
+    uploader = {
+      # Valid in this machine's store, so `nix copy` can upload it.
+      system.extraDependencies = [
+        payload
+        unauthorised
+      ];
+      nix.settings.experimental-features = [ "nix-command" ];
+      nix.settings.substituters = lib.mkForce [ ];
+    };
+
+    client = substituterOnly [ publicKey ];
+
+    # Trusts cache.nixos.org's key only.
+    stranger = substituterOnly [ "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=" ];
+  };
+
+  testScript = ''
+    start_all()
+
+    cache.wait_for_unit("narhub.service")
+    cache.wait_for_open_port(8080)
+    cache.succeed("curl -fsS http://127.0.0.1:8080/main/nix-cache-info | grep -x 'StoreDir: /nix/store'")
+
+    with subtest("the signing key reaches the service as a credential only"):
+        unit = cache.succeed("systemctl cat narhub.service")
+        assert "LoadCredential=signing-key-main:/etc/narhub/main.secret" in unit, unit
+        secret_body = "${lib.last (lib.splitString ":" secretKey)}"
+        assert secret_body not in unit, "the secret key is in the unit"
+        config_file = cache.succeed("systemctl show -P ExecStart narhub.service").split("--config ")[1].split()[0]
+        config = cache.succeed(f"cat {config_file}")
+        assert secret_body not in config, "the secret key is in the config"
+        assert "/run/credentials/narhub.service/signing-key-main" in config, config
+        print(cache.succeed("systemd-analyze security narhub.service | tail -n 1"))
+
+    with subtest("upload with nix copy --to and a write token"):
+        token = cache.succeed("narhub-admin token create --cache main --perm write").strip()
+        uploader.wait_for_unit("multi-user.target")
+        uploader.succeed(f"echo 'machine cache login narhub password {token}' > /root/netrc")
+        uploader.succeed(
+            "nix copy --option netrc-file /root/netrc --to 'http://cache:8080/main?compression=zstd' ${payload}"
+        )
+        narinfo = cache.succeed(
+            "curl -fsS http://127.0.0.1:8080/main/$(basename ${payload} | cut -c1-32).narinfo"
+        )
+        assert "Sig: narhub-vm-test-1:" in narinfo, narinfo
+
+    with subtest("an upload without a token is refused"):
+        uploader.fail("nix copy --to 'http://cache:8080/main' ${unauthorised}")
+        cache.fail("curl -fsS http://127.0.0.1:8080/main/$(basename ${unauthorised} | cut -c1-32).narinfo")
+
+    with subtest("a client trusting only the cache's key substitutes the closure"):
+        client.wait_for_unit("multi-user.target")
+        # The VMs see the host's store files; what counts is the store database.
+        client.fail("nix-store --check-validity ${payload}")
+        client.succeed("nix-store --realise ${payload}")
+        client.succeed("grep -x 'narhub payload' ${payload}/hello")
+        client.succeed("grep -x 'a dependency' ${dependency}")
+        client.succeed("nix-store --check-validity ${payload} ${dependency}")
+        client.succeed("nix-store --verify-path ${payload}")
+
+    with subtest("a client trusting another key refuses the cache's paths"):
+        stranger.wait_for_unit("multi-user.target")
+        stranger.fail("nix-store --realise ${payload}")
+
+    with subtest("paths survive a restart"):
+        cache.systemctl("restart narhub.service")
+        cache.wait_for_open_port(8080)
+        cache.succeed("curl -fsS http://127.0.0.1:8080/main/$(basename ${payload} | cut -c1-32).narinfo")
+  '';
+}

@@ -1,0 +1,396 @@
+# Evaluates nixos/module.nix with the real module system (lib.evalModules from nixpkgs' lib),
+# next to stub declarations of the few NixOS options the module sets, and returns what the
+# module produced as JSON. Used by module-eval.test.ts:
+#
+#   nix-instantiate --eval --strict --json test/integration/nixos/eval-module.nix \
+#     --argstr nixpkgsLib "$NIXPKGS_LIB" --argstr scenario full --argstr secretsDir /tmp/x
+#
+# No derivation is built and nothing is written to the store: the `pkgs` functions the module
+# calls are stubs that return store-path-like strings and keep their inputs for inspection.
+{
+  nixpkgsLib,
+  scenario,
+  secretsDir ? "/var/lib/secrets",
+}:
+
+let
+  lib = import (nixpkgsLib + "/lib");
+  inherit (lib) mkOption types;
+
+  fakeHash = "0123456789abcdfghijklmnpqrsvwxyz";
+  fakePath = name: "/nix/store/${fakeHash}-${name}";
+  fakeDrv =
+    name: attrs:
+    attrs
+    // {
+      inherit name;
+      outPath = fakePath name;
+    };
+
+  pkgs = {
+    stdenv.hostPlatform.system = "x86_64-linux";
+    git = fakePath "git-2.51.0";
+    util-linux = fakePath "util-linux-2.41";
+    writeText = name: text: fakeDrv name { inherit text; };
+    writeShellScript = name: text: fakeDrv name { inherit text; };
+    writeShellScriptBin = name: text: fakeDrv name { inherit text; };
+    runCommand =
+      name: env: script:
+      fakeDrv name { inherit env script; };
+  };
+  narhubPackage = fakePath "narhub-0.1.0";
+
+  # The flake's nixosModules.default (module.nix plus the flake's package as the default),
+  # with a stand-in nixpkgs input whose callPackage returns a recognisable package.
+  flakePackage = {
+    type = "derivation";
+    name = "narhub-from-flake";
+    outPath = fakePath "narhub-from-flake-0.1.0";
+  };
+  flake = (import ../../../flake.nix).outputs {
+    self = flake;
+    nixpkgs = {
+      inherit lib;
+      legacyPackages = lib.genAttrs [ "x86_64-linux" "aarch64-linux" ] (_: pkgs // { callPackage = _: _: flakePackage; });
+    };
+  };
+
+  # Stub declarations of the NixOS options the module sets, with NixOS's merge behaviour where
+  # it matters (lists concatenate).
+  freeform = types.attrsOf (types.either (types.listOf types.anything) types.anything);
+  stubs = {
+    options = {
+      assertions = mkOption {
+        type = types.listOf (types.attrsOf types.anything);
+        default = [ ];
+      };
+      warnings = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+      };
+      environment.systemPackages = mkOption {
+        type = types.listOf types.anything;
+        default = [ ];
+      };
+      networking.firewall.allowedTCPPorts = mkOption {
+        type = types.listOf types.port;
+        default = [ ];
+      };
+      systemd.tmpfiles.rules = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+      };
+      systemd.services = mkOption {
+        type = types.attrsOf (
+          types.submodule {
+            freeformType = freeform;
+            options.serviceConfig = mkOption {
+              type = freeform;
+              default = { };
+            };
+          }
+        );
+        default = { };
+      };
+      users.users = mkOption {
+        type = types.attrsOf (types.submodule { freeformType = freeform; });
+        default = { };
+      };
+      users.groups = mkOption {
+        type = types.attrsOf (types.submodule { freeformType = freeform; });
+        default = { };
+      };
+      services.redis.servers = mkOption {
+        type = types.attrsOf (
+          types.submodule (
+            { name, ... }:
+            {
+              freeformType = freeform;
+              options.user = mkOption {
+                type = types.str;
+                default = "redis-${name}";
+              };
+              options.unixSocket = mkOption {
+                type = types.nullOr types.str;
+                default = "/run/redis-${name}/redis.sock";
+              };
+              options.settings = mkOption {
+                type = freeform;
+                default = { };
+              };
+            }
+          )
+        );
+        default = { };
+      };
+      nix.package = mkOption {
+        type = types.str;
+        default = fakePath "nix-2.31.2";
+      };
+      nix.settings = mkOption {
+        type = types.submodule {
+          freeformType = freeform;
+          options.trusted-users = mkOption {
+            type = types.listOf types.str;
+            default = [ "root" ];
+          };
+          options.system-features = mkOption {
+            type = types.listOf types.str;
+            default = [
+              "nixos-test"
+              "benchmark"
+              "big-parallel"
+              "kvm"
+            ];
+          };
+        };
+        default = { };
+      };
+    };
+  };
+
+  secret = name: "${secretsDir}/${name}";
+
+  scenarios = {
+    # Defaults only.
+    minimal = {
+      services.narhub.enable = true;
+      services.narhub.package = narhubPackage;
+    };
+
+    # Every option the module has, S3 with key files, the hub with a local Redis open to
+    # remote spokes, and a spoke on the same machine.
+    full = {
+      services.narhub = {
+        enable = true;
+        package = narhubPackage;
+        address = "0.0.0.0";
+        port = 8443;
+        openFirewall = true;
+        publicUrl = "https://cache.example.org";
+        logLevel = "debug";
+        maxNarSize = 1073741824;
+        gc = {
+          pendingGracePeriod = 7200;
+          interval = 600;
+        };
+        caches = {
+          main.signingKeyFile = secret "main.secret";
+          team = {
+            private = true;
+            priority = 30;
+            recompressToZstd = true;
+          };
+        };
+        storage = {
+          type = "s3";
+          s3 = {
+            bucket = "narhub-test";
+            region = "eu-central-1";
+            endpoint = "http://127.0.0.1:9000";
+            prefix = "narhub/";
+            forcePathStyle = true;
+            partSize = 8388608;
+            accessKeyIdFile = secret "s3-access-key-id";
+            secretAccessKeyFile = secret "s3-secret-access-key";
+            sessionTokenFile = secret "s3-session-token";
+          };
+        };
+        hub = {
+          enable = true;
+          redis = {
+            port = 6379;
+            bind = "0.0.0.0";
+            passwordFile = secret "redis-password";
+            openFirewall = true;
+          };
+        };
+        settings = {
+          maxSmallFileSize = 1048576;
+          zstd.level = 9;
+          hub.evalWorkers = 2;
+        };
+      };
+      services.narhub-spoke = {
+        enable = true;
+        package = narhubPackage;
+        hub = "https://cache.example.org";
+        tokenFile = secret "spoke-token";
+        redisUrlFile = secret "spoke-redis-url";
+        systems = [
+          "x86_64-linux"
+          "i686-linux"
+        ];
+        features = [
+          "kvm"
+          "big-parallel"
+        ];
+        maxJobs = 4;
+        timeout = 7200;
+        maxSilent = 600;
+      };
+    };
+
+    # The hub on an external Redis (URL in a file), S3 through an AWS credentials file, data
+    # outside /var/lib.
+    external = {
+      services.narhub = {
+        enable = true;
+        package = narhubPackage;
+        address = "::1";
+        dataDir = "/srv/narhub";
+        storage = {
+          type = "s3";
+          s3 = {
+            bucket = "narhub-test";
+            credentialsFile = secret "aws-credentials";
+          };
+        };
+        hub = {
+          enable = true;
+          redisUrlFile = secret "redis-url";
+        };
+      };
+    };
+
+    # Local storage elsewhere, a hub on a local Redis reached through its socket (no password).
+    localHub = {
+      services.narhub = {
+        enable = true;
+        package = narhubPackage;
+        port = 80;
+        storage.local.path = "/srv/narhub-store";
+        hub.enable = true;
+      };
+    };
+
+    # A spoke with a plain Redis URL and characters systemd would otherwise expand.
+    spokePlain = {
+      services.narhub-spoke = {
+        enable = true;
+        package = narhubPackage;
+        hub = "http://hub:8080/some%20path$HOME";
+        tokenFile = secret "spoke-token";
+        redisUrl = "redis://hub:6379/0";
+        store = "daemon";
+      };
+    };
+
+    # Through the flake: the package defaults to the flake's.
+    flakeModule = {
+      services.narhub.enable = true;
+      services.narhub-spoke = {
+        enable = true;
+        hub = "http://hub:8080";
+        tokenFile = secret "spoke-token";
+        redisUrl = "redis://hub:6379/0";
+      };
+    };
+
+    # A spoke building in a chroot store of its own.
+    spokeChroot = {
+      services.narhub-spoke = {
+        enable = true;
+        package = narhubPackage;
+        hub = "http://hub:8080";
+        tokenFile = secret "spoke-token";
+        redisUrl = "redis://hub:6379/0";
+        store = "/srv/spoke-store";
+      };
+    };
+
+    # Mistakes the module must refuse.
+    secretInStore = {
+      services.narhub = {
+        enable = true;
+        package = narhubPackage;
+        caches.main.signingKeyFile = "/nix/store/${fakeHash}-main.secret";
+      };
+    };
+    redisWithoutPassword = {
+      services.narhub = {
+        enable = true;
+        package = narhubPackage;
+        hub = {
+          enable = true;
+          redis.port = 6379;
+        };
+      };
+    };
+    badCacheName = {
+      services.narhub = {
+        enable = true;
+        package = narhubPackage;
+        caches."Bad.Name" = { };
+      };
+    };
+    s3HalfCredentials = {
+      services.narhub = {
+        enable = true;
+        package = narhubPackage;
+        storage.type = "s3";
+        storage.s3 = {
+          bucket = "narhub-test";
+          accessKeyIdFile = secret "s3-access-key-id";
+        };
+      };
+    };
+    spokeTwoRedisUrls = {
+      services.narhub-spoke = {
+        enable = true;
+        package = narhubPackage;
+        hub = "http://hub:8080";
+        tokenFile = secret "spoke-token";
+        redisUrl = "redis://hub:6379/0";
+        redisUrlFile = secret "spoke-redis-url";
+      };
+    };
+    # Evaluates fine; `narhub check-config` (the build-time check) must reject it.
+    settingsTypo = {
+      services.narhub = {
+        enable = true;
+        package = narhubPackage;
+        settings.maxNarSiz = 1;
+      };
+    };
+  };
+
+  evaluated = lib.evalModules {
+    modules = [
+      stubs
+      (if scenario == "flakeModule" then flake.nixosModules.default else ../../../nixos/module.nix)
+      scenarios.${scenario}
+    ];
+    specialArgs = { inherit pkgs; };
+  };
+  inherit (evaluated) config;
+
+  service = name: config.systemd.services.${name} or null;
+  narhub = config.services.narhub;
+in
+{
+  failedAssertions = map (a: a.message) (lib.filter (a: !a.assertion) config.assertions);
+  services = {
+    narhub = service "narhub";
+    narhub-spoke = service "narhub-spoke";
+  };
+  generatedConfig = if narhub.enable then narhub.generatedConfig else null;
+  configFile = if narhub.enable then toString narhub.configFile else null;
+  checkScript = if narhub.enable then narhub.configFile.script else null;
+  # Text of every stub script the services run (ExecStartPre), by store path.
+  scripts = lib.listToAttrs (
+    map (s: lib.nameValuePair s.outPath s.text) (
+      lib.filter (s: builtins.isAttrs s && s ? text) (
+        lib.concatMap (svc: lib.toList (svc.serviceConfig.ExecStartPre or [ ])) (
+          lib.attrValues config.systemd.services
+        )
+      )
+    )
+  );
+  adminWrapper = map (p: p.text or p) config.environment.systemPackages;
+  inherit (config.users) users groups;
+  redis = config.services.redis.servers;
+  firewall = config.networking.firewall.allowedTCPPorts;
+  tmpfiles = config.systemd.tmpfiles.rules;
+  nixSettings = config.nix.settings;
+}
