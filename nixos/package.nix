@@ -8,8 +8,8 @@
 # Install scripts do not run (npm install/rebuild --ignore-scripts). The three native addons
 # package.json's `allowScripts` allows are then compiled from source, against Node 24's own
 # headers: better-sqlite3 (SQLite amalgamation), zstd-napi (bundled zstd) and lzma-native
-# (bundled xz); their prebuilt binaries are never used. msgpackr-extract (allowScripts: false) is
-# dropped, with its prebuilt platform packages: msgpackr falls back to JavaScript.
+# (bundled xz); their prebuilt binaries are never used. msgpackr-extract is a local stub (see
+# scripts/stubs/msgpackr-extract), a `link` entry in the lock: msgpackr falls back to JavaScript.
 {
   lib,
   buildNpmPackage,
