@@ -4,17 +4,32 @@ import { loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { parseFlags } from './args.js';
 import { CACHE_USAGE, cacheCommand } from './commands/cache.js';
+import { CHECK_CONFIG_USAGE, checkConfigCommand } from './commands/check-config.js';
 import { KEYGEN_USAGE, keygenCommand } from './commands/keygen.js';
+import { PUSH_USAGE, pushCommand } from './commands/push.js';
+import { REINDEX_USAGE, reindexCommand } from './commands/reindex.js';
 import { serve } from './commands/serve.js';
+import { SPOKE_USAGE, spokeCommand } from './commands/spoke.js';
 import { TOKEN_USAGE, tokenCommand } from './commands/token.js';
 import { UsageError } from './usage-error.js';
+import { withRedisUrl } from './hub-runtime.js';
+import { BUILD_USAGE, buildCommand } from './commands/build.js';
+import { EVAL_USAGE, evalCommand } from './commands/eval.js';
+import { PROJECT_USAGE, projectCommand } from './commands/project.js';
 
 const COMMON = '[--data-dir DIR] [--config FILE]';
 const USAGE = `usage:
-narhub serve ${COMMON} [--listen HOST:PORT]
+narhub serve ${COMMON} [--listen HOST:PORT] [--redis-url URL]
 ${CACHE_USAGE.split('\n').map((l) => `${l} ${COMMON}`).join('\n')}
 ${TOKEN_USAGE.split('\n').map((l) => `${l} ${COMMON}`).join('\n')}
+${REINDEX_USAGE} ${COMMON}
 ${KEYGEN_USAGE}
+${PUSH_USAGE}
+${SPOKE_USAGE}
+${PROJECT_USAGE}
+${EVAL_USAGE}
+${BUILD_USAGE}
+${CHECK_CONFIG_USAGE}
 
 --data-dir defaults to $NARHUB_DATA_DIR, else ./narhub-data.`;
 
@@ -45,8 +60,10 @@ async function main(argv: string[]): Promise<number> {
   const config = (): Config => loadConfig({ file: configFile, overrides: { dataDir, listen } });
   switch (command) {
     case 'serve':
-      parseFlags(rest, {}, { min: 0, max: 0, names: '' });
-      await serve(config());
+      {
+        const { values } = parseFlags(rest, { 'redis-url': { type: 'string' } }, { min: 0, max: 0, names: '' });
+        await serve(withRedisUrl(config(), values['redis-url']));
+      }
       return process.exitCode === undefined ? 0 : Number(process.exitCode);
     case 'cache':
       if (listen) throw new UsageError('--listen is only for serve');
@@ -56,6 +73,31 @@ async function main(argv: string[]): Promise<number> {
       if (listen) throw new UsageError('--listen is only for serve');
       await tokenCommand(rest, config, process.stdout);
       return 0;
+    case 'reindex':
+      if (listen) throw new UsageError('--listen is only for serve');
+      await reindexCommand(rest, config, process.stdout, process.stderr);
+      return 0;
+    case 'check-config':
+      if (dataDir || listen) throw new UsageError('check-config takes no --data-dir or --listen');
+      checkConfigCommand(rest, configFile, process.stdout);
+      return 0;
+    case 'push':
+      if (dataDir || configFile || listen) throw new UsageError('push takes no --data-dir, --config or --listen');
+      return pushCommand(rest, process.stderr);
+    case 'project':
+      if (listen) throw new UsageError('--listen is only for serve');
+      await projectCommand(rest, config, process.stdout);
+      return 0;
+    case 'eval':
+      if (listen) throw new UsageError('--listen is only for serve');
+      return evalCommand(rest, config, process.stdout, process.stderr);
+    case 'build':
+      if (listen) throw new UsageError('--listen is only for serve');
+      await buildCommand(rest, config, process.stdout);
+      return 0;
+    case 'spoke':
+      if (dataDir || configFile || listen) throw new UsageError('spoke takes no --data-dir, --config or --listen');
+      return spokeCommand(rest);
     case 'keygen':
       if (dataDir || configFile || listen) throw new UsageError('keygen takes no --data-dir, --config or --listen');
       keygenCommand(rest, process.stdout);

@@ -7,6 +7,7 @@ import { defaultMigrationsDir, migrate } from '../db/migrate.js';
 import { openDatabase } from '../db/open.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { createLocalBlobStore } from '../storage/local-blob-store.js';
+import { createS3BlobStore, readS3CredentialFiles } from '../storage/s3-blob-store.js';
 
 export interface Runtime {
   config: Config;
@@ -22,6 +23,20 @@ export function createBlobStore(config: Config): BlobStore {
   switch (config.storage.type) {
     case 'local':
       return createLocalBlobStore({ root: config.storage.path ?? join(config.dataDir, 'store') });
+    case 's3': {
+      const s3 = config.storage;
+      return createS3BlobStore({
+        bucket: s3.bucket,
+        region: s3.region,
+        endpoint: s3.endpoint,
+        prefix: s3.prefix,
+        forcePathStyle: s3.forcePathStyle,
+        // Read once, here; the values go to the SDK and nowhere else.
+        credentials: readS3CredentialFiles(s3),
+        partSize: s3.partSize,
+        queueSize: s3.queueSize,
+      });
+    }
   }
 }
 
@@ -38,7 +53,7 @@ export function openRuntime(config: Config): Runtime {
     throw err;
   }
   const store = createBlobStore(config);
-  const service = createCacheService({ db, store, keysDir: join(config.dataDir, 'keys') });
+  const service = createCacheService({ db, store, keysDir: join(config.dataDir, 'keys'), zstd: config.zstd });
   return {
     config,
     db,

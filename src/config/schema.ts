@@ -13,6 +13,15 @@ const CacheDecl = Type.Object(
     signingKeyFile: Type.Optional(
       Type.String({ description: 'Nix secret key file (`name:base64`) to sign with instead of a generated key.' }),
     ),
+    redirectNars: Type.Boolean({
+      default: false,
+      description: 'Answer NAR GETs with a redirect to a short-lived presigned storage URL (S3 only).',
+    }),
+    redirectExpiry: Type.Integer({ default: 300, minimum: 1, maximum: 604_800, description: 'Seconds a presigned NAR URL stays valid.' }),
+    recompressToZstd: Type.Boolean({
+      default: false,
+      description: 'Recompress xz and bzip2 NARs uploaded by stock Nix to zstd in the background.',
+    }),
   },
   { additionalProperties: false },
 );
@@ -21,6 +30,50 @@ const LocalStorage = Type.Object(
   {
     type: Type.Literal('local'),
     path: Type.Optional(Type.String({ description: 'Directory for blobs; defaults to <dataDir>/store.' })),
+  },
+  { additionalProperties: false },
+);
+
+const S3Storage = Type.Object(
+  {
+    type: Type.Literal('s3'),
+    bucket: Type.String({ minLength: 3 }),
+    region: Type.String({ default: 'us-east-1' }),
+    endpoint: Type.Optional(Type.String({ description: 'S3-compatible endpoint URL; AWS when unset.' })),
+    prefix: Type.String({ default: '', description: 'Key prefix inside the bucket, e.g. `narhub/`.' }),
+    forcePathStyle: Type.Boolean({ default: false }),
+    accessKeyIdFile: Type.Optional(Type.String({ description: 'File holding the access key id; the SDK default chain when unset.' })),
+    secretAccessKeyFile: Type.Optional(Type.String({ description: 'File holding the secret access key.' })),
+    sessionTokenFile: Type.Optional(Type.String()),
+    partSize: Type.Integer({ default: 16 * 1024 ** 2, minimum: 5 * 1024 ** 2, description: 'Multipart part size in bytes.' }),
+    queueSize: Type.Integer({ default: 4, minimum: 1, maximum: 64, description: 'Parts uploaded in parallel.' }),
+  },
+  { additionalProperties: false },
+);
+
+const Zstd = Type.Object(
+  {
+    level: Type.Integer({ default: 3, minimum: 1, maximum: 19 }),
+    workers: Type.Integer({ default: 2, minimum: 0, maximum: 64, description: 'zstd worker threads (nbWorkers).' }),
+  },
+  { additionalProperties: false },
+);
+
+const Hub = Type.Object(
+  {
+    enable: Type.Boolean({ default: false, description: 'Run the build hub (needs Redis).' }),
+    redisUrl: Type.Optional(Type.String({ description: 'redis://host:port/db without a password; see redisUrlFile.' })),
+    redisUrlFile: Type.Optional(Type.String({ description: 'File holding the Redis URL (when it carries a password).' })),
+    evalTimeout: Type.Integer({ default: 600, minimum: 1, description: 'Seconds an evaluation may take.' }),
+    evalMemoryMb: Type.Integer({ default: 4096, minimum: 64, description: 'Address-space limit of an evaluator process, MiB.' }),
+    evalWorkers: Type.Integer({ default: 1, minimum: 1, maximum: 64, description: 'Evaluator processes run in parallel.' }),
+    cancelSuperseded: Type.Boolean({
+      default: true,
+      description: 'A newer evaluation of a project and branch cancels builds only older ones still need.',
+    }),
+    buildTimeout: Type.Integer({ default: 36_000, minimum: 1, description: 'Default wall-clock limit of a build, seconds.' }),
+    maxSilent: Type.Integer({ default: 3_600, minimum: 1, description: 'Default limit on a build printing nothing, seconds.' }),
+    buildAttempts: Type.Integer({ default: 3, minimum: 1, maximum: 20, description: 'Tries per build on infrastructure failures.' }),
   },
   { additionalProperties: false },
 );
@@ -34,15 +87,29 @@ export const ConfigSchema = Type.Object(
       [Type.Literal('fatal'), Type.Literal('error'), Type.Literal('warn'), Type.Literal('info'), Type.Literal('debug'), Type.Literal('trace'), Type.Literal('silent')],
       { default: 'info' },
     ),
+    logRequests: Type.Boolean({
+      default: false,
+      description: 'Log every HTTP request at info (two lines per request; costly at high request rates).',
+    }),
     maxNarSize: Type.Integer({ default: 64 * 1024 ** 3, minimum: 1, description: 'Largest accepted NAR upload, in bytes.' }),
     maxSmallFileSize: Type.Integer({ default: 64 * 1024 ** 2, minimum: 1, description: 'Largest narinfo, log, listing or realisation upload.' }),
     pendingGracePeriod: Type.Integer({ default: 86_400, minimum: 0, description: 'Seconds an unclaimed NAR upload is kept.' }),
     gcInterval: Type.Integer({ default: 3_600, minimum: 1, description: 'Seconds between sweeps of unclaimed uploads.' }),
+    supersededGracePeriod: Type.Integer({
+      default: 40 * 86_400,
+      minimum: 0,
+      description: 'Seconds a NAR replaced by its zstd recompression stays served (Nix caches narinfos for 30 days).',
+    }),
     caches: Type.Array(CacheDecl, { default: [], description: 'Caches to create (or update) at start.' }),
-    storage: LocalStorage,
+    storage: Type.Union([LocalStorage, S3Storage]),
+    zstd: Zstd,
+    hub: Hub,
   },
   { additionalProperties: false },
 );
 
 export type Config = Static<typeof ConfigSchema>;
 export type CacheDeclaration = Static<typeof CacheDecl>;
+export type S3StorageConfig = Static<typeof S3Storage>;
+export type ZstdConfig = Static<typeof Zstd>;
+export type HubConfig = Static<typeof Hub>;

@@ -5,6 +5,7 @@ import { parseListen } from '../../config/load.js';
 import { createLogger } from '../../logger.js';
 import type { Config } from '../../config/schema.js';
 import { openRuntime, type Runtime } from '../runtime.js';
+import { openHub, selfBaseUrl } from '../hub-runtime.js';
 
 /**
  * First start on an empty data directory: a public cache `main` (unless the config declares
@@ -27,7 +28,7 @@ async function bootstrap(runtime: Runtime, baseUrl: string, out: NodeJS.Writable
 
 async function ensureDeclaredCaches(runtime: Runtime): Promise<void> {
   for (const decl of runtime.config.caches) {
-    await runtime.service.registry.ensure(decl.name, { private: decl.private, priority: decl.priority, signingKeyFile: decl.signingKeyFile });
+    await runtime.service.registry.ensure(decl.name, decl);
   }
 }
 
@@ -37,17 +38,35 @@ export async function serve(config: Config): Promise<void> {
   const { host, port } = parseListen(config.listen);
   const runtime = openRuntime(config);
   await ensureDeclaredCaches(runtime);
+  // The build hub (when enabled) serves its API from this app and uploads through it.
+  const hub = openHub(config, runtime, logger);
 
   const app = await buildApp({
     service: runtime.service,
     logger,
     maxNarSize: config.maxNarSize,
     maxSmallFileSize: config.maxSmallFileSize,
+    hub,
+    logRequests: config.logRequests,
   });
   const address = await app.listen({ host, port });
   const baseUrl = config.publicUrl?.replace(/\/+$/, '') ?? address;
   await bootstrap(runtime, baseUrl, process.stdout);
+  if (hub) {
+    try {
+      await hub.start({ baseUrl: selfBaseUrl(address) });
+    } catch (err) {
+      await app.close();
+      await hub.close();
+      await runtime.close();
+      throw err;
+    }
+  }
   logger.info({ url: address, dataDir: config.dataDir, storage: runtime.store.kind }, 'listening');
+  const redirecting = runtime.service.registry.list().filter((c) => c.redirectNars).map((c) => c.name);
+  if (redirecting.length > 0 && runtime.store.presignGet === undefined) {
+    logger.warn({ caches: redirecting, storage: runtime.store.kind }, 'redirectNars needs storage that can presign URLs (S3); serving NARs directly');
+  }
 
   const sweep = async () => {
     try {
@@ -56,10 +75,18 @@ export async function serve(config: Config): Promise<void> {
     } catch (err) {
       logger.error({ err }, 'sweep of unclaimed uploads failed');
     }
+    try {
+      const { removed } = await runtime.service.recompressor.sweepSuperseded(config.supersededGracePeriod * 1000);
+      if (removed > 0) logger.info({ removed }, 'removed NAR files superseded by their zstd recompression');
+    } catch (err) {
+      logger.error({ err }, 'sweep of superseded NAR files failed');
+    }
   };
   const sweeper = setInterval(() => void sweep(), config.gcInterval * 1000);
   sweeper.unref();
   void sweep();
+  // xz/bzip2 NARs of caches with recompressToZstd, one at a time in the background.
+  runtime.service.recompressor.start(logger);
 
   await new Promise<void>((resolve) => {
     let stopping = false;
@@ -73,6 +100,8 @@ export async function serve(config: Config): Promise<void> {
       clearInterval(sweeper);
       app
         .close()
+        .then(() => hub?.close())
+        .then(() => runtime.service.recompressor.stop())
         .then(() => runtime.close())
         .then(() => logger.info('stopped'))
         .catch((err: unknown) => {

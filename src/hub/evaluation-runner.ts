@@ -1,0 +1,175 @@
+import type { Database } from 'better-sqlite3';
+import type { Logger } from 'pino';
+import type { BuildsRepo } from '../db/builds-repo.js';
+import type { CachesRepo } from '../db/caches-repo.js';
+import type { EvaluationsRepo } from '../db/evaluations-repo.js';
+import type { PathsRepo } from '../db/paths-repo.js';
+import type { ProjectsRepo } from '../db/projects-repo.js';
+import type { HubConfig } from '../config/schema.js';
+import { queueName } from '../protocol/build-jobs.js';
+import type { BuildGraph } from './build-graph.js';
+import type { Canceller } from './cancel.js';
+import type { Dispatcher } from './dispatcher.js';
+import { evaluateJobs, flakeRefAt, lockFlake, showDerivations, uploadDerivations, type EvalLimits } from './evaluator.js';
+import { plan } from './planner.js';
+
+export interface EvaluationRunnerOptions {
+  db: Database;
+  config: HubConfig;
+  projects: ProjectsRepo;
+  evaluations: EvaluationsRepo;
+  builds: BuildsRepo;
+  caches: CachesRepo;
+  paths: PathsRepo;
+  graph: BuildGraph;
+  canceller: Canceller;
+  dispatcher: Dispatcher;
+  logger: Logger;
+  /** Where derivations are uploaded: the hub's own HTTP address, and the netrc with its write token. */
+  upload(): { baseUrl: string; netrcFile: string };
+  nixEnv?: NodeJS.ProcessEnv | undefined;
+}
+
+const base = (p: string) => p.replace(/^\/nix\/store\//, '');
+const hashOf = (p: string) => base(p).slice(0, 32);
+
+/**
+ * Runs evaluations, at most `evalWorkers` at a time: lock the flake, find the jobs, read the
+ * derivation graph, plan against the cache, upload the derivations to build, record everything
+ * in one transaction, then let the build graph enqueue what can run.
+ */
+export function createEvaluationRunner(opts: EvaluationRunnerOptions) {
+  const { db, config, projects, evaluations, builds, caches, paths, graph, logger } = opts;
+  const pending: number[] = [];
+  const running = new Map<number, Promise<void>>();
+  const stop = new AbortController();
+
+  function pump(): void {
+    while (!stop.signal.aborted && running.size < config.evalWorkers && pending.length > 0) {
+      const id = pending.shift()!;
+      if (running.has(id)) continue;
+      const p = run(id)
+        .catch((err: unknown) => logger.error({ err, evaluation: id }, 'evaluation crashed'))
+        .finally(() => {
+          running.delete(id);
+          pump();
+        });
+      running.set(id, p);
+    }
+  }
+
+  async function run(id: number): Promise<void> {
+    const e = evaluations.get(id);
+    if (!e || !['pending', 'evaluating'].includes(e.status)) return;
+    const project = projects.byId(e.projectId);
+    if (!project) return;
+    evaluations.start(id);
+    const log = logger.child({ evaluation: id, project: project.name });
+    const started = Date.now();
+    const limits: EvalLimits = { deadline: started + config.evalTimeout * 1000, memoryMb: config.evalMemoryMb, env: opts.nixEnv, signal: stop.signal };
+    try {
+      const phases: Record<string, number> = {};
+      let mark = Date.now();
+      const phase = (name: string) => {
+        const now = Date.now();
+        phases[name] = now - mark;
+        mark = now;
+      };
+      const { lockedUrl, revision } = await lockFlake(flakeRefAt(project.flake, e.ref), limits);
+      evaluations.setLocked(id, lockedUrl, revision);
+      phase('lockMs');
+      const attrs = await evaluateJobs(lockedUrl, project.attrs, project.systems, limits);
+      phase('evalMs');
+      const roots = attrs.flatMap((a) => (a.drvPath ? [a.drvPath] : []));
+      const { graph: drvs, errors } = await showDerivations(roots, limits);
+      phase('graphMs');
+      const cacheRow = caches.list().find((c) => c.id === project.cacheId)!;
+      const good = roots.filter((r) => !errors.has(r));
+      const p = plan({
+        graph: drvs,
+        roots: good,
+        inCache: (out) => paths.get(project.cacheId, hashOf(out)) !== undefined,
+        existing: (h) => builds.get(h),
+      });
+      const ended = new Set(['failed', 'dependency-failed']);
+      const toBuild = p.builds.filter((b) => !(b.action === 'keep' && ended.has(builds.get(b.node.drvHash)?.status ?? '')));
+      if (toBuild.length > 0) {
+        const { baseUrl, netrcFile } = opts.upload();
+        const uploadLimits = { ...limits, deadline: Date.now() + Math.max(config.evalTimeout, 600) * 1000 };
+        await uploadDerivations(toBuild.map((b) => b.node.drvPath), `${baseUrl}/${cacheRow.name}`, netrcFile, uploadLimits);
+      }
+      phase('uploadMs');
+      const raised: string[] = [];
+      db.transaction(() => {
+        for (const a of attrs) {
+          const node = a.drvPath ? drvs.get(a.drvPath) : undefined;
+          evaluations.insertJob({
+            evalId: id,
+            attr: a.attr,
+            system: a.system ?? node?.system ?? null,
+            drvPath: a.drvPath ? base(a.drvPath) : null,
+            drvHash: a.drvPath ? hashOf(a.drvPath) : null,
+            outputs: node ? Object.fromEntries(Object.entries(node.outputs).map(([k, v]) => [k, base(v)])) : null,
+            error: a.error ?? (a.drvPath ? (errors.get(a.drvPath) ?? null) : null),
+          });
+        }
+        for (const b of p.builds) {
+          const n = b.node;
+          switch (b.action) {
+            case 'create':
+              builds.insert({
+                drvHash: n.drvHash, drvPath: base(n.drvPath), system: n.system, requiredFeatures: n.requiredFeatures,
+                outputs: Object.fromEntries(Object.entries(n.outputs).map(([k, v]) => [k, base(v)])),
+                queue: queueName(n.system, n.requiredFeatures), cacheId: project.cacheId, priority: e.priority,
+              });
+              break;
+            case 'retry':
+            case 'reset':
+              builds.requeue(n.drvHash, { bump: b.action === 'retry', cacheId: project.cacheId, priority: e.priority });
+              break;
+            case 'keep':
+              if (builds.raisePriority(n.drvHash, e.priority)) raised.push(n.drvHash);
+              break;
+          }
+          evaluations.linkBuild(id, n.drvHash);
+          for (const input of b.inputs) builds.addDep(n.drvHash, input);
+        }
+        evaluations.setEvaluated(id);
+      })();
+      log.info(
+        { revision, jobs: attrs.length, evalErrors: attrs.filter((a) => a.error).length + errors.size, builds: p.builds.length, cached: p.cached.size, ms: Date.now() - started, ...phases },
+        'evaluated',
+      );
+      const current = evaluations.get(id)!;
+      if (config.cancelSuperseded) await opts.canceller.supersede(current);
+      for (const h of raised) {
+        const b = builds.get(h);
+        if (b?.enqueued) await opts.dispatcher.changePriority(b.queue, h, b.priority).catch(() => undefined);
+      }
+      await graph.advance(p.builds.map((b) => b.node.drvHash));
+      graph.checkEvaluation(id);
+    } catch (err) {
+      if (stop.signal.aborted) {
+        log.info('evaluation interrupted by shutdown; it resumes at the next start');
+        return;
+      }
+      const message = err instanceof Error ? err.message : String(err);
+      log.warn({ err }, 'evaluation failed');
+      evaluations.finish(id, 'failed', message.slice(0, 4000));
+    }
+  }
+
+  return {
+    /** Queues an evaluation (pending or interrupted) to run. */
+    submit(id: number): void {
+      if (!pending.includes(id) && !running.has(id)) pending.push(id);
+      pump();
+    },
+    async close(): Promise<void> {
+      stop.abort();
+      await Promise.allSettled([...running.values()]);
+    },
+  };
+}
+
+export type EvaluationRunner = ReturnType<typeof createEvaluationRunner>;

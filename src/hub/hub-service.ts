@@ -1,0 +1,454 @@
+import type { Readable } from 'node:stream';
+import type { Database } from 'better-sqlite3';
+import type { Logger } from 'pino';
+import { NarhubError } from '../errors.js';
+import type { CacheService } from '../cache/cache-service.js';
+import { createBuildsRepo, type BuildRow, type BuildStatus } from '../db/builds-repo.js';
+import { createCachesRepo } from '../db/caches-repo.js';
+import { createEvaluationsRepo } from '../db/evaluations-repo.js';
+import { createHubStateRepo } from '../db/hub-state-repo.js';
+import { createPathsRepo } from '../db/paths-repo.js';
+import { createProjectsRepo } from '../db/projects-repo.js';
+import type { HubConfig } from '../config/schema.js';
+import { createDecompressor, type Compression } from '../io/compression.js';
+import { parseQueueName, spokeCanServe, type BuildJobData, type SpokeHeartbeat } from '../protocol/build-jobs.js';
+import { PROTOCOL_VERSION } from '../protocol/version.js';
+import { createBuildGraph, type BuildGraph } from './build-graph.js';
+import { createCanceller, type Canceller } from './cancel.js';
+import { createDispatcher, type Dispatcher } from './dispatcher.js';
+import { createEvaluationRunner, type EvaluationRunner } from './evaluation-runner.js';
+import { createEventConsumer, type BuildEvent, type EventConsumer } from './event-consumer.js';
+import { ensureInternalToken } from './internal-token.js';
+import { followLogStream, readLogStream } from './logs.js';
+import { assertValidProjectName, projectFields, requireProject, type ProjectInput } from './projects.js';
+import { reconcile } from './reconciler.js';
+import { connectRedis, type HubRedis } from './redis.js';
+import { failureOf, resultOf } from './results.js';
+import { compatible, createSpokeDirectory, waitingReason } from './spokes.js';
+import { buildView, evaluationView, jobView, projectView, type BuildView, type EvaluationView, type ProjectView } from './views.js';
+
+export interface HubOptions {
+  db: Database;
+  cache: CacheService;
+  config: HubConfig;
+  redisUrl: string;
+  /** Holds the hub's internal token and netrc (0600). */
+  dataDir: string;
+  logger: Logger;
+  /** Environment of the hub's Nix commands (tests isolate NIX_CONF_DIR this way); process.env by default. */
+  nixEnv?: NodeJS.ProcessEnv;
+  /** Seconds finished jobs stay in Redis for a restarted hub to read. Default: one day. */
+  keepFinishedSeconds?: number;
+}
+
+export interface HubStartOptions {
+  /** The server's own base URL, to which the hub uploads derivations (e.g. http://127.0.0.1:8080). */
+  baseUrl: string;
+}
+
+export interface QueueView {
+  name: string;
+  system: string;
+  requiredFeatures: string[];
+  waiting: number;
+  active: number;
+  delayed: number;
+  /** Ids of connected spokes that can take its jobs. */
+  spokes: string[];
+}
+
+export interface SpokeView extends SpokeHeartbeat {
+  compatible: boolean;
+}
+
+export type LogSource =
+  | { kind: 'stored'; stream: Readable; contentType: string }
+  | { kind: 'live'; text: string; eof: boolean }
+  | { kind: 'none' };
+
+const DRV_BASENAME = /^[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+\-._?=]+\.drv$/;
+const HASH = /^[0-9a-df-np-sv-z]{32}$/;
+const ENCODINGS: Record<string, Compression> = { br: 'br', gzip: 'gzip', zstd: 'zstd', xz: 'xz', bzip2: 'bzip2' };
+
+/** The drv hash named by a hash, a .drv basename or a full .drv path. */
+export function drvHashOf(key: string): string {
+  const name = key.replace(/^\/nix\/store\//, '');
+  if (HASH.test(name)) return name;
+  if (DRV_BASENAME.test(name)) return name.slice(0, 32);
+  throw new NarhubError('STORE_PATH_INVALID', `${JSON.stringify(key.slice(0, 200))} is not a derivation hash or path`);
+}
+
+/**
+ * The build hub: projects, evaluations and the builds they need, dispatched to spokes through
+ * BullMQ. Everything the HTTP API and the CLI need goes through this facade; `start` connects to
+ * Redis, resumes after a restart (events from the last processed id, reconciliation of open
+ * builds with their jobs, interrupted evaluations run again), and `close` drains it.
+ */
+export function createHub(opts: HubOptions) {
+  const { db, cache, config, logger } = opts;
+  const projects = createProjectsRepo(db);
+  const evaluations = createEvaluationsRepo(db);
+  const builds = createBuildsRepo(db);
+  const caches = createCachesRepo(db);
+  const paths = createPathsRepo(db);
+  const state = createHubStateRepo(db);
+
+  let redis: HubRedis | undefined;
+  let dispatcher: Dispatcher | undefined;
+  let events: EventConsumer | undefined;
+  let graph: BuildGraph | undefined;
+  let canceller: Canceller | undefined;
+  let runner: EvaluationRunner | undefined;
+  let spokeDirectory: ReturnType<typeof createSpokeDirectory> | undefined;
+  let upload: { baseUrl: string; netrcFile: string } | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  let closing: Promise<void> | undefined;
+
+  function started() {
+    if (!redis || !dispatcher || !graph || !canceller || !runner || !spokeDirectory || closing) {
+      throw new NarhubError('UNAVAILABLE', 'the build hub is not running');
+    }
+    return { redis, dispatcher, graph, canceller, runner, spokeDirectory };
+  }
+
+  function jobData(b: BuildRow): BuildJobData {
+    return {
+      protocol: PROTOCOL_VERSION,
+      drvHash: b.drvHash,
+      drvPath: `/nix/store/${b.drvPath}`,
+      system: b.system,
+      requiredFeatures: b.requiredFeatures,
+      outputs: Object.fromEntries(Object.entries(b.outputs).map(([k, v]) => [k, `/nix/store/${v}`])),
+      cacheName: b.cacheName,
+      trustedPublicKeys: caches.keys(b.cacheId).map((k) => k.publicKey),
+      attempt: b.attempt,
+      timeout: config.buildTimeout,
+      maxSilent: config.maxSilent,
+    };
+  }
+
+  async function handle(_queue: string, ev: BuildEvent): Promise<void> {
+    const hash = ev.jobId.replace(/^build-/, '');
+    const b = builds.get(hash);
+    if (!b || !graph || !dispatcher) return;
+    switch (ev.type) {
+      case 'active': {
+        const job = await dispatcher.job(b.queue, hash);
+        if (job && job.data.attempt !== b.attempt) return;
+        graph.running(hash, b.attempt, job?.processedBy ?? null, job?.processedOn ?? Date.now());
+        return;
+      }
+      case 'waiting':
+        if (ev.prev === 'failed' || ev.prev === 'active') graph.waiting(hash, b.attempt);
+        return;
+      case 'delayed':
+      case 'stalled':
+        graph.waiting(hash, b.attempt);
+        return;
+      case 'progress':
+        builds.setProgress(hash, ev.data);
+        return;
+      case 'completed':
+      case 'failed': {
+        // The job tells which attempt this result belongs to; a result of an earlier attempt is ignored.
+        const job = await dispatcher.job(b.queue, hash);
+        const attempt = job?.data.attempt ?? b.attempt;
+        const spoke = job?.processedBy ?? null;
+        if (ev.type === 'completed') {
+          const result = resultOf(ev.returnvalue);
+          await graph.succeeded(hash, attempt, { ...result, spoke: result.spoke ?? spoke });
+        } else {
+          graph.failed(hash, attempt, { ...failureOf(ev.failedReason), spoke });
+        }
+        return;
+      }
+    }
+  }
+
+  async function viewOf(b: BuildRow, spokes?: SpokeHeartbeat[]): Promise<BuildView> {
+    let waitingFor: string | null = null;
+    let spoke: string | null = null;
+    if (b.status === 'queued') {
+      if (!b.enqueued) {
+        const open = builds.deps(b.drvHash).filter((d) => d.status !== 'succeeded');
+        waitingFor = open.length > 0 ? `waiting for ${open.length} input build${open.length === 1 ? '' : 's'}` : 'about to be queued';
+      } else {
+        waitingFor = waitingReason(spokes ?? (await listSpokes()), b.system, b.requiredFeatures);
+      }
+    } else if (b.status === 'running' && !b.spoke) {
+      spoke = (spokes ?? (await listSpokes())).find((s) => s.running?.includes(b.drvHash))?.id ?? null;
+    }
+    const failed = b.failedDep ? builds.get(b.failedDep) : undefined;
+    return buildView(b, { waitingFor, spoke, failedDependencyPath: failed ? `/nix/store/${failed.drvPath}` : null });
+  }
+
+  async function listSpokes(): Promise<SpokeHeartbeat[]> {
+    if (!spokeDirectory) return [];
+    try {
+      return await spokeDirectory.list();
+    } catch {
+      return [];
+    }
+  }
+
+  function requireBuild(key: string): BuildRow {
+    const b = builds.get(drvHashOf(key));
+    if (!b) throw new NarhubError('NOT_FOUND', `no build of ${key}`);
+    return b;
+  }
+
+  /** Reopens the given builds (and what waits on them) for another try. */
+  async function restart(hash: string): Promise<void> {
+    const { graph: g } = started();
+    const b = requireBuild(hash);
+    if (b.status === 'queued' || b.status === 'running') throw new NarhubError('BAD_REQUEST', `the build of ${b.drvPath} is already ${b.status}`);
+    const reset: string[] = [];
+    db.transaction(() => {
+      builds.requeue(b.drvHash, { bump: true, cacheId: b.cacheId, priority: b.priority });
+      reset.push(b.drvHash);
+      // Dependents that never ran because of this build get another chance too.
+      const todo = [b.drvHash];
+      const seen = new Set(todo);
+      while (todo.length > 0) {
+        const h = todo.shift()!;
+        for (const d of builds.dependents(h)) {
+          if (seen.has(d.hash) || (d.status !== 'dependency-failed' && d.status !== 'cancelled')) continue;
+          seen.add(d.hash);
+          builds.requeue(d.hash, { bump: d.status === 'cancelled', cacheId: b.cacheId, priority: b.priority });
+          reset.push(d.hash);
+          todo.push(d.hash);
+        }
+      }
+      for (const h of reset) for (const id of evaluations.finishedNeeding(h)) evaluations.reopen(id);
+    })();
+    await g.advance(reset);
+  }
+
+  return {
+    get running(): boolean {
+      return redis !== undefined && !closing;
+    },
+
+    async start(o: HubStartOptions): Promise<void> {
+      const log = logger.child({ component: 'hub' });
+      redis = await connectRedis(opts.redisUrl);
+      const host = new URL(o.baseUrl).hostname;
+      upload = { baseUrl: o.baseUrl.replace(/\/+$/, ''), ...ensureInternalToken(cache.tokens, opts.dataDir, host) };
+      events = createEventConsumer({ redis, state, logger: log, handle });
+      const ev = events;
+      dispatcher = createDispatcher({
+        redis,
+        logger: log,
+        attempts: config.buildAttempts,
+        keepFinishedSeconds: opts.keepFinishedSeconds ?? 86_400,
+        onQueue: (q) => ev.watch(q),
+      });
+      graph = createBuildGraph({ db, builds, evaluations, dispatcher, logger: log, jobData });
+      canceller = createCanceller({ builds, evaluations, dispatcher, graph, redis, logger: log });
+      spokeDirectory = createSpokeDirectory(redis.command);
+      const up = upload;
+      runner = createEvaluationRunner({
+        db, config, projects, evaluations, builds, caches, paths, graph, canceller, dispatcher, logger: log,
+        upload: () => up, nixEnv: opts.nixEnv,
+      });
+      // Resume: consume every queue's events from where the last run stopped, then compare open builds with their jobs.
+      const open = builds.open();
+      for (const q of new Set([...events.knownQueues(), ...open.map((b) => b.queue)])) await dispatcher.use(q);
+      await reconcile({ builds, dispatcher, graph, logger: log });
+      for (const e of evaluations.live()) {
+        if (e.status === 'building') graph.checkEvaluation(e.id);
+        else runner.submit(e.id);
+      }
+      // A safety net for jobs whose add failed (Redis blip, an earlier attempt still shutting down).
+      const g = graph;
+      timer = setInterval(() => {
+        const stuck = builds.open().filter((b) => b.status === 'queued' && !b.enqueued).map((b) => b.drvHash);
+        if (stuck.length > 0) void g.advance(stuck).catch((err: unknown) => log.warn({ err }, 'retrying builds failed'));
+      }, 10_000);
+      timer.unref();
+      log.info({ redis: opts.redisUrl.replace(/\/\/[^@]*@/, '//…@'), openBuilds: open.length }, 'build hub started');
+    },
+
+    /** Stops evaluations, event consumers and queues, then Redis. Idempotent. */
+    close(): Promise<void> {
+      closing ??= (async () => {
+        if (timer) clearInterval(timer);
+        await runner?.close();
+        await events?.close();
+        await dispatcher?.close();
+        await redis?.close();
+      })();
+      return closing;
+    },
+
+    // Projects
+
+    listProjects(): ProjectView[] {
+      return projects.list().map(projectView);
+    },
+    project(name: string): ProjectView {
+      return projectView(requireProject(projects, name));
+    },
+    /** The cache a project builds into (for access checks). */
+    projectCache(name: string): string {
+      return requireProject(projects, name).cacheName;
+    },
+    createProject(name: string, input: ProjectInput): ProjectView {
+      assertValidProjectName(name);
+      if (projects.get(name)) throw new NarhubError('BAD_REQUEST', `project ${name} already exists`);
+      const cacheRow = cache.registry.require(input.cache);
+      return projectView(projects.insert(name, projectFields(input, cacheRow.id)));
+    },
+    updateProject(name: string, input: Partial<ProjectInput>): ProjectView {
+      const p = requireProject(projects, name);
+      const merged: ProjectInput = {
+        flake: input.flake ?? p.flake,
+        ref: input.ref === undefined ? p.ref : input.ref,
+        systems: input.systems ?? p.systems,
+        attrs: input.attrs ?? p.attrs,
+        cache: input.cache ?? p.cacheName,
+        priority: input.priority ?? p.priority,
+      };
+      const cacheRow = cache.registry.require(merged.cache);
+      return projectView(projects.update(p.id, projectFields(merged, cacheRow.id)));
+    },
+    /** Deletes a project and its evaluations; builds only they needed are cancelled. */
+    async deleteProject(name: string): Promise<void> {
+      const p = requireProject(projects, name);
+      const mine = new Set<string>();
+      for (const e of evaluations.ofProject(p.id, 1_000_000)) if (['pending', 'evaluating', 'building'].includes(e.status)) for (const h of evaluations.builds(e.id)) mine.add(h);
+      projects.delete(p.id);
+      if (!canceller) return;
+      for (const h of mine) if (evaluations.keptNeeding(h).length === 0) await canceller.cancelBuild(h, `project ${name} was deleted`).catch(() => false);
+    },
+
+    // Evaluations
+
+    triggerEvaluation(projectName: string, o: { ref?: string | undefined; priority?: number | undefined } = {}): EvaluationView {
+      const { runner: r } = started();
+      const p = requireProject(projects, projectName);
+      const ref = o.ref ?? p.ref;
+      if (ref && p.flake.startsWith('path:')) throw new NarhubError('BAD_REQUEST', 'a path: flake has no branches or refs');
+      const priority = o.priority ?? p.priority;
+      if (!Number.isInteger(priority) || priority < -1000 || priority > 1000) throw new NarhubError('BAD_REQUEST', 'priority must be a whole number from -1000 to 1000');
+      const e = evaluations.insert({ projectId: p.id, ref: ref ?? null, flakeUrl: p.flake, priority });
+      r.submit(e.id);
+      return evaluationView(e, p.name, {});
+    },
+    evaluationCache(id: number): string {
+      const e = evaluations.get(id);
+      if (!e) throw new NarhubError('NOT_FOUND', `no evaluation ${id}`);
+      return projects.byId(e.projectId)!.cacheName;
+    },
+    async evaluation(id: number): Promise<EvaluationView> {
+      const e = evaluations.get(id);
+      if (!e) throw new NarhubError('NOT_FOUND', `no evaluation ${id}`);
+      const project = projects.byId(e.projectId)!;
+      const linked = new Set(evaluations.builds(id));
+      const spokes = await listSpokes();
+      const jobs = [];
+      for (const j of evaluations.jobs(id)) {
+        const b = j.drvHash ? builds.get(j.drvHash) : undefined;
+        jobs.push(jobView(j, b ? await viewOf(b, spokes) : undefined, j.drvHash !== null && linked.has(j.drvHash)));
+      }
+      return evaluationView(e, project.name, evaluations.buildCounts(id), jobs);
+    },
+    evaluations(projectName: string, limit = 20): EvaluationView[] {
+      const p = requireProject(projects, projectName);
+      return evaluations.ofProject(p.id, limit).map((e) => evaluationView(e, p.name, evaluations.buildCounts(e.id)));
+    },
+
+    // Builds
+
+    buildCache(key: string): string {
+      return requireBuild(key).cacheName;
+    },
+    async build(key: string): Promise<BuildView> {
+      return viewOf(requireBuild(key));
+    },
+    /** Builds that produce this output path (full path, basename or hash part). */
+    async buildsByOutput(path: string): Promise<BuildView[]> {
+      const name = path.replace(/^\/nix\/store\//, '');
+      const hash = name.slice(0, 32);
+      if (!HASH.test(hash)) throw new NarhubError('STORE_PATH_INVALID', `${JSON.stringify(path.slice(0, 200))} is not a store path`);
+      const spokes = await listSpokes();
+      return Promise.all(builds.byOutput(hash).map((b) => viewOf(b, spokes)));
+    },
+    async builds(status: BuildStatus | undefined, limit = 100): Promise<BuildView[]> {
+      const spokes = await listSpokes();
+      return Promise.all(builds.list(status, limit).map((b) => viewOf(b, spokes)));
+    },
+    async restartBuild(key: string): Promise<BuildView> {
+      await restart(drvHashOf(key));
+      return viewOf(requireBuild(key));
+    },
+    async cancelBuild(key: string): Promise<BuildView> {
+      const { canceller: c } = started();
+      const b = requireBuild(key);
+      if (b.status !== 'queued' && b.status !== 'running') throw new NarhubError('BAD_REQUEST', `the build of ${b.drvPath} has already ended (${b.status})`);
+      await c.cancelBuild(b.drvHash, 'cancelled by an administrator');
+      return viewOf(requireBuild(key));
+    },
+
+    // Logs
+
+    /** The stored log of a finished build, or what a spoke streamed so far. */
+    async log(key: string): Promise<LogSource> {
+      const b = requireBuild(key);
+      const cacheRow = cache.registry.get(b.cacheName);
+      const file = cacheRow ? cache.files.get('log', cacheRow, b.drvPath) : undefined;
+      if (file) {
+        const read = await cache.store.get(file.storageKey);
+        if (read) {
+          const enc = file.contentEncoding ? ENCODINGS[file.contentEncoding] : undefined;
+          const stream = enc ? read.stream.pipe(createDecompressor(enc)) : read.stream;
+          return { kind: 'stored', stream, contentType: 'text/plain; charset=utf-8' };
+        }
+      }
+      if (!redis) return { kind: 'none' };
+      const live = await readLogStream(redis.command, b.drvHash);
+      return live.exists ? { kind: 'live', text: live.text, eof: live.eof } : { kind: 'none' };
+    },
+    /** Follows a build's live log until it ends; needs the hub running. */
+    followLog(key: string, signal: AbortSignal): AsyncGenerator<string> {
+      const { redis: r } = started();
+      const b = requireBuild(key);
+      const isOver = () => {
+        const now = builds.get(b.drvHash);
+        return !now || (now.status !== 'queued' && now.status !== 'running');
+      };
+      return followLogStream(r.blocking(`log-${b.drvHash}`), b.drvHash, { signal, isOver });
+    },
+    buildIsOpen(key: string): boolean {
+      const b = requireBuild(key);
+      return b.status === 'queued' || b.status === 'running';
+    },
+
+    // Spokes and queues
+
+    async spokes(): Promise<SpokeView[]> {
+      started();
+      return (await listSpokes()).map((s) => ({ ...s, compatible: compatible(s) }));
+    },
+    async queues(): Promise<QueueView[]> {
+      const { dispatcher: d } = started();
+      const names = [...new Set([...d.queueNames(), ...builds.open().map((b) => b.queue)])].sort();
+      const depth = await d.depth(names);
+      const spokes = (await listSpokes()).filter(compatible);
+      return names.map((name) => {
+        const parsed = parseQueueName(name) ?? { system: name, requiredFeatures: [] };
+        const c = depth[name] ?? { waiting: 0, active: 0, delayed: 0 };
+        return {
+          name, system: parsed.system, requiredFeatures: parsed.requiredFeatures, waiting: c.waiting, active: c.active, delayed: c.delayed,
+          spokes: spokes.filter((s) => spokeCanServe(s, parsed.system, parsed.requiredFeatures)).map((s) => s.id),
+        };
+      });
+    },
+    /** For tests and benchmarks: resolves once received events are handled. */
+    async settled(): Promise<void> {
+      await events?.idle();
+    },
+  };
+}
+
+export type Hub = ReturnType<typeof createHub>;

@@ -1,0 +1,116 @@
+import type { BuildRow } from '../db/builds-repo.js';
+import type { EvalJobRow, EvaluationRow } from '../db/evaluations-repo.js';
+import type { ProjectRow } from '../db/projects-repo.js';
+
+/** The JSON shapes of the hub API (and of the CLI's --json output). Times are ISO strings. */
+const STORE = '/nix/store/';
+const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
+const full = (base: string | null): string | null => (base === null ? null : STORE + base);
+const fullMap = (m: Record<string, string> | null): Record<string, string> =>
+  Object.fromEntries(Object.entries(m ?? {}).map(([k, v]) => [k, v.startsWith('/') ? v : STORE + v]));
+
+export interface ProjectView {
+  name: string;
+  flake: string;
+  ref: string | null;
+  systems: string[];
+  attrs: string[];
+  cache: string;
+  priority: number;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export function projectView(p: ProjectRow): ProjectView {
+  return {
+    name: p.name, flake: p.flake, ref: p.ref, systems: p.systems, attrs: p.attrs, cache: p.cacheName, priority: p.priority,
+    createdAt: iso(p.createdAt)!, updatedAt: iso(p.updatedAt)!,
+  };
+}
+
+export interface BuildView {
+  drvHash: string;
+  drvPath: string;
+  system: string;
+  requiredFeatures: string[];
+  outputs: Record<string, string>;
+  status: string;
+  /** For a queued build: why it is not running yet. */
+  waitingFor: string | null;
+  attempt: number;
+  spoke: string | null;
+  failureKind: string | null;
+  error: string | null;
+  failedDependency: string | null;
+  logPath: string | null;
+  progress: unknown;
+  queue: string;
+  cache: string;
+  priority: number;
+  createdAt: string;
+  enqueuedAt: string | null;
+  startedAt: string | null;
+  finishedAt: string | null;
+}
+
+export function buildView(b: BuildRow, extra: { waitingFor: string | null; spoke?: string | null; failedDependencyPath?: string | null }): BuildView {
+  return {
+    drvHash: b.drvHash, drvPath: STORE + b.drvPath, system: b.system, requiredFeatures: b.requiredFeatures, outputs: fullMap(b.outputs),
+    status: b.status, waitingFor: extra.waitingFor, attempt: b.attempt, spoke: b.spoke ?? extra.spoke ?? null, failureKind: b.failureKind,
+    error: b.error, failedDependency: extra.failedDependencyPath ?? null, logPath: b.logPath, progress: b.progress, queue: b.queue,
+    cache: b.cacheName, priority: b.priority, createdAt: iso(b.createdAt)!, enqueuedAt: iso(b.enqueuedAt), startedAt: iso(b.startedAt),
+    finishedAt: iso(b.finishedAt),
+  };
+}
+
+export interface JobView {
+  attr: string;
+  system: string | null;
+  drvPath: string | null;
+  drvHash: string | null;
+  /** eval-failed | cached (outputs already in the cache) | a build status. */
+  status: string;
+  outputs: Record<string, string>;
+  error: string | null;
+  waitingFor: string | null;
+}
+
+export function jobView(j: EvalJobRow, build: BuildView | undefined, linked: boolean): JobView {
+  let status: string;
+  if (j.error !== null || j.drvHash === null) status = 'eval-failed';
+  else if (build && linked) status = build.status;
+  else status = 'cached';
+  return {
+    attr: j.attr, system: j.system, drvPath: full(j.drvPath), drvHash: j.drvHash, status,
+    outputs: build && Object.keys(build.outputs).length > 0 ? build.outputs : fullMap(j.outputs), error: j.error ?? (linked ? (build?.error ?? null) : null),
+    waitingFor: linked ? (build?.waitingFor ?? null) : null,
+  };
+}
+
+export interface EvaluationView {
+  id: number;
+  project: string;
+  ref: string | null;
+  flakeUrl: string;
+  lockedUrl: string | null;
+  revision: string | null;
+  status: string;
+  priority: number;
+  error: string | null;
+  supersededBy: number | null;
+  createdAt: string;
+  startedAt: string | null;
+  evaluatedAt: string | null;
+  finishedAt: string | null;
+  /** Builds this evaluation needs, by status. */
+  builds: Record<string, number>;
+  jobs?: JobView[];
+}
+
+export function evaluationView(e: EvaluationRow, project: string, builds: Record<string, number>, jobs?: JobView[]): EvaluationView {
+  return {
+    id: e.id, project, ref: e.ref, flakeUrl: e.flakeUrl, lockedUrl: e.lockedUrl, revision: e.revision, status: e.status, priority: e.priority,
+    error: e.error, supersededBy: e.supersededBy, createdAt: iso(e.createdAt)!, startedAt: iso(e.startedAt), evaluatedAt: iso(e.evaluatedAt),
+    finishedAt: iso(e.finishedAt), builds, ...(jobs ? { jobs } : {}),
+  };
+}

@@ -1,0 +1,147 @@
+// The hub's /api/v1 routes through app.inject, with a real redis-server and the real database:
+// schemas, the JSON error format, and who may read and write what.
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test, type TestContext } from 'node:test';
+import { Redis } from 'ioredis';
+import pino from 'pino';
+import { createCacheService } from '../../../src/cache/cache-service.js';
+import { parseConfig } from '../../../src/config/load.js';
+import { defaultMigrationsDir, migrate } from '../../../src/db/migrate.js';
+import { openDatabase } from '../../../src/db/open.js';
+import { buildApp } from '../../../src/http/app.js';
+import { createHub } from '../../../src/hub/hub-service.js';
+import { spokeKey, type SpokeHeartbeat } from '../../../src/protocol/build-jobs.js';
+import { createLocalBlobStore } from '../../../src/storage/local-blob-store.js';
+import { waitFor } from '../../helpers/hub.js';
+import { startRedis } from '../../helpers/redis.js';
+
+async function setup(t: TestContext) {
+  const redis = await startRedis(t);
+  const dataDir = mkdtempSync(join(tmpdir(), 'narhub-hub-api-'));
+  const db = openDatabase(join(dataDir, 'narhub.sqlite'));
+  migrate(db, defaultMigrationsDir());
+  const store = createLocalBlobStore({ root: join(dataDir, 'store'), fsync: false });
+  const service = createCacheService({ db, store, keysDir: join(dataDir, 'keys') });
+  await service.registry.create('main', { private: false, priority: 40 });
+  await service.registry.create('secret', { private: true, priority: 40 });
+  const token = (cache: string, permission: 'read' | 'write' | 'admin') => service.tokens.create({ cachePattern: cache, permission }).token;
+  const hub = createHub({ db, cache: service, config: parseConfig({}).hub, redisUrl: redis.url, dataDir, logger: pino({ level: 'silent' }) });
+  const app = await buildApp({ service, hub, maxNarSize: 1 << 20, maxSmallFileSize: 1 << 20 });
+  await app.ready();
+  await hub.start({ baseUrl: 'http://127.0.0.1:9' });
+  t.after(async () => {
+    await app.close();
+    await hub.close();
+    await store.close();
+    db.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+  const call = async (method: 'GET' | 'POST' | 'PATCH' | 'DELETE', url: string, o: { token?: string; body?: unknown } = {}) => {
+    const res = await app.inject({
+      method,
+      url: `/api/v1${url}`,
+      headers: o.token ? { authorization: `Bearer ${o.token}` } : {},
+      ...(o.body === undefined ? {} : { payload: o.body as object }),
+    });
+    return { status: res.statusCode, body: res.body ? (JSON.parse(res.body) as any) : undefined, type: res.headers['content-type'] };
+  };
+  return { redis, call, token, hub };
+}
+
+test('projects: admin rights on the cache to write, read rights (or a public cache) to read, JSON errors', async (t) => {
+  const { call, token } = await setup(t);
+  const project = { name: 'demo', flake: 'git+https://example.org/demo.git', ref: 'main', cache: 'main' };
+
+  const anon = await call('POST', '/projects', { body: project });
+  assert.equal(anon.status, 401);
+  assert.match(String(anon.type), /application\/json/);
+  assert.equal(anon.body.code, 'UNAUTHORIZED');
+  assert.equal((await call('POST', '/projects', { body: project, token: token('main', 'write') })).status, 403);
+  assert.equal((await call('POST', '/projects', { body: project, token: token('secret', 'admin') })).status, 403);
+
+  const admin = token('*', 'admin');
+  const created = await call('POST', '/projects', { body: project, token: admin });
+  assert.equal(created.status, 201, JSON.stringify(created.body));
+  assert.deepEqual(
+    { systems: created.body.systems, attrs: created.body.attrs, ref: created.body.ref, cache: created.body.cache, priority: created.body.priority },
+    { systems: ['x86_64-linux'], attrs: ['checks'], ref: 'main', cache: 'main', priority: 0 },
+  );
+  assert.equal((await call('POST', '/projects', { body: project, token: admin })).status, 400, 'names are unique');
+
+  for (const bad of [
+    { ...project, name: 'other', extra: 1 },
+    { ...project, name: 'other', flake: 'https://example.org/x' },
+    { ...project, name: 'other', attrs: ['apps'] },
+    { ...project, name: 'Bad Name' },
+    { ...project, name: 'other', priority: 5000 },
+    { name: 'other', flake: 'path:/src', ref: 'main', cache: 'main' },
+  ]) {
+    const res = await call('POST', '/projects', { body: bad, token: admin });
+    assert.equal(res.status, 400, JSON.stringify(bad));
+    assert.equal(res.body.code, 'BAD_REQUEST');
+  }
+  assert.equal((await call('POST', '/projects', { body: { ...project, name: 'other', cache: 'nope' }, token: admin })).status, 404);
+
+  // A project of a private cache: readable with a read token of that cache only.
+  assert.equal((await call('POST', '/projects', { body: { ...project, name: 'hidden', cache: 'secret' }, token: admin })).status, 201);
+  assert.equal((await call('GET', '/projects/demo')).status, 200, 'a public cache is readable by anyone');
+  assert.equal((await call('GET', '/projects/hidden')).status, 401);
+  assert.equal((await call('GET', '/projects/hidden', { token: token('main', 'read') })).status, 401);
+  assert.equal((await call('GET', '/projects/hidden', { token: token('secret', 'read') })).status, 200);
+  assert.deepEqual((await call('GET', '/projects')).body.projects.map((p: { name: string }) => p.name), ['demo']);
+  assert.deepEqual((await call('GET', '/projects', { token: token('secret', 'read') })).body.projects.map((p: { name: string }) => p.name), ['demo', 'hidden']);
+
+  const patched = await call('PATCH', '/projects/demo', { body: { ref: 'release', systems: ['x86_64-linux', 'aarch64-linux'] }, token: admin });
+  assert.equal(patched.status, 200);
+  assert.equal(patched.body.ref, 'release');
+  assert.deepEqual(patched.body.systems, ['x86_64-linux', 'aarch64-linux']);
+
+  assert.equal((await call('DELETE', '/projects/demo', { token: token('main', 'read') })).status, 403);
+  assert.equal((await call('DELETE', '/projects/demo', { token: admin })).status, 204);
+  const gone = await call('GET', '/projects/demo');
+  assert.equal(gone.status, 404);
+  assert.equal(gone.body.code, 'NOT_FOUND');
+});
+
+test('an evaluation that cannot even lock its flake fails with the reason; builds, spokes and queues', async (t) => {
+  const { call, token, redis } = await setup(t);
+  const admin = token('main', 'admin');
+  const dir = mkdtempSync(join(tmpdir(), 'narhub-no-flake-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  assert.equal((await call('POST', '/projects', { body: { name: 'broken', flake: `path:${dir}`, cache: 'main' }, token: admin })).status, 201);
+  assert.equal((await call('POST', '/projects/broken/evaluations', { body: {} })).status, 401);
+  const started = await call('POST', '/projects/broken/evaluations', { body: { priority: 10 }, token: admin });
+  assert.equal(started.status, 202);
+  assert.equal(started.body.priority, 10);
+  const ended = await waitFor('the evaluation to fail', async () => {
+    const e = await call('GET', `/evaluations/${started.body.id}`);
+    return e.body.status === 'failed' ? e.body : undefined;
+  }, 60_000);
+  assert.match(ended.error, /cannot lock/);
+  assert.deepEqual(ended.jobs, []);
+  assert.equal((await call('GET', '/projects/broken/evaluations')).body.evaluations[0].id, started.body.id);
+  assert.equal((await call('GET', '/evaluations/999')).status, 404);
+
+  const missing = await call('GET', '/builds/0123456789abcdfghijklmnpqrsvwxyz');
+  assert.equal(missing.status, 404);
+  assert.equal(missing.body.code, 'NOT_FOUND');
+  assert.equal((await call('GET', '/builds/not-a-derivation-path-at-all-no-no')).body.code, 'STORE_PATH_INVALID');
+  assert.deepEqual((await call('GET', '/builds?status=queued')).body, { builds: [] });
+  assert.equal((await call('GET', '/builds?status=bogus')).status, 400);
+
+  assert.equal((await call('GET', '/spokes')).status, 401);
+  const reader = token('main', 'read');
+  assert.deepEqual((await call('GET', '/spokes', { token: reader })).body, { spokes: [] });
+  const r = new Redis(redis.url);
+  const hb: SpokeHeartbeat = { protocol: 1, id: 'sp1', hostname: 'h', systems: ['x86_64-linux'], features: ['kvm'], maxJobs: 2, load: 0.1, running: [], startedAt: 1, seenAt: 2 };
+  await r.set(spokeKey('sp1'), JSON.stringify(hb), 'EX', 20);
+  await r.quit();
+  await waitFor('the heartbeat to show', async () => {
+    const { spokes } = (await call('GET', '/spokes', { token: reader })).body as { spokes: { id: string; compatible: boolean }[] };
+    return spokes.length === 1 && spokes[0]!.id === 'sp1' && spokes[0]!.compatible;
+  }, 10_000);
+  assert.deepEqual((await call('GET', '/queues', { token: reader })).body, { queues: [] });
+});
