@@ -2,7 +2,7 @@ import { PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { NarhubError, isNarhubError } from '../errors.js';
 import { formatHash, sha256Hash } from '../nix/hash.js';
-import { formatListing } from '../nix/nar/listing.js';
+import { formatListing, type NarListing } from '../nix/nar/listing.js';
 import type { NarSummary } from '../nix/nar/nar-parser.js';
 import { createByteLimit } from '../io/byte-limit.js';
 import { createHashCounter } from '../io/hash-counter.js';
@@ -33,6 +33,18 @@ export interface IngestOptions {
 
 export const narStorageKey = (cache: string, fileName: string) => `${cache}/nar/${fileName}`;
 export const generatedListingKey = (cache: string, fileName: string) => `${cache}/listing/${fileName}.ls`;
+
+/** Stores the listing narhub built while validating a NAR; its key, or null if that failed. */
+export async function storeGeneratedListing(store: BlobStore, cache: string, fileName: string, listing: NarListing): Promise<string | null> {
+  const key = generatedListingKey(cache, fileName);
+  try {
+    await store.put(key, Buffer.from(formatListing(listing)), { contentType: 'application/json' });
+    return key;
+  } catch {
+    // A listing is a convenience; the NAR itself is what must not be lost.
+    return null;
+  }
+}
 
 /**
  * Receives a NAR file as Nix uploads it, in one streaming pass: the stored bytes are hashed
@@ -107,13 +119,7 @@ export function createNarIngest(deps: { store: BlobStore; nars: NarsRepo }) {
     if (failure) throw failure;
     const nar = summary!;
 
-    let listingKey: string | null = generatedListingKey(cache.name, fileName);
-    try {
-      await store.put(listingKey, Buffer.from(formatListing(nar.listing)), { contentType: 'application/json' });
-    } catch {
-      // A listing is a convenience; the NAR itself is what must not be lost.
-      listingKey = null;
-    }
+    const listingKey = await storeGeneratedListing(store, cache.name, fileName, nar.listing);
 
     const row = {
       cacheId: cache.id,

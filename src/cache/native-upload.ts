@@ -2,7 +2,6 @@ import { PassThrough, type Readable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
 import { NarhubError, isNarhubError, type ErrorCode } from '../errors.js';
 import { formatHash, hashesEqual, parseHash, sha256Hash } from '../nix/hash.js';
-import { formatListing } from '../nix/nar/listing.js';
 import type { NarSummary } from '../nix/nar/nar-parser.js';
 import type { NarInfo } from '../nix/narinfo.js';
 import { isDerivationPath, parseStorePath } from '../nix/store-path.js';
@@ -16,7 +15,7 @@ import type { NarRow, NarsRepo } from '../db/nars-repo.js';
 import type { PathsRepo } from '../db/paths-repo.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import type { KeyedLock } from './keyed-lock.js';
-import { generatedListingKey, narStorageKey } from './nar-ingest.js';
+import { narStorageKey, storeGeneratedListing } from './nar-ingest.js';
 import type { CommitResult, PathCommit } from './narinfo-commit.js';
 
 /** zstd settings for files narhub compresses itself (native uploads, recompression). */
@@ -189,13 +188,7 @@ export function createNativeUpload(deps: {
     }
     const nar = summary!;
 
-    let listingKey: string | null = generatedListingKey(cache.name, fileName);
-    try {
-      await store.put(listingKey, Buffer.from(formatListing(nar.listing)), { contentType: 'application/json' });
-    } catch {
-      // A listing is a convenience; the NAR itself is what must not be lost.
-      listingKey = null;
-    }
+    const listingKey = await storeGeneratedListing(store, cache.name, fileName, nar.listing);
     nars.putPending({
       cacheId: cache.id,
       fileName,

@@ -1,22 +1,12 @@
 // Helpers for the build hub's e2e tests: spoke processes, the hub API, polling.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CLI_PATH } from './server.js';
 import type { Cleanup } from './tmp.js';
 
 const debug = process.env.NARHUB_E2E_DEBUG === '1';
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
+export { freePort } from './ports.js';
 
 /** Polls `fn` until it returns something other than undefined/false; fails with `what` and the last value on timeout. */
 export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 60_000, intervalMs = 250): Promise<T> {

@@ -1,23 +1,12 @@
 // Starts a real redis-server of the test's own on a free loopback port.
 import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
+import { freePort } from './ports.js';
 import { makeTempDir, type Cleanup } from './tmp.js';
 
 export interface TestRedis {
   url: string;
   port: number;
   stop(): Promise<void>;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /** Fails (never skips) when redis-server is not installed: the hub's tests need the real thing. */
