@@ -1,7 +1,8 @@
 import { createRequire } from 'node:module';
-import { PassThrough, Transform, type TransformCallback } from 'node:stream';
+import { PassThrough, type Transform } from 'node:stream';
 import { createBrotliDecompress, createGunzip } from 'node:zlib';
 import zstd from 'zstd-napi';
+import { OffThreadTransform } from './off-thread-transform.js';
 
 /** The compressions narhub accepts (spec §8); Nix's others need libarchive or external tools. */
 export type Compression = 'none' | 'xz' | 'bzip2' | 'gzip' | 'zstd' | 'br';
@@ -16,11 +17,10 @@ export const COMPRESSION_EXTENSION: Record<Compression, string> = {
   br: '.br',
 };
 
-// lzma-native and unbzip2-stream ship no types: load them through require with the narrow
-// shape we use, rather than an ambient declaration elsewhere in the tree.
+// lzma-native ships no types: load it through require with the narrow shape we use, rather
+// than an ambient declaration elsewhere in the tree.
 const require = createRequire(import.meta.url);
 const lzma = require('lzma-native') as { createDecompressor(options?: { memlimit?: number }): Transform };
-const unbzip2 = require('unbzip2-stream') as () => LegacyThroughStream;
 
 /** The first 16 bytes of every NAR: str("nix-archive-1") starts with len 13 and "nix-arch". */
 const NAR_MAGIC = Uint8Array.from([0x0d, 0, 0, 0, 0, 0, 0, 0, ...Buffer.from('nix-arch')]);
@@ -61,7 +61,9 @@ export function sniffCompression(head: Uint8Array, hint?: string): Compression |
 /**
  * A Transform from compressed to raw bytes. zlib and xz work off the event loop (libuv pool /
  * lzma-native's thread); zstd runs natively per chunk on the main thread, which is fast enough
- * (GB/s) that a 64 KiB chunk costs tens of microseconds; bzip2 is pure JavaScript and slow.
+ * (GB/s) that a 64 KiB chunk costs tens of microseconds. bzip2 has only a pure-JavaScript
+ * decoder (unbzip2-stream's, under 10 MB/s, hundreds of ms per 900 kB block), so it runs on a
+ * codec thread (`off-thread-transform.ts`); corrupt input still fails the stream.
  */
 export function createDecompressor(c: Compression): Transform {
   switch (c) {
@@ -76,7 +78,7 @@ export function createDecompressor(c: Compression): Transform {
     case 'xz':
       return lzma.createDecompressor({ memlimit: XZ_MEMLIMIT });
     case 'bzip2':
-      return new Bunzip2();
+      return new OffThreadTransform({ codec: 'bzip2-decompress' });
   }
 }
 
@@ -94,46 +96,6 @@ export function createCompressor(c: 'zstd' | 'none', opts: { level?: number; wor
   if (opts.level !== undefined) params.compressionLevel = opts.level;
   if (opts.workers !== undefined) params.nbWorkers = opts.workers;
   return new zstd.CompressStream(params);
-}
-
-/** The old-style `through` stream unbzip2-stream returns: synchronous, emits while written. */
-interface LegacyThroughStream {
-  write(data: Buffer): boolean;
-  end(): void;
-  on(event: 'data', listener: (data: Buffer) => void): void;
-  on(event: 'error', listener: (err: Error) => void): void;
-}
-
-/**
- * Adapts unbzip2-stream to a real Transform so pipeline() and backpressure work: the inner
- * stream decodes synchronously inside write(), so whatever it emitted is pushed before the
- * write callback runs.
- */
-class Bunzip2 extends Transform {
-  private readonly inner = unbzip2();
-  private failure: Error | undefined;
-
-  constructor() {
-    super();
-    this.inner.on('data', (data) => this.push(data));
-    this.inner.on('error', (err) => {
-      this.failure ??= err;
-    });
-  }
-
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    try {
-      this.inner.write(chunk);
-    } catch (err) {
-      this.failure ??= err instanceof Error ? err : new Error(String(err));
-    }
-    callback(this.failure);
-  }
-
-  override _flush(callback: TransformCallback): void {
-    if (this.failure === undefined) this.inner.end();
-    callback(this.failure);
-  }
 }
 
 function startsWith(data: Uint8Array, prefix: Uint8Array): boolean {

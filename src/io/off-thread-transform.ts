@@ -1,0 +1,196 @@
+import { availableParallelism } from 'node:os';
+import { Transform, type TransformCallback } from 'node:stream';
+import { Worker } from 'node:worker_threads';
+import type { CodecSpec, FromThread, ToThread } from './transform-thread.js';
+
+export type { CodecSpec };
+
+/** Input is copied into buffers of this size, each moved to the codec thread and back. */
+const SLAB = 1024 * 1024;
+/** Slabs a stream may have at the codec thread at once: its input backpressure. */
+const SLABS_IN_FLIGHT = 4;
+/**
+ * Threads shared by every stream; another starts only while more streams run at once. Two at
+ * least (a recompression runs bzip2 and zstd side by side), more on bigger machines, since a
+ * bzip2 stream keeps its thread busy: each runs at the speed of one core.
+ */
+const MAX_THREADS = Math.max(2, Math.min(4, availableParallelism()));
+
+const FAILURE: Record<CodecSpec['codec'], string> = {
+  'zstd-compress': 'zstd compression failed',
+  'bzip2-decompress': 'bzip2 decompression failed',
+};
+
+interface ThreadHandle {
+  worker: Worker;
+  streams: Map<number, OffThreadTransform>;
+}
+
+const threads: ThreadHandle[] = [];
+let nextId = 1;
+
+function threadFor(): ThreadHandle {
+  const idle = threads.find((t) => t.streams.size === 0);
+  if (idle) return idle;
+  if (threads.length < MAX_THREADS) {
+    const worker = new Worker(new URL('./transform-thread.js', import.meta.url));
+    const handle: ThreadHandle = { worker, streams: new Map() };
+    worker.on('message', (msg: FromThread) => handle.streams.get(msg.id)?.fromThread(msg));
+    const lost = (err: Error) => {
+      const i = threads.indexOf(handle);
+      if (i >= 0) threads.splice(i, 1);
+      const streams = [...handle.streams.values()];
+      handle.streams.clear();
+      for (const s of streams) s.destroy(err);
+    };
+    worker.on('error', lost);
+    worker.on('exit', (code) => lost(new Error(`codec thread exited (code ${code})`)));
+    worker.unref();
+    threads.push(handle);
+    return handle;
+  }
+  return threads.reduce((a, b) => (b.streams.size < a.streams.size ? b : a));
+}
+
+/**
+ * A Transform whose codec runs on a worker thread shared by all such streams
+ * (`transform-thread.ts`): the event loop only copies input into 1 MiB slabs (moved to the
+ * thread and back, so they are reused) and passes on the output chunks the thread moves over.
+ *
+ * Backpressure both ways: at most 4 slabs at the thread, and the thread stops once 2 MiB of
+ * its output wait here unread (a decompressor's output can be many times its input), holding
+ * further slabs, which in turn holds the writer. Destroying the stream tells the thread to drop
+ * it; a codec error (corrupt input) destroys the stream with that error.
+ *
+ * `bytes` (length of the output) is set once the stream has finished; so is `digest()`, its
+ * SHA-256, computed on the thread when `hashOutput` is asked for.
+ */
+export class OffThreadTransform extends Transform {
+  private readonly id = nextId++;
+  private readonly thread: ThreadHandle;
+  private readonly failure: string;
+  private readonly free: ArrayBuffer[] = [];
+  private slab: Uint8Array | undefined;
+  private filled = 0;
+  private atThread = 0;
+  /** Output pushed but not yet credited to the thread (waiting for the reader to want more). */
+  private owed = 0;
+  private waiting: TransformCallback | undefined;
+  private flushed: TransformCallback | undefined;
+  private released = false;
+  private sha256: Uint8Array | undefined;
+  /** Length of the output; final once the stream has finished. */
+  bytes = 0;
+
+  constructor(spec: CodecSpec, opts: { hashOutput?: boolean } = {}) {
+    super({ readableHighWaterMark: SLAB });
+    this.failure = FAILURE[spec.codec];
+    this.thread = threadFor();
+    this.thread.streams.set(this.id, this);
+    // A stream in progress keeps the process alive; idle threads do not.
+    this.thread.worker.ref();
+    this.send({ type: 'open', id: this.id, spec, hash: opts.hashOutput ?? false });
+  }
+
+  /** SHA-256 of the output; only after the stream has finished, and if `hashOutput` was set. */
+  digest(): Uint8Array {
+    if (this.sha256 === undefined) throw new Error('digest() called before the stream finished, or without hashOutput');
+    return this.sha256;
+  }
+
+  private send(msg: ToThread, transfer: ArrayBuffer[] = []): void {
+    this.thread.worker.postMessage(msg, transfer);
+  }
+
+  private release(): void {
+    if (this.released) return;
+    this.released = true;
+    this.thread.streams.delete(this.id);
+    if (this.thread.streams.size === 0) this.thread.worker.unref();
+  }
+
+  /** Sends the slab being filled, if it holds anything. */
+  private sendSlab(): void {
+    if (!this.slab || this.filled === 0) return;
+    const buffer = this.slab.buffer as ArrayBuffer;
+    this.send({ type: 'data', id: this.id, buffer, length: this.filled }, [buffer]);
+    this.atThread++;
+    this.slab = undefined;
+    this.filled = 0;
+  }
+
+  /** Gives the thread credit for what has been passed on. */
+  private credit(): void {
+    if (this.owed === 0 || this.released) return;
+    this.send({ type: 'read', id: this.id, bytes: this.owed });
+    this.owed = 0;
+  }
+
+  /** @internal */
+  fromThread(msg: FromThread): void {
+    switch (msg.type) {
+      case 'data': {
+        this.owed += msg.chunk.byteLength;
+        // Credit at once while the reader keeps up; otherwise when it asks for more (_read).
+        if (this.push(Buffer.from(msg.chunk.buffer, msg.chunk.byteOffset, msg.chunk.byteLength))) this.credit();
+        return;
+      }
+      case 'ack': {
+        this.atThread--;
+        this.free.push(msg.buffer);
+        const cb = this.waiting;
+        if (cb && this.atThread < SLABS_IN_FLIGHT) {
+          this.waiting = undefined;
+          cb();
+        }
+        return;
+      }
+      case 'end': {
+        this.sha256 = msg.sha256;
+        this.bytes = msg.bytes;
+        this.release();
+        const cb = this.flushed;
+        this.flushed = undefined;
+        cb?.();
+        return;
+      }
+      case 'error':
+        this.release();
+        this.destroy(new Error(`${this.failure}: ${msg.message}`));
+        return;
+    }
+  }
+
+  override _read(size: number): void {
+    super._read(size);
+    this.credit();
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    let offset = 0;
+    while (offset < chunk.length) {
+      this.slab ??= new Uint8Array(this.free.pop() ?? new ArrayBuffer(SLAB));
+      const n = Math.min(chunk.length - offset, SLAB - this.filled);
+      this.slab.set(chunk.subarray(offset, offset + n), this.filled);
+      this.filled += n;
+      offset += n;
+      if (this.filled === SLAB) this.sendSlab();
+    }
+    if (this.atThread < SLABS_IN_FLIGHT) callback();
+    else this.waiting = callback;
+  }
+
+  override _flush(callback: TransformCallback): void {
+    this.sendSlab();
+    this.flushed = callback;
+    this.send({ type: 'end', id: this.id });
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    if (!this.released) {
+      this.send({ type: 'abort', id: this.id });
+      this.release();
+    }
+    callback(error);
+  }
+}
