@@ -24,7 +24,7 @@ export function openDatabase(path: string | ':memory:'): Database {
     db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
     if (!db.memory) {
       // Persistent in the file; a no-op for every open after the first.
-      const mode = db.pragma('journal_mode = WAL', { simple: true });
+      const mode = switchToWal(db);
       if (mode !== 'wal') {
         throw new NarhubError(
           'CONFIG_INVALID',
@@ -42,6 +42,26 @@ export function openDatabase(path: string | ':memory:'): Database {
     if (err instanceof NarhubError) throw err;
     const code = isBusy(err) ? 'UNAVAILABLE' : 'CONFIG_INVALID';
     throw new NarhubError(code, `cannot configure database ${path}: ${messageOf(err)}`, { cause: err });
+  }
+}
+
+/** How long opens racing on a fresh file keep retrying the switch to WAL. */
+const WAL_SWITCH_WAIT_MS = 30_000;
+
+/**
+ * Two connections that both read a fresh file and then both ask for WAL deadlock on the lock
+ * upgrade, and SQLite answers one of them SQLITE_BUSY at once, without its busy handler. That
+ * loser simply tries again (the winner's switch then makes it a no-op).
+ */
+function switchToWal(db: Database): unknown {
+  const deadline = Date.now() + WAL_SWITCH_WAIT_MS;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return db.pragma('journal_mode = WAL', { simple: true });
+    } catch (err) {
+      if (!isBusy(err) || Date.now() > deadline) throw err;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, Math.min(200, 5 + attempt * 10 + Math.random() * 20));
+    }
   }
 }
 

@@ -85,6 +85,14 @@ export interface BlobRead {
   size: number;
   /** Length of the whole blob. */
   totalSize: number;
+  /**
+   * Optional: gives a chunk that `stream` produced back to the store, to be read into again.
+   * Call it only once nothing will look at the chunk's bytes any more (a socket has written
+   * them), at most once per chunk; a caller that never calls it is fine, chunks are then
+   * garbage as usual. Served at GB/s, a fresh buffer per chunk keeps V8's collector busy with
+   * full collections every few tens of MB, costing more than the copying itself.
+   */
+  recycle?(chunk: Uint8Array): void;
 }
 
 /** Key grammar: relative, no empty, `.` or `..` segments, a conservative character set. */

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { lstatSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { mkdir, open, opendir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
-import { addAbortSignal, type Readable } from 'node:stream';
+import { addAbortSignal, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { NarhubError } from '../errors.js';
 import {
@@ -29,7 +29,8 @@ const STALE_TEMP_MS = 60 * 60 * 1000;
 
 /**
  * Read streams pull 1 MiB per read(2) instead of Node's 64 KiB default: a multi-GB NAR then
- * costs a sixteenth of the syscalls and stream callbacks on its way to the socket.
+ * costs a sixteenth of the syscalls and stream callbacks on its way to the socket (and the
+ * buffers are reused when the reader recycles them, see FileReadStream).
  */
 const READ_CHUNK = 1024 * 1024;
 
@@ -145,14 +146,12 @@ export function createLocalBlobStore(options: LocalBlobStoreOptions): BlobStore 
       }
       const totalSize = st.size;
       const { range } = opts;
-      if (range === undefined) {
-        return withSignal({ stream: fh.createReadStream({ highWaterMark: READ_CHUNK }), size: totalSize, totalSize }, opts.signal);
-      }
+      if (range === undefined) return withSignal(fileRead(fh, 0, totalSize, totalSize), opts.signal);
       const { start, end } = range;
       if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end < start || end >= totalSize) {
         throw new NarhubError('RANGE_NOT_SATISFIABLE', `range ${start}-${end} is outside ${key} (${totalSize} bytes)`);
       }
-      return withSignal({ stream: fh.createReadStream({ start, end, highWaterMark: READ_CHUNK }), size: end - start + 1, totalSize }, opts.signal);
+      return withSignal(fileRead(fh, start, end + 1, totalSize), opts.signal);
     } catch (err) {
       await fh.close().catch(() => undefined);
       throw err;
@@ -254,6 +253,73 @@ async function syncDirs(from: string, to: string): Promise<void> {
       await fh.close();
     }
     if (dir === from || dir === dirname(dir)) return;
+  }
+}
+
+/** A read of bytes `start` (inclusive) to `end` (exclusive) of an open file, which it owns. */
+function fileRead(fh: FileHandle, start: number, end: number, totalSize: number): BlobRead {
+  const stream = new FileReadStream(fh, start, end);
+  return { stream, size: end - start, totalSize, recycle: (chunk) => stream.recycle(chunk) };
+}
+
+/** Buffers a FileReadStream keeps for reuse. */
+const SPARE_CHUNKS = 4;
+
+/**
+ * Reads a file range in READ_CHUNK pieces, like `fh.createReadStream`, but reads into buffers
+ * handed back through `recycle` when it has some, so a caller that recycles (the HTTP layer,
+ * once the socket has written a chunk) streams gigabytes without producing garbage. Closes the
+ * file when it ends or is destroyed. A file that turns out shorter than the range is an error,
+ * never a silently short body.
+ */
+class FileReadStream extends Readable {
+  private position: number;
+  private readonly spare: Buffer[] = [];
+  /** Backing buffers of the chunks pushed and not recycled yet: only these may come back. */
+  private readonly lent = new Set<ArrayBufferLike>();
+
+  constructor(
+    private readonly fh: FileHandle,
+    start: number,
+    private readonly end: number,
+  ) {
+    super({ highWaterMark: READ_CHUNK });
+    this.position = start;
+  }
+
+  recycle(chunk: Uint8Array): void {
+    if (!this.lent.delete(chunk.buffer)) return;
+    if (this.spare.length < SPARE_CHUNKS && !this.destroyed) this.spare.push(Buffer.from(chunk.buffer, 0, READ_CHUNK));
+  }
+
+  override _read(): void {
+    const want = Math.min(READ_CHUNK, this.end - this.position);
+    if (want <= 0) {
+      this.push(null);
+      return;
+    }
+    const buffer = this.spare.pop() ?? Buffer.allocUnsafeSlow(READ_CHUNK);
+    this.fh.read(buffer, 0, want, this.position).then(
+      ({ bytesRead }) => {
+        if (this.destroyed) return;
+        if (bytesRead === 0) {
+          this.destroy(new Error(`file ended at byte ${this.position}, before the ${this.end} bytes expected`));
+          return;
+        }
+        this.position += bytesRead;
+        this.lent.add(buffer.buffer);
+        this.push(bytesRead === READ_CHUNK ? buffer : buffer.subarray(0, bytesRead));
+      },
+      (err: unknown) => this.destroy(err as Error),
+    );
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    this.spare.length = 0;
+    this.fh.close().then(
+      () => callback(error),
+      (closeError: unknown) => callback(error ?? (closeError as Error)),
+    );
   }
 }
 

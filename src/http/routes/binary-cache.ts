@@ -11,6 +11,7 @@ import type { Access } from '../access.js';
 import { clientGoneSignal } from '../client-gone.js';
 import { parseRange } from '../range.js';
 import { readSmallBody } from '../read-body.js';
+import { responseBody } from '../recycling-body.js';
 
 export interface BinaryCacheRouteOptions {
   service: CacheService;
@@ -82,7 +83,7 @@ export async function binaryCacheRoutes(app: FastifyInstance, opts: BinaryCacheR
     }
     const read = await service.store.get(key, { signal: clientGoneSignal(reply) });
     if (!read) throw new NarhubError('NOT_FOUND', 'not found');
-    return reply.headers({ ...headers, 'content-length': String(read.size) }).send(read.stream);
+    return reply.headers({ ...headers, 'content-length': String(read.size) }).send(responseBody(read));
   }
 
   // nix-cache-info ---------------------------------------------------------------------------
@@ -163,7 +164,7 @@ export async function binaryCacheRoutes(app: FastifyInstance, opts: BinaryCacheR
       request.log.error({ cache: cache.name, key: nar.storageKey }, 'valid NAR missing from storage');
       throw new NarhubError('NOT_FOUND', `NAR ${nar.fileName} is missing from storage`);
     }
-    return reply.header('content-length', read.size).send(read.stream);
+    return reply.header('content-length', read.size).send(responseBody(read));
   };
   app.get('/:cache/nar/:file', narGet(false));
   app.head('/:cache/nar/:file', narGet(true));

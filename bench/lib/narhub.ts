@@ -1,0 +1,157 @@
+// A real `narhub serve` child process (the compiled CLI), its admin commands, and its memory.
+import { spawn } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseLoopDelay, type LoopDelayRecord } from './loop-delay-record.js';
+import { cpuSeconds, exec, execOk, exited, stopChild } from './proc.js';
+import type { Scope } from './scope.js';
+
+/** dist/bench/lib/narhub.js -> dist/src/cli/main.js */
+export const NARHUB_CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+
+/** Preloaded into every server: reports its event-loop delay once a second on stderr. */
+const LOOP_DELAY_MONITOR = new URL('./loop-delay.js', import.meta.url).href;
+
+export interface NarhubOptions {
+  /** Used in log and profile file names. */
+  label: string;
+  dataDir: string;
+  /** Where the server's stdout and stderr go (one file). */
+  logFile: string;
+  /** Config keys besides dataDir and listen (e.g. storage). */
+  config?: Record<string, unknown>;
+  /** Write V8 CPU profiles of the server into `<this>/<label>/` when it stops. */
+  cpuProfileDir?: string | undefined;
+}
+
+export interface Narhub {
+  label: string;
+  url: string;
+  pid: number;
+  dataDir: string;
+  /** The bootstrap admin token (every cache, every right). */
+  adminToken: string;
+  /** Runs a data-directory admin command (`cache create …`) against this server's data. */
+  cli(args: string[]): Promise<string>;
+  /** Creates a public cache and returns its substituter URL. */
+  createCache(name: string): Promise<string>;
+  /** `<name>-1:<base64>`: the public key a client must trust for this cache. */
+  publicKey(cache: string): Promise<string>;
+  /** Peak resident set size of the server process so far (VmHWM), bytes. */
+  peakRss(): Promise<number>;
+  /** Current resident set size (VmRSS), bytes. */
+  rss(): Promise<number>;
+  /** CPU time (user + system, all threads) the server has used so far, seconds. */
+  cpuSeconds(): Promise<number>;
+  /** The event loop's delay, one record per second since the start. */
+  loopDelays(): LoopDelayRecord[];
+  stop(): Promise<void>;
+}
+
+async function statusField(pid: number, field: string): Promise<number> {
+  const text = await readFile(`/proc/${pid}/status`, 'utf8');
+  const m = new RegExp(`^${field}:\\s+(\\d+) kB$`, 'm').exec(text);
+  if (!m) throw new Error(`no ${field} in /proc/${pid}/status`);
+  return Number(m[1]) * 1024;
+}
+
+/** Starts `narhub serve` on a free port; resolves once it logs `listening`. */
+export async function startNarhub(scope: Scope, opts: NarhubOptions): Promise<Narhub> {
+  await mkdir(opts.dataDir, { recursive: true });
+  const configFile = join(opts.dataDir, '..', `${opts.label}-config.json`);
+  await writeFile(configFile, JSON.stringify({ ...opts.config, dataDir: opts.dataDir, listen: '127.0.0.1:0' }, null, 2));
+  // One profile per thread (the codec threads too), named by Node, in a directory per server.
+  const nodeArgs = opts.cpuProfileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${join(opts.cpuProfileDir, opts.label)}`];
+  const child = spawn(process.execPath, [...nodeArgs, '--import', LOOP_DELAY_MONITOR, NARHUB_CLI, 'serve', '--config', configFile], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const log = createWriteStream(opts.logFile);
+  const loopDelays: LoopDelayRecord[] = [];
+  let errBuffer = '';
+  child.stderr.setEncoding('utf8').on('data', (d: string) => {
+    const lines = (errBuffer + d).split('\n');
+    errBuffer = lines.pop() ?? '';
+    for (const line of lines) {
+      const record = parseLoopDelay(line);
+      if (record !== undefined) loopDelays.push(record);
+      else log.write(`${line}\n`);
+    }
+  });
+  let stopped: Promise<void> | undefined;
+  const stop = () => (stopped ??= stopChild(child, 'SIGTERM').then(() => new Promise<void>((r) => log.end(() => r()))));
+  scope.after(stop);
+
+  const url = await new Promise<string>((resolve, reject) => {
+    let buffered = '';
+    let settled = false;
+    const fail = (why: string) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      reject(new Error(`narhub serve (${opts.label}) ${why}; see ${opts.logFile}`));
+    };
+    const timer = setTimeout(() => fail('printed no "listening" line within 60 s'), 60_000);
+    child.stdout.on('data', (d: Buffer) => {
+      log.write(d);
+      if (settled) return;
+      buffered += d.toString('utf8');
+      const lines = buffered.split('\n');
+      buffered = lines.pop() ?? '';
+      for (const line of lines) {
+        if (!line.startsWith('{')) continue;
+        try {
+          const rec = JSON.parse(line) as { msg?: unknown; url?: unknown };
+          if (rec.msg === 'listening' && typeof rec.url === 'string') {
+            settled = true;
+            clearTimeout(timer);
+            resolve(rec.url.replace(/\/+$/, ''));
+            return;
+          }
+        } catch {
+          // not a log record
+        }
+      }
+    });
+    child.once('error', (e) => fail(`could not be spawned: ${e.message}`));
+    void exited(child).then(() => fail(`exited (code ${child.exitCode}, signal ${child.signalCode}) before listening`));
+  });
+
+  const adminToken = (await readFile(join(opts.dataDir, 'admin-token'), 'utf8')).trim();
+  const cli = async (args: string[]) => (await execOk(process.execPath, [NARHUB_CLI, ...args, '--config', configFile], { timeoutMs: 120_000 })).stdout;
+  return {
+    label: opts.label,
+    url,
+    pid: child.pid!,
+    dataDir: opts.dataDir,
+    adminToken,
+    cli,
+    async createCache(name) {
+      await cli(['cache', 'create', name]);
+      return `${url}/${name}`;
+    },
+    async publicKey(cache) {
+      const info = JSON.parse(await cli(['cache', 'info', cache, '--json'])) as { publicKeys: string[] };
+      const key = info.publicKeys[info.publicKeys.length - 1];
+      if (key === undefined) throw new Error(`cache ${cache} has no public key`);
+      return key;
+    },
+    peakRss: () => statusField(child.pid!, 'VmHWM'),
+    rss: () => statusField(child.pid!, 'VmRSS'),
+    cpuSeconds: () => cpuSeconds(child.pid!),
+    loopDelays: () => loopDelays,
+    stop,
+  };
+}
+
+/** True when this build has `narhub push` (src/push and the CLI command). */
+export async function hasNarhubPush(): Promise<boolean> {
+  try {
+    await readFile(fileURLToPath(new URL('../../src/push/push.js', import.meta.url)));
+  } catch {
+    return false;
+  }
+  const res = await exec(process.execPath, [NARHUB_CLI, 'push'], { timeoutMs: 30_000 });
+  return `${res.stdout}${res.stderr}`.includes('narhub push');
+}
