@@ -3,7 +3,6 @@ import { pipeline } from 'node:stream/promises';
 import { NarhubError, isNarhubError } from '../errors.js';
 import { formatHash, sha256Hash } from '../nix/hash.js';
 import { formatListing, type NarListing } from '../nix/nar/listing.js';
-import type { NarSummary } from '../nix/nar/nar-parser.js';
 import { createByteLimit } from '../io/byte-limit.js';
 import { createHashCounter } from '../io/hash-counter.js';
 import { createDecompressor, sniffCompression, type Compression } from '../io/compression.js';
@@ -80,11 +79,8 @@ export function createNarIngest(deps: { store: BlobStore; nars: NarsRepo }) {
     const toStore = new PassThrough({ highWaterMark: 1 << 20 });
     const decompressor = createDecompressor(compression);
     const validator = createNarValidator();
-    let summary: NarSummary | undefined;
     const validated = pipeline(decompressor, validator).then(
-      () => {
-        summary = validator.result();
-      },
+      () => validator.result(),
       (err: unknown) => {
         throw corruptInput(err, compression);
       },
@@ -117,7 +113,7 @@ export function createNarIngest(deps: { store: BlobStore; nars: NarsRepo }) {
     const results = await Promise.allSettled([received, validated, stored]);
     const failure = pickFailure(results);
     if (failure) throw failure;
-    const nar = summary!;
+    const nar = await validated;
 
     const listingKey = await storeGeneratedListing(store, cache.name, fileName, nar.listing);
 

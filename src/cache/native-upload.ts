@@ -2,7 +2,6 @@ import { PassThrough, type Readable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
 import { NarhubError, isNarhubError, type ErrorCode } from '../errors.js';
 import { formatHash, hashesEqual, parseHash, sha256Hash } from '../nix/hash.js';
-import type { NarSummary } from '../nix/nar/nar-parser.js';
 import type { NarInfo } from '../nix/narinfo.js';
 import { isDerivationPath, parseStorePath } from '../nix/store-path.js';
 import { createByteLimit } from '../io/byte-limit.js';
@@ -152,10 +151,7 @@ export function createNativeUpload(deps: {
 
     const validator = createNarValidator();
     const compressor = createZstdOffThread({ level: zstd.level, workers: zstd.workers });
-    let summary: NarSummary | undefined;
-    const validated = finished(validator).then(() => {
-      summary = validator.result();
-    });
+    const validated = finished(validator).then(() => validator.result());
     validated.catch(() => undefined);
 
     // The compressed bytes go straight to storage; their hash and length come from the thread.
@@ -163,8 +159,7 @@ export function createNativeUpload(deps: {
       signal: options.signal,
       contentType: 'application/x-nix-nar',
       beforeCommit: async () => {
-        await validated;
-        const nar = summary!;
+        const nar = await validated;
         if (nar.narSize !== info.narSize) {
           throw new NarhubError('NAR_SIZE_MISMATCH', `NarSize ${info.narSize} does not match the uploaded NAR (${nar.narSize})`);
         }
@@ -186,7 +181,7 @@ export function createNativeUpload(deps: {
       drain(body);
       throw failure;
     }
-    const nar = summary!;
+    const nar = await validated;
 
     const listingKey = await storeGeneratedListing(store, cache.name, fileName, nar.listing);
     nars.putPending({

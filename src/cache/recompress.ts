@@ -3,7 +3,6 @@ import type { Database } from 'better-sqlite3';
 import { NarhubError, isNarhubError } from '../errors.js';
 import { formatHash, hashesEqual, parseHash, sha256Hash } from '../nix/hash.js';
 import { formatNarInfo, parseNarInfo } from '../nix/narinfo.js';
-import type { NarHashSummary } from '../nix/nar/nar-parser.js';
 import { createDecompressor, type Compression } from '../io/compression.js';
 import { fanOut } from '../io/fan-out.js';
 import { createNarValidator } from '../io/nar-sink.js';
@@ -124,17 +123,13 @@ export function createRecompressor(deps: {
     const decompressor = createDecompressor(old.compression as Compression);
     const validator = createNarValidator({ listing: false });
     const compressor = createZstdOffThread({ level: zstd.level, workers: zstd.workers });
-    let summary: NarHashSummary | undefined;
-    const validated = finished(validator).then(() => {
-      summary = validator.result();
-    });
+    const validated = finished(validator).then(() => validator.result());
     validated.catch(() => undefined);
     const stored = store.put(key, compressor, {
       signal,
       contentType: 'application/x-nix-nar',
       beforeCommit: async () => {
-        await validated;
-        const nar = summary!;
+        const nar = await validated;
         if (nar.narSize !== old.narSize || !hashesEqual(parseHash(nar.narHash), parseHash(old.narHash))) {
           throw new NarhubError('NAR_HASH_MISMATCH', `${old.storageKey} decompresses to ${nar.narHash} (${nar.narSize} bytes), not the recorded ${old.narHash} (${old.narSize} bytes)`);
         }
