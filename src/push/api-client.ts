@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { parseStorePath } from '../nix/store-path.js';
 import type { CacheLocation } from './cache-url.js';
-import type { NixCommands, PathInfo } from './closure.js';
+import { storeArgs, type NixCommands, type PathInfo } from './closure.js';
 import { PushFailure } from './retry.js';
 
 /** Size of the pieces the NAR is sent in. */
@@ -79,7 +79,7 @@ export function createApiClient(location: CacheLocation, authorization: string |
       const line = Buffer.from(JSON.stringify(metadata) + '\n');
 
       let dumpError: PushFailure | undefined;
-      const child = spawn(nix.nixStore ?? 'nix-store', ['--dump', info.path], { env: nix.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(nix.nixStore ?? 'nix-store', [...storeArgs(nix), '--dump', info.path], { env: nix.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
       let stderr = '';
       child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr = (stderr + d).slice(-2000)));
       const exited = new Promise<number | null>((resolve) => {

@@ -20,7 +20,12 @@ export interface NixCommands {
   env?: NodeJS.ProcessEnv | undefined;
   nix?: string | undefined;
   nixStore?: string | undefined;
+  /** The store to read from (`--store`, e.g. a chroot store); the machine's store when unset. */
+  store?: string | undefined;
 }
+
+/** `--store STORE` when a store other than the machine's is meant. */
+export const storeArgs = (nix: NixCommands): string[] => (nix.store && nix.store !== 'auto' ? ['--store', nix.store] : []);
 
 /** Runs a command to completion, collecting stdout; rejects with its stderr on failure. */
 export function runCommand(cmd: string, args: string[], env?: NodeJS.ProcessEnv): Promise<string> {
@@ -49,7 +54,7 @@ function lastLines(text: string): string {
  * path (2.19+); NarHash in any encoding (`sha256:` nix32 or SRI).
  */
 export async function queryClosure(paths: string[], nix: NixCommands = {}): Promise<PathInfo[]> {
-  const text = await runCommand(nix.nix ?? 'nix', ['--extra-experimental-features', 'nix-command', 'path-info', '--json', '-r', ...paths], nix.env);
+  const text = await runCommand(nix.nix ?? 'nix', ['--extra-experimental-features', 'nix-command', 'path-info', ...storeArgs(nix), '--json', '-r', ...paths], nix.env);
   return parsePathInfoJson(text);
 }
 
