@@ -1,11 +1,18 @@
 import { spawn } from 'node:child_process';
+import { Agent as HttpAgent, request as httpRequest, type ClientRequest, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { Transform, type Readable, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { parseStorePath } from '../nix/store-path.js';
 import type { CacheLocation } from './cache-url.js';
 import { storeArgs, type NixCommands, type PathInfo } from './closure.js';
 import { PushFailure } from './retry.js';
 
-/** Size of the pieces the NAR is sent in. */
-const UPLOAD_CHUNK = 1024 * 1024;
+/**
+ * A request whose socket stays silent this long fails (transiently). Once the last byte is
+ * sent the server still has to finish compressing, store and commit, so this is generous.
+ */
+const IDLE_TIMEOUT_MS = 300_000;
 
 /** What the server answers to a native upload. */
 export interface UploadAnswer {
@@ -15,58 +22,250 @@ export interface UploadAnswer {
   narSize: number;
 }
 
+interface Answer {
+  status: number;
+  headers: IncomingHttpHeaders;
+  text: string;
+  /** False when the connection broke before the body of the answer ended. */
+  complete: boolean;
+}
+
+export interface ApiClientOptions {
+  /** Idle time after which a request fails (default 300 s); tests shorten it. */
+  idleTimeoutMs?: number;
+}
+
 /** Connection-level failures (refused, reset, timed out…): the request may well work next time. */
 function connectionFailure(err: unknown): PushFailure {
-  const cause = (err as { cause?: unknown } | undefined)?.cause;
-  const detail = cause instanceof Error ? `${(cause as NodeJS.ErrnoException).code ?? cause.name}: ${cause.message}` : err instanceof Error ? err.message : String(err);
+  if (err instanceof PushFailure) return err;
+  const e = err as (NodeJS.ErrnoException & { cause?: unknown }) | undefined;
+  const cause = e?.cause instanceof Error ? (e.cause as NodeJS.ErrnoException) : e;
+  const detail = cause instanceof Error ? `${cause.code ?? cause.name}: ${cause.message}` : String(err);
   return new PushFailure(`connection failed (${detail})`, true);
 }
 
 /** A non-2xx answer: transient for 5xx and 429, final for every other 4xx. */
-async function answerFailure(res: Response): Promise<PushFailure> {
+function answerFailure(answer: Answer): PushFailure {
   let reason = '';
-  const text = await res.text().catch(() => '');
   try {
-    const body = JSON.parse(text) as { code?: unknown; message?: unknown };
+    const body = JSON.parse(answer.text) as { code?: unknown; message?: unknown };
     if (typeof body.code === 'string') reason = `${body.code}: ${String(body.message ?? '')}`;
   } catch {
-    reason = text.trim().split('\n')[0]?.slice(0, 300) ?? '';
+    reason = answer.text.trim().split('\n')[0]?.slice(0, 300) ?? '';
   }
-  const transient = res.status >= 500 || res.status === 429;
-  const header = res.headers.get('retry-after');
-  const retryAfter = header !== null && /^\d+$/.test(header) ? Number(header) : undefined;
-  return new PushFailure(`HTTP ${res.status}${reason ? ` ${reason}` : ''}`, transient, retryAfter);
+  const transient = answer.status >= 500 || answer.status === 429;
+  const header = answer.headers['retry-after'];
+  const retryAfter = header !== undefined && /^\d+$/.test(header) ? Number(header) : undefined;
+  return new PushFailure(`HTTP ${answer.status}${reason ? ` ${reason}` : ''}`, transient, retryAfter);
 }
 
-/** narhub's /api/v1 for one cache, over Node's own fetch. */
-export function createApiClient(location: CacheLocation, authorization: string | undefined, nix: NixCommands = {}) {
+/**
+ * A request that failed before any answer on a kept-alive connection, with the errors of a
+ * connection the server had already closed: worth one immediate try on a fresh connection.
+ */
+class StaleConnection extends Error {
+  constructor(readonly original: unknown) {
+    super('stale keep-alive connection');
+  }
+}
+
+function isStale(req: ClientRequest, err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return req.reusedSocket && (code === 'ECONNRESET' || code === 'EPIPE');
+}
+
+/** Runs `attempt` again at once when it failed only because its kept-alive connection was stale. */
+async function onLiveConnection<T>(attempt: () => Promise<T>): Promise<T> {
+  try {
+    return await attempt();
+  } catch (err) {
+    if (!(err instanceof StaleConnection)) throw err;
+  }
+  try {
+    return await attempt();
+  } catch (err) {
+    throw err instanceof StaleConnection ? connectionFailure(err.original) : err;
+  }
+}
+
+/** A 2xx answer that arrived whole; anything else as the failure it is. */
+function successful(answer: Answer): Answer {
+  if (answer.status < 200 || answer.status > 299) throw answerFailure(answer);
+  if (!answer.complete) throw new PushFailure(`connection failed (the HTTP ${answer.status} answer was cut off)`, true);
+  return answer;
+}
+
+/**
+ * The whole answer to `req`: resolves once its body ended (or its connection closed after the
+ * status line came: the status is what counts), rejects when the request failed before any answer.
+ */
+function readAnswer(req: ClientRequest): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    req.on('error', reject);
+    req.once('response', (res) => {
+      const parts: Buffer[] = [];
+      const done = () => resolve({ status: res.statusCode ?? 0, headers: res.headers, text: Buffer.concat(parts).toString('utf8'), complete: res.complete });
+      res.on('data', (chunk: Buffer) => parts.push(chunk));
+      res.once('end', done);
+      res.once('close', done);
+      res.on('error', () => undefined);
+    });
+  });
+}
+
+/**
+ * Passes the NAR on and checks it on the way: never more than `narSize` bytes, and the request
+ * body is only ended once the source ended cleanly (`nix-store --dump` exited with 0) with
+ * exactly that many, so a dump that dies mid-way fails the request instead of ending it short.
+ */
+class CheckedNar extends Transform {
+  /** Why this NAR was refused (the pipeline only aborts the request, without saying why). */
+  failure: PushFailure | undefined;
+  private count = 0;
+
+  constructor(
+    private readonly what: string,
+    private readonly narSize: number,
+    private readonly onBytes: (n: number) => void,
+    private readonly sourceEnded: () => Promise<PushFailure | undefined>,
+  ) {
+    super();
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.count += chunk.length;
+    if (this.count > this.narSize) {
+      callback((this.failure = new PushFailure(`${this.what} gave more than the path's NarSize of ${this.narSize} bytes`, false)));
+      return;
+    }
+    this.onBytes(chunk.length);
+    callback(null, chunk);
+  }
+
+  override _flush(callback: TransformCallback): void {
+    this.sourceEnded().then((failure) => {
+      this.failure = failure ?? (this.count !== this.narSize ? new PushFailure(`${this.what} gave ${this.count} bytes, but the path's NarSize is ${this.narSize}`, false) : undefined);
+      callback(this.failure);
+    }, callback);
+  }
+}
+
+/** narhub's /api/v1 for one cache, over `node:http(s)` with keep-alive connections. */
+export function createApiClient(location: CacheLocation, authorization: string | undefined, nix: NixCommands = {}, options: ApiClientOptions = {}) {
   const api = `${location.base}/api/v1/caches/${encodeURIComponent(location.cache)}`;
-  const headers = (extra: Record<string, string>): Record<string, string> => (authorization ? { ...extra, authorization } : extra);
+  const https = api.startsWith('https:');
+  const request = https ? httpsRequest : httpRequest;
+  // One connection per upload in flight (push bounds those by --jobs), reused by the next one.
+  const agent = https ? new HttpsAgent({ keepAlive: true }) : new HttpAgent({ keepAlive: true });
+  const idleTimeoutMs = options.idleTimeoutMs ?? IDLE_TIMEOUT_MS;
+
+  const open = (method: string, path: string, headers: OutgoingHttpHeaders, signal?: AbortSignal): ClientRequest => {
+    const req = request(`${api}${path}`, {
+      method,
+      agent,
+      headers: authorization ? { ...headers, authorization } : headers,
+      timeout: idleTimeoutMs,
+      ...(signal ? { signal } : {}),
+    });
+    req.once('timeout', () => req.destroy(new PushFailure(`no answer from the server for ${Math.round(idleTimeoutMs / 1000)} s`, true)));
+    return req;
+  };
+  /** `nix-store --dump PATH`; `ended` tells, once its output ended, whether it failed. */
+  const spawnDump = (path: string) => {
+    const child = spawn(nix.nixStore ?? 'nix-store', [...storeArgs(nix), '--dump', path], { env: nix.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    let spawnFailure: PushFailure | undefined;
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr = (stderr + d).slice(-2000)));
+    const exited = new Promise<PushFailure | undefined>((resolve) => {
+      child.once('error', (err) => resolve((spawnFailure = new PushFailure(`cannot run nix-store --dump: ${err.message}`, false))));
+      child.once('close', (code, sig) =>
+        resolve(code === 0 ? undefined : new PushFailure(`nix-store --dump failed (${sig ?? `exit ${code}`}): ${stderr.trim().split('\n').slice(-2).join(' / ')}`, false)),
+      );
+    });
+    return {
+      stream: child.stdout,
+      ended: () => exited,
+      spawnFailure: () => spawnFailure,
+      stop: () => {
+        if (child.exitCode === null && child.signalCode === null) child.kill();
+      },
+    };
+  };
+
+  /**
+   * Sends the metadata line and the NAR (`nix-store --dump PATH`, or `openNar()`) as one PUT;
+   * the whole answer, whatever its status.
+   */
+  const sendPath = async (info: PathInfo, hashPart: string, line: Buffer, onBytes: (n: number) => void, signal?: AbortSignal, openNar?: () => Readable): Promise<Answer> => {
+    const dump = openNar ? undefined : spawnDump(info.path);
+    const nar = dump ? dump.stream : openNar!();
+    const req = open('PUT', `/paths/${hashPart}`, { 'content-type': 'application/x-narhub-path', accept: 'application/json', 'content-length': line.length + info.narSize }, signal);
+    // A given source's own error (not the request's, which the pipeline passes on to it).
+    let requestFailed = false;
+    let narFailure: unknown;
+    req.prependListener('error', () => (requestFailed = true));
+    nar.once('error', (err) => {
+      if (!requestFailed) narFailure = err;
+    });
+    const answering = readAnswer(req);
+    req.write(line);
+    // A failure on either side aborts the request, so `answering` rejects; the cause is told below.
+    const checked = dump ? new CheckedNar('nix-store --dump', info.narSize, onBytes, dump.ended) : new CheckedNar('the NAR stream', info.narSize, onBytes, async () => undefined);
+    pipeline(nar, checked, req).catch(() => undefined);
+    try {
+      return await answering;
+    } catch (err) {
+      // A dump that failed on its own says why; a dump cut off by a dropped connection does not.
+      if (checked.failure) throw checked.failure;
+      if (err instanceof PushFailure) throw err;
+      const spawnFailure = dump?.spawnFailure();
+      if (spawnFailure) throw spawnFailure;
+      if (!dump && narFailure !== undefined) throw narFailure;
+      if (signal?.aborted) throw new PushFailure('upload aborted', false);
+      // A given source cannot be read a second time.
+      throw isStale(req, err) && dump ? new StaleConnection(err) : connectionFailure(err);
+    } finally {
+      if (dump) dump.stop();
+      else nar.destroy();
+      // Still sending after the answer: the rest is not wanted.
+      if (!req.writableFinished) req.destroy();
+    }
+  };
 
   return {
     /** One attempt at asking which of `storePaths` the cache lacks. */
     async missingPaths(storePaths: string[]): Promise<string[]> {
-      let res: Response;
+      const body = Buffer.from(JSON.stringify({ storePaths }));
+      const answer = await onLiveConnection(async () => {
+        const req = open('POST', '/missing-paths', { 'content-type': 'application/json', accept: 'application/json', 'content-length': body.length });
+        const answering = readAnswer(req);
+        req.end(body);
+        try {
+          return await answering;
+        } catch (err) {
+          throw isStale(req, err) ? new StaleConnection(err) : connectionFailure(err);
+        }
+      });
+      let parsed: { missing?: unknown };
       try {
-        res = await fetch(`${api}/missing-paths`, {
-          method: 'POST',
-          headers: headers({ 'content-type': 'application/json', accept: 'application/json' }),
-          body: JSON.stringify({ storePaths }),
-        });
+        parsed = JSON.parse(successful(answer).text) as { missing?: unknown };
       } catch (err) {
-        throw connectionFailure(err);
+        if (err instanceof PushFailure) throw err;
+        throw new PushFailure('the server answered missing-paths with something other than JSON', false);
       }
-      if (!res.ok) throw await answerFailure(res);
-      const body = (await res.json()) as { missing?: unknown };
-      if (!Array.isArray(body.missing)) throw new PushFailure('the server answered missing-paths without a "missing" list', false);
-      return body.missing.filter((p): p is string => typeof p === 'string');
+      if (!Array.isArray(parsed.missing)) throw new PushFailure('the server answered missing-paths without a "missing" list', false);
+      return parsed.missing.filter((p): p is string => typeof p === 'string');
     },
 
     /**
-     * One attempt at uploading a path: the metadata line, then `nix-store --dump PATH` streamed
-     * straight into the request body. `onBytes` hears of every NAR chunk sent.
+     * One attempt at uploading a path: the metadata line, then `nix-store --dump PATH` (or what
+     * `openNar` returns, e.g. a spoke's `nix-store --serve` connection) piped straight into the
+     * request body (Content-Length: the line plus NarSize). `onBytes` hears of every NAR chunk
+     * sent. An answer that comes before the NAR is all sent (a refusal, or a path the cache
+     * already has) ends the upload there: the dump is stopped and the connection dropped. An
+     * error of `openNar`'s stream comes back unchanged.
      */
-    async uploadPath(info: PathInfo, onBytes: (n: number) => void, signal?: AbortSignal): Promise<UploadAnswer> {
+    async uploadPath(info: PathInfo, onBytes: (n: number) => void, signal?: AbortSignal, openNar?: () => Readable): Promise<UploadAnswer> {
       const metadata: Record<string, unknown> = {
         storePath: info.path,
         narHash: info.narHash,
@@ -77,70 +276,32 @@ export function createApiClient(location: CacheLocation, authorization: string |
       if (info.ca !== undefined) metadata.ca = info.ca;
       if (info.signatures.length > 0) metadata.sigs = info.signatures;
       const line = Buffer.from(JSON.stringify(metadata) + '\n');
-
-      let dumpError: PushFailure | undefined;
-      const child = spawn(nix.nixStore ?? 'nix-store', [...storeArgs(nix), '--dump', info.path], { env: nix.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
-      let stderr = '';
-      child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr = (stderr + d).slice(-2000)));
-      const exited = new Promise<number | null>((resolve) => {
-        child.once('error', (err) => {
-          dumpError = new PushFailure(`cannot run nix-store --dump: ${err.message}`, false);
-          resolve(null);
-        });
-        child.once('close', (code) => resolve(code));
-      });
-      // fetch sends each chunk it is given as its own write: pipe-sized (64 KiB) chunks cap an
-      // upload at a fraction of what 1 MiB ones reach, so the dump is regrouped.
-      async function* body(): AsyncGenerator<Uint8Array> {
-        try {
-          yield line;
-          let parts: Buffer[] = [];
-          let size = 0;
-          for await (const chunk of child.stdout as AsyncIterable<Buffer>) {
-            parts.push(chunk);
-            size += chunk.length;
-            if (size >= UPLOAD_CHUNK) {
-              onBytes(size);
-              yield Buffer.concat(parts, size);
-              parts = [];
-              size = 0;
-            }
-          }
-          if (size > 0) {
-            onBytes(size);
-            yield Buffer.concat(parts, size);
-          }
-          const code = await exited;
-          if (code !== 0) {
-            dumpError ??= new PushFailure(`nix-store --dump failed (exit ${code}): ${stderr.trim().split('\n').slice(-2).join(' / ')}`, false);
-            throw dumpError;
-          }
-        } finally {
-          if (child.exitCode === null && child.signalCode === null) child.kill();
-        }
-      }
-
       const hashPart = parseStorePath(info.path).hashPart;
-      let res: Response;
+
+      // Bytes reported for an attempt on a stale connection are taken back before the next.
+      let reported = 0;
+      const count = (n: number) => {
+        reported += n;
+        onBytes(n);
+      };
+      const answer = await onLiveConnection(() => {
+        if (reported !== 0) onBytes(-reported);
+        reported = 0;
+        return sendPath(info, hashPart, line, count, signal, openNar);
+      });
+      let body: Partial<UploadAnswer>;
       try {
-        res = await fetch(`${api}/paths/${hashPart}`, {
-          method: 'PUT',
-          headers: headers({ 'content-type': 'application/x-narhub-path', accept: 'application/json' }),
-          body: body(),
-          duplex: 'half',
-          ...(signal ? { signal } : {}),
-        } as RequestInit);
+        body = JSON.parse(successful(answer).text) as Partial<UploadAnswer>;
       } catch (err) {
-        if (child.exitCode === null && child.signalCode === null) child.kill();
-        if (dumpError) throw dumpError;
-        throw connectionFailure(err);
+        if (err instanceof PushFailure) throw err;
+        throw new PushFailure(`the server answered the upload with HTTP ${answer.status} but no JSON`, false);
       }
-      if (!res.ok) {
-        if (child.exitCode === null && child.signalCode === null) child.kill();
-        throw await answerFailure(res);
-      }
-      const answer = (await res.json()) as Partial<UploadAnswer>;
-      return { created: answer.created === true, stored: answer.stored === true, fileSize: Number(answer.fileSize ?? 0), narSize: Number(answer.narSize ?? info.narSize) };
+      return { created: body.created === true, stored: body.stored === true, fileSize: Number(body.fileSize ?? 0), narSize: Number(body.narSize ?? info.narSize) };
+    },
+
+    /** Closes the idle keep-alive connections. */
+    close(): void {
+      agent.destroy();
     },
   };
 }

@@ -1,4 +1,4 @@
-import { createApiClient } from './api-client.js';
+import { createApiClient, type ApiClient } from './api-client.js';
 import type { CacheLocation } from './cache-url.js';
 import { queryClosure, type NixCommands, type PathInfo } from './closure.js';
 import type { Progress } from './progress.js';
@@ -39,10 +39,18 @@ export interface PushReport {
  */
 export async function push(options: PushOptions): Promise<PushReport> {
   const started = performance.now();
-  const { progress } = options;
   // Store paths or anything nix resolves to one (e.g. a ./result symlink).
   const closure = await queryClosure(options.paths, options.nix);
   const client = createApiClient(options.location, options.authorization, options.nix);
+  try {
+    return await pushClosure(options, closure, client, started);
+  } finally {
+    client.close();
+  }
+}
+
+async function pushClosure(options: PushOptions, closure: PathInfo[], client: ApiClient, started: number): Promise<PushReport> {
+  const { progress } = options;
   const attempts = options.retry.retries + 1;
 
   const missingList: string[] = [];
