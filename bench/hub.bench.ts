@@ -1,7 +1,11 @@
-// `node dist/bench/hub.bench.js [--width N] [--layers N] [--spokes N]`: the build hub on a
-// synthetic flake of width×layers trivial derivations (default 100×10 = 1,000), each depending on
-// three of the layer below (shared dependencies everywhere), built by N spokes (default 2) in
-// chroot stores of their own, against `nix-build -j<N>` of the same graph on one machine.
+// `node dist/bench/hub.bench.js [--width N] [--layers N] [--spokes N] [--max-jobs N] [--pin]`: the
+// build hub on a synthetic flake of width×layers trivial derivations (default 100×10 = 1,000),
+// each depending on three of the layer below (shared dependencies everywhere), built by N spokes
+// (default 2, each with --max-jobs, default 2) in chroot stores of their own, against
+// `nix-build -j<max-jobs>` of the same graph on one machine. This box has 2 cores, so spokes and
+// "one machine" share them; `--pin` stands each machine for one core instead: spoke i runs on CPU
+// i (with its Nix processes and builders), the reference on CPU 0, and the hub, Redis and the
+// cache float over both (so their work is charged to the spokes' cores).
 // Never part of `npm test`. Prints a table and one JSON line.
 import { randomBytes } from 'node:crypto';
 import { cpus, totalmem } from 'node:os';
@@ -16,10 +20,15 @@ import { startRedis } from '../test/helpers/redis.js';
 import { runCliOk, startServer } from '../test/helpers/server.js';
 import { makeTempDir } from '../test/helpers/tmp.js';
 
-const { values } = parseArgs({ options: { width: { type: 'string' }, layers: { type: 'string' }, spokes: { type: 'string' }, 'skip-local': { type: 'boolean' } } });
+const { values } = parseArgs({
+  options: { width: { type: 'string' }, layers: { type: 'string' }, spokes: { type: 'string' }, 'max-jobs': { type: 'string' }, pin: { type: 'boolean' }, 'skip-local': { type: 'boolean' } },
+});
 const WIDTH = Number(values.width ?? 100);
 const LAYERS = Number(values.layers ?? 10);
 const SPOKES = Number(values.spokes ?? 2);
+const MAX_JOBS = Number(values['max-jobs'] ?? 2);
+const PIN = values.pin === true;
+const CPUS = cpus().length;
 
 const cleanups: (() => unknown)[] = [];
 const t = { after: (fn: () => unknown) => void cleanups.push(fn) };
@@ -69,7 +78,18 @@ async function main(): Promise<void> {
   const spokes: RunningSpoke[] = [];
   for (let i = 0; i < SPOKES; i++) {
     const nix = await createNixEnv(t);
-    spokes.push(startSpoke(t, { id: `bench-${i}`, hubUrl: server.url, redisUrl: redis.url, token: server.adminToken, store: nix.freshPath('store'), env: nix.env }));
+    spokes.push(
+      startSpoke(t, {
+        id: `bench-${i}`,
+        hubUrl: server.url,
+        redisUrl: redis.url,
+        token: server.adminToken,
+        store: nix.freshPath('store'),
+        env: nix.env,
+        extraArgs: ['--max-jobs', String(MAX_JOBS)],
+        ...(PIN ? { cpu: i % CPUS } : {}),
+      }),
+    );
   }
   await waitFor('spokes to beat', async () => ((await api.get('/spokes')) as { spokes: unknown[] }).spokes.length === SPOKES, 60_000);
 
@@ -99,13 +119,16 @@ async function main(): Promise<void> {
   const busy: number[] = [];
   const bySpoke = new Map<string, typeof jobs>();
   for (const j of jobs) bySpoke.set(j.processedBy ?? '?', [...(bySpoke.get(j.processedBy ?? '?') ?? []), j]);
-  const prevFinish = new Map<string, number>();
+  // When each job could have started on its spoke at the earliest: when one of the spoke's
+  // --max-jobs slots was free (the one freed first is the one it took).
+  const slotFree = new Map<string, number>();
   for (const list of bySpoke.values()) {
     list.sort((a, b) => a.processedOn! - b.processedOn!);
-    let prev = 0;
+    const slots: number[] = new Array<number>(MAX_JOBS).fill(0);
     for (const j of list) {
-      prevFinish.set(j.id!, prev);
-      prev = Math.max(prev, j.finishedOn!);
+      const k = slots.indexOf(Math.min(...slots));
+      slotFree.set(j.id!, slots[k]!);
+      slots[k] = j.finishedOn!;
     }
   }
   for (const [name, j] of byName) {
@@ -113,7 +136,7 @@ async function main(): Promise<void> {
     // Runnable when the last input finished; a leaf, when its job was added after evaluation.
     const runnable = deps.length > 0 ? Math.max(...deps.map((d) => d.finishedOn!)) : j.timestamp;
     if (deps.length > 0) react.push(j.timestamp - runnable);
-    dispatch.push(j.processedOn! - Math.max(runnable, prevFinish.get(j.id!) ?? 0));
+    dispatch.push(j.processedOn! - Math.max(runnable, slotFree.get(j.id!) ?? 0));
     busy.push(j.finishedOn! - j.processedOn!);
   }
   await queue.close();
@@ -124,7 +147,8 @@ async function main(): Promise<void> {
   if (!values['skip-local']) {
     const nix = await createNixEnv(t, { extraConf: ['sandbox-paths = /bin /lib /lib64 /usr'] });
     const t0 = Date.now();
-    await nix.run('nix-build', ['--no-out-link', `-j${SPOKES}`, '--store', nix.freshPath('local-store'), join(dir, 'graph.nix'), '--argstr', 'nonce', `local-${nonce}`], { timeoutMs: 3_600_000 });
+    const build = ['nix-build', '--no-out-link', `-j${MAX_JOBS}`, '--store', nix.freshPath('local-store'), join(dir, 'graph.nix'), '--argstr', 'nonce', `local-${nonce}`];
+    await nix.run(PIN ? 'taskset' : build[0]!, PIN ? ['-c', '0', ...build] : build.slice(1), { timeoutMs: 3_600_000 });
     local = Date.now() - t0;
   }
 
@@ -134,6 +158,8 @@ async function main(): Promise<void> {
     derivations: WIDTH * LAYERS,
     jobs: n,
     spokes: SPOKES,
+    maxJobs: MAX_JOBS,
+    pinned: PIN,
     status: done.status,
     perSpoke: Object.fromEntries([...bySpoke].map(([k, v]) => [k, v.length])),
     dispatchP50Ms: pct(dispatch, 50),
@@ -154,7 +180,8 @@ async function main(): Promise<void> {
     ['spoke time per job (fetch, build, push), mean', `${result.spokeJobMeanMs} ms`],
     ['evaluation (lock, eval, plan, upload .drvs)', `${(evalTime / 1000).toFixed(1)} s`],
     [`hub total with ${SPOKES} spokes`, `${(hubTotal / 1000).toFixed(1)} s (${result.hubPerDerivationMs} ms per derivation per spoke)`],
-    [`nix-build -j${SPOKES}, one machine`, `${(local / 1000).toFixed(1)} s (${result.nixBuildPerDerivationMs} ms per derivation per job slot)`],
+    [`nix-build -j${MAX_JOBS}, one machine${PIN ? ' (CPU 0)' : ''}`, `${(local / 1000).toFixed(1)} s`],
+    ['two spokes against one machine (time ratio)', `${(hubTotal / local).toFixed(2)}×`],
   ];
   for (const [k, v] of rows) process.stdout.write(`${k.padEnd(52)} ${v}\n`);
   process.stdout.write(JSON.stringify(result) + '\n');

@@ -2,16 +2,21 @@ import { basename, join } from 'node:path';
 import { UnrecoverableError } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../logger.js';
+import { inputPathsOf, type Derivation } from '../nix/derivation.js';
+import { buildVerdict, BuildStatus } from '../nix/serve-protocol.js';
 import { isDerivationPath, parseStorePath } from '../nix/store-path.js';
 import { type BuildJobData, type BuildJobResult } from '../protocol/build-jobs.js';
 import { PROTOCOL_VERSION } from '../protocol/version.js';
-import { BuildLog, MAX_LOG_BYTES } from './build-log.js';
-import { classifyRealise, jobFailure, lastNixError, substituterTrouble, type StopReason } from './failures.js';
+import { BuildLog } from './build-log.js';
+import { CacheFetchError, createCacheClient, type CacheClient } from './cache-client.js';
+import { importInputs } from './import-inputs.js';
+import { jobFailure, stripAnsi, type StopReason } from './failures.js';
 import type { SpokeNixConfig } from './nix-config.js';
 import { effectiveLimit } from './options.js';
-import { PushError, pushPaths, uploadLog } from './push.js';
+import { PushError, pushOutputs, uploadLog } from './push.js';
 import { withRetries } from './retry.js';
-import { runProcess } from './run-process.js';
+import type { ServeConnection } from './serve-connection.js';
+import type { ServePool } from './serve-pool.js';
 
 /** Everything a build needs from its spoke. */
 export interface BuildContext {
@@ -19,6 +24,8 @@ export interface BuildContext {
   hubUrl: string;
   token: string;
   nix: SpokeNixConfig;
+  /** The spoke's `nix-store --serve` processes, one per build slot. */
+  serve: ServePool;
   /** For the live log stream (not a BullMQ connection). */
   redis: Redis;
   /** Spoke defaults (seconds, 0 = none) for jobs that set no limit. */
@@ -31,7 +38,6 @@ export interface BuildContext {
 
 /** The spoke's own watchdog fires this long after the limit Nix enforces itself. */
 const WATCHDOG_GRACE_SECONDS = 30;
-const FETCH_TIMEOUT_MS = 3600 * 1000;
 const CACHE_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 
 /** Checks what the hub sent; a job no spoke can make sense of fails at once. */
@@ -65,116 +71,129 @@ function checkJob(data: BuildJobData): void {
 }
 
 /**
- * Builds one job: fetch the .drv closure from the cache, realise it with the stock Nix client
- * (inputs substituted from the cache), stream the log, push the outputs and the log.
+ * Builds one job through a `nix-store --serve` connection (no Nix process is started per job):
+ * the `.drv` and its input `.drv`s come from the cache and are parsed here; the inputs the store
+ * lacks (and what they need) are fetched from the cache, signature-checked, and added; the
+ * derivation is built with its log streamed live; its outputs are pushed to the cache with the
+ * native upload, their NARs read from the same connection; the log is stored in the cache.
  * Throws `jobFailure(kind, …)` errors only; `signal` stops the build (its reason, a StopReason,
  * says why).
  */
 export async function runBuild(data: BuildJobData, ctx: BuildContext, signal: AbortSignal): Promise<BuildJobResult> {
   checkJob(data);
   const startedAt = Date.now();
-  const { nix } = ctx;
   const log = ctx.logger.child({ drv: data.drvPath });
+  // Where the job's time went, logged at the end: ms per step.
+  const phases: Record<string, number> = {};
+  let mark = startedAt;
+  const phase = (name: string) => {
+    const now = Date.now();
+    phases[name] = now - mark;
+    mark = now;
+  };
   const cacheUrl = `${ctx.hubUrl}/${data.cacheName}`;
-  const keys = data.trustedPublicKeys;
   const retry = {
     retries: ctx.networkRetries,
     delayMs: ctx.retryDelay,
     signal,
-    retryable: (err: unknown) => !(err instanceof PushError) || err.retryable,
+    retryable: (err: unknown) => (err instanceof PushError || err instanceof CacheFetchError ? err.retryable : true),
     onRetry: (err: unknown, attempt: number, delayMs: number) => log.warn({ err: (err as Error).message, attempt, delayMs }, 'network step failed, retrying'),
   };
   const stopped = (): never => {
     const reason = signal.reason as StopReason | undefined;
     throw jobFailure(reason?.kind ?? 'cancelled', reason?.message ?? 'build was stopped');
   };
-
-  // 1. The derivation and its closure (input derivations, sources) from the cache.
-  try {
-    await withRetries(async () => {
-      const res = await runProcess(
-        'nix',
-        ['copy', '--derivation', '--from', cacheUrl, '--to', nix.store, ...nix.options(cacheUrl, keys), data.drvPath],
-        { env: nix.env, signal, timeoutMs: FETCH_TIMEOUT_MS },
-      );
-      if (res.killed === 'aborted') stopped();
-      if (res.code !== 0) {
-        throw new Error(`fetching ${data.drvPath} from ${cacheUrl} failed: ${lastNixError(res.stderr) ?? `nix copy exited with ${res.code ?? res.signal}`}`);
-      }
-    }, retry);
-  } catch (err) {
+  const infrastructure = (err: unknown): never => {
     if (signal.aborted) stopped();
     throw jobFailure('infrastructure', (err as Error).message);
-  }
+  };
 
-  // 2. Realise, streaming the log.
+  // 1. The derivation and its inputs' derivations, from the cache.
+  let cache: CacheClient;
+  let drv: Derivation;
+  let inputs: string[];
+  try {
+    cache = createCacheClient(cacheUrl, ctx.token, data.trustedPublicKeys);
+    [drv, inputs] = await withRetries(async () => {
+      const d = await cache.derivation(data.drvPath, signal);
+      const inputDrvs = new Map(await Promise.all(Object.keys(d.inputDrvs).map(async (p) => [p, await cache.derivation(p, signal)] as const)));
+      return [d, inputPathsOf(d, (p) => inputDrvs.get(p)!)] as const;
+    }, retry);
+  } catch (err) {
+    return infrastructure(err);
+  }
+  const outputs = outputPaths(data, drv);
+  phase('drvMs');
+
+  let conn: ServeConnection;
+  try {
+    conn = await ctx.serve.acquire();
+  } catch (err) {
+    return infrastructure(err);
+  }
+  const onAbort = () => conn.kill();
+  if (signal.aborted) onAbort();
+  else signal.addEventListener('abort', onAbort, { once: true });
+
   const timeout = effectiveLimit(data.timeout, ctx.timeout);
   const maxSilent = effectiveLimit(data.maxSilent, ctx.maxSilent);
-  const buildLog = await BuildLog.open(ctx.redis, data.drvHash, join(nix.dir, `${data.drvHash}-${startedAt}.log`), (err) =>
+  const buildLog = await BuildLog.open(ctx.redis, data.drvHash, join(ctx.nix.dir, `${data.drvHash}-${startedAt}.log`), (err) =>
     log.warn({ err: (err as Error).message }, 'cannot write the live log to Redis'),
   );
+  conn.onStderr((text) => buildLog.write(text));
   let logPath: string | null = null;
   let failure: Error | undefined;
-  let outputs: Record<string, string> = {};
+  let built = false;
   try {
-    const stop = new AbortController();
-    const onAbort = () => stop.abort(signal.reason);
-    if (signal.aborted) onAbort();
-    else signal.addEventListener('abort', onAbort, { once: true });
-    let partial = '';
-    const res = await runProcess(
-      'nix-store',
-      [
-        '--store', nix.store, '-r', data.drvPath,
-        ...nix.options(cacheUrl, keys),
-        ...nix.buildOptions(),
-        '--option', 'max-silent-time', String(maxSilent),
-        '--option', 'timeout', String(timeout),
-        '-j1',
-      ],
-      {
-        env: nix.env,
-        signal: stop.signal,
-        timeoutMs: timeout > 0 ? (timeout + WATCHDOG_GRACE_SECONDS) * 1000 : 0,
-        silenceMs: maxSilent > 0 ? (maxSilent + WATCHDOG_GRACE_SECONDS) * 1000 : 0,
-        onStderr: (text) => {
-          buildLog.write(text);
-          const lines = (partial + text).split('\n');
-          partial = lines.pop() ?? '';
-          for (const line of lines) {
-            const trouble = substituterTrouble(line, cacheUrl);
-            if (trouble && !stop.signal.aborted) {
-              log.warn({ line: trouble }, 'the cache failed during the build; stopping it rather than building inputs locally');
-              stop.abort({ kind: 'infrastructure', message: `substituting from ${cacheUrl} failed: ${trouble}` } satisfies StopReason);
-            }
-          }
-        },
-      },
-    );
-    signal.removeEventListener('abort', onAbort);
-    const verdict = classifyRealise(res, { timeout, maxSilent });
-    if (verdict) {
-      log.info({ kind: verdict.kind, exit: res.code, killed: res.killed }, verdict.message);
-      failure = jobFailure(verdict.kind, verdict.message);
-    } else {
-      outputs = await outputsOf(data, res.stdout, nix, cacheUrl, keys);
+    // 2. Inputs the store lacks, from the cache.
+    try {
+      // Said in the log as Nix says it when it substitutes.
+      await importInputs(conn, cache, inputs, { signal, onCopy: (path) => buildLog.write(`copying path '${path}' from '${cacheUrl}'...\n`) });
+    } catch (err) {
+      infrastructure(err);
+    }
+    phase('inputsMs');
+
+    // 3. Build. Nix enforces both limits itself; the watchdog is for a Nix that does not.
+    const watchdog = startWatchdog(conn, timeout, maxSilent);
+    let result;
+    try {
+      result = await conn.buildDerivation(data.drvPath, drv, inputs, { maxSilentTime: maxSilent, buildTimeout: timeout, maxLogSize: 0 });
+    } catch (err) {
+      if (signal.aborted) stopped();
+      if (watchdog.fired) throw jobFailure('timeout', watchdog.fired);
+      infrastructure(err);
+    } finally {
+      watchdog.stop();
+    }
+    // An output already in the store (a retry after a failed push) was not built by this attempt.
+    built = result!.status !== BuildStatus.AlreadyValid && result!.status !== BuildStatus.Substituted;
+    const verdict = buildVerdict(result!.status);
+    if (verdict !== 'success') {
+      const message = stripAnsi(result!.errorMsg).trim() || `build of ${data.drvPath} failed (status ${result!.status})`;
+      log.info({ kind: verdict, status: result!.status }, message);
+      throw jobFailure(verdict, message.replace(/^error: /, ''));
     }
 
-    // 3. Push the outputs (their closure; what the cache has is skipped).
-    if (!failure) {
-      try {
-        await withRetries(() => pushPaths(nix, cacheUrl, keys, Object.values(outputs), signal), retry);
-      } catch (err) {
-        failure = signal.aborted ? jobFailure((signal.reason as StopReason | undefined)?.kind ?? 'cancelled', 'stopped while pushing outputs') : jobFailure('infrastructure', (err as Error).message);
-      }
+    phase('buildMs');
+    // 4. Push the outputs (what the cache has is skipped).
+    try {
+      await withRetries(() => pushOutputs(conn, cacheUrl, ctx.token, outputs, signal), retry);
+    } catch (err) {
+      if (signal.aborted) throw jobFailure((signal.reason as StopReason | undefined)?.kind ?? 'cancelled', 'stopped while pushing outputs');
+      infrastructure(err);
     }
+    phase('pushMs');
   } catch (err) {
     failure = err instanceof Error && /^(build|timeout|infrastructure|cancelled):/.test(err.message) ? err : jobFailure('infrastructure', String((err as Error)?.message ?? err));
   } finally {
-    // 4. The log, also for failed builds: to the cache first, then `eof` on the live stream.
+    signal.removeEventListener('abort', onAbort);
+    conn.onStderr(undefined);
+    ctx.serve.release(conn);
+    // 5. The log, also for failed builds: to the cache first, then `eof` on the live stream.
     try {
       await buildLog.closeFile();
-      const body = await logToStore(data, nix, await buildLog.contents(), cacheUrl, ctx.token);
+      const body = await logToStore(data, built, await buildLog.contents(), cacheUrl, ctx.token);
       if (body === 'kept') logPath = `log/${basename(data.drvPath)}`;
       else logPath = await withRetries(() => uploadLog(cacheUrl, basename(data.drvPath), ctx.token, body), { ...retry, signal: undefined });
     } catch (err) {
@@ -182,50 +201,49 @@ export async function runBuild(data: BuildJobData, ctx: BuildContext, signal: Ab
     }
     await buildLog.end();
     await buildLog.dispose();
+    phase('logMs');
+    log.debug({ ...phases, ms: Date.now() - startedAt }, 'job steps');
   }
   if (failure) throw failure;
   return { protocol: PROTOCOL_VERSION, spoke: ctx.spokeId, outputs, startedAt, finishedAt: Date.now(), logPath };
 }
 
-/**
- * Which log to store for the derivation. Normally the one just collected. But when this attempt
- * did not build it (a retry after a failed push finds the output already in the store, or the
- * output was substituted because another spoke built it meanwhile), the collected text is mere
- * chatter and must not replace the real log: Nix's own stored log of the build is used, or the
- * one already in the cache is kept.
- */
-async function logToStore(data: BuildJobData, nix: SpokeNixConfig, collected: Buffer, cacheUrl: string, token: string): Promise<Buffer | 'kept'> {
-  if (collected.includes(`building '${data.drvPath}'`)) return collected;
-  const stored = await runProcess('nix-store', ['--store', nix.store, '--read-log', data.drvPath], { env: nix.env, keepChars: MAX_LOG_BYTES });
-  if (stored.code === 0 && stored.stdout.trim() !== '') return Buffer.from(stored.stdout);
-  const head = await fetch(`${cacheUrl}/log/${basename(data.drvPath)}`, { method: 'HEAD', headers: { authorization: `Bearer ${token}` } }).catch(() => undefined);
-  return head?.ok ? 'kept' : collected;
+/** Output name -> path: from the job (input-addressed outputs), else from the derivation. */
+function outputPaths(data: BuildJobData, drv: Derivation): Record<string, string> {
+  if (Object.keys(data.outputs ?? {}).length > 0) return data.outputs;
+  const outputs: Record<string, string> = {};
+  for (const [name, out] of Object.entries(drv.outputs)) if (out.path) outputs[name] = out.path;
+  if (Object.keys(outputs).length === 0) throw jobFailure('build', `${data.drvPath} has no output with a known path (floating content-addressed outputs are not supported)`, { retry: false });
+  return outputs;
+}
+
+/** Kills the connection once a limit has passed by the grace period; `fired` says which. */
+function startWatchdog(conn: ServeConnection, timeout: number, maxSilent: number) {
+  const state = { fired: undefined as string | undefined, stop: () => undefined as void };
+  const started = Date.now();
+  const check = () => {
+    const now = Date.now();
+    if (timeout > 0 && now - started > (timeout + WATCHDOG_GRACE_SECONDS) * 1000) state.fired = `build exceeded the ${timeout} s time limit and was killed`;
+    else if (maxSilent > 0 && now - Math.max(conn.lastOutputAt, started) > (maxSilent + WATCHDOG_GRACE_SECONDS) * 1000) {
+      state.fired = `build printed nothing for ${maxSilent} s and was killed`;
+    }
+    if (state.fired) conn.kill();
+  };
+  if (timeout > 0 || maxSilent > 0) {
+    const timer = setInterval(check, 1000);
+    timer.unref();
+    state.stop = () => clearInterval(timer);
+  }
+  return state;
 }
 
 /**
- * Output name -> path of a finished build. `nix-store -r` prints the output paths; names come
- * from the job (input-addressed outputs) or, failing that, from the derivation itself.
+ * Which log to store for the derivation. Normally the one just collected. But when this attempt
+ * did not build it (a retry after a failed push finds the output already in the store), the
+ * collected text is mere chatter and must not replace the log already in the cache.
  */
-async function outputsOf(
-  data: BuildJobData,
-  stdout: string,
-  nix: SpokeNixConfig,
-  cacheUrl: string,
-  keys: readonly string[],
-): Promise<Record<string, string>> {
-  const printed = new Set(stdout.split('\n').map((l) => l.trim()).filter((l) => l.startsWith('/')));
-  const fromJob = Object.entries(data.outputs ?? {});
-  if (fromJob.length > 0 && fromJob.every(([, p]) => printed.has(p))) return Object.fromEntries(fromJob);
-  const res = await runProcess('nix', ['show-derivation', '--store', nix.store, ...nix.options(cacheUrl, keys), data.drvPath], { env: nix.env, keepChars: 64 * 1024 * 1024 });
-  if (res.code !== 0) throw jobFailure('infrastructure', `cannot read the outputs of ${data.drvPath}: ${lastNixError(res.stderr) ?? res.code}`);
-  const parsed = JSON.parse(res.stdout) as Record<string, { outputs?: Record<string, { path?: string }> }>;
-  const drv = parsed[data.drvPath] ?? Object.values(parsed)[0];
-  const outputs: Record<string, string> = {};
-  for (const [name, out] of Object.entries(drv?.outputs ?? {})) {
-    if (out.path && printed.has(out.path)) outputs[name] = out.path;
-  }
-  if (Object.keys(outputs).length === 0) {
-    throw jobFailure('infrastructure', `nix-store -r printed no output of ${data.drvPath}: ${[...printed].join(' ')}`);
-  }
-  return outputs;
+async function logToStore(data: BuildJobData, built: boolean, collected: Buffer, cacheUrl: string, token: string): Promise<Buffer | 'kept'> {
+  if (built) return collected;
+  const head = await fetch(`${cacheUrl}/log/${basename(data.drvPath)}`, { method: 'HEAD', headers: { authorization: `Bearer ${token}` } }).catch(() => undefined);
+  return head?.ok ? 'kept' : collected;
 }

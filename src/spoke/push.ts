@@ -1,6 +1,7 @@
-import type { SpokeNixConfig } from './nix-config.js';
-import { lastNixError } from './failures.js';
-import { runProcess } from './run-process.js';
+import { createApiClient } from '../push/api-client.js';
+import { parseCacheUrl } from '../push/cache-url.js';
+import { PushFailure } from '../push/retry.js';
+import type { ServeConnection } from './serve-connection.js';
 
 /** A push or upload that failed; `retryable` is false for answers that another try cannot change. */
 export class PushError extends Error {
@@ -12,30 +13,38 @@ export class PushError extends Error {
   }
 }
 
-const PUSH_TIMEOUT_MS = 2 * 3600 * 1000;
-
 /**
- * Pushes store paths (and their closure; paths the cache has are skipped) to the cache with the
- * stock client: `nix copy --to '<cache>?compression=zstd'`. narhub verifies and signs them.
+ * Pushes a build's outputs to the cache with the native upload: their metadata and NARs come
+ * from the build's own `nix-store --serve` connection, so no Nix process is started. Paths the
+ * cache has are skipped; an output that refers to another output is pushed after it. (Every
+ * other reference is an input, which came from the cache.)
  */
-export async function pushPaths(
-  nix: SpokeNixConfig,
-  cacheUrl: string,
-  trustedPublicKeys: readonly string[],
-  paths: readonly string[],
-  signal?: AbortSignal,
-): Promise<void> {
+export async function pushOutputs(conn: ServeConnection, cacheUrl: string, token: string, outputs: Record<string, string>, signal?: AbortSignal): Promise<void> {
+  const paths = [...new Set(Object.values(outputs))];
   if (paths.length === 0) return;
-  const from = nix.store === 'auto' ? [] : ['--from', nix.store];
-  const res = await runProcess(
-    'nix',
-    ['copy', ...from, '--to', `${cacheUrl}?compression=zstd`, ...nix.options(cacheUrl, trustedPublicKeys), ...paths],
-    { env: nix.env, signal, timeoutMs: PUSH_TIMEOUT_MS },
-  );
-  if (res.killed === 'aborted') throw new PushError('push was stopped', false);
-  if (res.code !== 0) {
-    throw new PushError(`pushing outputs to ${cacheUrl} failed: ${lastNixError(res.stderr) ?? `nix copy exited with ${res.code ?? res.signal}`}`);
+  const infos = await conn.queryPathInfos(paths);
+  const known = new Set(infos.map((i) => i.path));
+  const lacking = paths.filter((p) => !known.has(p));
+  if (lacking.length > 0) throw new PushError(`the build did not produce ${lacking.join(', ')}`, false);
+  const client = createApiClient(parseCacheUrl(cacheUrl), `Bearer ${token}`);
+  try {
+    const missing = new Set(await client.missingPaths(paths).catch(rethrow));
+    const pending = infos.filter((i) => missing.has(i.path));
+    while (pending.length > 0) {
+      const i = pending.findIndex((info) => !info.references.some((r) => r !== info.path && pending.some((p) => p.path === r)));
+      const [info] = pending.splice(i < 0 ? 0 : i, 1);
+      const pathInfo = { path: info!.path, narHash: info!.narHash, narSize: info!.narSize, references: info!.references, deriver: info!.deriver, ca: info!.ca, signatures: info!.signatures };
+      await client.uploadPath(pathInfo, () => undefined, signal, () => conn.dumpStorePath(info!.path, info!.narSize)).catch(rethrow);
+    }
+  } finally {
+    client.close();
   }
+}
+
+/** The push library's failures as the spoke's: transient ones are worth another try. */
+function rethrow(err: unknown): never {
+  if (err instanceof PushFailure) throw new PushError(`pushing outputs failed: ${err.message}`, err.transient);
+  throw err;
 }
 
 /** `PUT <cache>/log/<drv basename>` with the token, as text/plain. */

@@ -11,6 +11,7 @@ import { Heartbeat } from './heartbeat.js';
 import { createSpokeNixConfig } from './nix-config.js';
 import type { SpokeOptions } from './options.js';
 import { QueueSubscription, type BuildJob } from './queues.js';
+import { ServePool } from './serve-pool.js';
 
 /** How long closing may take once no build runs (reporting the last results, closing BullMQ). */
 const CLOSE_GRACE_MS = 10_000;
@@ -45,7 +46,7 @@ function checkNix(): void {
 export async function startSpoke(opts: SpokeOptions, logger: Logger): Promise<Spoke> {
   checkNix();
   const log = logger.child({ component: 'spoke', spoke: opts.id });
-  const nix = await createSpokeNixConfig({ hubUrl: opts.hubUrl, token: opts.token, store: opts.store, features: opts.features });
+  const nix = await createSpokeNixConfig({ store: opts.store, features: opts.features });
 
   // Three connections: BullMQ's (never gives up on a command, as Workers need), the spoke's own
   // for heartbeats, logs and discovery (fails fast, so Redis trouble never holds a build), and a
@@ -67,6 +68,9 @@ export async function startSpoke(opts: SpokeOptions, logger: Logger): Promise<Sp
   const client = make('client', { maxRetriesPerRequest: 2, commandTimeout: 10_000 });
   const subscriber = make('cancel', { maxRetriesPerRequest: null });
 
+  // One `nix-store --serve` per build slot, kept between jobs. Nix itself never talks to the
+  // cache: the spoke fetches inputs and pushes outputs, so only build settings are passed.
+  const serve = new ServePool({ store: opts.store, env: nix.env, args: nix.serveOptions() });
   const slots = new BuildSlots(opts.maxJobs);
   const running = new Map<string, AbortController>();
   const heartbeat = new Heartbeat(
@@ -79,6 +83,7 @@ export async function startSpoke(opts: SpokeOptions, logger: Logger): Promise<Sp
     hubUrl: opts.hubUrl,
     token: opts.token,
     nix,
+    serve,
     redis: client,
     timeout: opts.timeout,
     maxSilent: opts.maxSilent,
@@ -151,6 +156,7 @@ export async function startSpoke(opts: SpokeOptions, logger: Logger): Promise<Sp
     queues: () => subscription.queues,
     killBuilds(reason) {
       for (const controller of running.values()) controller.abort(reason);
+      serve.killAll();
     },
     drain() {
       draining ??= (async () => {
@@ -176,6 +182,7 @@ export async function startSpoke(opts: SpokeOptions, logger: Logger): Promise<Sp
             for (const r of [bullConnection, client, subscriber]) r.disconnect();
           }
         });
+        await step('nix-store --serve', () => serve.close());
         await step('heartbeat', () => heartbeat.stop());
         await step('cancel', () => Promise.race([cancel.stop(), sleep(2_000)]));
         await step('redis', () =>

@@ -58,11 +58,25 @@ export interface RunningSpoke {
 /** Starts `narhub spoke` (the real CLI) with a chroot store of its own. */
 export function startSpoke(
   t: Cleanup,
-  o: { id: string; hubUrl: string; redisUrl: string; token: string; store: string; env: NodeJS.ProcessEnv; systems?: string; features?: string },
+  o: {
+    id: string;
+    hubUrl: string;
+    redisUrl: string;
+    token: string;
+    store: string;
+    env: NodeJS.ProcessEnv;
+    systems?: string;
+    features?: string;
+    extraArgs?: string[];
+    /** Runs the spoke (and so its Nix processes and builders) on this CPU only (`taskset`). */
+    cpu?: number;
+  },
 ): RunningSpoke {
   const args = [CLI_PATH, 'spoke', '--hub', o.hubUrl, '--redis-url', o.redisUrl, '--systems', o.systems ?? 'x86_64-linux', '--token', o.token, '--store', o.store, '--id', o.id];
   if (o.features) args.push('--features', o.features);
-  const child = spawn(process.execPath, args, { env: o.env, stdio: ['ignore', 'pipe', 'pipe'] });
+  args.push(...(o.extraArgs ?? []));
+  const [cmd, argv] = o.cpu === undefined ? [process.execPath, args] : ['taskset', ['-c', String(o.cpu), process.execPath, ...args]];
+  const child = spawn(cmd, argv, { env: o.env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => {
     out += d;

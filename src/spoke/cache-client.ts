@@ -1,0 +1,104 @@
+import { Readable } from 'node:stream';
+import type { ReadableStream as WebReadableStream } from 'node:stream/web';
+import { createDecompressor, type Compression } from '../io/compression.js';
+import { parseDerivation, type Derivation } from '../nix/derivation.js';
+import { hashesEqual, parseHash, sha256Of } from '../nix/hash.js';
+import { regularFileOfNar } from '../nix/nar/regular-file.js';
+import { parseNarInfo, type NarInfo } from '../nix/narinfo.js';
+import { parsePublicKey, verifyNarInfoSig, type PublicKey } from '../nix/signing.js';
+import { DEFAULT_STORE_DIR, parseStorePath } from '../nix/store-path.js';
+
+/** Fetching from the cache failed; `retryable` is false when another try cannot help. */
+export class CacheFetchError extends Error {
+  constructor(message: string, readonly retryable = true) {
+    super(message);
+    this.name = 'CacheFetchError';
+  }
+}
+
+const COMPRESSIONS: Record<string, Compression> = { none: 'none', xz: 'xz', bzip2: 'bzip2', zstd: 'zstd', gzip: 'gzip', br: 'br' };
+/** Parsed `.drv`s kept per spoke: derivations are immutable, and jobs share inputs. */
+const DRV_MEMO_LIMIT = 20_000;
+const REQUEST_TIMEOUT_MS = 300_000;
+/** A derivation's path names its contents, so one memo serves every cache and job. */
+const drvs = new Map<string, Derivation>();
+
+/**
+ * The spoke's view of the project cache: what Nix's substituter would do, done by the spoke so
+ * that one long-lived `nix-store --serve` can take the result. Every narinfo must carry a
+ * signature by one of the job's trusted keys (Nix is told not to check, since it was checked
+ * here), and Nix checks each NAR against its NarHash as it adds it.
+ */
+export function createCacheClient(cacheUrl: string, token: string, trustedPublicKeys: readonly string[]) {
+  const keys: PublicKey[] = trustedPublicKeys.map((k) => parsePublicKey(k));
+  const auth = { authorization: `Bearer ${token}` };
+
+  async function get(path: string, signal: AbortSignal | undefined): Promise<Response | null> {
+    let res: Response;
+    const timeout = AbortSignal.timeout(REQUEST_TIMEOUT_MS);
+    try {
+      res = await fetch(`${cacheUrl}/${path}`, { headers: auth, signal: signal ? AbortSignal.any([signal, timeout]) : timeout });
+    } catch (err) {
+      throw new CacheFetchError(`GET ${cacheUrl}/${path} failed: ${(err as Error).message}`);
+    }
+    if (res.status === 404) {
+      await res.body?.cancel();
+      return null;
+    }
+    if (!res.ok) {
+      const text = (await res.text().catch(() => '')).slice(0, 200);
+      const retryable = res.status >= 500 || res.status === 408 || res.status === 429;
+      throw new CacheFetchError(`GET ${cacheUrl}/${path}: HTTP ${res.status} ${text}`.trim(), retryable);
+    }
+    return res;
+  }
+
+  return {
+    /** The signed narinfo of a store path, or null when the cache lacks it. */
+    async narinfo(storePath: string, signal?: AbortSignal): Promise<NarInfo | null> {
+      const res = await get(`${parseStorePath(storePath).hashPart}.narinfo`, signal);
+      if (!res) return null;
+      const info = parseNarInfo(await res.text());
+      if (info.storePath !== storePath) throw new CacheFetchError(`the cache answered for ${storePath} with ${info.storePath}`, false);
+      if (!info.sigs.some((sig) => verifyNarInfoSig(keys, info, sig))) {
+        throw new CacheFetchError(`${storePath} in the cache has no signature by a trusted key (${trustedPublicKeys.map((k) => k.split(':')[0]).join(', ')})`, false);
+      }
+      return info;
+    },
+
+    /** The NAR of a narinfo, uncompressed, as a stream. */
+    async nar(info: NarInfo, signal?: AbortSignal): Promise<Readable> {
+      const compression = COMPRESSIONS[info.compression];
+      if (!compression) throw new CacheFetchError(`${info.storePath}: unsupported compression ${info.compression}`, false);
+      const res = await get(info.url, signal);
+      if (!res?.body) throw new CacheFetchError(`${info.storePath}: the cache has its narinfo but not ${info.url}`);
+      const body = Readable.fromWeb(res.body as unknown as WebReadableStream<Uint8Array>);
+      const raw = createDecompressor(compression);
+      body.on('error', (err) => raw.destroy(err));
+      return body.pipe(raw);
+    },
+
+    /** A `.drv` from the cache, parsed (checked against its NarHash); memoized. */
+    async derivation(drvPath: string, signal?: AbortSignal): Promise<Derivation> {
+      const known = drvs.get(drvPath);
+      if (known) return known;
+      const info = await this.narinfo(drvPath, signal);
+      if (!info) throw new CacheFetchError(`${drvPath} is not in the cache ${cacheUrl} (the hub uploads every .drv it schedules)`);
+      const chunks: Buffer[] = [];
+      for await (const chunk of await this.nar(info, signal)) chunks.push(chunk as Buffer);
+      const nar = Buffer.concat(chunks);
+      if (nar.length !== info.narSize || !hashesEqual(sha256Of(nar), parseHash(info.narHash))) {
+        throw new CacheFetchError(`${drvPath}: the NAR from the cache does not match its narinfo`);
+      }
+      const drv = parseDerivation(regularFileOfNar(nar).toString('utf8'));
+      if (drvs.size >= DRV_MEMO_LIMIT) drvs.delete(drvs.keys().next().value!);
+      drvs.set(drvPath, drv);
+      return drv;
+    },
+  };
+}
+
+export type CacheClient = ReturnType<typeof createCacheClient>;
+
+/** A narinfo's references as full store paths. */
+export const referencePaths = (info: NarInfo): string[] => info.references.map((r) => `${DEFAULT_STORE_DIR}/${r}`);
