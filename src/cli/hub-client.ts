@@ -10,19 +10,22 @@ export interface HubClientOptions {
 
 export const DEFAULT_SERVER = 'http://127.0.0.1:8080';
 export const CLIENT_FLAGS = { server: { type: 'string' }, token: { type: 'string' } } as const;
-export const CLIENT_USAGE = '[--server URL] [--token TOKEN]';
 
 /**
  * `--server` (else $NARHUB_SERVER, else http://127.0.0.1:8080); the token from `--token`, else
  * $NARHUB_TOKEN, else `<data-dir>/admin-token` (what the first `narhub serve` wrote).
  */
-export function clientOptions(values: { server?: string | undefined; token?: string | undefined }, dataDir: () => string, env = process.env): HubClientOptions {
+export async function clientOptions(
+  values: { server?: string | undefined; token?: string | undefined },
+  dataDir: () => Promise<string>,
+  env = process.env,
+): Promise<HubClientOptions> {
   const server = (values.server ?? env.NARHUB_SERVER ?? DEFAULT_SERVER).replace(/\/+$/, '');
   if (!/^https?:\/\//.test(server)) throw new NarhubError('BAD_REQUEST', `--server must be an http:// or https:// URL, not ${JSON.stringify(server)}`);
   let token = values.token ?? env.NARHUB_TOKEN;
   if (!token) {
     try {
-      token = readFileSync(join(dataDir(), 'admin-token'), 'utf8').trim() || undefined;
+      token = readFileSync(join(await dataDir(), 'admin-token'), 'utf8').trim() || undefined;
     } catch {
       token = undefined;
     }

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { Config } from '../config/schema.js';
 import { NarhubError } from '../errors.js';
-import { createHub, type Hub } from '../hub/hub-service.js';
+import type { Hub } from '../hub/hub-service.js';
 import type { Logger } from '../logger.js';
 import type { Runtime } from './runtime.js';
 
@@ -23,18 +23,14 @@ export function withRedisUrl(config: Config, redisUrl: string | undefined): Conf
   return { ...config, hub: { ...config.hub, enable: true, redisUrl } };
 }
 
-/** The hub, when the config enables it (it needs a Redis URL); undefined: serve the cache alone. */
-export function openHub(config: Config, runtime: Runtime, logger: Logger): Hub | undefined {
+/**
+ * The hub, when the config enables it (it needs a Redis URL); undefined: serve the cache alone.
+ * The hub and BullMQ/ioredis are loaded only then.
+ */
+export async function openHub(config: Config, runtime: Runtime, logger: Logger): Promise<Hub | undefined> {
   const redisUrl = hubRedisUrl(config);
   if (!config.hub.enable) return undefined;
   if (!redisUrl) throw new NarhubError('CONFIG_INVALID', 'hub.enable needs hub.redisUrl, hub.redisUrlFile or --redis-url');
-  return createHub({ db: runtime.db, cache: runtime.service, config: config.hub, redisUrl, dataDir: config.dataDir, logger });
-}
-
-/** The address the hub reaches its own server at (a wildcard listen address is reached over loopback). */
-export function selfBaseUrl(address: string): string {
-  const url = new URL(address);
-  if (url.hostname === '0.0.0.0') url.hostname = '127.0.0.1';
-  if (url.hostname === '[::]') url.hostname = '[::1]';
-  return url.origin;
+  const { createHub } = await import('../hub/hub-service.js');
+  return createHub({ db: runtime.db, cache: runtime.service, config: config.hub, redisUrl, maxNarSize: config.maxNarSize, logger });
 }

@@ -7,7 +7,6 @@ import { defaultMigrationsDir, migrate } from '../db/migrate.js';
 import { openDatabase } from '../db/open.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { createLocalBlobStore } from '../storage/local-blob-store.js';
-import { createS3BlobStore, readS3CredentialFiles } from '../storage/s3-blob-store.js';
 
 export interface Runtime {
   config: Config;
@@ -19,12 +18,14 @@ export interface Runtime {
   close(): Promise<void>;
 }
 
-export function createBlobStore(config: Config): BlobStore {
+/** The configured blob store; the S3 one (and the AWS SDK with it) is loaded only when configured. */
+export async function createBlobStore(config: Config): Promise<BlobStore> {
   switch (config.storage.type) {
     case 'local':
       return createLocalBlobStore({ root: config.storage.path ?? join(config.dataDir, 'store') });
     case 's3': {
       const s3 = config.storage;
+      const { createS3BlobStore, readS3CredentialFiles } = await import('../storage/s3-blob-store.js');
       return createS3BlobStore({
         bucket: s3.bucket,
         region: s3.region,
@@ -41,7 +42,7 @@ export function createBlobStore(config: Config): BlobStore {
 }
 
 /** Opens the data directory: database (migrated), blob store and the cache domain over them. */
-export function openRuntime(config: Config): Runtime {
+export async function openRuntime(config: Config): Promise<Runtime> {
   mkdirSync(config.dataDir, { recursive: true, mode: 0o750 });
   const db = openDatabase(join(config.dataDir, 'narhub.sqlite'));
   let fresh: boolean;
@@ -52,7 +53,13 @@ export function openRuntime(config: Config): Runtime {
     db.close();
     throw err;
   }
-  const store = createBlobStore(config);
+  let store: BlobStore;
+  try {
+    store = await createBlobStore(config);
+  } catch (err) {
+    db.close();
+    throw err;
+  }
   const service = createCacheService({ db, store, keysDir: join(config.dataDir, 'keys'), zstd: config.zstd });
   return {
     config,

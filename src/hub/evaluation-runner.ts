@@ -1,6 +1,7 @@
 import type { Database } from 'better-sqlite3';
 import type { Logger } from 'pino';
 import type { BuildsRepo } from '../db/builds-repo.js';
+import type { CacheService } from '../cache/cache-service.js';
 import type { CachesRepo } from '../db/caches-repo.js';
 import type { EvaluationsRepo } from '../db/evaluations-repo.js';
 import type { PathsRepo } from '../db/paths-repo.js';
@@ -10,7 +11,8 @@ import { queueName } from '../protocol/build-jobs.js';
 import type { BuildGraph } from './build-graph.js';
 import type { Canceller } from './cancel.js';
 import type { Dispatcher } from './dispatcher.js';
-import { evaluateJobs, flakeRefAt, lockFlake, showDerivations, uploadDerivations, type EvalLimits } from './evaluator.js';
+import { evaluateJobs, flakeRefAt, lockFlake, showDerivations, type EvalLimits } from './evaluator.js';
+import { uploadDerivationClosure } from './derivation-upload.js';
 import { plan } from './planner.js';
 
 export interface EvaluationRunnerOptions {
@@ -25,8 +27,10 @@ export interface EvaluationRunnerOptions {
   canceller: Canceller;
   dispatcher: Dispatcher;
   logger: Logger;
-  /** Where derivations are uploaded: the hub's own HTTP address, and the netrc with its write token. */
-  upload(): { baseUrl: string; netrcFile: string };
+  /** The cache domain the derivations are uploaded through (in-process). */
+  cache: CacheService;
+  /** Largest NAR accepted (the server's `maxNarSize`). */
+  maxNarSize: number;
   nixEnv?: NodeJS.ProcessEnv | undefined;
 }
 
@@ -94,9 +98,8 @@ export function createEvaluationRunner(opts: EvaluationRunnerOptions) {
       const ended = new Set(['failed', 'dependency-failed']);
       const toBuild = p.builds.filter((b) => !(b.action === 'keep' && ended.has(builds.get(b.node.drvHash)?.status ?? '')));
       if (toBuild.length > 0) {
-        const { baseUrl, netrcFile } = opts.upload();
-        const uploadLimits = { ...limits, deadline: Date.now() + Math.max(config.evalTimeout, 600) * 1000 };
-        await uploadDerivations(toBuild.map((b) => b.node.drvPath), `${baseUrl}/${cacheRow.name}`, netrcFile, uploadLimits);
+        const uploadLimits = { ...limits, deadline: Date.now() + Math.max(config.evalTimeout, 600) * 1000, maxSize: opts.maxNarSize };
+        await uploadDerivationClosure(opts.cache, cacheRow, toBuild.map((b) => b.node.drvPath), uploadLimits);
       }
       phase('uploadMs');
       const raised: string[] = [];

@@ -177,19 +177,3 @@ export async function showDerivations(drvPaths: readonly string[], limits: EvalL
   }
   return { graph, errors };
 }
-
-/**
- * Uploads the closure of every `.drv` (the derivations and their sources) to `<cacheUrl>`,
- * authenticated by a netrc file, so a spoke needs nothing but narhub.
- */
-export async function uploadDerivations(drvPaths: readonly string[], cacheUrl: string, netrcFile: string, limits: EvalLimits): Promise<void> {
-  const unique = [...new Set(drvPaths)];
-  for (let i = 0; i < unique.length; i += 500) {
-    const chunk = unique.slice(i, i + 500);
-    const res = await runNix(
-      ['copy', '--derivation', ...NIX_FLAGS.slice(0, 2), '--option', 'netrc-file', netrcFile, '--to', `${cacheUrl}?compression=zstd`, ...chunk],
-      limits,
-    );
-    if (res.code !== 0) throw new NarhubError('UNAVAILABLE', `cannot upload derivations to ${cacheUrl}: ${nixError(res.stderr)}`);
-  }
-}

@@ -18,7 +18,6 @@ import { createCanceller, type Canceller } from './cancel.js';
 import { createDispatcher, type Dispatcher } from './dispatcher.js';
 import { createEvaluationRunner, type EvaluationRunner } from './evaluation-runner.js';
 import { createEventConsumer, type BuildEvent, type EventConsumer } from './event-consumer.js';
-import { ensureInternalToken } from './internal-token.js';
 import { followLogStream, readLogStream } from './logs.js';
 import { assertValidProjectName, projectFields, requireProject, type ProjectInput } from './projects.js';
 import { reconcile } from './reconciler.js';
@@ -32,18 +31,13 @@ export interface HubOptions {
   cache: CacheService;
   config: HubConfig;
   redisUrl: string;
-  /** Holds the hub's internal token and netrc (0600). */
-  dataDir: string;
+  /** Largest NAR accepted (the server's `maxNarSize`), for the derivations the hub uploads. */
+  maxNarSize?: number;
   logger: Logger;
   /** Environment of the hub's Nix commands (tests isolate NIX_CONF_DIR this way); process.env by default. */
   nixEnv?: NodeJS.ProcessEnv;
   /** Seconds finished jobs stay in Redis for a restarted hub to read. Default: one day. */
   keepFinishedSeconds?: number;
-}
-
-export interface HubStartOptions {
-  /** The server's own base URL, to which the hub uploads derivations (e.g. http://127.0.0.1:8080). */
-  baseUrl: string;
 }
 
 export interface QueueView {
@@ -100,7 +94,6 @@ export function createHub(opts: HubOptions) {
   let canceller: Canceller | undefined;
   let runner: EvaluationRunner | undefined;
   let spokeDirectory: ReturnType<typeof createSpokeDirectory> | undefined;
-  let upload: { baseUrl: string; netrcFile: string } | undefined;
   let timer: NodeJS.Timeout | undefined;
   let closing: Promise<void> | undefined;
 
@@ -229,11 +222,9 @@ export function createHub(opts: HubOptions) {
       return redis !== undefined && !closing;
     },
 
-    async start(o: HubStartOptions): Promise<void> {
+    async start(): Promise<void> {
       const log = logger.child({ component: 'hub' });
       redis = await connectRedis(opts.redisUrl);
-      const host = new URL(o.baseUrl).hostname;
-      upload = { baseUrl: o.baseUrl.replace(/\/+$/, ''), ...ensureInternalToken(cache.tokens, opts.dataDir, host) };
       events = createEventConsumer({ redis, state, logger: log, handle });
       const ev = events;
       dispatcher = createDispatcher({
@@ -246,10 +237,9 @@ export function createHub(opts: HubOptions) {
       graph = createBuildGraph({ db, builds, evaluations, dispatcher, logger: log, jobData });
       canceller = createCanceller({ builds, evaluations, dispatcher, graph, redis, logger: log });
       spokeDirectory = createSpokeDirectory(redis.command);
-      const up = upload;
       runner = createEvaluationRunner({
         db, config, projects, evaluations, builds, caches, paths, graph, canceller, dispatcher, logger: log,
-        upload: () => up, nixEnv: opts.nixEnv,
+        cache, maxNarSize: opts.maxNarSize ?? 64 * 1024 ** 3, nixEnv: opts.nixEnv,
       });
       // Resume: consume every queue's events from where the last run stopped, then compare open builds with their jobs.
       const open = builds.open();

@@ -1,19 +1,8 @@
 import { spawn } from 'node:child_process';
 import { NarhubError } from '../errors.js';
-import { parseHash } from '../nix/hash.js';
-import { parseStorePath } from '../nix/store-path.js';
+import { parsePathInfoJson, type PathInfo } from '../nix/path-info.js';
 
-/** What a push needs to know about one store path, as `nix path-info --json` reports it. */
-export interface PathInfo {
-  path: string;
-  narHash: string;
-  narSize: number;
-  /** Full store paths. */
-  references: string[];
-  deriver?: string | undefined;
-  ca?: string | undefined;
-  signatures: string[];
-}
+export { parsePathInfoJson, type PathInfo };
 
 export interface NixCommands {
   /** Environment for the nix commands (NIX_CONF_DIR and the like); process.env when unset. */
@@ -56,39 +45,4 @@ function lastLines(text: string): string {
 export async function queryClosure(paths: string[], nix: NixCommands = {}): Promise<PathInfo[]> {
   const text = await runCommand(nix.nix ?? 'nix', ['--extra-experimental-features', 'nix-command', 'path-info', ...storeArgs(nix), '--json', '-r', ...paths], nix.env);
   return parsePathInfoJson(text);
-}
-
-export function parsePathInfoJson(text: string): PathInfo[] {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch {
-    throw new NarhubError('BAD_REQUEST', 'nix path-info --json printed no JSON');
-  }
-  const items: [string | undefined, unknown][] = Array.isArray(raw)
-    ? raw.map((v) => [undefined, v])
-    : typeof raw === 'object' && raw !== null
-      ? Object.entries(raw)
-      : [];
-  return items.map(([key, value]) => {
-    const o = (value ?? {}) as Record<string, unknown>;
-    const path = typeof o.path === 'string' ? o.path : key;
-    if (typeof path !== 'string') throw new NarhubError('BAD_REQUEST', 'nix path-info --json: an entry has no path');
-    if (o.valid === false) throw new NarhubError('BAD_REQUEST', `${path} is not valid in the local store`);
-    parseStorePath(path);
-    const narHash = o.narHash;
-    const narSize = o.narSize;
-    if (typeof narHash !== 'string' || typeof narSize !== 'number') throw new NarhubError('BAD_REQUEST', `nix path-info --json: ${path} lacks narHash or narSize`);
-    parseHash(narHash);
-    const strings = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : []);
-    return {
-      path,
-      narHash,
-      narSize,
-      references: strings(o.references),
-      deriver: typeof o.deriver === 'string' ? o.deriver : undefined,
-      ca: typeof o.ca === 'string' ? o.ca : undefined,
-      signatures: strings(o.signatures),
-    };
-  });
 }

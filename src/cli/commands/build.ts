@@ -1,14 +1,8 @@
 import type { Config } from '../../config/schema.js';
 import type { BuildView } from '../../hub/views.js';
 import { parseFlags } from '../args.js';
-import { CLIENT_FLAGS, CLIENT_USAGE, clientOptions, createHubClient } from '../hub-client.js';
+import { CLIENT_FLAGS, clientOptions, createHubClient } from '../hub-client.js';
 import { UsageError } from '../usage-error.js';
-
-export const BUILD_USAGE = `narhub build show DRV_HASH|DRV_PATH [--json] ${CLIENT_USAGE}
-narhub build restart DRV_HASH|DRV_PATH [--json] ${CLIENT_USAGE}
-narhub build cancel DRV_HASH|DRV_PATH [--json] ${CLIENT_USAGE}
-narhub build log DRV_HASH|DRV_PATH [--follow] ${CLIENT_USAGE}
-narhub build list [--status STATUS] [--out-path PATH] [--json] ${CLIENT_USAGE}`;
 
 function describe(b: BuildView): string {
   const lines = [
@@ -27,23 +21,23 @@ function describe(b: BuildView): string {
 }
 
 /** `narhub build …`: inspect, restart or cancel the build of one derivation, or read its log. */
-export async function buildCommand(argv: string[], loadConfig: () => Config, out: NodeJS.WritableStream): Promise<void> {
+export async function buildCommand(argv: string[], loadConfig: () => Promise<Config>, out: NodeJS.WritableStream): Promise<void> {
   const [sub, ...rest] = argv;
-  const client = (values: { server?: string | undefined; token?: string | undefined }) => createHubClient(clientOptions(values, () => loadConfig().dataDir));
+  const client = async (values: { server?: string | undefined; token?: string | undefined }) => createHubClient(await clientOptions(values, async () => (await loadConfig()).dataDir));
   const key = (p: string) => encodeURIComponent(p.replace(/^\/nix\/store\//, ''));
   switch (sub) {
     case 'show':
     case 'restart':
     case 'cancel': {
       const { values, positionals } = parseFlags(rest, { ...CLIENT_FLAGS, json: { type: 'boolean' } }, { min: 1, max: 1, names: 'DRV_HASH|DRV_PATH' });
-      const c = client(values);
+      const c = await client(values);
       const b = sub === 'show' ? await c.get<BuildView>(`/builds/${key(positionals[0]!)}`) : await c.post<BuildView>(`/builds/${key(positionals[0]!)}/${sub}`);
       out.write(values.json ? JSON.stringify(b, null, 2) + '\n' : describe(b) + '\n');
       return;
     }
     case 'log': {
       const { values, positionals } = parseFlags(rest, { ...CLIENT_FLAGS, follow: { type: 'boolean' } }, { min: 1, max: 1, names: 'DRV_HASH|DRV_PATH' });
-      const c = client(values);
+      const c = await client(values);
       if (!values.follow) {
         for await (const chunk of c.stream(`/builds/${key(positionals[0]!)}/log`, 'text/plain')) out.write(chunk);
         return;
@@ -70,7 +64,7 @@ export async function buildCommand(argv: string[], loadConfig: () => Config, out
       const q = new URLSearchParams();
       if (values.status) q.set('status', values.status);
       if (values['out-path']) q.set('outPath', values['out-path']);
-      const { builds } = await client(values).get<{ builds: BuildView[] }>(`/builds${q.size > 0 ? `?${q}` : ''}`);
+      const { builds } = await (await client(values)).get<{ builds: BuildView[] }>(`/builds${q.size > 0 ? `?${q}` : ''}`);
       if (values.json) out.write(JSON.stringify(builds, null, 2) + '\n');
       else for (const b of builds) out.write(`${b.status}\t${b.drvPath}${b.waitingFor ? `\t${b.waitingFor}` : ''}\n`);
       return;

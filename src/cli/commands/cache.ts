@@ -3,19 +3,15 @@ import { parseFlags, parseInteger } from '../args.js';
 import { openRuntime } from '../runtime.js';
 import { UsageError } from '../usage-error.js';
 
-export const CACHE_USAGE = `narhub cache create NAME [--private] [--priority N]
-narhub cache list [--json]
-narhub cache info NAME [--json]`;
-
 /** `narhub cache …`: manage caches in the data directory, also while the server runs. */
-export async function cacheCommand(argv: string[], loadConfig: () => Config, out: NodeJS.WritableStream): Promise<void> {
+export async function cacheCommand(argv: string[], loadConfig: () => Promise<Config>, out: NodeJS.WritableStream): Promise<void> {
   const [sub, ...rest] = argv;
   switch (sub) {
     case 'create': {
       const { values, positionals } = parseFlags(rest, { private: { type: 'boolean' }, priority: { type: 'string' } }, { min: 1, max: 1, names: 'NAME' });
       const priority = values.priority === undefined ? 40 : parseInteger(values.priority, '--priority');
       if (priority < 0) throw new UsageError('--priority must not be negative');
-      const runtime = openRuntime(loadConfig());
+      const runtime = await openRuntime(await loadConfig());
       try {
         const { cache, publicKey } = await runtime.service.registry.create(positionals[0]!, { private: values.private ?? false, priority });
         out.write(`${cache.name}\t${publicKey}\n`);
@@ -26,7 +22,7 @@ export async function cacheCommand(argv: string[], loadConfig: () => Config, out
     }
     case 'list': {
       const { values } = parseFlags(rest, { json: { type: 'boolean' } }, { min: 0, max: 0, names: '' });
-      const runtime = openRuntime(loadConfig());
+      const runtime = await openRuntime(await loadConfig());
       try {
         const caches = runtime.service.registry.list().map((c) => runtime.service.registry.info(c.name));
         if (values.json) out.write(JSON.stringify(caches, null, 2) + '\n');
@@ -38,7 +34,7 @@ export async function cacheCommand(argv: string[], loadConfig: () => Config, out
     }
     case 'info': {
       const { values, positionals } = parseFlags(rest, { json: { type: 'boolean' } }, { min: 1, max: 1, names: 'NAME' });
-      const runtime = openRuntime(loadConfig());
+      const runtime = await openRuntime(await loadConfig());
       try {
         const info = runtime.service.registry.info(positionals[0]!);
         if (values.json) out.write(JSON.stringify(info, null, 2) + '\n');

@@ -3,11 +3,8 @@ import { loadConfig } from '../../config/load.js';
 import type { Config } from '../../config/schema.js';
 import { NarhubError, isNarhubError } from '../../errors.js';
 import { parseSecretKey } from '../../nix/signing.js';
-import { readS3CredentialFiles } from '../../storage/s3-blob-store.js';
 import { parseFlags } from '../args.js';
 import { UsageError } from '../usage-error.js';
-
-export const CHECK_CONFIG_USAGE = 'narhub check-config FILE [--no-secrets]';
 
 /**
  * `narhub check-config FILE`: validates a config file exactly as `serve` would load it (unknown
@@ -19,19 +16,19 @@ export const CHECK_CONFIG_USAGE = 'narhub check-config FILE [--no-secrets]';
  * Nothing is opened or created in the data directory. A problem is a CONFIG_INVALID error
  * naming the key at fault (stderr, exit 1).
  */
-export function checkConfigCommand(argv: string[], configFlag: string | undefined, out: NodeJS.WritableStream): void {
+export async function checkConfigCommand(argv: string[], configFlag: string | undefined, out: NodeJS.WritableStream): Promise<void> {
   const { values, positionals } = parseFlags(argv, { 'no-secrets': { type: 'boolean' } }, { min: 0, max: 1, names: 'FILE' });
   if (positionals.length === 1 && configFlag !== undefined) throw new UsageError('give the config FILE once, either as an argument or as --config');
   const file = positionals[0] ?? configFlag;
   if (file === undefined) throw new UsageError('missing FILE');
   // The environment must not change the verdict: check the file as written.
   const config = loadConfig({ file, env: {} });
-  if (!values['no-secrets']) checkSecretFiles(config);
+  if (!values['no-secrets']) await checkSecretFiles(config);
   out.write('ok\n');
 }
 
 /** Reads every secret file the config names; collects all problems, never prints a secret. */
-function checkSecretFiles(config: Config): void {
+async function checkSecretFiles(config: Config): Promise<void> {
   const problems: string[] = [];
   const readable = (key: string, file: string): string | undefined => {
     try {
@@ -58,6 +55,8 @@ function checkSecretFiles(config: Config): void {
     }
   });
   if (config.storage.type === 's3') {
+    // The AWS SDK comes with this module: only for S3 configs.
+    const { readS3CredentialFiles } = await import('../../storage/s3-blob-store.js');
     try {
       readS3CredentialFiles(config.storage);
     } catch (err) {

@@ -2,9 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Config } from '../../config/schema.js';
 import type { EvaluationView } from '../../hub/views.js';
 import { parseFlags, parseInteger } from '../args.js';
-import { CLIENT_FLAGS, CLIENT_USAGE, clientOptions, createHubClient } from '../hub-client.js';
-
-export const EVAL_USAGE = `narhub eval PROJECT [--ref REF] [--priority N] [--wait [--timeout SECONDS] [--interval SECONDS]] [--json] ${CLIENT_USAGE}`;
+import { CLIENT_FLAGS, clientOptions, createHubClient } from '../hub-client.js';
 
 const FINISHED = new Set(['succeeded', 'failed', 'cancelled']);
 
@@ -22,13 +20,13 @@ function summary(e: EvaluationView): string {
  * `narhub eval PROJECT`: starts an evaluation. With --wait it returns once every build of the
  * evaluation has ended: exit 0 when all succeeded, else 1 (also on --timeout).
  */
-export async function evalCommand(argv: string[], loadConfig: () => Config, out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<number> {
+export async function evalCommand(argv: string[], loadConfig: () => Promise<Config>, out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<number> {
   const { values, positionals } = parseFlags(
     argv,
     { ...CLIENT_FLAGS, ref: { type: 'string' }, priority: { type: 'string' }, wait: { type: 'boolean' }, timeout: { type: 'string' }, interval: { type: 'string' }, json: { type: 'boolean' } },
     { min: 1, max: 1, names: 'PROJECT' },
   );
-  const client = createHubClient(clientOptions(values, () => loadConfig().dataDir));
+  const client = createHubClient(await clientOptions(values, async () => (await loadConfig()).dataDir));
   const priority = values.priority === undefined ? undefined : parseInteger(values.priority, '--priority');
   const timeout = values.timeout === undefined ? undefined : parseInteger(values.timeout, '--timeout');
   const interval = values.interval === undefined ? 1 : Math.max(1, parseInteger(values.interval, '--interval'));

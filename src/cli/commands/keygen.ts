@@ -3,8 +3,6 @@ import { formatPublicKey, formatSecretKey, generateKeyPair } from '../../nix/sig
 import { parseFlags } from '../args.js';
 import { UsageError } from '../usage-error.js';
 
-export const KEYGEN_USAGE = 'narhub keygen NAME --secret-key-file F --public-key-file G';
-
 /** `narhub keygen`: a signing key pair in Nix's own file formats (what nix-store --generate-binary-cache-key writes). */
 export function keygenCommand(argv: string[], out: NodeJS.WritableStream): void {
   const { values, positionals } = parseFlags(

@@ -1,14 +1,8 @@
 import type { Config } from '../../config/schema.js';
 import type { EvaluationView, ProjectView } from '../../hub/views.js';
 import { parseFlags, parseInteger } from '../args.js';
-import { CLIENT_FLAGS, CLIENT_USAGE, clientOptions, createHubClient } from '../hub-client.js';
+import { CLIENT_FLAGS, clientOptions, createHubClient } from '../hub-client.js';
 import { UsageError } from '../usage-error.js';
-
-export const PROJECT_USAGE = `narhub project create NAME --flake URL [--ref BRANCH] [--systems S,…] [--attrs checks,packages,nixosConfigurations] [--cache NAME] [--priority N] ${CLIENT_USAGE}
-narhub project update NAME [--flake URL] [--ref BRANCH] [--systems S,…] [--attrs …] [--cache NAME] [--priority N] ${CLIENT_USAGE}
-narhub project list [--json] ${CLIENT_USAGE}
-narhub project show NAME [--json] ${CLIENT_USAGE}
-narhub project delete NAME ${CLIENT_USAGE}`;
 
 const list = (v: string | undefined) => (v === undefined ? undefined : v.split(',').map((s) => s.trim()).filter((s) => s !== ''));
 
@@ -35,9 +29,9 @@ function describe(p: ProjectView): string {
 }
 
 /** `narhub project …`: manages hub projects through the running server's API. */
-export async function projectCommand(argv: string[], loadConfig: () => Config, out: NodeJS.WritableStream): Promise<void> {
+export async function projectCommand(argv: string[], loadConfig: () => Promise<Config>, out: NodeJS.WritableStream): Promise<void> {
   const [sub, ...rest] = argv;
-  const client = (values: { server?: string | undefined; token?: string | undefined }) => createHubClient(clientOptions(values, () => loadConfig().dataDir));
+  const client = async (values: { server?: string | undefined; token?: string | undefined }) => createHubClient(await clientOptions(values, async () => (await loadConfig()).dataDir));
   switch (sub) {
     case 'create':
     case 'update': {
@@ -54,23 +48,23 @@ export async function projectCommand(argv: string[], loadConfig: () => Config, o
       let p: ProjectView;
       if (sub === 'create') {
         if (!values.flake) throw new UsageError('missing --flake');
-        p = await client(values).post<ProjectView>('/projects', { name, ...body, cache: body.cache ?? 'main' });
+        p = await (await client(values)).post<ProjectView>('/projects', { name, ...body, cache: body.cache ?? 'main' });
       } else {
-        p = await client(values).patch<ProjectView>(`/projects/${encodeURIComponent(name)}`, JSON.parse(JSON.stringify(body)) as object);
+        p = await (await client(values)).patch<ProjectView>(`/projects/${encodeURIComponent(name)}`, JSON.parse(JSON.stringify(body)) as object);
       }
       out.write(values.json ? JSON.stringify(p, null, 2) + '\n' : describe(p) + '\n');
       return;
     }
     case 'list': {
       const { values } = parseFlags(rest, { ...CLIENT_FLAGS, json: { type: 'boolean' } }, { min: 0, max: 0, names: '' });
-      const { projects } = await client(values).get<{ projects: ProjectView[] }>('/projects');
+      const { projects } = await (await client(values)).get<{ projects: ProjectView[] }>('/projects');
       if (values.json) out.write(JSON.stringify(projects, null, 2) + '\n');
       else for (const p of projects) out.write(`${p.name}\t${p.flake}${p.ref ? `?ref=${p.ref}` : ''}\t${p.systems.join(',')}\t${p.cache}\n`);
       return;
     }
     case 'show': {
       const { values, positionals } = parseFlags(rest, { ...CLIENT_FLAGS, json: { type: 'boolean' } }, { min: 1, max: 1, names: 'NAME' });
-      const c = client(values);
+      const c = await client(values);
       const name = encodeURIComponent(positionals[0]!);
       const p = await c.get<ProjectView>(`/projects/${name}`);
       const { evaluations } = await c.get<{ evaluations: EvaluationView[] }>(`/projects/${name}/evaluations?limit=10`);
@@ -88,7 +82,7 @@ export async function projectCommand(argv: string[], loadConfig: () => Config, o
     }
     case 'delete': {
       const { values, positionals } = parseFlags(rest, CLIENT_FLAGS, { min: 1, max: 1, names: 'NAME' });
-      await client(values).delete(`/projects/${encodeURIComponent(positionals[0]!)}`);
+      await (await client(values)).delete(`/projects/${encodeURIComponent(positionals[0]!)}`);
       out.write(`deleted project ${positionals[0]}\n`);
       return;
     }

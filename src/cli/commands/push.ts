@@ -7,8 +7,6 @@ import { PushFailure } from '../../push/retry.js';
 import { parseFlags, parseInteger } from '../args.js';
 import { UsageError } from '../usage-error.js';
 
-export const PUSH_USAGE = 'narhub push CACHE_URL PATH… [--jobs N] [--retries N] [--token TOKEN] [--netrc FILE]';
-
 /**
  * `narhub push http://host:port/CACHE PATH…`: uploads the closures of PATHs that the cache lacks
  * through narhub's native endpoint. Progress goes to stderr (a bar on a terminal, one line per

@@ -4,19 +4,17 @@ import type { Config } from '../../config/schema.js';
 import { parseFlags } from '../args.js';
 import { openRuntime } from '../runtime.js';
 
-export const REINDEX_USAGE = 'narhub reindex [--cache NAME] [--public]';
-
 /**
  * `narhub reindex`: rebuilds the database from the blob store (local or S3), e.g. after losing
  * it. Warnings go to stderr, one summary line per cache to stdout. Safe to run again, and while
  * the server runs. Caches the database does not know come back as declared in the config, else
  * private (or public with --public), since storage does not record visibility.
  */
-export async function reindexCommand(argv: string[], loadConfig: () => Config, out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<void> {
+export async function reindexCommand(argv: string[], loadConfig: () => Promise<Config>, out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<void> {
   const { values } = parseFlags(argv, { cache: { type: 'string' }, public: { type: 'boolean' } }, { min: 0, max: 0, names: '' });
-  const config = loadConfig();
+  const config = await loadConfig();
   const declared = new Map(config.caches.map((c) => [c.name, c]));
-  const runtime = openRuntime(config);
+  const runtime = await openRuntime(config);
   try {
     const summaries = await reindex(
       { db: runtime.db, store: runtime.store, keysDir: join(config.dataDir, 'keys') },

@@ -5,7 +5,7 @@ import { parseListen } from '../../config/load.js';
 import { createLogger } from '../../logger.js';
 import type { Config } from '../../config/schema.js';
 import { openRuntime, type Runtime } from '../runtime.js';
-import { openHub, selfBaseUrl } from '../hub-runtime.js';
+import { openHub } from '../hub-runtime.js';
 
 /**
  * First start on an empty data directory: a public cache `main` (unless the config declares
@@ -36,10 +36,10 @@ async function ensureDeclaredCaches(runtime: Runtime): Promise<void> {
 export async function serve(config: Config): Promise<void> {
   const logger = createLogger(config.logLevel);
   const { host, port } = parseListen(config.listen);
-  const runtime = openRuntime(config);
+  const runtime = await openRuntime(config);
   await ensureDeclaredCaches(runtime);
   // The build hub (when enabled) serves its API from this app and uploads through it.
-  const hub = openHub(config, runtime, logger);
+  const hub = await openHub(config, runtime, logger);
 
   const app = await buildApp({
     service: runtime.service,
@@ -54,7 +54,7 @@ export async function serve(config: Config): Promise<void> {
   await bootstrap(runtime, baseUrl, process.stdout);
   if (hub) {
     try {
-      await hub.start({ baseUrl: selfBaseUrl(address) });
+      await hub.start();
     } catch (err) {
       await app.close();
       await hub.close();

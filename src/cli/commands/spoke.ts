@@ -6,9 +6,6 @@ import { startSpoke } from '../../spoke/spoke.js';
 import { parseFlags, parseInteger } from '../args.js';
 import { UsageError } from '../usage-error.js';
 
-export const SPOKE_USAGE = `narhub spoke --hub URL --redis-url URL --systems SYSTEM[,…] [--token-file F | --token TOKEN] [--features F,…]
-             [--max-jobs N] [--store STORE] [--timeout SECONDS] [--max-silent SECONDS] [--id NAME]`;
-
 const SYSTEM_RE = /^[A-Za-z0-9_.-]+-[A-Za-z0-9_.-]+$/;
 const FEATURE_RE = /^[A-Za-z0-9_.-]+$/;
 const ID_RE = /^[A-Za-z0-9_.@-]{1,100}$/;

@@ -4,14 +4,10 @@ import { parseExpiry, parseFlags } from '../args.js';
 import { openRuntime } from '../runtime.js';
 import { UsageError } from '../usage-error.js';
 
-export const TOKEN_USAGE = `narhub token create --cache NAME|GLOB --perm read|write|admin [--name LABEL] [--expires 30d] [--json]
-narhub token list [--json]
-narhub token revoke ID`;
-
 const PERMISSIONS = new Set<Permission>(['read', 'write', 'admin']);
 
 /** `narhub token …`: tokens are shown once on creation; only their hashes are kept. */
-export async function tokenCommand(argv: string[], loadConfig: () => Config, out: NodeJS.WritableStream): Promise<void> {
+export async function tokenCommand(argv: string[], loadConfig: () => Promise<Config>, out: NodeJS.WritableStream): Promise<void> {
   const [sub, ...rest] = argv;
   switch (sub) {
     case 'create': {
@@ -24,7 +20,7 @@ export async function tokenCommand(argv: string[], loadConfig: () => Config, out
       if (!values.perm) throw new UsageError('missing --perm');
       if (!PERMISSIONS.has(values.perm as Permission)) throw new UsageError(`--perm must be read, write or admin, not ${JSON.stringify(values.perm)}`);
       const expiresAt = values.expires === undefined ? undefined : parseExpiry(values.expires);
-      const runtime = openRuntime(loadConfig());
+      const runtime = await openRuntime(await loadConfig());
       try {
         const { token, row } = runtime.service.tokens.create({ cachePattern: values.cache, permission: values.perm as Permission, name: values.name, expiresAt });
         if (values.json) out.write(JSON.stringify({ ...view(row), token }, null, 2) + '\n');
@@ -36,7 +32,7 @@ export async function tokenCommand(argv: string[], loadConfig: () => Config, out
     }
     case 'list': {
       const { values } = parseFlags(rest, { json: { type: 'boolean' } }, { min: 0, max: 0, names: '' });
-      const runtime = openRuntime(loadConfig());
+      const runtime = await openRuntime(await loadConfig());
       try {
         const rows = runtime.service.tokens.list().map(view);
         if (values.json) out.write(JSON.stringify(rows, null, 2) + '\n');
@@ -48,7 +44,7 @@ export async function tokenCommand(argv: string[], loadConfig: () => Config, out
     }
     case 'revoke': {
       const { positionals } = parseFlags(rest, {}, { min: 1, max: 1, names: 'ID' });
-      const runtime = openRuntime(loadConfig());
+      const runtime = await openRuntime(await loadConfig());
       try {
         runtime.service.tokens.revoke(positionals[0]!);
         out.write(`revoked ${positionals[0]}\n`);

@@ -28,10 +28,10 @@ async function setup(t: TestContext) {
   await service.registry.create('main', { private: false, priority: 40 });
   await service.registry.create('secret', { private: true, priority: 40 });
   const token = (cache: string, permission: 'read' | 'write' | 'admin') => service.tokens.create({ cachePattern: cache, permission }).token;
-  const hub = createHub({ db, cache: service, config: parseConfig({}).hub, redisUrl: redis.url, dataDir, logger: pino({ level: 'silent' }) });
+  const hub = createHub({ db, cache: service, config: parseConfig({}).hub, redisUrl: redis.url, logger: pino({ level: 'silent' }) });
   const app = await buildApp({ service, hub, maxNarSize: 1 << 20, maxSmallFileSize: 1 << 20 });
   await app.ready();
-  await hub.start({ baseUrl: 'http://127.0.0.1:9' });
+  await hub.start();
   t.after(async () => {
     await app.close();
     await hub.close();
