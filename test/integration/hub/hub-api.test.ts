@@ -13,7 +13,8 @@ import { defaultMigrationsDir, migrate } from '../../../src/db/migrate.js';
 import { openDatabase } from '../../../src/db/open.js';
 import { buildApp } from '../../../src/http/app.js';
 import { createHub } from '../../../src/hub/hub-service.js';
-import { spokeKey, type SpokeHeartbeat } from '../../../src/protocol/build-jobs.js';
+import { logStreamKey, spokeKey, type SpokeHeartbeat } from '../../../src/protocol/build-jobs.js';
+import { createBuildsRepo } from '../../../src/db/builds-repo.js';
 import { createLocalBlobStore } from '../../../src/storage/local-blob-store.js';
 import { waitFor } from '../../helpers/hub.js';
 import { startRedis } from '../../helpers/redis.js';
@@ -48,7 +49,7 @@ async function setup(t: TestContext) {
     });
     return { status: res.statusCode, body: res.body ? (JSON.parse(res.body) as any) : undefined, type: res.headers['content-type'] };
   };
-  return { redis, call, token, hub };
+  return { redis, call, token, hub, app, db, service };
 }
 
 test('projects: admin rights on the cache to write, read rights (or a public cache) to read, JSON errors', async (t) => {
@@ -144,4 +145,51 @@ test('an evaluation that cannot even lock its flake fails with the reason; build
     return spokes.length === 1 && spokes[0]!.id === 'sp1' && spokes[0]!.compatible;
   }, 10_000);
   assert.deepEqual((await call('GET', '/queues', { token: reader })).body, { queues: [] });
+});
+
+test('a running build\'s log over HTTP: Server-Sent Events as the spoke writes, then the end; plain text at once', async (t) => {
+  const { redis, app, db, service, token } = await setup(t);
+  const drvHash = '1'.repeat(32);
+  createBuildsRepo(db).insert({
+    drvHash, drvPath: `${drvHash}-live.drv`, system: 'x86_64-linux', requiredFeatures: [], outputs: {},
+    queue: 'build-x86_64-linux', cacheId: service.registry.require('main').id, priority: 0,
+  });
+  const writer = new Redis(redis.url);
+  t.after(() => writer.quit());
+  await writer.xadd(logStreamKey(drvHash), '*', 'data', 'first line\n');
+  const url = await app.listen({ host: '127.0.0.1', port: 0 });
+
+  const res = await fetch(`${url}/api/v1/builds/${drvHash}/log`, { headers: { accept: 'text/event-stream', authorization: `Bearer ${token('main', 'read')}` } });
+  assert.equal(res.status, 200);
+  assert.match(res.headers.get('content-type') ?? '', /^text\/event-stream/);
+  const reader = res.body!.getReader();
+  let received = '';
+  const until = async (what: RegExp) => {
+    const deadline = Date.now() + 10_000;
+    while (!what.test(received)) {
+      if (Date.now() > deadline) assert.fail(`no ${what} in ${JSON.stringify(received)}`);
+      const { value, done } = await reader.read();
+      if (done) break;
+      received += Buffer.from(value).toString('utf8');
+    }
+    assert.match(received, what);
+  };
+  await until(/event: log\ndata: first line\n/);
+  // Written after the client connected: it arrives while the build runs.
+  await writer.xadd(logStreamKey(drvHash), '*', 'data', 'second line\n');
+  await until(/event: log\ndata: second line\n/);
+  assert.doesNotMatch(received, /event: end/, 'the stream stays open while the build runs');
+
+  // Plain GET meanwhile: what there is so far, marked partial.
+  const partial = await fetch(`${url}/api/v1/builds/${drvHash}/log`, { headers: { authorization: `Bearer ${token('main', 'read')}` } });
+  assert.equal(partial.headers.get('x-narhub-log'), 'partial');
+  assert.equal(await partial.text(), 'first line\nsecond line\n');
+
+  // The spoke's end-of-file entry ends the stream with the build's status.
+  await writer.xadd(logStreamKey(drvHash), '*', 'eof', '1');
+  await until(/event: end\ndata: queued\n\n$/);
+  assert.equal((await reader.read()).done, true);
+
+  const other = await fetch(`${url}/api/v1/builds/${'2'.repeat(32)}/log`, { headers: { accept: 'text/event-stream', authorization: `Bearer ${token('main', 'read')}` } });
+  assert.equal(other.status, 404);
 });
