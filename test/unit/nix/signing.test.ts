@@ -192,3 +192,24 @@ describe('signatures', () => {
     );
   });
 });
+
+describe('native Ed25519', () => {
+  it('gives signatures byte-identical to tweetnacl (libsodium) that cross-verify with it', () => {
+  for (let i = 0; i < 20; i++) {
+    const { secret, public: pub } = generateKeyPair(`k${i}-1`);
+    const message = `1;/nix/store/${'a'.repeat(32)}-x${i};sha256:${'0'.repeat(52)};${i * 977};`;
+    const ours = signDetached(secret, message);
+    const theirs = nacl.sign.detached(Buffer.from(message), secret.secretKey);
+    assert.equal(ours, `k${i}-1:${Buffer.from(theirs).toString('base64')}`);
+    assert.ok(verifyDetached([pub], message, ours));
+    assert.ok(nacl.sign.detached.verify(Buffer.from(message), Buffer.from(ours.split(':')[1]!, 'base64'), pub.publicKey));
+    // A flipped bit anywhere fails.
+    const bad = Buffer.from(ours.split(':')[1]!, 'base64');
+    bad[i % 64] = bad[i % 64]! ^ 1;
+    assert.equal(verifyDetached([pub], message, `k${i}-1:${bad.toString('base64')}`), false);
+    assert.equal(verifyDetached([pub], `${message} `, ours), false);
+  }
+  // 32 bytes that are not a point on the curve verify nothing (and do not throw).
+  assert.equal(verifyDetached([{ name: 'k0-1', publicKey: new Uint8Array(32).fill(0xff) }], 'x', `k0-1:${Buffer.alloc(64).toString('base64')}`), false);
+});
+});
