@@ -15,9 +15,9 @@ export class PushError extends Error {
 
 /**
  * Pushes a build's outputs to the cache with the native upload: their metadata and NARs come
- * from the build's own `nix-store --serve` connection, so no Nix process is started. Paths the
- * cache has are skipped; an output that refers to another output is pushed after it. (Every
- * other reference is an input, which came from the cache.)
+ * from the build's own `nix-store --serve` connection, so no Nix process is started. An output
+ * that refers to another output is pushed after it. (Every other reference is an input, which
+ * came from the cache.)
  */
 export async function pushOutputs(conn: ServeConnection, cacheUrl: string, token: string, outputs: Record<string, string>, signal?: AbortSignal): Promise<void> {
   const paths = [...new Set(Object.values(outputs))];
@@ -28,8 +28,9 @@ export async function pushOutputs(conn: ServeConnection, cacheUrl: string, token
   if (lacking.length > 0) throw new PushError(`the build did not produce ${lacking.join(', ')}`, false);
   const client = createApiClient(parseCacheUrl(cacheUrl), `Bearer ${token}`);
   try {
-    const missing = new Set(await client.missingPaths(paths).catch(rethrow));
-    const pending = infos.filter((i) => missing.has(i.path));
+    // No missing-paths round trip first: a build's outputs are new to the cache but for a
+    // retry, and an upload of a path the cache has is answered at once (its body ignored).
+    const pending = [...infos];
     while (pending.length > 0) {
       const i = pending.findIndex((info) => !info.references.some((r) => r !== info.path && pending.some((p) => p.path === r)));
       const [info] = pending.splice(i < 0 ? 0 : i, 1);

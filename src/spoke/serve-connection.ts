@@ -299,7 +299,7 @@ export class ServeConnection {
     this.write(dumpStorePathRequest(path));
     let left = narSize;
     const reader = this.reader;
-    return new Readable({
+    const stream = new Readable({
       highWaterMark: 1024 * 1024,
       read() {
         if (left === 0) {
@@ -315,6 +315,12 @@ export class ServeConnection {
         );
       },
     });
+    // A reader that gives up early (the server answered before the whole NAR was sent) leaves
+    // the rest of it in the pipe: the connection is out of step and must not be used again.
+    stream.once('close', () => {
+      if (left > 0) this.kill();
+    });
+    return stream;
   }
 
   /** Closes stdin (the server exits after its current command) and waits for the exit. */

@@ -33,11 +33,12 @@ in {
   top = mk "top" "cat \${dep}/sub/file > $out" { inherit dep; };
   fails = mk "fails" "echo about-to-fail; exit 3" { };
   slow = mk "slow" "${sleep}; touch $out" { };
+  big = mk "big" "head -c 16000000 /dev/zero > $out" { };
 }
 `,
   );
   const drvs: Record<string, string> = {};
-  for (const attr of ['dep', 'top', 'fails', 'slow']) {
+  for (const attr of ['dep', 'top', 'fails', 'slow', 'big']) {
     drvs[attr] = (await nix.run('nix-instantiate', [join(nix.workDir, 'graph.nix'), '-A', attr])).stdout.trim();
   }
   const drv = (attr: string) => parseDerivation(readFileSync(drvs[attr]!, 'utf8'));
@@ -151,5 +152,26 @@ describe('ServeConnection (nix-store --serve)', () => {
     const sleeping = execFileSync('ps', ['-eo', 'pid,args'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes(sleep) && !l.includes('ps -eo'));
     assert.deepEqual(sleeping, [], 'the builder is gone too');
     assert.throws(() => process.kill(pid, 0));
+  });
+});
+
+describe('ServeConnection dumps read only in part', () => {
+  it('retire the connection rather than leave it out of step (a NAR read whole leaves it usable)', { timeout: 120_000 }, async (t) => {
+    const { nix, drvs, drv, open } = await setup(t);
+    const c = await open(nix.freshPath('s'));
+    assert.equal((await c.buildDerivation(drvs.big!, drv('big'), [], noLimits)).status, BuildStatus.Built);
+    const [info] = await c.queryPathInfos([drv('big').outputs.out!.path]);
+    const dump = c.dumpStorePath(info!.path, info!.narSize);
+    await new Promise((resolve) => dump.once('readable', resolve));
+    dump.destroy();
+    await c.exited;
+    assert.equal(c.alive, false);
+
+    const d = await open(nix.freshPath('d'));
+    await d.buildDerivation(drvs.dep!, drv('dep'), [], noLimits);
+    const [small] = await d.queryPathInfos([drv('dep').outputs.out!.path]);
+    for await (const chunk of d.dumpStorePath(small!.path, small!.narSize)) assert.ok(chunk.length > 0);
+    assert.equal((await d.queryValidPaths([small!.path], { lock: false })).size, 1);
+    assert.equal(d.alive, true);
   });
 });
