@@ -813,8 +813,9 @@ in
       };
       users.groups.narhub-spoke = { };
 
-      # The spoke substitutes from the hub's cache with the keys each job names, imports
-      # derivations and sets per-build limits: all restricted to trusted users of nix-daemon.
+      # The spoke adds the inputs it fetched from the hub's cache (it checks their signatures
+      # against the keys each job names) and builds derivations it sends itself, with per-build
+      # limits, through `nix-store --serve`: all restricted to trusted users of nix-daemon.
       # Builds still run in the daemon's sandbox as nixbld users, never as this user. "root" is
       # NixOS's default, which a definition here would otherwise replace.
       nix.settings.trusted-users = [
