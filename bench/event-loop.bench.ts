@@ -1,11 +1,14 @@
-// `node dist/bench/event-loop.bench.js [--native-mb N] [--bzip2-mb N] [--reps N] [--skip-codec]`:
+// `node dist/bench/event-loop.bench.js [--native-mb N] [--zstd-mb N] [--bzip2-mb N] [--reps N] [--skip-codec]`:
 // how long narhub's event loop stalls while it ingests large uploads. A narhub app (the real
 // cache service, local blob store, no fsync) listens in this process; curl, a separate process,
 // uploads over a real socket, so only the server's work is on this loop. Measured:
-//   - a native upload of an N MB NAR (default 200): validated and hashed on the loop, compressed
-//     to zstd (level 3, 2 workers) on a codec thread;
+//   - a native upload of an N MB NAR (default 200): validated, hashed and compressed to zstd
+//     (level 3, 2 workers) in one pass on a codec thread;
+//   - a Nix-style upload of a zstd NAR of N MB (default 200; `nix copy --to …?compression=zstd`):
+//     the file hashed on one codec thread, decoded on another, validated and hashed on a third
+//     stream (io/nar-off-thread.ts);
 //   - a Nix-style upload of a bzip2 NAR of N MB (default 32; stock `nix copy` compresses with
-//     bzip2): decoded on a codec thread, then validated and hashed;
+//     bzip2): the same, decoded by the bzip2 codec;
 //   - the bzip2 decoder alone on the same file, on a codec thread (narhub) and on the event loop
 //     (unbzip2-stream, as narhub did before), for its throughput and what it does to the loop.
 // Delays are the event loop's beyond its 10 ms sampling interval (monitorEventLoopDelay), so an
@@ -32,9 +35,16 @@ import { encodeNix32 } from '../src/nix/nix32.js';
 import { createLocalBlobStore } from '../src/storage/local-blob-store.js';
 
 const { values } = parseArgs({
-  options: { 'native-mb': { type: 'string' }, 'bzip2-mb': { type: 'string' }, reps: { type: 'string' }, 'skip-codec': { type: 'boolean' } },
+  options: {
+    'native-mb': { type: 'string' },
+    'zstd-mb': { type: 'string' },
+    'bzip2-mb': { type: 'string' },
+    reps: { type: 'string' },
+    'skip-codec': { type: 'boolean' },
+  },
 });
 const NATIVE_MB = Number(values['native-mb'] ?? 200);
+const ZSTD_MB = Number(values['zstd-mb'] ?? 200);
 const BZIP2_MB = Number(values['bzip2-mb'] ?? 32);
 const REPS = Number(values.reps ?? 1);
 const MiB = 1024 * 1024;
@@ -195,6 +205,28 @@ async function main(): Promise<void> {
     }
     await rm(nativeFile, { force: true });
 
+    // Nix-style upload of a zstd NAR.
+    if (ZSTD_MB > 0) {
+      const zNar = join(dir, 'zstd.nar');
+      const zFile = `${zNar}.zst`;
+      const { narSize: zNarSize } = await writeNar(zNar, ZSTD_MB * MiB);
+      await run('zstd', ['-q', '-3', '-T2', zNar, '-o', zFile]);
+      await rm(zNar, { force: true });
+      const zName = `${await fileSha256Nix32(zFile)}.nar.zst`;
+      const zSize = (await stat(zFile)).size;
+      for (let rep = 1; rep <= REPS; rep++) {
+        const cache = `zstd${rep}`;
+        await service.registry.create(cache, { private: false, priority: 40 });
+        const token = service.tokens.create({ cachePattern: cache, permission: 'write' }).token;
+        rows.push(
+          await measure(`zstd upload, ${ZSTD_MB} MiB NAR (${(zSize / MiB).toFixed(1)} MiB .zst)`, zNarSize, () =>
+            curlPut(`${address}/${cache}/nar/${zName}`, zFile, token, 'application/x-nix-nar'),
+          ),
+        );
+      }
+      await rm(zFile, { force: true });
+    }
+
     // Nix-style upload of a bzip2 NAR.
     const narFile = join(dir, 'bzip2.nar');
     const bz2File = `${narFile}.bz2`;
@@ -225,7 +257,7 @@ async function main(): Promise<void> {
     for (const r of rows) {
       console.log(`${r.what.padEnd(50)} ${`${r.seconds.toFixed(2)} s`.padStart(8)} ${(r.throughput > 0 ? r.throughput.toFixed(1) : '-').padStart(8)} ${ms(r.p50Ms)} ${ms(r.p99Ms)} ${ms(r.maxMs)}`);
     }
-    console.log(JSON.stringify({ bench: 'event-loop', nativeMiB: NATIVE_MB, bzip2MiB: BZIP2_MB, rows }));
+    console.log(JSON.stringify({ bench: 'event-loop', nativeMiB: NATIVE_MB, zstdMiB: ZSTD_MB, bzip2MiB: BZIP2_MB, rows }));
   } finally {
     await app.close();
     await store.close();

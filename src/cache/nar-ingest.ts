@@ -1,13 +1,12 @@
-import { PassThrough, Readable } from 'node:stream';
+import { PassThrough, Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { NarhubError, isNarhubError } from '../errors.js';
 import { formatHash, sha256Hash } from '../nix/hash.js';
-import { formatListing, type NarListing } from '../nix/nar/listing.js';
 import { createByteLimit } from '../io/byte-limit.js';
-import { createHashCounter } from '../io/hash-counter.js';
-import { createDecompressor, sniffCompression, type Compression } from '../io/compression.js';
+import { sniffCompression, type Compression } from '../io/compression.js';
 import { fanOut } from '../io/fan-out.js';
-import { createNarValidator } from '../io/nar-sink.js';
+import { createNarPass } from '../io/nar-off-thread.js';
+import { createSha256OffThread } from '../io/sha256-off-thread.js';
 import { readHead } from '../io/read-head.js';
 import type { CacheRow } from '../db/caches-repo.js';
 import type { NarRow, NarsRepo } from '../db/nars-repo.js';
@@ -33,11 +32,14 @@ export interface IngestOptions {
 export const narStorageKey = (cache: string, fileName: string) => `${cache}/nar/${fileName}`;
 export const generatedListingKey = (cache: string, fileName: string) => `${cache}/listing/${fileName}.ls`;
 
-/** Stores the listing narhub built while validating a NAR; its key, or null if that failed. */
-export async function storeGeneratedListing(store: BlobStore, cache: string, fileName: string, listing: NarListing): Promise<string | null> {
+/**
+ * Stores the listing narhub built while validating a NAR (formatted, `formatListing`); its key,
+ * or null if that failed.
+ */
+export async function storeGeneratedListing(store: BlobStore, cache: string, fileName: string, listing: string): Promise<string | null> {
   const key = generatedListingKey(cache, fileName);
   try {
-    await store.put(key, Buffer.from(formatListing(listing)), { contentType: 'application/json' });
+    await store.put(key, Buffer.from(listing), { contentType: 'application/json' });
     return key;
   } catch {
     // A listing is a convenience; the NAR itself is what must not be lost.
@@ -50,6 +52,12 @@ export async function storeGeneratedListing(store: BlobStore, cache: string, fil
  * and counted (FileHash/FileSize) while a decompressed copy is validated against every NAR
  * rule and hashed (NarHash/NarSize). Only when all of that holds, and the file hash matches
  * the name, does the file appear under its name, recorded as pending until a narinfo claims it.
+ *
+ * That byte work runs on codec threads (`io/off-thread-transform.ts`): the file is hashed on
+ * one, decoded on another, which hands the NAR straight to a third stream that validates,
+ * hashes and lists it (`io/nar-off-thread.ts`; two threads here share the three). The event
+ * loop only moves the uploaded bytes, to the store and to the threads; decoded bytes never
+ * reach it. A raw NAR's file hash is its NarHash: it is hashed once.
  */
 export function createNarIngest(deps: { store: BlobStore; nars: NarsRepo }) {
   const { store, nars } = deps;
@@ -75,18 +83,18 @@ export function createNarIngest(deps: { store: BlobStore; nars: NarsRepo }) {
       throw new NarhubError('COMPRESSION_MISMATCH', `file name ends in ${name.extension || '.nar'} but the body is ${compression}`);
     }
 
-    const fileCounter = createHashCounter();
     const toStore = new PassThrough({ highWaterMark: 1 << 20 });
-    const decompressor = createDecompressor(compression);
-    const validator = createNarValidator();
-    const validated = pipeline(decompressor, validator).then(
-      () => validator.result(),
-      (err: unknown) => {
-        throw corruptInput(err, compression);
-      },
-    );
+    const { input: narInput, pass: validator } = createNarPass({ listing: true, decompress: compression });
+    const fileHasher = compression === 'none' ? undefined : createSha256OffThread();
+    const validated = validator.result().catch((err: unknown) => {
+      throw corruptInput(err, compression);
+    });
     // Held so its rejection is observed even if the upload fails first.
     validated.catch(() => undefined);
+    const fileHashed: Promise<{ hash: string; bytes: number }> = fileHasher
+      ? fileHasher.result().then((f) => ({ hash: formatHash(sha256Hash(f.sha256), 'nix32'), bytes: f.bytes }))
+      : validated.then((nar) => ({ hash: nar.narHash, bytes: nar.narSize }));
+    fileHashed.catch(() => undefined);
 
     const key = narStorageKey(cache.name, fileName);
     const stored = store.put(key, toStore, {
@@ -94,7 +102,7 @@ export function createNarIngest(deps: { store: BlobStore; nars: NarsRepo }) {
       contentType: 'application/x-nix-nar',
       beforeCommit: async () => {
         await validated;
-        const fileHash = formatHash(sha256Hash(fileCounter.digest()), 'nix32');
+        const fileHash = (await fileHashed).hash;
         if (fileHash !== `sha256:${name.fileHash}`) {
           throw new NarhubError('FILE_HASH_MISMATCH', `file hash ${fileHash} does not match the name ${fileName}`);
         }
@@ -102,20 +110,16 @@ export function createNarIngest(deps: { store: BlobStore; nars: NarsRepo }) {
     });
     stored.catch(() => undefined);
 
-    const received = pipeline(
-      stream,
-      createByteLimit(options.maxSize),
-      fileCounter,
-      fanOut(toStore, decompressor),
-      options.signal ? { signal: options.signal } : {},
-    );
+    const targets: Writable[] = [toStore, narInput];
+    if (fileHasher) targets.push(fileHasher);
+    const received = pipeline(stream, createByteLimit(options.maxSize), fanOut(...targets), options.signal ? { signal: options.signal } : {});
 
     const results = await Promise.allSettled([received, validated, stored]);
     const failure = pickFailure(results);
     if (failure) throw failure;
     const nar = await validated;
 
-    const listingKey = await storeGeneratedListing(store, cache.name, fileName, nar.listing);
+    const listingKey = nar.listing === undefined ? null : await storeGeneratedListing(store, cache.name, fileName, nar.listing);
 
     const row = {
       cacheId: cache.id,
@@ -123,7 +127,7 @@ export function createNarIngest(deps: { store: BlobStore; nars: NarsRepo }) {
       storageKey: key,
       compression,
       fileHash: `sha256:${name.fileHash}`,
-      fileSize: fileCounter.bytes,
+      fileSize: (await fileHashed).bytes,
       narHash: nar.narHash,
       narSize: nar.narSize,
       listingKey,

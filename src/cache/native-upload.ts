@@ -1,14 +1,12 @@
 import { PassThrough, type Readable } from 'node:stream';
-import { finished, pipeline } from 'node:stream/promises';
+import { pipeline } from 'node:stream/promises';
 import { NarhubError, isNarhubError, type ErrorCode } from '../errors.js';
 import { formatHash, hashesEqual, parseHash, sha256Hash } from '../nix/hash.js';
 import type { NarInfo } from '../nix/narinfo.js';
 import { isDerivationPath, parseStorePath } from '../nix/store-path.js';
 import { createByteLimit } from '../io/byte-limit.js';
-import { fanOut } from '../io/fan-out.js';
-import { createNarValidator } from '../io/nar-sink.js';
+import { createNarPass } from '../io/nar-off-thread.js';
 import { readFirstLine } from '../io/read-line.js';
-import { createZstdOffThread } from '../io/zstd-off-thread.js';
 import type { CacheRow } from '../db/caches-repo.js';
 import type { NarRow, NarsRepo } from '../db/nars-repo.js';
 import type { PathsRepo } from '../db/paths-repo.js';
@@ -122,11 +120,13 @@ export interface NativeUploadResult extends CommitResult {
 }
 
 /**
- * narhub's own upload: one request per path, a metadata line then the raw NAR. In one pass the
- * NAR is validated and hashed (NarHash, NarSize), compressed with zstd on zstd's own threads,
- * and the compressed bytes are hashed and counted (FileHash, FileSize) on their way to the blob
- * store. The file appears under its name only once the NAR verified (`beforeCommit`); then the
- * path is committed by the very function a narinfo PUT goes through.
+ * narhub's own upload: one request per path, a metadata line then the raw NAR. In one pass on a
+ * codec thread (`io/nar-off-thread.ts`) the NAR is validated and hashed (NarHash, NarSize) and
+ * compressed with zstd (by zstd's own threads, which that thread drives), and the compressed
+ * bytes are hashed and counted (FileHash, FileSize); the event loop only copies the NAR to the
+ * thread and the compressed bytes to the blob store. The file appears under its name only once
+ * the NAR verified (`beforeCommit`); then the path is committed by the very function a narinfo
+ * PUT goes through.
  *
  * On a failure the rest of the body is drained rather than the connection dropped, so the
  * client always reads why (a dropped connection would look like a transient error and be retried).
@@ -149,13 +149,11 @@ export function createNativeUpload(deps: {
     body.once('aborted', onAbort).once('error', onAbort);
     body.pipe(source);
 
-    const validator = createNarValidator();
-    const compressor = createZstdOffThread({ level: zstd.level, workers: zstd.workers });
-    const validated = finished(validator).then(() => validator.result());
-    validated.catch(() => undefined);
+    const { pass } = createNarPass({ listing: true, compress: { level: zstd.level, workers: zstd.workers } });
+    const validated = pass.result();
 
     // The compressed bytes go straight to storage; their hash and length come from the thread.
-    const stored = store.put(key, compressor, {
+    const stored = store.put(key, pass, {
       signal: options.signal,
       contentType: 'application/x-nix-nar',
       beforeCommit: async () => {
@@ -171,7 +169,7 @@ export function createNativeUpload(deps: {
     stored.catch(() => undefined);
 
     const limit = createByteLimit(info.narSize);
-    const received = pipeline(source, limit, fanOut(validator, compressor), options.signal ? { signal: options.signal } : {});
+    const received = pipeline(source, limit, pass, options.signal ? { signal: options.signal } : {});
 
     const results = await Promise.allSettled([received, validated, stored]);
     body.off('aborted', onAbort).off('error', onAbort);
@@ -183,14 +181,14 @@ export function createNativeUpload(deps: {
     }
     const nar = await validated;
 
-    const listingKey = await storeGeneratedListing(store, cache.name, fileName, nar.listing);
+    const listingKey = nar.listing === undefined ? null : await storeGeneratedListing(store, cache.name, fileName, nar.listing);
     nars.putPending({
       cacheId: cache.id,
       fileName,
       storageKey: key,
       compression: 'zstd',
-      fileHash: formatHash(sha256Hash(compressor.digest()), 'nix32'),
-      fileSize: compressor.bytes,
+      fileHash: formatHash(sha256Hash(pass.digest()), 'nix32'),
+      fileSize: pass.bytes,
       narHash: nar.narHash,
       narSize: nar.narSize,
       listingKey,

@@ -1,12 +1,10 @@
-import { finished, pipeline } from 'node:stream/promises';
+import { pipeline } from 'node:stream/promises';
 import type { Database } from 'better-sqlite3';
 import { NarhubError, isNarhubError } from '../errors.js';
 import { formatHash, hashesEqual, parseHash, sha256Hash } from '../nix/hash.js';
 import { formatNarInfo, parseNarInfo } from '../nix/narinfo.js';
-import { createDecompressor, type Compression } from '../io/compression.js';
-import { fanOut } from '../io/fan-out.js';
-import { createNarValidator } from '../io/nar-sink.js';
-import { createZstdOffThread } from '../io/zstd-off-thread.js';
+import type { Compression } from '../io/compression.js';
+import { createNarPass } from '../io/nar-off-thread.js';
 import type { CacheRow } from '../db/caches-repo.js';
 import type { NarRow, NarsRepo } from '../db/nars-repo.js';
 import type { PathsRepo } from '../db/paths-repo.js';
@@ -120,12 +118,11 @@ export function createRecompressor(deps: {
     const read = await store.get(old.storageKey, { signal });
     if (!read) throw new NarhubError('STORAGE_ERROR', `valid NAR ${old.storageKey} is missing from storage`);
     const key = narStorageKey(cache.name, fileName);
-    const decompressor = createDecompressor(old.compression as Compression);
-    const validator = createNarValidator({ listing: false });
-    const compressor = createZstdOffThread({ level: zstd.level, workers: zstd.workers });
-    const validated = finished(validator).then(() => validator.result());
-    validated.catch(() => undefined);
-    const stored = store.put(key, compressor, {
+    // Decoded on one codec thread, validated and compressed on another; the loop moves the
+    // stored file's bytes in and the compressed ones out.
+    const { input, pass } = createNarPass({ listing: false, decompress: old.compression as Compression, compress: { level: zstd.level, workers: zstd.workers } });
+    const validated = pass.result();
+    const stored = store.put(key, pass, {
       signal,
       contentType: 'application/x-nix-nar',
       beforeCommit: async () => {
@@ -136,7 +133,7 @@ export function createRecompressor(deps: {
       },
     });
     stored.catch(() => undefined);
-    const decoded = pipeline(read.stream, decompressor, fanOut(validator, compressor), { signal });
+    const decoded = pipeline(read.stream, input, { signal });
     const results = await Promise.allSettled([decoded, validated, stored]);
     const errors = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason as unknown);
     if (errors.length > 0) throw errors.find((e) => isNarhubError(e) && e.code === 'NAR_HASH_MISMATCH') ?? errors.find(isNarhubError) ?? errors[0];
@@ -146,8 +143,8 @@ export function createRecompressor(deps: {
       fileName,
       storageKey: key,
       compression: 'zstd',
-      fileHash: formatHash(sha256Hash(compressor.digest()), 'nix32'),
-      fileSize: compressor.bytes,
+      fileHash: formatHash(sha256Hash(pass.digest()), 'nix32'),
+      fileSize: pass.bytes,
       narHash: old.narHash,
       narSize: old.narSize,
       // Same NAR, same listing.

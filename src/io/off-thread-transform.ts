@@ -1,6 +1,8 @@
 import { availableParallelism } from 'node:os';
 import { Transform, type TransformCallback } from 'node:stream';
-import { Worker } from 'node:worker_threads';
+import { finished } from 'node:stream/promises';
+import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
+import { NarhubError, type ErrorCode } from '../errors.js';
 import type { CodecSpec, FromThread, ToThread } from './transform-thread.js';
 
 export type { CodecSpec };
@@ -11,15 +13,27 @@ const SLAB = 1024 * 1024;
 const SLABS_IN_FLIGHT = 4;
 /**
  * Threads shared by every stream; another starts only while more streams run at once. Two at
- * least (a recompression runs bzip2 and zstd side by side), more on bigger machines, since a
- * bzip2 stream keeps its thread busy: each runs at the speed of one core.
+ * least (an upload's decoder runs beside its validator and file hash, a recompression's decoder
+ * beside its validator and zstd), more on bigger machines, since a busy stream keeps its thread
+ * busy: each runs at the speed of one core.
  */
 const MAX_THREADS = Math.max(2, Math.min(4, availableParallelism()));
 
-const FAILURE: Record<CodecSpec['codec'], string> = {
-  'zstd-compress': 'zstd compression failed',
-  'bzip2-decompress': 'bzip2 decompression failed',
-};
+/** How a codec's failure reads (`<this>: <reason>`), unless it is a NarhubError. */
+function failureOf(spec: CodecSpec): string {
+  switch (spec.codec) {
+    case 'zstd-compress':
+      return 'zstd compression failed';
+    case 'bzip2-decompress':
+      return 'bzip2 decompression failed';
+    case 'decompress':
+      return `${spec.compression} decompression failed`;
+    case 'sha256':
+      return 'hashing failed';
+    case 'nar':
+      return spec.compress ? 'NAR validation or compression failed' : 'NAR validation failed';
+  }
+}
 
 interface ThreadHandle {
   worker: Worker;
@@ -29,8 +43,9 @@ interface ThreadHandle {
 const threads: ThreadHandle[] = [];
 let nextId = 1;
 
-function threadFor(): ThreadHandle {
-  const idle = threads.find((t) => t.streams.size === 0);
+/** An idle thread, else a new one, else the least busy; other than `besides` where possible. */
+function threadFor(besides?: ThreadHandle): ThreadHandle {
+  const idle = threads.find((t) => t.streams.size === 0 && t !== besides);
   if (idle) return idle;
   if (threads.length < MAX_THREADS) {
     const worker = new Worker(new URL('./transform-thread.js', import.meta.url));
@@ -49,7 +64,8 @@ function threadFor(): ThreadHandle {
     threads.push(handle);
     return handle;
   }
-  return threads.reduce((a, b) => (b.streams.size < a.streams.size ? b : a));
+  const others = threads.filter((t) => t !== besides);
+  return (others.length > 0 ? others : threads).reduce((a, b) => (b.streams.size < a.streams.size ? b : a));
 }
 
 /**
@@ -60,15 +76,24 @@ function threadFor(): ThreadHandle {
  * Backpressure both ways: at most 4 slabs at the thread, and the thread stops once 2 MiB of
  * its output wait here unread (a decompressor's output can be many times its input), holding
  * further slabs, which in turn holds the writer. Destroying the stream tells the thread to drop
- * it; a codec error (corrupt input) destroys the stream with that error.
+ * it; a codec error (corrupt input) destroys the stream with that error: a NarhubError thrown on
+ * the thread (an invalid NAR) comes back with its code, message and details, anything else as
+ * `<codec> failed: <message>`.
+ *
+ * With `outputTo`, the output goes from this stream's thread straight to that stream's thread
+ * (a MessageChannel between them, under the same window), never through the event loop: this
+ * stream's readable side stays empty and ends when all output has been handed over, so
+ * `pipeline(this, outputTo)` ends the other stream at the right time and fails both together.
+ * The two run on different threads where possible: a decoder beside the validator it feeds.
  *
  * `bytes` (length of the output) is set once the stream has finished; so is `digest()`, its
- * SHA-256, computed on the thread when `hashOutput` is asked for.
+ * SHA-256, computed on the thread when `hashOutput` is asked for, and `codecResult`, what a
+ * sink codec reports (`nar-off-thread.ts`, `sha256-off-thread.ts`).
  */
 export class OffThreadTransform extends Transform {
   private readonly id = nextId++;
   private readonly thread: ThreadHandle;
-  private readonly failure: string;
+  private readonly spec: CodecSpec;
   private readonly free: ArrayBuffer[] = [];
   private slab: Uint8Array | undefined;
   private filled = 0;
@@ -79,17 +104,37 @@ export class OffThreadTransform extends Transform {
   private flushed: TransformCallback | undefined;
   private released = false;
   private sha256: Uint8Array | undefined;
+  /** What the codec reported at the end; set once the stream has finished. */
+  protected codecResult: unknown;
   /** Length of the output; final once the stream has finished. */
   bytes = 0;
 
-  constructor(spec: CodecSpec, opts: { hashOutput?: boolean } = {}) {
+  constructor(spec: CodecSpec, opts: { hashOutput?: boolean; outputTo?: OffThreadTransform } = {}) {
     super({ readableHighWaterMark: SLAB });
-    this.failure = FAILURE[spec.codec];
-    this.thread = threadFor();
+    this.spec = spec;
+    const target = opts.outputTo;
+    this.thread = threadFor(target?.thread);
     this.thread.streams.set(this.id, this);
     // A stream in progress keeps the process alive; idle threads do not.
     this.thread.worker.ref();
-    this.send({ type: 'open', id: this.id, spec, hash: opts.hashOutput ?? false });
+    if (target === undefined) {
+      this.send({ type: 'open', id: this.id, spec, hash: opts.hashOutput ?? false });
+      return;
+    }
+    const { port1, port2 } = new MessageChannel();
+    target.send({ type: 'link', id: target.id, port: port2 }, [port2]);
+    this.send({ type: 'open', id: this.id, spec, hash: opts.hashOutput ?? false, link: port1 }, [port1]);
+  }
+
+  /**
+   * What the codec reports, once the writable side has finished; rejects with the error that
+   * failed the stream. For subclasses, which call it in their constructor.
+   */
+  protected codecOutcome<R>(): Promise<R> {
+    const outcome = finished(this, { readable: false }).then(() => this.codecResult as R);
+    // Observed here, so a failure nobody asked about is not an unhandled rejection.
+    outcome.catch(() => undefined);
+    return outcome;
   }
 
   /** SHA-256 of the output; only after the stream has finished, and if `hashOutput` was set. */
@@ -98,7 +143,7 @@ export class OffThreadTransform extends Transform {
     return this.sha256;
   }
 
-  private send(msg: ToThread, transfer: ArrayBuffer[] = []): void {
+  private send(msg: ToThread, transfer: (ArrayBuffer | MessagePort)[] = []): void {
     this.thread.worker.postMessage(msg, transfer);
   }
 
@@ -148,6 +193,7 @@ export class OffThreadTransform extends Transform {
       case 'end': {
         this.sha256 = msg.sha256;
         this.bytes = msg.bytes;
+        this.codecResult = msg.result;
         this.release();
         const cb = this.flushed;
         this.flushed = undefined;
@@ -156,7 +202,11 @@ export class OffThreadTransform extends Transform {
       }
       case 'error':
         this.release();
-        this.destroy(new Error(`${this.failure}: ${msg.message}`));
+        this.destroy(
+          msg.code === undefined
+            ? new Error(`${failureOf(this.spec)}: ${msg.message}`)
+            : new NarhubError(msg.code as ErrorCode, msg.message, msg.details === undefined ? undefined : { details: msg.details }),
+        );
         return;
     }
   }

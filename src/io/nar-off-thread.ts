@@ -1,0 +1,61 @@
+import type { Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { Compression } from './compression.js';
+import { OffThreadTransform } from './off-thread-transform.js';
+import type { NarResult } from './transform-thread.js';
+
+export type { NarResult };
+
+export interface NarOffThreadOptions {
+  /** Build the `.ls` listing (formatted, in `result().listing`). */
+  listing: boolean;
+  /** Compress the NAR with zstd: the stream's output, hashed and counted (`digest()`, `bytes`). */
+  compress?: { level: number; workers: number };
+}
+
+/**
+ * One pass over a NAR on a codec thread (`off-thread-transform.ts`): validate it against every
+ * NAR rule while hashing and listing it (the parser `nar-sink.ts` runs on the event loop: same
+ * rules, same NarhubErrors, same summary), and, with `compress`, compress it with zstd. The
+ * event loop only copies the written bytes into slabs (and passes the zstd output on). A NAR
+ * that comes compressed is written to a decoder linked to it instead (`createNarPass`).
+ *
+ * Without `compress` it is a sink: nothing comes out. `result()` settles once it has finished,
+ * with NarHash, NarSize and the listing, or with what failed it (an invalid NAR: NAR_INVALID).
+ */
+export class NarOffThread extends OffThreadTransform {
+  private readonly outcome: Promise<NarResult>;
+
+  constructor(opts: NarOffThreadOptions) {
+    super({ codec: 'nar', listing: opts.listing, ...(opts.compress ? { compress: opts.compress } : {}) }, { hashOutput: opts.compress !== undefined });
+    // A sink's readable side, flowing, ends by itself after the last write.
+    if (!opts.compress) this.resume();
+    this.outcome = this.codecOutcome<NarResult>();
+  }
+
+  result(): Promise<NarResult> {
+    return this.outcome;
+  }
+}
+
+export function createNarOffThread(opts: NarOffThreadOptions): NarOffThread {
+  return new NarOffThread(opts);
+}
+
+/**
+ * A NAR pass (`NarOffThread`) for a NAR file as uploaded or stored: write the file to `input`;
+ * `pass` reports and (with `compress`) outputs. For a compressed file, `input` is a decoder on a
+ * codec thread of its own where possible, whose output goes straight to `pass`'s thread
+ * (`OffThreadTransform`'s `outputTo`): decoding and validating run side by side (zstd decodes at
+ * about 1 s/GB, the NAR hashes at 0.6 s/GB) and decoded bytes never reach the event loop. The
+ * decoders and options are `createDecompressor`'s; a corrupt stream fails both streams with
+ * `<compression> decompression failed: <reason>`, which `pass.result()` then rejects with.
+ */
+export function createNarPass(opts: NarOffThreadOptions & { decompress?: Compression }): { input: Writable; pass: NarOffThread } {
+  const pass = new NarOffThread(opts);
+  if (opts.decompress === undefined || opts.decompress === 'none') return { input: pass, pass };
+  const decoder = new OffThreadTransform({ codec: 'decompress', compression: opts.decompress }, { outputTo: pass });
+  // Ends `pass` once everything is decoded; a failure of either fails both (and `pass.result()`).
+  pipeline(decoder, pass).catch(() => undefined);
+  return { input: decoder, pass };
+}
