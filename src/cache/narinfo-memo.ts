@@ -22,7 +22,8 @@ const READS: ReadonlySet<string> = new Set<keyof PathsRepo>(['get', 'narinfo', '
  * bounds its memory along with NARINFO_MEMO_MAX_CHARS.
  */
 export function memoizeNarinfos(paths: PathsRepo, now: () => number = Date.now): PathsRepo {
-  let memo = new Map<string, string>();
+  // Per cache, then per hash part: no key string is built per lookup.
+  let memo = new Map<number, Map<string, string>>();
   let chars = 0;
   let since = now();
   const forget = (): void => {
@@ -44,12 +45,13 @@ export function memoizeNarinfos(paths: PathsRepo, now: () => number = Date.now):
   }
   wrapped.narinfo = (cacheId: number, hashPart: string): string | undefined => {
     if (now() - since >= NARINFO_MEMO_MS) forget();
-    const key = `${cacheId}/${hashPart}`;
-    let text = memo.get(key);
+    let texts = memo.get(cacheId);
+    let text = texts?.get(hashPart);
     if (text === undefined) {
       text = paths.narinfo(cacheId, hashPart);
       if (text !== undefined && chars + text.length <= NARINFO_MEMO_MAX_CHARS) {
-        memo.set(key, text);
+        if (texts === undefined) memo.set(cacheId, (texts = new Map()));
+        texts.set(hashPart, text);
         chars += text.length;
       }
     }

@@ -1,8 +1,10 @@
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { CacheService } from '../cache/cache-service.js';
 import { createAccess } from './access.js';
 import { installErrorHandler } from './error-handler.js';
+import { createNarinfoFastPath, type NarinfoFastPath } from './narinfo-fast-path.js';
 import { apiV1Routes } from './routes/api-v1.js';
 import { binaryCacheRoutes } from './routes/binary-cache.js';
 import { healthRoutes } from './routes/health.js';
@@ -21,6 +23,21 @@ export interface AppOptions {
    * tens of thousands of narinfo requests a second the two log lines cost more than the request.
    */
   logRequests?: boolean | undefined;
+  /**
+   * Answer narinfo GET/HEADs of public caches before Fastify (`narinfo-fast-path.ts`). On by
+   * default, always off with `logRequests`; tests turn it off to compare with the route.
+   */
+  narinfoFastPath?: boolean | undefined;
+}
+
+// Uploads of large NARs take as long as they take; idle sockets are still reaped.
+const SERVER_TIMEOUTS = { requestTimeout: 0, connectionTimeout: 0, keepAliveTimeout: 75_000 } as const;
+
+const fastPaths = new WeakMap<FastifyInstance, NarinfoFastPath>();
+
+/** The app's narinfo fast path, if it has one (for tests). */
+export function narinfoFastPathOf(app: FastifyInstance): NarinfoFastPath | undefined {
+  return fastPaths.get(app);
 }
 
 /**
@@ -28,19 +45,37 @@ export interface AppOptions {
  * socket. Every route group is registered explicitly.
  */
 export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
+  const fastPath = options.logRequests !== true && options.narinfoFastPath !== false ? createNarinfoFastPath(options.service) : undefined;
   const app = Fastify({
     loggerInstance: options.logger as FastifyBaseLogger | undefined,
     logController: new LogController({ disableRequestLogging: options.logRequests !== true }),
-    // Uploads of large NARs take as long as they take; idle sockets are still reaped.
-    requestTimeout: 0,
-    connectionTimeout: 0,
-    keepAliveTimeout: 75_000,
+    ...SERVER_TIMEOUTS,
+    // With a fast path, the server is ours, so its request listener can go first; Fastify does
+    // not apply its timeouts to a server it did not create, so they are set here as it would.
+    // Requests it answers never reach Fastify: a hook meant for every request (onRequest, rate
+    // limits, CORS) would need the fast path to step aside or do the same.
+    ...(fastPath && {
+      serverFactory: (handler: (req: IncomingMessage, res: ServerResponse) => void) => {
+        const server = createServer((req, res) => {
+          if (!fastPath.handle(req, res)) handler(req, res);
+        });
+        server.keepAliveTimeout = SERVER_TIMEOUTS.keepAliveTimeout;
+        server.requestTimeout = SERVER_TIMEOUTS.requestTimeout;
+        server.setTimeout(SERVER_TIMEOUTS.connectionTimeout);
+        return server;
+      },
+    }),
     return503OnClosing: true,
     forceCloseConnections: 'idle',
     exposeHeadRoutes: false,
     routerOptions: { caseSensitive: true, ignoreTrailingSlash: false, maxParamLength: 500 },
   });
   installErrorHandler(app);
+  if (fastPath) {
+    fastPaths.set(app, fastPath);
+    // Fastify answers 503 once it is closing; the fast path must not answer 200 meanwhile.
+    app.addHook('preClose', async () => fastPath.close());
+  }
   const access = createAccess(options.service.tokens);
   await app.register(healthRoutes, { service: options.service });
   await app.register(apiV1Routes, { prefix: '/api/v1', service: options.service, access, maxNarSize: options.maxNarSize });

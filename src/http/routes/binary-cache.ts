@@ -1,7 +1,6 @@
 import { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { NarhubError } from '../../errors.js';
-import { formatCacheInfo } from '../../nix/cache-info.js';
 import { isValidHashPart } from '../../nix/store-path.js';
 import { createDecompressor, type Compression } from '../../io/compression.js';
 import type { CacheRow } from '../../db/caches-repo.js';
@@ -9,6 +8,15 @@ import type { FileKind } from '../../db/files-repo.js';
 import type { CacheService } from '../../cache/cache-service.js';
 import type { Access } from '../access.js';
 import { clientGoneSignal } from '../client-gone.js';
+import {
+  CACHE_INFO_CACHE_CONTROL,
+  CACHE_INFO_TYPE,
+  NARINFO_CACHE_CONTROL,
+  NARINFO_TYPE,
+  cacheControl,
+  cacheInfoBody,
+  narinfoMissedByFastPath,
+} from '../narinfo-fast-path.js';
 import { parseRange } from '../range.js';
 import { readSmallBody } from '../read-body.js';
 import { responseBody } from '../recycling-body.js';
@@ -27,7 +35,6 @@ type Req<P = object> = FastifyRequest<{ Params: CacheParams & P }>;
 const BODY_ENCODINGS: Record<string, Compression> = { br: 'br', gzip: 'gzip', zstd: 'zstd', xz: 'xz', bzip2: 'bzip2' };
 
 const NAR_CACHE_CONTROL = 'max-age=31536000, immutable';
-const NARINFO_CACHE_CONTROL = 'max-age=3600';
 
 /**
  * The Nix binary-cache protocol, per cache, at `/<cache>/…`. Routes only validate, call the
@@ -49,10 +56,6 @@ export async function binaryCacheRoutes(app: FastifyInstance, opts: BinaryCacheR
   function readable(request: Req, cache: CacheRow): CacheRow {
     access.requireRead(request, cache);
     return cache;
-  }
-
-  function cacheControl(cache: CacheRow, value: string): string {
-    return cache.private ? `private, ${value}` : `public, ${value}`;
   }
 
   function declaredLength(request: FastifyRequest): number | undefined {
@@ -90,8 +93,7 @@ export async function binaryCacheRoutes(app: FastifyInstance, opts: BinaryCacheR
 
   const cacheInfo = async (request: Req, reply: FastifyReply) => {
     const cache = readable(request, cacheOf(request.params.cache));
-    const body = formatCacheInfo({ storeDir: '/nix/store', wantMassQuery: true, priority: cache.priority });
-    return reply.type('text/x-nix-cache-info').header('cache-control', cacheControl(cache, 'max-age=300')).send(body);
+    return reply.type(CACHE_INFO_TYPE).header('cache-control', cacheControl(cache, CACHE_INFO_CACHE_CONTROL)).send(cacheInfoBody(cache));
   };
   app.get('/:cache/nix-cache-info', cacheInfo);
   app.head('/:cache/nix-cache-info', cacheInfo);
@@ -117,9 +119,9 @@ export async function binaryCacheRoutes(app: FastifyInstance, opts: BinaryCacheR
     const cache = readable(request, cacheOf(request.params.cache));
     const { hashPart, kind } = splitTopLevel(request.params.file);
     if (kind === 'narinfo') {
-      const text = service.narinfo(cache, hashPart);
+      const text = narinfoMissedByFastPath(request.raw, cache, hashPart) ? undefined : service.narinfo(cache, hashPart);
       if (text === undefined) throw new NarhubError('NOT_FOUND', `no path ${hashPart} in cache ${cache.name}`);
-      reply.type('text/x-nix-narinfo').header('cache-control', cacheControl(cache, NARINFO_CACHE_CONTROL));
+      reply.type(NARINFO_TYPE).header('cache-control', cacheControl(cache, NARINFO_CACHE_CONTROL));
       return head ? reply.header('content-length', Buffer.byteLength(text)).send() : reply.send(text);
     }
     return sendSmallFile(request, reply, head, cache, 'listing', hashPart);
