@@ -9,6 +9,7 @@ import { parseNarInfo, type NarInfo } from '../nix/narinfo.js';
 import { formatPublicKey, formatSecretKey, generateKeyPair, parsePublicKey, parseSecretKey, publicKeyOf, verifyNarInfoSig, type PublicKey } from '../nix/signing.js';
 import { isDerivationPath, isValidHashPart, isValidStorePathName, parseStorePath, parseStorePathBasename } from '../nix/store-path.js';
 import { sniffCompression } from '../io/compression.js';
+import { mapLimit } from '../io/map-limit.js';
 import { createCachesRepo, type CacheRow, type CacheSettingsRow } from '../db/caches-repo.js';
 import { createFilesRepo, type FileKind } from '../db/files-repo.js';
 import { createNarsRepo } from '../db/nars-repo.js';
@@ -490,19 +491,6 @@ function isText(bytes: Buffer): boolean {
   } catch {
     return false;
   }
-}
-
-async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const results = new Array<R>(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      results[i] = await fn(items[i]!);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return results;
 }
 
 function sameSet(a: string[], b: string[]): boolean {

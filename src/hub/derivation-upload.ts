@@ -1,12 +1,12 @@
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { NarhubError } from '../errors.js';
 import { parseDerivation } from '../nix/derivation.js';
-import { formatHash, sha256Hash, sha256Of } from '../nix/hash.js';
+import { formatHash, sha256Of } from '../nix/hash.js';
 import { narFromTree } from '../nix/nar/nar-writer.js';
 import { parsePathInfoJson } from '../nix/path-info.js';
+import { parseStorePath } from '../nix/store-path.js';
 import type { CacheRow } from '../db/caches-repo.js';
 import type { CacheService } from '../cache/cache-service.js';
 import { runNix, type NixRunOptions } from './nix-runner.js';
@@ -60,22 +60,19 @@ export async function uploadDerivationClosure(
   const uploads = new Map<string, Upload>();
   for (const [path, d] of drvs) {
     if (!wanted.has(path)) continue;
-    const narChunks = [...narFromTree({ type: 'regular', contents: d.text })];
-    const narSize = narChunks.reduce((n, c) => n + c.length, 0);
-    const narHash = createHash('sha256');
-    for (const c of narChunks) narHash.update(c);
+    const nar = Buffer.concat([...narFromTree({ type: 'regular', contents: d.text })]);
     const references = [...d.inputDrvs, ...d.inputSrcs].sort();
     uploads.set(path, {
       path,
       references,
       metadata: {
         storePath: path,
-        narHash: formatHash(sha256Hash(narHash.digest()), 'nix32'),
-        narSize,
+        narHash: formatHash(sha256Of(nar), 'nix32'),
+        narSize: nar.length,
         references,
         ca: `text:${formatHash(sha256Of(d.text), 'nix32')}`,
       },
-      nar: () => Readable.from(narChunks),
+      nar: () => Readable.from([nar]),
     });
   }
   const missingSources = sources.filter((s) => wanted.has(s));
@@ -102,7 +99,7 @@ export async function uploadDerivationClosure(
         yield* u.nar();
       })(),
     );
-    await cache.uploadPath(cacheRow, u.path.slice('/nix/store/'.length, '/nix/store/'.length + 32), body, { maxSize: opts.maxSize, signal: opts.signal });
+    await cache.uploadPath(cacheRow, parseStorePath(u.path).hashPart, body, { maxSize: opts.maxSize, signal: opts.signal });
   });
   return uploads.size;
 }

@@ -1,5 +1,6 @@
 import { NarhubError } from '../errors.js';
 import type { ProjectAttrSet } from '../db/projects-repo.js';
+import { mapLimit } from '../io/map-limit.js';
 import { parseShowDerivation, type DrvGraph } from './derivation-graph.js';
 import { nixError, runNix } from './nix-runner.js';
 
@@ -92,20 +93,6 @@ async function evalJson(installable: string, apply: string | undefined, limits: 
   }
 }
 
-/** Runs `fn` over `items`, at most `width` at a time, keeping the order of results. */
-async function pool<T, R>(items: readonly T[], width: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const results: R[] = new Array(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      results[i] = await fn(items[i]!);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(width, items.length) }, worker));
-  return results;
-}
-
 const isDrvPath = (v: unknown): v is string => typeof v === 'string' && /^\/nix\/store\/[0-9a-z]{32}-.+\.drv$/.test(v);
 
 /**
@@ -140,7 +127,7 @@ export async function evaluateJobs(lockedUrl: string, attrs: readonly ProjectAtt
       if (isDrvPath(single.value)) return { attr, system: cat.system, drvPath: single.value, error: null };
       return { attr, system: cat.system, drvPath: null, error: `${attr} is not a derivation` };
     };
-    jobs.push(...(await pool(members, 4, one)));
+    jobs.push(...(await mapLimit(members, 4, one)));
   }
   return jobs;
 }

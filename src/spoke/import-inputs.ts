@@ -1,5 +1,6 @@
 import type { NarInfo } from '../nix/narinfo.js';
 import { DEFAULT_STORE_DIR } from '../nix/store-path.js';
+import { mapLimit } from '../io/map-limit.js';
 import { CacheFetchError, referencePaths, type CacheClient } from './cache-client.js';
 import type { ServeConnection } from './serve-connection.js';
 
@@ -70,15 +71,3 @@ export function dependenciesFirst(infos: Map<string, NarInfo>): NarInfo[] {
   return order;
 }
 
-async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i]!);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return out;
-}
