@@ -16,6 +16,7 @@ import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { freePort, hubApi, startSpoke, waitFor, type RunningSpoke } from '../test/helpers/hub.js';
 import { createNixEnv } from '../test/helpers/nix.js';
+import { cpuPerChildTree, reapedChildrenSeconds } from './lib/proc.js';
 import { startRedis } from '../test/helpers/redis.js';
 import { runCliOk, startServer } from '../test/helpers/server.js';
 import { makeTempDir } from '../test/helpers/tmp.js';
@@ -94,6 +95,7 @@ async function main(): Promise<void> {
   await waitFor('spokes to beat', async () => ((await api.get('/spokes')) as { spokes: unknown[] }).spokes.length === SPOKES, 60_000);
 
   await runCliOk(['project', 'create', 'bench', '--flake', `path:${dir}`, '--server', server.url, '--token', server.adminToken]);
+  const cpuBefore = await cpuPerChildTree(process.pid);
   const started = Date.now();
   const e = (await api.post('/projects/bench/evaluations', {})) as { id: number };
   const done = (await waitFor('the evaluation to end', async () => {
@@ -101,6 +103,17 @@ async function main(): Promise<void> {
     return v.status === 'succeeded' || v.status === 'failed' ? v : undefined;
   }, 3_600_000, 500)) as { status: string; evaluatedAt: string; finishedAt: string; builds: Record<string, number> };
   const hubTotal = Date.parse(done.finishedAt) - started;
+  // CPU each part used during the evaluation (server with its threads; spoke with its Nix processes and builders).
+  const cpuAfter = await cpuPerChildTree(process.pid);
+  const cpu: Record<string, number> = {};
+  const tenths = (s: number) => Math.round(s * 10) / 10;
+  for (const [pid, { cmd, seconds, own }] of cpuAfter) {
+    const name = /redis-server/.test(cmd) ? 'redis' : / serve /.test(cmd) ? 'server' : / spoke .*--id (\S+)/.exec(cmd)?.[1];
+    if (!name) continue;
+    cpu[name] = tenths(seconds - (cpuBefore.get(pid)?.seconds ?? 0));
+    // Node itself, apart from its children (Nix evaluations for the server, Nix builds for a spoke).
+    if (name !== 'redis') cpu[`${name} (node)`] = tenths(own - (cpuBefore.get(pid)?.own ?? 0));
+  }
   const evalTime = Date.parse(done.evaluatedAt) - started;
 
   // Every job, from BullMQ itself (kept after completion): when it was added, taken and finished, by whom.
@@ -144,12 +157,15 @@ async function main(): Promise<void> {
 
   // The same graph (another nonce, so nothing is shared) built by Nix alone into a fresh chroot store.
   let local = NaN;
+  let localCpu = NaN;
   if (!values['skip-local']) {
     const nix = await createNixEnv(t, { extraConf: ['sandbox-paths = /bin /lib /lib64 /usr'] });
+    const reapedBefore = await reapedChildrenSeconds();
     const t0 = Date.now();
     const build = ['nix-build', '--no-out-link', `-j${MAX_JOBS}`, '--store', nix.freshPath('local-store'), join(dir, 'graph.nix'), '--argstr', 'nonce', `local-${nonce}`];
     await nix.run(PIN ? 'taskset' : build[0]!, PIN ? ['-c', '0', ...build] : build.slice(1), { timeoutMs: 3_600_000 });
     local = Date.now() - t0;
+    localCpu = Math.round((await reapedChildrenSeconds() - reapedBefore) * 10) / 10;
   }
 
   const n = jobs.length;
@@ -170,7 +186,9 @@ async function main(): Promise<void> {
     evalMs: evalTime,
     hubTotalMs: hubTotal,
     hubPerDerivationMs: Math.round((hubTotal * SPOKES) / n),
+    cpuSeconds: cpu,
     nixBuildMs: local,
+    nixBuildCpuSeconds: localCpu,
     nixBuildPerDerivationMs: Math.round((local * SPOKES) / n),
   };
   const rows: [string, string][] = [
@@ -179,8 +197,9 @@ async function main(): Promise<void> {
     ['hub reaction (input done → job added) p50 / p99', `${result.hubReactionP50Ms} ms / ${result.hubReactionP99Ms} ms`],
     ['spoke time per job (fetch, build, push), mean', `${result.spokeJobMeanMs} ms`],
     ['evaluation (lock, eval, plan, upload .drvs)', `${(evalTime / 1000).toFixed(1)} s`],
+    ['CPU during the evaluation, per process tree', Object.entries(cpu).map(([k, v]) => `${k} ${v} s`).join(', ')],
     [`hub total with ${SPOKES} spokes`, `${(hubTotal / 1000).toFixed(1)} s (${result.hubPerDerivationMs} ms per derivation per spoke)`],
-    [`nix-build -j${MAX_JOBS}, one machine${PIN ? ' (CPU 0)' : ''}`, `${(local / 1000).toFixed(1)} s`],
+    [`nix-build -j${MAX_JOBS}, one machine${PIN ? ' (CPU 0)' : ''}`, `${(local / 1000).toFixed(1)} s (CPU ${localCpu} s)`],
     ['two spokes against one machine (time ratio)', `${(hubTotal / local).toFixed(2)}×`],
   ];
   for (const [k, v] of rows) process.stdout.write(`${k.padEnd(52)} ${v}\n`);

@@ -139,3 +139,49 @@ export async function childPids(pid: number): Promise<number[]> {
   }
   return out;
 }
+
+/**
+ * CPU seconds (user + system, with reaped children's) of every process below `root`, summed per
+ * child of `root`: what each server, spoke or Redis it started has used so far, its helpers
+ * (Nix processes, builders) included, and (`own`) the child process itself. Keyed by the child's
+ * pid, with its command line.
+ */
+export async function cpuPerChildTree(root: number): Promise<Map<number, { cmd: string; seconds: number; own: number }>> {
+  const procs = new Map<number, { ppid: number; seconds: number }>();
+  const ownSeconds = new Map<number, number>();
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const text = await readFile(`/proc/${entry}/stat`, 'utf8').catch(() => '');
+    if (text === '') continue;
+    const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
+    // After the name: ppid is field 2 of 0-based 1; utime, stime, cutime, cstime are 11–14.
+    procs.set(Number(entry), { ppid: Number(f[1]), seconds: (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) / CLOCK_TICKS });
+    ownSeconds.set(Number(entry), (Number(f[11]) + Number(f[12])) / CLOCK_TICKS);
+  }
+  const topOf = (pid: number): number | undefined => {
+    for (let p = pid, guard = 0; guard < 64; guard++) {
+      const ppid = procs.get(p)?.ppid;
+      if (ppid === undefined || ppid === 0) return undefined;
+      if (ppid === root) return p;
+      p = ppid;
+    }
+    return undefined;
+  };
+  const out = new Map<number, { cmd: string; seconds: number; own: number }>();
+  for (const [pid, { seconds }] of procs) {
+    const top = topOf(pid);
+    if (top === undefined) continue;
+    const entry = out.get(top) ?? { cmd: (await readFile(`/proc/${top}/cmdline`, 'utf8').catch(() => '')).split('\0').join(' ').trim(), seconds: 0, own: 0 };
+    entry.seconds += seconds;
+    if (pid === top) entry.own = ownSeconds.get(pid) ?? 0;
+    out.set(top, entry);
+  }
+  return out;
+}
+
+/** CPU seconds of this process's children that have exited and been waited for. */
+export async function reapedChildrenSeconds(): Promise<number> {
+  const text = await readFile('/proc/self/stat', 'utf8');
+  const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[13]) + Number(f[14])) / CLOCK_TICKS;
+}

@@ -1,7 +1,7 @@
 // Helpers for the build hub's e2e tests: spoke processes, the hub API, polling.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CLI_PATH } from './server.js';
+import { CLI_PATH, nodeArgs } from './server.js';
 import type { Cleanup } from './tmp.js';
 
 const debug = process.env.NARHUB_E2E_DEBUG === '1';
@@ -72,7 +72,7 @@ export function startSpoke(
     cpu?: number;
   },
 ): RunningSpoke {
-  const args = [CLI_PATH, 'spoke', '--hub', o.hubUrl, '--redis-url', o.redisUrl, '--systems', o.systems ?? 'x86_64-linux', '--token', o.token, '--store', o.store, '--id', o.id];
+  const args = [...nodeArgs(), CLI_PATH, 'spoke', '--hub', o.hubUrl, '--redis-url', o.redisUrl, '--systems', o.systems ?? 'x86_64-linux', '--token', o.token, '--store', o.store, '--id', o.id];
   if (o.features) args.push('--features', o.features);
   args.push(...(o.extraArgs ?? []));
   const [cmd, argv] = o.cpu === undefined ? [process.execPath, args] : ['taskset', ['-c', String(o.cpu), process.execPath, ...args]];

@@ -165,10 +165,19 @@ function waitForExit(child: ChildProcess): Promise<number | null> {
   return new Promise((resolve) => child.once('exit', (code) => resolve(code)));
 }
 
+/**
+ * Node flags for the servers and spokes tests start, from `$NARHUB_NODE_ARGS` (space-separated),
+ * e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile them in a benchmark (Node refuses
+ * `--cpu-prof` in NODE_OPTIONS).
+ */
+export function nodeArgs(): string[] {
+  return (process.env.NARHUB_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
+}
+
 /** Spawns `narhub serve` on a free port and waits for its `listening` log line. */
 export async function startServer(t: Cleanup, opts: StartServerOptions = {}): Promise<RunningServer> {
   const dataDir = opts.dataDir ?? (await makeTempDir(t, 'narhub-data-'));
-  const argv = [CLI_PATH, 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', ...(opts.args ?? [])];
+  const argv = [...nodeArgs(), CLI_PATH, 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', ...(opts.args ?? [])];
   const child = spawn(process.execPath, argv, {
     env: { ...process.env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
