@@ -5,8 +5,13 @@ import { formatHash, hashesEqual, parseHash, sha256Hash } from '../nix/hash.js';
 import type { NarInfo } from '../nix/narinfo.js';
 import { isDerivationPath, parseStorePath } from '../nix/store-path.js';
 import { createByteLimit } from '../io/byte-limit.js';
+import { zstdCompressSmall } from '../io/compression.js';
 import { createNarPass } from '../io/nar-off-thread.js';
 import { readFirstLine } from '../io/read-line.js';
+import { readSmallBody } from '../io/read-small-body.js';
+import { formatListing } from '../nix/nar/listing.js';
+import { NarParser } from '../nix/nar/nar-parser.js';
+import { sha256Of } from '../nix/hash.js';
 import type { CacheRow } from '../db/caches-repo.js';
 import type { NarRow, NarsRepo } from '../db/nars-repo.js';
 import type { PathsRepo } from '../db/paths-repo.js';
@@ -24,6 +29,13 @@ export interface ZstdOptions {
 
 /** The metadata line may not be longer than this (thousands of references fit easily). */
 export const MAX_METADATA_LINE = 1024 * 1024;
+
+/**
+ * NARs up to this size are received whole and handled on the event loop: validating, hashing
+ * and compressing a few KiB takes microseconds, far less than handing them to a codec thread
+ * and streaming them to storage (a build hub's outputs and `.drv`s are mostly this small).
+ */
+export const SMALL_NAR_SIZE = 64 * 1024;
 
 const METADATA_FIELDS = new Set(['storePath', 'narHash', 'narSize', 'references', 'deriver', 'ca', 'sigs']);
 
@@ -141,7 +153,42 @@ export function createNativeUpload(deps: {
 }) {
   const { store, nars, paths, commit, lock, zstd } = deps;
 
+  /** `receive` for a NAR of at most SMALL_NAR_SIZE bytes: the same checks, in memory. */
+  async function receiveSmall(cache: CacheRow, fileName: string, info: NarInfo, body: Readable, options: NativeUploadOptions): Promise<NarRow> {
+    const key = narStorageKey(cache.name, fileName);
+    let narBytes: Buffer;
+    try {
+      // One byte more than promised is enough to tell a NAR that is too long.
+      narBytes = await readSmallBody(body, info.narSize);
+    } catch (err) {
+      if (isNarhubError(err) && err.code === 'BODY_TOO_LARGE') throw new NarhubError('NAR_SIZE_MISMATCH', `the NAR is longer than its NarSize ${info.narSize}`);
+      if (isNarhubError(err)) throw new NarhubError('BAD_REQUEST', 'upload aborted before the NAR was complete', { cause: err });
+      throw err;
+    }
+    options.signal?.throwIfAborted();
+    const parser = new NarParser({ listing: true });
+    parser.update(narBytes);
+    const nar = parser.finish();
+    checkNar(info, nar.narHash, nar.narSize);
+    const file = zstdCompressSmall(narBytes, zstd.level);
+    await store.put(key, file, { signal: options.signal, size: file.length, contentType: 'application/x-nix-nar' });
+    const listingKey = await storeGeneratedListing(store, cache.name, fileName, formatListing(nar.listing));
+    nars.putPending({
+      cacheId: cache.id,
+      fileName,
+      storageKey: key,
+      compression: 'zstd',
+      fileHash: formatHash(sha256Of(file), 'nix32'),
+      fileSize: file.length,
+      narHash: nar.narHash,
+      narSize: nar.narSize,
+      listingKey,
+    });
+    return nars.get(cache.id, fileName)!;
+  }
+
   async function receive(cache: CacheRow, fileName: string, info: NarInfo, body: Readable, options: NativeUploadOptions): Promise<NarRow> {
+    if (info.narSize <= SMALL_NAR_SIZE) return receiveSmall(cache, fileName, info, body, options);
     const key = narStorageKey(cache.name, fileName);
     // `pipe`, not pipeline: a failure must not destroy the request (and with it the socket).
     const source = new PassThrough({ highWaterMark: 1 << 20 });
@@ -158,12 +205,7 @@ export function createNativeUpload(deps: {
       contentType: 'application/x-nix-nar',
       beforeCommit: async () => {
         const nar = await validated;
-        if (nar.narSize !== info.narSize) {
-          throw new NarhubError('NAR_SIZE_MISMATCH', `NarSize ${info.narSize} does not match the uploaded NAR (${nar.narSize})`);
-        }
-        if (!hashesEqual(parseHash(nar.narHash), parseHash(info.narHash))) {
-          throw new NarhubError('NAR_HASH_MISMATCH', `NarHash ${info.narHash} does not match the uploaded NAR (${nar.narHash})`);
-        }
+        checkNar(info, nar.narHash, nar.narSize);
       },
     });
     stored.catch(() => undefined);
@@ -228,6 +270,16 @@ export function createNativeUpload(deps: {
       return { ...result, info: withFile, nar: final, stored };
     });
   };
+}
+
+/** The NAR received must be the one the metadata announced. */
+function checkNar(info: NarInfo, narHash: string, narSize: number): void {
+  if (narSize !== info.narSize) {
+    throw new NarhubError('NAR_SIZE_MISMATCH', `NarSize ${info.narSize} does not match the uploaded NAR (${narSize})`);
+  }
+  if (!hashesEqual(parseHash(narHash), parseHash(info.narHash))) {
+    throw new NarhubError('NAR_HASH_MISMATCH', `NarHash ${info.narHash} does not match the uploaded NAR (${narHash})`);
+  }
 }
 
 /** Reads and discards the rest of a body, so the answer reaches the client on a live connection. */

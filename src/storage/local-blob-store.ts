@@ -69,35 +69,47 @@ export function createLocalBlobStore(options: LocalBlobStoreOptions): BlobStore 
     return full;
   }
 
+  /** Directories known to exist (made or seen by a put): no mkdir for them next time. */
+  const knownDirs = new Set<string>();
+  const dirSync = createDirSyncer();
+
   async function put(key: string, body: Body, opts: BlobPutOptions = {}): Promise<BlobInfo> {
     const target = pathOf(key);
     const { signal } = opts;
     signal?.throwIfAborted();
 
     const temp = join(tempDir, randomBytes(12).toString('hex'));
-    // Set synchronously when pipeline() starts the sink; cleanup awaits it so a temp file still
-    // being opened when the put fails cannot outlive the cleanup.
+    // Set synchronously when the sink starts; cleanup awaits it so a temp file still being
+    // opened when the put fails cannot outlive the cleanup.
     let opening: Promise<FileHandle> | undefined;
     let renamed = false;
     try {
       let size = 0;
-      // pipeline() is called before any await, so a Readable that errors early has a listener.
-      await pipeline(
-        sourceOf(body),
-        async function (chunks: AsyncIterable<unknown>) {
-          opening = openTemp(tempDir, temp);
-          const fh = await io('create temp file', key, () => opening!);
-          // Pulling one chunk at a time and awaiting its write is the backpressure.
-          for await (const chunk of chunks) {
-            if (!(chunk instanceof Uint8Array)) {
-              throw new NarhubError('INTERNAL', `blob body for ${key} yielded a ${typeof chunk}, not bytes`);
+      if (body instanceof Uint8Array) {
+        // Small bodies (narinfos, listings, tiny NARs) skip the stream machinery.
+        opening = openTemp(tempDir, temp);
+        const fh = await io('create temp file', key, () => opening!);
+        await io('write', key, () => writeAll(fh, body));
+        size = body.byteLength;
+      } else {
+        // pipeline() is called before any await, so a Readable that errors early has a listener.
+        await pipeline(
+          sourceOf(body),
+          async function (chunks: AsyncIterable<unknown>) {
+            opening = openTemp(tempDir, temp);
+            const fh = await io('create temp file', key, () => opening!);
+            // Pulling one chunk at a time and awaiting its write is the backpressure.
+            for await (const chunk of chunks) {
+              if (!(chunk instanceof Uint8Array)) {
+                throw new NarhubError('INTERNAL', `blob body for ${key} yielded a ${typeof chunk}, not bytes`);
+              }
+              await io('write', key, () => writeAll(fh, chunk));
+              size += chunk.byteLength;
             }
-            await io('write', key, () => writeAll(fh, chunk));
-            size += chunk.byteLength;
-          }
-        },
-        signal === undefined ? {} : { signal },
-      );
+          },
+          signal === undefined ? {} : { signal },
+        );
+      }
       if (opts.size !== undefined && opts.size !== size) {
         throw new NarhubError('BAD_REQUEST', `blob body for ${key} was ${size} bytes, expected ${opts.size}`);
       }
@@ -110,11 +122,31 @@ export function createLocalBlobStore(options: LocalBlobStoreOptions): BlobStore 
       signal?.throwIfAborted();
 
       const dir = dirname(target);
-      const firstCreated = await io('create directory', key, () => mkdir(dir, { recursive: true }));
-      await io('rename', key, () => rename(temp, target));
+      let firstCreated: string | undefined;
+      if (knownDirs.has(dir)) {
+        await io('rename', key, () =>
+          rename(temp, target).catch(async (err: unknown) => {
+            if (!isMissing(err)) throw err;
+            // Someone removed the directory since: make it again.
+            knownDirs.delete(dir);
+            firstCreated = await mkdir(dir, { recursive: true });
+            await rename(temp, target);
+          }),
+        );
+      } else {
+        firstCreated = await io('create directory', key, () => mkdir(dir, { recursive: true }));
+        await io('rename', key, () => rename(temp, target));
+      }
       renamed = true;
+      if (knownDirs.size >= KNOWN_DIRS_LIMIT) knownDirs.clear();
+      knownDirs.add(dir);
       // The rename is durable once its directory is, and so is every directory mkdir just made.
-      if (durable) await io('fsync directory', key, () => syncDirs(firstCreated === undefined ? dir : dirname(firstCreated), dir));
+      if (durable) {
+        await io('fsync directory', key, async () => {
+          if (firstCreated !== undefined) await syncDirs(dirname(firstCreated), dirname(dir));
+          await dirSync(dir);
+        });
+      }
       return { size };
     } catch (err) {
       if (!renamed) {
@@ -223,9 +255,14 @@ export function createLocalBlobStore(options: LocalBlobStoreOptions): BlobStore 
 }
 
 async function openTemp(tempDir: string, temp: string): Promise<FileHandle> {
-  // Recreated on demand in case someone cleared the temp dir while the store was running.
-  await mkdir(tempDir, { recursive: true });
-  return open(temp, 'wx');
+  try {
+    return await open(temp, 'wx');
+  } catch (err) {
+    if (!isMissing(err)) throw err;
+    // Recreated on demand in case someone cleared the temp dir while the store was running.
+    await mkdir(tempDir, { recursive: true });
+    return open(temp, 'wx');
+  }
 }
 
 function sourceOf(body: Body): Readable | AsyncIterable<Uint8Array> | Iterable<Uint8Array> {
@@ -242,6 +279,48 @@ async function writeAll(fh: FileHandle, chunk: Uint8Array): Promise<void> {
     offset += bytesWritten;
   }
 }
+
+/**
+ * fsync of directories, shared by the puts that wait for one: a put needs an fsync of its
+ * directory that starts after its rename, so while one runs, every put arriving meanwhile waits
+ * for the next, single one. Many small puts into one directory then cost a few fsyncs, not one
+ * each. (An fsync of a directory is about its entries, whichever descriptor it goes through.)
+ */
+function createDirSyncer(): (dir: string) => Promise<void> {
+  const state = new Map<string, { running: Promise<void>; next?: Promise<void> }>();
+  const start = (dir: string): Promise<void> => {
+    const running = syncDirs(dir, dir).finally(() => {
+      const s = state.get(dir);
+      if (s?.running !== running) return;
+      if (s.next === undefined) state.delete(dir);
+    });
+    return running;
+  };
+  return (dir) => {
+    const s = state.get(dir);
+    if (s === undefined) {
+      const running = start(dir);
+      state.set(dir, { running });
+      return running;
+    }
+    if (s.next !== undefined) return s.next;
+    // Runs (even if the current one failed) once the current one has ended; it becomes current.
+    const next = s.running.then(
+      () => undefined,
+      () => undefined,
+    ).then(() => {
+      const current = state.get(dir)!;
+      current.next = undefined;
+      current.running = start(dir);
+      return current.running;
+    });
+    s.next = next;
+    return next;
+  };
+}
+
+/** Beyond this many, the set of known directories starts over (each costs one mkdir again). */
+const KNOWN_DIRS_LIMIT = 10_000;
 
 /** fsyncs `to` and each of its ancestors up to and including `from`. */
 async function syncDirs(from: string, to: string): Promise<void> {
@@ -298,7 +377,11 @@ class FileReadStream extends Readable {
       this.push(null);
       return;
     }
-    const buffer = this.spare.pop() ?? Buffer.allocUnsafeSlow(READ_CHUNK);
+    // A small file (or tail) gets a buffer of its size: a fresh 1 MiB one per small read would
+    // be external memory that V8 answers with garbage collections. Only full-size ones are lent.
+    const spare = this.spare.pop();
+    const buffer = spare ?? (want < READ_CHUNK ? Buffer.allocUnsafe(want) : Buffer.allocUnsafeSlow(READ_CHUNK));
+    const lend = buffer.length === READ_CHUNK;
     this.fh.read(buffer, 0, want, this.position).then(
       ({ bytesRead }) => {
         if (this.destroyed) return;
@@ -307,8 +390,8 @@ class FileReadStream extends Readable {
           return;
         }
         this.position += bytesRead;
-        this.lent.add(buffer.buffer);
-        this.push(bytesRead === READ_CHUNK ? buffer : buffer.subarray(0, bytesRead));
+        if (lend) this.lent.add(buffer.buffer);
+        this.push(bytesRead === buffer.length ? buffer : buffer.subarray(0, bytesRead));
       },
       (err: unknown) => this.destroy(err as Error),
     );

@@ -18,7 +18,7 @@ import {
   narinfoMissedByFastPath,
 } from '../narinfo-fast-path.js';
 import { parseRange } from '../range.js';
-import { readSmallBody } from '../read-body.js';
+import { readSmallBody } from '../../io/read-small-body.js';
 import { responseBody } from '../recycling-body.js';
 
 export interface BinaryCacheRouteOptions {

@@ -1,12 +1,13 @@
 // narhub's JSON API at /api/v1: the bulk missing-paths query and the native upload (metadata
 // line + raw NAR, compressed to zstd by the server, committed under the narinfo PUT's rules).
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import type { LightMyRequestResponse } from 'fastify';
 import { decompress as zstdDecompress } from 'zstd-napi';
+import { SMALL_NAR_SIZE } from '../../../src/cache/native-upload.js';
 import { parseNarInfo } from '../../../src/nix/narinfo.js';
 import { generateKeyPair, signNarInfo, verifyNarInfoSig } from '../../../src/nix/signing.js';
 import {
@@ -18,9 +19,22 @@ import {
   nix32Of,
   randomHashPart,
   upload,
+  type NarTree,
   type TestApp,
   type TestPath,
 } from '../../helpers/build-app.js';
+
+/**
+ * The native upload takes NARs up to SMALL_NAR_SIZE whole, in memory, and streams larger ones
+ * through a codec thread: the tests that check what it verifies and stores run with both.
+ */
+const NAR_SIZES: { label: string; tree: (name: string) => NarTree | undefined }[] = [
+  { label: 'small NAR', tree: () => undefined },
+  {
+    label: 'streamed NAR',
+    tree: (name) => ({ type: 'directory', entries: { [name]: { type: 'regular', contents: randomBytes(SMALL_NAR_SIZE + 4096) } } }),
+  },
+];
 
 interface Metadata {
   storePath?: unknown;
@@ -156,135 +170,145 @@ test('missing-paths refuses bad input with a reason', async (t) => {
 
 // Native upload: the happy path ------------------------------------------------------------------
 
-test('a native upload is validated, compressed to zstd, committed and signed', async (t) => {
-  const h = await buildTestApp(t);
-  const dep = makePath({ name: 'dep' });
-  const path = makePath({ name: 'app', references: [dep.basename], deriver: `${randomHashPart()}-app.drv` });
+for (const size of NAR_SIZES) {
+  test(`a native upload is validated, compressed to zstd, committed and signed (${size.label})`, async (t) => {
+    const h = await buildTestApp(t);
+    const dep = makePath({ name: 'dep', tree: size.tree('dep') });
+    const path = makePath({ name: 'app', tree: size.tree('app'), references: [dep.basename], deriver: `${randomHashPart()}-app.drv` });
 
-  const first = await putPath(h, dep.hashPart, nativeBody(dep));
-  assert.equal(first.statusCode, 201, first.body);
-  const uploader = generateKeyPair('uploader-1');
-  const uploaderSig = signNarInfo(uploader.secret, path.info());
-  const res = await putPath(h, path.hashPart, nativeBody(path, { deriver: `/nix/store/${path.info().deriver}`, sigs: [uploaderSig] }));
-  assert.equal(res.statusCode, 201, res.body);
-  const answer = JSON.parse(res.body) as Record<string, unknown>;
-  assert.equal(answer.storePath, path.storePath);
-  assert.equal(answer.created, true);
-  assert.equal(answer.stored, true);
-  assert.equal(answer.url, `nar/${narHashName(path)}`);
-  assert.equal(answer.compression, 'zstd');
-  assert.equal(answer.narHash, fileHashOf(path.nar));
-  assert.equal(answer.narSize, path.nar.length);
+    const first = await putPath(h, dep.hashPart, nativeBody(dep));
+    assert.equal(first.statusCode, 201, first.body);
+    const uploader = generateKeyPair('uploader-1');
+    const uploaderSig = signNarInfo(uploader.secret, path.info());
+    const res = await putPath(h, path.hashPart, nativeBody(path, { deriver: `/nix/store/${path.info().deriver}`, sigs: [uploaderSig] }));
+    assert.equal(res.statusCode, 201, res.body);
+    const answer = JSON.parse(res.body) as Record<string, unknown>;
+    assert.equal(answer.storePath, path.storePath);
+    assert.equal(answer.created, true);
+    assert.equal(answer.stored, true);
+    assert.equal(answer.url, `nar/${narHashName(path)}`);
+    assert.equal(answer.compression, 'zstd');
+    assert.equal(answer.narHash, fileHashOf(path.nar));
+    assert.equal(answer.narSize, path.nar.length);
 
-  // The narinfo as Nix reads it, signed by the cache and keeping the uploader's signature.
-  const got = await h.request('GET', `/main/${path.hashPart}.narinfo`);
-  assert.equal(got.statusCode, 200, got.body);
-  const info = parseNarInfo(got.body);
-  assert.equal(info.storePath, path.storePath);
-  assert.equal(info.url, `nar/${narHashName(path)}`);
-  assert.equal(info.compression, 'zstd');
-  assert.equal(info.narHash, fileHashOf(path.nar));
-  assert.equal(info.narSize, path.nar.length);
-  assert.deepEqual(info.references, [dep.basename]);
-  assert.equal(info.deriver, path.info().deriver);
-  assert.ok(info.sigs.includes(uploaderSig), got.body);
-  const own = info.sigs.find((s) => s.startsWith('main-1:'));
-  assert.ok(own && verifyNarInfoSig(h.publicKeys(), info, own), 'main-1 signature verifies');
+    // The narinfo as Nix reads it, signed by the cache and keeping the uploader's signature.
+    const got = await h.request('GET', `/main/${path.hashPart}.narinfo`);
+    assert.equal(got.statusCode, 200, got.body);
+    const info = parseNarInfo(got.body);
+    assert.equal(info.storePath, path.storePath);
+    assert.equal(info.url, `nar/${narHashName(path)}`);
+    assert.equal(info.compression, 'zstd');
+    assert.equal(info.narHash, fileHashOf(path.nar));
+    assert.equal(info.narSize, path.nar.length);
+    assert.deepEqual(info.references, [dep.basename]);
+    assert.equal(info.deriver, path.info().deriver);
+    assert.ok(info.sigs.includes(uploaderSig), got.body);
+    const own = info.sigs.find((s) => s.startsWith('main-1:'));
+    assert.ok(own && verifyNarInfoSig(h.publicKeys(), info, own), 'main-1 signature verifies');
 
-  // The file it names: zstd, hashes as FileHash says, decompresses to the NAR.
-  const nar = await h.request('GET', `/main/${info.url}`);
-  assert.equal(nar.statusCode, 200);
-  const file = nar.rawPayload;
-  assert.equal(file.length, info.fileSize);
-  assert.equal(fileHashOf(file), info.fileHash);
-  assert.ok(zstdDecompress(file).equals(path.nar), 'the stored file decompresses to the NAR');
-  assert.equal((await h.request('HEAD', `/main/${info.url}`)).statusCode, 200);
-  // narhub's own listing of it.
-  const ls = await h.request('GET', `/main/${path.hashPart}.ls`);
-  assert.equal(ls.statusCode, 200);
-  assert.equal((JSON.parse(ls.body) as { version: number }).version, 1);
+    // The file it names: zstd, hashes as FileHash says, decompresses to the NAR.
+    const nar = await h.request('GET', `/main/${info.url}`);
+    assert.equal(nar.statusCode, 200);
+    const file = nar.rawPayload;
+    assert.equal(file.length, info.fileSize);
+    assert.equal(fileHashOf(file), info.fileHash);
+    assert.ok(zstdDecompress(file).equals(path.nar), 'the stored file decompresses to the NAR');
+    assert.equal((await h.request('HEAD', `/main/${info.url}`)).statusCode, 200);
+    // narhub's own listing of it.
+    const ls = await h.request('GET', `/main/${path.hashPart}.ls`);
+    assert.equal(ls.statusCode, 200);
+    assert.equal((JSON.parse(ls.body) as { version: number }).version, 1);
 
-  // The path now counts as present.
-  assert.deepEqual(JSON.parse((await missing(h, [dep.storePath, path.storePath])).body), { missing: [] });
-});
+    // The path now counts as present.
+    assert.deepEqual(JSON.parse((await missing(h, [dep.storePath, path.storePath])).body), { missing: [] });
+  });
+}
 
-test('uploading the same path again stores nothing new and may add signatures', async (t) => {
-  const h = await buildTestApp(t);
-  const path = makePath();
-  assert.equal((await putPath(h, path.hashPart, nativeBody(path))).statusCode, 201);
-  const before = (await h.request('GET', `/main/${path.hashPart}.narinfo`)).body;
+for (const size of NAR_SIZES) {
+  test(`uploading the same path again stores nothing new and may add signatures (${size.label})`, async (t) => {
+    const h = await buildTestApp(t);
+    const path = makePath({ tree: size.tree('again') });
+    assert.equal((await putPath(h, path.hashPart, nativeBody(path))).statusCode, 201);
+    const before = (await h.request('GET', `/main/${path.hashPart}.narinfo`)).body;
 
-  const again = await putPath(h, path.hashPart, nativeBody(path));
-  assert.equal(again.statusCode, 200, again.body);
-  assert.deepEqual(
-    { created: (JSON.parse(again.body) as { created: boolean }).created, stored: (JSON.parse(again.body) as { stored: boolean }).stored },
-    { created: false, stored: false },
-  );
-  assert.equal((await h.request('GET', `/main/${path.hashPart}.narinfo`)).body, before);
+    const again = await putPath(h, path.hashPart, nativeBody(path));
+    assert.equal(again.statusCode, 200, again.body);
+    assert.deepEqual(
+      { created: (JSON.parse(again.body) as { created: boolean }).created, stored: (JSON.parse(again.body) as { stored: boolean }).stored },
+      { created: false, stored: false },
+    );
+    assert.equal((await h.request('GET', `/main/${path.hashPart}.narinfo`)).body, before);
 
-  const extra = signNarInfo(generateKeyPair('extra-1').secret, path.info());
-  assert.equal((await putPath(h, path.hashPart, nativeBody(path, { sigs: [extra] }))).statusCode, 200);
-  assert.ok(parseNarInfo((await h.request('GET', `/main/${path.hashPart}.narinfo`)).body).sigs.includes(extra));
+    const extra = signNarInfo(generateKeyPair('extra-1').secret, path.info());
+    assert.equal((await putPath(h, path.hashPart, nativeBody(path, { sigs: [extra] }))).statusCode, 200);
+    assert.ok(parseNarInfo((await h.request('GET', `/main/${path.hashPart}.narinfo`)).body).sigs.includes(extra));
 
-  // A second store path with the very same NAR shares the file.
-  const twin = makePath({ name: 'twin', tree: path.tree });
-  const res = await putPath(h, twin.hashPart, nativeBody(twin));
-  assert.equal(res.statusCode, 201, res.body);
-  assert.equal((JSON.parse(res.body) as { stored: boolean }).stored, false);
-  assert.equal(parseNarInfo((await h.request('GET', `/main/${twin.hashPart}.narinfo`)).body).url, `nar/${narHashName(path)}`);
+    // A second store path with the very same NAR shares the file.
+    const twin = makePath({ name: 'twin', tree: path.tree });
+    const res = await putPath(h, twin.hashPart, nativeBody(twin));
+    assert.equal(res.statusCode, 201, res.body);
+    assert.equal((JSON.parse(res.body) as { stored: boolean }).stored, false);
+    assert.equal(parseNarInfo((await h.request('GET', `/main/${twin.hashPart}.narinfo`)).body).url, `nar/${narHashName(path)}`);
 
-  // Different content for a committed path is a conflict.
-  const other = makePath({ hashPart: path.hashPart, name: path.name });
-  assertJsonError(await putPath(h, path.hashPart, nativeBody(other)), 409, 'PATH_CONTENT_CONFLICT');
-});
+    // Different content for a committed path is a conflict.
+    const other = makePath({ hashPart: path.hashPart, name: path.name });
+    assertJsonError(await putPath(h, path.hashPart, nativeBody(other)), 409, 'PATH_CONTENT_CONFLICT');
+  });
+}
 
 // Native upload: every rejection ---------------------------------------------------------------
 
-test('a NarHash that does not match the NAR is refused and nothing appears', async (t) => {
-  const h = await buildTestApp(t);
-  const path = makePath();
-  const wrong = fileHashOf(Buffer.from('something else'));
-  assertJsonError(await putPath(h, path.hashPart, nativeBody(path, { narHash: wrong })), 400, 'NAR_HASH_MISMATCH', /does not match the uploaded NAR/);
-  assert.equal((await h.request('HEAD', `/main/nar/${wrong.slice(7)}.nar.zst`)).statusCode, 404);
-  assert.equal(existsSync(join(h.storeRoot, 'main', 'nar', `${wrong.slice(7)}.nar.zst`)), false);
-  await assertNothingVisible(h, path);
-  // SRI and base16 spellings of the right hash are fine.
-  const sri = `sha256-${createHash('sha256').update(path.nar).digest('base64')}`;
-  assert.equal((await putPath(h, path.hashPart, nativeBody(path, { narHash: sri }))).statusCode, 201);
-});
+for (const size of NAR_SIZES) {
+  test(`a NarHash that does not match the NAR is refused and nothing appears (${size.label})`, async (t) => {
+    const h = await buildTestApp(t);
+    const path = makePath({ tree: size.tree('hash') });
+    const wrong = fileHashOf(Buffer.from('something else'));
+    assertJsonError(await putPath(h, path.hashPart, nativeBody(path, { narHash: wrong })), 400, 'NAR_HASH_MISMATCH', /does not match the uploaded NAR/);
+    assert.equal((await h.request('HEAD', `/main/nar/${wrong.slice(7)}.nar.zst`)).statusCode, 404);
+    assert.equal(existsSync(join(h.storeRoot, 'main', 'nar', `${wrong.slice(7)}.nar.zst`)), false);
+    await assertNothingVisible(h, path);
+    // SRI and base16 spellings of the right hash are fine.
+    const sri = `sha256-${createHash('sha256').update(path.nar).digest('base64')}`;
+    assert.equal((await putPath(h, path.hashPart, nativeBody(path, { narHash: sri }))).statusCode, 201);
+  });
+}
 
-test('a NarSize that does not match the NAR is refused, larger or smaller', async (t) => {
-  const h = await buildTestApp(t);
-  const path = makePath();
-  assertJsonError(await putPath(h, path.hashPart, nativeBody(path, { narSize: path.nar.length + 8 })), 400, 'NAR_SIZE_MISMATCH');
-  await assertNothingVisible(h, path);
-  assertJsonError(await putPath(h, path.hashPart, nativeBody(path, { narSize: path.nar.length - 8 })), 400, 'NAR_SIZE_MISMATCH');
-  await assertNothingVisible(h, path);
-  assertJsonError(await putPath(h, path.hashPart, nativeBody(path, { narSize: 0 })), 400, 'BAD_REQUEST', /narSize must be a positive integer/);
-});
+for (const size of NAR_SIZES) {
+  test(`a NarSize that does not match the NAR is refused, larger or smaller (${size.label})`, async (t) => {
+    const h = await buildTestApp(t);
+    const path = makePath({ tree: size.tree('size') });
+    assertJsonError(await putPath(h, path.hashPart, nativeBody(path, { narSize: path.nar.length + 8 })), 400, 'NAR_SIZE_MISMATCH');
+    await assertNothingVisible(h, path);
+    assertJsonError(await putPath(h, path.hashPart, nativeBody(path, { narSize: path.nar.length - 8 })), 400, 'NAR_SIZE_MISMATCH');
+    await assertNothingVisible(h, path);
+    assertJsonError(await putPath(h, path.hashPart, nativeBody(path, { narSize: 0 })), 400, 'BAD_REQUEST', /narSize must be a positive integer/);
+  });
+}
 
-test('a tampered NAR is refused: a flipped byte, a broken structure, a truncation', async (t) => {
-  const h = await buildTestApp(t);
-  const path = makePath();
+for (const size of NAR_SIZES) {
+  test(`a tampered NAR is refused: a flipped byte, a broken structure, a truncation (${size.label})`, async (t) => {
+    const h = await buildTestApp(t);
+    const path = makePath({ tree: size.tree('tampered') });
 
-  const flipped = Buffer.from(path.nar);
-  flipped[flipped.length - 40] = flipped[flipped.length - 40]! ^ 0xff;
-  const res = await putPath(h, path.hashPart, nativeBody(path, {}, flipped));
-  assert.equal(res.statusCode, 400, res.body);
-  assert.ok(['NAR_HASH_MISMATCH', 'NAR_INVALID'].includes((JSON.parse(res.body) as { code: string }).code), res.body);
-  await assertNothingVisible(h, path);
+    const flipped = Buffer.from(path.nar);
+    flipped[flipped.length - 40] = flipped[flipped.length - 40]! ^ 0xff;
+    const res = await putPath(h, path.hashPart, nativeBody(path, {}, flipped));
+    assert.equal(res.statusCode, 400, res.body);
+    assert.ok(['NAR_HASH_MISMATCH', 'NAR_INVALID'].includes((JSON.parse(res.body) as { code: string }).code), res.body);
+    await assertNothingVisible(h, path);
 
-  const broken = Buffer.from(path.nar);
-  broken.write('garbage!', 8 + 13 + 3 + 8); // inside the `(` token after the magic
-  assertJsonError(await putPath(h, path.hashPart, nativeBody(path, {}, broken)), 400, 'NAR_INVALID');
-  await assertNothingVisible(h, path);
+    const broken = Buffer.from(path.nar);
+    broken.write('garbage!', 8 + 13 + 3 + 8); // inside the `(` token after the magic
+    assertJsonError(await putPath(h, path.hashPart, nativeBody(path, {}, broken)), 400, 'NAR_INVALID');
+    await assertNothingVisible(h, path);
 
-  assertJsonError(await putPath(h, path.hashPart, nativeBody(path, {}, path.nar.subarray(0, path.nar.length - 16))), 400, 'NAR_INVALID', /end of archive/);
-  await assertNothingVisible(h, path);
+    assertJsonError(await putPath(h, path.hashPart, nativeBody(path, {}, path.nar.subarray(0, path.nar.length - 16))), 400, 'NAR_INVALID', /end of archive/);
+    await assertNothingVisible(h, path);
 
-  assertJsonError(await putPath(h, path.hashPart, nativeBody(path, {}, Buffer.alloc(0))), 400, 'NAR_INVALID');
-  await assertNothingVisible(h, path);
-});
+    assertJsonError(await putPath(h, path.hashPart, nativeBody(path, {}, Buffer.alloc(0))), 400, 'NAR_INVALID');
+    await assertNothingVisible(h, path);
+  });
+}
 
 test('a reference the cache lacks is refused before the NAR is read', async (t) => {
   const h = await buildTestApp(t);

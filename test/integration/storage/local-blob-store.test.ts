@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, symlink, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -46,6 +46,28 @@ describe('local blob store', () => {
     assert.equal(await readFile(join(root, 'main', 'nar', '0abc.nar.zst'), 'utf8'), 'nar bytes');
     assert.equal(await readFile(join(root, 'main', '0abc.narinfo'), 'utf8'), 'narinfo');
     assert.deepEqual((await readdir(root)).sort(), [TEMP_DIR, 'main']);
+  });
+
+  it('many puts at once into one directory all land, whole (their directory fsyncs are shared)', async (t) => {
+    const { root, store } = await setup(t);
+    const bodies = Array.from({ length: 64 }, (_, i) => randomBytes(100 + i));
+    await Promise.all(bodies.map((b, i) => store.put(`main/nar/${i}.nar`, b)));
+    for (const [i, b] of bodies.entries()) assert.ok((await readFile(join(root, 'main', 'nar', `${i}.nar`))).equals(b), `file ${i}`);
+    assert.deepEqual(await readdir(join(root, TEMP_DIR)), []);
+  });
+
+  it('a put still lands after its directory, known from an earlier put, was removed behind its back', async (t) => {
+    const { root, store } = await setup(t);
+    await store.put('main/nar/a.nar', Buffer.from('a'));
+    await rm(join(root, 'main'), { recursive: true });
+    await rm(join(root, TEMP_DIR), { recursive: true });
+    await store.put('main/nar/b.nar', Buffer.from('b'));
+    assert.equal(await readFile(join(root, 'main', 'nar', 'b.nar'), 'utf8'), 'b');
+    const read = await store.get('main/nar/b.nar');
+    assert.ok(read);
+    const chunks: Buffer[] = [];
+    for await (const c of read.stream) chunks.push(c as Buffer);
+    assert.equal(Buffer.concat(chunks).toString(), 'b');
   });
 
   it('leaves no temp file after a failed, aborted, mis-sized or vetoed put', async (t) => {

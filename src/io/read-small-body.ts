@@ -11,6 +11,8 @@ export function readSmallBody(stream: Readable, max: number, declaredLength?: nu
     stream.resume();
     return Promise.reject(new NarhubError('BODY_TOO_LARGE', `body of ${declaredLength} bytes exceeds the limit of ${max} bytes`));
   }
+  // A stream whose end was already read (e.g. by readFirstLine) emits no further 'end'.
+  if (stream.readableEnded) return Promise.resolve(Buffer.alloc(0));
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let length = 0;
