@@ -33,6 +33,8 @@ interface Answer {
 export interface ApiClientOptions {
   /** Idle time after which a request fails (default 300 s); tests shorten it. */
   idleTimeoutMs?: number;
+  /** Keep-alive connections shared with other clients (a spoke's jobs); `close()` leaves them. */
+  agent?: HttpAgent | undefined;
 }
 
 /** Connection-level failures (refused, reset, timed out…): the request may well work next time. */
@@ -156,7 +158,8 @@ export function createApiClient(location: CacheLocation, authorization: string |
   const https = api.startsWith('https:');
   const request = https ? httpsRequest : httpRequest;
   // One connection per upload in flight (push bounds those by --jobs), reused by the next one.
-  const agent = https ? new HttpsAgent({ keepAlive: true }) : new HttpAgent({ keepAlive: true });
+  const ownAgent = options.agent === undefined;
+  const agent = options.agent ?? (https ? new HttpsAgent({ keepAlive: true }) : new HttpAgent({ keepAlive: true }));
   const idleTimeoutMs = options.idleTimeoutMs ?? IDLE_TIMEOUT_MS;
 
   const open = (method: string, path: string, headers: OutgoingHttpHeaders, signal?: AbortSignal): ClientRequest => {
@@ -299,9 +302,9 @@ export function createApiClient(location: CacheLocation, authorization: string |
       return { created: body.created === true, stored: body.stored === true, fileSize: Number(body.fileSize ?? 0), narSize: Number(body.narSize ?? info.narSize) };
     },
 
-    /** Closes the idle keep-alive connections. */
+    /** Closes the idle keep-alive connections (unless they are shared). */
     close(): void {
-      agent.destroy();
+      if (ownAgent) agent.destroy();
     },
   };
 }

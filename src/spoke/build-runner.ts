@@ -9,6 +9,7 @@ import { type BuildJobData, type BuildJobResult } from '../protocol/build-jobs.j
 import { PROTOCOL_VERSION } from '../protocol/version.js';
 import { BuildLog } from './build-log.js';
 import { CacheFetchError, createCacheClient, type CacheClient } from './cache-client.js';
+import type { CacheHttp } from './cache-http.js';
 import { importInputs } from './import-inputs.js';
 import { jobFailure, stripAnsi, type StopReason } from './failures.js';
 import type { SpokeNixConfig } from './nix-config.js';
@@ -23,6 +24,8 @@ export interface BuildContext {
   spokeId: string;
   hubUrl: string;
   token: string;
+  /** Keep-alive connections to the cache, shared by the spoke's jobs. */
+  http: CacheHttp;
   nix: SpokeNixConfig;
   /** The spoke's `nix-store --serve` processes, one per build slot. */
   serve: ServePool;
@@ -113,7 +116,7 @@ export async function runBuild(data: BuildJobData, ctx: BuildContext, signal: Ab
   let drv: Derivation;
   let inputs: string[];
   try {
-    cache = createCacheClient(cacheUrl, ctx.token, data.trustedPublicKeys);
+    cache = createCacheClient(cacheUrl, ctx.token, data.trustedPublicKeys, ctx.http);
     [drv, inputs] = await withRetries(async () => {
       const d = await cache.derivation(data.drvPath, signal);
       const inputDrvs = new Map(await Promise.all(Object.keys(d.inputDrvs).map(async (p) => [p, await cache.derivation(p, signal)] as const)));
@@ -178,7 +181,7 @@ export async function runBuild(data: BuildJobData, ctx: BuildContext, signal: Ab
     phase('buildMs');
     // 4. Push the outputs (what the cache has is skipped).
     try {
-      await withRetries(() => pushOutputs(conn, cacheUrl, ctx.token, outputs, signal), retry);
+      await withRetries(() => pushOutputs(conn, ctx.http, cacheUrl, ctx.token, outputs, signal), retry);
     } catch (err) {
       if (signal.aborted) throw jobFailure((signal.reason as StopReason | undefined)?.kind ?? 'cancelled', 'stopped while pushing outputs');
       infrastructure(err);
@@ -193,9 +196,9 @@ export async function runBuild(data: BuildJobData, ctx: BuildContext, signal: Ab
     // 5. The log, also for failed builds: to the cache first, then `eof` on the live stream.
     try {
       await buildLog.closeFile();
-      const body = await logToStore(data, built, await buildLog.contents(), cacheUrl, ctx.token);
+      const body = await logToStore(ctx.http, data, built, await buildLog.contents(), cacheUrl, ctx.token);
       if (body === 'kept') logPath = `log/${basename(data.drvPath)}`;
-      else logPath = await withRetries(() => uploadLog(cacheUrl, basename(data.drvPath), ctx.token, body), { ...retry, signal: undefined });
+      else logPath = await withRetries(() => uploadLog(ctx.http, cacheUrl, basename(data.drvPath), ctx.token, body), { ...retry, signal: undefined });
     } catch (err) {
       log.warn({ err: (err as Error).message }, 'the build log could not be stored in the cache');
     }
@@ -242,8 +245,10 @@ function startWatchdog(conn: ServeConnection, timeout: number, maxSilent: number
  * did not build it (a retry after a failed push finds the output already in the store), the
  * collected text is mere chatter and must not replace the log already in the cache.
  */
-async function logToStore(data: BuildJobData, built: boolean, collected: Buffer, cacheUrl: string, token: string): Promise<Buffer | 'kept'> {
+async function logToStore(http: CacheHttp, data: BuildJobData, built: boolean, collected: Buffer, cacheUrl: string, token: string): Promise<Buffer | 'kept'> {
   if (built) return collected;
-  const head = await fetch(`${cacheUrl}/log/${basename(data.drvPath)}`, { method: 'HEAD', headers: { authorization: `Bearer ${token}` } }).catch(() => undefined);
-  return head?.ok ? 'kept' : collected;
+  const head = await http.request('HEAD', `${cacheUrl}/log/${basename(data.drvPath)}`, { headers: { authorization: `Bearer ${token}` } }).catch(() => undefined);
+  head?.resume();
+  const status = head?.statusCode ?? 0;
+  return status >= 200 && status < 300 ? 'kept' : collected;
 }

@@ -1,5 +1,5 @@
-import { Readable } from 'node:stream';
-import type { ReadableStream as WebReadableStream } from 'node:stream/web';
+import type { IncomingMessage } from 'node:http';
+import type { Readable } from 'node:stream';
 import { createDecompressor, type Compression } from '../io/compression.js';
 import { parseDerivation, type Derivation } from '../nix/derivation.js';
 import { hashesEqual, parseHash, sha256Of } from '../nix/hash.js';
@@ -7,6 +7,7 @@ import { regularFileOfNar } from '../nix/nar/regular-file.js';
 import { parseNarInfo, type NarInfo } from '../nix/narinfo.js';
 import { parsePublicKey, verifyNarInfoSig, type PublicKey } from '../nix/signing.js';
 import { DEFAULT_STORE_DIR, parseStorePath } from '../nix/store-path.js';
+import { createCacheHttp, responseBytes, responseText, retryableStatus, type CacheHttp } from './cache-http.js';
 
 /** Fetching from the cache failed; `retryable` is false when another try cannot help. */
 export class CacheFetchError extends Error {
@@ -19,7 +20,8 @@ export class CacheFetchError extends Error {
 const COMPRESSIONS: Record<string, Compression> = { none: 'none', xz: 'xz', bzip2: 'bzip2', zstd: 'zstd', gzip: 'gzip', br: 'br' };
 /** Parsed `.drv`s kept per spoke: derivations are immutable, and jobs share inputs. */
 const DRV_MEMO_LIMIT = 20_000;
-const REQUEST_TIMEOUT_MS = 300_000;
+/** A `.drv` NAR larger than this is refused (Nix's own derivations are a few KiB, rarely MiBs). */
+const MAX_DRV_NAR = 64 * 1024 * 1024;
 /** A derivation's path names its contents, so one memo serves every cache and job. */
 const drvs = new Map<string, Derivation>();
 
@@ -29,36 +31,45 @@ const drvs = new Map<string, Derivation>();
  * signature by one of the job's trusted keys (Nix is told not to check, since it was checked
  * here), and Nix checks each NAR against its NarHash as it adds it.
  */
-export function createCacheClient(cacheUrl: string, token: string, trustedPublicKeys: readonly string[]) {
+export function createCacheClient(cacheUrl: string, token: string, trustedPublicKeys: readonly string[], http: CacheHttp = sharedHttp()) {
   const keys: PublicKey[] = trustedPublicKeys.map((k) => parsePublicKey(k));
   const auth = { authorization: `Bearer ${token}` };
 
-  async function get(path: string, signal: AbortSignal | undefined): Promise<Response | null> {
-    let res: Response;
-    const timeout = AbortSignal.timeout(REQUEST_TIMEOUT_MS);
+  async function get(path: string, signal: AbortSignal | undefined): Promise<IncomingMessage | null> {
+    let res: IncomingMessage;
     try {
-      res = await fetch(`${cacheUrl}/${path}`, { headers: auth, signal: signal ? AbortSignal.any([signal, timeout]) : timeout });
+      res = await http.request('GET', `${cacheUrl}/${path}`, { headers: auth, signal });
     } catch (err) {
       throw new CacheFetchError(`GET ${cacheUrl}/${path} failed: ${(err as Error).message}`);
     }
-    if (res.status === 404) {
-      await res.body?.cancel();
+    const status = res.statusCode ?? 0;
+    if (status === 404) {
+      res.resume();
       return null;
     }
-    if (!res.ok) {
-      const text = (await res.text().catch(() => '')).slice(0, 200);
-      const retryable = res.status >= 500 || res.status === 408 || res.status === 429;
-      throw new CacheFetchError(`GET ${cacheUrl}/${path}: HTTP ${res.status} ${text}`.trim(), retryable);
+    if (status < 200 || status >= 300) {
+      const text = await responseText(res, 200).catch(() => '');
+      throw new CacheFetchError(`GET ${cacheUrl}/${path}: HTTP ${status} ${text}`.trim(), retryableStatus(status));
     }
     return res;
+  }
+
+  /** A body read whole; a connection lost on the way is worth a retry. */
+  async function read<T>(path: string, res: Readable, how: (res: Readable) => Promise<T>): Promise<T> {
+    try {
+      return await how(res);
+    } catch (err) {
+      throw new CacheFetchError(`GET ${cacheUrl}/${path} failed while reading: ${(err as Error).message}`);
+    }
   }
 
   return {
     /** The signed narinfo of a store path, or null when the cache lacks it. */
     async narinfo(storePath: string, signal?: AbortSignal): Promise<NarInfo | null> {
-      const res = await get(`${parseStorePath(storePath).hashPart}.narinfo`, signal);
+      const path = `${parseStorePath(storePath).hashPart}.narinfo`;
+      const res = await get(path, signal);
       if (!res) return null;
-      const info = parseNarInfo(await res.text());
+      const info = parseNarInfo(await read(path, res, (r) => responseText(r)));
       if (info.storePath !== storePath) throw new CacheFetchError(`the cache answered for ${storePath} with ${info.storePath}`, false);
       if (!info.sigs.some((sig) => verifyNarInfoSig(keys, info, sig))) {
         throw new CacheFetchError(`${storePath} in the cache has no signature by a trusted key (${trustedPublicKeys.map((k) => k.split(':')[0]).join(', ')})`, false);
@@ -71,11 +82,10 @@ export function createCacheClient(cacheUrl: string, token: string, trustedPublic
       const compression = COMPRESSIONS[info.compression];
       if (!compression) throw new CacheFetchError(`${info.storePath}: unsupported compression ${info.compression}`, false);
       const res = await get(info.url, signal);
-      if (!res?.body) throw new CacheFetchError(`${info.storePath}: the cache has its narinfo but not ${info.url}`);
-      const body = Readable.fromWeb(res.body as unknown as WebReadableStream<Uint8Array>);
+      if (!res) throw new CacheFetchError(`${info.storePath}: the cache has its narinfo but not ${info.url}`);
       const raw = createDecompressor(compression);
-      body.on('error', (err) => raw.destroy(err));
-      return body.pipe(raw);
+      res.on('error', (err) => raw.destroy(err));
+      return res.pipe(raw);
     },
 
     /** A `.drv` from the cache, parsed (checked against its NarHash); memoized. */
@@ -84,9 +94,7 @@ export function createCacheClient(cacheUrl: string, token: string, trustedPublic
       if (known) return known;
       const info = await this.narinfo(drvPath, signal);
       if (!info) throw new CacheFetchError(`${drvPath} is not in the cache ${cacheUrl} (the hub uploads every .drv it schedules)`);
-      const chunks: Buffer[] = [];
-      for await (const chunk of await this.nar(info, signal)) chunks.push(chunk as Buffer);
-      const nar = Buffer.concat(chunks);
+      const nar = await read(info.url, await this.nar(info, signal), (r) => responseBytes(r, MAX_DRV_NAR));
       if (nar.length !== info.narSize || !hashesEqual(sha256Of(nar), parseHash(info.narHash))) {
         throw new CacheFetchError(`${drvPath}: the NAR from the cache does not match its narinfo`);
       }
@@ -99,6 +107,12 @@ export function createCacheClient(cacheUrl: string, token: string, trustedPublic
 }
 
 export type CacheClient = ReturnType<typeof createCacheClient>;
+
+let shared: CacheHttp | undefined;
+/** Connections for callers that bring none (tests, one-off use). */
+function sharedHttp(): CacheHttp {
+  return (shared ??= createCacheHttp());
+}
 
 /** A narinfo's references as full store paths. */
 export const referencePaths = (info: NarInfo): string[] => info.references.map((r) => `${DEFAULT_STORE_DIR}/${r}`);

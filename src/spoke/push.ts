@@ -1,6 +1,7 @@
 import { createApiClient } from '../push/api-client.js';
 import { parseCacheUrl } from '../push/cache-url.js';
 import { PushFailure } from '../push/retry.js';
+import { responseText, retryableStatus, type CacheHttp } from './cache-http.js';
 import type { ServeConnection } from './serve-connection.js';
 
 /** A push or upload that failed; `retryable` is false for answers that another try cannot change. */
@@ -19,14 +20,14 @@ export class PushError extends Error {
  * that refers to another output is pushed after it. (Every other reference is an input, which
  * came from the cache.)
  */
-export async function pushOutputs(conn: ServeConnection, cacheUrl: string, token: string, outputs: Record<string, string>, signal?: AbortSignal): Promise<void> {
+export async function pushOutputs(conn: ServeConnection, http: CacheHttp, cacheUrl: string, token: string, outputs: Record<string, string>, signal?: AbortSignal): Promise<void> {
   const paths = [...new Set(Object.values(outputs))];
   if (paths.length === 0) return;
   const infos = await conn.queryPathInfos(paths);
   const known = new Set(infos.map((i) => i.path));
   const lacking = paths.filter((p) => !known.has(p));
   if (lacking.length > 0) throw new PushError(`the build did not produce ${lacking.join(', ')}`, false);
-  const client = createApiClient(parseCacheUrl(cacheUrl), `Bearer ${token}`);
+  const client = createApiClient(parseCacheUrl(cacheUrl), `Bearer ${token}`, {}, { agent: http.agentFor(cacheUrl) });
   try {
     // No missing-paths round trip first: a build's outputs are new to the cache but for a
     // retry, and an upload of a path the cache has is answered at once (its body ignored).
@@ -49,23 +50,23 @@ function rethrow(err: unknown): never {
 }
 
 /** `PUT <cache>/log/<drv basename>` with the token, as text/plain. */
-export async function uploadLog(cacheUrl: string, drvBasename: string, token: string, body: Buffer, signal?: AbortSignal): Promise<string> {
+export async function uploadLog(http: CacheHttp, cacheUrl: string, drvBasename: string, token: string, body: Buffer, signal?: AbortSignal): Promise<string> {
   const path = `log/${drvBasename}`;
-  let res: Response;
+  let status: number;
+  let text: string;
   try {
-    res = await fetch(`${cacheUrl}/${path}`, {
-      method: 'PUT',
+    const res = await http.request('PUT', `${cacheUrl}/${path}`, {
       headers: { authorization: `Bearer ${token}`, 'content-type': 'text/plain; charset=utf-8' },
       body,
-      signal: signal ? AbortSignal.any([signal, AbortSignal.timeout(300_000)]) : AbortSignal.timeout(300_000),
+      signal,
     });
+    status = res.statusCode ?? 0;
+    text = await responseText(res, 300);
   } catch (err) {
     throw new PushError(`uploading the log to ${cacheUrl} failed: ${(err as Error).message}`);
   }
-  const text = (await res.text().catch(() => '')).slice(0, 300);
-  if (!res.ok) {
-    const retryable = res.status >= 500 || res.status === 408 || res.status === 429;
-    throw new PushError(`uploading the log to ${cacheUrl} failed: HTTP ${res.status} ${text}`.trim(), retryable);
+  if (status < 200 || status >= 300) {
+    throw new PushError(`uploading the log to ${cacheUrl} failed: HTTP ${status} ${text}`.trim(), retryableStatus(status));
   }
   return path;
 }

@@ -4,6 +4,7 @@ import { Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from '../logger.js';
 import type { BuildJobResult } from '../protocol/build-jobs.js';
 import { runBuild, type BuildContext } from './build-runner.js';
+import { createCacheHttp } from './cache-http.js';
 import { BuildSlots } from './build-slots.js';
 import { CancelListener } from './cancel.js';
 import type { StopReason } from './failures.js';
@@ -78,10 +79,12 @@ export async function startSpoke(opts: SpokeOptions, logger: Logger): Promise<Sp
     { id: opts.id, systems: opts.systems, features: opts.features, maxJobs: opts.maxJobs, running: () => slots.running() },
     log,
   );
+  const http = createCacheHttp();
   const ctx: BuildContext = {
     spokeId: opts.id,
     hubUrl: opts.hubUrl,
     token: opts.token,
+    http,
     nix,
     serve,
     redis: client,
@@ -183,6 +186,7 @@ export async function startSpoke(opts: SpokeOptions, logger: Logger): Promise<Sp
           }
         });
         await step('nix-store --serve', () => serve.close());
+        http.close();
         await step('heartbeat', () => heartbeat.stop());
         await step('cancel', () => Promise.race([cancel.stop(), sleep(2_000)]));
         await step('redis', () =>
