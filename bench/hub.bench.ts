@@ -103,6 +103,13 @@ async function main(): Promise<void> {
     return v.status === 'succeeded' || v.status === 'failed' ? v : undefined;
   }, 3_600_000, 500)) as { status: string; evaluatedAt: string; finishedAt: string; builds: Record<string, number> };
   const hubTotal = Date.parse(done.finishedAt) - started;
+  // The hub logs how long each step of the evaluation took (lockMs, evalMs, graphMs, uploadMs…).
+  const evalSteps = server
+    .stdout()
+    .split('\n')
+    .map((l) => { try { return JSON.parse(l) as Record<string, unknown>; } catch { return {}; } })
+    .find((l) => typeof l.uploadMs === 'number') ?? {};
+  const evalPhases = Object.fromEntries(Object.entries(evalSteps).filter(([k, v]) => /Ms$/.test(k) && typeof v === 'number')) as Record<string, number>;
   // CPU each part used during the evaluation (server with its threads; spoke with its Nix processes and builders).
   const cpuAfter = await cpuPerChildTree(process.pid);
   const cpu: Record<string, number> = {};
@@ -184,6 +191,7 @@ async function main(): Promise<void> {
     hubReactionP99Ms: pct(react, 99),
     spokeJobMeanMs: Math.round(mean(busy)),
     evalMs: evalTime,
+    evalPhases,
     hubTotalMs: hubTotal,
     hubPerDerivationMs: Math.round((hubTotal * SPOKES) / n),
     cpuSeconds: cpu,
@@ -196,7 +204,7 @@ async function main(): Promise<void> {
     ['dispatch runnable→started p50 / p99', `${result.dispatchP50Ms} ms / ${result.dispatchP99Ms} ms`],
     ['hub reaction (input done → job added) p50 / p99', `${result.hubReactionP50Ms} ms / ${result.hubReactionP99Ms} ms`],
     ['spoke time per job (fetch, build, push), mean', `${result.spokeJobMeanMs} ms`],
-    ['evaluation (lock, eval, plan, upload .drvs)', `${(evalTime / 1000).toFixed(1)} s`],
+    ['evaluation (lock, eval, plan, upload .drvs)', `${(evalTime / 1000).toFixed(1)} s (${Object.entries(evalPhases).map(([k, v]) => `${k.replace(/Ms$/, '')} ${v} ms`).join(', ')})`],
     ['CPU during the evaluation, per process tree', Object.entries(cpu).map(([k, v]) => `${k} ${v} s`).join(', ')],
     [`hub total with ${SPOKES} spokes`, `${(hubTotal / 1000).toFixed(1)} s (${result.hubPerDerivationMs} ms per derivation per spoke)`],
     [`nix-build -j${MAX_JOBS}, one machine${PIN ? ' (CPU 0)' : ''}`, `${(local / 1000).toFixed(1)} s (CPU ${localCpu} s)`],

@@ -105,6 +105,11 @@ export function createHub(opts: HubOptions) {
   }
 
   function jobData(b: BuildRow): BuildJobData {
+    const inputOutputs: Record<string, Record<string, string>> = {};
+    for (const dep of builds.deps(b.drvHash)) {
+      const input = builds.get(dep.hash);
+      if (input) inputOutputs[`/nix/store/${input.drvPath}`] = Object.fromEntries(Object.entries(input.outputs).map(([k, v]) => [k, `/nix/store/${v}`]));
+    }
     return {
       protocol: PROTOCOL_VERSION,
       drvHash: b.drvHash,
@@ -112,6 +117,7 @@ export function createHub(opts: HubOptions) {
       system: b.system,
       requiredFeatures: b.requiredFeatures,
       outputs: Object.fromEntries(Object.entries(b.outputs).map(([k, v]) => [k, `/nix/store/${v}`])),
+      inputOutputs,
       cacheName: b.cacheName,
       trustedPublicKeys: caches.keys(b.cacheId).map((k) => k.publicKey),
       attempt: b.attempt,

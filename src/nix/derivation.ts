@@ -113,18 +113,26 @@ export function parseDerivation(text: string): Derivation {
 
 /**
  * The store paths a build of `drv` needs valid in the store: its input sources and the used
- * outputs of its input derivations (given their parsed `.drv`s). This is the input set of the
- * "basic derivation" Nix builds remotely (`nix-store --serve`'s build command).
+ * outputs of its input derivations (`outputsOf` an input `.drv`: output name -> store path).
+ * This is the input set of the "basic derivation" Nix builds remotely (`nix-store --serve`'s
+ * build command).
  */
-export function inputPathsOf(drv: Derivation, inputDrv: (path: string) => Derivation): string[] {
+export function inputPathsOf(drv: Derivation, outputsOf: (drvPath: string) => Readonly<Record<string, string | undefined>>): string[] {
   const paths = new Set(drv.inputSrcs);
   for (const [drvPath, names] of Object.entries(drv.inputDrvs)) {
-    const input = inputDrv(drvPath);
+    const outputs = outputsOf(drvPath);
     for (const name of names) {
-      const out = input.outputs[name];
-      if (!out?.path) throw new NarhubError('BAD_REQUEST', `${drvPath} has no output ${name} with a known path`);
-      paths.add(out.path);
+      const out = outputs[name];
+      if (!out) throw new NarhubError('BAD_REQUEST', `${drvPath} has no output ${name} with a known path`);
+      paths.add(out);
     }
   }
   return [...paths].sort();
+}
+
+/** A derivation's output name -> store path, for the outputs whose path it fixes. */
+export function outputPathsOf(drv: Derivation): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [name, o] of Object.entries(drv.outputs)) if (o.path) out[name] = o.path;
+  return out;
 }

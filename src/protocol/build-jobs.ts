@@ -19,6 +19,12 @@ export interface BuildJobData {
   requiredFeatures: string[];
   /** Output name -> store path, as known from the derivation (input-addressed). */
   outputs: Record<string, string>;
+  /**
+   * The outputs of the input derivations the hub knows (input `.drv` path -> output name ->
+   * store path), so the spoke need not fetch and parse those `.drv`s to learn what to import.
+   * Inputs missing here are read from their `.drv` in the cache.
+   */
+  inputOutputs?: Record<string, Record<string, string>>;
   /** The cache inputs are substituted from and outputs are pushed to: `<hub>/<cache>`. */
   cacheName: string;
   /** Public keys the spoke trusts for substitution from that cache. */

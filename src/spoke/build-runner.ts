@@ -2,7 +2,7 @@ import { basename, join } from 'node:path';
 import { UnrecoverableError } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../logger.js';
-import { inputPathsOf, type Derivation } from '../nix/derivation.js';
+import { inputPathsOf, outputPathsOf, type Derivation } from '../nix/derivation.js';
 import { buildVerdict, BuildStatus } from '../nix/serve-protocol.js';
 import { isDerivationPath, parseStorePath } from '../nix/store-path.js';
 import { type BuildJobData, type BuildJobResult } from '../protocol/build-jobs.js';
@@ -71,6 +71,18 @@ function checkJob(data: BuildJobData): void {
       throw bad(`output ${name} is not a store path`);
     }
   }
+  if (data.inputOutputs !== undefined) {
+    if (typeof data.inputOutputs !== 'object' || data.inputOutputs === null) throw bad('inputOutputs must be an object');
+    for (const [drvPath, outputs] of Object.entries(data.inputOutputs)) {
+      if (typeof outputs !== 'object' || outputs === null) throw bad(`inputOutputs of ${drvPath} must be an object`);
+      try {
+        if (!isDerivationPath(parseStorePath(drvPath))) throw new Error('not a .drv');
+        for (const path of Object.values(outputs)) parseStorePath(path);
+      } catch {
+        throw bad(`inputOutputs of ${drvPath} are not store paths`);
+      }
+    }
+  }
 }
 
 /**
@@ -119,8 +131,18 @@ export async function runBuild(data: BuildJobData, ctx: BuildContext, signal: Ab
     cache = createCacheClient(cacheUrl, ctx.token, data.trustedPublicKeys, ctx.http);
     [drv, inputs] = await withRetries(async () => {
       const d = await cache.derivation(data.drvPath, signal);
-      const inputDrvs = new Map(await Promise.all(Object.keys(d.inputDrvs).map(async (p) => [p, await cache.derivation(p, signal)] as const)));
-      return [d, inputPathsOf(d, (p) => inputDrvs.get(p)!)] as const;
+      // Input outputs the hub sent are taken as they are; the other inputs' .drvs are fetched.
+      const known = new Map(Object.entries(d.inputDrvs).flatMap(([p, names]) => {
+        const outputs = data.inputOutputs?.[p];
+        return outputs && names.every((n) => typeof outputs[n] === 'string') ? [[p, outputs] as const] : [];
+      }));
+      const fetched = await Promise.all(
+        Object.keys(d.inputDrvs)
+          .filter((p) => !known.has(p))
+          .map(async (p) => [p, outputPathsOf(await cache.derivation(p, signal))] as const),
+      );
+      for (const [p, outputs] of fetched) known.set(p, outputs);
+      return [d, inputPathsOf(d, (p) => known.get(p)!)] as const;
     }, retry);
   } catch (err) {
     return infrastructure(err);
@@ -214,8 +236,7 @@ export async function runBuild(data: BuildJobData, ctx: BuildContext, signal: Ab
 /** Output name -> path: from the job (input-addressed outputs), else from the derivation. */
 function outputPaths(data: BuildJobData, drv: Derivation): Record<string, string> {
   if (Object.keys(data.outputs ?? {}).length > 0) return data.outputs;
-  const outputs: Record<string, string> = {};
-  for (const [name, out] of Object.entries(drv.outputs)) if (out.path) outputs[name] = out.path;
+  const outputs = outputPathsOf(drv);
   if (Object.keys(outputs).length === 0) throw jobFailure('build', `${data.drvPath} has no output with a known path (floating content-addressed outputs are not supported)`, { retry: false });
   return outputs;
 }

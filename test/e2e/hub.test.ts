@@ -7,6 +7,8 @@ import { dirname, join, resolve } from 'node:path';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { Queue } from 'bullmq';
+import type { BuildJobData } from '../../src/protocol/build-jobs.js';
 import { freePort, hubApi, startSpoke, waitFor, type RunningSpoke } from '../helpers/hub.js';
 import { getNarinfo, verifyNarinfoSig } from '../helpers/http.js';
 import { createNixEnv, type NixEnv } from '../helpers/nix.js';
@@ -129,6 +131,16 @@ test('the hub builds a flake on two spokes: once each, into the cache, surviving
   const succeeded = ((await api.get('/builds?status=succeeded&limit=1000')) as { builds: BuildView[] }).builds;
   assert.equal(succeeded.length, 7, succeeded.map((b) => b.drvPath).join('\n'));
   const outputs = succeeded.flatMap((b) => Object.values(b.outputs));
+  // The hub told the spoke the outputs of the chain's input, so it had no .drv to read for them.
+  const queue = new Queue<BuildJobData>(`build-${SYSTEM}`, { connection: { url: redis.url, maxRetriesPerRequest: null } });
+  const chainJob = await queue.getJob(`build-${job(ev, 'chain').drvHash}`);
+  await queue.close();
+  const base = (p: string) => p.replace(/^\/nix\/store\//, '');
+  const [chainInput, ...moreInputs] = Object.entries(chainJob?.data.inputOutputs ?? {});
+  assert.ok(chainInput && moreInputs.length === 0, `the chain's job names its one input: ${JSON.stringify(chainJob?.data)}`);
+  const chainInputBuild = succeeded.find((b) => base(b.drvPath) === base(chainInput[0]));
+  assert.ok(chainInputBuild, `${chainInput[0]} is a build of this evaluation`);
+  assert.deepEqual(Object.fromEntries(Object.entries(chainInput[1]).map(([k, v]) => [k, base(v)])), Object.fromEntries(Object.entries(chainInputBuild.outputs).map(([k, v]) => [k, base(v)])));
   const slowOut = slow.outputs.out!;
   assert.ok((await builtIn(hubNix, [survivor], slowOut)).length === 1, 'the survivor built the slow check itself');
   for (const out of outputs) {

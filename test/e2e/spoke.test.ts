@@ -258,6 +258,42 @@ describe('narhub spoke', { concurrency: 1 }, () => {
     assert.equal(await env.redis.exists(spokeKey('spoke-ok')), 0);
   });
 
+  test('input outputs sent with the job are taken as they are: the input .drvs are not read', async (t) => {
+    const env = await setup(t);
+    const drv = await makeDrv('known-inputs', 'mkdir $out; ln -s $input $out/input', { input: true });
+    const shown = JSON.parse((await uploader.run('nix', ['show-derivation', drv.data.drvPath])).stdout) as Record<string, { inputDrvs: Record<string, string[]> }>;
+    const inputDrv = Object.keys(shown[drv.data.drvPath]!.inputDrvs)[0]!;
+    // The input .drv's file in the cache, broken: a spoke that reads it fails its check.
+    const narinfo = await (await fetch(`${cacheUrl}/${hashPart(inputDrv)}.narinfo`)).text();
+    const url = /^URL: (\S+)$/m.exec(narinfo)![1]!;
+    await writeFile(join(server.dataDir, 'store', 'main', url), randomBytes(64));
+    await env.spoke('spoke-known-inputs', { args: ['--network-retries', '0'] });
+
+    // Without the input's outputs in the job, the spoke reads the broken .drv and fails.
+    await env.queues.add(drv.data, { attempts: 1 });
+    const failed = await env.queues.finished(drv.data, 60_000, env.outputs);
+    assert.equal(await failed.getState(), 'failed');
+    assert.equal(parseFailure(failed.failedReason).kind, 'infrastructure', failed.failedReason);
+    await failed.remove();
+
+    // With them (as the hub sends them), it never reads it, and builds.
+    await env.queues.add({ ...drv.data, inputOutputs: { [inputDrv]: { out: drv.input! } } });
+    const job = await env.queues.finished(drv.data, 120_000, env.outputs);
+    assert.equal(await job.getState(), 'completed', `job failed: ${job.failedReason}\n${env.outputs()}`);
+    assert.equal((await fetch(`${cacheUrl}/${hashPart(drv.out)}.narinfo`)).status, 200);
+  });
+
+  test('a job with malformed input outputs is refused as invalid, without retries', async (t) => {
+    const env = await setup(t);
+    const drv = await makeDrv('bad-inputs', 'touch $out');
+    await env.spoke('spoke-bad-inputs');
+    await env.queues.add({ ...drv.data, inputOutputs: { '/nix/store/not-a-drv': { out: '/tmp/x' } } }, { attempts: 3 });
+    const job = await env.queues.finished(drv.data, 60_000, env.outputs);
+    assert.equal(await job.getState(), 'failed');
+    assert.match(job.failedReason, /invalid job: inputOutputs/);
+    assert.equal(job.attemptsMade, 1);
+  });
+
   test('a failing build fails the job at once with kind build (no retries)', async (t) => {
     const env = await setup(t);
     const drv = await makeDrv('fail', 'echo about-to-fail; exit 3');

@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { inputPathsOf, parseDerivation, type Derivation } from '../../../src/nix/derivation.js';
+import { inputPathsOf, outputPathsOf, parseDerivation, type Derivation } from '../../../src/nix/derivation.js';
 import { regularFileOfNar } from '../../../src/nix/nar/regular-file.js';
 import { narFromTree } from '../../../src/nix/nar/nar-writer.js';
 import { createNixEnv } from '../../helpers/nix.js';
@@ -74,7 +74,7 @@ describe('parseDerivation', () => {
     assert.ok(dep?.args[1]?.includes('quote " backslash \\ tab \t newline \n'));
     assert.ok(dep?.env.weird?.includes('cr \r done, unicode ✓'));
 
-    const inputs = inputPathsOf(parsed.get(top)!, (p) => parsed.get(p)!);
+    const inputs = inputPathsOf(parsed.get(top)!, (p) => outputPathsOf(parsed.get(p)!));
     const fixedDrv = Object.keys(shown[top]!.inputDrvs).find((p) => p.includes('-fixed-'))!;
     const depDrv = Object.keys(shown[top]!.inputDrvs).find((p) => p.includes('-dep-'))!;
     assert.deepEqual(inputs, [...shown[top]!.inputSrcs, shown[fixedDrv]!.outputs.out!.path, shown[depDrv]!.outputs.dev!.path].sort());
