@@ -14,10 +14,12 @@ const FLUSH_MS = 200;
 /** Text waiting for Redis beyond this is dropped from the live view (never from the stored log). */
 const MAX_PENDING_CHARS = 1024 * 1024;
 const FINISH_WAIT_MS = 10_000;
+/** A log is kept in memory up to this size, and only a longer one goes to the spool file. */
+const IN_MEMORY_BYTES = 1024 * 1024;
 
 /**
- * One build's log, as it comes: appended to a spool file (capped at MAX_LOG_BYTES, uploaded to
- * the cache at the end) and streamed live to the Redis stream `logStreamKey(drvHash)` in
+ * One build's log, as it comes: kept (capped at MAX_LOG_BYTES, uploaded to the cache at the end)
+ * in memory while small, which most logs are, and in a spool file once it grows and streamed live to the Redis stream `logStreamKey(drvHash)` in
  * batches (`XADD … MAXLEN ~ … * data <chunk>`), ended by an `eof 1` entry. A new attempt
  * starts the stream afresh (DEL). Redis trouble never slows or fails the build: batches that
  * cannot be written are dropped from the live view and counted.
@@ -26,7 +28,9 @@ export class BuildLog {
   readonly #redis: Redis;
   readonly #key: string;
   readonly #file: string;
-  readonly #out: WriteStream;
+  /** The spool file, once the log outgrew memory. */
+  #out: WriteStream | undefined;
+  #memory: string[] = [];
   #bytes = 0;
   #truncated = false;
   #closed = false;
@@ -41,12 +45,10 @@ export class BuildLog {
     this.#redis = redis;
     this.#key = logStreamKey(drvHash);
     this.#file = file;
-    this.#out = createWriteStream(file, { mode: 0o600 });
-    this.#out.on('error', () => undefined);
     this.#onRedisError = onRedisError;
   }
 
-  /** Starts a log: a fresh stream in Redis and a fresh spool file. */
+  /** Starts a log: a fresh stream in Redis (and a spool file if it grows large). */
   static async open(redis: Redis, drvHash: string, file: string, onRedisError: (err: unknown) => void): Promise<BuildLog> {
     const log = new BuildLog(redis, drvHash, file, onRedisError);
     log.#enqueue(async () => {
@@ -75,7 +77,8 @@ export class BuildLog {
   async closeFile(): Promise<void> {
     this.#flush();
     this.#closed = true;
-    await new Promise<void>((resolve) => this.#out.end(resolve));
+    const out = this.#out;
+    if (out) await new Promise<void>((resolve) => out.end(resolve));
   }
 
   /** Ends the live stream with `eof 1` (after the stored log is in the cache, so readers can switch to it). */
@@ -93,13 +96,15 @@ export class BuildLog {
   }
 
   /** The stored log (after closeFile). */
-  contents(): Promise<Buffer> {
-    return readFile(this.#file);
+  async contents(): Promise<Buffer> {
+    return this.#out ? readFile(this.#file) : Buffer.from(this.#memory.join(''));
   }
 
   async dispose(): Promise<void> {
     clearTimeout(this.#timer);
     this.#closed = true;
+    this.#memory = [];
+    if (!this.#out) return;
     this.#out.destroy();
     await rm(this.#file, { force: true });
   }
@@ -108,14 +113,27 @@ export class BuildLog {
     if (this.#truncated) return;
     const size = Buffer.byteLength(text);
     if (this.#bytes + size <= MAX_LOG_BYTES) {
-      this.#out.write(text);
-      this.#bytes += size;
+      this.#keep(text, size);
       return;
     }
     const note = `\n[narhub: log truncated at ${MAX_LOG_BYTES} bytes]\n`;
-    this.#out.write(note);
-    this.#bytes += Buffer.byteLength(note);
+    this.#keep(note, Buffer.byteLength(note));
     this.#truncated = true;
+  }
+
+  #keep(text: string, size: number): void {
+    this.#bytes += size;
+    if (this.#out) {
+      this.#out.write(text);
+      return;
+    }
+    this.#memory.push(text);
+    if (this.#bytes <= IN_MEMORY_BYTES) return;
+    // Grown too large for memory: everything so far, and from now on, goes to the file.
+    this.#out = createWriteStream(this.#file, { mode: 0o600 });
+    this.#out.on('error', () => undefined);
+    this.#out.write(this.#memory.join(''));
+    this.#memory = [];
   }
 
   #flush(): void {
