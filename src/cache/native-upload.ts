@@ -171,8 +171,11 @@ export function createNativeUpload(deps: {
     const nar = parser.finish();
     checkNar(info, nar.narHash, nar.narSize);
     const file = zstdCompressSmall(narBytes, zstd.level);
-    await store.put(key, file, { signal: options.signal, size: file.length, contentType: 'application/x-nix-nar' });
-    const listingKey = await storeGeneratedListing(store, cache.name, fileName, formatListing(nar.listing));
+    // Side by side: the two writes share their wait for the disk.
+    const [, listingKey] = await Promise.all([
+      store.put(key, file, { signal: options.signal, size: file.length, contentType: 'application/x-nix-nar' }),
+      storeGeneratedListing(store, cache.name, fileName, formatListing(nar.listing)),
+    ]);
     nars.putPending({
       cacheId: cache.id,
       fileName,
