@@ -77,6 +77,10 @@ export function createEvaluationsRepo(db: Database) {
   const finishedNeeding = db.prepare<[string], { eval_id: number }>(`SELECT eb.eval_id FROM eval_builds eb JOIN evaluations e ON e.id = eb.eval_id
     WHERE eb.drv_hash = ? AND e.status IN ('failed', 'cancelled')`);
   const reopen = db.prepare(`UPDATE evaluations SET status = 'building', finished_at = NULL WHERE id = ? AND status IN ('failed', 'cancelled')`);
+  // Walks the (few) open builds and stops at the first of this evaluation's: cheap whether the
+  // evaluation has thousands of builds or none open, unlike counting them all.
+  const anyOpen = db.prepare<[number], { one: number }>(`SELECT 1 AS one FROM builds b WHERE b.status IN ('queued', 'running')
+    AND EXISTS (SELECT 1 FROM eval_builds eb WHERE eb.drv_hash = b.drv_hash AND eb.eval_id = ?) LIMIT 1`);
   const counts = db.prepare<[number], { status: string; n: number }>(`SELECT b.status, count(*) AS n FROM eval_builds eb
     JOIN builds b ON b.drv_hash = eb.drv_hash WHERE eb.eval_id = ? GROUP BY b.status`);
 
@@ -148,6 +152,10 @@ export function createEvaluationsRepo(db: Database) {
     },
     reopen(evalId: number): void {
       reopen.run(evalId);
+    },
+    /** Whether any build of the evaluation is queued or running. */
+    hasOpenBuilds(evalId: number): boolean {
+      return anyOpen.get(evalId) !== undefined;
     },
     buildCounts(evalId: number): Record<string, number> {
       return Object.fromEntries(counts.all(evalId).map((r) => [r.status, r.n]));

@@ -36,8 +36,9 @@ export function createBuildGraph(opts: BuildGraphOptions) {
   function checkEvaluation(evalId: number): void {
     const e = evaluations.get(evalId);
     if (!e || e.status !== 'building') return;
+    // Called for every finished build: only an evaluation with nothing left open is counted.
+    if (evaluations.hasOpenBuilds(evalId)) return;
     const counts = evaluations.buildCounts(evalId);
-    if ((counts.queued ?? 0) + (counts.running ?? 0) > 0) return;
     const jobErrors = evaluations.jobs(evalId).some((j) => j.error !== null);
     if (jobErrors || (counts.failed ?? 0) + (counts['dependency-failed'] ?? 0) > 0) evaluations.finish(evalId, 'failed');
     else if ((counts.cancelled ?? 0) > 0) evaluations.finish(evalId, 'cancelled');

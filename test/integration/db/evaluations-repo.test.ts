@@ -1,0 +1,48 @@
+// The evaluation repository's questions about an evaluation's builds, on a real SQLite database
+// with the real migrations: whether any is still open (asked after every finished build, so it
+// must not count them all), and how many are in each state.
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { createBuildsRepo, type BuildsRepo } from '../../../src/db/builds-repo.js';
+import { createCachesRepo } from '../../../src/db/caches-repo.js';
+import { createEvaluationsRepo } from '../../../src/db/evaluations-repo.js';
+import { defaultMigrationsDir, migrate } from '../../../src/db/migrate.js';
+import { openDatabase } from '../../../src/db/open.js';
+import { createProjectsRepo } from '../../../src/db/projects-repo.js';
+import { makeTempDir } from '../../helpers/tmp.js';
+
+test('hasOpenBuilds: true while any build of the evaluation is queued or running, whatever other evaluations hold', async (t) => {
+  const dir = await makeTempDir(t, 'narhub-evals-');
+  const db = openDatabase(join(dir, 'narhub.sqlite'));
+  t.after(() => db.close());
+  migrate(db, defaultMigrationsDir());
+  const cache = createCachesRepo(db).insert('main', { private: false, priority: 40, redirectNars: false, redirectExpiry: 600, recompressToZstd: false });
+  const project = createProjectsRepo(db).insert('p', { flake: 'path:/x', ref: null, systems: ['x86_64-linux'], attrs: ['checks'], cacheId: cache.id, priority: 0 });
+  const evaluations = createEvaluationsRepo(db);
+  const builds: BuildsRepo = createBuildsRepo(db);
+  const mine = evaluations.insert({ projectId: project.id, ref: null, flakeUrl: 'path:/x', priority: 0 });
+  const other = evaluations.insert({ projectId: project.id, ref: null, flakeUrl: 'path:/x', priority: 0 });
+
+  const hashes = Array.from({ length: 5 }, (_, i) => String(i).repeat(32));
+  for (const h of hashes) {
+    builds.insert({ drvHash: h, drvPath: `${h}-b.drv`, system: 'x86_64-linux', requiredFeatures: [], outputs: {}, queue: 'build-x86_64-linux', cacheId: cache.id, priority: 0 });
+    evaluations.linkBuild(mine.id, h);
+  }
+  // Another evaluation's open build says nothing about this one.
+  const foreign = 'f'.repeat(32);
+  builds.insert({ drvHash: foreign, drvPath: `${foreign}-f.drv`, system: 'x86_64-linux', requiredFeatures: [], outputs: {}, queue: 'build-x86_64-linux', cacheId: cache.id, priority: 0 });
+  evaluations.linkBuild(other.id, foreign);
+
+  assert.equal(evaluations.hasOpenBuilds(mine.id), true);
+  for (const [i, h] of hashes.entries()) {
+    assert.equal(evaluations.hasOpenBuilds(mine.id), true, `build ${i} is still open`);
+    builds.markRunning(h, 1, Date.now(), 'spoke');
+    assert.equal(evaluations.hasOpenBuilds(mine.id), true, `build ${i} runs`);
+    if (i % 2 === 0) builds.succeed(h, 1, { outputs: {}, spoke: 'spoke', startedAt: 1, finishedAt: 2, logPath: null });
+    else builds.fail(h, 1, { kind: 'build', error: 'boom', spoke: 'spoke' });
+  }
+  assert.equal(evaluations.hasOpenBuilds(mine.id), false);
+  assert.equal(evaluations.hasOpenBuilds(other.id), true);
+  assert.deepEqual(evaluations.buildCounts(mine.id), { succeeded: 3, failed: 2 });
+});
