@@ -106,7 +106,7 @@ export async function startSpoke(opts: SpokeOptions, logger: Logger): Promise<Sp
     if (bullSignal?.aborted) onBullAbort();
     else bullSignal?.addEventListener('abort', onBullAbort, { once: true });
     jobLog.info({ attempt: job.attemptsMade + 1, queue: job.queueName }, 'build started');
-    void heartbeat.beat();
+    heartbeat.soon();
     try {
       const result = await runBuild(data, ctx, controller.signal);
       jobLog.info({ outputs: result.outputs, seconds: (result.finishedAt - result.startedAt) / 1000 }, 'build succeeded');
@@ -117,8 +117,8 @@ export async function startSpoke(opts: SpokeOptions, logger: Logger): Promise<Sp
     } finally {
       bullSignal?.removeEventListener('abort', onBullAbort);
       if (running.get(key) === controller) running.delete(key);
-      // The slot is released right after this returns; beat once it is.
-      setImmediate(() => void heartbeat.beat());
+      // The slot is released right after this returns; the beat comes after that.
+      heartbeat.soon();
     }
   };
 
