@@ -83,22 +83,6 @@ export function createDecompressor(c: Compression): Transform {
 }
 
 /**
- * Compressor for storing NARs. `level` defaults to zstd's (3); `workers` sets nbWorkers.
- * zstd-napi runs on the event loop thread, synchronously per chunk. Measured on a 2-core box
- * (64 KiB chunks): level 3 stalls the loop a few ms, level 9 ≈ 20 ms, level 19 ≈ 150 ms per
- * block. workers > 0 is worse for latency: a write blocks when the job queue is full and the
- * final flush blocks until every job is done (50–300 ms at levels 3–9, seconds at 19). Keep
- * workers at 0 and the level low for inline use; heavier settings belong in a worker thread.
- */
-export function createCompressor(c: 'zstd' | 'none', opts: { level?: number; workers?: number } = {}): Transform {
-  if (c === 'none') return new PassThrough();
-  const params: { compressionLevel?: number; nbWorkers?: number } = {};
-  if (opts.level !== undefined) params.compressionLevel = opts.level;
-  if (opts.workers !== undefined) params.nbWorkers = opts.workers;
-  return new zstd.CompressStream(params);
-}
-
-/**
  * zstd of a small buffer in one call, on the calling thread: for NARs of a few KiB, where a
  * codec thread's hand-offs cost far more than compressing (microseconds at level 3).
  */

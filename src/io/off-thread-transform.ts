@@ -22,8 +22,6 @@ const MAX_THREADS = Math.max(2, Math.min(4, availableParallelism()));
 /** How a codec's failure reads (`<this>: <reason>`), unless it is a NarhubError. */
 function failureOf(spec: CodecSpec): string {
   switch (spec.codec) {
-    case 'zstd-compress':
-      return 'zstd compression failed';
     case 'bzip2-decompress':
       return 'bzip2 decompression failed';
     case 'decompress':

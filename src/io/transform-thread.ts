@@ -16,14 +16,13 @@ import { Bzip2Decoder } from './bzip2-decoder.js';
 export type Decompression = 'zstd' | 'gzip' | 'br' | 'xz' | 'bzip2';
 
 /**
- * What a thread can run: zstd compression (level, nbWorkers); decompression (`bzip2-decompress`
+ * What a thread can run: decompression (`bzip2-decompress`
  * is `decompress` of bzip2, under its older name); `sha256`, a sink (hash and length of the
  * input); and `nar`, one pass over a NAR that validates it against every NAR rule while hashing
  * and listing it and, with `compress`, compresses it with zstd, which is then its output
  * (without, it is a sink). Sinks report their result with the end.
  */
 export type CodecSpec =
-  | { codec: 'zstd-compress'; level: number; workers: number }
   | { codec: 'bzip2-decompress' }
   | { codec: 'decompress'; compression: Decompression }
   | { codec: 'sha256' }
@@ -404,8 +403,6 @@ interface Host {
 
 function openCodec(spec: CodecSpec, host: Host): Codec {
   switch (spec.codec) {
-    case 'zstd-compress':
-      return zstdCompress(host.emit, spec.level, spec.workers);
     case 'bzip2-decompress':
       return decompress(host, 'bzip2');
     case 'decompress':

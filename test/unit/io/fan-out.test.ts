@@ -5,10 +5,9 @@ import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
 import { execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createDecompressor } from '../../../src/io/compression.js';
 import { fanOut } from '../../../src/io/fan-out.js';
-import { createHashCounter } from '../../../src/io/hash-counter.js';
 import { createNarValidator } from '../../../src/io/nar-sink.js';
 import { NarParser } from '../../../src/nix/nar/nar-parser.js';
 import { narFromTree } from '../../../src/nix/nar/nar-writer.js';
@@ -41,6 +40,32 @@ function target(opts: { delayMs?: number; highWaterMark?: number; finalDelayMs?:
     },
   });
   return { stream, chunks, bytes: () => bytes, finished: () => finished };
+}
+
+/** A sink that sha256-hashes and counts what it receives (as the upload's FileHash/FileSize). */
+function hashCounter(): { stream: Writable; bytes: () => number; digest: () => Buffer } {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  let digest: Buffer | undefined;
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      hash.update(chunk);
+      bytes += chunk.length;
+      cb();
+    },
+    final(cb) {
+      digest = hash.digest();
+      cb();
+    },
+  });
+  return {
+    stream,
+    bytes: () => bytes,
+    digest: () => {
+      assert.ok(digest, 'the hash counter has not finished');
+      return digest;
+    },
+  };
 }
 
 function source(count: number, size: number, onPull?: (n: number) => void): Readable {
@@ -150,16 +175,17 @@ describe('fanOut', () => {
     expected.update(nar);
 
     const stored = target({ delayMs: 1, highWaterMark: 8192 });
-    const fileCounter = createHashCounter();
+    const fileCounter = hashCounter();
     const decompressor = createDecompressor('xz');
     const validator = createNarValidator();
     const validated = pipeline(decompressor, validator);
     const chunks: Buffer[] = [];
     for (let i = 0; i < upload.length; i += 4096) chunks.push(upload.subarray(i, i + 4096));
-    await Promise.all([pipeline(Readable.from(chunks, { objectMode: false }), fileCounter, fanOut(stored.stream, decompressor)), validated]);
+    await Promise.all([pipeline(Readable.from(chunks, { objectMode: false }), fanOut(stored.stream, decompressor, fileCounter.stream)), validated]);
 
     assert.ok(Buffer.concat(stored.chunks).equals(upload));
-    assert.equal(fileCounter.bytes, upload.length);
+    assert.equal(fileCounter.bytes(), upload.length);
+    assert.deepEqual(fileCounter.digest(), createHash('sha256').update(upload).digest());
     assert.equal(validator.result().narHash, expected.finish().narHash);
     assert.equal(validator.result().narSize, nar.length);
   });

@@ -1,6 +1,8 @@
 // Codecs on a worker thread (io/off-thread-transform.ts), bzip2 decompression in particular:
 // the same bytes as bzip2(1) would give, corrupt input as a stream error, backpressure from the
 // reader back to the writer, destroy that frees the thread, and an event loop that keeps turning.
+// zstd compression as production runs it (a NAR pass with `compress`, io/nar-off-thread.ts):
+// streams kept apart, destroy that frees the thread, and an event loop that keeps turning.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -8,10 +10,11 @@ import { createRequire } from 'node:module';
 import { Readable, Transform, Writable, type TransformCallback } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
 import { test } from 'node:test';
-import { decompress as zstdDecompress } from 'zstd-napi';
+import zstd, { decompress as zstdDecompress } from 'zstd-napi';
 import { createDecompressor } from '../../../src/io/compression.js';
 import { OffThreadTransform } from '../../../src/io/off-thread-transform.js';
-import { createZstdOffThread } from '../../../src/io/zstd-off-thread.js';
+import { createNarOffThread } from '../../../src/io/nar-off-thread.js';
+import { narFromTree } from '../../../src/nix/nar/nar-writer.js';
 import { loopTurnsDuring } from '../../helpers/loop-turns.js';
 
 function bzip2(data: Buffer, level = 9): Buffer {
@@ -24,6 +27,12 @@ function text(bytes: number): Buffer {
 }
 
 const bunzip2 = () => new OffThreadTransform({ codec: 'bzip2-decompress' });
+
+/** A NAR holding one file of `contents`. */
+const narOf = (contents: Buffer): Buffer => Buffer.concat([...narFromTree({ type: 'regular', contents })]);
+
+/** What production compresses with: a NAR pass that validates and zstd-compresses on a codec thread. */
+const zstdNarPass = (workers: number) => createNarOffThread({ listing: false, compress: { level: 3, workers } });
 
 /** Runs `input` through `stream` in chunks of `chunkSize`; the output, or what came before the error. */
 async function run(stream: Transform, input: Buffer, chunkSize = 64 * 1024): Promise<{ out: Buffer; error?: Error }> {
@@ -153,9 +162,10 @@ test('bzip2: a destroyed stream stops and the threads serve others, also after a
 });
 
 test('bzip2 and zstd streams at once keep their bytes apart', async () => {
-  const inputs = Array.from({ length: 6 }, () => text(400_000));
+  // The zstd streams compress NARs (a NAR pass with compress): the input must be one.
+  const inputs = Array.from({ length: 6 }, (_, i) => (i % 2 === 0 ? text(400_000) : narOf(text(400_000))));
   const results = await Promise.all(
-    inputs.map((input, i) => (i % 2 === 0 ? run(bunzip2(), bzip2(input, 1), 10_000) : run(createZstdOffThread({ level: 3, workers: 1 }), input))),
+    inputs.map((input, i) => (i % 2 === 0 ? run(bunzip2(), bzip2(input, 1), 10_000) : run(zstdNarPass(1), input))),
   );
   results.forEach(({ out, error }, i) => {
     assert.equal(error, undefined);
@@ -195,4 +205,34 @@ test('the event loop keeps turning while bzip2 decodes; with the decoder on the 
   assert.ok(off.value.out.equals(DATA));
   assert.ok(inline.turns <= 2, `the loop turned ${inline.turns} times around the synchronous decoder`);
   assert.ok(off.turns > 200, `the loop turned only ${off.turns} times while the thread decoded`);
+});
+
+test('zstd: a destroyed compressing stream stops, and the threads serve others', async () => {
+  const nar = narOf(text(3 * 1024 * 1024));
+  const z = zstdNarPass(2);
+  z.write(nar);
+  z.destroy(new Error('client went away'));
+  await assert.rejects(finished(z), /client went away/);
+  await assert.rejects(z.result(), /client went away/);
+  assert.throws(() => z.digest(), /before the stream finished/);
+  const small = narOf(Buffer.from('after'));
+  const { out, error } = await run(zstdNarPass(2), small);
+  assert.equal(error, undefined);
+  assert.ok(zstdDecompress(out).equals(small));
+});
+
+test('the event loop keeps turning while zstd compresses on a thread; with zstd on the loop it does not', async () => {
+  // 32 MiB in one write: zstd with worker threads of its own, called on the loop, compresses it
+  // in one synchronous call (its threads work, the caller waits), so the loop does not turn; on
+  // a codec thread, the loop only copies the input into slabs and then turns until the thread is
+  // done. Counts, not milliseconds: see test/helpers/loop-turns.ts.
+  const nar = narOf(text(32 * 1024 * 1024));
+  const inline = await loopTurnsDuring(() => run(new zstd.CompressStream({ compressionLevel: 3, nbWorkers: 2 }), nar, nar.length));
+  const off = await loopTurnsDuring(() => run(zstdNarPass(2), nar, nar.length));
+  assert.equal(inline.value.error, undefined);
+  assert.equal(off.value.error, undefined);
+  assert.ok(zstdDecompress(inline.value.out).equals(nar));
+  assert.ok(zstdDecompress(off.value.out).equals(nar));
+  assert.ok(inline.turns <= 2, `the loop turned ${inline.turns} times around the compressor on the loop`);
+  assert.ok(off.turns > 200, `the loop turned only ${off.turns} times while the thread compressed`);
 });
