@@ -33,7 +33,11 @@ export async function uploadDerivationClosure(
   cache: CacheService,
   cacheRow: CacheRow,
   drvPaths: readonly string[],
-  opts: NixRunOptions & { maxSize: number },
+  opts: NixRunOptions & {
+    maxSize: number;
+    /** Hears of each `.drv` of the closure once it is in the cache (with its own closure). */
+    onReady?: (drvPath: string) => void;
+  },
 ): Promise<number> {
   // The .drv closure, from the files themselves: a .drv refers to its inputs and sources only.
   const drvs = new Map<string, { text: Buffer; inputDrvs: string[]; inputSrcs: string[] }>();
@@ -91,6 +95,8 @@ export async function uploadDerivationClosure(
     }
   }
 
+  // What the cache had already is ready now (its references are there: it was committed).
+  for (const path of drvs.keys()) if (!uploads.has(path)) opts.onReady?.(path);
   await inDependencyOrder(uploads, async (u) => {
     const line = Buffer.from(JSON.stringify(u.metadata) + '\n');
     const body = Readable.from(
@@ -100,6 +106,7 @@ export async function uploadDerivationClosure(
       })(),
     );
     await cache.uploadPath(cacheRow, parseStorePath(u.path).hashPart, body, { maxSize: opts.maxSize, signal: opts.signal });
+    if (drvs.has(u.path)) opts.onReady?.(u.path);
   });
   return uploads.size;
 }

@@ -13,7 +13,7 @@ import type { Canceller } from './cancel.js';
 import type { Dispatcher } from './dispatcher.js';
 import { evaluateJobs, flakeRefAt, lockFlake, showDerivations, type EvalLimits } from './evaluator.js';
 import { uploadDerivationClosure } from './derivation-upload.js';
-import { plan } from './planner.js';
+import { plan, type PlannedBuild } from './planner.js';
 
 export interface EvaluationRunnerOptions {
   db: Database;
@@ -97,12 +97,81 @@ export function createEvaluationRunner(opts: EvaluationRunnerOptions) {
       });
       const ended = new Set(['failed', 'dependency-failed']);
       const toBuild = p.builds.filter((b) => !(b.action === 'keep' && ended.has(builds.get(b.node.drvHash)?.status ?? '')));
+
+      // Builds are recorded and started wave by wave (a wave's inputs are all in earlier waves)
+      // as soon as the wave's .drvs are in the cache, while the later waves' still upload: the
+      // spokes start on the first builds instead of waiting for the whole upload. A build is
+      // recorded only once its .drv is in the cache, so no spoke is ever sent for a missing one,
+      // whether or not the hub stops half-way (an interrupted evaluation runs again).
+      const waveOf = new Map<string, number>();
+      const waves: PlannedBuild[][] = [];
+      for (const b of p.builds) {
+        const w = b.inputs.reduce((d, h) => Math.max(d, (waveOf.get(h) ?? -1) + 1), 0);
+        waveOf.set(b.node.drvHash, w);
+        (waves[w] ??= []).push(b);
+      }
+      const waiting = waves.map(() => 0);
+      const waveOfDrv = new Map<string, number>();
+      for (const b of toBuild) {
+        const w = waveOf.get(b.node.drvHash)!;
+        waiting[w]!++;
+        waveOfDrv.set(b.node.drvPath, w);
+      }
+      const raised: string[] = [];
+      let recordedWaves = 0;
+      let advancing: Promise<void> = Promise.resolve();
+      const recordReadyWaves = () => {
+        while (recordedWaves < waves.length && waiting[recordedWaves] === 0) {
+          const wave = waves[recordedWaves++] ?? [];
+          db.transaction(() => {
+            for (const b of wave) recordBuild(b);
+          })();
+          // In order, one wave after the other; a failure to add a job is retried by the graph.
+          advancing = advancing.then(() => graph.advance(wave.map((b) => b.node.drvHash))).catch((err: unknown) => log.warn({ err }, 'cannot start builds'));
+        }
+      };
+      const recordBuild = (b: PlannedBuild) => {
+        const n = b.node;
+        switch (b.action) {
+          case 'create':
+            builds.insert({
+              drvHash: n.drvHash, drvPath: base(n.drvPath), system: n.system, requiredFeatures: n.requiredFeatures,
+              outputs: Object.fromEntries(Object.entries(n.outputs).map(([k, v]) => [k, base(v)])),
+              queue: queueName(n.system, n.requiredFeatures), cacheId: project.cacheId, priority: e.priority,
+            });
+            break;
+          case 'retry':
+          case 'reset':
+            builds.requeue(n.drvHash, { bump: b.action === 'retry', cacheId: project.cacheId, priority: e.priority });
+            break;
+          case 'keep':
+            if (builds.raisePriority(n.drvHash, e.priority)) raised.push(n.drvHash);
+            break;
+        }
+        evaluations.linkBuild(id, n.drvHash);
+        for (const input of b.inputs) builds.addDep(n.drvHash, input);
+      };
+
+      recordReadyWaves();
       if (toBuild.length > 0) {
-        const uploadLimits = { ...limits, deadline: Date.now() + Math.max(config.evalTimeout, 600) * 1000, maxSize: opts.maxNarSize };
+        const uploadLimits = {
+          ...limits,
+          deadline: Date.now() + Math.max(config.evalTimeout, 600) * 1000,
+          maxSize: opts.maxNarSize,
+          onReady: (drvPath: string) => {
+            const w = waveOfDrv.get(drvPath);
+            if (w === undefined) return;
+            waveOfDrv.delete(drvPath);
+            waiting[w]!--;
+            recordReadyWaves();
+          },
+        };
         await uploadDerivationClosure(opts.cache, cacheRow, toBuild.map((b) => b.node.drvPath), uploadLimits);
       }
       phase('uploadMs');
-      const raised: string[] = [];
+      // Every .drv is in the cache now.
+      waiting.fill(0);
+      recordReadyWaves();
       db.transaction(() => {
         for (const a of attrs) {
           const node = a.drvPath ? drvs.get(a.drvPath) : undefined;
@@ -116,27 +185,6 @@ export function createEvaluationRunner(opts: EvaluationRunnerOptions) {
             error: a.error ?? (a.drvPath ? (errors.get(a.drvPath) ?? null) : null),
           });
         }
-        for (const b of p.builds) {
-          const n = b.node;
-          switch (b.action) {
-            case 'create':
-              builds.insert({
-                drvHash: n.drvHash, drvPath: base(n.drvPath), system: n.system, requiredFeatures: n.requiredFeatures,
-                outputs: Object.fromEntries(Object.entries(n.outputs).map(([k, v]) => [k, base(v)])),
-                queue: queueName(n.system, n.requiredFeatures), cacheId: project.cacheId, priority: e.priority,
-              });
-              break;
-            case 'retry':
-            case 'reset':
-              builds.requeue(n.drvHash, { bump: b.action === 'retry', cacheId: project.cacheId, priority: e.priority });
-              break;
-            case 'keep':
-              if (builds.raisePriority(n.drvHash, e.priority)) raised.push(n.drvHash);
-              break;
-          }
-          evaluations.linkBuild(id, n.drvHash);
-          for (const input of b.inputs) builds.addDep(n.drvHash, input);
-        }
         evaluations.setEvaluated(id);
       })();
       log.info(
@@ -149,6 +197,7 @@ export function createEvaluationRunner(opts: EvaluationRunnerOptions) {
         const b = builds.get(h);
         if (b?.enqueued) await opts.dispatcher.changePriority(b.queue, h, b.priority).catch(() => undefined);
       }
+      await advancing;
       await graph.advance(p.builds.map((b) => b.node.drvHash));
       graph.checkEvaluation(id);
     } catch (err) {

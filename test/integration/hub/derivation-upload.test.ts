@@ -50,7 +50,16 @@ in derivation { name = "top-${nonce}"; system = "x86_64-linux"; builder = "/bin/
   assert.equal(closure.length, 5, closure.join('\n')); // top.drv, dep.drv, script, srcdir, refers
   const limits = { deadline: Date.now() + 120_000, env: nix.env, maxSize: 1 << 30 };
 
-  assert.equal(await uploadDerivationClosure(service, cache, [top], limits), closure.length);
+  // Each .drv is announced once it is in the cache, and never before the paths it refers to.
+  const ready: string[] = [];
+  const onReady = (drvPath: string) => {
+    const hashPart = drvPath.slice('/nix/store/'.length, '/nix/store/'.length + 32);
+    const info = parseNarInfo(service.narinfo(cache, hashPart)!);
+    assert.deepEqual(service.missingPaths(cache, info.references.map((r) => `/nix/store/${r}`)), [], `${drvPath} announced before its references`);
+    ready.push(drvPath);
+  };
+  assert.equal(await uploadDerivationClosure(service, cache, [top], { ...limits, onReady }), closure.length);
+  assert.deepEqual(ready.sort(), closure.filter((p) => p.endsWith('.drv')));
   assert.deepEqual(service.missingPaths(cache, closure), []);
   for (const path of closure) {
     const hashPart = path.slice('/nix/store/'.length, '/nix/store/'.length + 32);
@@ -61,6 +70,8 @@ in derivation { name = "top-${nonce}"; system = "x86_64-linux"; builder = "/bin/
     if (path.endsWith('.drv')) assert.equal(info.ca, want.ca, `${path}: text content address`);
     assert.ok(info.sigs.some((s) => s.startsWith('proj-1:')), 'signed by the cache');
   }
-  // Everything is there: a second call uploads nothing.
-  assert.equal(await uploadDerivationClosure(service, cache, [top], limits), 0);
+  // Everything is there: a second call uploads nothing, and says at once that every .drv is ready.
+  const again: string[] = [];
+  assert.equal(await uploadDerivationClosure(service, cache, [top], { ...limits, onReady: (p) => again.push(p) }), 0);
+  assert.deepEqual(again.sort(), closure.filter((p) => p.endsWith('.drv')));
 });
