@@ -1,7 +1,7 @@
 import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { NarhubError, isNarhubError, type ErrorCode } from '../errors.js';
-import { formatHash, hashesEqual, parseHash, sha256Hash } from '../nix/hash.js';
+import { formatHash, hashesEqual, parseHash, sha256Hash, sha256Of } from '../nix/hash.js';
 import type { NarInfo } from '../nix/narinfo.js';
 import { isDerivationPath, parseStorePath } from '../nix/store-path.js';
 import { createByteLimit } from '../io/byte-limit.js';
@@ -11,7 +11,6 @@ import { readFirstLine } from '../io/read-line.js';
 import { readSmallBody } from '../io/read-small-body.js';
 import { formatListing } from '../nix/nar/listing.js';
 import { NarParser } from '../nix/nar/nar-parser.js';
-import { sha256Of } from '../nix/hash.js';
 import type { CacheRow } from '../db/caches-repo.js';
 import type { NarRow, NarsRepo } from '../db/nars-repo.js';
 import type { PathsRepo } from '../db/paths-repo.js';
@@ -138,7 +137,8 @@ export interface NativeUploadResult extends CommitResult {
  * bytes are hashed and counted (FileHash, FileSize); the event loop only copies the NAR to the
  * thread and the compressed bytes to the blob store. The file appears under its name only once
  * the NAR verified (`beforeCommit`); then the path is committed by the very function a narinfo
- * PUT goes through.
+ * PUT goes through. A NAR of at most SMALL_NAR_SIZE bytes gets the same checks in memory, on
+ * the event loop, and is stored only once it verified.
  *
  * On a failure the rest of the body is drained rather than the connection dropped, so the
  * client always reads why (a dropped connection would look like a transient error and be retried).
@@ -158,7 +158,7 @@ export function createNativeUpload(deps: {
     const key = narStorageKey(cache.name, fileName);
     let narBytes: Buffer;
     try {
-      // One byte more than promised is enough to tell a NAR that is too long.
+      // Refused as soon as it runs past NarSize.
       narBytes = await readSmallBody(body, info.narSize);
     } catch (err) {
       if (isNarhubError(err) && err.code === 'BODY_TOO_LARGE') throw new NarhubError('NAR_SIZE_MISMATCH', `the NAR is longer than its NarSize ${info.narSize}`);
