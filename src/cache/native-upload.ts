@@ -174,7 +174,7 @@ export function createNativeUpload(deps: {
     // Side by side: the two writes share their wait for the disk.
     const [, listingKey] = await Promise.all([
       store.put(key, file, { signal: options.signal, size: file.length, contentType: 'application/x-nix-nar' }),
-      storeGeneratedListing(store, cache.name, fileName, formatListing(nar.listing)),
+      nar.listing === undefined ? null : storeGeneratedListing(store, cache.name, fileName, formatListing(nar.listing)),
     ]);
     nars.putPending({
       cacheId: cache.id,

@@ -13,7 +13,8 @@ export interface NarSummary {
   /** `sha256:<nix32>` over the exact NAR bytes. */
   narHash: string;
   narSize: number;
-  listing: NarListing;
+  /** Undefined when the NAR has more entries than the parser lists (`maxListingEntries`). */
+  listing: NarListing | undefined;
 }
 
 /** What `finish()` returns for a parser built with `listing: false`. */
@@ -27,7 +28,18 @@ export interface NarParserOptions<L extends boolean = boolean> {
   maxDepth?: number;
   /** Build the `.ls` listing (memory grows with the number of entries). Default true. */
   listing?: L;
+  /**
+   * Past this many entries the listing is given up (`listing` undefined), so that a NAR of
+   * millions of tiny files costs no more memory than any other. Default MAX_LISTING_ENTRIES.
+   */
+  maxListingEntries?: number;
 }
+
+/**
+ * Entries a listing may have: ~200 bytes of memory each while it is built, so ~40 MB at most;
+ * larger trees (a few packages have this many files) get no listing, which Nix treats as absent.
+ */
+export const MAX_LISTING_ENTRIES = 200_000;
 
 // Limits from spec §7.3 (the union of all Nix versions: latest is strictest).
 const MAX_NAME = 255;
@@ -115,7 +127,9 @@ type RegularNode = Extract<NarListingNode, { type: 'regular' }>;
  */
 export class NarParser<L extends boolean = true> {
   private readonly maxDepth: number;
-  private readonly wantListing: boolean;
+  private wantListing: boolean;
+  private readonly maxListingEntries: number;
+  private listingEntries = 0;
   private readonly hash: Hash = createHash('sha256');
   private consumed = 0;
   private failure: NarhubError | undefined;
@@ -142,6 +156,7 @@ export class NarParser<L extends boolean = true> {
   constructor(options: NarParserOptions<L> = {}) {
     this.maxDepth = options.maxDepth ?? 64;
     this.wantListing = options.listing ?? true;
+    this.maxListingEntries = options.maxListingEntries ?? MAX_LISTING_ENTRIES;
   }
 
   /** Feed the next bytes. Throws NAR_INVALID ('<reason> at byte <offset>') as soon as the input is invalid. */
@@ -410,6 +425,13 @@ export class NarParser<L extends boolean = true> {
   }
 
   private attach(node: NarListingNode): void {
+    if (++this.listingEntries > this.maxListingEntries) {
+      // Too many entries to list: drop what was built and list nothing more.
+      this.wantListing = false;
+      this.root = undefined;
+      this.currentFile = undefined;
+      return;
+    }
     const parent = this.dirs[this.dirs.length - 1];
     if (parent === undefined) this.root = node;
     else addEntry(parent.entries, this.pendingName, node);

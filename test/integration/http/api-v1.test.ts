@@ -8,6 +8,7 @@ import { test } from 'node:test';
 import type { LightMyRequestResponse } from 'fastify';
 import { decompress as zstdDecompress } from 'zstd-napi';
 import { SMALL_NAR_SIZE } from '../../../src/cache/native-upload.js';
+import { MAX_LISTING_ENTRIES } from '../../../src/nix/nar/nar-parser.js';
 import { parseNarInfo } from '../../../src/nix/narinfo.js';
 import { generateKeyPair, signNarInfo, verifyNarInfoSig } from '../../../src/nix/signing.js';
 import {
@@ -309,6 +310,21 @@ for (const size of NAR_SIZES) {
     await assertNothingVisible(h, path);
   });
 }
+
+test('a NAR with more entries than a listing may have is stored and served, without a listing', async (t) => {
+  const h = await buildTestApp(t, { maxNarSize: 1 << 30 });
+  const entries: Record<string, NarTree> = {};
+  for (let i = 0; i <= MAX_LISTING_ENTRIES; i++) entries[`f${String(i).padStart(7, '0')}`] = { type: 'regular', contents: Buffer.alloc(0) };
+  const path = makePath({ name: 'many-files', tree: { type: 'directory', entries } });
+  const res = await putPath(h, path.hashPart, nativeBody(path));
+  assert.equal(res.statusCode, 201, res.body);
+  const info = parseNarInfo((await h.request('GET', `/main/${path.hashPart}.narinfo`)).body);
+  assert.equal(info.narSize, path.nar.length);
+  assert.equal((await h.request('HEAD', `/main/${info.url}`)).statusCode, 200);
+  // No listing (Nix treats it as absent), and no listing file in storage.
+  assert.equal((await h.request('GET', `/main/${path.hashPart}.ls`)).statusCode, 404);
+  assert.equal(existsSync(join(h.storeRoot, 'main', 'listing', `${narHashName(path)}.ls`)), false);
+});
 
 test('a reference the cache lacks is refused before the NAR is read', async (t) => {
   const h = await buildTestApp(t);

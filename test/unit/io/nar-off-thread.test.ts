@@ -56,7 +56,7 @@ function onLoop(nar: Buffer): { narHash: string; narSize: number; listing: strin
   try {
     parser.update(nar);
     const s = parser.finish();
-    return { narHash: s.narHash, narSize: s.narSize, listing: formatListing(s.listing) };
+    return { narHash: s.narHash, narSize: s.narSize, listing: formatListing(s.listing!) };
   } catch (err) {
     assert.ok(isNarhubError(err));
     return err;
@@ -116,7 +116,7 @@ test('a raw NAR: the NarHash, NarSize and listing the validator on the loop repo
     // The NarValidator stream on the loop agrees.
     const inLoop = createNarValidator();
     await pipeline(chunked(nar, 4096), inLoop);
-    assert.equal(formatListing(inLoop.result().listing), want.listing, what);
+    assert.equal(formatListing(inLoop.result().listing!), want.listing, what);
   }
 });
 

@@ -38,7 +38,7 @@ describe('createNarValidator', () => {
     const got = validator.result();
     assert.equal(got.narHash, want.narHash);
     assert.equal(got.narSize, NAR.length);
-    assert.equal(formatListing(got.listing), formatListing(want.listing));
+    assert.equal(formatListing(got.listing!), formatListing(want.listing!));
   });
 
   it('can skip the listing', async () => {

@@ -122,8 +122,8 @@ describe('NAR handling agrees with Nix 2.8', () => {
 
     // All names are UTF-8, so the listing must be byte-for-byte what Nix writes.
     const ls = await nixListing(nix, root);
-    assert.equal(formatListing(summary.listing), ls.toString('utf8'));
-    assert.ok(Buffer.from(formatListing(summary.listing)).equals(ls));
+    assert.equal(formatListing(summary.listing!), ls.toString('utf8'));
+    assert.ok(Buffer.from(formatListing(summary.listing!)).equals(ls));
   });
 
   it('names and targets that are not UTF-8 (latin1 policy)', async (t) => {
@@ -147,8 +147,8 @@ describe('NAR handling agrees with Nix 2.8', () => {
 
     // Nix writes the raw bytes; read as latin1 they are exactly our policy (all else is ASCII).
     const ls = await nixListing(nix, root.toString());
-    assert.deepEqual(JSON.parse(formatListing(summary.listing)), JSON.parse(ls.toString('latin1')));
-    assert.match(formatListing(summary.listing), /"\u00ff":\{"type":"regular","size":1,/);
+    assert.deepEqual(JSON.parse(formatListing(summary.listing!)), JSON.parse(ls.toString('latin1')));
+    assert.match(formatListing(summary.listing!), /"\u00ff":\{"type":"regular","size":1,/);
   });
 
   it('a single regular file and a single symlink at the root', async (t) => {
@@ -159,7 +159,7 @@ describe('NAR handling agrees with Nix 2.8', () => {
     const summary = parseRandomChunks(bytes);
     // Spec §7.5 / Appendix A.
     assert.equal(summary.narHash, 'sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw');
-    assert.equal(formatListing(summary.listing), (await nixListing(nix, join(base, 'f'))).toString());
+    assert.equal(formatListing(summary.listing!), (await nixListing(nix, join(base, 'f'))).toString());
 
     symlinkSync('somewhere/else', join(base, 'l'));
     const linkBytes = dump(nix, join(base, 'l'));

@@ -118,7 +118,7 @@ describe('NarParser: spec §7.5 example', () => {
     const s = parse(SPEC_EXAMPLE);
     assert.equal(s.narHash, 'sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw');
     assert.equal(s.narSize, 120);
-    assert.equal(formatListing(s.listing), '{"version":1,"root":{"type":"regular","size":6,"narOffset":96}}');
+    assert.equal(formatListing(s.listing!), '{"version":1,"root":{"type":"regular","size":6,"narOffset":96}}');
   });
 
   it('gives the same result one byte at a time', () => {
@@ -150,7 +150,7 @@ describe('NarParser: listing', () => {
   it('records types, sizes, executable bits, targets and narOffsets', () => {
     const bytes = nar(...dir(entry('a', exe('#!')), entry('b', file('')), entry('c', link('a')), entry('d', dir())));
     const s = parse(bytes);
-    const root = s.listing.root as Extract<NarListingNode, { type: 'directory' }>;
+    const root = s.listing!.root as Extract<NarListingNode, { type: 'directory' }>;
     assert.equal(Object.getPrototypeOf(root.entries), null);
     const a = root.entries['a'] as Extract<NarListingNode, { type: 'regular' }>;
     assert.deepEqual({ ...a }, { type: 'regular', size: 2, narOffset: a.narOffset, executable: true });
@@ -163,7 +163,7 @@ describe('NarParser: listing', () => {
 
   it('keeps names like __proto__ as plain keys', () => {
     const s = parse(nar(...dir(entry('__proto__', file()), entry('constructor', file()))));
-    const root = s.listing.root as Extract<NarListingNode, { type: 'directory' }>;
+    const root = s.listing!.root as Extract<NarListingNode, { type: 'directory' }>;
     assert.deepEqual(Object.keys(root.entries), ['__proto__', 'constructor']);
     assert.equal(({} as Record<string, unknown>)['polluted'], undefined);
   });
@@ -249,7 +249,7 @@ describe('NarParser: rejects every rule of spec §7.3', () => {
   it('6. symlink targets: non-empty, no NUL, ≤ 4095 bytes', () => {
     rejects(nar(...link('')), /empty symlink target at byte 88$/, { detectAt: 95 });
     rejects(nar(...link('a\0b')), /NUL byte in symlink target at byte 97$/, { detectAt: 97 });
-    assert.equal((parse(nar(...link('t'.repeat(4095)))).listing.root as { target: string }).target.length, 4095);
+    assert.equal((parse(nar(...link('t'.repeat(4095)))).listing!.root as { target: string }).target.length, 4095);
     rejects(nar(...link('t'.repeat(4096))), /symlink target longer than 4095 bytes at byte 88$/, { detectAt: 95 });
   });
 
@@ -329,8 +329,8 @@ describe('NarParser: split-point properties', () => {
         const s = parseChunks(split(bytes, cuts));
         assert.equal(s.narHash, 'sha256:' + encodeNix32(createHash('sha256').update(bytes).digest()));
         assert.equal(s.narSize, bytes.length);
-        checkOffsets(tree, s.listing.root, bytes);
-        assert.equal(formatListing(s.listing), formatListing(parse(bytes).listing));
+        checkOffsets(tree, s.listing!.root, bytes);
+        assert.equal(formatListing(s.listing!), formatListing(parse(bytes).listing!));
       }),
       { numRuns: 300 },
     );
@@ -375,5 +375,30 @@ describe('NarParser: split-point properties', () => {
       ),
       { numRuns: 300 },
     );
+  });
+});
+
+describe('NarParser: the listing of a huge tree', () => {
+  const five = nar(...dir(entry('a', file()), entry('b', file('yy')), entry('c', dir(entry('d', link('a')))), entry('e', exe())));
+  const parseWith = (bytes: Buffer, maxListingEntries: number) => {
+    const p = new NarParser({ maxListingEntries });
+    p.update(bytes);
+    return p.finish();
+  };
+
+  it('is given up past maxListingEntries, while hash and size stay exact', () => {
+    const full = parseWith(five, 6); // the root directory and its 5 entries
+    assert.ok(full.listing, 'six entries fit');
+    const capped = parseWith(five, 5);
+    assert.equal(capped.listing, undefined);
+    assert.equal(capped.narHash, full.narHash);
+    assert.equal(capped.narSize, five.length);
+    assert.equal(capped.narHash, `sha256:${encodeNix32(createHash('sha256').update(five).digest())}`);
+  });
+
+  it('still enforces every rule after giving the listing up', () => {
+    const unsorted = nar(...dir(entry('a', file()), entry('b', file()), entry('c', file()), entry('b2', file())));
+    const p = new NarParser({ maxListingEntries: 2 });
+    assert.throws(() => p.update(unsorted), /NAR directory is not sorted: 'b2' after 'c'/);
   });
 });
