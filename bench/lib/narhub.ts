@@ -5,8 +5,9 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseLoopDelay, type LoopDelayRecord } from './loop-delay-record.js';
-import { cpuSeconds, exec, execOk, exited, stopChild } from './proc.js';
+import { cpuSeconds, exec, execOk, stopChild } from './proc.js';
 import type { Scope } from './scope.js';
+import { listeningUrl } from '../../test/helpers/listening.js';
 
 /** dist/bench/lib/narhub.js -> dist/src/cli/main.js */
 export const NARHUB_CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
@@ -83,39 +84,10 @@ export async function startNarhub(scope: Scope, opts: NarhubOptions): Promise<Na
   const stop = () => (stopped ??= stopChild(child, 'SIGTERM').then(() => new Promise<void>((r) => log.end(() => r()))));
   scope.after(stop);
 
-  const url = await new Promise<string>((resolve, reject) => {
-    let buffered = '';
-    let settled = false;
-    const fail = (why: string) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      reject(new Error(`narhub serve (${opts.label}) ${why}; see ${opts.logFile}`));
-    };
-    const timer = setTimeout(() => fail('printed no "listening" line within 60 s'), 60_000);
-    child.stdout.on('data', (d: Buffer) => {
-      log.write(d);
-      if (settled) return;
-      buffered += d.toString('utf8');
-      const lines = buffered.split('\n');
-      buffered = lines.pop() ?? '';
-      for (const line of lines) {
-        if (!line.startsWith('{')) continue;
-        try {
-          const rec = JSON.parse(line) as { msg?: unknown; url?: unknown };
-          if (rec.msg === 'listening' && typeof rec.url === 'string') {
-            settled = true;
-            clearTimeout(timer);
-            resolve(rec.url.replace(/\/+$/, ''));
-            return;
-          }
-        } catch {
-          // not a log record
-        }
-      }
-    });
-    child.once('error', (e) => fail(`could not be spawned: ${e.message}`));
-    void exited(child).then(() => fail(`exited (code ${child.exitCode}, signal ${child.signalCode}) before listening`));
+  const url = await listeningUrl(child, {
+    timeoutMs: 60_000,
+    onOutput: (d) => log.write(d),
+    failure: (why) => new Error(`narhub serve (${opts.label}) ${why}; see ${opts.logFile}`),
   });
 
   const adminToken = (await readFile(join(opts.dataDir, 'admin-token'), 'utf8')).trim();

@@ -3,6 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { listeningUrl } from './listening.js';
 import { makeTempDir, type Cleanup } from './tmp.js';
 
 /** The compiled CLI: dist/test/helpers/server.js -> dist/src/cli/main.js (NARHUB_CLI overrides). */
@@ -184,7 +185,6 @@ export async function startServer(t: Cleanup, opts: StartServerOptions = {}): Pr
   });
   let out = '';
   let err = '';
-  child.stdout!.setEncoding('utf8');
   child.stderr!.setEncoding('utf8');
   child.stderr!.on('data', (d: string) => {
     err += d;
@@ -211,34 +211,13 @@ export async function startServer(t: Cleanup, opts: StartServerOptions = {}): Pr
     await stop();
   });
 
-  const url = await new Promise<string>((resolve, reject) => {
-    let buffered = '';
-    let settled = false;
-    const fail = (why: string) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      reject(new Error(`narhub serve ${why}\nstdout:\n${out}\nstderr:\n${err}`));
-    };
-    const timer = setTimeout(() => fail(`printed no "listening" line within ${LISTEN_TIMEOUT_MS} ms`), LISTEN_TIMEOUT_MS);
-    child.stdout!.on('data', (d: string) => {
+  const url = await listeningUrl(child, {
+    timeoutMs: LISTEN_TIMEOUT_MS,
+    onOutput: (d) => {
       out += d;
       if (debug) process.stderr.write(`[server] ${d}`);
-      if (settled) return;
-      buffered += d;
-      const lines = buffered.split('\n');
-      buffered = lines.pop() ?? '';
-      for (const rec of jsonLines(lines.join('\n'))) {
-        if (rec.msg === 'listening' && typeof rec.url === 'string') {
-          settled = true;
-          clearTimeout(timer);
-          resolve(rec.url.replace(/\/+$/, ''));
-          return;
-        }
-      }
-    });
-    child.once('error', (e) => fail(`could not be spawned: ${e.message}`));
-    child.once('exit', (code, signal) => fail(`exited (code ${code}, signal ${signal}) before listening`));
+    },
+    failure: (why) => new Error(`narhub serve ${why}\nstdout:\n${out}\nstderr:\n${err}`),
   });
 
   let adminToken: string;
