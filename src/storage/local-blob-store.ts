@@ -94,7 +94,7 @@ export function createLocalBlobStore(options: LocalBlobStoreOptions): BlobStore 
       } else {
         // pipeline() is called before any await, so a Readable that errors early has a listener.
         await pipeline(
-          sourceOf(body),
+          body,
           async function (chunks: AsyncIterable<unknown>) {
             opening = openTemp(tempDir, temp);
             const fh = await io('create temp file', key, () => opening!);
@@ -122,21 +122,15 @@ export function createLocalBlobStore(options: LocalBlobStoreOptions): BlobStore 
       signal?.throwIfAborted();
 
       const dir = dirname(target);
-      let firstCreated: string | undefined;
-      if (knownDirs.has(dir)) {
-        await io('rename', key, () =>
-          rename(temp, target).catch(async (err: unknown) => {
-            if (!isMissing(err)) throw err;
-            // Someone removed the directory since: make it again.
-            knownDirs.delete(dir);
-            firstCreated = await mkdir(dir, { recursive: true });
-            await rename(temp, target);
-          }),
-        );
-      } else {
-        firstCreated = await io('create directory', key, () => mkdir(dir, { recursive: true }));
-        await io('rename', key, () => rename(temp, target));
-      }
+      let firstCreated = knownDirs.has(dir) ? undefined : await io('create directory', key, () => mkdir(dir, { recursive: true }));
+      await io('rename', key, () =>
+        rename(temp, target).catch(async (err: unknown) => {
+          if (!isMissing(err)) throw err;
+          // The directory was removed since it was seen: make it again.
+          firstCreated = await mkdir(dir, { recursive: true });
+          await rename(temp, target);
+        }),
+      );
       renamed = true;
       if (knownDirs.size >= KNOWN_DIRS_LIMIT) knownDirs.clear();
       knownDirs.add(dir);
@@ -265,12 +259,6 @@ async function openTemp(tempDir: string, temp: string): Promise<FileHandle> {
   }
 }
 
-function sourceOf(body: Body): Readable | AsyncIterable<Uint8Array> | Iterable<Uint8Array> {
-  // Wrapped so the bytes travel as one chunk (a bare Uint8Array would iterate as numbers).
-  if (body instanceof Uint8Array) return body.byteLength === 0 ? [] : [body];
-  return body;
-}
-
 async function writeAll(fh: FileHandle, chunk: Uint8Array): Promise<void> {
   // write(2) may write less than asked, e.g. on a nearly full disk before ENOSPC.
   let offset = 0;
@@ -305,15 +293,14 @@ function createDirSyncer(): (dir: string) => Promise<void> {
     }
     if (s.next !== undefined) return s.next;
     // Runs (even if the current one failed) once the current one has ended; it becomes current.
-    const next = s.running.then(
-      () => undefined,
-      () => undefined,
-    ).then(() => {
-      const current = state.get(dir)!;
-      current.next = undefined;
-      current.running = start(dir);
-      return current.running;
-    });
+    const next = s.running
+      .catch(() => undefined)
+      .then(() => {
+        const current = state.get(dir)!;
+        current.next = undefined;
+        current.running = start(dir);
+        return current.running;
+      });
     s.next = next;
     return next;
   };
