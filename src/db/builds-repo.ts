@@ -97,6 +97,8 @@ export function createBuildsRepo(db: Database) {
   const addDep = db.prepare('INSERT OR IGNORE INTO build_deps (drv_hash, input_hash) VALUES (?, ?)');
   const depsOf = db.prepare<[string], { hash: string; status: BuildStatus }>(`SELECT d.input_hash AS hash, b.status FROM build_deps d
     JOIN builds b ON b.drv_hash = d.input_hash WHERE d.drv_hash = ?`);
+  const inputsOf = db.prepare<[string], { drv_path: string; outputs: string }>(`SELECT b.drv_path, b.outputs FROM build_deps d
+    JOIN builds b ON b.drv_hash = d.input_hash WHERE d.drv_hash = ?`);
   const dependentsOf = db.prepare<[string], { hash: string; status: BuildStatus; enqueued: number }>(`SELECT d.drv_hash AS hash, b.status, b.enqueued
     FROM build_deps d JOIN builds b ON b.drv_hash = d.drv_hash WHERE d.input_hash = ?`);
 
@@ -163,6 +165,10 @@ export function createBuildsRepo(db: Database) {
     },
     deps(drvHash: string): { hash: string; status: BuildStatus }[] {
       return depsOf.all(drvHash);
+    },
+    /** The input builds of a build: their `.drv` basename and outputs (name -> basename). */
+    inputs(drvHash: string): { drvPath: string; outputs: Record<string, string> }[] {
+      return inputsOf.all(drvHash).map((r) => ({ drvPath: r.drv_path, outputs: JSON.parse(r.outputs) as Record<string, string> }));
     },
     dependents(drvHash: string): { hash: string; status: BuildStatus; enqueued: boolean }[] {
       return dependentsOf.all(drvHash).map((r) => ({ ...r, enqueued: r.enqueued === 1 }));

@@ -106,9 +106,8 @@ export function createHub(opts: HubOptions) {
 
   function jobData(b: BuildRow): BuildJobData {
     const inputOutputs: Record<string, Record<string, string>> = {};
-    for (const dep of builds.deps(b.drvHash)) {
-      const input = builds.get(dep.hash);
-      if (input) inputOutputs[`/nix/store/${input.drvPath}`] = Object.fromEntries(Object.entries(input.outputs).map(([k, v]) => [k, `/nix/store/${v}`]));
+    for (const input of builds.inputs(b.drvHash)) {
+      inputOutputs[`/nix/store/${input.drvPath}`] = Object.fromEntries(Object.entries(input.outputs).map(([k, v]) => [k, `/nix/store/${v}`]));
     }
     return {
       protocol: PROTOCOL_VERSION,

@@ -1,6 +1,6 @@
-// The evaluation repository's questions about an evaluation's builds, on a real SQLite database
-// with the real migrations: whether any is still open (asked after every finished build, so it
-// must not count them all), and how many are in each state.
+// The hub's questions to the database about builds, on a real SQLite database with the real
+// migrations: whether any build of an evaluation is still open (asked after every finished
+// build, so it must not count them all), how many are in each state, and a build's inputs.
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -12,7 +12,7 @@ import { openDatabase } from '../../../src/db/open.js';
 import { createProjectsRepo } from '../../../src/db/projects-repo.js';
 import { makeTempDir } from '../../helpers/tmp.js';
 
-test('hasOpenBuilds: true while any build of the evaluation is queued or running, whatever other evaluations hold', async (t) => {
+async function openRepos(t: Parameters<typeof makeTempDir>[0]) {
   const dir = await makeTempDir(t, 'narhub-evals-');
   const db = openDatabase(join(dir, 'narhub.sqlite'));
   t.after(() => db.close());
@@ -21,6 +21,21 @@ test('hasOpenBuilds: true while any build of the evaluation is queued or running
   const project = createProjectsRepo(db).insert('p', { flake: 'path:/x', ref: null, systems: ['x86_64-linux'], attrs: ['checks'], cacheId: cache.id, priority: 0 });
   const evaluations = createEvaluationsRepo(db);
   const builds: BuildsRepo = createBuildsRepo(db);
+  return { cache, project, evaluations, builds };
+}
+
+test('a build\'s inputs, as the hub puts them in its job: their .drv and outputs', async (t) => {
+  const { cache, builds } = await openRepos(t);
+  const [a, b] = ['a'.repeat(32), 'b'.repeat(32)];
+  builds.insert({ drvHash: a, drvPath: `${a}-a.drv`, system: 'x86_64-linux', requiredFeatures: [], outputs: { out: `${'c'.repeat(32)}-a`, dev: `${'d'.repeat(32)}-a-dev` }, queue: 'build-x86_64-linux', cacheId: cache.id, priority: 0 });
+  builds.insert({ drvHash: b, drvPath: `${b}-b.drv`, system: 'x86_64-linux', requiredFeatures: [], outputs: {}, queue: 'build-x86_64-linux', cacheId: cache.id, priority: 0 });
+  builds.addDep(b, a);
+  assert.deepEqual(builds.inputs(b), [{ drvPath: `${a}-a.drv`, outputs: { out: `${'c'.repeat(32)}-a`, dev: `${'d'.repeat(32)}-a-dev` } }]);
+  assert.deepEqual(builds.inputs(a), []);
+});
+
+test('hasOpenBuilds: true while any build of the evaluation is queued or running, whatever other evaluations hold', async (t) => {
+  const { cache, project, evaluations, builds } = await openRepos(t);
   const mine = evaluations.insert({ projectId: project.id, ref: null, flakeUrl: 'path:/x', priority: 0 });
   const other = evaluations.insert({ projectId: project.id, ref: null, flakeUrl: 'path:/x', priority: 0 });
 
