@@ -18,9 +18,10 @@ const FINISH_WAIT_MS = 10_000;
 const IN_MEMORY_BYTES = 1024 * 1024;
 
 /**
- * One build's log, as it comes: kept (capped at MAX_LOG_BYTES, uploaded to the cache at the end)
- * in memory while small, which most logs are, and in a spool file once it grows and streamed live to the Redis stream `logStreamKey(drvHash)` in
- * batches (`XADD … MAXLEN ~ … * data <chunk>`), ended by an `eof 1` entry. A new attempt
+ * One build's log, as it comes: kept for the cache (capped at MAX_LOG_BYTES, uploaded at the
+ * end) in memory while small, as most logs are, and in a spool file once it passes
+ * IN_MEMORY_BYTES; and streamed live to the Redis stream `logStreamKey(drvHash)` in batches
+ * (`XADD … MAXLEN ~ … * data <chunk>`), ended by an `eof 1` entry. A new attempt
  * starts the stream afresh (DEL). Redis trouble never slows or fails the build: batches that
  * cannot be written are dropped from the live view and counted.
  */

@@ -13,14 +13,14 @@ export interface HeartbeatSource {
   running(): string[];
 }
 
+/** How soon after a build starts or ends the heartbeat says so. */
+const SOON_MS = 250;
+
 /**
  * Writes `spokeKey(id)` (JSON SpokeHeartbeat, TTL HEARTBEAT_TTL_SECONDS) now and every
  * HEARTBEAT_INTERVAL_MS, so the hub sees which spokes are alive and what they run; `stop`
  * deletes it (a clean exit), while a dead spoke's key simply expires.
  */
-/** How soon after a build starts or ends the heartbeat says so. */
-const SOON_MS = 250;
-
 export class Heartbeat {
   readonly #redis: Redis;
   readonly #source: HeartbeatSource;
