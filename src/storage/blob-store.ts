@@ -62,7 +62,8 @@ export interface BlobPutOptions {
   size?: number;
   contentType?: string;
   /**
-   * Runs once every byte is written but before the blob becomes visible under `key`. If it
+   * Runs once every byte is written (or, for a body of bytes, is in hand) but before the blob
+   * becomes visible under `key`. If it
    * throws, the write is abandoned exactly as if the body had failed: this is where a caller
    * checks hashes it computed on the way, so unverified bytes never appear under a real name.
    */
@@ -85,6 +86,11 @@ export interface BlobRead {
   size: number;
   /** Length of the whole blob. */
   totalSize: number;
+  /**
+   * Optional: the same bytes as `stream`, when the store read them all at once (small files).
+   * A caller may send these instead of consuming the stream; the stream then needs no closing.
+   */
+  bytes?: Uint8Array;
   /**
    * Optional: gives a chunk that `stream` produced back to the store, to be read into again.
    * Call it only once nothing will look at the chunk's bytes any more (a socket has written

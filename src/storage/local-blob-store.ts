@@ -14,6 +14,7 @@ import {
   type BlobRead,
   type BlobStore,
 } from './blob-store.js';
+import { createFileThreads, FileJobFailure } from './file-threads.js';
 
 /**
  * In-flight puts live here until renamed into place. It sits under the root so the rename stays
@@ -34,12 +35,20 @@ const STALE_TEMP_MS = 60 * 60 * 1000;
  */
 const READ_CHUNK = 1024 * 1024;
 
+/**
+ * Files up to this size are read whole by a file thread, in one trip, and handed out as bytes
+ * (narinfos, listings, logs, `.drv`s and most NARs a build hub moves); larger ones stream.
+ */
+const WHOLE_READ_MAX = 256 * 1024;
+
 type Body = Readable | AsyncIterable<Uint8Array> | Uint8Array;
 
 export interface LocalBlobStoreOptions {
   root: string;
   /** fsync files and directories before a put resolves (default true). */
   fsync?: boolean;
+  /** Threads for whole small-file writes and reads (default 2). */
+  fileThreads?: number;
 }
 
 /**
@@ -69,14 +78,31 @@ export function createLocalBlobStore(options: LocalBlobStoreOptions): BlobStore 
     return full;
   }
 
-  /** Directories known to exist (made or seen by a put): no mkdir for them next time. */
-  const knownDirs = new Set<string>();
   const dirSync = createDirSyncer();
+  const files = createFileThreads(options.fileThreads);
+
+  /** A put of bytes in hand: the whole write, rename and fsyncs in one trip to a file thread. */
+  async function putBytes(key: string, target: string, body: Uint8Array, opts: BlobPutOptions): Promise<BlobInfo> {
+    if (opts.size !== undefined && opts.size !== body.byteLength) {
+      throw new NarhubError('BAD_REQUEST', `blob body for ${key} was ${body.byteLength} bytes, expected ${opts.size}`);
+    }
+    if (opts.beforeCommit) {
+      await opts.beforeCommit();
+      opts.signal?.throwIfAborted();
+    }
+    // Handed to the thread in the same tick as the put, unless a beforeCommit ran first.
+    const temp = join(tempDir, randomBytes(12).toString('hex'));
+    await files.write({ tempDir, temp, target, data: body, durable }).catch((err: unknown) => {
+      throw err instanceof FileJobFailure ? storageError(err.step, key, err) : err;
+    });
+    return { size: body.byteLength };
+  }
 
   async function put(key: string, body: Body, opts: BlobPutOptions = {}): Promise<BlobInfo> {
     const target = pathOf(key);
     const { signal } = opts;
     signal?.throwIfAborted();
+    if (body instanceof Uint8Array) return putBytes(key, target, body, opts);
 
     const temp = join(tempDir, randomBytes(12).toString('hex'));
     // Set synchronously when the sink starts; cleanup awaits it so a temp file still being
@@ -85,31 +111,23 @@ export function createLocalBlobStore(options: LocalBlobStoreOptions): BlobStore 
     let renamed = false;
     try {
       let size = 0;
-      if (body instanceof Uint8Array) {
-        // Small bodies (narinfos, listings, tiny NARs) skip the stream machinery.
-        opening = openTemp(tempDir, temp);
-        const fh = await io('create temp file', key, () => opening!);
-        await io('write', key, () => writeAll(fh, body));
-        size = body.byteLength;
-      } else {
-        // pipeline() is called before any await, so a Readable that errors early has a listener.
-        await pipeline(
-          body,
-          async function (chunks: AsyncIterable<unknown>) {
-            opening = openTemp(tempDir, temp);
-            const fh = await io('create temp file', key, () => opening!);
-            // Pulling one chunk at a time and awaiting its write is the backpressure.
-            for await (const chunk of chunks) {
-              if (!(chunk instanceof Uint8Array)) {
-                throw new NarhubError('INTERNAL', `blob body for ${key} yielded a ${typeof chunk}, not bytes`);
-              }
-              await io('write', key, () => writeAll(fh, chunk));
-              size += chunk.byteLength;
+      // pipeline() is called before any await, so a Readable that errors early has a listener.
+      await pipeline(
+        body,
+        async function (chunks: AsyncIterable<unknown>) {
+          opening = openTemp(tempDir, temp);
+          const fh = await io('create temp file', key, () => opening!);
+          // Pulling one chunk at a time and awaiting its write is the backpressure.
+          for await (const chunk of chunks) {
+            if (!(chunk instanceof Uint8Array)) {
+              throw new NarhubError('INTERNAL', `blob body for ${key} yielded a ${typeof chunk}, not bytes`);
             }
-          },
-          signal === undefined ? {} : { signal },
-        );
-      }
+            await io('write', key, () => writeAll(fh, chunk));
+            size += chunk.byteLength;
+          }
+        },
+        signal === undefined ? {} : { signal },
+      );
       if (opts.size !== undefined && opts.size !== size) {
         throw new NarhubError('BAD_REQUEST', `blob body for ${key} was ${size} bytes, expected ${opts.size}`);
       }
@@ -122,18 +140,16 @@ export function createLocalBlobStore(options: LocalBlobStoreOptions): BlobStore 
       signal?.throwIfAborted();
 
       const dir = dirname(target);
-      let firstCreated = knownDirs.has(dir) ? undefined : await io('create directory', key, () => mkdir(dir, { recursive: true }));
+      let firstCreated: string | undefined;
       await io('rename', key, () =>
         rename(temp, target).catch(async (err: unknown) => {
           if (!isMissing(err)) throw err;
-          // The directory was removed since it was seen: make it again.
+          // A directory no put has needed yet (or one removed since).
           firstCreated = await mkdir(dir, { recursive: true });
           await rename(temp, target);
         }),
       );
       renamed = true;
-      if (knownDirs.size >= KNOWN_DIRS_LIMIT) knownDirs.clear();
-      knownDirs.add(dir);
       // The rename is durable once its directory is, and so is every directory mkdir just made.
       if (durable) {
         await io('fsync directory', key, async () => {
@@ -156,6 +172,12 @@ export function createLocalBlobStore(options: LocalBlobStoreOptions): BlobStore 
   async function get(key: string, opts: BlobGetOptions = {}): Promise<BlobRead | null> {
     const path = pathOf(key);
     opts.signal?.throwIfAborted();
+    const whole = await files.read(path, WHOLE_READ_MAX).catch((err: unknown) => {
+      throw err instanceof FileJobFailure ? storageError(err.step, key, err) : err;
+    });
+    if (whole.found === 'missing' || whole.found === 'not-file') return null;
+    if (whole.found === 'bytes') return withSignal(bytesRead(key, whole.bytes, opts.range), opts.signal);
+    // Too large to read whole: streamed from a handle of its own.
     let fh: FileHandle;
     try {
       fh = await open(path, 'r');
@@ -171,13 +193,8 @@ export function createLocalBlobStore(options: LocalBlobStoreOptions): BlobStore 
         return null;
       }
       const totalSize = st.size;
-      const { range } = opts;
-      if (range === undefined) return withSignal(fileRead(fh, 0, totalSize, totalSize), opts.signal);
-      const { start, end } = range;
-      if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end < start || end >= totalSize) {
-        throw new NarhubError('RANGE_NOT_SATISFIABLE', `range ${start}-${end} is outside ${key} (${totalSize} bytes)`);
-      }
-      return withSignal(fileRead(fh, start, end + 1, totalSize), opts.signal);
+      const { start, end } = rangeOf(key, opts.range, totalSize);
+      return withSignal(fileRead(fh, start, end, totalSize), opts.signal);
     } catch (err) {
       await fh.close().catch(() => undefined);
       throw err;
@@ -243,8 +260,8 @@ export function createLocalBlobStore(options: LocalBlobStoreOptions): BlobStore 
     stat: statKey,
     delete: deleteKey,
     list,
-    // Nothing is held between calls; read streams own and close their handles.
-    close: async () => undefined,
+    // Read streams own and close their handles; the file threads finish what they were given.
+    close: () => files.close(),
   };
 }
 
@@ -306,9 +323,6 @@ function createDirSyncer(): (dir: string) => Promise<void> {
   };
 }
 
-/** Beyond this many, the set of known directories starts over (each costs one mkdir again). */
-const KNOWN_DIRS_LIMIT = 10_000;
-
 /** fsyncs `to` and each of its ancestors up to and including `from`. */
 async function syncDirs(from: string, to: string): Promise<void> {
   for (let dir = to; ; dir = dirname(dir)) {
@@ -326,6 +340,24 @@ async function syncDirs(from: string, to: string): Promise<void> {
 function fileRead(fh: FileHandle, start: number, end: number, totalSize: number): BlobRead {
   const stream = new FileReadStream(fh, start, end);
   return { stream, size: end - start, totalSize, recycle: (chunk) => stream.recycle(chunk) };
+}
+
+/** The byte range to read, `end` exclusive: the whole blob without `range`. */
+function rangeOf(key: string, range: BlobGetOptions['range'], totalSize: number): { start: number; end: number } {
+  if (range === undefined) return { start: 0, end: totalSize };
+  const { start, end } = range;
+  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end < start || end >= totalSize) {
+    throw new NarhubError('RANGE_NOT_SATISFIABLE', `range ${start}-${end} is outside ${key} (${totalSize} bytes)`);
+  }
+  return { start, end: end + 1 };
+}
+
+/** A read of a whole file's bytes, or of `range` of them. */
+function bytesRead(key: string, bytes: Uint8Array, range: BlobGetOptions['range']): BlobRead {
+  const totalSize = bytes.byteLength;
+  const { start, end } = rangeOf(key, range, totalSize);
+  const buffer = Buffer.from(bytes.buffer, bytes.byteOffset + start, end - start);
+  return { stream: Readable.from([buffer], { objectMode: false }), size: buffer.length, totalSize, bytes: buffer };
 }
 
 /** Buffers a FileReadStream keeps for reuse. */

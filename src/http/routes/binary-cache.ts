@@ -86,7 +86,8 @@ export async function binaryCacheRoutes(app: FastifyInstance, opts: BinaryCacheR
     }
     const read = await service.store.get(key, { signal: clientGoneSignal(reply) });
     if (!read) throw new NarhubError('NOT_FOUND', 'not found');
-    return reply.headers({ ...headers, 'content-length': String(read.size) }).send(responseBody(read));
+    const body = read.bytes === undefined ? responseBody(read) : Buffer.from(read.bytes.buffer, read.bytes.byteOffset, read.bytes.byteLength);
+    return reply.headers({ ...headers, 'content-length': String(read.size) }).send(body);
   }
 
   // nix-cache-info ---------------------------------------------------------------------------

@@ -70,6 +70,35 @@ describe('local blob store', () => {
     assert.equal(Buffer.concat(chunks).toString(), 'b');
   });
 
+  it('hands small files out whole as bytes and streams large ones', async (t) => {
+    const { store } = await setup(t);
+    const small = randomBytes(256 * 1024);
+    const large = randomBytes(256 * 1024 + 1);
+    await store.put('main/small', small);
+    await store.put('main/large', large);
+    const smallRead = await store.get('main/small');
+    assert.ok(smallRead?.bytes, 'a file of 256 KiB comes as bytes');
+    assert.ok(Buffer.from(smallRead.bytes).equals(small));
+    assert.ok(Buffer.concat(await smallRead.stream.toArray()).equals(small));
+    const largeRead = await store.get('main/large');
+    assert.ok(largeRead);
+    assert.equal(largeRead.bytes, undefined, 'a larger file streams');
+    assert.ok(Buffer.concat(await largeRead.stream.toArray()).equals(large));
+  });
+
+  it('close lets the puts already given finish, then refuses new ones', async (t) => {
+    const parent = await makeTempDir(t, 'narhub-blob-');
+    const root = join(parent, 'blobs');
+    const store = createLocalBlobStore({ root });
+    const bodies = Array.from({ length: 32 }, (_, i) => randomBytes(1000 + i));
+    const puts = bodies.map((b, i) => store.put(`main/nar/${i}.nar`, b));
+    await store.close();
+    await Promise.all(puts);
+    for (const [i, b] of bodies.entries()) assert.ok((await readFile(join(root, 'main', 'nar', `${i}.nar`))).equals(b), `file ${i}`);
+    await assert.rejects(store.put('main/nar/late.nar', Buffer.from('late')));
+    assert.equal(existsSync(join(root, 'main', 'nar', 'late.nar')), false);
+  });
+
   it('leaves no temp file after a failed, aborted, mis-sized or vetoed put', async (t) => {
     const { root, store } = await setup(t);
     const boom = new Error('source failed');
