@@ -35,8 +35,8 @@ export async function uploadDerivationClosure(
   drvPaths: readonly string[],
   opts: NixRunOptions & {
     maxSize: number;
-    /** Hears of each `.drv` of the closure once it is in the cache (with its own closure). */
-    onReady?: (drvPath: string) => void;
+    /** Hears of each `.drv` of the closure, with its text, once it is in the cache (with its own closure). */
+    onReady?: (drvPath: string, text: Buffer) => void;
   },
 ): Promise<number> {
   // The .drv closure, from the files themselves: a .drv refers to its inputs and sources only.
@@ -96,7 +96,7 @@ export async function uploadDerivationClosure(
   }
 
   // What the cache had already is ready now (its references are there: it was committed).
-  for (const path of drvs.keys()) if (!uploads.has(path)) opts.onReady?.(path);
+  for (const [path, d] of drvs) if (!uploads.has(path)) opts.onReady?.(path, d.text);
   await inDependencyOrder(uploads, async (u) => {
     const line = Buffer.from(JSON.stringify(u.metadata) + '\n');
     const body = Readable.from(
@@ -106,7 +106,8 @@ export async function uploadDerivationClosure(
       })(),
     );
     await cache.uploadPath(cacheRow, parseStorePath(u.path).hashPart, body, { maxSize: opts.maxSize, signal: opts.signal });
-    if (drvs.has(u.path)) opts.onReady?.(u.path);
+    const drv = drvs.get(u.path);
+    if (drv) opts.onReady?.(u.path, drv.text);
   });
   return uploads.size;
 }

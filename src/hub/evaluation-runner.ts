@@ -13,6 +13,7 @@ import type { Canceller } from './cancel.js';
 import type { Dispatcher } from './dispatcher.js';
 import { evaluateJobs, flakeRefAt, lockFlake, showDerivations, type EvalLimits } from './evaluator.js';
 import { uploadDerivationClosure } from './derivation-upload.js';
+import type { DrvTexts } from './drv-texts.js';
 import { plan, type PlannedBuild } from './planner.js';
 
 export interface EvaluationRunnerOptions {
@@ -32,6 +33,8 @@ export interface EvaluationRunnerOptions {
   /** Largest NAR accepted (the server's `maxNarSize`). */
   maxNarSize: number;
   nixEnv?: NodeJS.ProcessEnv | undefined;
+  /** Where the `.drv` texts of builds to enqueue are left for their jobs to carry. */
+  drvTexts?: DrvTexts;
 }
 
 const base = (p: string) => p.replace(/^\/nix\/store\//, '');
@@ -158,9 +161,10 @@ export function createEvaluationRunner(opts: EvaluationRunnerOptions) {
           ...limits,
           deadline: Date.now() + Math.max(config.evalTimeout, 600) * 1000,
           maxSize: opts.maxNarSize,
-          onReady: (drvPath: string) => {
+          onReady: (drvPath: string, text: Buffer) => {
             const w = waveOfDrv.get(drvPath);
             if (w === undefined) return;
+            opts.drvTexts?.remember(hashOf(drvPath), text.toString('utf8'));
             waveOfDrv.delete(drvPath);
             waiting[w]!--;
             recordReadyWaves();

@@ -17,6 +17,7 @@ import { createBuildGraph, type BuildGraph } from './build-graph.js';
 import { createCanceller, type Canceller } from './cancel.js';
 import { createDispatcher, type Dispatcher } from './dispatcher.js';
 import { createEvaluationRunner, type EvaluationRunner } from './evaluation-runner.js';
+import { DrvTexts } from './drv-texts.js';
 import { createEventConsumer, type BuildEvent, type EventConsumer } from './event-consumer.js';
 import { followLogStream, readLogStream } from './logs.js';
 import { assertValidProjectName, projectFields, requireProject, type ProjectInput } from './projects.js';
@@ -104,6 +105,9 @@ export function createHub(opts: HubOptions) {
     return { redis, dispatcher, graph, canceller, runner, spokeDirectory };
   }
 
+  const drvTexts = new DrvTexts();
+  const withDrvText = (drvText: string | undefined) => (drvText === undefined ? {} : { drvText });
+
   function jobData(b: BuildRow): BuildJobData {
     const inputOutputs: Record<string, Record<string, string>> = {};
     for (const input of builds.inputs(b.drvHash)) {
@@ -119,6 +123,7 @@ export function createHub(opts: HubOptions) {
       inputOutputs,
       cacheName: b.cacheName,
       trustedPublicKeys: caches.keys(b.cacheId).map((k) => k.publicKey),
+      ...withDrvText(drvTexts.take(b.drvHash)),
       attempt: b.attempt,
       timeout: config.buildTimeout,
       maxSilent: config.maxSilent,
@@ -244,7 +249,7 @@ export function createHub(opts: HubOptions) {
       spokeDirectory = createSpokeDirectory(redis.command);
       runner = createEvaluationRunner({
         db, config, projects, evaluations, builds, caches, paths, graph, canceller, dispatcher, logger: log,
-        cache, maxNarSize: opts.maxNarSize ?? 64 * 1024 ** 3, nixEnv: opts.nixEnv,
+        cache, maxNarSize: opts.maxNarSize ?? 64 * 1024 ** 3, nixEnv: opts.nixEnv, drvTexts,
       });
       // Resume: consume every queue's events from where the last run stopped, then compare open builds with their jobs.
       const open = builds.open();

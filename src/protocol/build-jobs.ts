@@ -25,6 +25,11 @@ export interface BuildJobData {
    * Inputs missing here are read from their `.drv` in the cache.
    */
   inputOutputs?: Record<string, Record<string, string>>;
+  /**
+   * The `.drv` file's own text, when the hub had it at hand, so the spoke need not fetch it.
+   * Its path is its content address: a spoke checks the text against `drvPath` before use.
+   */
+  drvText?: string;
   /** The cache inputs are substituted from and outputs are pushed to: `<hub>/<cache>`. */
   cacheName: string;
   /** Public keys the spoke trusts for substitution from that cache. */

@@ -2,9 +2,10 @@ import { basename, join } from 'node:path';
 import { UnrecoverableError } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../logger.js';
-import { inputPathsOf, outputPathsOf, type Derivation } from '../nix/derivation.js';
+import { inputPathsOf, outputPathsOf, parseDerivation, type Derivation } from '../nix/derivation.js';
 import { buildVerdict, BuildStatus } from '../nix/serve-protocol.js';
 import { isDerivationPath, parseStorePath } from '../nix/store-path.js';
+import { textStorePath } from '../nix/text-path.js';
 import { type BuildJobData, type BuildJobResult } from '../protocol/build-jobs.js';
 import { PROTOCOL_VERSION } from '../protocol/version.js';
 import { BuildLog } from './build-log.js';
@@ -43,8 +44,11 @@ export interface BuildContext {
 const WATCHDOG_GRACE_SECONDS = 30;
 const CACHE_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 
-/** Checks what the hub sent; a job no spoke can make sense of fails at once. */
-function checkJob(data: BuildJobData): void {
+/**
+ * Checks what the hub sent; a job no spoke can make sense of fails at once. Returns the
+ * derivation when the job carries its text (checked against its path).
+ */
+function checkJob(data: BuildJobData): Derivation | undefined {
   if (typeof data !== 'object' || data === null) throw new UnrecoverableError('infrastructure: job has no data');
   if (data.protocol !== PROTOCOL_VERSION) {
     // Another spoke (of the hub's version) may take it: retryable.
@@ -71,6 +75,17 @@ function checkJob(data: BuildJobData): void {
       throw bad(`output ${name} is not a store path`);
     }
   }
+  let carried: Derivation | undefined;
+  if (data.drvText !== undefined) {
+    if (typeof data.drvText !== 'string') throw bad('drvText must be a string');
+    try {
+      carried = parseDerivation(data.drvText);
+    } catch (err) {
+      throw bad(`drvText: ${(err as Error).message}`);
+    }
+    const references = [...Object.keys(carried.inputDrvs), ...carried.inputSrcs];
+    if (textStorePath(drv.name, data.drvText, references) !== data.drvPath) throw bad(`drvText is not the text of ${data.drvPath}`);
+  }
   if (data.inputOutputs !== undefined) {
     if (typeof data.inputOutputs !== 'object' || data.inputOutputs === null) throw bad('inputOutputs must be an object');
     for (const [drvPath, outputs] of Object.entries(data.inputOutputs)) {
@@ -83,19 +98,21 @@ function checkJob(data: BuildJobData): void {
       }
     }
   }
+  return carried;
 }
 
 /**
  * Builds one job through a `nix-store --serve` connection (no Nix process is started per job):
- * the `.drv` and its input `.drv`s come from the cache and are parsed here; the inputs the store
- * lacks (and what they need) are fetched from the cache, signature-checked, and added; the
+ * the `.drv` (from the job, else the cache) and the input `.drv`s whose outputs the job does
+ * not name (from the cache) are parsed here; the inputs the store lacks (and what they need)
+ * are fetched from the cache, signature-checked, and added; the
  * derivation is built with its log streamed live; its outputs are pushed to the cache with the
  * native upload, their NARs read from the same connection; the log is stored in the cache.
  * Throws `jobFailure(kind, …)` errors only; `signal` stops the build (its reason, a StopReason,
  * says why).
  */
 export async function runBuild(data: BuildJobData, ctx: BuildContext, signal: AbortSignal): Promise<BuildJobResult> {
-  checkJob(data);
+  const carried = checkJob(data);
   const startedAt = Date.now();
   const log = ctx.logger.child({ drv: data.drvPath });
   // Where the job's time went, logged at the end: ms per step.
@@ -130,7 +147,7 @@ export async function runBuild(data: BuildJobData, ctx: BuildContext, signal: Ab
   try {
     cache = createCacheClient(cacheUrl, ctx.token, data.trustedPublicKeys, ctx.http);
     [drv, inputs] = await withRetries(async () => {
-      const d = await cache.derivation(data.drvPath, signal);
+      const d = carried ?? (await cache.derivation(data.drvPath, signal));
       // Input outputs the hub sent are taken as they are; the other inputs' .drvs are fetched.
       const known = new Map(Object.entries(d.inputDrvs).flatMap(([p, names]) => {
         const outputs = data.inputOutputs?.[p];

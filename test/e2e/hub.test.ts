@@ -15,6 +15,8 @@ import { createNixEnv, type NixEnv } from '../helpers/nix.js';
 import { startRedis } from '../helpers/redis.js';
 import { runCli, runCliOk, startServer, type RunningServer } from '../helpers/server.js';
 import { makeTempDir } from '../helpers/tmp.js';
+import { parseDerivation } from '../../src/nix/derivation.js';
+import { textStorePath } from '../../src/nix/text-path.js';
 
 const FIXTURE = resolve(dirname(fileURLToPath(import.meta.url)), '../../../test/fixtures/flake-hub/flake.nix');
 const SYSTEM = 'x86_64-linux';
@@ -138,6 +140,11 @@ test('the hub builds a flake on two spokes: once each, into the cache, surviving
   const base = (p: string) => p.replace(/^\/nix\/store\//, '');
   const [chainInput, ...moreInputs] = Object.entries(chainJob?.data.inputOutputs ?? {});
   assert.ok(chainInput && moreInputs.length === 0, `the chain's job names its one input: ${JSON.stringify(chainJob?.data)}`);
+  // And it sent the .drv's text along, the very text of the path.
+  const chainText = chainJob?.data.drvText;
+  assert.equal(typeof chainText, 'string', 'the chain\'s job carries its .drv');
+  const chainDrv = parseDerivation(chainText!);
+  assert.equal(textStorePath(chainJob!.data.drvPath.replace(/^.*?-/, ''), chainText!, [...Object.keys(chainDrv.inputDrvs), ...chainDrv.inputSrcs]), chainJob!.data.drvPath);
   const chainInputBuild = succeeded.find((b) => base(b.drvPath) === base(chainInput[0]));
   assert.ok(chainInputBuild, `${chainInput[0]} is a build of this evaluation`);
   assert.deepEqual(Object.fromEntries(Object.entries(chainInput[1]).map(([k, v]) => [k, base(v)])), Object.fromEntries(Object.entries(chainInputBuild.outputs).map(([k, v]) => [k, base(v)])));

@@ -283,6 +283,35 @@ describe('narhub spoke', { concurrency: 1 }, () => {
     assert.equal((await fetch(`${cacheUrl}/${hashPart(drv.out)}.narinfo`)).status, 200);
   });
 
+  test('the .drv text sent with the job is used once checked against its path: the cache copy is not read', async (t) => {
+    const env = await setup(t);
+    const drv = await makeDrv('carried-drv', 'touch $out');
+    const text = (await uploader.run('nix', ['store', 'cat', drv.data.drvPath])).stdout;
+    // The .drv's file in the cache, broken: a spoke that reads it fails its check.
+    const narinfo = await (await fetch(`${cacheUrl}/${hashPart(drv.data.drvPath)}.narinfo`)).text();
+    const url = /^URL: (\S+)$/m.exec(narinfo)![1]!;
+    await writeFile(join(server.dataDir, 'store', 'main', url), randomBytes(64));
+    await env.spoke('spoke-carried-drv', { args: ['--network-retries', '0'] });
+
+    await env.queues.add(drv.data, { attempts: 1 });
+    const failed = await env.queues.finished(drv.data, 60_000, env.outputs);
+    assert.equal(await failed.getState(), 'failed', 'without the text, the spoke reads the broken file');
+    await failed.remove();
+
+    // A text that is not the path's is refused at once, without retries.
+    await env.queues.add({ ...drv.data, drvText: text.replace('touch', 'rm -f') }, { attempts: 3 });
+    const refused = await env.queues.finished(drv.data, 60_000, env.outputs);
+    assert.equal(await refused.getState(), 'failed');
+    assert.match(refused.failedReason, /invalid job: drvText is not the text of/);
+    assert.equal(refused.attemptsMade, 1);
+    await refused.remove();
+
+    await env.queues.add({ ...drv.data, drvText: text });
+    const job = await env.queues.finished(drv.data, 120_000, env.outputs);
+    assert.equal(await job.getState(), 'completed', `job failed: ${job.failedReason}\n${env.outputs()}`);
+    assert.equal((await fetch(`${cacheUrl}/${hashPart(drv.out)}.narinfo`)).status, 200);
+  });
+
   test('a job with malformed input outputs is refused as invalid, without retries', async (t) => {
     const env = await setup(t);
     const drv = await makeDrv('bad-inputs', 'touch $out');
