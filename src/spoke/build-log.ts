@@ -86,10 +86,7 @@ export class BuildLog {
   async end(): Promise<void> {
     this.#flush();
     this.#closed = true;
-    this.#enqueue(async () => {
-      await this.#redis.xadd(this.#key, 'MAXLEN', '~', String(LOG_STREAM_MAXLEN), '*', 'eof', '1');
-      await this.#redis.expire(this.#key, LOG_STREAM_TTL_SECONDS);
-    });
+    this.#append([['eof', '1']]);
     // Redis being away must not hold the job: wait for the stream a bounded time only.
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([this.#chain, new Promise<void>((resolve) => (timer = setTimeout(resolve, FINISH_WAIT_MS)))]);
@@ -149,12 +146,17 @@ export class BuildLog {
     if (text === '') return;
     const entries: string[] = [];
     for (let i = 0; i < text.length; i += ENTRY_CHARS) entries.push(text.slice(i, i + ENTRY_CHARS));
+    this.#append(entries.map((entry) => ['data', entry]));
+  }
+
+  /** Adds stream entries (field, value pairs) and renews the stream's expiry, in one round trip. */
+  #append(entries: string[][]): void {
     this.#enqueue(async () => {
       const batch = this.#redis.pipeline();
-      for (const entry of entries) batch.xadd(this.#key, 'MAXLEN', '~', String(LOG_STREAM_MAXLEN), '*', 'data', entry);
+      for (const fields of entries) batch.xadd(this.#key, 'MAXLEN', '~', String(LOG_STREAM_MAXLEN), '*', ...fields);
       batch.expire(this.#key, LOG_STREAM_TTL_SECONDS);
-      const results = await batch.exec();
-      const failed = results?.find(([err]) => err);
+      // exec resolves with each command's error rather than rejecting.
+      const failed = (await batch.exec())?.find(([err]) => err);
       if (failed) throw failed[0];
     });
   }

@@ -44,6 +44,8 @@ describe('spoke build log', () => {
     assert.equal(log.bytes, Buffer.byteLength(lines.join('')));
     await log.end();
     assert.deepEqual(await streamText(redis, 'a'.repeat(32)), { text: lines.join(''), eof: true });
+    const ttl = await redis.ttl(logStreamKey('a'.repeat(32)));
+    assert.ok(ttl > 0, `the ended stream expires (ttl ${ttl})`);
     await log.dispose();
     assert.deepEqual(failures, []);
   });
