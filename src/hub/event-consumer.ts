@@ -22,16 +22,21 @@ export interface EventConsumerOptions {
 
 const KEY = 'events:';
 
+/** How often, at most, the id of the last handled event of a queue is written to SQLite. */
+const SAVE_EVERY_MS = 250;
+
 /**
- * Consumes the BullMQ events of every build queue in use, one QueueEvents per queue. Events of a
- * queue are handled one at a time in stream order, and the id of each handled event is stored in
- * SQLite, so a restarted hub resumes right after the last event it processed: nothing is missed
- * (the reconciler covers events trimmed from the stream) and nothing is applied twice (handlers
- * are idempotent anyway).
+ * Consumes the BullMQ events of every build queue in use, one QueueEvents per queue. The events
+ * of one job are handled one at a time in stream order; different jobs' events run side by side,
+ * so one job's Redis round trips do not hold every other job's (a queue handled strictly in order
+ * lags seconds behind busy spokes). The id up to which every event of a queue is handled is
+ * stored in SQLite (at most every SAVE_EVERY_MS, and on idle and close), so a restarted hub
+ * resumes from there: nothing is missed (the reconciler covers events trimmed from the stream),
+ * and events handled again after a crash are harmless, handlers being idempotent.
  */
 export function createEventConsumer(opts: EventConsumerOptions) {
   const { redis, state, logger } = opts;
-  const consumers = new Map<string, { events: QueueEvents; chain: Promise<void> }>();
+  const consumers = new Map<string, { events: QueueEvents; progress: QueueProgress }>();
   const starting = new Map<string, Promise<void>>();
   let closed = false;
 
@@ -49,16 +54,12 @@ export function createEventConsumer(opts: EventConsumerOptions) {
     }
     const connection = redis.blocking(`events-${queue}`);
     const events = new QueueEvents(queue, { connection, lastEventId, autorun: false, blockingTimeout: 5_000 });
-    const entry = { events, chain: Promise.resolve() };
-    consumers.set(queue, entry);
-    const enqueue = (event: BuildEvent, id: string) => {
-      entry.chain = entry.chain
-        .then(() => opts.handle(queue, event))
-        .catch((err: unknown) => logger.error({ err, queue, event: event.type, jobId: event.jobId }, 'handling a build event failed'))
-        .then(() => {
-          state.set(KEY + queue, id);
-        });
-    };
+    const progress = createQueueProgress((id) => state.set(KEY + queue, id));
+    consumers.set(queue, { events, progress });
+    const enqueue = (event: BuildEvent, id: string) =>
+      progress.add(id, event.jobId, () =>
+        opts.handle(queue, event).catch((err: unknown) => logger.error({ err, queue, event: event.type, jobId: event.jobId }, 'handling a build event failed')),
+      );
     events.on('active', ({ jobId }, id) => enqueue({ type: 'active', jobId }, id));
     events.on('waiting', ({ jobId, prev }, id) => enqueue({ type: 'waiting', jobId, prev }, id));
     events.on('delayed', ({ jobId }, id) => enqueue({ type: 'delayed', jobId }, id));
@@ -92,15 +93,71 @@ export function createEventConsumer(opts: EventConsumerOptions) {
     },
     /** Resolves once every event received so far has been handled. */
     async idle(): Promise<void> {
-      await Promise.all([...consumers.values()].map((c) => c.chain));
+      await Promise.all([...consumers.values()].map((c) => c.progress.idle()));
     },
     async close(): Promise<void> {
       closed = true;
       await Promise.allSettled([...consumers.values()].map((c) => c.events.close()));
-      await Promise.allSettled([...consumers.values()].map((c) => c.chain));
+      await Promise.allSettled([...consumers.values()].map((c) => c.progress.idle()));
       consumers.clear();
     },
   };
 }
 
 export type EventConsumer = ReturnType<typeof createEventConsumer>;
+
+export interface QueueProgress {
+  /**
+   * Runs `handle` after the job's earlier events have been handled. A handler reports its own
+   * failures; one that rejects anyway counts as handled all the same.
+   */
+  add(id: string, jobId: string, handle: () => Promise<void>): void;
+  /** Resolves once every event added so far is handled and the resume point saved. */
+  idle(): Promise<void>;
+}
+
+/**
+ * The handling of one queue's events: a chain per job, and the resume point, which is the id of
+ * the newest event such that it and every event before it have been handled.
+ */
+export function createQueueProgress(save: (id: string) => void): QueueProgress {
+  const chains = new Map<string, Promise<void>>();
+  /** Events in stream order, until they and all before them are handled. */
+  const order: { id: string; done: boolean }[] = [];
+  let handledUpTo: string | undefined;
+  let saved: string | undefined;
+  let timer: NodeJS.Timeout | undefined;
+
+  const flush = () => {
+    clearTimeout(timer);
+    timer = undefined;
+    if (handledUpTo !== undefined && handledUpTo !== saved) {
+      save(handledUpTo);
+      saved = handledUpTo;
+    }
+  };
+
+  return {
+    add(id, jobId, handle) {
+      const event = { id, done: false };
+      order.push(event);
+      const chain = (chains.get(jobId) ?? Promise.resolve())
+        .then(handle)
+        .catch(() => undefined)
+        .then(() => {
+          event.done = true;
+          while (order[0]?.done) handledUpTo = order.shift()!.id;
+          if (timer === undefined) {
+            timer = setTimeout(flush, SAVE_EVERY_MS);
+            timer.unref();
+          }
+          if (chains.get(jobId) === chain) chains.delete(jobId);
+        });
+      chains.set(jobId, chain);
+    },
+    async idle() {
+      while (chains.size > 0) await Promise.all([...chains.values()]);
+      flush();
+    },
+  };
+}

@@ -151,18 +151,22 @@ export function createHub(opts: HubOptions) {
       case 'progress':
         builds.setProgress(hash, ev.data);
         return;
-      case 'completed':
-      case 'failed': {
-        // The job tells which attempt this result belongs to; a result of an earlier attempt is ignored.
-        const job = await dispatcher.job(b.queue, hash);
-        const attempt = job?.data.attempt ?? b.attempt;
-        const spoke = job?.processedBy ?? null;
-        if (ev.type === 'completed') {
-          const result = resultOf(ev.returnvalue);
-          await graph.succeeded(hash, attempt, { ...result, spoke: result.spoke ?? spoke });
-        } else {
-          graph.failed(hash, attempt, { ...failureOf(ev.failedReason), spoke });
+      case 'completed': {
+        // A result names its attempt (a result of an earlier attempt is ignored) and its spoke;
+        // one from a spoke that does not is matched with its job.
+        const result = resultOf(ev.returnvalue);
+        if (result.attempt !== null && result.spoke !== null) {
+          await graph.succeeded(hash, result.attempt, { ...result, spoke: result.spoke });
+          return;
         }
+        const job = await dispatcher.job(b.queue, hash);
+        await graph.succeeded(hash, result.attempt ?? job?.data.attempt ?? b.attempt, { ...result, spoke: result.spoke ?? job?.processedBy ?? null });
+        return;
+      }
+      case 'failed': {
+        // The job tells which attempt this failure belongs to; a failure of an earlier attempt is ignored.
+        const job = await dispatcher.job(b.queue, hash);
+        graph.failed(hash, job?.data.attempt ?? b.attempt, { ...failureOf(ev.failedReason), spoke: job?.processedBy ?? null });
         return;
       }
     }

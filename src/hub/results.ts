@@ -2,7 +2,14 @@ import { parseFailure, type BuildJobResult } from '../protocol/build-jobs.js';
 import type { FailureKind } from '../db/builds-repo.js';
 
 /** A spoke's job result, checked: only well-formed fields are believed. */
-export function resultOf(value: unknown): { outputs: Record<string, string> | null; spoke: string | null; startedAt: number | null; finishedAt: number; logPath: string | null } {
+export function resultOf(value: unknown): {
+  outputs: Record<string, string> | null;
+  spoke: string | null;
+  attempt: number | null;
+  startedAt: number | null;
+  finishedAt: number;
+  logPath: string | null;
+} {
   const r = (value && typeof value === 'object' ? value : {}) as Partial<BuildJobResult>;
   let outputs: Record<string, string> | null = null;
   if (r.outputs && typeof r.outputs === 'object') {
@@ -12,6 +19,7 @@ export function resultOf(value: unknown): { outputs: Record<string, string> | nu
   return {
     outputs,
     spoke: typeof r.spoke === 'string' ? r.spoke : null,
+    attempt: Number.isSafeInteger(r.attempt) ? r.attempt! : null,
     startedAt: typeof r.startedAt === 'number' ? r.startedAt : null,
     finishedAt: typeof r.finishedAt === 'number' ? r.finishedAt : Date.now(),
     logPath: typeof r.logPath === 'string' ? r.logPath : null,

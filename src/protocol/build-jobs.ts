@@ -44,6 +44,8 @@ export interface BuildJobData {
 export interface BuildJobResult {
   protocol: number;
   spoke: string;
+  /** The job's `attempt`, so the hub can tell which attempt a result belongs to without fetching the job. */
+  attempt?: number;
   /** Output name -> store path actually produced and pushed. */
   outputs: Record<string, string>;
   startedAt: number;

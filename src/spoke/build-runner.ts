@@ -247,7 +247,7 @@ export async function runBuild(data: BuildJobData, ctx: BuildContext, signal: Ab
     log.debug({ ...phases, ms: Date.now() - startedAt }, 'job steps');
   }
   if (failure) throw failure;
-  return { protocol: PROTOCOL_VERSION, spoke: ctx.spokeId, outputs, startedAt, finishedAt: Date.now(), logPath };
+  return { protocol: PROTOCOL_VERSION, spoke: ctx.spokeId, attempt: data.attempt, outputs, startedAt, finishedAt: Date.now(), logPath };
 }
 
 /** Output name -> path: from the job (input-addressed outputs), else from the derivation. */
