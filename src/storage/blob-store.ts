@@ -63,9 +63,9 @@ export interface BlobPutOptions {
   contentType?: string;
   /**
    * Runs once every byte is written (or, for a body of bytes, is in hand) but before the blob
-   * becomes visible under `key`. If it
-   * throws, the write is abandoned exactly as if the body had failed: this is where a caller
-   * checks hashes it computed on the way, so unverified bytes never appear under a real name.
+   * becomes visible under `key`. If it throws, the write is abandoned exactly as if the body had
+   * failed: this is where a caller checks hashes it computed on the way, so unverified bytes
+   * never appear under a real name.
    */
   beforeCommit?: () => Promise<void>;
 }

@@ -3,6 +3,7 @@
 import { closeSync, fstatSync, fsyncSync, mkdirSync, openSync, readSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { parentPort, receiveMessageOnPort } from 'node:worker_threads';
+import { errnoOf, isMissing } from './fs-errors.js';
 
 /**
  * `write`: `data` into a new temp file (made `wx`, so never someone else's), fsynced, closed and
@@ -21,12 +22,10 @@ export interface FileJobError {
   code?: string;
 }
 
-export type FileJobResult =
-  | { id: number; ok: true }
-  | { id: number; read: 'missing' | 'not-file' }
-  | { id: number; read: 'large'; size: number }
-  | { id: number; read: 'bytes'; bytes: Uint8Array }
-  | { id: number; error: FileJobError };
+/** What a read found: nothing, something not a file, a file too large to read whole, or its bytes. */
+export type WholeRead = { found: 'missing' | 'not-file' } | { found: 'large'; size: number } | { found: 'bytes'; bytes: Uint8Array };
+
+export type FileJobResult = { id: number; ok: true } | ({ id: number } & WholeRead) | { id: number; error: FileJobError };
 
 class StepError extends Error {
   constructor(
@@ -48,17 +47,8 @@ function step<T>(name: string, op: () => T): T {
 function errorOf(err: unknown): FileJobError {
   const step = err instanceof StepError ? err.step : 'file operation';
   const cause = err instanceof StepError ? err.cause : err;
-  const code = codeOf(cause);
+  const code = errnoOf(cause);
   return { step, message: cause instanceof Error ? cause.message : String(cause), ...(code === undefined ? {} : { code }) };
-}
-
-function codeOf(err: unknown): string | undefined {
-  return typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string' ? err.code : undefined;
-}
-
-function isMissing(err: unknown): boolean {
-  const code = codeOf(err);
-  return code === 'ENOENT' || code === 'ENOTDIR';
 }
 
 /**
@@ -127,20 +117,20 @@ function readFile(job: Extract<FileJob, { type: 'read' }>): FileJobResult {
   try {
     fd = openSync(job.path, 'r');
   } catch (err) {
-    if (isMissing(err)) return { id: job.id, read: 'missing' };
+    if (isMissing(err)) return { id: job.id, found: 'missing' };
     throw new StepError('open', err);
   }
   try {
     const st = step('stat', () => fstatSync(fd));
-    if (!st.isFile()) return { id: job.id, read: 'not-file' };
-    if (st.size > job.maxSize) return { id: job.id, read: 'large', size: st.size };
+    if (!st.isFile()) return { id: job.id, found: 'not-file' };
+    if (st.size > job.maxSize) return { id: job.id, found: 'large', size: st.size };
     const bytes = new Uint8Array(st.size);
     for (let offset = 0; offset < bytes.byteLength; ) {
       const n = step('read', () => readSync(fd, bytes, offset, bytes.byteLength - offset, offset));
       if (n === 0) throw new StepError('read', new Error(`file ended at byte ${offset}, before the ${bytes.byteLength} bytes expected`));
       offset += n;
     }
-    return { id: job.id, read: 'bytes', bytes };
+    return { id: job.id, found: 'bytes', bytes };
   } finally {
     closeSync(fd);
   }

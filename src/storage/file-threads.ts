@@ -1,11 +1,9 @@
 import { Worker } from 'node:worker_threads';
-import type { FileJob, FileJobError, FileJobResult } from './file-thread.js';
+import type { FileJob, FileJobError, FileJobResult, WholeRead } from './file-thread.js';
 
 type WriteJob = Omit<Extract<FileJob, { type: 'write' }>, 'id' | 'type'>;
 type ReadJob = Omit<Extract<FileJob, { type: 'read' }>, 'id'>;
 type Answer = Exclude<FileJobResult, { error: FileJobError }>;
-/** What a read found: nothing, something not a file, a file too large to read whole, or its bytes. */
-export type WholeRead = { found: 'missing' | 'not-file' } | { found: 'large'; size: number } | { found: 'bytes'; bytes: Uint8Array };
 
 /** A job's failure on its thread: `step` names it, `code` is the errno code if any. */
 export class FileJobFailure extends Error {
@@ -104,10 +102,8 @@ export function createFileThreads(count = 2): FileThreads {
     },
     async read(path, maxSize) {
       const answer = await run({ type: 'read', path, maxSize });
-      if (!('read' in answer)) throw new Error('file thread answered a read with a write result');
-      if (answer.read === 'bytes') return { found: 'bytes', bytes: answer.bytes };
-      if (answer.read === 'large') return { found: 'large', size: answer.size };
-      return { found: answer.read };
+      if (!('found' in answer)) throw new Error('file thread answered a read with a write result');
+      return answer;
     },
     async close() {
       closed = true;

@@ -15,6 +15,7 @@ import {
   type BlobStore,
 } from './blob-store.js';
 import { createFileThreads, FileJobFailure } from './file-threads.js';
+import { errnoOf, isMissing } from './fs-errors.js';
 
 /**
  * In-flight puts live here until renamed into place. It sits under the root so the rename stays
@@ -92,9 +93,7 @@ export function createLocalBlobStore(options: LocalBlobStoreOptions): BlobStore 
     }
     // Handed to the thread in the same tick as the put, unless a beforeCommit ran first.
     const temp = join(tempDir, randomBytes(12).toString('hex'));
-    await files.write({ tempDir, temp, target, data: body, durable }).catch((err: unknown) => {
-      throw err instanceof FileJobFailure ? storageError(err.step, key, err) : err;
-    });
+    await onThread(key, files.write({ tempDir, temp, target, data: body, durable }));
     return { size: body.byteLength };
   }
 
@@ -172,9 +171,7 @@ export function createLocalBlobStore(options: LocalBlobStoreOptions): BlobStore 
   async function get(key: string, opts: BlobGetOptions = {}): Promise<BlobRead | null> {
     const path = pathOf(key);
     opts.signal?.throwIfAborted();
-    const whole = await files.read(path, WHOLE_READ_MAX).catch((err: unknown) => {
-      throw err instanceof FileJobFailure ? storageError(err.step, key, err) : err;
-    });
+    const whole = await onThread(key, files.read(path, WHOLE_READ_MAX));
     if (whole.found === 'missing' || whole.found === 'not-file') return null;
     if (whole.found === 'bytes') return withSignal(bytesRead(key, whole.bytes, opts.range), opts.signal);
     // Too large to read whole: streamed from a handle of its own.
@@ -441,6 +438,15 @@ function removeStaleTemps(tempDir: string, olderThanMs: number): void {
   }
 }
 
+/** A file thread's job, its failure reported as STORAGE_ERROR naming the step that failed. */
+async function onThread<T>(key: string, job: Promise<T>): Promise<T> {
+  try {
+    return await job;
+  } catch (err) {
+    throw err instanceof FileJobFailure ? storageError(err.step, key, err) : err;
+  }
+}
+
 /** Runs one filesystem step of ours, reporting its failure as STORAGE_ERROR. */
 async function io<T>(what: string, key: string, op: () => Promise<T>): Promise<T> {
   try {
@@ -456,16 +462,6 @@ function storageError(what: string, key: string, err: unknown): NarhubError {
     cause: err,
     details: { key, code: errnoOf(err) },
   });
-}
-
-function isMissing(err: unknown): boolean {
-  const code = errnoOf(err);
-  // ENOTDIR: a parent in the key's path is a file, so the key cannot exist.
-  return code === 'ENOENT' || code === 'ENOTDIR';
-}
-
-function errnoOf(err: unknown): string | undefined {
-  return typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string' ? err.code : undefined;
 }
 
 function messageOf(err: unknown): string {
