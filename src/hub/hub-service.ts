@@ -106,20 +106,20 @@ export function createHub(opts: HubOptions) {
   }
 
   const drvTexts = new DrvTexts();
+  /** Output name -> basename, as build records keep them, to output name -> full store path. */
+  const inStore = (outputs: Record<string, string>) => Object.fromEntries(Object.entries(outputs).map(([k, v]) => [k, `/nix/store/${v}`]));
   const withDrvText = (drvText: string | undefined) => (drvText === undefined ? {} : { drvText });
 
   function jobData(b: BuildRow): BuildJobData {
     const inputOutputs: Record<string, Record<string, string>> = {};
-    for (const input of builds.inputs(b.drvHash)) {
-      inputOutputs[`/nix/store/${input.drvPath}`] = Object.fromEntries(Object.entries(input.outputs).map(([k, v]) => [k, `/nix/store/${v}`]));
-    }
+    for (const input of builds.inputs(b.drvHash)) inputOutputs[`/nix/store/${input.drvPath}`] = inStore(input.outputs);
     return {
       protocol: PROTOCOL_VERSION,
       drvHash: b.drvHash,
       drvPath: `/nix/store/${b.drvPath}`,
       system: b.system,
       requiredFeatures: b.requiredFeatures,
-      outputs: Object.fromEntries(Object.entries(b.outputs).map(([k, v]) => [k, `/nix/store/${v}`])),
+      outputs: inStore(b.outputs),
       inputOutputs,
       cacheName: b.cacheName,
       trustedPublicKeys: caches.keys(b.cacheId).map((k) => k.publicKey),
@@ -155,11 +155,7 @@ export function createHub(opts: HubOptions) {
         // A result names its attempt (a result of an earlier attempt is ignored) and its spoke;
         // one from a spoke that does not is matched with its job.
         const result = resultOf(ev.returnvalue);
-        if (result.attempt !== null && result.spoke !== null) {
-          await graph.succeeded(hash, result.attempt, { ...result, spoke: result.spoke });
-          return;
-        }
-        const job = await dispatcher.job(b.queue, hash);
+        const job = result.attempt === null || result.spoke === null ? await dispatcher.job(b.queue, hash) : undefined;
         await graph.succeeded(hash, result.attempt ?? job?.data.attempt ?? b.attempt, { ...result, spoke: result.spoke ?? job?.processedBy ?? null });
         return;
       }

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { BuildsRepo } from '../db/builds-repo.js';
 import type { BuildGraph } from './build-graph.js';
+import { mapLimit } from '../io/map-limit.js';
 import type { Dispatcher } from './dispatcher.js';
 import { failureOf, resultOf } from './results.js';
 
@@ -16,42 +17,37 @@ export async function reconcile(deps: { builds: BuildsRepo; dispatcher: Dispatch
   const count = (k: string) => (stats[k] = (stats[k] ?? 0) + 1);
   const toSettle: string[] = [];
   const open = builds.open();
-  let next = 0;
-  const worker = async () => {
-    while (next < open.length) {
-      const b = open[next++]!;
-      if (!b.enqueued) {
-        toSettle.push(b.drvHash);
-        count('unqueued');
-        continue;
-      }
-      let { state, job } = await dispatcher.state(b.queue, b.drvHash);
-      if (job && job.data.attempt !== b.attempt && state !== 'active') {
-        await job.remove().catch(() => undefined);
-        state = 'missing';
-      }
-      count(state);
-      switch (state) {
-        case 'completed':
-          await graph.succeeded(b.drvHash, b.attempt, resultOf(job!.returnvalue));
-          break;
-        case 'failed':
-          graph.failed(b.drvHash, b.attempt, { ...failureOf(job!.failedReason), spoke: job!.processedBy ?? null });
-          break;
-        case 'active':
-          graph.running(b.drvHash, b.attempt, job?.processedBy ?? null, job?.processedOn ?? null);
-          break;
-        case 'waiting':
-          if (b.status === 'running') graph.waiting(b.drvHash, b.attempt);
-          break;
-        case 'missing':
-          builds.markUnenqueued(b.drvHash);
-          toSettle.push(b.drvHash);
-          break;
-      }
+  await mapLimit(open, 16, async (b) => {
+    if (!b.enqueued) {
+      toSettle.push(b.drvHash);
+      count('unqueued');
+      return;
     }
-  };
-  await Promise.all(Array.from({ length: 16 }, worker));
+    let { state, job } = await dispatcher.state(b.queue, b.drvHash);
+    if (job && job.data.attempt !== b.attempt && state !== 'active') {
+      await job.remove().catch(() => undefined);
+      state = 'missing';
+    }
+    count(state);
+    switch (state) {
+      case 'completed':
+        await graph.succeeded(b.drvHash, b.attempt, resultOf(job!.returnvalue));
+        break;
+      case 'failed':
+        graph.failed(b.drvHash, b.attempt, { ...failureOf(job!.failedReason), spoke: job!.processedBy ?? null });
+        break;
+      case 'active':
+        graph.running(b.drvHash, b.attempt, job?.processedBy ?? null, job?.processedOn ?? null);
+        break;
+      case 'waiting':
+        if (b.status === 'running') graph.waiting(b.drvHash, b.attempt);
+        break;
+      case 'missing':
+        builds.markUnenqueued(b.drvHash);
+        toSettle.push(b.drvHash);
+        break;
+    }
+  });
   // Inputs before dependents is not needed here: a build whose input is still open keeps waiting.
   await graph.advance(toSettle);
   if (open.length > 0) logger.info({ open: open.length, ...stats }, 'reconciled builds with their jobs');
