@@ -10,7 +10,7 @@ import { type BuildJobData, type BuildJobResult } from '../protocol/build-jobs.j
 import { PROTOCOL_VERSION } from '../protocol/version.js';
 import { BuildLog } from './build-log.js';
 import { CacheFetchError, createCacheClient, type CacheClient } from './cache-client.js';
-import type { CacheHttp } from './cache-http.js';
+import { okStatus, type CacheHttp } from './cache-http.js';
 import { importInputs } from './import-inputs.js';
 import { jobFailure, stripAnsi, type StopReason } from './failures.js';
 import type { SpokeNixConfig } from './nix-config.js';
@@ -288,5 +288,5 @@ async function logToStore(http: CacheHttp, data: BuildJobData, built: boolean, c
   const head = await http.request('HEAD', `${cacheUrl}/log/${basename(data.drvPath)}`, { headers: { authorization: `Bearer ${token}` } }).catch(() => undefined);
   head?.resume();
   const status = head?.statusCode ?? 0;
-  return status >= 200 && status < 300 ? 'kept' : collected;
+  return okStatus(status) ? 'kept' : collected;
 }

@@ -7,7 +7,7 @@ import { regularFileOfNar } from '../nix/nar/regular-file.js';
 import { parseNarInfo, type NarInfo } from '../nix/narinfo.js';
 import { parsePublicKey, verifyNarInfoSig, type PublicKey } from '../nix/signing.js';
 import { DEFAULT_STORE_DIR, parseStorePath } from '../nix/store-path.js';
-import { createCacheHttp, responseBytes, responseText, retryableStatus, type CacheHttp } from './cache-http.js';
+import { createCacheHttp, okStatus, responseBytes, responseText, retryableStatus, type CacheHttp } from './cache-http.js';
 
 /** Fetching from the cache failed; `retryable` is false when another try cannot help. */
 export class CacheFetchError extends Error {
@@ -47,7 +47,7 @@ export function createCacheClient(cacheUrl: string, token: string, trustedPublic
       res.resume();
       return null;
     }
-    if (status < 200 || status >= 300) {
+    if (!okStatus(status)) {
       const text = await responseText(res, 200).catch(() => '');
       throw new CacheFetchError(`GET ${cacheUrl}/${path}: HTTP ${status} ${text}`.trim(), retryableStatus(status));
     }

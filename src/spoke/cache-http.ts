@@ -78,5 +78,8 @@ export async function responseBytes(res: Readable, max: number): Promise<Buffer>
   return Buffer.concat(chunks, length);
 }
 
+/** A 2xx status. */
+export const okStatus = (status: number) => status >= 200 && status < 300;
+
 /** The cache answered with this status: worth another try for 5xx, 408 and 429 only. */
 export const retryableStatus = (status: number) => status >= 500 || status === 408 || status === 429;

@@ -1,7 +1,7 @@
 import { createApiClient } from '../push/api-client.js';
 import { parseCacheUrl } from '../push/cache-url.js';
 import { PushFailure } from '../push/retry.js';
-import { responseText, retryableStatus, type CacheHttp } from './cache-http.js';
+import { okStatus, responseText, retryableStatus, type CacheHttp } from './cache-http.js';
 import type { ServeConnection } from './serve-connection.js';
 
 /** A push or upload that failed; `retryable` is false for answers that another try cannot change. */
@@ -65,7 +65,7 @@ export async function uploadLog(http: CacheHttp, cacheUrl: string, drvBasename: 
   } catch (err) {
     throw new PushError(`uploading the log to ${cacheUrl} failed: ${(err as Error).message}`);
   }
-  if (status < 200 || status >= 300) {
+  if (!okStatus(status)) {
     throw new PushError(`uploading the log to ${cacheUrl} failed: HTTP ${status} ${text}`.trim(), retryableStatus(status));
   }
   return path;
