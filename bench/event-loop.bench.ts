@@ -178,15 +178,25 @@ async function main(): Promise<void> {
     const address = await app.listen({ host: '127.0.0.1', port: 0 });
     const rows: Row[] = [];
     const idle = await measure('idle loop (1 s)', 0, () => new Promise((resolve) => setTimeout(resolve, 1000)));
+    /** A new public cache per measurement, with a token that may write to it. */
+    const freshCache = async (cache: string) => {
+      await service.registry.create(cache, { private: false, priority: 40 });
+      return { cache, token: service.tokens.create({ cachePattern: cache, permission: 'write' }).token };
+    };
+    /** `nix copy`-style uploads of one compressed NAR file, REPS times, each to a fresh cache. */
+    const nixStyleUploads = async (what: string, cachePrefix: string, file: string, fileName: string, narSize: number) => {
+      for (let rep = 1; rep <= REPS; rep++) {
+        const { cache, token } = await freshCache(`${cachePrefix}${rep}`);
+        rows.push(await measure(what, narSize, () => curlPut(`${address}/${cache}/nar/${fileName}`, file, token, 'application/x-nix-nar')));
+      }
+    };
     rows.push({ ...idle, throughput: 0 });
 
     // Native upload: `<metadata line>\n<NAR>`; the line is written last, into a fixed-width gap.
     const nativeFile = join(dir, 'native.body');
     const LINE = 512;
     for (let rep = 1; rep <= REPS; rep++) {
-      const cache = `native${rep}`;
-      await service.registry.create(cache, { private: false, priority: 40 });
-      const token = service.tokens.create({ cachePattern: cache, permission: 'write' }).token;
+      const { cache, token } = await freshCache(`native${rep}`);
       const hashPart = encodeNix32(randomBytes(20));
       const { narHash, narSize } = await writeNar(nativeFile, NATIVE_MB * MiB, LINE);
       const line = Buffer.alloc(LINE, ' ');
@@ -214,16 +224,7 @@ async function main(): Promise<void> {
       await rm(zNar, { force: true });
       const zName = `${await fileSha256Nix32(zFile)}.nar.zst`;
       const zSize = (await stat(zFile)).size;
-      for (let rep = 1; rep <= REPS; rep++) {
-        const cache = `zstd${rep}`;
-        await service.registry.create(cache, { private: false, priority: 40 });
-        const token = service.tokens.create({ cachePattern: cache, permission: 'write' }).token;
-        rows.push(
-          await measure(`zstd upload, ${ZSTD_MB} MiB NAR (${(zSize / MiB).toFixed(1)} MiB .zst)`, zNarSize, () =>
-            curlPut(`${address}/${cache}/nar/${zName}`, zFile, token, 'application/x-nix-nar'),
-          ),
-        );
-      }
+      await nixStyleUploads(`zstd upload, ${ZSTD_MB} MiB NAR (${(zSize / MiB).toFixed(1)} MiB .zst)`, 'zstd', zFile, zName, zNarSize);
       await rm(zFile, { force: true });
     }
 
@@ -234,16 +235,7 @@ async function main(): Promise<void> {
     await run('bzip2', ['-c', '-9', narFile], { stdout: bz2File });
     const bz2Size = (await stat(bz2File)).size;
     const fileName = `${await fileSha256Nix32(bz2File)}.nar.bz2`;
-    for (let rep = 1; rep <= REPS; rep++) {
-      const cache = `bzip${rep}`;
-      await service.registry.create(cache, { private: false, priority: 40 });
-      const token = service.tokens.create({ cachePattern: cache, permission: 'write' }).token;
-      rows.push(
-        await measure(`bzip2 upload, ${BZIP2_MB} MiB NAR (${(bz2Size / MiB).toFixed(1)} MiB .bz2)`, narSize, () =>
-          curlPut(`${address}/${cache}/nar/${fileName}`, bz2File, token, 'application/x-nix-nar'),
-        ),
-      );
-    }
+    await nixStyleUploads(`bzip2 upload, ${BZIP2_MB} MiB NAR (${(bz2Size / MiB).toFixed(1)} MiB .bz2)`, 'bzip', bz2File, fileName, narSize);
 
     if (values['skip-codec'] !== true) {
       for (let rep = 1; rep <= REPS; rep++) {

@@ -115,6 +115,20 @@ in {
   return { data, out, echo, nonce, ...(input ? { input } : {}) };
 }
 
+/** Overwrites the file of `storePath`'s NAR in the cache with garbage: a spoke that reads it fails its check. */
+async function breakNarInCache(storePath: string): Promise<void> {
+  const narinfo = await (await fetch(`${cacheUrl}/${hashPart(storePath)}.narinfo`)).text();
+  const url = /^URL: (\S+)$/m.exec(narinfo)![1]!;
+  await writeFile(join(server.dataDir, 'store', 'main', url), randomBytes(64));
+}
+
+/** Waits for the job of `drv` to complete and checks its output is in the cache. */
+async function assertBuiltAndPushed(env: Env, drv: Drv): Promise<void> {
+  const job = await env.queues.finished(drv.data, 120_000, env.outputs);
+  assert.equal(await job.getState(), 'completed', `job failed: ${job.failedReason}\n${env.outputs()}`);
+  assert.equal((await fetch(`${cacheUrl}/${hashPart(drv.out)}.narinfo`)).status, 200);
+}
+
 interface Env {
   redisUrl: string;
   queues: TestQueues;
@@ -264,9 +278,7 @@ describe('narhub spoke', { concurrency: 1 }, () => {
     const shown = JSON.parse((await uploader.run('nix', ['show-derivation', drv.data.drvPath])).stdout) as Record<string, { inputDrvs: Record<string, string[]> }>;
     const inputDrv = Object.keys(shown[drv.data.drvPath]!.inputDrvs)[0]!;
     // The input .drv's file in the cache, broken: a spoke that reads it fails its check.
-    const narinfo = await (await fetch(`${cacheUrl}/${hashPart(inputDrv)}.narinfo`)).text();
-    const url = /^URL: (\S+)$/m.exec(narinfo)![1]!;
-    await writeFile(join(server.dataDir, 'store', 'main', url), randomBytes(64));
+    await breakNarInCache(inputDrv);
     await env.spoke('spoke-known-inputs', { args: ['--network-retries', '0'] });
 
     // Without the input's outputs in the job, the spoke reads the broken .drv and fails.
@@ -278,9 +290,7 @@ describe('narhub spoke', { concurrency: 1 }, () => {
 
     // With them (as the hub sends them), it never reads it, and builds.
     await env.queues.add({ ...drv.data, inputOutputs: { [inputDrv]: { out: drv.input! } } });
-    const job = await env.queues.finished(drv.data, 120_000, env.outputs);
-    assert.equal(await job.getState(), 'completed', `job failed: ${job.failedReason}\n${env.outputs()}`);
-    assert.equal((await fetch(`${cacheUrl}/${hashPart(drv.out)}.narinfo`)).status, 200);
+    await assertBuiltAndPushed(env, drv);
   });
 
   test('the .drv text sent with the job is used once checked against its path: the cache copy is not read', async (t) => {
@@ -288,9 +298,7 @@ describe('narhub spoke', { concurrency: 1 }, () => {
     const drv = await makeDrv('carried-drv', 'touch $out');
     const text = (await uploader.run('nix', ['store', 'cat', drv.data.drvPath])).stdout;
     // The .drv's file in the cache, broken: a spoke that reads it fails its check.
-    const narinfo = await (await fetch(`${cacheUrl}/${hashPart(drv.data.drvPath)}.narinfo`)).text();
-    const url = /^URL: (\S+)$/m.exec(narinfo)![1]!;
-    await writeFile(join(server.dataDir, 'store', 'main', url), randomBytes(64));
+    await breakNarInCache(drv.data.drvPath);
     await env.spoke('spoke-carried-drv', { args: ['--network-retries', '0'] });
 
     await env.queues.add(drv.data, { attempts: 1 });
@@ -307,9 +315,7 @@ describe('narhub spoke', { concurrency: 1 }, () => {
     await refused.remove();
 
     await env.queues.add({ ...drv.data, drvText: text });
-    const job = await env.queues.finished(drv.data, 120_000, env.outputs);
-    assert.equal(await job.getState(), 'completed', `job failed: ${job.failedReason}\n${env.outputs()}`);
-    assert.equal((await fetch(`${cacheUrl}/${hashPart(drv.out)}.narinfo`)).status, 200);
+    await assertBuiltAndPushed(env, drv);
   });
 
   test('a job with malformed input outputs is refused as invalid, without retries', async (t) => {
