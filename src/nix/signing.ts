@@ -1,5 +1,4 @@
 import { createPrivateKey, createPublicKey, randomBytes, sign as cryptoSign, verify as cryptoVerify, type KeyObject } from 'node:crypto';
-import nacl from 'tweetnacl';
 import { NarhubError } from '../errors.js';
 import { decodeBase64Strict, encodeBase64 } from './base64.js';
 import { narInfoFingerprint } from './fingerprint.js';
@@ -50,10 +49,25 @@ function parseKeyText(text: string, kind: 'secret' | 'public', length: number): 
   return { name, bytes };
 }
 
+/** DER of a PKCS #8 Ed25519 private key up to its 32-byte seed (RFC 8410). */
+const PKCS8_ED25519_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex');
+
+/**
+ * The Ed25519 public key of a 32-byte seed, as libsodium derives it, by OpenSSL: tweetnacl's
+ * pure-JavaScript derivation takes 15–20 ms on the event loop, and the server derives one
+ * whenever it first signs for a cache or creates one.
+ */
+function publicKeyFromSeed(seed: Uint8Array): Uint8Array {
+  const key = createPrivateKey({ key: Buffer.concat([PKCS8_ED25519_PREFIX, seed]), format: 'der', type: 'pkcs8' });
+  const x = createPublicKey(key).export({ format: 'jwk' }).x;
+  if (x === undefined) throw new NarhubError('INTERNAL', 'Ed25519 public key export gave no key');
+  return new Uint8Array(Buffer.from(x, 'base64url'));
+}
+
 export function parseSecretKey(text: string): SecretKey {
   const { name, bytes } = parseKeyText(text, 'secret', SECRET_KEY_BYTES);
   // libsodium signs with the stored public half; if it does not match the seed, every signature is bad.
-  const derived = nacl.sign.keyPair.fromSeed(bytes.subarray(0, SEED_BYTES)).publicKey;
+  const derived = publicKeyFromSeed(bytes.subarray(0, SEED_BYTES));
   if (!Buffer.from(derived).equals(Buffer.from(bytes.subarray(SEED_BYTES)))) {
     throw new NarhubError('KEY_INVALID', `secret key ${quote(name)}: public half does not match the seed`);
   }
@@ -76,10 +90,14 @@ export function formatPublicKey(key: PublicKey): string {
 export function generateKeyPair(name: string): { secret: SecretKey; public: PublicKey } {
   const problem = keyNameProblem(name);
   if (problem !== undefined) throw new NarhubError('KEY_INVALID', problem);
-  const pair = nacl.sign.keyPair.fromSeed(randomBytes(SEED_BYTES));
+  const seed = randomBytes(SEED_BYTES);
+  const publicKey = publicKeyFromSeed(seed);
+  const secretKey = new Uint8Array(SECRET_KEY_BYTES);
+  secretKey.set(seed);
+  secretKey.set(publicKey, SEED_BYTES);
   return {
-    secret: { name, secretKey: pair.secretKey },
-    public: { name, publicKey: pair.publicKey },
+    secret: { name, secretKey },
+    public: { name, publicKey },
   };
 }
 
@@ -88,16 +106,16 @@ export function publicKeyOf(secret: SecretKey): PublicKey {
     throw new NarhubError('KEY_INVALID', `secret key ${quote(secret.name)} is not ${SECRET_KEY_BYTES} bytes`);
   }
   // Derived from the seed rather than copied, so a corrupted public half cannot be trusted by mistake.
-  const publicKey = nacl.sign.keyPair.fromSeed(secret.secretKey.subarray(0, SEED_BYTES)).publicKey;
+  const publicKey = publicKeyFromSeed(secret.secretKey.subarray(0, SEED_BYTES));
   return { name: secret.name, publicKey };
 }
 
 /**
- * Key formats, seeds and derivations are tweetnacl's (libsodium's layout, as Nix stores keys);
- * the signing and verifying themselves go through Node's crypto (OpenSSL), which gives the
- * same bytes (Ed25519 is deterministic; `signing.test.ts` checks both ways) at a tiny fraction
- * of the cost: pure-JavaScript Ed25519 takes ~5 ms to sign and ~15 ms to verify on this
- * hardware, on the event loop, for every upload and every narinfo a spoke checks.
+ * Key formats are libsodium's (as Nix stores keys); derivation, signing and verifying go
+ * through Node's crypto (OpenSSL), which gives the same bytes as libsodium and tweetnacl
+ * (Ed25519 is deterministic; `signing.test.ts` checks against tweetnacl both ways) at a tiny
+ * fraction of the cost: pure-JavaScript Ed25519 takes ~5 ms to sign and ~15 ms to verify on
+ * this hardware, on the event loop, for every upload and every narinfo a spoke checks.
  */
 const privateKeys = new WeakMap<Uint8Array, KeyObject>();
 const publicKeys = new WeakMap<Uint8Array, KeyObject | null>();

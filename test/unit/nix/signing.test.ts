@@ -194,6 +194,26 @@ describe('signatures', () => {
 });
 
 describe('native Ed25519', () => {
+  it('derives the same key pairs as tweetnacl (libsodium) from any seed', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ minLength: 32, maxLength: 32 }), (seed) => {
+        const theirs = nacl.sign.keyPair.fromSeed(seed);
+        const parsed = parseSecretKey(`k-1:${Buffer.from(theirs.secretKey).toString('base64')}`);
+        assert.deepEqual(Buffer.from(publicKeyOf(parsed).publicKey), Buffer.from(theirs.publicKey));
+        // A secret key whose public half is not the seed's is refused.
+        const wrong = Buffer.from(theirs.secretKey);
+        wrong[40] = wrong[40]! ^ 1;
+        assert.throws(() => parseSecretKey(`k-1:${wrong.toString('base64')}`), /public half does not match the seed/);
+      }),
+      { numRuns: 50 },
+    );
+    for (let i = 0; i < 5; i++) {
+      const { secret, public: pub } = generateKeyPair(`g${i}-1`);
+      assert.deepEqual(Buffer.from(nacl.sign.keyPair.fromSeed(secret.secretKey.subarray(0, 32)).secretKey), Buffer.from(secret.secretKey));
+      assert.deepEqual(Buffer.from(pub.publicKey), Buffer.from(secret.secretKey.subarray(32)));
+    }
+  });
+
   it('gives signatures byte-identical to tweetnacl (libsodium) that cross-verify with it', () => {
   for (let i = 0; i < 20; i++) {
     const { secret, public: pub } = generateKeyPair(`k${i}-1`);
