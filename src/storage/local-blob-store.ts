@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { lstatSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { mkdir, open, opendir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
-import { addAbortSignal, Readable } from 'node:stream';
+import { addAbortSignal, Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { NarhubError } from '../errors.js';
 import {
@@ -16,6 +16,7 @@ import {
 } from './blob-store.js';
 import { createFileThreads, FileJobFailure } from './file-threads.js';
 import { errnoOf, isMissing } from './fs-errors.js';
+import { writevAll } from './writev-all.js';
 
 /**
  * In-flight puts live here until renamed into place. It sits under the root so the rename stays
@@ -104,29 +105,16 @@ export function createLocalBlobStore(options: LocalBlobStoreOptions): BlobStore 
     if (body instanceof Uint8Array) return putBytes(key, target, body, opts);
 
     const temp = join(tempDir, randomBytes(12).toString('hex'));
-    // Set synchronously when the sink starts; cleanup awaits it so a temp file still being
-    // opened when the put fails cannot outlive the cleanup.
+    // Cleanup awaits it, so a temp file still being opened when the put fails cannot outlive
+    // the cleanup.
     let opening: Promise<FileHandle> | undefined;
     let renamed = false;
     try {
-      let size = 0;
+      opening = openTemp(tempDir, temp);
+      const sink = new TempFileSink(key, opening);
       // pipeline() is called before any await, so a Readable that errors early has a listener.
-      await pipeline(
-        body,
-        async function (chunks: AsyncIterable<unknown>) {
-          opening = openTemp(tempDir, temp);
-          const fh = await io('create temp file', key, () => opening!);
-          // Pulling one chunk at a time and awaiting its write is the backpressure.
-          for await (const chunk of chunks) {
-            if (!(chunk instanceof Uint8Array)) {
-              throw new NarhubError('INTERNAL', `blob body for ${key} yielded a ${typeof chunk}, not bytes`);
-            }
-            await io('write', key, () => writeAll(fh, chunk));
-            size += chunk.byteLength;
-          }
-        },
-        signal === undefined ? {} : { signal },
-      );
+      await pipeline(body, sink, signal === undefined ? {} : { signal });
+      const size = sink.size;
       if (opts.size !== undefined && opts.size !== size) {
         throw new NarhubError('BAD_REQUEST', `blob body for ${key} was ${size} bytes, expected ${opts.size}`);
       }
@@ -273,14 +261,55 @@ async function openTemp(tempDir: string, temp: string): Promise<FileHandle> {
   }
 }
 
-async function writeAll(fh: FileHandle, chunk: Uint8Array): Promise<void> {
-  // write(2) may write less than asked, e.g. on a nearly full disk before ENOSPC.
-  let offset = 0;
-  while (offset < chunk.byteLength) {
-    const { bytesWritten } = await fh.write(chunk, offset, chunk.byteLength - offset);
-    offset += bytesWritten;
+/**
+ * The file side of a streamed put. Each write takes every chunk that queued while the one
+ * before it ran, in one writev(2): a NAR arriving in 64 KiB socket reads is written in pieces
+ * of up to a megabyte, with no copy to join them, and a sixteenth of the syscalls and thread
+ * pool trips. A write finishing is the backpressure.
+ */
+class TempFileSink extends Writable {
+  size = 0;
+  private fh: FileHandle | undefined;
+
+  constructor(
+    private readonly key: string,
+    private readonly opening: Promise<FileHandle>,
+  ) {
+    super({ highWaterMark: SINK_HIGH_WATER_MARK });
+  }
+
+  override _construct(callback: (error?: Error | null) => void): void {
+    io('create temp file', this.key, () => this.opening).then(
+      (fh) => {
+        this.fh = fh;
+        callback();
+      },
+      callback,
+    );
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    this.writeChunks([chunk], callback);
+  }
+
+  override _writev(chunks: { chunk: Buffer }[], callback: (error?: Error | null) => void): void {
+    this.writeChunks(
+      chunks.map((c) => c.chunk),
+      callback,
+    );
+  }
+
+  private writeChunks(buffers: Buffer[], callback: (error?: Error | null) => void): void {
+    io('write', this.key, () => writevAll(this.fh!, buffers)).then((written) => {
+      this.size += written;
+      callback();
+    }, callback);
   }
 }
+
+/** Writes queued while one is in flight are joined into one writev of up to about this much. */
+const SINK_HIGH_WATER_MARK = 1024 * 1024;
+
 
 /**
  * fsync of directories, shared by the puts that wait for one: a put needs an fsync of its
