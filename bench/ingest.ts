@@ -2,11 +2,13 @@
 // with zstd and signs) against `zstd -3 -T2` on the same NAR and against Nix writing a
 // `file://` cache itself; (b) stock `nix copy --to http://narhub` against that same `file://` copy.
 // Every upload goes to a cache of its own, so nothing is ever already there.
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { unlink } from 'node:fs/promises';
 import type { BenchContext } from './lib/context.js';
+import type { RequestRecord } from './lib/narhub.js';
 import { dumpNar } from './lib/fixtures.js';
-import { execOk, rmTree } from './lib/proc.js';
+import { execOk, reapedChildrenSeconds, rmTree } from './lib/proc.js';
 import { passFail, type Result } from './lib/report.js';
 import { fmtRate, fmtRatio, fmtSeconds, median } from './lib/stats.js';
 
@@ -18,7 +20,8 @@ export async function measureIngest(ctx: BenchContext): Promise<Result[]> {
   const big = await ctx.big();
   const nix = await ctx.nix();
   const push = await ctx.pushAvailable();
-  const narhub = await ctx.startNarhub('ingest');
+  // Request records time the phases of the stock upload (see httpPhases).
+  const narhub = await ctx.startNarhub('ingest', { logRequests: true });
   const scratch = await ctx.dir('ingest');
   const nar = join(scratch, 'big.nar');
   ctx.log('ingest: dumping the NAR for zstd (this also warms the page cache)');
@@ -40,7 +43,16 @@ export async function measureIngest(ctx: BenchContext): Promise<Result[]> {
     }
   };
   const narhubPush = async () => (await ctx.narhubPush(narhub, await narhub.createCache(`push-${++count}`), [big.path])).seconds;
-  const httpCopy = async () => (await ctx.nixCopyTo(narhub, await narhub.createCache(`copy-${++count}`), [big.path])).seconds;
+  const phases: HttpPhases[] = [];
+  const httpCopy = async () => {
+    const cache = `copy-${++count}`;
+    const url = await narhub.createCache(cache);
+    const started = Date.now();
+    const seconds = (await ctx.nixCopyTo(narhub, url, [big.path])).seconds;
+    const found = httpPhases(narhub.requests(), cache, started, Date.now());
+    if (found !== undefined) phases.push(found);
+    return seconds;
+  };
 
   const steps: [string, () => Promise<number>][] = [
     ['zstd', zstd],
@@ -49,12 +61,16 @@ export async function measureIngest(ctx: BenchContext): Promise<Result[]> {
   ];
   if (push) steps.push(['push', narhubPush]);
   const times: Record<string, number[]> = Object.fromEntries(steps.map(([name]) => [name, []]));
+  // CPU seconds of each run, every process counted: the commands (reaped children) and narhub.
+  const cpu: Record<string, number[]> = Object.fromEntries(steps.map(([name]) => [name, []]));
   const n = ctx.reps(3, 2);
   ctx.log(`ingest: ${n} rounds of ${steps.map(([s]) => s).join(', ')} (order rotating)`);
   for (let i = 0; i < n; i++) {
     for (let j = 0; j < steps.length; j++) {
       const [name, run] = steps[(i + j) % steps.length]!;
+      const [client0, server0] = [await reapedChildrenSeconds(), await narhub.cpuSeconds()];
       times[name]!.push(await run());
+      cpu[name]!.push((await reapedChildrenSeconds()) - client0 + ((await narhub.cpuSeconds()) - server0));
     }
   }
   await narhub.stop();
@@ -63,7 +79,12 @@ export async function measureIngest(ctx: BenchContext): Promise<Result[]> {
   const t = (name: string) => median(times[name] ?? []);
   const rate = (name: string) => big.narSize / t(name);
   const results: Result[] = [];
-  const figures = { narSize: big.narSize, seconds: times, medianSeconds: Object.fromEntries(steps.map(([s]) => [s, t(s)])) };
+  const cpuOf = (name: string) => median(cpu[name] ?? []);
+  const figures = { narSize: big.narSize, seconds: times, medianSeconds: Object.fromEntries(steps.map(([s]) => [s, t(s)])), cpuSeconds: cpu };
+  const cores = availableParallelism();
+  // What all processes of a run need, spread perfectly over every core: no run can be faster.
+  const cpuNote = (names: string[]) =>
+    `CPU of all processes (medians): ${names.map((n) => `${n} ${fmtSeconds(cpuOf(n))}`).join(', ')}; on ${cores} cores that alone takes at least ${names.map((n) => `${n} ${fmtSeconds(cpuOf(n) / cores)}`).join(', ')}`;
   if (push) {
     const vsZstd = rate('push') / rate('zstd');
     const vsFile = rate('push') / rate('file');
@@ -78,6 +99,7 @@ export async function measureIngest(ctx: BenchContext): Promise<Result[]> {
         target: `≥ ${PUSH_VS_ZSTD_TARGET.toFixed(2)}× zstd`,
         status: passFail(vsZstd >= PUSH_VS_ZSTD_TARGET),
         figures: { ...figures, ratio: vsZstd },
+        note: cpuNote(['zstd', 'push', 'file']),
       },
       {
         id: '4a',
@@ -100,6 +122,8 @@ export async function measureIngest(ctx: BenchContext): Promise<Result[]> {
     }
   }
   const httpRatio = t('http') / t('file');
+  const phase = (k: keyof HttpPhases) => median(phases.map((p) => p[k]));
+  const clientAlone = phases.length === 0 ? undefined : (phase('compressing') + phase('readingBack')) / t('file');
   results.push({
     id: '4b',
     measurement: 'ingest',
@@ -109,7 +133,41 @@ export async function measureIngest(ctx: BenchContext): Promise<Result[]> {
     ratio: fmtRatio(httpRatio),
     target: `≤ ${HTTP_VS_FILE_TARGET.toFixed(2)}× file:// time`,
     status: passFail(httpRatio <= HTTP_VS_FILE_TARGET),
-    figures: { ...figures, ratio: httpRatio },
+    figures: { ...figures, ratio: httpRatio, phases, clientAloneRatio: clientAlone },
+    ...(clientAlone === undefined
+      ? {}
+      : {
+          note:
+            `medians: Nix compressing ${fmtSeconds(phase('compressing'))}, reading its temp file back ${fmtSeconds(phase('readingBack'))}, ` +
+            `NAR PUT ${fmtSeconds(phase('upload'))} (narhub receiving, decoding, verifying), narinfo PUT and exit ${fmtSeconds(phase('after'))}; ` +
+            `Nix's own part before its first byte is sent is already ${fmtRatio(clientAlone)} the file:// time`,
+        }),
   });
   return results;
+}
+
+/** Where the time of one stock `nix copy --to http://…` went, in seconds. */
+export interface HttpPhases {
+  /** From the command's start to Nix's HEAD of the NAR file: dumping and compressing. */
+  compressing: number;
+  /** From that HEAD to the NAR PUT: Nix 2.8 reads its compressed temp file back into memory. */
+  readingBack: number;
+  /** The NAR PUT, as the server saw it: receiving, decoding and verifying. */
+  upload: number;
+  /** From the NAR PUT's end to the command's end: the narinfo PUT and exit. */
+  after: number;
+}
+
+/** The phases of one copy into `cache` from the server's request records, if all were seen. */
+export function httpPhases(requests: RequestRecord[], cache: string, started: number, ended: number): HttpPhases | undefined {
+  const narUrl = (r: RequestRecord) => r.url.startsWith(`/${cache}/nar/`);
+  const head = requests.find((r) => r.method === 'HEAD' && narUrl(r));
+  const put = requests.find((r) => r.method === 'PUT' && narUrl(r));
+  if (head === undefined || put?.end === undefined) return undefined;
+  return {
+    compressing: (head.start - started) / 1000,
+    readingBack: (put.start - (head.end ?? head.start)) / 1000,
+    upload: (put.end - put.start) / 1000,
+    after: (ended - put.end) / 1000,
+  };
 }

@@ -23,8 +23,20 @@ export interface NarhubOptions {
   logFile: string;
   /** Config keys besides dataDir and listen (e.g. storage). */
   config?: Record<string, unknown>;
+  /** Have the server log every request (`logRequests`) and keep the records (`requests()`). */
+  logRequests?: boolean;
   /** Write V8 CPU profiles of the server into `<this>/<label>/` when it stops. */
   cpuProfileDir?: string | undefined;
+}
+
+export interface RequestRecord {
+  method: string;
+  url: string;
+  /** Epoch milliseconds of the server's `incoming request` record. */
+  start: number;
+  /** Epoch milliseconds of its `request completed` record, once there is one. */
+  end?: number;
+  status?: number;
 }
 
 export interface Narhub {
@@ -48,6 +60,8 @@ export interface Narhub {
   cpuSeconds(): Promise<number>;
   /** The event loop's delay, one record per second since the start. */
   loopDelays(): LoopDelayRecord[];
+  /** With `logRequests`: each request's start and end as the server logged them, oldest first. */
+  requests(): RequestRecord[];
   stop(): Promise<void>;
 }
 
@@ -62,7 +76,8 @@ async function statusField(pid: number, field: string): Promise<number> {
 export async function startNarhub(scope: Scope, opts: NarhubOptions): Promise<Narhub> {
   await mkdir(opts.dataDir, { recursive: true });
   const configFile = join(opts.dataDir, '..', `${opts.label}-config.json`);
-  await writeFile(configFile, JSON.stringify({ ...opts.config, dataDir: opts.dataDir, listen: '127.0.0.1:0' }, null, 2));
+  const config = { ...opts.config, ...(opts.logRequests ? { logRequests: true } : {}), dataDir: opts.dataDir, listen: '127.0.0.1:0' };
+  await writeFile(configFile, JSON.stringify(config, null, 2));
   // One profile per thread (the codec threads too), named by Node, in a directory per server.
   const nodeArgs = opts.cpuProfileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${join(opts.cpuProfileDir, opts.label)}`];
   const child = spawn(process.execPath, [...nodeArgs, '--import', LOOP_DELAY_MONITOR, NARHUB_CLI, 'serve', '--config', configFile], {
@@ -84,9 +99,13 @@ export async function startNarhub(scope: Scope, opts: NarhubOptions): Promise<Na
   const stop = () => (stopped ??= stopChild(child, 'SIGTERM').then(() => new Promise<void>((r) => log.end(() => r()))));
   scope.after(stop);
 
+  const requests = opts.logRequests ? createRequestLog() : undefined;
   const url = await listeningUrl(child, {
     timeoutMs: 60_000,
-    onOutput: (d) => log.write(d),
+    onOutput: (d) => {
+      log.write(d);
+      requests?.hear(d);
+    },
     failure: (why) => new Error(`narhub serve (${opts.label}) ${why}; see ${opts.logFile}`),
   });
 
@@ -113,6 +132,7 @@ export async function startNarhub(scope: Scope, opts: NarhubOptions): Promise<Na
     rss: () => statusField(child.pid!, 'VmRSS'),
     cpuSeconds: () => cpuSeconds(child.pid!),
     loopDelays: () => loopDelays,
+    requests: () => requests?.records ?? [],
     stop,
   };
 }
@@ -126,4 +146,39 @@ export async function hasNarhubPush(): Promise<boolean> {
   }
   const res = await exec(process.execPath, [NARHUB_CLI, 'push'], { timeoutMs: 30_000 });
   return `${res.stdout}${res.stderr}`.includes('narhub push');
+}
+
+/** Pairs the server's `incoming request` and `request completed` log records by request id. */
+function createRequestLog(): { records: RequestRecord[]; hear(chunk: string): void } {
+  const records: RequestRecord[] = [];
+  const open = new Map<string, RequestRecord>();
+  let partial = '';
+  return {
+    records,
+    hear(chunk) {
+      const lines = (partial + chunk).split('\n');
+      partial = lines.pop() ?? '';
+      for (const line of lines) {
+        if (!line.startsWith('{')) continue;
+        let rec: { msg?: unknown; reqId?: unknown; time?: unknown; req?: { method?: unknown; url?: unknown }; res?: { statusCode?: unknown } };
+        try {
+          rec = JSON.parse(line) as typeof rec;
+        } catch {
+          continue;
+        }
+        if (typeof rec.reqId !== 'string' || typeof rec.time !== 'number') continue;
+        if (rec.msg === 'incoming request') {
+          const r: RequestRecord = { method: String(rec.req?.method ?? ''), url: String(rec.req?.url ?? ''), start: rec.time };
+          records.push(r);
+          open.set(rec.reqId, r);
+        } else if (rec.msg === 'request completed') {
+          const r = open.get(rec.reqId);
+          if (r === undefined) continue;
+          open.delete(rec.reqId);
+          r.end = rec.time;
+          if (typeof rec.res?.statusCode === 'number') r.status = rec.res.statusCode;
+        }
+      }
+    },
+  };
 }
