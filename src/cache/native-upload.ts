@@ -1,4 +1,4 @@
-import { PassThrough, type Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { NarhubError, isNarhubError, type ErrorCode } from '../errors.js';
 import { formatHash, hashesEqual, parseHash, sha256Hash, sha256Of } from '../nix/hash.js';
@@ -194,10 +194,11 @@ export function createNativeUpload(deps: {
     if (info.narSize <= SMALL_NAR_SIZE) return receiveSmall(cache, fileName, info, body, options);
     const key = narStorageKey(cache.name, fileName);
     // `pipe`, not pipeline: a failure must not destroy the request (and with it the socket).
-    const source = new PassThrough({ highWaterMark: 1 << 20 });
-    const onAbort = () => source.destroy(new NarhubError('BAD_REQUEST', 'upload aborted before the NAR was complete'));
+    // No buffer between them: the codec stream holds up to four 1 MiB slabs already.
+    const limit = createByteLimit(info.narSize);
+    const onAbort = () => limit.destroy(new NarhubError('BAD_REQUEST', 'upload aborted before the NAR was complete'));
     body.once('aborted', onAbort).once('error', onAbort);
-    body.pipe(source);
+    body.pipe(limit);
 
     const { pass } = createNarPass({ listing: true, compress: { level: zstd.level, workers: zstd.workers } });
     const validated = pass.result();
@@ -213,14 +214,13 @@ export function createNativeUpload(deps: {
     });
     stored.catch(() => undefined);
 
-    const limit = createByteLimit(info.narSize);
-    const received = pipeline(source, limit, pass, options.signal ? { signal: options.signal } : {});
+    const received = pipeline(limit, pass, options.signal ? { signal: options.signal } : {});
 
     const results = await Promise.allSettled([received, validated, stored]);
     body.off('aborted', onAbort).off('error', onAbort);
     const failure = pickFailure(results, info.narSize);
     if (failure !== undefined) {
-      body.unpipe(source);
+      body.unpipe(limit);
       drain(body);
       throw failure;
     }
