@@ -8,6 +8,7 @@ import { parseLoopDelay, type LoopDelayRecord } from './loop-delay-record.js';
 import { cpuSeconds, exec, execOk, stopChild } from './proc.js';
 import type { Scope } from './scope.js';
 import { listeningUrl } from '../../test/helpers/listening.js';
+import { NODE_FLAGS } from '../../src/cli/node-flags.js';
 
 /** dist/bench/lib/narhub.js -> dist/src/cli/main.js */
 export const NARHUB_CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
@@ -80,7 +81,7 @@ export async function startNarhub(scope: Scope, opts: NarhubOptions): Promise<Na
   await writeFile(configFile, JSON.stringify(config, null, 2));
   // One profile per thread (the codec threads too), named by Node, in a directory per server.
   const nodeArgs = opts.cpuProfileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${join(opts.cpuProfileDir, opts.label)}`];
-  const child = spawn(process.execPath, [...nodeArgs, '--import', LOOP_DELAY_MONITOR, NARHUB_CLI, 'serve', '--config', configFile], {
+  const child = spawn(process.execPath, [...NODE_FLAGS, ...nodeArgs, '--import', LOOP_DELAY_MONITOR, NARHUB_CLI, 'serve', '--config', configFile], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const log = createWriteStream(opts.logFile);

@@ -3,6 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { NODE_FLAGS } from '../../src/cli/node-flags.js';
 import { listeningUrl } from './listening.js';
 import { makeTempDir, type Cleanup } from './tmp.js';
 
@@ -167,12 +168,13 @@ function waitForExit(child: ChildProcess): Promise<number | null> {
 }
 
 /**
- * Node flags for the servers and spokes tests start, from `$NARHUB_NODE_ARGS` (space-separated),
+ * Node flags for the servers and spokes tests start: the ones narhub ships with (NODE_FLAGS),
+ * then any from `$NARHUB_NODE_ARGS` (space-separated),
  * e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` to profile them in a benchmark (Node refuses
  * `--cpu-prof` in NODE_OPTIONS).
  */
 export function nodeArgs(): string[] {
-  return (process.env.NARHUB_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
+  return [...NODE_FLAGS, ...(process.env.NARHUB_NODE_ARGS ?? '').split(' ').filter((a) => a !== '')];
 }
 
 /** Spawns `narhub serve` on a free port and waits for its `listening` log line. */

@@ -1,0 +1,26 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { NODE_FLAGS } from '../../../src/cli/node-flags.js';
+
+// dist/test/unit/cli -> the repository
+const repo = (path: string) => fileURLToPath(new URL(`../../../../${path}`, import.meta.url));
+
+describe('the V8 flags narhub runs with', () => {
+  it('are in the CLI shebang (compiled too) and in npm start', () => {
+    const shebang = `#!/usr/bin/env -S node ${NODE_FLAGS.join(' ')}`;
+    assert.equal(readFileSync(repo('src/cli/main.ts'), 'utf8').split('\n')[0], shebang);
+    assert.equal(readFileSync(repo('dist/src/cli/main.js'), 'utf8').split('\n')[0], shebang);
+    const pkg = JSON.parse(readFileSync(repo('package.json'), 'utf8')) as { scripts: Record<string, string>; bin: Record<string, string> };
+    assert.equal(pkg.scripts['start'], `node ${NODE_FLAGS.join(' ')} dist/src/cli/main.js serve`);
+    assert.equal(pkg.bin['narhub'], 'dist/src/cli/main.js');
+  });
+
+  it('are accepted by this Node', () => {
+    const res = spawnSync(process.execPath, [...NODE_FLAGS, '-e', 'process.stdout.write("ok")'], { encoding: 'utf8' });
+    assert.equal(res.stderr, '');
+    assert.equal(res.stdout, 'ok');
+  });
+});
