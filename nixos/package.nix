@@ -14,6 +14,7 @@
   lib,
   buildNpmPackage,
   importNpmLock,
+  makeWrapper,
   nodejs_24,
   srcOnly,
 }:
@@ -46,6 +47,9 @@ let
     "zstd-napi"
     "lzma-native"
   ];
+
+  # V8 flags narhub runs with (src/cli/node-flags.ts says why; a unit test keeps the lists equal).
+  nodeFlags = [ "--initial-old-space-size=64" ];
 in
 buildNpmPackage {
   pname = "narhub";
@@ -67,6 +71,7 @@ buildNpmPackage {
   };
 
   nodejs = nodejs_24;
+  nativeBuildInputs = [ makeWrapper ];
   npmDeps = importNpmLock {
     inherit package;
     packageLock = lockWithUrls;
@@ -104,9 +109,13 @@ buildNpmPackage {
     rm -rf node_modules/lzma-native/node-addon-api
   '';
 
+  # npm's bin wrapper runs `node main.js`: made again with narhub's V8 flags before the script.
   postInstall = ''
     rm -rf $out/lib/node_modules/narhub/node_modules/msgpackr-extract \
       $out/lib/node_modules/narhub/node_modules/@msgpackr-extract
+    makeWrapper ${lib.getExe nodejs_24} $out/bin/narhub \
+      --add-flags ${lib.escapeShellArg (lib.concatStringsSep " " nodeFlags)} \
+      --add-flags $out/lib/node_modules/narhub/dist/src/cli/main.js
   '';
 
   doInstallCheck = true;
@@ -114,6 +123,7 @@ buildNpmPackage {
     runHook preInstallCheck
     echo '{ "caches": [ { "name": "main" } ] }' > config.json
     test "$($out/bin/narhub check-config config.json)" = ok
+    ${lib.concatMapStrings (flag: "grep -q -- ${lib.escapeShellArg flag} $out/bin/narhub\n") nodeFlags}
     # Every native addon loads on this Node.
     cd $out/lib/node_modules/narhub
     ${lib.getExe nodejs_24} -e '

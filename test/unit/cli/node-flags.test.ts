@@ -18,6 +18,14 @@ describe('the V8 flags narhub runs with', () => {
     assert.equal(pkg.bin['narhub'], 'dist/src/cli/main.js');
   });
 
+  it("are the Nix package's, whose wrapper passes them to node", () => {
+    const nix = readFileSync(repo('nixos/package.nix'), 'utf8');
+    const list = /^\s*nodeFlags = \[([^\]]*)\];$/m.exec(nix);
+    assert.ok(list, 'nixos/package.nix defines nodeFlags');
+    assert.deepEqual([...list[1]!.matchAll(/"([^"]*)"/g)].map((m) => m[1]), [...NODE_FLAGS]);
+    assert.match(nix, /makeWrapper \$\{lib\.getExe nodejs_24\} \$out\/bin\/narhub/);
+  });
+
   it('are accepted by this Node', () => {
     const res = spawnSync(process.execPath, [...NODE_FLAGS, '-e', 'process.stdout.write("ok")'], { encoding: 'utf8' });
     assert.equal(res.stderr, '');
