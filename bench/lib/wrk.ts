@@ -1,4 +1,5 @@
 // wrk runs cycling over a list of URL paths, and the parsing of its report.
+import { spawn } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { execOk } from './proc.js';
 
@@ -83,4 +84,38 @@ export async function runWrk(o: WrkOptions): Promise<WrkResult> {
   const parsed = parseWrk(res.stdout);
   if (parsed.errors > 0) throw new Error(`wrk against ${o.url}: ${parsed.errors} failed requests\n${res.stdout}`);
   return parsed;
+}
+
+/** A wrk run under way, for as long as something else takes (`startWrk`). */
+export interface RunningWrk {
+  /** Ends the run (SIGINT: wrk then reports what it measured so far) and returns its figures. */
+  stop(): Promise<WrkResult>;
+}
+
+/**
+ * Starts wrk with no end of its own (an hour at most); `stop()` ends it and parses its report,
+ * which then covers exactly the time it ran. Throws (from `stop`) if any request failed.
+ */
+export function startWrk(o: Omit<WrkOptions, 'seconds'>): RunningWrk {
+  const args = [`-t${o.threads}`, `-c${o.connections}`, '-d3600s', '--latency', '--timeout', '10s', '-s', o.script, o.url];
+  const child = spawn('wrk', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const exited = new Promise<number | null>((resolve, reject) => {
+    child.once('error', reject);
+    child.once('close', (code) => resolve(code));
+  });
+  exited.catch(() => undefined);
+  return {
+    async stop() {
+      child.kill('SIGINT');
+      const code = await exited;
+      if (code !== 0) throw new Error(`wrk exited with ${code}\n${stdout}\n${stderr}`);
+      const parsed = parseWrk(stdout);
+      if (parsed.errors > 0) throw new Error(`wrk against ${o.url}: ${parsed.errors} failed requests\n${stdout}`);
+      return parsed;
+    },
+  };
 }
