@@ -37,9 +37,14 @@ export async function measureNarinfoUnderPush(ctx: BenchContext): Promise<Result
     // Let the upload get going (closure query, missing-paths) before measuring.
     await Promise.race([new Promise((r) => setTimeout(r, 500)), loading.catch(() => undefined)]);
     const running = startWrk({ url: s.narhub.url, script, connections: 64, threads: 2 });
-    const [outcome, measured] = await Promise.all([loading.then((r) => ({ r }), (err: unknown) => ({ err })), loading.then(running.stop, running.stop)]);
+    // wrk is stopped however the load ends; then the load's failure, if any, is the round's.
+    const outcome = await loading.then(
+      (res) => ({ res }),
+      (err: unknown) => ({ err }),
+    );
+    const measured = await running.stop();
     if ('err' in outcome) throw outcome.err;
-    const res = outcome.r;
+    const { res } = outcome;
     const ended = Date.now();
     // The monitor reports each second after it ends; wait for the one covering the end.
     await new Promise((r) => setTimeout(r, 1100));

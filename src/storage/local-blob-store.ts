@@ -261,6 +261,9 @@ async function openTemp(tempDir: string, temp: string): Promise<FileHandle> {
   }
 }
 
+/** Writes queued while one is in flight are joined into one writev of up to about this much. */
+const SINK_HIGH_WATER_MARK = 1024 * 1024;
+
 /**
  * The file side of a streamed put. Each write takes every chunk that queued while the one
  * before it ran, in one writev(2): a NAR arriving in 64 KiB socket reads is written in pieces
@@ -306,10 +309,6 @@ class TempFileSink extends Writable {
     }, callback);
   }
 }
-
-/** Writes queued while one is in flight are joined into one writev of up to about this much. */
-const SINK_HIGH_WATER_MARK = 1024 * 1024;
-
 
 /**
  * fsync of directories, shared by the puts that wait for one: a put needs an fsync of its
