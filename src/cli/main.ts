@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --initial-old-space-size=64
+#!/usr/bin/env node
 import { isNarhubError } from '../errors.js';
 import type { Config } from '../config/schema.js';
 import { parseFlags } from './args.js';

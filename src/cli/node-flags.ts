@@ -1,7 +1,9 @@
 /**
- * The V8 flags narhub runs with. The CLI's shebang and `npm start` pass them, and so do the
- * servers the tests and benchmarks start; `test/unit/cli/node-flags.test.ts` keeps them equal.
- * (Node refuses them in NODE_OPTIONS, and V8 reads them only at start-up.)
+ * The V8 flags narhub runs with. `npm start` and the Nix package's `narhub` wrapper pass them,
+ * and so do the servers the tests and benchmarks start; `test/unit/cli/node-flags.test.ts`
+ * keeps those lists equal. Node refuses them in NODE_OPTIONS and V8 reads them only at
+ * start-up, and a shebang cannot carry them portably (BusyBox's `env` has no `-S`), so
+ * `narhub serve` started without them says so (`missingNodeFlags`) and runs anyway.
  *
  * `--initial-old-space-size=64`: streaming a NAR allocates a Buffer per socket read, and the
  * few that outlive two scavenges (waiting for a disk write or a codec) are promoted. After
@@ -12,3 +14,10 @@
  * and the heap still stays under 20 MB.
  */
 export const NODE_FLAGS: readonly string[] = ['--initial-old-space-size=64'];
+
+/** The flags of NODE_FLAGS this process was not started with (by name: any value counts). */
+export function missingNodeFlags(execArgv: readonly string[] = process.execArgv): string[] {
+  const name = (flag: string) => flag.split('=')[0]!.replace(/_/g, '-');
+  const given = new Set(execArgv.map(name));
+  return NODE_FLAGS.filter((flag) => !given.has(name(flag)));
+}

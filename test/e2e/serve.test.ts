@@ -16,6 +16,8 @@ test('first start prints the substituter URL, public key and admin token, and ke
   assert.ok(plain.some((l) => l.includes(server.publicKey)), `no public key in:\n${plain.join('\n')}`);
   assert.ok(plain.some((l) => l.includes(server.adminToken)), `no admin token in:\n${plain.join('\n')}`);
   assert.equal(jsonLines(out).filter((r) => r.msg === 'listening').length, 1);
+  // Started as npm start and the Nix package start it: nothing to warn about.
+  assert.deepEqual(jsonLines(out).filter((r) => Number(r.level) >= 40), []);
   assert.equal(statSync(join(server.dataDir, 'admin-token')).mode & 0o777, 0o600);
 
   const info = await fetch(`${server.url}/main/nix-cache-info`);
@@ -41,4 +43,13 @@ test('SIGTERM stops cleanly; a restart on the same data dir keeps key, token and
   await client.run('nix', ['copy', '--from', cacheUrl, '--to', store, closure.top]);
   const listed = await client.run('nix', ['path-info', '--store', store, '-r', closure.top]);
   assert.deepEqual(lines(listed.stdout), [...closure.paths].sort());
+});
+
+test("started without narhub's V8 flags, it says which and serves anyway", async (t) => {
+  const server = await startServer(t, { nodeFlags: false });
+  const warnings = jsonLines(server.stdout()).filter((r) => Number(r.level) === 40);
+  assert.equal(warnings.length, 1, server.stdout());
+  assert.deepEqual(warnings[0]!.missing, ['--initial-old-space-size=64']);
+  assert.match(String(warnings[0]!.msg), /^node was started without --initial-old-space-size=64: /);
+  assert.equal((await fetch(`${server.url}/main/nix-cache-info`)).status, 200);
 });

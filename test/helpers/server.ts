@@ -25,6 +25,8 @@ export interface StartServerOptions {
   args?: string[];
   /** Extra environment variables (merged over process.env). */
   env?: NodeJS.ProcessEnv;
+  /** Start node with narhub's V8 flags, as `npm start` and the Nix package do (default true). */
+  nodeFlags?: boolean;
 }
 
 export interface RunningServer {
@@ -180,7 +182,8 @@ export function nodeArgs(): string[] {
 /** Spawns `narhub serve` on a free port and waits for its `listening` log line. */
 export async function startServer(t: Cleanup, opts: StartServerOptions = {}): Promise<RunningServer> {
   const dataDir = opts.dataDir ?? (await makeTempDir(t, 'narhub-data-'));
-  const argv = [...nodeArgs(), CLI_PATH, 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', ...(opts.args ?? [])];
+  const flags = opts.nodeFlags === false ? nodeArgs().filter((a) => !NODE_FLAGS.includes(a)) : nodeArgs();
+  const argv = [...flags, CLI_PATH, 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', ...(opts.args ?? [])];
   const child = spawn(process.execPath, argv, {
     env: { ...process.env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -6,6 +6,7 @@ import { createLogger } from '../../logger.js';
 import type { Config } from '../../config/schema.js';
 import { openRuntime, type Runtime } from '../runtime.js';
 import { openHub } from '../hub-runtime.js';
+import { missingNodeFlags } from '../node-flags.js';
 
 /**
  * First start on an empty data directory: a public cache `main` (unless the config declares
@@ -63,6 +64,13 @@ export async function serve(config: Config): Promise<void> {
     }
   }
   logger.info({ url: address, dataDir: config.dataDir, storage: runtime.store.kind }, 'listening');
+  const missingFlags = missingNodeFlags();
+  if (missingFlags.length > 0) {
+    logger.warn(
+      { missing: missingFlags },
+      `node was started without ${missingFlags.join(' ')}: full garbage collections will pause requests during uploads (npm start and the Nix package pass it)`,
+    );
+  }
   const redirecting = runtime.service.registry.list().filter((c) => c.redirectNars).map((c) => c.name);
   if (redirecting.length > 0 && runtime.store.presignGet === undefined) {
     logger.warn({ caches: redirecting, storage: runtime.store.kind }, 'redirectNars needs storage that can presign URLs (S3); serving NARs directly');
