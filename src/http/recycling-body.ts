@@ -14,6 +14,15 @@ export function responseBody(read: BlobRead): Readable {
 }
 
 /**
+ * What a route sends for a read from storage: the bytes themselves when the store read the
+ * file whole (`BlobRead.bytes`: one write, no stream), otherwise `responseBody`.
+ */
+export function replyBody(read: BlobRead): Buffer | Readable {
+  if (read.bytes === undefined) return responseBody(read);
+  return Buffer.from(read.bytes.buffer, read.bytes.byteOffset, read.bytes.byteLength);
+}
+
+/**
  * Fastify sends a stream body with `body.pipe(res)`. This body answers `pipe` by writing the
  * source's chunks itself, each with a write callback that recycles it, honouring backpressure,
  * then ends the destination and itself (so end-of-stream watchers see a normal end). Read any

@@ -19,7 +19,7 @@ import {
 } from '../narinfo-fast-path.js';
 import { parseRange } from '../range.js';
 import { readSmallBody } from '../../io/read-small-body.js';
-import { responseBody } from '../recycling-body.js';
+import { replyBody } from '../recycling-body.js';
 
 export interface BinaryCacheRouteOptions {
   service: CacheService;
@@ -86,8 +86,7 @@ export async function binaryCacheRoutes(app: FastifyInstance, opts: BinaryCacheR
     }
     const read = await service.store.get(key, { signal: clientGoneSignal(reply) });
     if (!read) throw new NarhubError('NOT_FOUND', 'not found');
-    const body = read.bytes === undefined ? responseBody(read) : Buffer.from(read.bytes.buffer, read.bytes.byteOffset, read.bytes.byteLength);
-    return reply.headers({ ...headers, 'content-length': String(read.size) }).send(body);
+    return reply.headers({ ...headers, 'content-length': String(read.size) }).send(replyBody(read));
   }
 
   // nix-cache-info ---------------------------------------------------------------------------
@@ -167,7 +166,7 @@ export async function binaryCacheRoutes(app: FastifyInstance, opts: BinaryCacheR
       request.log.error({ cache: cache.name, key: nar.storageKey }, 'valid NAR missing from storage');
       throw new NarhubError('NOT_FOUND', `NAR ${nar.fileName} is missing from storage`);
     }
-    return reply.header('content-length', read.size).send(responseBody(read));
+    return reply.header('content-length', read.size).send(replyBody(read));
   };
   app.get('/:cache/nar/:file', narGet(false));
   app.head('/:cache/nar/:file', narGet(true));
