@@ -3,6 +3,7 @@ import { spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseLoopDelay, type LoopDelayRecord } from './loop-delay-record.js';
 import { cpuSeconds, exec, execOk, stopChild } from './proc.js';
@@ -86,27 +87,20 @@ export async function startNarhub(scope: Scope, opts: NarhubOptions): Promise<Na
   });
   const log = createWriteStream(opts.logFile);
   const loopDelays: LoopDelayRecord[] = [];
-  let errBuffer = '';
-  child.stderr.setEncoding('utf8').on('data', (d: string) => {
-    const lines = (errBuffer + d).split('\n');
-    errBuffer = lines.pop() ?? '';
-    for (const line of lines) {
-      const record = parseLoopDelay(line);
-      if (record !== undefined) loopDelays.push(record);
-      else log.write(`${line}\n`);
-    }
+  createInterface({ input: child.stderr, crlfDelay: Infinity }).on('line', (line) => {
+    const record = parseLoopDelay(line);
+    if (record !== undefined) loopDelays.push(record);
+    else log.write(`${line}\n`);
   });
   let stopped: Promise<void> | undefined;
   const stop = () => (stopped ??= stopChild(child, 'SIGTERM').then(() => new Promise<void>((r) => log.end(() => r()))));
   scope.after(stop);
 
   const requests = opts.logRequests ? createRequestLog() : undefined;
+  if (requests) createInterface({ input: child.stdout, crlfDelay: Infinity }).on('line', requests.hear);
   const url = await listeningUrl(child, {
     timeoutMs: 60_000,
-    onOutput: (d) => {
-      log.write(d);
-      requests?.hear(d);
-    },
+    onOutput: (d) => log.write(d),
     failure: (why) => new Error(`narhub serve (${opts.label}) ${why}; see ${opts.logFile}`),
   });
 
@@ -150,35 +144,30 @@ export async function hasNarhubPush(): Promise<boolean> {
 }
 
 /** Pairs the server's `incoming request` and `request completed` log records by request id. */
-function createRequestLog(): { records: RequestRecord[]; hear(chunk: string): void } {
+function createRequestLog(): { records: RequestRecord[]; hear(line: string): void } {
   const records: RequestRecord[] = [];
   const open = new Map<string, RequestRecord>();
-  let partial = '';
   return {
     records,
-    hear(chunk) {
-      const lines = (partial + chunk).split('\n');
-      partial = lines.pop() ?? '';
-      for (const line of lines) {
-        if (!line.startsWith('{')) continue;
-        let rec: { msg?: unknown; reqId?: unknown; time?: unknown; req?: { method?: unknown; url?: unknown }; res?: { statusCode?: unknown } };
-        try {
-          rec = JSON.parse(line) as typeof rec;
-        } catch {
-          continue;
-        }
-        if (typeof rec.reqId !== 'string' || typeof rec.time !== 'number') continue;
-        if (rec.msg === 'incoming request') {
-          const r: RequestRecord = { method: String(rec.req?.method ?? ''), url: String(rec.req?.url ?? ''), start: rec.time };
-          records.push(r);
-          open.set(rec.reqId, r);
-        } else if (rec.msg === 'request completed') {
-          const r = open.get(rec.reqId);
-          if (r === undefined) continue;
-          open.delete(rec.reqId);
-          r.end = rec.time;
-          if (typeof rec.res?.statusCode === 'number') r.status = rec.res.statusCode;
-        }
+    hear(line) {
+      if (!line.startsWith('{')) return;
+      let rec: { msg?: unknown; reqId?: unknown; time?: unknown; req?: { method?: unknown; url?: unknown }; res?: { statusCode?: unknown } };
+      try {
+        rec = JSON.parse(line) as typeof rec;
+      } catch {
+        return;
+      }
+      if (typeof rec.reqId !== 'string' || typeof rec.time !== 'number') return;
+      if (rec.msg === 'incoming request') {
+        const r: RequestRecord = { method: String(rec.req?.method ?? ''), url: String(rec.req?.url ?? ''), start: rec.time };
+        records.push(r);
+        open.set(rec.reqId, r);
+      } else if (rec.msg === 'request completed') {
+        const r = open.get(rec.reqId);
+        if (r === undefined) return;
+        open.delete(rec.reqId);
+        r.end = rec.time;
+        if (typeof rec.res?.statusCode === 'number') r.status = rec.res.statusCode;
       }
     },
   };
