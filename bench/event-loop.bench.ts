@@ -69,7 +69,14 @@ async function measure(what: string, narBytes: number, work: () => Promise<unkno
   await work();
   h.disable();
   const seconds = (performance.now() - started) / 1000;
-  return { what, seconds, throughput: narBytes / MiB / seconds, p50Ms: beyond(h.percentile(50)), p99Ms: beyond(h.percentile(99)), maxMs: beyond(h.max) };
+  return {
+    what,
+    seconds,
+    throughput: narBytes / MiB / seconds,
+    p50Ms: beyond(h.percentile(50)),
+    p99Ms: beyond(h.percentile(99)),
+    maxMs: beyond(h.max),
+  };
 }
 
 /** str(s) framing of the NAR format: u64 LE length, bytes, zero padding to 8. */
@@ -100,7 +107,8 @@ async function writeNar(file: string, contentBytes: number, prefix = 0): Promise
   if (prefix > 0) await write(Buffer.alloc(prefix, ' '), false);
   await write(head);
   await write(len);
-  for (let done = 0; done < contentBytes; done += MiB) await write(Buffer.from(randomBytes((Math.min(MiB, contentBytes - done) / 4) * 3).toString('base64')));
+  for (let done = 0; done < contentBytes; done += MiB)
+    await write(Buffer.from(randomBytes((Math.min(MiB, contentBytes - done) / 4) * 3).toString('base64')));
   await write(str(Buffer.from(')')));
   await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));
   return { narHash: `sha256:${encodeNix32(hash.digest())}`, narSize };
@@ -133,7 +141,18 @@ function run(cmd: string, args: string[], opts: { stdout?: string } = {}): Promi
 
 /** curl -T: the upload comes from another process, over a real socket. */
 async function curlPut(url: string, file: string, token: string, contentType: string): Promise<void> {
-  const out = await run('curl', ['-sS', '-T', file, '-H', `Authorization: Bearer ${token}`, '-H', `Content-Type: ${contentType}`, '-w', '\n%{http_code}', url]);
+  const out = await run('curl', [
+    '-sS',
+    '-T',
+    file,
+    '-H',
+    `Authorization: Bearer ${token}`,
+    '-H',
+    `Content-Type: ${contentType}`,
+    '-w',
+    '\n%{http_code}',
+    url,
+  ]);
   const status = out.trim().split('\n').at(-1);
   if (status !== '201' && status !== '204') throw new Error(`PUT ${url}: ${out}`);
 }
@@ -184,10 +203,20 @@ async function main(): Promise<void> {
       return { cache, token: service.tokens.create({ cachePattern: cache, permission: 'write' }).token };
     };
     /** `nix copy`-style uploads of one compressed NAR file, REPS times, each to a fresh cache. */
-    const nixStyleUploads = async (what: string, cachePrefix: string, file: string, fileName: string, narSize: number) => {
+    const nixStyleUploads = async (
+      what: string,
+      cachePrefix: string,
+      file: string,
+      fileName: string,
+      narSize: number,
+    ) => {
       for (let rep = 1; rep <= REPS; rep++) {
         const { cache, token } = await freshCache(`${cachePrefix}${rep}`);
-        rows.push(await measure(what, narSize, () => curlPut(`${address}/${cache}/nar/${fileName}`, file, token, 'application/x-nix-nar')));
+        rows.push(
+          await measure(what, narSize, () =>
+            curlPut(`${address}/${cache}/nar/${fileName}`, file, token, 'application/x-nix-nar'),
+          ),
+        );
       }
     };
     rows.push({ ...idle, throughput: 0 });
@@ -207,11 +236,17 @@ async function main(): Promise<void> {
       await fh.close();
       rows.push(
         await measure(`native upload, ${NATIVE_MB} MiB NAR → zstd`, narSize, () =>
-          curlPut(`${address}/api/v1/caches/${cache}/paths/${hashPart}`, nativeFile, token, 'application/x-narhub-path'),
+          curlPut(
+            `${address}/api/v1/caches/${cache}/paths/${hashPart}`,
+            nativeFile,
+            token,
+            'application/x-narhub-path',
+          ),
         ),
       );
       const info = parseNarInfo((await app.inject({ method: 'GET', url: `/${cache}/${hashPart}.narinfo` })).body);
-      if (info.narSize !== narSize || info.compression !== 'zstd') throw new Error(`unexpected narinfo after the native upload: ${JSON.stringify(info)}`);
+      if (info.narSize !== narSize || info.compression !== 'zstd')
+        throw new Error(`unexpected narinfo after the native upload: ${JSON.stringify(info)}`);
     }
     await rm(nativeFile, { force: true });
 
@@ -224,7 +259,13 @@ async function main(): Promise<void> {
       await rm(zNar, { force: true });
       const zName = `${await fileSha256Nix32(zFile)}.nar.zst`;
       const zSize = (await stat(zFile)).size;
-      await nixStyleUploads(`zstd upload, ${ZSTD_MB} MiB NAR (${(zSize / MiB).toFixed(1)} MiB .zst)`, 'zstd', zFile, zName, zNarSize);
+      await nixStyleUploads(
+        `zstd upload, ${ZSTD_MB} MiB NAR (${(zSize / MiB).toFixed(1)} MiB .zst)`,
+        'zstd',
+        zFile,
+        zName,
+        zNarSize,
+      );
       await rm(zFile, { force: true });
     }
 
@@ -235,21 +276,41 @@ async function main(): Promise<void> {
     await run('bzip2', ['-c', '-9', narFile], { stdout: bz2File });
     const bz2Size = (await stat(bz2File)).size;
     const fileName = `${await fileSha256Nix32(bz2File)}.nar.bz2`;
-    await nixStyleUploads(`bzip2 upload, ${BZIP2_MB} MiB NAR (${(bz2Size / MiB).toFixed(1)} MiB .bz2)`, 'bzip', bz2File, fileName, narSize);
+    await nixStyleUploads(
+      `bzip2 upload, ${BZIP2_MB} MiB NAR (${(bz2Size / MiB).toFixed(1)} MiB .bz2)`,
+      'bzip',
+      bz2File,
+      fileName,
+      narSize,
+    );
 
     if (values['skip-codec'] !== true) {
       for (let rep = 1; rep <= REPS; rep++) {
-        rows.push(await measure('bzip2 decoder alone, codec thread', narSize, () => pipeline(createReadStream(bz2File), createDecompressor('bzip2'), sink())));
-        rows.push(await measure('bzip2 decoder alone, on the loop (before)', narSize, () => pipeline(createReadStream(bz2File), new InlineBunzip2(), sink())));
+        rows.push(
+          await measure('bzip2 decoder alone, codec thread', narSize, () =>
+            pipeline(createReadStream(bz2File), createDecompressor('bzip2'), sink()),
+          ),
+        );
+        rows.push(
+          await measure('bzip2 decoder alone, on the loop (before)', narSize, () =>
+            pipeline(createReadStream(bz2File), new InlineBunzip2(), sink()),
+          ),
+        );
       }
     }
 
     const ms = (x: number) => `${x.toFixed(1)} ms`.padStart(10);
-    console.log(`${'measurement'.padEnd(50)} ${'time'.padStart(8)} ${'MiB/s'.padStart(8)} ${'p50'.padStart(10)} ${'p99'.padStart(10)} ${'max'.padStart(10)}`);
+    console.log(
+      `${'measurement'.padEnd(50)} ${'time'.padStart(8)} ${'MiB/s'.padStart(8)} ${'p50'.padStart(10)} ${'p99'.padStart(10)} ${'max'.padStart(10)}`,
+    );
     for (const r of rows) {
-      console.log(`${r.what.padEnd(50)} ${`${r.seconds.toFixed(2)} s`.padStart(8)} ${(r.throughput > 0 ? r.throughput.toFixed(1) : '-').padStart(8)} ${ms(r.p50Ms)} ${ms(r.p99Ms)} ${ms(r.maxMs)}`);
+      console.log(
+        `${r.what.padEnd(50)} ${`${r.seconds.toFixed(2)} s`.padStart(8)} ${(r.throughput > 0 ? r.throughput.toFixed(1) : '-').padStart(8)} ${ms(r.p50Ms)} ${ms(r.p99Ms)} ${ms(r.maxMs)}`,
+      );
     }
-    console.log(JSON.stringify({ bench: 'event-loop', nativeMiB: NATIVE_MB, zstdMiB: ZSTD_MB, bzip2MiB: BZIP2_MB, rows }));
+    console.log(
+      JSON.stringify({ bench: 'event-loop', nativeMiB: NATIVE_MB, zstdMiB: ZSTD_MB, bzip2MiB: BZIP2_MB, rows }),
+    );
   } finally {
     await app.close();
     await store.close();

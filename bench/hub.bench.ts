@@ -23,7 +23,15 @@ import { runCliOk, startServer } from '../test/helpers/server.js';
 import { makeTempDir } from '../test/helpers/tmp.js';
 
 const { values } = parseArgs({
-  options: { width: { type: 'string' }, layers: { type: 'string' }, spokes: { type: 'string' }, 'max-jobs': { type: 'string' }, pin: { type: 'boolean' }, 'skip-local': { type: 'boolean' }, reps: { type: 'string' } },
+  options: {
+    width: { type: 'string' },
+    layers: { type: 'string' },
+    spokes: { type: 'string' },
+    'max-jobs': { type: 'string' },
+    pin: { type: 'boolean' },
+    'skip-local': { type: 'boolean' },
+    reps: { type: 'string' },
+  },
 });
 const WIDTH = Number(values.width ?? 100);
 const LAYERS = Number(values.layers ?? 10);
@@ -91,7 +99,11 @@ async function main(): Promise<void> {
   const server = await startServer(t, { args: ['--listen', listen, '--redis-url', redis.url], env: hubNix.env });
   const api = hubApi(() => server.url, server.adminToken);
   await writeFile(join(dir, 'graph.nix'), graphNix());
-  const writeFlake = (nonce: string) => writeFile(join(dir, 'flake.nix'), `{ outputs = { self }: { checks.x86_64-linux = import ./graph.nix { nonce = "${nonce}"; }; }; }\n`);
+  const writeFlake = (nonce: string) =>
+    writeFile(
+      join(dir, 'flake.nix'),
+      `{ outputs = { self }: { checks.x86_64-linux = import ./graph.nix { nonce = "${nonce}"; }; }; }\n`,
+    );
   await writeFlake('unused');
 
   const spokes: RunningSpoke[] = [];
@@ -110,8 +122,22 @@ async function main(): Promise<void> {
       }),
     );
   }
-  await waitFor('spokes to beat', async () => ((await api.get('/spokes')) as { spokes: unknown[] }).spokes.length === SPOKES, 60_000);
-  await runCliOk(['project', 'create', 'bench', '--flake', `path:${dir}`, '--server', server.url, '--token', server.adminToken]);
+  await waitFor(
+    'spokes to beat',
+    async () => ((await api.get('/spokes')) as { spokes: unknown[] }).spokes.length === SPOKES,
+    60_000,
+  );
+  await runCliOk([
+    'project',
+    'create',
+    'bench',
+    '--flake',
+    `path:${dir}`,
+    '--server',
+    server.url,
+    '--token',
+    server.adminToken,
+  ]);
   const conn = new Redis(redis.url, { maxRetriesPerRequest: null });
   const queue = new Queue('build-x86_64-linux', { connection: conn });
   t.after(async () => {
@@ -125,25 +151,46 @@ async function main(): Promise<void> {
     const cpuBefore = await cpuPerChildTree(process.pid);
     const started = Date.now();
     const e = (await api.post('/projects/bench/evaluations', {})) as { id: number };
-    const done = (await waitFor('the evaluation to end', async () => {
-      const v = (await api.get(`/evaluations/${e.id}`)) as { status: string; evaluatedAt: string | null; finishedAt: string | null };
-      return v.status === 'succeeded' || v.status === 'failed' ? v : undefined;
-    }, 3_600_000, 500)) as { status: string; evaluatedAt: string; finishedAt: string };
+    const done = (await waitFor(
+      'the evaluation to end',
+      async () => {
+        const v = (await api.get(`/evaluations/${e.id}`)) as {
+          status: string;
+          evaluatedAt: string | null;
+          finishedAt: string | null;
+        };
+        return v.status === 'succeeded' || v.status === 'failed' ? v : undefined;
+      },
+      3_600_000,
+      500,
+    )) as { status: string; evaluatedAt: string; finishedAt: string };
     const hubTotalMs = Date.parse(done.finishedAt) - started;
     // The hub logs how long each step of the evaluation took (lockMs, evalMs, graphMs, uploadMs…).
     const evalSteps =
       server
         .stdout()
         .split('\n')
-        .map((l) => { try { return JSON.parse(l) as Record<string, unknown>; } catch { return {}; } })
+        .map((l) => {
+          try {
+            return JSON.parse(l) as Record<string, unknown>;
+          } catch {
+            return {};
+          }
+        })
         .filter((l) => l.evaluation === e.id && typeof l.uploadMs === 'number')
         .pop() ?? {};
-    const evalPhases = Object.fromEntries(Object.entries(evalSteps).filter(([k, v]) => /Ms$/.test(k) && k !== 'ms' && typeof v === 'number')) as Record<string, number>;
+    const evalPhases = Object.fromEntries(
+      Object.entries(evalSteps).filter(([k, v]) => /Ms$/.test(k) && k !== 'ms' && typeof v === 'number'),
+    ) as Record<string, number>;
     // CPU each part used during the evaluation (server with its threads; spoke with its Nix processes and builders).
     const cpuAfter = await cpuPerChildTree(process.pid);
     const cpuSeconds: Record<string, number> = {};
     for (const [pid, { cmd, seconds, own }] of cpuAfter) {
-      const name = /redis-server/.test(cmd) ? 'redis' : / serve /.test(cmd) ? 'server' : / spoke .*--id (\S+)/.exec(cmd)?.[1];
+      const name = /redis-server/.test(cmd)
+        ? 'redis'
+        : / serve /.test(cmd)
+          ? 'server'
+          : / spoke .*--id (\S+)/.exec(cmd)?.[1];
       if (!name) continue;
       cpuSeconds[name] = tenths(seconds - (cpuBefore.get(pid)?.seconds ?? 0));
       // Node itself, apart from its children (Nix evaluations for the server, Nix builds for a spoke).
@@ -152,7 +199,14 @@ async function main(): Promise<void> {
 
     // Every job of this run, from BullMQ itself (kept after completion): when it was added, taken and finished, by whom.
     const jobs = await queue.getJobs(['completed'], 0, -1);
-    const byName = new Map(jobs.map((j) => [String(j.data.drvPath).replace(/^\/nix\/store\/[0-9a-z]{32}-/, '').replace(/\.drv$/, ''), j]));
+    const byName = new Map(
+      jobs.map((j) => [
+        String(j.data.drvPath)
+          .replace(/^\/nix\/store\/[0-9a-z]{32}-/, '')
+          .replace(/\.drv$/, ''),
+        j,
+      ]),
+    );
     const depsOf = (name: string): string[] => {
       const [, l, i] = /^bench-(\d+)-(\d+)$/.exec(name)!.map(Number) as [number, number, number];
       if (l === 0) return [];
@@ -207,7 +261,17 @@ async function main(): Promise<void> {
     const nix = await createNixEnv(t, { extraConf: ['sandbox-paths = /bin /lib /lib64 /usr'] });
     const reapedBefore = await reapedChildrenSeconds();
     const t0 = Date.now();
-    const build = ['nix-build', '--no-out-link', `-j${MAX_JOBS}`, '--store', nix.freshPath('local-store'), join(dir, 'graph.nix'), '--argstr', 'nonce', `local-${nonce}`];
+    const build = [
+      'nix-build',
+      '--no-out-link',
+      `-j${MAX_JOBS}`,
+      '--store',
+      nix.freshPath('local-store'),
+      join(dir, 'graph.nix'),
+      '--argstr',
+      'nonce',
+      `local-${nonce}`,
+    ];
     await nix.run(PIN ? 'taskset' : build[0]!, PIN ? ['-c', '0', ...build] : build.slice(1), { timeoutMs: 3_600_000 });
     return { ms: Date.now() - t0, cpuSeconds: tenths((await reapedChildrenSeconds()) - reapedBefore) };
   }
@@ -224,7 +288,11 @@ async function main(): Promise<void> {
     reps.push({ hub, local });
     const ratio = local ? `${(hub.hubTotalMs / local.ms).toFixed(2)}×` : '—';
     process.stdout.write(
-      `run ${rep + 1}/${REPS}: hub ${(hub.hubTotalMs / 1000).toFixed(1)} s (evaluation ${(hub.evalMs / 1000).toFixed(1)} s; CPU ${Object.entries(hub.cpuSeconds).map(([k, v]) => `${k} ${v}`).join(', ')}), ` +
+      `run ${rep + 1}/${REPS}: hub ${(hub.hubTotalMs / 1000).toFixed(1)} s (evaluation ${(hub.evalMs / 1000).toFixed(1)} s; CPU ${Object.entries(
+        hub.cpuSeconds,
+      )
+        .map(([k, v]) => `${k} ${v}`)
+        .join(', ')}), ` +
         `nix-build ${local ? `${(local.ms / 1000).toFixed(1)} s (CPU ${local.cpuSeconds} s)` : '—'}, ratio ${ratio}\n`,
     );
   }
@@ -238,24 +306,50 @@ async function main(): Promise<void> {
     spokes: SPOKES,
     maxJobs: MAX_JOBS,
     pinned: PIN,
-    reps: reps.map((r) => ({ ...r.hub, nixBuildMs: r.local?.ms ?? null, nixBuildCpuSeconds: r.local?.cpuSeconds ?? null })),
+    reps: reps.map((r) => ({
+      ...r.hub,
+      nixBuildMs: r.local?.ms ?? null,
+      nixBuildCpuSeconds: r.local?.cpuSeconds ?? null,
+    })),
     medianHubTotalMs: median(hubs.map((h) => h.hubTotalMs)),
     medianNixBuildMs: median(reps.flatMap((r) => (r.local ? [r.local.ms] : []))),
     medianRatio: median(ratios),
   };
   const last = hubs[hubs.length - 1]!;
   const rows: [string, string][] = [
-    ['derivations / jobs (last run)', `${result.derivations} / ${last.jobs} (${Object.entries(last.perSpoke).map(([k, v]) => `${k}: ${v}`).join(', ')})`],
-    ['dispatch runnable→started p50 / p99 (medians)', `${median(hubs.map((h) => h.dispatchP50Ms))} ms / ${median(hubs.map((h) => h.dispatchP99Ms))} ms`],
-    ['hub reaction (input done → job added) p50 / p99', `${median(hubs.map((h) => h.hubReactionP50Ms))} ms / ${median(hubs.map((h) => h.hubReactionP99Ms))} ms`],
+    [
+      'derivations / jobs (last run)',
+      `${result.derivations} / ${last.jobs} (${Object.entries(last.perSpoke)
+        .map(([k, v]) => `${k}: ${v}`)
+        .join(', ')})`,
+    ],
+    [
+      'dispatch runnable→started p50 / p99 (medians)',
+      `${median(hubs.map((h) => h.dispatchP50Ms))} ms / ${median(hubs.map((h) => h.dispatchP99Ms))} ms`,
+    ],
+    [
+      'hub reaction (input done → job added) p50 / p99',
+      `${median(hubs.map((h) => h.hubReactionP50Ms))} ms / ${median(hubs.map((h) => h.hubReactionP99Ms))} ms`,
+    ],
     ['spoke time per job (fetch, build, push), mean', `${median(hubs.map((h) => h.spokeJobMeanMs))} ms`],
-    ['evaluation (lock, eval, plan, upload .drvs)', `${(median(hubs.map((h) => h.evalMs)) / 1000).toFixed(1)} s (last: ${Object.entries(last.evalPhases).map(([k, v]) => `${k.replace(/Ms$/, '')} ${v} ms`).join(', ')})`],
+    [
+      'evaluation (lock, eval, plan, upload .drvs)',
+      `${(median(hubs.map((h) => h.evalMs)) / 1000).toFixed(1)} s (last: ${Object.entries(last.evalPhases)
+        .map(([k, v]) => `${k.replace(/Ms$/, '')} ${v} ms`)
+        .join(', ')})`,
+    ],
     [`hub total with ${SPOKES} spokes, median of ${REPS}`, `${(result.medianHubTotalMs / 1000).toFixed(1)} s`],
-    [`nix-build -j${MAX_JOBS}, one machine${PIN ? ' (CPU 0)' : ''}, median`, `${(result.medianNixBuildMs / 1000).toFixed(1)} s`],
-    ['two spokes against one machine, median of the runs\' ratios', `${result.medianRatio.toFixed(2)}× (${ratios.map((r) => r.toFixed(2)).join(', ')})`],
+    [
+      `nix-build -j${MAX_JOBS}, one machine${PIN ? ' (CPU 0)' : ''}, median`,
+      `${(result.medianNixBuildMs / 1000).toFixed(1)} s`,
+    ],
+    [
+      "two spokes against one machine, median of the runs' ratios",
+      `${result.medianRatio.toFixed(2)}× (${ratios.map((r) => r.toFixed(2)).join(', ')})`,
+    ],
   ];
   for (const [k, v] of rows) process.stdout.write(`${k.padEnd(58)} ${v}\n`);
-  process.stdout.write(JSON.stringify(result) + '\n');
+  process.stdout.write(`${JSON.stringify(result)}\n`);
 }
 
 main()

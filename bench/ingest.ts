@@ -37,12 +37,15 @@ export async function measureIngest(ctx: BenchContext): Promise<Result[]> {
   const fileCopy = async () => {
     const dir = join(scratch, `file-${++count}`);
     try {
-      return (await nix.run('nix', ['copy', '--to', `file://${dir}?compression=zstd`, big.path], { timeoutMs: 60 * 60_000 })).seconds;
+      return (
+        await nix.run('nix', ['copy', '--to', `file://${dir}?compression=zstd`, big.path], { timeoutMs: 60 * 60_000 })
+      ).seconds;
     } finally {
       await rmTree(dir);
     }
   };
-  const narhubPush = async () => (await ctx.narhubPush(narhub, await narhub.createCache(`push-${++count}`), [big.path])).seconds;
+  const narhubPush = async () =>
+    (await ctx.narhubPush(narhub, await narhub.createCache(`push-${++count}`), [big.path])).seconds;
   const phases: HttpPhases[] = [];
   const httpCopy = async () => {
     const cache = `copy-${++count}`;
@@ -80,7 +83,12 @@ export async function measureIngest(ctx: BenchContext): Promise<Result[]> {
   const rate = (name: string) => big.narSize / t(name);
   const results: Result[] = [];
   const cpuOf = (name: string) => median(cpu[name] ?? []);
-  const figures = { narSize: big.narSize, seconds: times, medianSeconds: Object.fromEntries(steps.map(([s]) => [s, t(s)])), cpuSeconds: cpu };
+  const figures = {
+    narSize: big.narSize,
+    seconds: times,
+    medianSeconds: Object.fromEntries(steps.map(([s]) => [s, t(s)])),
+    cpuSeconds: cpu,
+  };
   const cores = availableParallelism();
   // What all processes of a run need, spread perfectly over every core: no run can be faster.
   const cpuNote = (names: string[]) =>
@@ -118,7 +126,17 @@ export async function measureIngest(ctx: BenchContext): Promise<Result[]> {
       [`zstd -3 -T2 ${fmtRate(rate('zstd'))}`, `≥ ${PUSH_VS_ZSTD_TARGET.toFixed(2)}× zstd`],
       [`nix copy file:// ${fmtRate(rate('file'))}`, `≥ ${PUSH_VS_FILE_TARGET.toFixed(2)}× file://`],
     ] as const) {
-      results.push({ id: '4a', measurement: 'ingest', what: 'ingest, narhub push of the big path', narhub: 'not available yet', reference, ratio: '—', target, status: 'n/a', figures });
+      results.push({
+        id: '4a',
+        measurement: 'ingest',
+        what: 'ingest, narhub push of the big path',
+        narhub: 'not available yet',
+        reference,
+        ratio: '—',
+        target,
+        status: 'n/a',
+        figures,
+      });
     }
   }
   const httpRatio = t('http') / t('file');
@@ -159,7 +177,12 @@ export interface HttpPhases {
 }
 
 /** The phases of one copy into `cache` from the server's request records, if all were seen. */
-export function httpPhases(requests: RequestRecord[], cache: string, started: number, ended: number): HttpPhases | undefined {
+export function httpPhases(
+  requests: RequestRecord[],
+  cache: string,
+  started: number,
+  ended: number,
+): HttpPhases | undefined {
   const narUrl = (r: RequestRecord) => r.url.startsWith(`/${cache}/nar/`);
   const head = requests.find((r) => r.method === 'HEAD' && narUrl(r));
   const put = requests.find((r) => r.method === 'PUT' && narUrl(r));

@@ -46,7 +46,9 @@ export async function measureMemory(ctx: BenchContext): Promise<Result[]> {
       target: `< ${fmtBytes(PEAK_RSS_TARGET)}`,
       status: passFail(peak < PEAK_RSS_TARGET),
       figures: { narSize: huge.narSize, peakRssBytes: peak, phases },
-      note: `VmHWM ${Object.entries(phases).map(([k, v]) => `${k} ${fmtBytes(v)}`).join(', ')}`,
+      note: `VmHWM ${Object.entries(phases)
+        .map(([k, v]) => `${k} ${fmtBytes(v)}`)
+        .join(', ')}`,
     },
   ];
 }

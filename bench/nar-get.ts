@@ -21,13 +21,23 @@ interface Download {
 
 /** One full download with curl to /dev/null; checks the size. */
 export async function curlGet(url: string, expectedBytes: number): Promise<Download> {
-  const res = await execOk('curl', ['-sS', '--fail', '-o', '/dev/null', '-w', '%{size_download} %{time_total}', url], { timeoutMs: 30 * 60_000 });
+  const res = await execOk('curl', ['-sS', '--fail', '-o', '/dev/null', '-w', '%{size_download} %{time_total}', url], {
+    timeoutMs: 30 * 60_000,
+  });
   const [size, time] = res.stdout.trim().split(' ').map(Number);
   if (size !== expectedBytes) throw new Error(`GET ${url}: ${size} bytes, expected ${expectedBytes}`);
   return { bytes: size, seconds: time!, bytesPerSecond: size / time! };
 }
 
-function row(id: string, measurement: string, what: string, refName: string, runs: { a: Download[]; b: Download[] }, fileSize: number, targeted: boolean): Result {
+function row(
+  id: string,
+  measurement: string,
+  what: string,
+  refName: string,
+  runs: { a: Download[]; b: Download[] },
+  fileSize: number,
+  targeted: boolean,
+): Result {
   const rate = (ds: Download[]) => median(ds.map((d) => d.bytesPerSecond));
   const ratio = rate(runs.a) / rate(runs.b);
   return {
@@ -39,7 +49,14 @@ function row(id: string, measurement: string, what: string, refName: string, run
     ratio: fmtRatio(ratio),
     target: targeted ? `≥ ${NAR_GET_TARGET.toFixed(2)}× ${refName}` : 'none (narhub relays s3rver)',
     status: targeted ? passFail(ratio >= NAR_GET_TARGET) : 'info',
-    figures: { fileSize, narhubBytesPerSec: rate(runs.a), referenceBytesPerSec: rate(runs.b), ratio, narhubRuns: runs.a, referenceRuns: runs.b },
+    figures: {
+      fileSize,
+      narhubBytesPerSec: rate(runs.a),
+      referenceBytesPerSec: rate(runs.b),
+      ratio,
+      narhubRuns: runs.a,
+      referenceRuns: runs.b,
+    },
   };
 }
 
@@ -51,8 +68,22 @@ export async function measureNarGet(ctx: BenchContext): Promise<Result[]> {
   await curlGet(s.nginx.url + path, fileSize);
   const n = ctx.reps(5, 3);
   ctx.log(`nar-get: ${n} downloads from each, alternately`);
-  const runs = await alternate(n, () => curlGet(s.narhub.url + path, fileSize), () => curlGet(s.nginx.url + path, fileSize));
-  return [row('2', 'nar-get', `NAR GET ${fmtBytes(fileSize)} .nar.zst (NAR ${fmtBytes((await ctx.big()).narSize)}), curl, local disk`, 'nginx', runs, fileSize, true)];
+  const runs = await alternate(
+    n,
+    () => curlGet(s.narhub.url + path, fileSize),
+    () => curlGet(s.nginx.url + path, fileSize),
+  );
+  return [
+    row(
+      '2',
+      'nar-get',
+      `NAR GET ${fmtBytes(fileSize)} .nar.zst (NAR ${fmtBytes((await ctx.big()).narSize)}), curl, local disk`,
+      'nginx',
+      runs,
+      fileSize,
+      true,
+    ),
+  ];
 }
 
 export async function measureNarGetS3(ctx: BenchContext): Promise<Result[]> {
@@ -69,8 +100,15 @@ export async function measureNarGetS3(ctx: BenchContext): Promise<Result[]> {
   const fileSize = Number(/^FileSize: (\d+)$/m.exec(narinfo)?.[1]);
   if (url === undefined) throw new Error(`no URL in narinfo:\n${narinfo}`);
   // s3rver checks signatures like S3 does, so the direct GET is a presigned URL (as redirectNars gives clients).
-  const client = new S3Client({ region: S3_REGION, endpoint: s3.endpoint, forcePathStyle: true, credentials: S3_CREDENTIALS });
-  const direct = await getSignedUrl(client, new GetObjectCommand({ Bucket: s3.bucket, Key: `main/${url}` }), { expiresIn: 24 * 3600 });
+  const client = new S3Client({
+    region: S3_REGION,
+    endpoint: s3.endpoint,
+    forcePathStyle: true,
+    credentials: S3_CREDENTIALS,
+  });
+  const direct = await getSignedUrl(client, new GetObjectCommand({ Bucket: s3.bucket, Key: `main/${url}` }), {
+    expiresIn: 24 * 3600,
+  });
   client.destroy();
   await writeFile(join(await ctx.dir('s3-creds'), 'direct-url'), direct);
   const viaNarhub = `${narhub.url}/main/${url}`;
@@ -79,7 +117,21 @@ export async function measureNarGetS3(ctx: BenchContext): Promise<Result[]> {
   await curlGet(direct, fileSize);
   const n = ctx.reps(3, 2);
   ctx.log(`nar-get-s3: ${n} downloads from each, alternately`);
-  const runs = await alternate(n, () => curlGet(viaNarhub, fileSize), () => curlGet(direct, fileSize));
+  const runs = await alternate(
+    n,
+    () => curlGet(viaNarhub, fileSize),
+    () => curlGet(direct, fileSize),
+  );
   await narhub.stop();
-  return [row('2 S3', 'nar-get-s3', `NAR GET ${fmtBytes(fileSize)} .nar.zst, curl, S3 storage (s3rver)`, 's3rver', runs, fileSize, false)];
+  return [
+    row(
+      '2 S3',
+      'nar-get-s3',
+      `NAR GET ${fmtBytes(fileSize)} .nar.zst, curl, S3 storage (s3rver)`,
+      's3rver',
+      runs,
+      fileSize,
+      false,
+    ),
+  ];
 }

@@ -26,9 +26,19 @@ export async function measureNarinfoUnderPush(ctx: BenchContext): Promise<Result
   // The reference load: the CPU work of such an upload without narhub in it (Nix dumping the
   // NAR, zstd compressing it on both cores), so a p99 can be told apart from the machine's.
   const nix = await ctx.nix();
-  const foreignLoad = () => execOk('sh', ['-c', `nix-store --dump '${big.path}' | zstd -3 -T2 -q -c > /dev/null`], { env: nix.env, timeoutMs: 60 * 60_000 });
+  const foreignLoad = () =>
+    execOk('sh', ['-c', `nix-store --dump '${big.path}' | zstd -3 -T2 -q -c > /dev/null`], {
+      env: nix.env,
+      timeoutMs: 60 * 60_000,
+    });
 
-  type Round = { p99Ms: number; requestsPerSecond: number; pushSeconds: number; loopDelayMaxMs: number; wrk: WrkResult };
+  type Round = {
+    p99Ms: number;
+    requestsPerSecond: number;
+    pushSeconds: number;
+    loopDelayMaxMs: number;
+    wrk: WrkResult;
+  };
   /** One wrk run for as long as `load` runs (from half a second in): the p99 of every request made meanwhile. */
   const during = async (load: () => Promise<{ seconds: number }>): Promise<Round> => {
     const started = Date.now();
@@ -59,7 +69,9 @@ export async function measureNarinfoUnderPush(ctx: BenchContext): Promise<Result
   };
 
   const n = ctx.reps(3, 1);
-  ctx.log(`narinfo-under-push: ${n} × (${push ? 'narhub push' : 'nix copy'} of the big path, then nix-store --dump | zstd -T2 of it) under wrk`);
+  ctx.log(
+    `narinfo-under-push: ${n} × (${push ? 'narhub push' : 'nix copy'} of the big path, then nix-store --dump | zstd -T2 of it) under wrk`,
+  );
   const reps: Round[] = [];
   const foreign: Round[] = [];
   for (let i = 0; i < n; i++) {
@@ -79,7 +91,14 @@ export async function measureNarinfoUnderPush(ctx: BenchContext): Promise<Result
       ratio: '—',
       target: `< ${UNDER_PUSH_P99_TARGET_MS} ms`,
       status: passFail(p99 < UNDER_PUSH_P99_TARGET_MS),
-      figures: { p99Ms: p99, requestsPerSecond: rps, idle, reps, foreign: { p99Ms: foreignP99, reps: foreign }, uploader: push ? 'narhub push' : 'nix copy' },
+      figures: {
+        p99Ms: p99,
+        requestsPerSecond: rps,
+        idle,
+        reps,
+        foreign: { p99Ms: foreignP99, reps: foreign },
+        uploader: push ? 'narhub push' : 'nix copy',
+      },
       note:
         `p99 of a round: of every request wrk made while the upload ran (from 0.5 s in to its end); median of ${n} rounds. ` +
         `Longest event-loop stall during the uploads: ${fmtMs(Math.max(...reps.map((r) => r.loopDelayMaxMs)))}, during the outside load: ${fmtMs(Math.max(...foreign.map((r) => r.loopDelayMaxMs)))} ` +

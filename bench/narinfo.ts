@@ -22,13 +22,14 @@ export async function measureNarinfo(ctx: BenchContext): Promise<Result[]> {
   const probe = s.narinfoPaths[0]!;
   const [a, b] = await Promise.all([fetch(s.narhub.url + probe), fetch(s.nginx.url + probe)]);
   const [ta, tb] = await Promise.all([a.text(), b.text()]);
-  if (a.status !== 200 || b.status !== 200 || ta !== tb) throw new Error(`narhub and nginx disagree on ${probe}: ${a.status}/${b.status}`);
+  if (a.status !== 200 || b.status !== 200 || ta !== tb)
+    throw new Error(`narhub and nginx disagree on ${probe}: ${a.status}/${b.status}`);
 
   // CPU time per request besides throughput: it depends far less on what else the machine runs.
   const wrk = async (url: string, cpu: () => Promise<number>, seconds = ctx.options.wrkSeconds): Promise<Run> => {
     const before = await cpu();
     const result = await runWrk({ url, script, connections: 64, threads: 2, seconds });
-    return { ...result, cpuUsPerRequest: ((await cpu()) - before) * 1e6 / result.requests };
+    return { ...result, cpuUsPerRequest: (((await cpu()) - before) * 1e6) / result.requests };
   };
   const narhub = () => wrk(s.narhub.url, () => s.narhub.cpuSeconds());
   const nginx = () => wrk(s.nginx.url, () => s.nginx.cpuSeconds());

@@ -64,12 +64,16 @@ function parseOptions(argv: string[]): Options {
     strict: true,
   });
   if (values.help) {
-    process.stdout.write(USAGE + '\n');
+    process.stdout.write(`${USAGE}\n`);
     process.exit(0);
   }
-  const only = (values.only?.split(',').map((s) => s.trim()).filter((s) => s !== '') ?? [...MEASUREMENTS]) as MeasurementId[];
+  const only = (values.only
+    ?.split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '') ?? [...MEASUREMENTS]) as MeasurementId[];
   for (const name of only) {
-    if (!(MEASUREMENTS as readonly string[]).includes(name)) throw new Error(`--only: unknown measurement ${name}; known: ${MEASUREMENTS.join(', ')}`);
+    if (!(MEASUREMENTS as readonly string[]).includes(name))
+      throw new Error(`--only: unknown measurement ${name}; known: ${MEASUREMENTS.join(', ')}`);
   }
   const reps = values.reps === undefined ? undefined : Number(values.reps);
   if (reps !== undefined && (!Number.isInteger(reps) || reps < 1)) throw new Error('--reps must be a positive integer');
@@ -111,7 +115,9 @@ async function main(): Promise<number> {
   const free = fs.bavail * fs.bsize;
   const needed = options.hugeBytes * 3 + options.bigBytes * 6;
   if (options.only.includes('memory') && free < needed) {
-    process.stderr.write(`bench: only ${fmtBytes(free)} free under ${options.workDir}; the memory measurement needs about ${fmtBytes(needed)}\n`);
+    process.stderr.write(
+      `bench: only ${fmtBytes(free)} free under ${options.workDir}; the memory measurement needs about ${fmtBytes(needed)}\n`,
+    );
   }
   const runDir = await mkdtemp(join(options.workDir, 'run-'));
   const scope = new Scope();
@@ -137,7 +143,7 @@ async function main(): Promise<number> {
     try {
       const rows = await m.run(ctx);
       results.push(...rows);
-      process.stderr.write(formatTable(rows) + '\n');
+      process.stderr.write(`${formatTable(rows)}\n`);
     } catch (err) {
       if (interrupted) break;
       ctx.log(`${m.id} failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
@@ -152,7 +158,11 @@ async function main(): Promise<number> {
   const out = resolve(options.out ?? defaultOut(options.quick));
   await mkdir(dirname(out), { recursive: true });
   const { only: _only, ...settings } = options;
-  await writeFile(out, JSON.stringify({ machine: info, options: { ...settings, measurements: options.only }, table, results }, null, 2) + '\n');
+  await writeFile(
+    out,
+    JSON.stringify({ machine: info, options: { ...settings, measurements: options.only }, table, results }, null, 2) +
+      '\n',
+  );
   process.stdout.write(`\nresults: ${out}\n`);
   if (options.keep) process.stdout.write(`run directory kept: ${runDir}\n`);
   else await rmTree(runDir);
@@ -160,7 +170,18 @@ async function main(): Promise<number> {
 }
 
 function errorRow(m: Measurement, message: string): Result {
-  return { id: m.label, measurement: m.id, what: m.id, narhub: '—', reference: '—', ratio: '—', target: '—', status: 'ERROR', figures: {}, note: message };
+  return {
+    id: m.label,
+    measurement: m.id,
+    what: m.id,
+    narhub: '—',
+    reference: '—',
+    ratio: '—',
+    target: '—',
+    status: 'ERROR',
+    figures: {},
+    note: message,
+  };
 }
 
 main().then(

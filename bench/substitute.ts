@@ -21,7 +21,11 @@ export async function measureSubstitute(ctx: BenchContext): Promise<Result[]> {
   const substitute = async (cacheUrl: string, publicKey: string): Promise<number> => {
     const store = join(stores, `store-${++count}`);
     try {
-      const res = await nix.run('nix', ['copy', '--from', cacheUrl, '--to', store, big.path, '--option', 'trusted-public-keys', publicKey], { timeoutMs: 30 * 60_000 });
+      const res = await nix.run(
+        'nix',
+        ['copy', '--from', cacheUrl, '--to', store, big.path, '--option', 'trusted-public-keys', publicKey],
+        { timeoutMs: 30 * 60_000 },
+      );
       return res.seconds;
     } finally {
       await rmTree(store);
@@ -47,7 +51,14 @@ export async function measureSubstitute(ctx: BenchContext): Promise<Result[]> {
       ratio: fmtRatio(ratio),
       target: `≤ ${SUBSTITUTE_TARGET.toFixed(2)}× nginx time`,
       status: passFail(ratio <= SUBSTITUTE_TARGET),
-      figures: { narSize: big.narSize, narhubSeconds: median(runs.a), nginxSeconds: median(runs.b), ratio, narhubRuns: runs.a, nginxRuns: runs.b },
+      figures: {
+        narSize: big.narSize,
+        narhubSeconds: median(runs.a),
+        nginxSeconds: median(runs.b),
+        ratio,
+        narhubRuns: runs.a,
+        nginxRuns: runs.b,
+      },
     },
   ];
 }

@@ -10,7 +10,15 @@ import { execOk, rmTree, type ExecResult } from './proc.js';
 import type { Scope } from './scope.js';
 import { fmtBytes } from './stats.js';
 
-export const MEASUREMENTS = ['narinfo', 'nar-get', 'nar-get-s3', 'substitute', 'ingest', 'memory', 'narinfo-under-push'] as const;
+export const MEASUREMENTS = [
+  'narinfo',
+  'nar-get',
+  'nar-get-s3',
+  'substitute',
+  'ingest',
+  'memory',
+  'narinfo-under-push',
+] as const;
 export type MeasurementId = (typeof MEASUREMENTS)[number];
 
 export interface Options {
@@ -94,7 +102,9 @@ export class BenchContext {
   /** A Nix environment whose netrc carries `server`'s admin token (netrc matches hosts, not ports). */
   nixFor(server: Narhub): Promise<NixEnv> {
     return this.once(`nix-${server.label}`, async () =>
-      createNixEnv(await this.dir(`nix-${server.label}`), { netrc: [{ host: '127.0.0.1', password: server.adminToken }] }),
+      createNixEnv(await this.dir(`nix-${server.label}`), {
+        netrc: [{ host: '127.0.0.1', password: server.adminToken }],
+      }),
     );
   }
 
@@ -116,7 +126,9 @@ export class BenchContext {
 
   huge(): Promise<PathInfo> {
     return this.once('huge', async () => {
-      this.log(`fixture: ${fmtBytes(this.options.hugeBytes)} of pseudo-random files as one store path (first time: minutes)`);
+      this.log(
+        `fixture: ${fmtBytes(this.options.hugeBytes)} of pseudo-random files as one store path (first time: minutes)`,
+      );
       const info = await randomPath(await this.nix(), this.options.workDir, this.options.hugeBytes);
       this.log(`fixture: ${info.path} (NAR ${fmtBytes(info.narSize)})`);
       return info;
@@ -148,7 +160,10 @@ export class BenchContext {
   /** `narhub push <cacheUrl> PATHS` with the server's admin token. */
   async narhubPush(server: Narhub, cacheUrl: string, paths: string[]): Promise<ExecResult> {
     const nix = await this.nixFor(server);
-    return execOk(process.execPath, [NARHUB_CLI, 'push', cacheUrl, ...paths, '--token', server.adminToken], { env: nix.env, timeoutMs: 60 * 60_000 });
+    return execOk(process.execPath, [NARHUB_CLI, 'push', cacheUrl, ...paths, '--token', server.adminToken], {
+      env: nix.env,
+      timeoutMs: 60 * 60_000,
+    });
   }
 
   /** The served narhub (see Served); the uploads use stock `nix copy`, as Nix users would. */
@@ -160,11 +175,15 @@ export class BenchContext {
       this.log(`uploading ${small.length} small paths and the big path to narhub with nix copy`);
       await this.nixCopyTo(narhub, `${narhub.url}/main`, small);
       await this.nixCopyTo(narhub, `${narhub.url}/main`, [big.path]);
-      const nginx = await startNginx(this.scope, { dir: await this.dir('nginx-served'), root: join(narhub.dataDir, 'store') });
+      const nginx = await startNginx(this.scope, {
+        dir: await this.dir('nginx-served'),
+        root: join(narhub.dataDir, 'store'),
+      });
       const narinfo = await (await fetch(`${narhub.url}/main/${hashPart(big.path)}.narinfo`)).text();
       const url = /^URL: (\S+)$/m.exec(narinfo)?.[1];
       const fileSize = Number(/^FileSize: (\d+)$/m.exec(narinfo)?.[1]);
-      if (url === undefined || !Number.isFinite(fileSize)) throw new Error(`narinfo of the big path has no URL/FileSize:\n${narinfo}`);
+      if (url === undefined || !Number.isFinite(fileSize))
+        throw new Error(`narinfo of the big path has no URL/FileSize:\n${narinfo}`);
       return {
         narhub,
         nginx,
@@ -185,7 +204,11 @@ export class BenchContext {
       const dir = await this.dir('file-cache');
       await rmTree(dir);
       this.log('writing the big path to a file:// cache with nix copy');
-      await nix.run('nix', ['copy', '--to', `file://${dir}?compression=zstd&secret-key=${key.secretKeyFile}`, big.path], { timeoutMs: 60 * 60_000 });
+      await nix.run(
+        'nix',
+        ['copy', '--to', `file://${dir}?compression=zstd&secret-key=${key.secretKeyFile}`, big.path],
+        { timeoutMs: 60 * 60_000 },
+      );
       return { dir, publicKey: key.publicKey, secretKeyFile: key.secretKeyFile };
     });
   }

@@ -23,7 +23,7 @@ async function remembered(nix: NixEnv, workDir: string, key: string, make: () =>
   }
   const info = await pathInfo(nix, await make());
   manifest[key] = info;
-  await writeFile(file, JSON.stringify(manifest, null, 2) + '\n');
+  await writeFile(file, `${JSON.stringify(manifest, null, 2)}\n`);
   return info;
 }
 
@@ -31,7 +31,12 @@ async function remembered(nix: NixEnv, workDir: string, key: string, make: () =>
  * Copies (hard links where it can) regular files and symlinks of `from`, in sorted order, into
  * `to` until `budget` bytes of file content are reached. Returns the bytes taken.
  */
-async function takeTree(from: string, to: string, budget: number, skip: ReadonlySet<string> = new Set()): Promise<number> {
+async function takeTree(
+  from: string,
+  to: string,
+  budget: number,
+  skip: ReadonlySet<string> = new Set(),
+): Promise<number> {
   let taken = 0;
   await mkdir(to, { recursive: true });
   let entries: string[];
@@ -79,7 +84,9 @@ export async function usrLibPath(nix: NixEnv, workDir: string, bytes: number): P
     if (taken < bytes) taken += await takeTree('/usr/lib', src, bytes - taken, new Set(['x86_64-linux-gnu']));
     if (taken < bytes * 0.9) throw new Error(`/usr/lib holds only ${taken} bytes; need about ${bytes}`);
     try {
-      return (await nix.run('nix', ['store', 'add-path', src, '--name', `narhub-bench-usrlib-${Math.round(bytes / 1e6)}M`])).stdout.trim();
+      return (
+        await nix.run('nix', ['store', 'add-path', src, '--name', `narhub-bench-usrlib-${Math.round(bytes / 1e6)}M`])
+      ).stdout.trim();
     } finally {
       await rmTree(src);
     }
@@ -130,9 +137,14 @@ export async function randomPath(nix: NixEnv, workDir: string, bytes: number, pa
     await rmTree(src);
     await mkdir(src, { recursive: true });
     const each = Math.ceil(bytes / parts);
-    for (let i = 0; i < parts; i++) await writePseudoRandom(join(src, `part-${i}.bin`), Math.min(each, bytes - i * each), i);
+    for (let i = 0; i < parts; i++)
+      await writePseudoRandom(join(src, `part-${i}.bin`), Math.min(each, bytes - i * each), i);
     try {
-      return (await nix.run('nix', ['store', 'add-path', src, '--name', `narhub-bench-random-${Math.round(bytes / 1e6)}M`], { timeoutMs: 60 * 60_000 })).stdout.trim();
+      return (
+        await nix.run('nix', ['store', 'add-path', src, '--name', `narhub-bench-random-${Math.round(bytes / 1e6)}M`], {
+          timeoutMs: 60 * 60_000,
+        })
+      ).stdout.trim();
     } finally {
       await rmTree(src);
     }

@@ -78,13 +78,23 @@ async function statusField(pid: number, field: string): Promise<number> {
 export async function startNarhub(scope: Scope, opts: NarhubOptions): Promise<Narhub> {
   await mkdir(opts.dataDir, { recursive: true });
   const configFile = join(opts.dataDir, '..', `${opts.label}-config.json`);
-  const config = { ...opts.config, ...(opts.logRequests ? { logRequests: true } : {}), dataDir: opts.dataDir, listen: '127.0.0.1:0' };
+  const config = {
+    ...opts.config,
+    ...(opts.logRequests ? { logRequests: true } : {}),
+    dataDir: opts.dataDir,
+    listen: '127.0.0.1:0',
+  };
   await writeFile(configFile, JSON.stringify(config, null, 2));
   // One profile per thread (the codec threads too), named by Node, in a directory per server.
-  const nodeArgs = opts.cpuProfileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${join(opts.cpuProfileDir, opts.label)}`];
-  const child = spawn(process.execPath, [...NODE_FLAGS, ...nodeArgs, '--import', LOOP_DELAY_MONITOR, NARHUB_CLI, 'serve', '--config', configFile], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const nodeArgs =
+    opts.cpuProfileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${join(opts.cpuProfileDir, opts.label)}`];
+  const child = spawn(
+    process.execPath,
+    [...NODE_FLAGS, ...nodeArgs, '--import', LOOP_DELAY_MONITOR, NARHUB_CLI, 'serve', '--config', configFile],
+    {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   const log = createWriteStream(opts.logFile);
   const loopDelays: LoopDelayRecord[] = [];
   createInterface({ input: child.stderr, crlfDelay: Infinity }).on('line', (line) => {
@@ -105,7 +115,8 @@ export async function startNarhub(scope: Scope, opts: NarhubOptions): Promise<Na
   });
 
   const adminToken = (await readFile(join(opts.dataDir, 'admin-token'), 'utf8')).trim();
-  const cli = async (args: string[]) => (await execOk(process.execPath, [NARHUB_CLI, ...args, '--config', configFile], { timeoutMs: 120_000 })).stdout;
+  const cli = async (args: string[]) =>
+    (await execOk(process.execPath, [NARHUB_CLI, ...args, '--config', configFile], { timeoutMs: 120_000 })).stdout;
   return {
     label: opts.label,
     url,
@@ -151,7 +162,13 @@ function createRequestLog(): { records: RequestRecord[]; hear(line: string): voi
     records,
     hear(line) {
       if (!line.startsWith('{')) return;
-      let rec: { msg?: unknown; reqId?: unknown; time?: unknown; req?: { method?: unknown; url?: unknown }; res?: { statusCode?: unknown } };
+      let rec: {
+        msg?: unknown;
+        reqId?: unknown;
+        time?: unknown;
+        req?: { method?: unknown; url?: unknown };
+        res?: { statusCode?: unknown };
+      };
       try {
         rec = JSON.parse(line) as typeof rec;
       } catch {
@@ -159,7 +176,11 @@ function createRequestLog(): { records: RequestRecord[]; hear(line: string): voi
       }
       if (typeof rec.reqId !== 'string' || typeof rec.time !== 'number') return;
       if (rec.msg === 'incoming request') {
-        const r: RequestRecord = { method: String(rec.req?.method ?? ''), url: String(rec.req?.url ?? ''), start: rec.time };
+        const r: RequestRecord = {
+          method: String(rec.req?.method ?? ''),
+          url: String(rec.req?.url ?? ''),
+          start: rec.time,
+        };
         records.push(r);
         open.set(rec.reqId, r);
       } else if (rec.msg === 'request completed') {

@@ -58,7 +58,9 @@ export async function startNginx(scope: Scope, opts: { dir: string; root: string
   const port = await freePort();
   const config = join(opts.dir, 'nginx.conf');
   await writeFile(config, nginxConfig(opts.dir, opts.root, port));
-  const child = spawn('nginx', ['-c', config, '-p', opts.dir, '-e', join(opts.dir, 'error.log')], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn('nginx', ['-c', config, '-p', opts.dir, '-e', join(opts.dir, 'error.log')], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   let stderr = '';
   child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
   let stopped: Promise<void> | undefined;

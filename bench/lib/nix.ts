@@ -32,11 +32,18 @@ export async function createNixEnv(dir: string, opts: { netrc?: NetrcEntry[] } =
   ];
   if (opts.netrc !== undefined) {
     const netrc = join(confDir, 'netrc');
-    await writeFile(netrc, opts.netrc.map((e) => `machine ${e.host} login bench password ${e.password}\n`).join(''), { mode: 0o600 });
+    await writeFile(netrc, opts.netrc.map((e) => `machine ${e.host} login bench password ${e.password}\n`).join(''), {
+      mode: 0o600,
+    });
     conf.push(`netrc-file = ${netrc}`);
   }
-  await writeFile(join(confDir, 'nix.conf'), conf.join('\n') + '\n');
-  const env: NodeJS.ProcessEnv = { ...process.env, NIX_CONF_DIR: confDir, XDG_CONFIG_HOME: join(dir, 'xdg-config'), XDG_DATA_HOME: join(dir, 'xdg-data') };
+  await writeFile(join(confDir, 'nix.conf'), `${conf.join('\n')}\n`);
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    NIX_CONF_DIR: confDir,
+    XDG_CONFIG_HOME: join(dir, 'xdg-config'),
+    XDG_DATA_HOME: join(dir, 'xdg-data'),
+  };
   for (const k of ['http_proxy', 'https_proxy', 'HTTP_PROXY', 'HTTPS_PROXY', 'all_proxy', 'ALL_PROXY']) delete env[k];
   const caches = join(dir, 'xdg-cache');
   await mkdir(caches, { recursive: true });

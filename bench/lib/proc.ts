@@ -70,7 +70,9 @@ export function exec(cmd: string, args: string[], opts: ExecOptions = {}): Promi
 export async function execOk(cmd: string, args: string[], opts: ExecOptions = {}): Promise<ExecResult> {
   const res = await exec(cmd, args, opts);
   if (res.code !== 0) {
-    throw new Error(`${describe(cmd, args)} exited with ${res.code ?? res.signal}\n--- stdout ---\n${res.stdout.slice(-4000)}\n--- stderr ---\n${res.stderr.slice(-4000)}`);
+    throw new Error(
+      `${describe(cmd, args)} exited with ${res.code ?? res.signal}\n--- stdout ---\n${res.stdout.slice(-4000)}\n--- stderr ---\n${res.stderr.slice(-4000)}`,
+    );
   }
   return res;
 }
@@ -107,7 +109,11 @@ export function exited(child: ChildProcess): Promise<void> {
 }
 
 /** Sends `signal`, then SIGKILL after `graceMs`; resolves once the child is gone. */
-export async function stopChild(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM', graceMs = 15_000): Promise<void> {
+export async function stopChild(
+  child: ChildProcess,
+  signal: NodeJS.Signals = 'SIGTERM',
+  graceMs = 15_000,
+): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const done = exited(child);
   child.kill(signal);
@@ -146,7 +152,9 @@ export async function childPids(pid: number): Promise<number[]> {
  * (Nix processes, builders) included, and (`own`) the child process itself. Keyed by the child's
  * pid, with its command line.
  */
-export async function cpuPerChildTree(root: number): Promise<Map<number, { cmd: string; seconds: number; own: number }>> {
+export async function cpuPerChildTree(
+  root: number,
+): Promise<Map<number, { cmd: string; seconds: number; own: number }>> {
   const procs = new Map<number, { ppid: number; seconds: number }>();
   const ownSeconds = new Map<number, number>();
   for (const entry of await readdir('/proc')) {
@@ -155,7 +163,10 @@ export async function cpuPerChildTree(root: number): Promise<Map<number, { cmd: 
     if (text === '') continue;
     const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
     // After the name: ppid is field 2 of 0-based 1; utime, stime, cutime, cstime are 11–14.
-    procs.set(Number(entry), { ppid: Number(f[1]), seconds: (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) / CLOCK_TICKS });
+    procs.set(Number(entry), {
+      ppid: Number(f[1]),
+      seconds: (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) / CLOCK_TICKS,
+    });
     ownSeconds.set(Number(entry), (Number(f[11]) + Number(f[12])) / CLOCK_TICKS);
   }
   const topOf = (pid: number): number | undefined => {
@@ -171,7 +182,11 @@ export async function cpuPerChildTree(root: number): Promise<Map<number, { cmd: 
   for (const [pid, { seconds }] of procs) {
     const top = topOf(pid);
     if (top === undefined) continue;
-    const entry = out.get(top) ?? { cmd: (await readFile(`/proc/${top}/cmdline`, 'utf8').catch(() => '')).split('\0').join(' ').trim(), seconds: 0, own: 0 };
+    const entry = out.get(top) ?? {
+      cmd: (await readFile(`/proc/${top}/cmdline`, 'utf8').catch(() => '')).split('\0').join(' ').trim(),
+      seconds: 0,
+      own: 0,
+    };
     entry.seconds += seconds;
     if (pid === top) entry.own = ownSeconds.get(pid) ?? 0;
     out.set(top, entry);

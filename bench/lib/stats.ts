@@ -36,7 +36,11 @@ export function fmtRatio(r: number): string {
 }
 
 /** `n` rounds of `a` and `b` measured alternately (a b, b a, a b, …) so drift hits both alike. */
-export async function alternate<A, B>(n: number, a: () => Promise<A>, b: () => Promise<B>): Promise<{ a: A[]; b: B[] }> {
+export async function alternate<A, B>(
+  n: number,
+  a: () => Promise<A>,
+  b: () => Promise<B>,
+): Promise<{ a: A[]; b: B[] }> {
   const as: A[] = [];
   const bs: B[] = [];
   for (let i = 0; i < n; i++) {

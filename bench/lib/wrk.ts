@@ -79,7 +79,17 @@ export interface WrkOptions {
 
 /** One wrk run with `--latency`; throws if any request failed. */
 export async function runWrk(o: WrkOptions): Promise<WrkResult> {
-  const args = [`-t${o.threads}`, `-c${o.connections}`, `-d${o.seconds}s`, '--latency', '--timeout', '10s', '-s', o.script, o.url];
+  const args = [
+    `-t${o.threads}`,
+    `-c${o.connections}`,
+    `-d${o.seconds}s`,
+    '--latency',
+    '--timeout',
+    '10s',
+    '-s',
+    o.script,
+    o.url,
+  ];
   const res = await execOk('wrk', args, { timeoutMs: (o.seconds + 60) * 1000 });
   const parsed = parseWrk(res.stdout);
   if (parsed.errors > 0) throw new Error(`wrk against ${o.url}: ${parsed.errors} failed requests\n${res.stdout}`);
@@ -97,7 +107,17 @@ export interface RunningWrk {
  * which then covers exactly the time it ran. Throws (from `stop`) if any request failed.
  */
 export function startWrk(o: Omit<WrkOptions, 'seconds'>): RunningWrk {
-  const args = [`-t${o.threads}`, `-c${o.connections}`, '-d3600s', '--latency', '--timeout', '10s', '-s', o.script, o.url];
+  const args = [
+    `-t${o.threads}`,
+    `-c${o.connections}`,
+    '-d3600s',
+    '--latency',
+    '--timeout',
+    '10s',
+    '-s',
+    o.script,
+    o.url,
+  ];
   const child = spawn('wrk', args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';

@@ -24,13 +24,15 @@ function derivation(drv: string): string {
 }
 
 function outputName(out: string): string {
-  if (!isValidStorePathName(out)) throw new NarhubError('BAD_REQUEST', `invalid output name ${JSON.stringify(out.slice(0, 100))}`);
+  if (!isValidStorePathName(out))
+    throw new NarhubError('BAD_REQUEST', `invalid output name ${JSON.stringify(out.slice(0, 100))}`);
   return out;
 }
 
 function encoding(value: string | undefined): string | null {
   if (value === undefined || value === '' || value === 'identity') return null;
-  if (!ENCODINGS.has(value)) throw new NarhubError('BAD_REQUEST', `unsupported Content-Encoding ${JSON.stringify(value)}`);
+  if (!ENCODINGS.has(value))
+    throw new NarhubError('BAD_REQUEST', `unsupported Content-Encoding ${JSON.stringify(value)}`);
   return value;
 }
 
@@ -51,7 +53,14 @@ function requireJson(file: SmallFile, what: string): unknown {
 export function createCacheFiles(deps: { store: BlobStore; files: FilesRepo; paths: PathsRepo }) {
   const { store, files, paths } = deps;
 
-  async function save(kind: FileKind, cache: CacheRow, name: string, key: string, file: SmallFile, contentType: string): Promise<void> {
+  async function save(
+    kind: FileKind,
+    cache: CacheRow,
+    name: string,
+    key: string,
+    file: SmallFile,
+    contentType: string,
+  ): Promise<void> {
     const contentEncoding = encoding(file.contentEncoding);
     await store.put(key, file.body, { contentType, size: file.body.length });
     files.upsert(kind, cache.id, name, { storageKey: key, size: file.body.length, contentType, contentEncoding });
@@ -63,10 +72,12 @@ export function createCacheFiles(deps: { store: BlobStore; files: FilesRepo; pat
       case 'log':
         return { name: derivation(name), key: `${cache.name}/log/${name}` };
       case 'listing':
-        if (!isValidHashPart(name)) throw new NarhubError('STORE_PATH_INVALID', `invalid store path hash ${JSON.stringify(name.slice(0, 100))}`);
+        if (!isValidHashPart(name))
+          throw new NarhubError('STORE_PATH_INVALID', `invalid store path hash ${JSON.stringify(name.slice(0, 100))}`);
         return { name, key: `${cache.name}/${name}.ls` };
       case 'realisation':
-        if (!REALISATION_ID.test(name)) throw new NarhubError('BAD_REQUEST', `invalid realisation id ${JSON.stringify(name.slice(0, 120))}`);
+        if (!REALISATION_ID.test(name))
+          throw new NarhubError('BAD_REQUEST', `invalid realisation id ${JSON.stringify(name.slice(0, 120))}`);
         return { name, key: `${cache.name}/realisations/${name}.doi` };
       case 'build-trace': {
         const slash = name.indexOf('/');
@@ -75,7 +86,11 @@ export function createCacheFiles(deps: { store: BlobStore; files: FilesRepo; pat
         return { name: `${drv}/${out}`, key: `${cache.name}/build-trace-v2/${drv}/${out}.doi` };
       }
       case 'debuginfo':
-        if (!BUILD_ID.test(name)) throw new NarhubError('BAD_REQUEST', `invalid build id ${JSON.stringify(name.slice(0, 100))}: expected 40 hex digits`);
+        if (!BUILD_ID.test(name))
+          throw new NarhubError(
+            'BAD_REQUEST',
+            `invalid build id ${JSON.stringify(name.slice(0, 100))}: expected 40 hex digits`,
+          );
         return { name, key: `${cache.name}/debuginfo/${name}.debug` };
     }
   }
@@ -85,10 +100,18 @@ export function createCacheFiles(deps: { store: BlobStore; files: FilesRepo; pat
       const { name, key } = locate(kind, cache, rawName);
       switch (kind) {
         case 'log':
-          return save(kind, cache, name, key, file, file.contentType?.startsWith('text/') ? file.contentType : 'text/plain; charset=utf-8');
+          return save(
+            kind,
+            cache,
+            name,
+            key,
+            file,
+            file.contentType?.startsWith('text/') ? file.contentType : 'text/plain; charset=utf-8',
+          );
         case 'listing': {
           const listing = requireJson(file, 'listing') as { version?: unknown } | undefined;
-          if (listing !== undefined && listing?.version !== 1) throw new NarhubError('BAD_REQUEST', 'listing must be {"version":1,"root":…}');
+          if (listing !== undefined && listing?.version !== 1)
+            throw new NarhubError('BAD_REQUEST', 'listing must be {"version":1,"root":…}');
           // narhub builds its own listing from the NAR; a client's copy is kept only until then.
           const hashPart = name;
           if (paths.get(cache.id, hashPart)) return;

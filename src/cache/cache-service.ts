@@ -43,7 +43,16 @@ export function createCacheService(deps: CacheServiceDeps) {
   const zstd = deps.zstd ?? { level: 3, workers: 2 };
   const pathCommit = createPathCommit({ db, store, nars, paths, files: filesRepo, registry });
   const narLock = createKeyedLock();
-  const recompressor = createRecompressor({ db, store, nars, paths, registry, commit: pathCommit, lock: narLock, zstd });
+  const recompressor = createRecompressor({
+    db,
+    store,
+    nars,
+    paths,
+    registry,
+    commit: pathCommit,
+    lock: narLock,
+    zstd,
+  });
   const nativeUpload = createNativeUpload({ store, nars, paths, commit: pathCommit, lock: narLock, zstd });
 
   return {
@@ -88,7 +97,10 @@ export function createCacheService(deps: CacheServiceDeps) {
      */
     missingPaths(cache: CacheRow, storePaths: string[]): string[] {
       if (storePaths.length > MAX_MISSING_PATHS_QUERY) {
-        throw new NarhubError('BAD_REQUEST', `storePaths has ${storePaths.length} entries, more than the ${MAX_MISSING_PATHS_QUERY} one query may ask about`);
+        throw new NarhubError(
+          'BAD_REQUEST',
+          `storePaths has ${storePaths.length} entries, more than the ${MAX_MISSING_PATHS_QUERY} one query may ask about`,
+        );
       }
       const parsed = storePaths.map((p, i) => {
         try {

@@ -2,7 +2,14 @@ import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { NarhubError } from '../errors.js';
 import { formatCacheInfo } from '../nix/cache-info.js';
-import { formatPublicKey, formatSecretKey, generateKeyPair, parseSecretKey, publicKeyOf, type SecretKey } from '../nix/signing.js';
+import {
+  formatPublicKey,
+  formatSecretKey,
+  generateKeyPair,
+  parseSecretKey,
+  publicKeyOf,
+  type SecretKey,
+} from '../nix/signing.js';
 import type { CacheRow, CacheSettingsRow, CachesRepo } from '../db/caches-repo.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { assertValidCacheName } from './cache-name.js';
@@ -75,7 +82,10 @@ export function createCacheRegistry(deps: { caches: CachesRepo; store: BlobStore
       try {
         text = readFileSync(file, 'utf8');
       } catch (err) {
-        throw new NarhubError('KEY_INVALID', `cannot read signing key file ${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+        throw new NarhubError(
+          'KEY_INVALID',
+          `cannot read signing key file ${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`,
+        );
       }
       key = parseSecretKey(text);
       loadedKeys.set(file, key);
@@ -134,9 +144,13 @@ export function createCacheRegistry(deps: { caches: CachesRepo; store: BlobStore
       if (!existing) return { cache: (await this.create(name, settings)).cache, created: true };
       const wanted = settingsRow(settings);
       const updated: CacheRow = { ...existing, ...wanted };
-      if ((Object.keys(wanted) as (keyof CacheSettingsRow)[]).some((k) => existing[k] !== wanted[k])) caches.update(existing.id, wanted);
+      if ((Object.keys(wanted) as (keyof CacheSettingsRow)[]).some((k) => existing[k] !== wanted[k]))
+        caches.update(existing.id, wanted);
       rows.delete(name);
-      if (settings.signingKeyFile && !caches.keys(existing.id).some((k) => k.secretKeyFile === settings.signingKeyFile)) {
+      if (
+        settings.signingKeyFile &&
+        !caches.keys(existing.id).some((k) => k.secretKeyFile === settings.signingKeyFile)
+      ) {
         addKey(updated, settings.signingKeyFile);
       }
       await writeCacheInfo(updated);

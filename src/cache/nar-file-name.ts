@@ -17,7 +17,10 @@ export function parseNarFileName(fileName: string): NarFileName {
   const m = NAME.exec(fileName);
   const extension = m?.[2] ?? '';
   if (!m || !EXTENSIONS.has(extension)) {
-    throw new NarhubError('BAD_REQUEST', `invalid NAR file name ${JSON.stringify(fileName.slice(0, 100))}: expected <nix32 sha256>.nar[.xz|.zst|.bz2|.br]`);
+    throw new NarhubError(
+      'BAD_REQUEST',
+      `invalid NAR file name ${JSON.stringify(fileName.slice(0, 100))}: expected <nix32 sha256>.nar[.xz|.zst|.bz2|.br]`,
+    );
   }
   return { fileName, fileHash: m[1]!, extension };
 }

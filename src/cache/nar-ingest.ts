@@ -1,4 +1,4 @@
-import { PassThrough, Readable, type Writable } from 'node:stream';
+import { PassThrough, type Readable, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { NarhubError, isNarhubError } from '../errors.js';
 import { formatHash, sha256Hash } from '../nix/hash.js';
@@ -36,7 +36,12 @@ export const generatedListingKey = (cache: string, fileName: string) => `${cache
  * Stores the listing narhub built while validating a NAR (formatted, `formatListing`); its key,
  * or null if that failed.
  */
-export async function storeGeneratedListing(store: BlobStore, cache: string, fileName: string, listing: string): Promise<string | null> {
+export async function storeGeneratedListing(
+  store: BlobStore,
+  cache: string,
+  fileName: string,
+  listing: string,
+): Promise<string | null> {
   const key = generatedListingKey(cache, fileName);
   try {
     await store.put(key, Buffer.from(listing), { contentType: 'application/json' });
@@ -62,7 +67,12 @@ export async function storeGeneratedListing(store: BlobStore, cache: string, fil
 export function createNarIngest(deps: { store: BlobStore; nars: NarsRepo }) {
   const { store, nars } = deps;
 
-  return async function ingestNar(cache: CacheRow, fileName: string, body: Readable, options: IngestOptions): Promise<NarRow> {
+  return async function ingestNar(
+    cache: CacheRow,
+    fileName: string,
+    body: Readable,
+    options: IngestOptions,
+  ): Promise<NarRow> {
     const name = parseNarFileName(fileName);
     const existing = nars.get(cache.id, fileName);
     if (existing?.state === 'valid') {
@@ -71,16 +81,23 @@ export function createNarIngest(deps: { store: BlobStore; nars: NarsRepo }) {
       return existing;
     }
     if (options.contentLength !== undefined && options.contentLength > options.maxSize) {
-      throw new NarhubError('BODY_TOO_LARGE', `NAR of ${options.contentLength} bytes exceeds the limit of ${options.maxSize} bytes`);
+      throw new NarhubError(
+        'BODY_TOO_LARGE',
+        `NAR of ${options.contentLength} bytes exceeds the limit of ${options.maxSize} bytes`,
+      );
     }
 
     const { head, stream } = await readHead(body, 16);
     if (head.length === 0) throw new NarhubError('NAR_INVALID', 'empty NAR upload');
     const compression = sniffCompression(head, name.extension === '.br' ? 'br' : undefined);
-    if (!compression) throw new NarhubError('COMPRESSION_UNSUPPORTED', 'body is neither a NAR nor xz, zstd, bzip2, gzip or brotli');
+    if (!compression)
+      throw new NarhubError('COMPRESSION_UNSUPPORTED', 'body is neither a NAR nor xz, zstd, bzip2, gzip or brotli');
     const allowed = EXTENSION_COMPRESSION[name.extension] ?? [];
     if (!allowed.includes(compression)) {
-      throw new NarhubError('COMPRESSION_MISMATCH', `file name ends in ${name.extension || '.nar'} but the body is ${compression}`);
+      throw new NarhubError(
+        'COMPRESSION_MISMATCH',
+        `file name ends in ${name.extension || '.nar'} but the body is ${compression}`,
+      );
     }
 
     const toStore = new PassThrough({ highWaterMark: 1 << 20 });
@@ -112,14 +129,20 @@ export function createNarIngest(deps: { store: BlobStore; nars: NarsRepo }) {
 
     const targets: Writable[] = [toStore, narInput];
     if (fileHasher) targets.push(fileHasher);
-    const received = pipeline(stream, createByteLimit(options.maxSize), fanOut(...targets), options.signal ? { signal: options.signal } : {});
+    const received = pipeline(
+      stream,
+      createByteLimit(options.maxSize),
+      fanOut(...targets),
+      options.signal ? { signal: options.signal } : {},
+    );
 
     const results = await Promise.allSettled([received, validated, stored]);
     const failure = pickFailure(results);
     if (failure) throw failure;
     const nar = await validated;
 
-    const listingKey = nar.listing === undefined ? null : await storeGeneratedListing(store, cache.name, fileName, nar.listing);
+    const listingKey =
+      nar.listing === undefined ? null : await storeGeneratedListing(store, cache.name, fileName, nar.listing);
 
     const row = {
       cacheId: cache.id,
@@ -139,9 +162,15 @@ export function createNarIngest(deps: { store: BlobStore; nars: NarsRepo }) {
 
 /** The most telling error: a NAR/format complaint beats the generic stream errors it causes. */
 function pickFailure(results: PromiseSettledResult<unknown>[]): unknown {
-  const errors = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason as unknown);
+  const errors = results
+    .filter((r): r is PromiseRejectedResult => r.status === 'rejected')
+    .map((r) => r.reason as unknown);
   if (errors.length === 0) return undefined;
-  return errors.find((e) => isNarhubError(e) && e.code !== 'STORAGE_ERROR') ?? errors.find(isNarhubError) ?? wrapStreamError(errors[0]);
+  return (
+    errors.find((e) => isNarhubError(e) && e.code !== 'STORAGE_ERROR') ??
+    errors.find(isNarhubError) ??
+    wrapStreamError(errors[0])
+  );
 }
 
 const ABORT_CODES = new Set(['ABORT_ERR', 'ERR_STREAM_PREMATURE_CLOSE', 'ECONNRESET']);
@@ -166,7 +195,11 @@ function wrapStreamError(err: unknown): unknown {
     return new NarhubError('BAD_REQUEST', 'upload aborted before the body was complete', { cause: err });
   }
   // Decompressors report corrupt input with their own errors.
-  if (err instanceof Error && !isNarhubError(err) && /(compress|format|corrupt|lzma|zstd|header|check|data|bzip|gzip|brotli)/i.test(err.message)) {
+  if (
+    err instanceof Error &&
+    !isNarhubError(err) &&
+    /(compress|format|corrupt|lzma|zstd|header|check|data|bzip|gzip|brotli)/i.test(err.message)
+  ) {
     return new NarhubError('NAR_INVALID', `cannot decompress the body: ${err.message.split('\n')[0]}`, { cause: err });
   }
   return err;

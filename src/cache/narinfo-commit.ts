@@ -49,7 +49,8 @@ export function createPathCommit(deps: {
   function checkSignatures(cache: CacheRow, info: NarInfo): void {
     const keys = ourKeys(cache);
     for (const sig of info.sigs) {
-      if (!SIGNATURE.test(sig)) throw new NarhubError('NARINFO_INVALID', `Sig: malformed signature ${JSON.stringify(sig.slice(0, 100))}`);
+      if (!SIGNATURE.test(sig))
+        throw new NarhubError('NARINFO_INVALID', `Sig: malformed signature ${JSON.stringify(sig.slice(0, 100))}`);
       const keyName = sig.slice(0, sig.indexOf(':'));
       const own = keys.filter((k) => k.name === keyName);
       // Nobody may put words in this cache's mouth: a signature under one of its key names must verify.
@@ -61,19 +62,34 @@ export function createPathCommit(deps: {
 
   function checkAgainstNar(info: NarInfo, nar: NarRow): void {
     if (!hashesEqual(parseHash(info.narHash), parseHash(nar.narHash))) {
-      throw new NarhubError('NAR_HASH_MISMATCH', `NarHash ${info.narHash} does not match the uploaded NAR (${nar.narHash})`);
+      throw new NarhubError(
+        'NAR_HASH_MISMATCH',
+        `NarHash ${info.narHash} does not match the uploaded NAR (${nar.narHash})`,
+      );
     }
     if (info.narSize !== nar.narSize) {
-      throw new NarhubError('NAR_SIZE_MISMATCH', `NarSize ${info.narSize} does not match the uploaded NAR (${nar.narSize})`);
+      throw new NarhubError(
+        'NAR_SIZE_MISMATCH',
+        `NarSize ${info.narSize} does not match the uploaded NAR (${nar.narSize})`,
+      );
     }
     if (info.fileHash !== undefined && !hashesEqual(parseHash(info.fileHash), parseHash(nar.fileHash))) {
-      throw new NarhubError('FILE_HASH_MISMATCH', `FileHash ${info.fileHash} does not match the uploaded file (${nar.fileHash})`);
+      throw new NarhubError(
+        'FILE_HASH_MISMATCH',
+        `FileHash ${info.fileHash} does not match the uploaded file (${nar.fileHash})`,
+      );
     }
     if (info.fileSize !== undefined && info.fileSize !== nar.fileSize) {
-      throw new NarhubError('FILE_SIZE_MISMATCH', `FileSize ${info.fileSize} does not match the uploaded file (${nar.fileSize})`);
+      throw new NarhubError(
+        'FILE_SIZE_MISMATCH',
+        `FileSize ${info.fileSize} does not match the uploaded file (${nar.fileSize})`,
+      );
     }
     if (info.compression !== nar.compression) {
-      throw new NarhubError('COMPRESSION_MISMATCH', `Compression ${info.compression} does not match the uploaded file, which is ${nar.compression}`);
+      throw new NarhubError(
+        'COMPRESSION_MISMATCH',
+        `Compression ${info.compression} does not match the uploaded file, which is ${nar.compression}`,
+      );
     }
   }
 
@@ -96,7 +112,10 @@ export function createPathCommit(deps: {
       stored.narSize === info.narSize &&
       sameSet(stored.references, info.references);
     if (!sameContent) {
-      throw new NarhubError('PATH_CONTENT_CONFLICT', `${info.storePath} is already in cache ${cache.name} with different content; narinfo PUTs may only add signatures`);
+      throw new NarhubError(
+        'PATH_CONTENT_CONFLICT',
+        `${info.storePath} is already in cache ${cache.name} with different content; narinfo PUTs may only add signatures`,
+      );
     }
     // Signatures cover the fingerprint, which is the same for both, so checking against the
     // new text is checking against the stored content.
@@ -105,7 +124,9 @@ export function createPathCommit(deps: {
     if (added.length === 0) return { created: false, narinfo: existing.narinfo, narId: existing.narId };
     const merged: NarInfo = { ...stored, sigs: [...stored.sigs, ...added].sort() };
     const text = formatNarInfo(merged);
-    await store.put(narInfoStorageKey(cache.name, existing.hashPart), Buffer.from(text), { contentType: 'text/x-nix-narinfo' });
+    await store.put(narInfoStorageKey(cache.name, existing.hashPart), Buffer.from(text), {
+      contentType: 'text/x-nix-narinfo',
+    });
     paths.addSignatures(existing.id, added, text);
     return { created: false, narinfo: text, narId: existing.narId };
   }
@@ -145,7 +166,11 @@ export function createPathCommit(deps: {
     if (existing) return addSignatures(cache, existing, info);
 
     const m = /^nar\/([^/?#]+)$/.exec(info.url);
-    if (!m) throw new NarhubError('NARINFO_INVALID', `URL ${JSON.stringify(info.url)} must be nar/<file> as uploaded to this cache`);
+    if (!m)
+      throw new NarhubError(
+        'NARINFO_INVALID',
+        `URL ${JSON.stringify(info.url)} must be nar/<file> as uploaded to this cache`,
+      );
     const fileName = m[1]!;
     const nar = nars.get(cache.id, fileName);
     if (!nar) throw new NarhubError('NAR_NOT_UPLOADED', `URL ${info.url} names no NAR uploaded to cache ${cache.name}`);
@@ -173,7 +198,9 @@ export function createPathCommit(deps: {
 
     // The file in the store first: a crash before the database commit leaves a verified,
     // signed narinfo that `reindex` can recover, never a visible path without one.
-    await store.put(narInfoStorageKey(cache.name, hashPart), Buffer.from(narinfo), { contentType: 'text/x-nix-narinfo' });
+    await store.put(narInfoStorageKey(cache.name, hashPart), Buffer.from(narinfo), {
+      contentType: 'text/x-nix-narinfo',
+    });
 
     const outcome = db.transaction((): CommitResult | 'raced' => {
       if (paths.get(cache.id, hashPart)) return 'raced';
@@ -195,7 +222,12 @@ export function createPathCommit(deps: {
       });
       nars.markValid(current.id);
       if (current.listingKey) {
-        files.upsert('listing', cache.id, hashPart, { storageKey: current.listingKey, size: 0, contentType: 'application/json', contentEncoding: null });
+        files.upsert('listing', cache.id, hashPart, {
+          storageKey: current.listingKey,
+          size: 0,
+          contentType: 'application/json',
+          contentEncoding: null,
+        });
       }
       return { created: true, narinfo, narId: current.id };
     })();
@@ -207,7 +239,9 @@ export function createPathCommit(deps: {
         return await addSignatures(cache, paths.get(cache.id, hashPart)!, info);
       } finally {
         const committed = paths.narinfo(cache.id, hashPart)!;
-        await store.put(narInfoStorageKey(cache.name, hashPart), Buffer.from(committed), { contentType: 'text/x-nix-narinfo' });
+        await store.put(narInfoStorageKey(cache.name, hashPart), Buffer.from(committed), {
+          contentType: 'text/x-nix-narinfo',
+        });
       }
     }
     return outcome;
@@ -245,7 +279,8 @@ export function createPathCommit(deps: {
 }
 
 /** Just the narinfo PUT of the Nix protocol. */
-export const createNarInfoCommit = (deps: Parameters<typeof createPathCommit>[0]) => createPathCommit(deps).commitNarInfo;
+export const createNarInfoCommit = (deps: Parameters<typeof createPathCommit>[0]) =>
+  createPathCommit(deps).commitNarInfo;
 
 function sameSet(a: string[], b: string[]): boolean {
   const sa = new Set(a);

@@ -7,7 +7,15 @@ export const NARINFO_MEMO_MS = 1000;
 const NARINFO_MEMO_MAX_CHARS = 16 * 1024 * 1024;
 
 /** The repository's methods that change nothing; every other one forgets the memo. */
-const READS: ReadonlySet<string> = new Set<keyof PathsRepo>(['get', 'narinfo', 'references', 'signatures', 'count', 'presentAmong', 'byNar']);
+const READS: ReadonlySet<string> = new Set<keyof PathsRepo>([
+  'get',
+  'narinfo',
+  'references',
+  'signatures',
+  'count',
+  'presentAmong',
+  'byNar',
+]);
 
 /**
  * The paths repository with narinfo reads memoized. A narinfo GET is the hottest request a

@@ -63,10 +63,15 @@ export function parseUploadMetadata(line: Buffer): NarInfo {
   } catch (err) {
     throw new NarhubError('BAD_REQUEST', `metadata line is not valid JSON: ${(err as Error).message}`);
   }
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new NarhubError('BAD_REQUEST', 'metadata line must be a JSON object');
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
+    throw new NarhubError('BAD_REQUEST', 'metadata line must be a JSON object');
   const m = raw as Record<string, unknown>;
   const unknown = Object.keys(m).filter((k) => !METADATA_FIELDS.has(k));
-  if (unknown.length > 0) throw new NarhubError('BAD_REQUEST', `metadata: unknown field ${unknown.map((k) => JSON.stringify(k.slice(0, 40))).join(', ')}`);
+  if (unknown.length > 0)
+    throw new NarhubError(
+      'BAD_REQUEST',
+      `metadata: unknown field ${unknown.map((k) => JSON.stringify(k.slice(0, 40))).join(', ')}`,
+    );
 
   const field = <T>(name: string, what: string, ok: (v: unknown) => v is T): T => {
     const v = m[name];
@@ -95,7 +100,11 @@ export function parseUploadMetadata(line: Buffer): NarInfo {
     if (hash.algo !== 'sha256') throw new NarhubError('HASH_INVALID', `must be sha256, got ${hash.algo}`);
     return formatHash(hash, 'nix32');
   });
-  const narSize = field('narSize', 'a positive integer', (v): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v > 0);
+  const narSize = field(
+    'narSize',
+    'a positive integer',
+    (v): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v > 0,
+  );
   const references = field('references', 'an array of store paths', isStringArray).map((ref, i) =>
     checked(`references[${i}]`, () => parseStorePath(ref).basename),
   );
@@ -111,7 +120,15 @@ export function parseUploadMetadata(line: Buffer): NarInfo {
   const ca = optional('ca', 'a string or null', isString);
   const sigs = optional('sigs', 'an array of strings', isStringArray) ?? [];
 
-  const info: NarInfo = { storePath, url: '', compression: 'zstd', narHash, narSize, references: [...new Set(references)], sigs: [...new Set(sigs)] };
+  const info: NarInfo = {
+    storePath,
+    url: '',
+    compression: 'zstd',
+    narHash,
+    narSize,
+    references: [...new Set(references)],
+    sigs: [...new Set(sigs)],
+  };
   if (deriver !== undefined) info.deriver = deriver;
   if (ca !== undefined) info.ca = ca;
   return info;
@@ -154,15 +171,23 @@ export function createNativeUpload(deps: {
   const { store, nars, paths, commit, lock, zstd } = deps;
 
   /** `receive` for a NAR of at most SMALL_NAR_SIZE bytes: the same checks, in memory. */
-  async function receiveSmall(cache: CacheRow, fileName: string, info: NarInfo, body: Readable, options: NativeUploadOptions): Promise<NarRow> {
+  async function receiveSmall(
+    cache: CacheRow,
+    fileName: string,
+    info: NarInfo,
+    body: Readable,
+    options: NativeUploadOptions,
+  ): Promise<NarRow> {
     const key = narStorageKey(cache.name, fileName);
     let narBytes: Buffer;
     try {
       // Refused as soon as it runs past NarSize.
       narBytes = await readSmallBody(body, info.narSize);
     } catch (err) {
-      if (isNarhubError(err) && err.code === 'BODY_TOO_LARGE') throw new NarhubError('NAR_SIZE_MISMATCH', `the NAR is longer than its NarSize ${info.narSize}`);
-      if (isNarhubError(err)) throw new NarhubError('BAD_REQUEST', 'upload aborted before the NAR was complete', { cause: err });
+      if (isNarhubError(err) && err.code === 'BODY_TOO_LARGE')
+        throw new NarhubError('NAR_SIZE_MISMATCH', `the NAR is longer than its NarSize ${info.narSize}`);
+      if (isNarhubError(err))
+        throw new NarhubError('BAD_REQUEST', 'upload aborted before the NAR was complete', { cause: err });
       throw err;
     }
     options.signal?.throwIfAborted();
@@ -190,7 +215,13 @@ export function createNativeUpload(deps: {
     return nars.get(cache.id, fileName)!;
   }
 
-  async function receive(cache: CacheRow, fileName: string, info: NarInfo, body: Readable, options: NativeUploadOptions): Promise<NarRow> {
+  async function receive(
+    cache: CacheRow,
+    fileName: string,
+    info: NarInfo,
+    body: Readable,
+    options: NativeUploadOptions,
+  ): Promise<NarRow> {
     if (info.narSize <= SMALL_NAR_SIZE) return receiveSmall(cache, fileName, info, body, options);
     const key = narStorageKey(cache.name, fileName);
     // `pipe`, not pipeline: a failure must not destroy the request (and with it the socket).
@@ -226,7 +257,8 @@ export function createNativeUpload(deps: {
     }
     const nar = await validated;
 
-    const listingKey = nar.listing === undefined ? null : await storeGeneratedListing(store, cache.name, fileName, nar.listing);
+    const listingKey =
+      nar.listing === undefined ? null : await storeGeneratedListing(store, cache.name, fileName, nar.listing);
     nars.putPending({
       cacheId: cache.id,
       fileName,
@@ -241,12 +273,20 @@ export function createNativeUpload(deps: {
     return nars.get(cache.id, fileName)!;
   }
 
-  return async function uploadPath(cache: CacheRow, hashPart: string, body: Readable, options: NativeUploadOptions): Promise<NativeUploadResult> {
+  return async function uploadPath(
+    cache: CacheRow,
+    hashPart: string,
+    body: Readable,
+    options: NativeUploadOptions,
+  ): Promise<NativeUploadResult> {
     let info: NarInfo;
     try {
       info = parseUploadMetadata(await readFirstLine(body, MAX_METADATA_LINE));
       if (info.narSize > options.maxSize) {
-        throw new NarhubError('BODY_TOO_LARGE', `NAR of ${info.narSize} bytes exceeds the limit of ${options.maxSize} bytes`);
+        throw new NarhubError(
+          'BODY_TOO_LARGE',
+          `NAR of ${info.narSize} bytes exceeds the limit of ${options.maxSize} bytes`,
+        );
       }
       commit.precheck(cache, hashPart, info);
     } catch (err) {
@@ -294,9 +334,12 @@ function drain(body: Readable): void {
 
 /** The most telling error: a NAR/format complaint beats the generic stream errors it causes. */
 function pickFailure(results: PromiseSettledResult<unknown>[], narSize: number): unknown {
-  const errors = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason as unknown);
+  const errors = results
+    .filter((r): r is PromiseRejectedResult => r.status === 'rejected')
+    .map((r) => r.reason as unknown);
   if (errors.length === 0) return undefined;
-  const ours = (code?: ErrorCode) => errors.find((e) => isNarhubError(e) && (code === undefined ? e.code !== 'STORAGE_ERROR' : e.code === code));
+  const ours = (code?: ErrorCode) =>
+    errors.find((e) => isNarhubError(e) && (code === undefined ? e.code !== 'STORAGE_ERROR' : e.code === code));
   const tooLong = ours('BODY_TOO_LARGE');
   if (tooLong) return new NarhubError('NAR_SIZE_MISMATCH', `the NAR is longer than its NarSize ${narSize}`);
   const found = ours() ?? ours('STORAGE_ERROR');

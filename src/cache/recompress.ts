@@ -94,7 +94,7 @@ export function createRecompressor(deps: {
 
   async function recompress(narId: number): Promise<void> {
     const old = nars.getById(narId);
-    if (!old || old.state !== 'valid' || !RECOMPRESSIBLE.has(old.compression)) return;
+    if (old?.state !== 'valid' || !RECOMPRESSIBLE.has(old.compression)) return;
     const cache = cacheById(old.cacheId);
     if (!cache?.recompressToZstd) return;
     if (paths.byNar(old.id).length === 0) return;
@@ -108,7 +108,15 @@ export function createRecompressor(deps: {
     });
     const moved = await switchPaths(cache, old, target);
     log.info(
-      { cache: cache.name, from: old.fileName, to: target.fileName, paths: moved, fileSize: old.fileSize, newFileSize: target.fileSize, ms: now() - t0 },
+      {
+        cache: cache.name,
+        from: old.fileName,
+        to: target.fileName,
+        paths: moved,
+        fileSize: old.fileSize,
+        newFileSize: target.fileSize,
+        ms: now() - t0,
+      },
       'NAR recompressed to zstd',
     );
   }
@@ -120,7 +128,11 @@ export function createRecompressor(deps: {
     const key = narStorageKey(cache.name, fileName);
     // Decoded on one codec thread, validated and compressed on another; the loop moves the
     // stored file's bytes in and the compressed ones out.
-    const { input, pass } = createNarPass({ listing: false, decompress: old.compression as Compression, compress: { level: zstd.level, workers: zstd.workers } });
+    const { input, pass } = createNarPass({
+      listing: false,
+      decompress: old.compression as Compression,
+      compress: { level: zstd.level, workers: zstd.workers },
+    });
     const validated = pass.result();
     const stored = store.put(key, pass, {
       signal,
@@ -128,15 +140,25 @@ export function createRecompressor(deps: {
       beforeCommit: async () => {
         const nar = await validated;
         if (nar.narSize !== old.narSize || !hashesEqual(parseHash(nar.narHash), parseHash(old.narHash))) {
-          throw new NarhubError('NAR_HASH_MISMATCH', `${old.storageKey} decompresses to ${nar.narHash} (${nar.narSize} bytes), not the recorded ${old.narHash} (${old.narSize} bytes)`);
+          throw new NarhubError(
+            'NAR_HASH_MISMATCH',
+            `${old.storageKey} decompresses to ${nar.narHash} (${nar.narSize} bytes), not the recorded ${old.narHash} (${old.narSize} bytes)`,
+          );
         }
       },
     });
     stored.catch(() => undefined);
     const decoded = pipeline(read.stream, input, { signal });
     const results = await Promise.allSettled([decoded, validated, stored]);
-    const errors = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason as unknown);
-    if (errors.length > 0) throw errors.find((e) => isNarhubError(e) && e.code === 'NAR_HASH_MISMATCH') ?? errors.find(isNarhubError) ?? errors[0];
+    const errors = results
+      .filter((r): r is PromiseRejectedResult => r.status === 'rejected')
+      .map((r) => r.reason as unknown);
+    if (errors.length > 0)
+      throw (
+        errors.find((e) => isNarhubError(e) && e.code === 'NAR_HASH_MISMATCH') ??
+        errors.find(isNarhubError) ??
+        errors[0]
+      );
 
     return nars.putValid({
       cacheId: cache.id,
@@ -178,7 +200,9 @@ export function createRecompressor(deps: {
       })();
       // The database serves from now on; the store's copies follow (as a commit writes them).
       for (const { hashPart, narinfo } of switched) {
-        await store.put(narInfoStorageKey(cache.name, hashPart), Buffer.from(narinfo), { contentType: 'text/x-nix-narinfo' });
+        await store.put(narInfoStorageKey(cache.name, hashPart), Buffer.from(narinfo), {
+          contentType: 'text/x-nix-narinfo',
+        });
       }
       if (paths.byNar(old.id).length > 0) enqueue(old.id);
       return switched.length;

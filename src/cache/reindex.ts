@@ -6,8 +6,23 @@ import { NarhubError } from '../errors.js';
 import { parseCacheInfo } from '../nix/cache-info.js';
 import { formatHash, hashesEqual, parseHash } from '../nix/hash.js';
 import { parseNarInfo, type NarInfo } from '../nix/narinfo.js';
-import { formatPublicKey, formatSecretKey, generateKeyPair, parsePublicKey, parseSecretKey, publicKeyOf, verifyNarInfoSig, type PublicKey } from '../nix/signing.js';
-import { isDerivationPath, isValidHashPart, isValidStorePathName, parseStorePath, parseStorePathBasename } from '../nix/store-path.js';
+import {
+  formatPublicKey,
+  formatSecretKey,
+  generateKeyPair,
+  parsePublicKey,
+  parseSecretKey,
+  publicKeyOf,
+  verifyNarInfoSig,
+  type PublicKey,
+} from '../nix/signing.js';
+import {
+  isDerivationPath,
+  isValidHashPart,
+  isValidStorePathName,
+  parseStorePath,
+  parseStorePathBasename,
+} from '../nix/store-path.js';
 import { sniffCompression } from '../io/compression.js';
 import { mapLimit } from '../io/map-limit.js';
 import { createCachesRepo, type CacheRow, type CacheSettingsRow } from '../db/caches-repo.js';
@@ -77,7 +92,15 @@ interface PreparedPath {
   text: string;
   name: string;
   fileName: string;
-  nar: { storageKey: string; compression: string; fileHash: string; fileSize: number; narHash: string; narSize: number; listingKey: string | null };
+  nar: {
+    storageKey: string;
+    compression: string;
+    fileHash: string;
+    fileSize: number;
+    narHash: string;
+    narSize: number;
+    listingKey: string | null;
+  };
 }
 
 interface SmallFileEntry {
@@ -107,7 +130,10 @@ export async function reindex(deps: ReindexDeps, options: ReindexOptions): Promi
     if (options.cache !== undefined) {
       assertValidCacheName(options.cache);
       if (!(await store.stat(`${options.cache}/nix-cache-info`))) {
-        throw new NarhubError('CACHE_NOT_FOUND', `storage holds no cache ${options.cache} (no ${options.cache}/nix-cache-info)`);
+        throw new NarhubError(
+          'CACHE_NOT_FOUND',
+          `storage holds no cache ${options.cache} (no ${options.cache}/nix-cache-info)`,
+        );
       }
       return [options.cache];
     }
@@ -180,7 +206,8 @@ export async function reindex(deps: ReindexDeps, options: ReindexOptions): Promi
       try {
         const secret = parseSecretKey(readFileSync(declaredFile, 'utf8'));
         const generation = caches.keys(cache.id).reduce((g, k) => Math.max(g, k.generation), 0) + 1;
-        if (!known.has(secret.name)) caches.insertKey(cache.id, secret.name, formatPublicKey(publicKeyOf(secret)), declaredFile, generation);
+        if (!known.has(secret.name))
+          caches.insertKey(cache.id, secret.name, formatPublicKey(publicKeyOf(secret)), declaredFile, generation);
       } catch (err) {
         warn(`${cache.name}: cannot use its declared signing key file ${declaredFile}: ${messageOf(err)}`);
       }
@@ -197,7 +224,9 @@ export async function reindex(deps: ReindexDeps, options: ReindexOptions): Promi
       chmodSync(file, 0o600);
       caches.insertKey(cache.id, pair.secret.name, formatPublicKey(pair.public), file, generation);
       generated = pair.secret.name;
-      warn(`${cache.name}: no signing key to restore; generated ${generated} (clients must trust ${formatPublicKey(pair.public)} for paths signed from now on)`);
+      warn(
+        `${cache.name}: no signing key to restore; generated ${generated} (clients must trust ${formatPublicKey(pair.public)} for paths signed from now on)`,
+      );
       rows = caches.keys(cache.id);
     }
     return { keys: rows.map((k) => parsePublicKey(k.publicKey)), trusted: generated === undefined, generated };
@@ -213,7 +242,9 @@ export async function reindex(deps: ReindexDeps, options: ReindexOptions): Promi
     }
     const { cache, created } = ensureCache(name, priority);
     if (created && options.settingsFor?.(name)?.private === undefined) {
-      warn(`${name}: recreated as a private cache (storage does not record visibility); declare it in the config or reindex with --public to make it public`);
+      warn(
+        `${name}: recreated as a private cache (storage does not record visibility); declare it in the config or reindex with --public to make it public`,
+      );
     }
     const { keys, trusted, generated } = restoreKeys(cache);
 
@@ -279,7 +310,11 @@ export async function reindex(deps: ReindexDeps, options: ReindexOptions): Promi
         fileHash = `sha256:${parseNarFileName(fileName).fileHash}`;
         // Files narhub compressed itself (native uploads, recompression) are named by NarHash
         // (see cache/native-upload.ts): their FileHash is the narinfo's.
-        if (info.fileHash !== undefined && fileName.endsWith('.nar.zst') && hashesEqual(parseHash(fileHash), parseHash(info.narHash))) {
+        if (
+          info.fileHash !== undefined &&
+          fileName.endsWith('.nar.zst') &&
+          hashesEqual(parseHash(fileHash), parseHash(info.narHash))
+        ) {
           fileHash = formatHash(parseHash(info.fileHash), 'nix32');
         }
         if (info.fileHash !== undefined && !hashesEqual(parseHash(info.fileHash), parseHash(fileHash))) {
@@ -340,7 +375,11 @@ export async function reindex(deps: ReindexDeps, options: ReindexOptions): Promi
             continue;
           }
           // Storage is written first, so a narinfo there with more signatures is the newer one.
-          paths.addSignatures(existing.id, p.info.sigs.filter((s) => !stored.sigs.includes(s)), p.text);
+          paths.addSignatures(
+            existing.id,
+            p.info.sigs.filter((s) => !stored.sigs.includes(s)),
+            p.text,
+          );
           summary.paths.updated++;
           continue;
         }
@@ -365,7 +404,13 @@ export async function reindex(deps: ReindexDeps, options: ReindexOptions): Promi
           sigs: [...new Set(p.info.sigs)].sort(),
         });
         const listingKey = nar.listingKey ?? p.nar.listingKey;
-        if (listingKey) files.upsert('listing', cache.id, p.hashPart, { storageKey: listingKey, size: 0, contentType: 'application/json', contentEncoding: null });
+        if (listingKey)
+          files.upsert('listing', cache.id, p.hashPart, {
+            storageKey: listingKey,
+            size: 0,
+            contentType: 'application/json',
+            contentEncoding: null,
+          });
         summary.paths.added++;
       }
     });
@@ -377,7 +422,9 @@ export async function reindex(deps: ReindexDeps, options: ReindexOptions): Promi
     }
 
     // Small files; a client's listing only where narhub built none for a present path.
-    const listingsFromClients = clientListings.filter((e) => paths.get(cache.id, e.name) && !files.get('listing', cache.id, e.name));
+    const listingsFromClients = clientListings.filter(
+      (e) => paths.get(cache.id, e.name) && !files.get('listing', cache.id, e.name),
+    );
     const sized = await mapLimit([...small, ...listingsFromClients], limit, async (entry) => {
       const probe = await probeEncoding(store, entry.key);
       return probe && { entry, ...probe };
@@ -387,7 +434,12 @@ export async function reindex(deps: ReindexDeps, options: ReindexOptions): Promi
         if (!found) continue;
         const { entry, size, encoding } = found;
         const contentType = entry.kind === 'log' ? 'text/plain; charset=utf-8' : 'application/json';
-        files.upsert(entry.kind, cache.id, entry.name, { storageKey: entry.key, size, contentType, contentEncoding: encoding });
+        files.upsert(entry.kind, cache.id, entry.name, {
+          storageKey: entry.key,
+          size,
+          contentType,
+          contentEncoding: encoding,
+        });
       }
     })();
     // What the database holds now, whether this run or an earlier one recorded it.
@@ -411,7 +463,8 @@ function classify(rel: string, key: string): 'narinfo' | 'nar' | 'listing' | 'ig
   const parts = rel.split('/');
   if (parts.length === 1) {
     if (rel.endsWith('.narinfo') && isValidHashPart(rel.slice(0, -'.narinfo'.length))) return 'narinfo';
-    if (rel.endsWith('.ls') && isValidHashPart(rel.slice(0, -'.ls'.length))) return { kind: 'listing', name: rel.slice(0, -'.ls'.length), key };
+    if (rel.endsWith('.ls') && isValidHashPart(rel.slice(0, -'.ls'.length)))
+      return { kind: 'listing', name: rel.slice(0, -'.ls'.length), key };
     return undefined;
   }
   const [dir, a, b] = parts;
@@ -422,7 +475,13 @@ function classify(rel: string, key: string): 'narinfo' | 'nar' | 'listing' | 'ig
   if (parts.length === 2 && dir === 'realisations' && a!.endsWith('.doi') && REALISATION_ID.test(a!.slice(0, -4))) {
     return { kind: 'realisation', name: a!.slice(0, -4), key };
   }
-  if (parts.length === 3 && dir === 'build-trace-v2' && isDerivation(a!) && b!.endsWith('.doi') && isValidStorePathName(b!.slice(0, -4))) {
+  if (
+    parts.length === 3 &&
+    dir === 'build-trace-v2' &&
+    isDerivation(a!) &&
+    b!.endsWith('.doi') &&
+    isValidStorePathName(b!.slice(0, -4))
+  ) {
     return { kind: 'build-trace', name: `${a}/${b!.slice(0, -4)}`, key };
   }
   if (parts.length === 2 && dir === 'debuginfo' && a!.endsWith('.debug') && BUILD_ID.test(a!.slice(0, -6))) {
@@ -446,7 +505,10 @@ const ENCODING_OF: Partial<Record<string, string>> = { gzip: 'gzip', zstd: 'zstd
  * of Nix), which storage does not record: magic bytes tell gzip, zstd, xz and bzip2; text is
  * identity; anything else is tried as brotli, which has no magic.
  */
-async function probeEncoding(store: BlobStore, key: string): Promise<{ size: number; encoding: string | null } | undefined> {
+async function probeEncoding(
+  store: BlobStore,
+  key: string,
+): Promise<{ size: number; encoding: string | null } | undefined> {
   const read = await store.get(key);
   if (!read) return undefined;
   const size = read.totalSize;

@@ -13,13 +13,21 @@ export function hashToken(secret: string): string {
 
 /** `*` matches any run of characters, `?` one; everything else is literal. */
 export function cachePatternMatches(pattern: string, cacheName: string): boolean {
-  const re = new RegExp(`^${pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replaceAll('*', '.*').replaceAll('?', '.')}$`);
+  const re = new RegExp(
+    `^${pattern
+      .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+      .replaceAll('*', '.*')
+      .replaceAll('?', '.')}$`,
+  );
   return re.test(cacheName);
 }
 
 export function assertValidCachePattern(pattern: string): void {
   if (!/^[a-z0-9_*?-]{1,63}$/.test(pattern)) {
-    throw new NarhubError('BAD_REQUEST', `invalid cache pattern ${JSON.stringify(pattern)}: a cache name or a glob of a-z, 0-9, -, _, * and ?`);
+    throw new NarhubError(
+      'BAD_REQUEST',
+      `invalid cache pattern ${JSON.stringify(pattern)}: a cache name or a glob of a-z, 0-9, -, _, * and ?`,
+    );
   }
 }
 
@@ -32,11 +40,16 @@ export function createTokenService(deps: { tokens: TokensRepo; now?: () => numbe
   const now = deps.now ?? Date.now;
 
   return {
-    create(input: { cachePattern: string; permission: Permission; name?: string | undefined; expiresAt?: number | undefined }): { token: string; row: TokenRow } {
+    create(input: {
+      cachePattern: string;
+      permission: Permission;
+      name?: string | undefined;
+      expiresAt?: number | undefined;
+    }): { token: string; row: TokenRow } {
       assertValidCachePattern(input.cachePattern);
       if (!(input.permission in RANK)) throw new NarhubError('BAD_REQUEST', `unknown permission ${input.permission}`);
       const token = TOKEN_PREFIX + randomBytes(32).toString('base64url');
-      const id = 'tk' + randomBytes(6).toString('hex');
+      const id = `tk${randomBytes(6).toString('hex')}`;
       const row = tokens.insert({
         id,
         name: input.name ?? null,

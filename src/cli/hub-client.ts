@@ -21,7 +21,8 @@ export async function clientOptions(
   env = process.env,
 ): Promise<HubClientOptions> {
   const server = (values.server ?? env.NARHUB_SERVER ?? DEFAULT_SERVER).replace(/\/+$/, '');
-  if (!/^https?:\/\//.test(server)) throw new NarhubError('BAD_REQUEST', `--server must be an http:// or https:// URL, not ${JSON.stringify(server)}`);
+  if (!/^https?:\/\//.test(server))
+    throw new NarhubError('BAD_REQUEST', `--server must be an http:// or https:// URL, not ${JSON.stringify(server)}`);
   let token = values.token ?? env.NARHUB_TOKEN;
   if (!token) {
     try {
@@ -41,10 +42,17 @@ export function createHubClient(o: HubClientOptions) {
     if (body !== undefined) headers['content-type'] = 'application/json';
     let res: Response;
     try {
-      res = await fetch(`${o.server}/api/v1${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+      res = await fetch(`${o.server}/api/v1${path}`, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
     } catch (err) {
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;
-      throw new NarhubError('UNAVAILABLE', `cannot reach narhub at ${o.server}: ${cause?.code ?? cause?.message ?? String(err)}`);
+      throw new NarhubError(
+        'UNAVAILABLE',
+        `cannot reach narhub at ${o.server}: ${cause?.code ?? cause?.message ?? String(err)}`,
+      );
     }
     const text = await res.text();
     if (!res.ok) {
@@ -89,7 +97,8 @@ export function createHubClient(o: HubClientOptions) {
         throw new NarhubError('NOT_FOUND', message || res.statusText);
       }
       const decoder = new TextDecoder();
-      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) yield decoder.decode(chunk, { stream: true });
+      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>)
+        yield decoder.decode(chunk, { stream: true });
     },
   };
 }

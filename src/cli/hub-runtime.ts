@@ -12,14 +12,18 @@ export function hubRedisUrl(config: Config): string | undefined {
   try {
     return readFileSync(config.hub.redisUrlFile, 'utf8').trim() || undefined;
   } catch (err) {
-    throw new NarhubError('CONFIG_INVALID', `cannot read hub.redisUrlFile ${config.hub.redisUrlFile}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+    throw new NarhubError(
+      'CONFIG_INVALID',
+      `cannot read hub.redisUrlFile ${config.hub.redisUrlFile}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`,
+    );
   }
 }
 
 /** `serve --redis-url URL` turns the hub on. */
 export function withRedisUrl(config: Config, redisUrl: string | undefined): Config {
   if (redisUrl === undefined) return config;
-  if (!/^rediss?:\/\//.test(redisUrl)) throw new NarhubError('CONFIG_INVALID', `--redis-url must be a redis:// or rediss:// URL`);
+  if (!/^rediss?:\/\//.test(redisUrl))
+    throw new NarhubError('CONFIG_INVALID', `--redis-url must be a redis:// or rediss:// URL`);
   return { ...config, hub: { ...config.hub, enable: true, redisUrl } };
 }
 
@@ -30,7 +34,15 @@ export function withRedisUrl(config: Config, redisUrl: string | undefined): Conf
 export async function openHub(config: Config, runtime: Runtime, logger: Logger): Promise<Hub | undefined> {
   const redisUrl = hubRedisUrl(config);
   if (!config.hub.enable) return undefined;
-  if (!redisUrl) throw new NarhubError('CONFIG_INVALID', 'hub.enable needs hub.redisUrl, hub.redisUrlFile or --redis-url');
+  if (!redisUrl)
+    throw new NarhubError('CONFIG_INVALID', 'hub.enable needs hub.redisUrl, hub.redisUrlFile or --redis-url');
   const { createHub } = await import('../hub/hub-service.js');
-  return createHub({ db: runtime.db, cache: runtime.service, config: config.hub, redisUrl, maxNarSize: config.maxNarSize, logger });
+  return createHub({
+    db: runtime.db,
+    cache: runtime.service,
+    config: config.hub,
+    redisUrl,
+    maxNarSize: config.maxNarSize,
+    logger,
+  });
 }

@@ -12,7 +12,11 @@ import { USAGE } from './usage.js';
 function takeCommon(argv: string[]): { rest: string[]; dataDir?: string; configFile?: string; listen?: string } {
   const rest: string[] = [];
   const found: { dataDir?: string; configFile?: string; listen?: string } = {};
-  const names: Record<string, 'dataDir' | 'configFile' | 'listen'> = { '--data-dir': 'dataDir', '--config': 'configFile', '--listen': 'listen' };
+  const names: Record<string, 'dataDir' | 'configFile' | 'listen'> = {
+    '--data-dir': 'dataDir',
+    '--config': 'configFile',
+    '--listen': 'listen',
+  };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     const eq = arg.indexOf('=');
@@ -33,7 +37,8 @@ async function main(argv: string[]): Promise<number> {
   const [command, ...args] = argv;
   const { rest, dataDir, configFile, listen } = takeCommon(args);
   // The config (and its schema library) is loaded only by the commands that read it.
-  const config = async (): Promise<Config> => (await import('../config/load.js')).loadConfig({ file: configFile, overrides: { dataDir, listen } });
+  const config = async (): Promise<Config> =>
+    (await import('../config/load.js')).loadConfig({ file: configFile, overrides: { dataDir, listen } });
   const noListen = () => {
     if (listen) throw new UsageError('--listen is only for serve');
   };
@@ -87,7 +92,7 @@ async function main(argv: string[]): Promise<number> {
     case 'help':
     case '--help':
     case '-h':
-      process.stdout.write(USAGE + '\n');
+      process.stdout.write(`${USAGE}\n`);
       return 0;
     default:
       throw new UsageError(`unknown command ${JSON.stringify(command)}`);
@@ -101,7 +106,7 @@ main(process.argv.slice(2)).then(
   (err: unknown) => {
     if (err instanceof UsageError) {
       if (err.message) process.stderr.write(`narhub: ${err.message}\n`);
-      process.stderr.write(USAGE + '\n');
+      process.stderr.write(`${USAGE}\n`);
       process.exitCode = 2;
     } else if (isNarhubError(err)) {
       process.stderr.write(`narhub: ${err.message}\n`);

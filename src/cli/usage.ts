@@ -41,8 +41,12 @@ const COMMON = '[--data-dir DIR] [--config FILE]';
 
 export const USAGE = `usage:
 narhub serve ${COMMON} [--listen HOST:PORT] [--redis-url URL]
-${CACHE_USAGE.split('\n').map((l) => `${l} ${COMMON}`).join('\n')}
-${TOKEN_USAGE.split('\n').map((l) => `${l} ${COMMON}`).join('\n')}
+${CACHE_USAGE.split('\n')
+  .map((l) => `${l} ${COMMON}`)
+  .join('\n')}
+${TOKEN_USAGE.split('\n')
+  .map((l) => `${l} ${COMMON}`)
+  .join('\n')}
 ${REINDEX_USAGE} ${COMMON}
 ${KEYGEN_USAGE}
 ${PUSH_USAGE}

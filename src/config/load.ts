@@ -28,10 +28,16 @@ export function parseConfig(raw: unknown): Config {
     const lines = errors.slice(0, 10).map((e) => {
       const key = e.path === '' ? '(root)' : e.path.replace(/^\//, '').replaceAll('/', '.');
       // TypeBox reports an unknown key as a failure of the parent with the key in the value.
-      if (e.schema && (e.schema as { additionalProperties?: unknown }).additionalProperties === false && typeof e.value === 'object' && e.value !== null) {
+      if (
+        e.schema &&
+        (e.schema as { additionalProperties?: unknown }).additionalProperties === false &&
+        typeof e.value === 'object' &&
+        e.value !== null
+      ) {
         const allowed = Object.keys((e.schema as { properties?: object }).properties ?? {});
         const unknown = Object.keys(e.value as object).filter((k) => !allowed.includes(k));
-        if (unknown.length > 0) return `unknown key ${unknown.map((k) => (key === '(root)' ? k : `${key}.${k}`)).join(', ')}`;
+        if (unknown.length > 0)
+          return `unknown key ${unknown.map((k) => (key === '(root)' ? k : `${key}.${k}`)).join(', ')}`;
       }
       return `${key}: ${e.message}`;
     });
@@ -55,9 +61,14 @@ function explainUnion(error: ValueError): ValueError[] {
   const variants = (error.schema as { anyOf?: TSchema[] }).anyOf;
   const type = (error.value as { type?: unknown } | null)?.type;
   if (!variants || typeof type !== 'string') return [error];
-  const variant = variants.find((v) => (v as { properties?: { type?: { const?: unknown } } }).properties?.type?.const === type);
+  const variant = variants.find(
+    (v) => (v as { properties?: { type?: { const?: unknown } } }).properties?.type?.const === type,
+  );
   if (!variant) return [{ ...error, message: `unknown type ${JSON.stringify(type)}` }];
-  return [...Value.Errors(variant, Value.Default(variant, Value.Clone(error.value)))].map((e) => ({ ...e, path: error.path + e.path }));
+  return [...Value.Errors(variant, Value.Default(variant, Value.Clone(error.value)))].map((e) => ({
+    ...e,
+    path: error.path + e.path,
+  }));
 }
 
 /** Reads the config once, at the edge: file, then environment, then flags. */
@@ -74,7 +85,10 @@ export function loadConfig(sources: ConfigSources): Config {
     try {
       raw = JSON.parse(text) as Record<string, unknown>;
     } catch (err) {
-      throw new NarhubError('CONFIG_INVALID', `config file ${sources.file} is not valid JSON: ${(err as Error).message}`);
+      throw new NarhubError(
+        'CONFIG_INVALID',
+        `config file ${sources.file} is not valid JSON: ${(err as Error).message}`,
+      );
     }
     if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
       throw new NarhubError('CONFIG_INVALID', `config file ${sources.file} must hold a JSON object`);
@@ -89,6 +103,7 @@ export function loadConfig(sources: ConfigSources): Config {
 export function parseListen(listen: string): { host: string; port: number } {
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s]+)):(\d{1,5})$/.exec(listen);
   const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) throw new NarhubError('CONFIG_INVALID', `invalid listen address ${JSON.stringify(listen)}: expected HOST:PORT`);
+  if (!m || port > 65535)
+    throw new NarhubError('CONFIG_INVALID', `invalid listen address ${JSON.stringify(listen)}: expected HOST:PORT`);
   return { host: (m[1] ?? m[2])!, port };
 }

@@ -17,7 +17,12 @@ const CacheDecl = Type.Object(
       default: false,
       description: 'Answer NAR GETs with a redirect to a short-lived presigned storage URL (S3 only).',
     }),
-    redirectExpiry: Type.Integer({ default: 300, minimum: 1, maximum: 604_800, description: 'Seconds a presigned NAR URL stays valid.' }),
+    redirectExpiry: Type.Integer({
+      default: 300,
+      minimum: 1,
+      maximum: 604_800,
+      description: 'Seconds a presigned NAR URL stays valid.',
+    }),
     recompressToZstd: Type.Boolean({
       default: false,
       description: 'Recompress xz and bzip2 NARs uploaded by stock Nix to zstd in the background.',
@@ -42,10 +47,16 @@ const S3Storage = Type.Object(
     endpoint: Type.Optional(Type.String({ description: 'S3-compatible endpoint URL; AWS when unset.' })),
     prefix: Type.String({ default: '', description: 'Key prefix inside the bucket, e.g. `narhub/`.' }),
     forcePathStyle: Type.Boolean({ default: false }),
-    accessKeyIdFile: Type.Optional(Type.String({ description: 'File holding the access key id; the SDK default chain when unset.' })),
+    accessKeyIdFile: Type.Optional(
+      Type.String({ description: 'File holding the access key id; the SDK default chain when unset.' }),
+    ),
     secretAccessKeyFile: Type.Optional(Type.String({ description: 'File holding the secret access key.' })),
     sessionTokenFile: Type.Optional(Type.String()),
-    partSize: Type.Integer({ default: 16 * 1024 ** 2, minimum: 5 * 1024 ** 2, description: 'Multipart part size in bytes.' }),
+    partSize: Type.Integer({
+      default: 16 * 1024 ** 2,
+      minimum: 5 * 1024 ** 2,
+      description: 'Multipart part size in bytes.',
+    }),
     queueSize: Type.Integer({ default: 4, minimum: 1, maximum: 64, description: 'Parts uploaded in parallel.' }),
   },
   { additionalProperties: false },
@@ -63,17 +74,41 @@ const Hub = Type.Object(
   {
     enable: Type.Boolean({ default: false, description: 'Run the build hub (needs Redis).' }),
     redisUrl: Type.Optional(Type.String({ description: 'redis://host:port/db without a password; see redisUrlFile.' })),
-    redisUrlFile: Type.Optional(Type.String({ description: 'File holding the Redis URL (when it carries a password).' })),
+    redisUrlFile: Type.Optional(
+      Type.String({ description: 'File holding the Redis URL (when it carries a password).' }),
+    ),
     evalTimeout: Type.Integer({ default: 600, minimum: 1, description: 'Seconds an evaluation may take.' }),
-    evalMemoryMb: Type.Integer({ default: 4096, minimum: 64, description: 'Address-space limit of an evaluator process, MiB.' }),
-    evalWorkers: Type.Integer({ default: 1, minimum: 1, maximum: 64, description: 'Evaluator processes run in parallel.' }),
+    evalMemoryMb: Type.Integer({
+      default: 4096,
+      minimum: 64,
+      description: 'Address-space limit of an evaluator process, MiB.',
+    }),
+    evalWorkers: Type.Integer({
+      default: 1,
+      minimum: 1,
+      maximum: 64,
+      description: 'Evaluator processes run in parallel.',
+    }),
     cancelSuperseded: Type.Boolean({
       default: true,
       description: 'A newer evaluation of a project and branch cancels builds only older ones still need.',
     }),
-    buildTimeout: Type.Integer({ default: 36_000, minimum: 1, description: 'Default wall-clock limit of a build, seconds.' }),
-    maxSilent: Type.Integer({ default: 3_600, minimum: 1, description: 'Default limit on a build printing nothing, seconds.' }),
-    buildAttempts: Type.Integer({ default: 3, minimum: 1, maximum: 20, description: 'Tries per build on infrastructure failures.' }),
+    buildTimeout: Type.Integer({
+      default: 36_000,
+      minimum: 1,
+      description: 'Default wall-clock limit of a build, seconds.',
+    }),
+    maxSilent: Type.Integer({
+      default: 3_600,
+      minimum: 1,
+      description: 'Default limit on a build printing nothing, seconds.',
+    }),
+    buildAttempts: Type.Integer({
+      default: 3,
+      minimum: 1,
+      maximum: 20,
+      description: 'Tries per build on infrastructure failures.',
+    }),
   },
   { additionalProperties: false },
 );
@@ -84,17 +119,41 @@ export const ConfigSchema = Type.Object(
     listen: Type.String({ default: '127.0.0.1:8080', description: 'HOST:PORT to listen on.' }),
     publicUrl: Type.Optional(Type.String({ description: 'Base URL clients use, for printed substituter URLs.' })),
     logLevel: Type.Union(
-      [Type.Literal('fatal'), Type.Literal('error'), Type.Literal('warn'), Type.Literal('info'), Type.Literal('debug'), Type.Literal('trace'), Type.Literal('silent')],
+      [
+        Type.Literal('fatal'),
+        Type.Literal('error'),
+        Type.Literal('warn'),
+        Type.Literal('info'),
+        Type.Literal('debug'),
+        Type.Literal('trace'),
+        Type.Literal('silent'),
+      ],
       { default: 'info' },
     ),
     logRequests: Type.Boolean({
       default: false,
       description: 'Log every HTTP request at info (two lines per request; costly at high request rates).',
     }),
-    maxNarSize: Type.Integer({ default: 64 * 1024 ** 3, minimum: 1, description: 'Largest accepted NAR upload, in bytes.' }),
-    maxSmallFileSize: Type.Integer({ default: 64 * 1024 ** 2, minimum: 1, description: 'Largest narinfo, log, listing or realisation upload.' }),
-    pendingGracePeriod: Type.Integer({ default: 86_400, minimum: 0, description: 'Seconds an unclaimed NAR upload is kept.' }),
-    gcInterval: Type.Integer({ default: 3_600, minimum: 1, description: 'Seconds between sweeps of unclaimed uploads.' }),
+    maxNarSize: Type.Integer({
+      default: 64 * 1024 ** 3,
+      minimum: 1,
+      description: 'Largest accepted NAR upload, in bytes.',
+    }),
+    maxSmallFileSize: Type.Integer({
+      default: 64 * 1024 ** 2,
+      minimum: 1,
+      description: 'Largest narinfo, log, listing or realisation upload.',
+    }),
+    pendingGracePeriod: Type.Integer({
+      default: 86_400,
+      minimum: 0,
+      description: 'Seconds an unclaimed NAR upload is kept.',
+    }),
+    gcInterval: Type.Integer({
+      default: 3_600,
+      minimum: 1,
+      description: 'Seconds between sweeps of unclaimed uploads.',
+    }),
     supersededGracePeriod: Type.Integer({
       default: 40 * 86_400,
       minimum: 0,

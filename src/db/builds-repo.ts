@@ -45,18 +45,55 @@ export interface NewBuild {
 }
 
 interface RawBuild {
-  drv_hash: string; drv_path: string; system: string; required_features: string; outputs: string; queue: string; cache_id: number;
-  cache_name: string; status: BuildStatus; enqueued: number; priority: number; attempt: number; spoke: string | null;
-  failure_kind: FailureKind | null; error: string | null; failed_dep: string | null; log_path: string | null; progress: string | null;
-  created_at: number; enqueued_at: number | null; started_at: number | null; finished_at: number | null; updated_at: number;
+  drv_hash: string;
+  drv_path: string;
+  system: string;
+  required_features: string;
+  outputs: string;
+  queue: string;
+  cache_id: number;
+  cache_name: string;
+  status: BuildStatus;
+  enqueued: number;
+  priority: number;
+  attempt: number;
+  spoke: string | null;
+  failure_kind: FailureKind | null;
+  error: string | null;
+  failed_dep: string | null;
+  log_path: string | null;
+  progress: string | null;
+  created_at: number;
+  enqueued_at: number | null;
+  started_at: number | null;
+  finished_at: number | null;
+  updated_at: number;
 }
 
 const toBuild = (r: RawBuild): BuildRow => ({
-  drvHash: r.drv_hash, drvPath: r.drv_path, system: r.system, requiredFeatures: JSON.parse(r.required_features) as string[],
-  outputs: JSON.parse(r.outputs) as Record<string, string>, queue: r.queue, cacheId: r.cache_id, cacheName: r.cache_name, status: r.status,
-  enqueued: r.enqueued === 1, priority: r.priority, attempt: r.attempt, spoke: r.spoke, failureKind: r.failure_kind, error: r.error,
-  failedDep: r.failed_dep, logPath: r.log_path, progress: r.progress === null ? null : (JSON.parse(r.progress) as unknown),
-  createdAt: r.created_at, enqueuedAt: r.enqueued_at, startedAt: r.started_at, finishedAt: r.finished_at, updatedAt: r.updated_at,
+  drvHash: r.drv_hash,
+  drvPath: r.drv_path,
+  system: r.system,
+  requiredFeatures: JSON.parse(r.required_features) as string[],
+  outputs: JSON.parse(r.outputs) as Record<string, string>,
+  queue: r.queue,
+  cacheId: r.cache_id,
+  cacheName: r.cache_name,
+  status: r.status,
+  enqueued: r.enqueued === 1,
+  priority: r.priority,
+  attempt: r.attempt,
+  spoke: r.spoke,
+  failureKind: r.failure_kind,
+  error: r.error,
+  failedDep: r.failed_dep,
+  logPath: r.log_path,
+  progress: r.progress === null ? null : (JSON.parse(r.progress) as unknown),
+  createdAt: r.created_at,
+  enqueuedAt: r.enqueued_at,
+  startedAt: r.started_at,
+  finishedAt: r.finished_at,
+  updatedAt: r.updated_at,
 });
 
 const SELECT = 'SELECT b.*, c.name AS cache_name FROM builds b JOIN caches c ON c.id = b.cache_id';
@@ -68,38 +105,66 @@ const SELECT = 'SELECT b.*, c.name AS cache_name FROM builds b JOIN caches c ON 
  */
 export function createBuildsRepo(db: Database) {
   const byHash = db.prepare<[string], RawBuild>(`${SELECT} WHERE b.drv_hash = ?`);
-  const byOutput = db.prepare<[string], RawBuild>(`${SELECT} JOIN build_outputs o ON o.drv_hash = b.drv_hash WHERE o.hash_part = ?`);
+  const byOutput = db.prepare<[string], RawBuild>(
+    `${SELECT} JOIN build_outputs o ON o.drv_hash = b.drv_hash WHERE o.hash_part = ?`,
+  );
   const open = db.prepare<[], RawBuild>(`${SELECT} WHERE b.status IN ('queued', 'running') ORDER BY b.created_at`);
   const listAll = db.prepare<[number], RawBuild>(`${SELECT} ORDER BY b.updated_at DESC LIMIT ?`);
-  const listStatus = db.prepare<[string, number], RawBuild>(`${SELECT} WHERE b.status = ? ORDER BY b.updated_at DESC LIMIT ?`);
-  const insert = db.prepare(`INSERT INTO builds (drv_hash, drv_path, system, required_features, outputs, queue, cache_id, status, priority,
+  const listStatus = db.prepare<[string, number], RawBuild>(
+    `${SELECT} WHERE b.status = ? ORDER BY b.updated_at DESC LIMIT ?`,
+  );
+  const insert =
+    db.prepare(`INSERT INTO builds (drv_hash, drv_path, system, required_features, outputs, queue, cache_id, status, priority,
     attempt, created_at, updated_at) VALUES (@drvHash, @drvPath, @system, @requiredFeatures, @outputs, @queue, @cacheId, 'queued', @priority, 1, @now, @now)`);
   const insertOutput = db.prepare('INSERT OR IGNORE INTO build_outputs (hash_part, drv_hash, name) VALUES (?, ?, ?)');
-  const requeue = db.prepare(`UPDATE builds SET status = 'queued', enqueued = 0, attempt = attempt + @bump, cache_id = @cacheId,
+  const requeue =
+    db.prepare(`UPDATE builds SET status = 'queued', enqueued = 0, attempt = attempt + @bump, cache_id = @cacheId,
     priority = max(priority, @priority), spoke = NULL, failure_kind = NULL, error = NULL, failed_dep = NULL, progress = NULL,
     enqueued_at = NULL, started_at = NULL, finished_at = NULL, updated_at = @now WHERE drv_hash = @drvHash`);
-  const raisePriority = db.prepare('UPDATE builds SET priority = ?, updated_at = ? WHERE drv_hash = ? AND priority < ?');
-  const markEnqueued = db.prepare(`UPDATE builds SET enqueued = 1, enqueued_at = ?, updated_at = ? WHERE drv_hash = ? AND status = 'queued' AND enqueued = 0`);
-  const markUnenqueued = db.prepare(`UPDATE builds SET enqueued = 0, updated_at = ? WHERE drv_hash = ? AND status = 'queued'`);
-  const markRunning = db.prepare(`UPDATE builds SET status = 'running', started_at = coalesce(?, started_at), spoke = coalesce(?, spoke), updated_at = ?
+  const raisePriority = db.prepare(
+    'UPDATE builds SET priority = ?, updated_at = ? WHERE drv_hash = ? AND priority < ?',
+  );
+  const markEnqueued = db.prepare(
+    `UPDATE builds SET enqueued = 1, enqueued_at = ?, updated_at = ? WHERE drv_hash = ? AND status = 'queued' AND enqueued = 0`,
+  );
+  const markUnenqueued = db.prepare(
+    `UPDATE builds SET enqueued = 0, updated_at = ? WHERE drv_hash = ? AND status = 'queued'`,
+  );
+  const markRunning =
+    db.prepare(`UPDATE builds SET status = 'running', started_at = coalesce(?, started_at), spoke = coalesce(?, spoke), updated_at = ?
     WHERE drv_hash = ? AND attempt = ? AND status IN ('queued', 'running')`);
-  const markWaiting = db.prepare(`UPDATE builds SET status = 'queued', updated_at = ? WHERE drv_hash = ? AND attempt = ? AND status = 'running'`);
-  const succeed = db.prepare(`UPDATE builds SET status = 'succeeded', outputs = coalesce(@outputs, outputs), spoke = coalesce(@spoke, spoke),
+  const markWaiting = db.prepare(
+    `UPDATE builds SET status = 'queued', updated_at = ? WHERE drv_hash = ? AND attempt = ? AND status = 'running'`,
+  );
+  const succeed =
+    db.prepare(`UPDATE builds SET status = 'succeeded', outputs = coalesce(@outputs, outputs), spoke = coalesce(@spoke, spoke),
     started_at = coalesce(@startedAt, started_at), finished_at = @finishedAt, log_path = @logPath, failure_kind = NULL, error = NULL,
     updated_at = @now WHERE drv_hash = @drvHash AND attempt = @attempt AND status IN ('queued', 'running', 'cancelled')`);
-  const fail = db.prepare(`UPDATE builds SET status = @status, failure_kind = @kind, error = @error, spoke = coalesce(@spoke, spoke),
+  const fail =
+    db.prepare(`UPDATE builds SET status = @status, failure_kind = @kind, error = @error, spoke = coalesce(@spoke, spoke),
     finished_at = @now, updated_at = @now WHERE drv_hash = @drvHash AND attempt = @attempt AND status IN ('queued', 'running', 'cancelled')`);
-  const depFail = db.prepare(`UPDATE builds SET status = 'dependency-failed', failed_dep = ?, finished_at = ?, updated_at = ?
+  const depFail =
+    db.prepare(`UPDATE builds SET status = 'dependency-failed', failed_dep = ?, finished_at = ?, updated_at = ?
     WHERE drv_hash = ? AND status = 'queued' AND enqueued = 0`);
-  const cancel = db.prepare(`UPDATE builds SET status = 'cancelled', failure_kind = 'cancelled', error = ?, finished_at = ?, updated_at = ?
+  const cancel =
+    db.prepare(`UPDATE builds SET status = 'cancelled', failure_kind = 'cancelled', error = ?, finished_at = ?, updated_at = ?
     WHERE drv_hash = ? AND status IN ('queued', 'running')`);
   const setProgress = db.prepare('UPDATE builds SET progress = ?, updated_at = ? WHERE drv_hash = ?');
   const addDep = db.prepare('INSERT OR IGNORE INTO build_deps (drv_hash, input_hash) VALUES (?, ?)');
-  const depsOf = db.prepare<[string], { hash: string; status: BuildStatus }>(`SELECT d.input_hash AS hash, b.status FROM build_deps d
+  const depsOf = db.prepare<
+    [string],
+    { hash: string; status: BuildStatus }
+  >(`SELECT d.input_hash AS hash, b.status FROM build_deps d
     JOIN builds b ON b.drv_hash = d.input_hash WHERE d.drv_hash = ?`);
-  const inputsOf = db.prepare<[string], { drv_path: string; outputs: string }>(`SELECT b.drv_path, b.outputs FROM build_deps d
+  const inputsOf = db.prepare<
+    [string],
+    { drv_path: string; outputs: string }
+  >(`SELECT b.drv_path, b.outputs FROM build_deps d
     JOIN builds b ON b.drv_hash = d.input_hash WHERE d.drv_hash = ?`);
-  const dependentsOf = db.prepare<[string], { hash: string; status: BuildStatus; enqueued: number }>(`SELECT d.drv_hash AS hash, b.status, b.enqueued
+  const dependentsOf = db.prepare<
+    [string],
+    { hash: string; status: BuildStatus; enqueued: number }
+  >(`SELECT d.drv_hash AS hash, b.status, b.enqueued
     FROM build_deps d JOIN builds b ON b.drv_hash = d.drv_hash WHERE d.input_hash = ?`);
 
   return {
@@ -118,7 +183,12 @@ export function createBuildsRepo(db: Database) {
     },
     insert(b: NewBuild): void {
       const now = Date.now();
-      insert.run({ ...b, requiredFeatures: JSON.stringify(b.requiredFeatures), outputs: JSON.stringify(b.outputs), now });
+      insert.run({
+        ...b,
+        requiredFeatures: JSON.stringify(b.requiredFeatures),
+        outputs: JSON.stringify(b.outputs),
+        now,
+      });
       for (const [name, path] of Object.entries(b.outputs)) insertOutput.run(path.slice(0, 32), b.drvHash, name);
     },
     /** Back to queued for a new try (`bump`: count it as a new attempt). */
@@ -142,12 +212,28 @@ export function createBuildsRepo(db: Database) {
     markWaiting(drvHash: string, attempt: number): boolean {
       return markWaiting.run(Date.now(), drvHash, attempt).changes > 0;
     },
-    succeed(drvHash: string, attempt: number, r: { outputs: Record<string, string> | null; spoke: string | null; startedAt: number | null; finishedAt: number; logPath: string | null }): boolean {
-      return succeed.run({ drvHash, attempt, ...r, outputs: r.outputs && JSON.stringify(r.outputs), now: Date.now() }).changes > 0;
+    succeed(
+      drvHash: string,
+      attempt: number,
+      r: {
+        outputs: Record<string, string> | null;
+        spoke: string | null;
+        startedAt: number | null;
+        finishedAt: number;
+        logPath: string | null;
+      },
+    ): boolean {
+      return (
+        succeed.run({ drvHash, attempt, ...r, outputs: r.outputs && JSON.stringify(r.outputs), now: Date.now() })
+          .changes > 0
+      );
     },
     fail(drvHash: string, attempt: number, r: { kind: FailureKind; error: string; spoke: string | null }): boolean {
       const status: BuildStatus = r.kind === 'cancelled' ? 'cancelled' : 'failed';
-      return fail.run({ drvHash, attempt, status, kind: r.kind, error: r.error, spoke: r.spoke, now: Date.now() }).changes > 0;
+      return (
+        fail.run({ drvHash, attempt, status, kind: r.kind, error: r.error, spoke: r.spoke, now: Date.now() }).changes >
+        0
+      );
     },
     dependencyFail(drvHash: string, failedDep: string): boolean {
       const now = Date.now();
@@ -168,7 +254,9 @@ export function createBuildsRepo(db: Database) {
     },
     /** The input builds of a build: their `.drv` basename and outputs (name -> basename). */
     inputs(drvHash: string): { drvPath: string; outputs: Record<string, string> }[] {
-      return inputsOf.all(drvHash).map((r) => ({ drvPath: r.drv_path, outputs: JSON.parse(r.outputs) as Record<string, string> }));
+      return inputsOf
+        .all(drvHash)
+        .map((r) => ({ drvPath: r.drv_path, outputs: JSON.parse(r.outputs) as Record<string, string> }));
     },
     dependents(drvHash: string): { hash: string; status: BuildStatus; enqueued: boolean }[] {
       return dependentsOf.all(drvHash).map((r) => ({ ...r, enqueued: r.enqueued === 1 }));

@@ -25,17 +25,43 @@ export interface SigningKeyRow {
 }
 
 interface RawCache {
-  id: number; name: string; private: number; priority: number; created_at: number;
-  redirect_nars: number; redirect_expiry: number; recompress_to_zstd: number;
+  id: number;
+  name: string;
+  private: number;
+  priority: number;
+  created_at: number;
+  redirect_nars: number;
+  redirect_expiry: number;
+  recompress_to_zstd: number;
 }
-interface RawKey { id: number; cache_id: number; name: string; public_key: string; secret_key_file: string; generation: number; active: number }
+interface RawKey {
+  id: number;
+  cache_id: number;
+  name: string;
+  public_key: string;
+  secret_key_file: string;
+  generation: number;
+  active: number;
+}
 
 const toCache = (r: RawCache): CacheRow => ({
-  id: r.id, name: r.name, private: r.private === 1, priority: r.priority, createdAt: r.created_at,
-  redirectNars: r.redirect_nars === 1, redirectExpiry: r.redirect_expiry, recompressToZstd: r.recompress_to_zstd === 1,
+  id: r.id,
+  name: r.name,
+  private: r.private === 1,
+  priority: r.priority,
+  createdAt: r.created_at,
+  redirectNars: r.redirect_nars === 1,
+  redirectExpiry: r.redirect_expiry,
+  recompressToZstd: r.recompress_to_zstd === 1,
 });
 const toKey = (r: RawKey): SigningKeyRow => ({
-  id: r.id, cacheId: r.cache_id, name: r.name, publicKey: r.public_key, secretKeyFile: r.secret_key_file, generation: r.generation, active: r.active === 1,
+  id: r.id,
+  cacheId: r.cache_id,
+  name: r.name,
+  publicKey: r.public_key,
+  secretKeyFile: r.secret_key_file,
+  generation: r.generation,
+  active: r.active === 1,
 });
 
 function sqlSettings(s: CacheSettingsRow) {
@@ -52,7 +78,8 @@ function sqlSettings(s: CacheSettingsRow) {
 export function createCachesRepo(db: Database) {
   const byName = db.prepare<[string], RawCache>('SELECT * FROM caches WHERE name = ?');
   const all = db.prepare<[], RawCache>('SELECT * FROM caches ORDER BY name');
-  const insert = db.prepare(`INSERT INTO caches (name, private, priority, redirect_nars, redirect_expiry, recompress_to_zstd, created_at)
+  const insert =
+    db.prepare(`INSERT INTO caches (name, private, priority, redirect_nars, redirect_expiry, recompress_to_zstd, created_at)
     VALUES (@name, @private, @priority, @redirectNars, @redirectExpiry, @recompressToZstd, @createdAt)`);
   const update = db.prepare(`UPDATE caches SET private = @private, priority = @priority, redirect_nars = @redirectNars,
     redirect_expiry = @redirectExpiry, recompress_to_zstd = @recompressToZstd WHERE id = @id`);

@@ -31,20 +31,55 @@ export interface EvalJobRow {
 }
 
 interface RawEvaluation {
-  id: number; project_id: number; ref: string | null; flake_url: string; locked_url: string | null; revision: string | null;
-  status: EvaluationStatus; priority: number; error: string | null; superseded_by: number | null; created_at: number;
-  started_at: number | null; evaluated_at: number | null; finished_at: number | null;
+  id: number;
+  project_id: number;
+  ref: string | null;
+  flake_url: string;
+  locked_url: string | null;
+  revision: string | null;
+  status: EvaluationStatus;
+  priority: number;
+  error: string | null;
+  superseded_by: number | null;
+  created_at: number;
+  started_at: number | null;
+  evaluated_at: number | null;
+  finished_at: number | null;
 }
-interface RawJob { eval_id: number; attr: string; system: string | null; drv_path: string | null; drv_hash: string | null; outputs: string | null; error: string | null }
+interface RawJob {
+  eval_id: number;
+  attr: string;
+  system: string | null;
+  drv_path: string | null;
+  drv_hash: string | null;
+  outputs: string | null;
+  error: string | null;
+}
 
 const toEvaluation = (r: RawEvaluation): EvaluationRow => ({
-  id: r.id, projectId: r.project_id, ref: r.ref, flakeUrl: r.flake_url, lockedUrl: r.locked_url, revision: r.revision, status: r.status,
-  priority: r.priority, error: r.error, supersededBy: r.superseded_by, createdAt: r.created_at, startedAt: r.started_at,
-  evaluatedAt: r.evaluated_at, finishedAt: r.finished_at,
+  id: r.id,
+  projectId: r.project_id,
+  ref: r.ref,
+  flakeUrl: r.flake_url,
+  lockedUrl: r.locked_url,
+  revision: r.revision,
+  status: r.status,
+  priority: r.priority,
+  error: r.error,
+  supersededBy: r.superseded_by,
+  createdAt: r.created_at,
+  startedAt: r.started_at,
+  evaluatedAt: r.evaluated_at,
+  finishedAt: r.finished_at,
 });
 const toJob = (r: RawJob): EvalJobRow => ({
-  evalId: r.eval_id, attr: r.attr, system: r.system, drvPath: r.drv_path, drvHash: r.drv_hash,
-  outputs: r.outputs === null ? null : (JSON.parse(r.outputs) as Record<string, string>), error: r.error,
+  evalId: r.eval_id,
+  attr: r.attr,
+  system: r.system,
+  drvPath: r.drv_path,
+  drvHash: r.drv_hash,
+  outputs: r.outputs === null ? null : (JSON.parse(r.outputs) as Record<string, string>),
+  error: r.error,
 });
 
 /** Evaluations, the job (attribute) rows they produced, and the builds each one needs. */
@@ -52,34 +87,56 @@ export function createEvaluationsRepo(db: Database) {
   const insert = db.prepare(`INSERT INTO evaluations (project_id, ref, flake_url, status, priority, created_at)
     VALUES (@projectId, @ref, @flakeUrl, 'pending', @priority, @now)`);
   const byId = db.prepare<[number], RawEvaluation>('SELECT * FROM evaluations WHERE id = ?');
-  const ofProject = db.prepare<[number, number], RawEvaluation>('SELECT * FROM evaluations WHERE project_id = ? ORDER BY id DESC LIMIT ?');
-  const live = db.prepare<[], RawEvaluation>(`SELECT * FROM evaluations WHERE status IN ('pending', 'evaluating', 'building') ORDER BY id`);
+  const ofProject = db.prepare<[number, number], RawEvaluation>(
+    'SELECT * FROM evaluations WHERE project_id = ? ORDER BY id DESC LIMIT ?',
+  );
+  const live = db.prepare<[], RawEvaluation>(
+    `SELECT * FROM evaluations WHERE status IN ('pending', 'evaluating', 'building') ORDER BY id`,
+  );
   const setStatus = db.prepare('UPDATE evaluations SET status = ? WHERE id = ?');
-  const start = db.prepare(`UPDATE evaluations SET status = 'evaluating', started_at = ?, error = NULL, locked_url = NULL, revision = NULL,
+  const start =
+    db.prepare(`UPDATE evaluations SET status = 'evaluating', started_at = ?, error = NULL, locked_url = NULL, revision = NULL,
     evaluated_at = NULL, finished_at = NULL WHERE id = ?`);
   const locked = db.prepare('UPDATE evaluations SET locked_url = ?, revision = ? WHERE id = ?');
   const evaluated = db.prepare(`UPDATE evaluations SET status = 'building', evaluated_at = ? WHERE id = ?`);
-  const finish = db.prepare('UPDATE evaluations SET status = ?, error = COALESCE(?, error), finished_at = ? WHERE id = ?');
+  const finish = db.prepare(
+    'UPDATE evaluations SET status = ?, error = COALESCE(?, error), finished_at = ? WHERE id = ?',
+  );
   const supersede = db.prepare('UPDATE evaluations SET superseded_by = ? WHERE id = ? AND superseded_by IS NULL');
   const olderLive = db.prepare<[number, string | null, number], RawEvaluation>(`SELECT * FROM evaluations
     WHERE project_id = ? AND ref IS ? AND id < ? AND status IN ('pending', 'evaluating', 'building') AND superseded_by IS NULL ORDER BY id`);
   const clearJobs = db.prepare<[number]>('DELETE FROM eval_jobs WHERE eval_id = ?');
   const clearBuilds = db.prepare<[number]>('DELETE FROM eval_builds WHERE eval_id = ?');
-  const insertJob = db.prepare(`INSERT OR REPLACE INTO eval_jobs (eval_id, attr, system, drv_path, drv_hash, outputs, error)
+  const insertJob =
+    db.prepare(`INSERT OR REPLACE INTO eval_jobs (eval_id, attr, system, drv_path, drv_hash, outputs, error)
     VALUES (@evalId, @attr, @system, @drvPath, @drvHash, @outputs, @error)`);
   const jobsOf = db.prepare<[number], RawJob>('SELECT * FROM eval_jobs WHERE eval_id = ? ORDER BY attr');
   const linkBuild = db.prepare('INSERT OR IGNORE INTO eval_builds (eval_id, drv_hash) VALUES (?, ?)');
   const buildsOf = db.prepare<[number], { drv_hash: string }>('SELECT drv_hash FROM eval_builds WHERE eval_id = ?');
-  const liveNeeding = db.prepare<[string], { eval_id: number }>(`SELECT eb.eval_id FROM eval_builds eb JOIN evaluations e ON e.id = eb.eval_id
+  const liveNeeding = db.prepare<
+    [string],
+    { eval_id: number }
+  >(`SELECT eb.eval_id FROM eval_builds eb JOIN evaluations e ON e.id = eb.eval_id
     WHERE eb.drv_hash = ? AND e.status IN ('pending', 'evaluating', 'building')`);
-  const keptNeeding = db.prepare<[string], { eval_id: number }>(`SELECT eb.eval_id FROM eval_builds eb JOIN evaluations e ON e.id = eb.eval_id
+  const keptNeeding = db.prepare<
+    [string],
+    { eval_id: number }
+  >(`SELECT eb.eval_id FROM eval_builds eb JOIN evaluations e ON e.id = eb.eval_id
     WHERE eb.drv_hash = ? AND e.status IN ('pending', 'evaluating', 'building') AND e.superseded_by IS NULL`);
-  const finishedNeeding = db.prepare<[string], { eval_id: number }>(`SELECT eb.eval_id FROM eval_builds eb JOIN evaluations e ON e.id = eb.eval_id
+  const finishedNeeding = db.prepare<
+    [string],
+    { eval_id: number }
+  >(`SELECT eb.eval_id FROM eval_builds eb JOIN evaluations e ON e.id = eb.eval_id
     WHERE eb.drv_hash = ? AND e.status IN ('failed', 'cancelled')`);
-  const reopen = db.prepare(`UPDATE evaluations SET status = 'building', finished_at = NULL WHERE id = ? AND status IN ('failed', 'cancelled')`);
+  const reopen = db.prepare(
+    `UPDATE evaluations SET status = 'building', finished_at = NULL WHERE id = ? AND status IN ('failed', 'cancelled')`,
+  );
   // Walks the (few) open builds and stops at the first of this evaluation's: cheap whether the
   // evaluation has thousands of builds or none open, unlike counting them all.
-  const anyOpen = db.prepare<[number], { one: number }>(`SELECT 1 AS one FROM builds b WHERE b.status IN ('queued', 'running')
+  const anyOpen = db.prepare<
+    [number],
+    { one: number }
+  >(`SELECT 1 AS one FROM builds b WHERE b.status IN ('queued', 'running')
     AND EXISTS (SELECT 1 FROM eval_builds eb WHERE eb.drv_hash = b.drv_hash AND eb.eval_id = ?) LIMIT 1`);
   const counts = db.prepare<[number], { status: string; n: number }>(`SELECT b.status, count(*) AS n FROM eval_builds eb
     JOIN builds b ON b.drv_hash = eb.drv_hash WHERE eb.eval_id = ? GROUP BY b.status`);

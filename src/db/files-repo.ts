@@ -10,17 +10,52 @@ export interface FileRow {
   contentEncoding: string | null;
 }
 
-interface KindTable { table: string; keyColumn: string; extraWhere: string; extraValues: string[]; contentType: string | null }
+interface KindTable {
+  table: string;
+  keyColumn: string;
+  extraWhere: string;
+  extraValues: string[];
+  contentType: string | null;
+}
 
 const TABLES: Record<FileKind, KindTable> = {
   log: { table: 'logs', keyColumn: 'drv', extraWhere: '', extraValues: [], contentType: null },
-  listing: { table: 'listings', keyColumn: 'hash_part', extraWhere: '', extraValues: [], contentType: 'application/json' },
-  realisation: { table: 'realisations', keyColumn: 'id', extraWhere: " AND layout = 'realisations'", extraValues: ['realisations'], contentType: 'application/json' },
-  'build-trace': { table: 'realisations', keyColumn: 'id', extraWhere: " AND layout = 'build-trace-v2'", extraValues: ['build-trace-v2'], contentType: 'application/json' },
-  debuginfo: { table: 'debuginfo', keyColumn: 'build_id', extraWhere: '', extraValues: [], contentType: 'application/json' },
+  listing: {
+    table: 'listings',
+    keyColumn: 'hash_part',
+    extraWhere: '',
+    extraValues: [],
+    contentType: 'application/json',
+  },
+  realisation: {
+    table: 'realisations',
+    keyColumn: 'id',
+    extraWhere: " AND layout = 'realisations'",
+    extraValues: ['realisations'],
+    contentType: 'application/json',
+  },
+  'build-trace': {
+    table: 'realisations',
+    keyColumn: 'id',
+    extraWhere: " AND layout = 'build-trace-v2'",
+    extraValues: ['build-trace-v2'],
+    contentType: 'application/json',
+  },
+  debuginfo: {
+    table: 'debuginfo',
+    keyColumn: 'build_id',
+    extraWhere: '',
+    extraValues: [],
+    contentType: 'application/json',
+  },
 };
 
-interface RawFile { storage_key: string; size: number; content_type?: string; content_encoding?: string | null }
+interface RawFile {
+  storage_key: string;
+  size: number;
+  content_type?: string;
+  content_encoding?: string | null;
+}
 
 /** Logs, listings, realisations and debuginfo entries: metadata rows pointing at blobs. */
 export function createFilesRepo(db: Database) {
@@ -29,9 +64,13 @@ export function createFilesRepo(db: Database) {
   const upserters = new Map<FileKind, (cacheId: number, name: string, row: FileRow) => void>();
 
   for (const [kind, t] of Object.entries(TABLES) as [FileKind, KindTable][]) {
-    const get = db.prepare<[number, string], RawFile>(`SELECT * FROM ${t.table} WHERE cache_id = ? AND ${t.keyColumn} = ?${t.extraWhere}`);
+    const get = db.prepare<[number, string], RawFile>(
+      `SELECT * FROM ${t.table} WHERE cache_id = ? AND ${t.keyColumn} = ?${t.extraWhere}`,
+    );
     getters.set(kind, (cacheId, name) => get.get(cacheId, name));
-    const count = db.prepare<[number], { n: number }>(`SELECT count(*) AS n FROM ${t.table} WHERE cache_id = ?${t.extraWhere}`);
+    const count = db.prepare<[number], { n: number }>(
+      `SELECT count(*) AS n FROM ${t.table} WHERE cache_id = ?${t.extraWhere}`,
+    );
     counters.set(kind, (cacheId) => count.get(cacheId)?.n ?? 0);
     const cols = ['cache_id', t.keyColumn, 'storage_key', 'size', 'created_at'];
     if (kind === 'log') cols.push('content_type');

@@ -81,13 +81,20 @@ function run(db: Database, migration: MigrationFile): void {
     throw new NarhubError('INTERNAL', `migration ${migration.file} failed: ${messageOf(err)}`, { cause: err });
   }
   if (!db.inTransaction) {
-    throw new NarhubError('CONFIG_INVALID', `migration ${migration.file} ended the transaction itself; remove its BEGIN/COMMIT statements`);
+    throw new NarhubError(
+      'CONFIG_INVALID',
+      `migration ${migration.file} ended the transaction itself; remove its BEGIN/COMMIT statements`,
+    );
   }
   const violations = db.pragma('foreign_key_check') as unknown[];
   if (violations.length > 0) {
-    throw new NarhubError('INTERNAL', `migration ${migration.file} leaves ${violations.length} foreign key violation(s)`, {
-      details: { violations: violations.slice(0, 10) },
-    });
+    throw new NarhubError(
+      'INTERNAL',
+      `migration ${migration.file} leaves ${violations.length} foreign key violation(s)`,
+      {
+        details: { violations: violations.slice(0, 10) },
+      },
+    );
   }
   db.prepare('INSERT INTO schema_migrations (version, name, sha256, applied_at) VALUES (?, ?, ?, ?)').run(
     migration.version,
@@ -154,7 +161,9 @@ function readMigrations(dir: string): MigrationFile[] {
   try {
     names = readdirSync(dir);
   } catch (err) {
-    throw new NarhubError('CONFIG_INVALID', `cannot read migrations directory ${dir}: ${messageOf(err)}`, { cause: err });
+    throw new NarhubError('CONFIG_INVALID', `cannot read migrations directory ${dir}: ${messageOf(err)}`, {
+      cause: err,
+    });
   }
   const files: MigrationFile[] = [];
   const seen = new Map<number, string>();
@@ -175,7 +184,9 @@ function readMigrations(dir: string): MigrationFile[] {
     try {
       bytes = readFileSync(join(dir, file));
     } catch (err) {
-      throw new NarhubError('CONFIG_INVALID', `cannot read migration ${file} in ${dir}: ${messageOf(err)}`, { cause: err });
+      throw new NarhubError('CONFIG_INVALID', `cannot read migration ${file} in ${dir}: ${messageOf(err)}`, {
+        cause: err,
+      });
     }
     files.push({
       version,
@@ -202,9 +213,13 @@ function beginImmediate(db: Database): void {
     } catch (err) {
       if (!isBusy(err)) throw err;
       if (Date.now() >= deadline) {
-        throw new NarhubError('UNAVAILABLE', `the database stayed locked by another process for ${LOCK_WAIT_MS / 1000}s while migrating`, {
-          cause: err,
-        });
+        throw new NarhubError(
+          'UNAVAILABLE',
+          `the database stayed locked by another process for ${LOCK_WAIT_MS / 1000}s while migrating`,
+          {
+            cause: err,
+          },
+        );
       }
       // Keeps a connection opened with no busy timeout from spinning.
       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);

@@ -20,15 +20,35 @@ export interface NarRow {
 }
 
 interface RawNar {
-  id: number; cache_id: number; file_name: string; storage_key: string; compression: string; file_hash: string;
-  file_size: number; nar_hash: string; nar_size: number; listing_key: string | null; state: NarState; created_at: number;
+  id: number;
+  cache_id: number;
+  file_name: string;
+  storage_key: string;
+  compression: string;
+  file_hash: string;
+  file_size: number;
+  nar_hash: string;
+  nar_size: number;
+  listing_key: string | null;
+  state: NarState;
+  created_at: number;
   superseded_at?: number | null;
 }
 
 const toNar = (r: RawNar): NarRow => ({
-  id: r.id, cacheId: r.cache_id, fileName: r.file_name, storageKey: r.storage_key, compression: r.compression,
-  fileHash: r.file_hash, fileSize: r.file_size, narHash: r.nar_hash, narSize: r.nar_size, listingKey: r.listing_key,
-  state: r.state, createdAt: r.created_at, supersededAt: r.superseded_at ?? null,
+  id: r.id,
+  cacheId: r.cache_id,
+  fileName: r.file_name,
+  storageKey: r.storage_key,
+  compression: r.compression,
+  fileHash: r.file_hash,
+  fileSize: r.file_size,
+  narHash: r.nar_hash,
+  narSize: r.nar_size,
+  listingKey: r.listing_key,
+  state: r.state,
+  createdAt: r.created_at,
+  supersededAt: r.superseded_at ?? null,
 });
 
 export type NewNar = Omit<NarRow, 'id' | 'state' | 'createdAt' | 'supersededAt'>;

@@ -60,7 +60,12 @@ function switchToWal(db: Database): unknown {
       return db.pragma('journal_mode = WAL', { simple: true });
     } catch (err) {
       if (!isBusy(err) || Date.now() > deadline) throw err;
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, Math.min(200, 5 + attempt * 10 + Math.random() * 20));
+      Atomics.wait(
+        new Int32Array(new SharedArrayBuffer(4)),
+        0,
+        0,
+        Math.min(200, 5 + attempt * 10 + Math.random() * 20),
+      );
     }
   }
 }

@@ -12,11 +12,25 @@ export interface PathRow {
 }
 
 interface RawPath {
-  id: number; cache_id: number; hash_part: string; name: string; nar_id: number; deriver: string | null; ca: string | null; narinfo: string;
+  id: number;
+  cache_id: number;
+  hash_part: string;
+  name: string;
+  nar_id: number;
+  deriver: string | null;
+  ca: string | null;
+  narinfo: string;
 }
 
 const toPath = (r: RawPath): PathRow => ({
-  id: r.id, cacheId: r.cache_id, hashPart: r.hash_part, name: r.name, narId: r.nar_id, deriver: r.deriver, ca: r.ca, narinfo: r.narinfo,
+  id: r.id,
+  cacheId: r.cache_id,
+  hashPart: r.hash_part,
+  name: r.name,
+  narId: r.nar_id,
+  deriver: r.deriver,
+  ca: r.ca,
+  narinfo: r.narinfo,
 });
 
 export interface NewPath {
@@ -45,7 +59,9 @@ export function createPathsRepo(db: Database) {
     VALUES (@cacheId, @hashPart, @name, @narId, @deriver, @ca, @system, @narinfo, @now, @now)`);
   const insertRef = db.prepare('INSERT OR IGNORE INTO path_references (path_id, reference) VALUES (?, ?)');
   const insertSig = db.prepare('INSERT OR IGNORE INTO signatures (path_id, sig) VALUES (?, ?)');
-  const refsOf = db.prepare<[number], { reference: string }>('SELECT reference FROM path_references WHERE path_id = ? ORDER BY reference');
+  const refsOf = db.prepare<[number], { reference: string }>(
+    'SELECT reference FROM path_references WHERE path_id = ? ORDER BY reference',
+  );
   const sigsOf = db.prepare<[number], { sig: string }>('SELECT sig FROM signatures WHERE path_id = ? ORDER BY sig');
   const setNarinfo = db.prepare('UPDATE store_paths SET narinfo = ?, updated_at = ? WHERE id = ?');
   const countIn = db.prepare<[number], { n: number }>('SELECT count(*) AS n FROM store_paths WHERE cache_id = ?');
@@ -54,7 +70,9 @@ export function createPathsRepo(db: Database) {
   const presentAmong = db.prepare<[number, string], { hash_part: string; name: string }>(`
     SELECT hash_part, name FROM store_paths
     WHERE cache_id = ? AND hash_part IN (SELECT value FROM json_each(?))`);
-  const byNar = db.prepare<[number], RawPath>('SELECT id, cache_id, hash_part, name, nar_id, deriver, ca, narinfo FROM store_paths WHERE nar_id = ?');
+  const byNar = db.prepare<[number], RawPath>(
+    'SELECT id, cache_id, hash_part, name, nar_id, deriver, ca, narinfo FROM store_paths WHERE nar_id = ?',
+  );
   const switchNar = db.prepare('UPDATE store_paths SET nar_id = ?, narinfo = ?, updated_at = ? WHERE id = ?');
 
   return {

@@ -14,13 +14,26 @@ export interface TokenRow {
 }
 
 interface RawToken {
-  id: string; name: string | null; token_hash: string; cache_pattern: string; permission: Permission;
-  expires_at: number | null; revoked_at: number | null; created_at: number; last_used_at: number | null;
+  id: string;
+  name: string | null;
+  token_hash: string;
+  cache_pattern: string;
+  permission: Permission;
+  expires_at: number | null;
+  revoked_at: number | null;
+  created_at: number;
+  last_used_at: number | null;
 }
 
 const toToken = (r: RawToken): TokenRow => ({
-  id: r.id, name: r.name, cachePattern: r.cache_pattern, permission: r.permission,
-  expiresAt: r.expires_at, revokedAt: r.revoked_at, createdAt: r.created_at, lastUsedAt: r.last_used_at,
+  id: r.id,
+  name: r.name,
+  cachePattern: r.cache_pattern,
+  permission: r.permission,
+  expiresAt: r.expires_at,
+  revokedAt: r.revoked_at,
+  createdAt: r.created_at,
+  lastUsedAt: r.last_used_at,
 });
 
 /** Tokens, looked up by the SHA-256 of the secret; the secret itself is never stored. */
@@ -35,10 +48,26 @@ export function createTokensRepo(db: Database) {
   const touch = db.prepare('UPDATE tokens SET last_used_at = ? WHERE id = ?');
 
   return {
-    insert(row: { id: string; name: string | null; tokenHash: string; cachePattern: string; permission: Permission; expiresAt: number | null }): TokenRow {
+    insert(row: {
+      id: string;
+      name: string | null;
+      tokenHash: string;
+      cachePattern: string;
+      permission: Permission;
+      expiresAt: number | null;
+    }): TokenRow {
       const now = Date.now();
       insert.run(row.id, row.name, row.tokenHash, row.cachePattern, row.permission, row.expiresAt, now);
-      return { id: row.id, name: row.name, cachePattern: row.cachePattern, permission: row.permission, expiresAt: row.expiresAt, revokedAt: null, createdAt: now, lastUsedAt: null };
+      return {
+        id: row.id,
+        name: row.name,
+        cachePattern: row.cachePattern,
+        permission: row.permission,
+        expiresAt: row.expiresAt,
+        revokedAt: null,
+        createdAt: now,
+        lastUsedAt: null,
+      };
     },
     findByHash(tokenHash: string): TokenRow | undefined {
       const r = byHash.get(tokenHash);

@@ -42,10 +42,16 @@ export function createAccess(tokens: TokenService) {
     if (permission === 'read' && !cache.private) return token;
     if (!token) {
       const presented = request.headers.authorization !== undefined;
-      throw new NarhubError('UNAUTHORIZED', presented ? 'the token is unknown, expired or revoked' : `cache ${cache.name} needs a token with ${permission} rights`);
+      throw new NarhubError(
+        'UNAUTHORIZED',
+        presented
+          ? 'the token is unknown, expired or revoked'
+          : `cache ${cache.name} needs a token with ${permission} rights`,
+      );
     }
     // A private cache must not reveal more to a token scoped elsewhere than to no token at all.
-    if (permission === 'read') throw new NarhubError('UNAUTHORIZED', `cache ${cache.name} needs a token with read rights`);
+    if (permission === 'read')
+      throw new NarhubError('UNAUTHORIZED', `cache ${cache.name} needs a token with read rights`);
     throw new NarhubError('FORBIDDEN', `the token has no ${permission} rights on cache ${cache.name}`);
   }
 

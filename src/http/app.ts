@@ -45,7 +45,10 @@ export function narinfoFastPathOf(app: FastifyInstance): NarinfoFastPath | undef
  * socket. Every route group is registered explicitly.
  */
 export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
-  const fastPath = options.logRequests !== true && options.narinfoFastPath !== false ? createNarinfoFastPath(options.service) : undefined;
+  const fastPath =
+    options.logRequests !== true && options.narinfoFastPath !== false
+      ? createNarinfoFastPath(options.service)
+      : undefined;
   const app = Fastify({
     loggerInstance: options.logger as FastifyBaseLogger | undefined,
     logController: new LogController({ disableRequestLogging: options.logRequests !== true }),
@@ -78,8 +81,14 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   }
   const access = createAccess(options.service.tokens);
   await app.register(healthRoutes, { service: options.service });
-  await app.register(apiV1Routes, { prefix: '/api/v1', service: options.service, access, maxNarSize: options.maxNarSize });
-  if (options.hub) await app.register(hubApiRoutes, { prefix: '/api/v1', hub: options.hub, service: options.service, access });
+  await app.register(apiV1Routes, {
+    prefix: '/api/v1',
+    service: options.service,
+    access,
+    maxNarSize: options.maxNarSize,
+  });
+  if (options.hub)
+    await app.register(hubApiRoutes, { prefix: '/api/v1', hub: options.hub, service: options.service, access });
   await app.register(binaryCacheRoutes, {
     service: options.service,
     access,

@@ -49,7 +49,8 @@ export function sendError(reply: FastifyReply, status: number, code: string, mes
   if (status === 401) reply.header('www-authenticate', 'Basic realm="narhub"');
   reply.code(status).header('cache-control', 'no-store').header('x-narhub-error', code);
   // narhub's own JSON API answers in JSON; the Nix protocol routes in plain text.
-  if (reply.request.url.startsWith('/api/')) return reply.type('application/json; charset=utf-8').send(JSON.stringify({ code, message: oneLine }));
+  if (reply.request.url.startsWith('/api/'))
+    return reply.type('application/json; charset=utf-8').send(JSON.stringify({ code, message: oneLine }));
   return reply.type('text/plain; charset=utf-8').send(`${code}: ${oneLine}\n`);
 }
 
@@ -81,5 +82,7 @@ export function installErrorHandler(app: FastifyInstance): void {
     return sendError(reply, 500, 'INTERNAL', 'internal error');
   });
 
-  app.setNotFoundHandler((request, reply) => sendError(reply, 404, 'NOT_FOUND', `no such resource ${request.url.split('?')[0]!.slice(0, 200)}`));
+  app.setNotFoundHandler((request, reply) =>
+    sendError(reply, 404, 'NOT_FOUND', `no such resource ${request.url.split('?')[0]!.slice(0, 200)}`),
+  );
 }

@@ -73,7 +73,14 @@ export function createNarinfoFastPath(service: Pick<CacheService, 'registry' | '
   function send(res: ServerResponse, type: string, control: string, body: string): true {
     served++;
     // For HEAD, Node sends the headers only; the length is the GET's, as the route's.
-    res.writeHead(200, ['content-type', type, 'cache-control', control, 'content-length', String(Buffer.byteLength(body))]);
+    res.writeHead(200, [
+      'content-type',
+      type,
+      'cache-control',
+      control,
+      'content-length',
+      String(Buffer.byteLength(body)),
+    ]);
     res.end(body);
     return true;
   }

@@ -35,12 +35,13 @@ export function createBuildGraph(opts: BuildGraphOptions) {
   /** Marks an evaluation finished once none of its builds is queued or running. */
   function checkEvaluation(evalId: number): void {
     const e = evaluations.get(evalId);
-    if (!e || e.status !== 'building') return;
+    if (e?.status !== 'building') return;
     // Called for every finished build: only an evaluation with nothing left open is counted.
     if (evaluations.hasOpenBuilds(evalId)) return;
     const counts = evaluations.buildCounts(evalId);
     const jobErrors = evaluations.jobs(evalId).some((j) => j.error !== null);
-    if (jobErrors || (counts.failed ?? 0) + (counts['dependency-failed'] ?? 0) > 0) evaluations.finish(evalId, 'failed');
+    if (jobErrors || (counts.failed ?? 0) + (counts['dependency-failed'] ?? 0) > 0)
+      evaluations.finish(evalId, 'failed');
     else if ((counts.cancelled ?? 0) > 0) evaluations.finish(evalId, 'cancelled');
     else evaluations.finish(evalId, 'succeeded');
   }
@@ -56,7 +57,7 @@ export function createBuildGraph(opts: BuildGraphOptions) {
     db.transaction(() => {
       for (const hash of hashes) {
         const b = builds.get(hash);
-        if (!b || b.status !== 'queued' || b.enqueued) continue;
+        if (b?.status !== 'queued' || b.enqueued) continue;
         const deps = builds.deps(hash);
         const failed = deps.find((d) => d.status === 'failed' || d.status === 'dependency-failed');
         if (failed) {
@@ -80,7 +81,7 @@ export function createBuildGraph(opts: BuildGraphOptions) {
     await Promise.all(
       hashes.map(async (hash) => {
         const b = builds.get(hash);
-        if (!b || b.status !== 'queued') return;
+        if (b?.status !== 'queued') return;
         try {
           await dispatcher.enqueue(b.queue, opts.jobData(b), b.priority);
         } catch (err) {
@@ -126,7 +127,13 @@ export function createBuildGraph(opts: BuildGraphOptions) {
     async succeeded(
       hash: string,
       attempt: number,
-      r: { outputs: Record<string, string> | null; spoke: string | null; startedAt: number | null; finishedAt: number; logPath: string | null },
+      r: {
+        outputs: Record<string, string> | null;
+        spoke: string | null;
+        startedAt: number | null;
+        finishedAt: number;
+        logPath: string | null;
+      },
     ): Promise<void> {
       let changed = false;
       db.transaction(() => {
@@ -135,7 +142,14 @@ export function createBuildGraph(opts: BuildGraphOptions) {
       })();
       if (!changed) return;
       // Only direct dependents can become runnable now.
-      await enqueue(settle(builds.dependents(hash).filter((d) => d.status === 'queued' && !d.enqueued).map((d) => d.hash)));
+      await enqueue(
+        settle(
+          builds
+            .dependents(hash)
+            .filter((d) => d.status === 'queued' && !d.enqueued)
+            .map((d) => d.hash),
+        ),
+      );
     },
     failed(hash: string, attempt: number, r: { kind: FailureKind; error: string; spoke: string | null }): void {
       db.transaction(() => {

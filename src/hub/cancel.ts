@@ -56,7 +56,11 @@ export function createCanceller(opts: CancellerOptions) {
         }
       }
       for (const o of older) graph.checkEvaluation(o.id);
-      if (cancelled > 0) logger.info({ evaluation: newer.id, superseded: older.map((o) => o.id), cancelled }, 'cancelled superseded builds');
+      if (cancelled > 0)
+        logger.info(
+          { evaluation: newer.id, superseded: older.map((o) => o.id), cancelled },
+          'cancelled superseded builds',
+        );
       return cancelled;
     },
   };

@@ -39,7 +39,11 @@ export function requiredFeaturesOf(env: Record<string, string> | undefined): str
       value = undefined;
     }
   }
-  const list = Array.isArray(value) ? value.filter((v): v is string => typeof v === 'string') : typeof value === 'string' ? value.split(/\s+/) : [];
+  const list = Array.isArray(value)
+    ? value.filter((v): v is string => typeof v === 'string')
+    : typeof value === 'string'
+      ? value.split(/\s+/)
+      : [];
   return [...new Set(list.filter((f) => f !== ''))].sort();
 }
 
@@ -55,7 +59,8 @@ export function parseShowDerivation(json: unknown): DrvGraph {
     const system = raw.system ?? raw.platform;
     if (typeof system !== 'string') throw new NarhubError('BAD_REQUEST', `derivation ${drvPath} has no system`);
     const outputs: Record<string, string> = {};
-    for (const [name, out] of Object.entries(raw.outputs ?? {})) if (typeof out?.path === 'string') outputs[name] = out.path;
+    for (const [name, out] of Object.entries(raw.outputs ?? {}))
+      if (typeof out?.path === 'string') outputs[name] = out.path;
     graph.set(drvPath, {
       drvPath,
       drvHash: parsed.hashPart,

@@ -82,30 +82,55 @@ export async function uploadDerivationClosure(
   const missingSources = sources.filter((s) => wanted.has(s));
   if (missingSources.length > 0) {
     // Sources may refer to other store paths: their closure, as the store has it.
-    const res = await runNix(['path-info', '--extra-experimental-features', 'nix-command', '--json', '-r', ...missingSources], opts);
-    if (res.code !== 0) throw new NarhubError('UNAVAILABLE', `nix path-info of the derivations' sources failed: ${res.stderr.trim().split('\n').pop() ?? res.code}`);
+    const res = await runNix(
+      ['path-info', '--extra-experimental-features', 'nix-command', '--json', '-r', ...missingSources],
+      opts,
+    );
+    if (res.code !== 0)
+      throw new NarhubError(
+        'UNAVAILABLE',
+        `nix path-info of the derivations' sources failed: ${res.stderr.trim().split('\n').pop() ?? res.code}`,
+      );
     const infos = parsePathInfoJson(res.stdout);
-    const absent = new Set(cache.missingPaths(cacheRow, infos.map((i) => i.path)));
+    const absent = new Set(
+      cache.missingPaths(
+        cacheRow,
+        infos.map((i) => i.path),
+      ),
+    );
     for (const info of infos) {
       if (!absent.has(info.path) || uploads.has(info.path)) continue;
-      const metadata: Record<string, unknown> = { storePath: info.path, narHash: info.narHash, narSize: info.narSize, references: info.references };
+      const metadata: Record<string, unknown> = {
+        storePath: info.path,
+        narHash: info.narHash,
+        narSize: info.narSize,
+        references: info.references,
+      };
       if (info.ca) metadata.ca = info.ca;
       if (info.deriver) metadata.deriver = info.deriver;
-      uploads.set(info.path, { path: info.path, references: info.references, metadata, nar: () => dump(info.path, opts.env) });
+      uploads.set(info.path, {
+        path: info.path,
+        references: info.references,
+        metadata,
+        nar: () => dump(info.path, opts.env),
+      });
     }
   }
 
   // What the cache had already is ready now (its references are there: it was committed).
   for (const [path, d] of drvs) if (!uploads.has(path)) opts.onReady?.(path, d.text);
   await inDependencyOrder(uploads, async (u) => {
-    const line = Buffer.from(JSON.stringify(u.metadata) + '\n');
+    const line = Buffer.from(`${JSON.stringify(u.metadata)}\n`);
     const body = Readable.from(
       (async function* () {
         yield line;
         yield* u.nar();
       })(),
     );
-    await cache.uploadPath(cacheRow, parseStorePath(u.path).hashPart, body, { maxSize: opts.maxSize, signal: opts.signal });
+    await cache.uploadPath(cacheRow, parseStorePath(u.path).hashPart, body, {
+      maxSize: opts.maxSize,
+      signal: opts.signal,
+    });
     const drv = drvs.get(u.path);
     if (drv) opts.onReady?.(u.path, drv.text);
   });
@@ -119,7 +144,10 @@ function dump(path: string, env: NodeJS.ProcessEnv | undefined): Readable {
   child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr = (stderr + d).slice(-2000)));
   const out = child.stdout;
   child.once('close', (code) => {
-    if (code !== 0) out.destroy(new NarhubError('UNAVAILABLE', `nix-store --dump ${path} failed: ${stderr.trim().split('\n').pop() ?? code}`));
+    if (code !== 0)
+      out.destroy(
+        new NarhubError('UNAVAILABLE', `nix-store --dump ${path} failed: ${stderr.trim().split('\n').pop() ?? code}`),
+      );
   });
   return out;
 }
@@ -144,7 +172,8 @@ async function inDependencyOrder(uploads: Map<string, Upload>, fn: (u: Upload) =
       }
       if (ready.length === 0 && running === 0) {
         const stuck = [...waiting.keys()];
-        if (stuck.length > 0) reject(new NarhubError('BAD_REQUEST', `derivation closure has a reference cycle through ${stuck[0]}`));
+        if (stuck.length > 0)
+          reject(new NarhubError('BAD_REQUEST', `derivation closure has a reference cycle through ${stuck[0]}`));
         else resolve();
         return;
       }

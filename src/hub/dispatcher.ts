@@ -122,11 +122,19 @@ export function createDispatcher(opts: DispatcherOptions) {
     },
     async changePriority(name: string, drvHash: string, priority: number): Promise<void> {
       const job = await getJob(name, drvHash);
-      if (job && (await stateOf(job)) === 'waiting') await job.changePriority({ priority: bullPriority(priority) }).catch(() => undefined);
+      if (job && (await stateOf(job)) === 'waiting')
+        await job.changePriority({ priority: bullPriority(priority) }).catch(() => undefined);
     },
     /** Job counts of every queue in use. */
-    async depth(names: readonly string[]): Promise<Record<string, { waiting: number; active: number; delayed: number; completed: number; failed: number }>> {
-      const out: Record<string, { waiting: number; active: number; delayed: number; completed: number; failed: number }> = {};
+    async depth(
+      names: readonly string[],
+    ): Promise<
+      Record<string, { waiting: number; active: number; delayed: number; completed: number; failed: number }>
+    > {
+      const out: Record<
+        string,
+        { waiting: number; active: number; delayed: number; completed: number; failed: number }
+      > = {};
       for (const name of names) {
         const c = await queue(name).getJobCounts('waiting', 'prioritized', 'active', 'delayed', 'completed', 'failed');
         out[name] = {

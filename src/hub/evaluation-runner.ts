@@ -73,7 +73,12 @@ export function createEvaluationRunner(opts: EvaluationRunnerOptions) {
     evaluations.start(id);
     const log = logger.child({ evaluation: id, project: project.name });
     const started = Date.now();
-    const limits: EvalLimits = { deadline: started + config.evalTimeout * 1000, memoryMb: config.evalMemoryMb, env: opts.nixEnv, signal: stop.signal };
+    const limits: EvalLimits = {
+      deadline: started + config.evalTimeout * 1000,
+      memoryMb: config.evalMemoryMb,
+      env: opts.nixEnv,
+      signal: stop.signal,
+    };
     try {
       const phases: Record<string, number> = {};
       let mark = Date.now();
@@ -99,7 +104,9 @@ export function createEvaluationRunner(opts: EvaluationRunnerOptions) {
         existing: (h) => builds.get(h),
       });
       const ended = new Set(['failed', 'dependency-failed']);
-      const toBuild = p.builds.filter((b) => !(b.action === 'keep' && ended.has(builds.get(b.node.drvHash)?.status ?? '')));
+      const toBuild = p.builds.filter(
+        (b) => !(b.action === 'keep' && ended.has(builds.get(b.node.drvHash)?.status ?? '')),
+      );
 
       // Builds are recorded and started wave by wave (a wave's inputs are all in earlier waves)
       // as soon as the wave's .drvs are in the cache, while the later waves' still upload: the
@@ -130,7 +137,9 @@ export function createEvaluationRunner(opts: EvaluationRunnerOptions) {
             for (const b of wave) recordBuild(b);
           })();
           // In order, one wave after the other; a failure to add a job is retried by the graph.
-          advancing = advancing.then(() => graph.advance(wave.map((b) => b.node.drvHash))).catch((err: unknown) => log.warn({ err }, 'cannot start builds'));
+          advancing = advancing
+            .then(() => graph.advance(wave.map((b) => b.node.drvHash)))
+            .catch((err: unknown) => log.warn({ err }, 'cannot start builds'));
         }
       };
       const recordBuild = (b: PlannedBuild) => {
@@ -138,9 +147,14 @@ export function createEvaluationRunner(opts: EvaluationRunnerOptions) {
         switch (b.action) {
           case 'create':
             builds.insert({
-              drvHash: n.drvHash, drvPath: base(n.drvPath), system: n.system, requiredFeatures: n.requiredFeatures,
+              drvHash: n.drvHash,
+              drvPath: base(n.drvPath),
+              system: n.system,
+              requiredFeatures: n.requiredFeatures,
               outputs: Object.fromEntries(Object.entries(n.outputs).map(([k, v]) => [k, base(v)])),
-              queue: queueName(n.system, n.requiredFeatures), cacheId: project.cacheId, priority: e.priority,
+              queue: queueName(n.system, n.requiredFeatures),
+              cacheId: project.cacheId,
+              priority: e.priority,
             });
             break;
           case 'retry':
@@ -170,7 +184,12 @@ export function createEvaluationRunner(opts: EvaluationRunnerOptions) {
             recordReadyWaves();
           },
         };
-        await uploadDerivationClosure(opts.cache, cacheRow, toBuild.map((b) => b.node.drvPath), uploadLimits);
+        await uploadDerivationClosure(
+          opts.cache,
+          cacheRow,
+          toBuild.map((b) => b.node.drvPath),
+          uploadLimits,
+        );
       }
       phase('uploadMs');
       // Every .drv is in the cache now.
@@ -192,7 +211,15 @@ export function createEvaluationRunner(opts: EvaluationRunnerOptions) {
         evaluations.setEvaluated(id);
       })();
       log.info(
-        { revision, jobs: attrs.length, evalErrors: attrs.filter((a) => a.error).length + errors.size, builds: p.builds.length, cached: p.cached.size, ms: Date.now() - started, ...phases },
+        {
+          revision,
+          jobs: attrs.length,
+          evalErrors: attrs.filter((a) => a.error).length + errors.size,
+          builds: p.builds.length,
+          cached: p.cached.size,
+          ms: Date.now() - started,
+          ...phases,
+        },
         'evaluated',
       );
       const current = evaluations.get(id)!;

@@ -21,7 +21,14 @@ export interface EvaluatedAttr {
   error: string | null;
 }
 
-const NIX_FLAGS = ['--extra-experimental-features', 'nix-command flakes', '--no-write-lock-file', '--option', 'warn-dirty', 'false'];
+const NIX_FLAGS = [
+  '--extra-experimental-features',
+  'nix-command flakes',
+  '--no-write-lock-file',
+  '--option',
+  'warn-dirty',
+  'false',
+];
 
 /** `name` as one component of a Nix attribute path, quoted when it is not a plain identifier. */
 export function attrComponent(name: string): string {
@@ -50,7 +57,10 @@ export function flakeRefAt(flake: string, ref: string | null): string {
 }
 
 /** Locks the flake reference: the URL later commands evaluate, and the revision when there is one. */
-export async function lockFlake(flakeRef: string, limits: EvalLimits): Promise<{ lockedUrl: string; revision: string | null }> {
+export async function lockFlake(
+  flakeRef: string,
+  limits: EvalLimits,
+): Promise<{ lockedUrl: string; revision: string | null }> {
   const res = await runNix(['flake', 'metadata', '--json', ...NIX_FLAGS, flakeRef], limits);
   if (res.code !== 0) throw new NarhubError('BAD_REQUEST', `cannot lock ${flakeRef}: ${nixError(res.stderr)}`);
   let meta: { url?: unknown; revision?: unknown; locked?: { rev?: unknown } };
@@ -59,8 +69,10 @@ export async function lockFlake(flakeRef: string, limits: EvalLimits): Promise<{
   } catch {
     throw new NarhubError('BAD_REQUEST', `nix flake metadata printed no JSON for ${flakeRef}`);
   }
-  if (typeof meta.url !== 'string') throw new NarhubError('BAD_REQUEST', `nix flake metadata gave no locked URL for ${flakeRef}`);
-  const revision = typeof meta.revision === 'string' ? meta.revision : typeof meta.locked?.rev === 'string' ? meta.locked.rev : null;
+  if (typeof meta.url !== 'string')
+    throw new NarhubError('BAD_REQUEST', `nix flake metadata gave no locked URL for ${flakeRef}`);
+  const revision =
+    typeof meta.revision === 'string' ? meta.revision : typeof meta.locked?.rev === 'string' ? meta.locked.rev : null;
   return { lockedUrl: meta.url, revision };
 }
 
@@ -75,13 +87,18 @@ interface Category {
 function categories(attrs: readonly ProjectAttrSet[], systems: readonly string[]): Category[] {
   const out: Category[] = [];
   for (const a of attrs) {
-    if (a === 'nixosConfigurations') out.push({ set: ['nixosConfigurations'], inner: ['config', 'system', 'build', 'toplevel'], system: null });
+    if (a === 'nixosConfigurations')
+      out.push({ set: ['nixosConfigurations'], inner: ['config', 'system', 'build', 'toplevel'], system: null });
     else for (const system of systems) out.push({ set: [a, system], inner: [], system });
   }
   return out;
 }
 
-async function evalJson(installable: string, apply: string | undefined, limits: EvalLimits): Promise<{ ok: true; value: unknown } | { ok: false; error: string }> {
+async function evalJson(
+  installable: string,
+  apply: string | undefined,
+  limits: EvalLimits,
+): Promise<{ ok: true; value: unknown } | { ok: false; error: string }> {
   const args = ['eval', '--json', ...NIX_FLAGS, installable];
   if (apply !== undefined) args.push('--apply', apply);
   const res = await runNix(args, limits);
@@ -101,7 +118,12 @@ const isDrvPath = (v: unknown): v is string => typeof v === 'string' && /^\/nix\
  * sinks the whole batch) are evaluated one by one, so a broken attribute is recorded with its
  * own error and never takes the others down.
  */
-export async function evaluateJobs(lockedUrl: string, attrs: readonly ProjectAttrSet[], systems: readonly string[], limits: EvalLimits): Promise<EvaluatedAttr[]> {
+export async function evaluateJobs(
+  lockedUrl: string,
+  attrs: readonly ProjectAttrSet[],
+  systems: readonly string[],
+  limits: EvalLimits,
+): Promise<EvaluatedAttr[]> {
   const jobs: EvaluatedAttr[] = [];
   for (const cat of categories(attrs, systems)) {
     const setPath = attrPath(cat.set);
@@ -117,7 +139,10 @@ export async function evaluateJobs(lockedUrl: string, attrs: readonly ProjectAtt
     const inner = cat.inner.map((c) => `.${attrComponent(c)}`).join('');
     const apply = `set: builtins.mapAttrs (n: v: let r = builtins.tryEval (v${inner}.drvPath or null); in if r.success then r.value else null) set`;
     const batch = await evalJson(`${lockedUrl}#${setPath}`, apply, limits);
-    const found = batch.ok && batch.value !== null && typeof batch.value === 'object' ? (batch.value as Record<string, unknown>) : {};
+    const found =
+      batch.ok && batch.value !== null && typeof batch.value === 'object'
+        ? (batch.value as Record<string, unknown>)
+        : {};
     const one = async (name: string): Promise<EvaluatedAttr> => {
       const attr = attrPath([...cat.set, name, ...cat.inner]);
       const drv = found[name];
@@ -136,7 +161,10 @@ export async function evaluateJobs(lockedUrl: string, attrs: readonly ProjectAtt
  * The derivation graph below `drvPaths` (`nix show-derivation -r`), in batches. A root whose
  * batch fails is retried alone; the roots that still fail are returned with their errors.
  */
-export async function showDerivations(drvPaths: readonly string[], limits: EvalLimits): Promise<{ graph: DrvGraph; errors: Map<string, string> }> {
+export async function showDerivations(
+  drvPaths: readonly string[],
+  limits: EvalLimits,
+): Promise<{ graph: DrvGraph; errors: Map<string, string> }> {
   const graph: DrvGraph = new Map();
   const errors = new Map<string, string>();
   const run = async (paths: readonly string[]): Promise<string | undefined> => {

@@ -42,7 +42,10 @@ export function createEventConsumer(opts: EventConsumerOptions) {
 
   /** The id of the newest event of a queue's stream, so a queue met for the first time starts from now, without a gap. */
   async function newestEventId(queue: string): Promise<string> {
-    const newest = (await redis.command.xrevrange(`bull:${queue}:events`, '+', '-', 'COUNT', 1)) as [string, string[]][];
+    const newest = (await redis.command.xrevrange(`bull:${queue}:events`, '+', '-', 'COUNT', 1)) as [
+      string,
+      string[],
+    ][];
     return newest[0]?.[0] ?? '0-0';
   }
 
@@ -58,7 +61,11 @@ export function createEventConsumer(opts: EventConsumerOptions) {
     consumers.set(queue, { events, progress });
     const enqueue = (event: BuildEvent, id: string) =>
       progress.add(id, event.jobId, () =>
-        opts.handle(queue, event).catch((err: unknown) => logger.error({ err, queue, event: event.type, jobId: event.jobId }, 'handling a build event failed')),
+        opts
+          .handle(queue, event)
+          .catch((err: unknown) =>
+            logger.error({ err, queue, event: event.type, jobId: event.jobId }, 'handling a build event failed'),
+          ),
       );
     events.on('active', ({ jobId }, id) => enqueue({ type: 'active', jobId }, id));
     events.on('waiting', ({ jobId, prev }, id) => enqueue({ type: 'waiting', jobId, prev }, id));

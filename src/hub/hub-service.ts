@@ -25,7 +25,15 @@ import { reconcile } from './reconciler.js';
 import { connectRedis, type HubRedis } from './redis.js';
 import { failureOf, resultOf } from './results.js';
 import { compatible, createSpokeDirectory, waitingReason } from './spokes.js';
-import { buildView, evaluationView, jobView, projectView, type BuildView, type EvaluationView, type ProjectView } from './views.js';
+import {
+  buildView,
+  evaluationView,
+  jobView,
+  projectView,
+  type BuildView,
+  type EvaluationView,
+  type ProjectView,
+} from './views.js';
 
 export interface HubOptions {
   db: Database;
@@ -107,7 +115,8 @@ export function createHub(opts: HubOptions) {
 
   const drvTexts = new DrvTexts();
   /** Output name -> basename, as build records keep them, to output name -> full store path. */
-  const inStore = (outputs: Record<string, string>) => Object.fromEntries(Object.entries(outputs).map(([k, v]) => [k, `/nix/store/${v}`]));
+  const inStore = (outputs: Record<string, string>) =>
+    Object.fromEntries(Object.entries(outputs).map(([k, v]) => [k, `/nix/store/${v}`]));
   const withDrvText = (drvText: string | undefined) => (drvText === undefined ? {} : { drvText });
 
   function jobData(b: BuildRow): BuildJobData {
@@ -156,13 +165,19 @@ export function createHub(opts: HubOptions) {
         // one from a spoke that does not is matched with its job.
         const result = resultOf(ev.returnvalue);
         const job = result.attempt === null || result.spoke === null ? await dispatcher.job(b.queue, hash) : undefined;
-        await graph.succeeded(hash, result.attempt ?? job?.data.attempt ?? b.attempt, { ...result, spoke: result.spoke ?? job?.processedBy ?? null });
+        await graph.succeeded(hash, result.attempt ?? job?.data.attempt ?? b.attempt, {
+          ...result,
+          spoke: result.spoke ?? job?.processedBy ?? null,
+        });
         return;
       }
       case 'failed': {
         // The job tells which attempt this failure belongs to; a failure of an earlier attempt is ignored.
         const job = await dispatcher.job(b.queue, hash);
-        graph.failed(hash, job?.data.attempt ?? b.attempt, { ...failureOf(ev.failedReason), spoke: job?.processedBy ?? null });
+        graph.failed(hash, job?.data.attempt ?? b.attempt, {
+          ...failureOf(ev.failedReason),
+          spoke: job?.processedBy ?? null,
+        });
         return;
       }
     }
@@ -174,7 +189,10 @@ export function createHub(opts: HubOptions) {
     if (b.status === 'queued') {
       if (!b.enqueued) {
         const open = builds.deps(b.drvHash).filter((d) => d.status !== 'succeeded');
-        waitingFor = open.length > 0 ? `waiting for ${open.length} input build${open.length === 1 ? '' : 's'}` : 'about to be queued';
+        waitingFor =
+          open.length > 0
+            ? `waiting for ${open.length} input build${open.length === 1 ? '' : 's'}`
+            : 'about to be queued';
       } else {
         waitingFor = waitingReason(spokes ?? (await listSpokes()), b.system, b.requiredFeatures);
       }
@@ -204,7 +222,8 @@ export function createHub(opts: HubOptions) {
   async function restart(hash: string): Promise<void> {
     const { graph: g } = started();
     const b = requireBuild(hash);
-    if (b.status === 'queued' || b.status === 'running') throw new NarhubError('BAD_REQUEST', `the build of ${b.drvPath} is already ${b.status}`);
+    if (b.status === 'queued' || b.status === 'running')
+      throw new NarhubError('BAD_REQUEST', `the build of ${b.drvPath} is already ${b.status}`);
     const reset: string[] = [];
     db.transaction(() => {
       builds.requeue(b.drvHash, { bump: true, cacheId: b.cacheId, priority: b.priority });
@@ -248,8 +267,21 @@ export function createHub(opts: HubOptions) {
       canceller = createCanceller({ builds, evaluations, dispatcher, graph, redis, logger: log });
       spokeDirectory = createSpokeDirectory(redis.command);
       runner = createEvaluationRunner({
-        db, config, projects, evaluations, builds, caches, paths, graph, canceller, dispatcher, logger: log,
-        cache, maxNarSize: opts.maxNarSize ?? 64 * 1024 ** 3, nixEnv: opts.nixEnv, drvTexts,
+        db,
+        config,
+        projects,
+        evaluations,
+        builds,
+        caches,
+        paths,
+        graph,
+        canceller,
+        dispatcher,
+        logger: log,
+        cache,
+        maxNarSize: opts.maxNarSize ?? 64 * 1024 ** 3,
+        nixEnv: opts.nixEnv,
+        drvTexts,
       });
       // Resume: consume every queue's events from where the last run stopped, then compare open builds with their jobs.
       const open = builds.open();
@@ -262,8 +294,12 @@ export function createHub(opts: HubOptions) {
       // A safety net for jobs whose add failed (Redis blip, an earlier attempt still shutting down).
       const g = graph;
       timer = setInterval(() => {
-        const stuck = builds.open().filter((b) => b.status === 'queued' && !b.enqueued).map((b) => b.drvHash);
-        if (stuck.length > 0) void g.advance(stuck).catch((err: unknown) => log.warn({ err }, 'retrying builds failed'));
+        const stuck = builds
+          .open()
+          .filter((b) => b.status === 'queued' && !b.enqueued)
+          .map((b) => b.drvHash);
+        if (stuck.length > 0)
+          void g.advance(stuck).catch((err: unknown) => log.warn({ err }, 'retrying builds failed'));
       }, 10_000);
       timer.unref();
       log.info({ redis: opts.redisUrl.replace(/\/\/[^@]*@/, '//…@'), openBuilds: open.length }, 'build hub started');
@@ -316,21 +352,30 @@ export function createHub(opts: HubOptions) {
     async deleteProject(name: string): Promise<void> {
       const p = requireProject(projects, name);
       const mine = new Set<string>();
-      for (const e of evaluations.ofProject(p.id, 1_000_000)) if (['pending', 'evaluating', 'building'].includes(e.status)) for (const h of evaluations.builds(e.id)) mine.add(h);
+      for (const e of evaluations.ofProject(p.id, 1_000_000))
+        if (['pending', 'evaluating', 'building'].includes(e.status))
+          for (const h of evaluations.builds(e.id)) mine.add(h);
       projects.delete(p.id);
       if (!canceller) return;
-      for (const h of mine) if (evaluations.keptNeeding(h).length === 0) await canceller.cancelBuild(h, `project ${name} was deleted`).catch(() => false);
+      for (const h of mine)
+        if (evaluations.keptNeeding(h).length === 0)
+          await canceller.cancelBuild(h, `project ${name} was deleted`).catch(() => false);
     },
 
     // Evaluations
 
-    triggerEvaluation(projectName: string, o: { ref?: string | undefined; priority?: number | undefined } = {}): EvaluationView {
+    triggerEvaluation(
+      projectName: string,
+      o: { ref?: string | undefined; priority?: number | undefined } = {},
+    ): EvaluationView {
       const { runner: r } = started();
       const p = requireProject(projects, projectName);
       const ref = o.ref ?? p.ref;
-      if (ref && p.flake.startsWith('path:')) throw new NarhubError('BAD_REQUEST', 'a path: flake has no branches or refs');
+      if (ref && p.flake.startsWith('path:'))
+        throw new NarhubError('BAD_REQUEST', 'a path: flake has no branches or refs');
       const priority = o.priority ?? p.priority;
-      if (!Number.isInteger(priority) || priority < -1000 || priority > 1000) throw new NarhubError('BAD_REQUEST', 'priority must be a whole number from -1000 to 1000');
+      if (!Number.isInteger(priority) || priority < -1000 || priority > 1000)
+        throw new NarhubError('BAD_REQUEST', 'priority must be a whole number from -1000 to 1000');
       const e = evaluations.insert({ projectId: p.id, ref: ref ?? null, flakeUrl: p.flake, priority });
       r.submit(e.id);
       return evaluationView(e, p.name, {});
@@ -370,7 +415,8 @@ export function createHub(opts: HubOptions) {
     async buildsByOutput(path: string): Promise<BuildView[]> {
       const name = path.replace(/^\/nix\/store\//, '');
       const hash = name.slice(0, 32);
-      if (!HASH.test(hash)) throw new NarhubError('STORE_PATH_INVALID', `${JSON.stringify(path.slice(0, 200))} is not a store path`);
+      if (!HASH.test(hash))
+        throw new NarhubError('STORE_PATH_INVALID', `${JSON.stringify(path.slice(0, 200))} is not a store path`);
       const spokes = await listSpokes();
       return Promise.all(builds.byOutput(hash).map((b) => viewOf(b, spokes)));
     },
@@ -385,7 +431,8 @@ export function createHub(opts: HubOptions) {
     async cancelBuild(key: string): Promise<BuildView> {
       const { canceller: c } = started();
       const b = requireBuild(key);
-      if (b.status !== 'queued' && b.status !== 'running') throw new NarhubError('BAD_REQUEST', `the build of ${b.drvPath} has already ended (${b.status})`);
+      if (b.status !== 'queued' && b.status !== 'running')
+        throw new NarhubError('BAD_REQUEST', `the build of ${b.drvPath} has already ended (${b.status})`);
       await c.cancelBuild(b.drvHash, 'cancelled by an administrator');
       return viewOf(requireBuild(key));
     },
@@ -439,7 +486,12 @@ export function createHub(opts: HubOptions) {
         const parsed = parseQueueName(name) ?? { system: name, requiredFeatures: [] };
         const c = depth[name] ?? { waiting: 0, active: 0, delayed: 0 };
         return {
-          name, system: parsed.system, requiredFeatures: parsed.requiredFeatures, waiting: c.waiting, active: c.active, delayed: c.delayed,
+          name,
+          system: parsed.system,
+          requiredFeatures: parsed.requiredFeatures,
+          waiting: c.waiting,
+          active: c.active,
+          delayed: c.delayed,
           spokes: spokes.filter((s) => spokeCanServe(s, parsed.system, parsed.requiredFeatures)).map((s) => s.id),
         };
       });

@@ -14,7 +14,10 @@ function chunksOf(fields: string[]): { data: string[]; eof: boolean } {
 }
 
 /** What a spoke has streamed of a build's log so far, and whether the stream has ended. */
-export async function readLogStream(redis: Redis, drvHash: string): Promise<{ exists: boolean; text: string; eof: boolean }> {
+export async function readLogStream(
+  redis: Redis,
+  drvHash: string,
+): Promise<{ exists: boolean; text: string; eof: boolean }> {
   const entries = (await redis.xrange(logStreamKey(drvHash), '-', '+')) as [string, string[]][];
   let text = '';
   let eof = false;
@@ -31,7 +34,11 @@ export async function readLogStream(redis: Redis, drvHash: string): Promise<{ ex
  * the end-of-file entry, `isOver()` says the build ended without one, or `signal` aborts. Needs a
  * connection of its own (blocking reads hold it), which it disconnects when done.
  */
-export async function* followLogStream(redis: Redis, drvHash: string, opts: { signal: AbortSignal; isOver(): boolean }): AsyncGenerator<string> {
+export async function* followLogStream(
+  redis: Redis,
+  drvHash: string,
+  opts: { signal: AbortSignal; isOver(): boolean },
+): AsyncGenerator<string> {
   const key = logStreamKey(drvHash);
   let last = '0-0';
   const onAbort = () => redis.disconnect();

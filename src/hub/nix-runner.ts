@@ -76,8 +76,10 @@ export function runNix(args: string[], opts: NixRunOptions): Promise<NixRunResul
       clearTimeout(timer);
       opts.signal?.removeEventListener('abort', onAbort);
       if (killedFor === 'timeout') return reject(new NixTimeoutError(command));
-      if (killedFor === 'abort') return reject(new NarhubError('UNAVAILABLE', `${command} aborted: the hub is stopping`));
-      if (killedFor === 'output') return reject(new NarhubError('BAD_REQUEST', `${command} printed more than ${max} bytes`));
+      if (killedFor === 'abort')
+        return reject(new NarhubError('UNAVAILABLE', `${command} aborted: the hub is stopping`));
+      if (killedFor === 'output')
+        return reject(new NarhubError('BAD_REQUEST', `${command} printed more than ${max} bytes`));
       resolve({ code, stdout: Buffer.concat(out).toString('utf8'), stderr: err });
     });
   });

@@ -78,7 +78,9 @@ export function plan(input: PlanInput): Plan {
     if (!node) throw new NarhubError('BAD_REQUEST', `derivation ${path} is missing from the derivation graph`);
     const outputs = Object.values(node.outputs);
     const allCached =
-      outputs.length > 0 ? outputs.every((o) => input.inCache(o)) : input.existing(node.drvHash)?.status === 'succeeded';
+      outputs.length > 0
+        ? outputs.every((o) => input.inCache(o))
+        : input.existing(node.drvHash)?.status === 'succeeded';
     if (allCached) {
       cached.add(path);
       continue;

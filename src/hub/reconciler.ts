@@ -11,7 +11,12 @@ import { failureOf, resultOf } from './results.js';
  * for a while for exactly this), running ones are marked running, vanished ones are added again,
  * and builds that had no job yet are settled (their inputs may have finished meanwhile).
  */
-export async function reconcile(deps: { builds: BuildsRepo; dispatcher: Dispatcher; graph: BuildGraph; logger: Logger }): Promise<Record<string, number>> {
+export async function reconcile(deps: {
+  builds: BuildsRepo;
+  dispatcher: Dispatcher;
+  graph: BuildGraph;
+  logger: Logger;
+}): Promise<Record<string, number>> {
   const { builds, dispatcher, graph, logger } = deps;
   const stats: Record<string, number> = {};
   const count = (k: string) => (stats[k] = (stats[k] ?? 0) + 1);

@@ -15,7 +15,12 @@ export interface HubRedis {
 
 export async function connectRedis(url: string): Promise<HubRedis> {
   const owned = new Set<Redis>();
-  const command = new Redis(url, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 2, connectionName: 'narhub-hub' });
+  const command = new Redis(url, {
+    lazyConnect: true,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 2,
+    connectionName: 'narhub-hub',
+  });
   // Errors surface on the commands that hit them; an unhandled 'error' event would crash the process.
   command.on('error', () => undefined);
   await command.connect();

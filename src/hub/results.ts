@@ -14,7 +14,8 @@ export function resultOf(value: unknown): {
   let outputs: Record<string, string> | null = null;
   if (r.outputs && typeof r.outputs === 'object') {
     outputs = {};
-    for (const [k, v] of Object.entries(r.outputs)) if (typeof v === 'string') outputs[k] = v.replace(/^\/nix\/store\//, '');
+    for (const [k, v] of Object.entries(r.outputs))
+      if (typeof v === 'string') outputs[k] = v.replace(/^\/nix\/store\//, '');
   }
   return {
     outputs,

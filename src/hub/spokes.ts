@@ -32,7 +32,11 @@ export function compatible(spoke: SpokeHeartbeat): boolean {
 }
 
 /** Why a build waiting in its queue is not running, given the connected spokes. */
-export function waitingReason(spokes: readonly SpokeHeartbeat[], system: string, requiredFeatures: readonly string[]): string {
+export function waitingReason(
+  spokes: readonly SpokeHeartbeat[],
+  system: string,
+  requiredFeatures: readonly string[],
+): string {
   const live = spokes.filter(compatible);
   if (live.length === 0) return 'no spoke is connected';
   if (!live.some((s) => spokeCanServe(s, system, requiredFeatures))) {

@@ -23,8 +23,15 @@ export interface ProjectView {
 
 export function projectView(p: ProjectRow): ProjectView {
   return {
-    name: p.name, flake: p.flake, ref: p.ref, systems: p.systems, attrs: p.attrs, cache: p.cacheName, priority: p.priority,
-    createdAt: iso(p.createdAt)!, updatedAt: iso(p.updatedAt)!,
+    name: p.name,
+    flake: p.flake,
+    ref: p.ref,
+    systems: p.systems,
+    attrs: p.attrs,
+    cache: p.cacheName,
+    priority: p.priority,
+    createdAt: iso(p.createdAt)!,
+    updatedAt: iso(p.updatedAt)!,
   };
 }
 
@@ -53,12 +60,31 @@ export interface BuildView {
   finishedAt: string | null;
 }
 
-export function buildView(b: BuildRow, extra: { waitingFor: string | null; spoke?: string | null; failedDependencyPath?: string | null }): BuildView {
+export function buildView(
+  b: BuildRow,
+  extra: { waitingFor: string | null; spoke?: string | null; failedDependencyPath?: string | null },
+): BuildView {
   return {
-    drvHash: b.drvHash, drvPath: STORE + b.drvPath, system: b.system, requiredFeatures: b.requiredFeatures, outputs: fullMap(b.outputs),
-    status: b.status, waitingFor: extra.waitingFor, attempt: b.attempt, spoke: b.spoke ?? extra.spoke ?? null, failureKind: b.failureKind,
-    error: b.error, failedDependency: extra.failedDependencyPath ?? null, logPath: b.logPath, progress: b.progress, queue: b.queue,
-    cache: b.cacheName, priority: b.priority, createdAt: iso(b.createdAt)!, enqueuedAt: iso(b.enqueuedAt), startedAt: iso(b.startedAt),
+    drvHash: b.drvHash,
+    drvPath: STORE + b.drvPath,
+    system: b.system,
+    requiredFeatures: b.requiredFeatures,
+    outputs: fullMap(b.outputs),
+    status: b.status,
+    waitingFor: extra.waitingFor,
+    attempt: b.attempt,
+    spoke: b.spoke ?? extra.spoke ?? null,
+    failureKind: b.failureKind,
+    error: b.error,
+    failedDependency: extra.failedDependencyPath ?? null,
+    logPath: b.logPath,
+    progress: b.progress,
+    queue: b.queue,
+    cache: b.cacheName,
+    priority: b.priority,
+    createdAt: iso(b.createdAt)!,
+    enqueuedAt: iso(b.enqueuedAt),
+    startedAt: iso(b.startedAt),
     finishedAt: iso(b.finishedAt),
   };
 }
@@ -81,8 +107,13 @@ export function jobView(j: EvalJobRow, build: BuildView | undefined, linked: boo
   else if (build && linked) status = build.status;
   else status = 'cached';
   return {
-    attr: j.attr, system: j.system, drvPath: full(j.drvPath), drvHash: j.drvHash, status,
-    outputs: build && Object.keys(build.outputs).length > 0 ? build.outputs : fullMap(j.outputs), error: j.error ?? (linked ? (build?.error ?? null) : null),
+    attr: j.attr,
+    system: j.system,
+    drvPath: full(j.drvPath),
+    drvHash: j.drvHash,
+    status,
+    outputs: build && Object.keys(build.outputs).length > 0 ? build.outputs : fullMap(j.outputs),
+    error: j.error ?? (linked ? (build?.error ?? null) : null),
     waitingFor: linked ? (build?.waitingFor ?? null) : null,
   };
 }
@@ -107,10 +138,28 @@ export interface EvaluationView {
   jobs?: JobView[];
 }
 
-export function evaluationView(e: EvaluationRow, project: string, builds: Record<string, number>, jobs?: JobView[]): EvaluationView {
+export function evaluationView(
+  e: EvaluationRow,
+  project: string,
+  builds: Record<string, number>,
+  jobs?: JobView[],
+): EvaluationView {
   return {
-    id: e.id, project, ref: e.ref, flakeUrl: e.flakeUrl, lockedUrl: e.lockedUrl, revision: e.revision, status: e.status, priority: e.priority,
-    error: e.error, supersededBy: e.supersededBy, createdAt: iso(e.createdAt)!, startedAt: iso(e.startedAt), evaluatedAt: iso(e.evaluatedAt),
-    finishedAt: iso(e.finishedAt), builds, ...(jobs ? { jobs } : {}),
+    id: e.id,
+    project,
+    ref: e.ref,
+    flakeUrl: e.flakeUrl,
+    lockedUrl: e.lockedUrl,
+    revision: e.revision,
+    status: e.status,
+    priority: e.priority,
+    error: e.error,
+    supersededBy: e.supersededBy,
+    createdAt: iso(e.createdAt)!,
+    startedAt: iso(e.startedAt),
+    evaluatedAt: iso(e.evaluatedAt),
+    finishedAt: iso(e.finishedAt),
+    builds,
+    ...(jobs ? { jobs } : {}),
   };
 }

@@ -7,7 +7,13 @@ type BitReader = ((n: number | null) => number) & { bytesRead: number };
 const require = createRequire(import.meta.url);
 const bz2 = require('unbzip2-stream/lib/bzip2') as {
   header(bits: BitReader): number;
-  decompress(bits: BitReader, out: (byte: number) => void, buf: Int32Array, bufsize: number, streamCRC: number | null): number | null;
+  decompress(
+    bits: BitReader,
+    out: (byte: number) => void,
+    buf: Int32Array,
+    bufsize: number,
+    streamCRC: number | null,
+  ): number | null;
 };
 const bitIterator = require('unbzip2-stream/lib/bit_iterator') as (nextBuffer: () => Uint8Array) => BitReader;
 

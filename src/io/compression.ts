@@ -50,7 +50,14 @@ export function sniffCompression(head: Uint8Array, hint?: string): Compression |
     return 'zstd';
   }
   // "BZh" then the block size digit 1-9.
-  if (head.length >= 4 && head[0] === 0x42 && head[1] === 0x5a && head[2] === 0x68 && head[3]! >= 0x31 && head[3]! <= 0x39) {
+  if (
+    head.length >= 4 &&
+    head[0] === 0x42 &&
+    head[1] === 0x5a &&
+    head[2] === 0x68 &&
+    head[3]! >= 0x31 &&
+    head[3]! <= 0x39
+  ) {
     return 'bzip2';
   }
   // gzip: ID1 ID2, then CM = 8 (deflate, the only method defined).

@@ -27,7 +27,10 @@ export class NarOffThread extends OffThreadTransform {
   private readonly outcome: Promise<NarResult>;
 
   constructor(opts: NarOffThreadOptions) {
-    super({ codec: 'nar', listing: opts.listing, ...(opts.compress ? { compress: opts.compress } : {}) }, { hashOutput: opts.compress !== undefined });
+    super(
+      { codec: 'nar', listing: opts.listing, ...(opts.compress ? { compress: opts.compress } : {}) },
+      { hashOutput: opts.compress !== undefined },
+    );
     // A sink's readable side, flowing, ends by itself after the last write.
     if (!opts.compress) this.resume();
     this.outcome = this.codecOutcome<NarResult>();
@@ -51,7 +54,10 @@ export function createNarOffThread(opts: NarOffThreadOptions): NarOffThread {
  * decoders and options are `createDecompressor`'s; a corrupt stream fails both streams with
  * `<compression> decompression failed: <reason>`, which `pass.result()` then rejects with.
  */
-export function createNarPass(opts: NarOffThreadOptions & { decompress?: Compression }): { input: Writable; pass: NarOffThread } {
+export function createNarPass(opts: NarOffThreadOptions & { decompress?: Compression }): {
+  input: Writable;
+  pass: NarOffThread;
+} {
   const pass = new NarOffThread(opts);
   if (opts.decompress === undefined || opts.decompress === 'none') return { input: pass, pass };
   const decoder = new OffThreadTransform({ codec: 'decompress', compression: opts.decompress }, { outputTo: pass });

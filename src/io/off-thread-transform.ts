@@ -203,7 +203,11 @@ export class OffThreadTransform extends Transform {
         this.destroy(
           msg.code === undefined
             ? new Error(`${failureOf(this.spec)}: ${msg.message}`)
-            : new NarhubError(msg.code as ErrorCode, msg.message, msg.details === undefined ? undefined : { details: msg.details }),
+            : new NarhubError(
+                msg.code as ErrorCode,
+                msg.message,
+                msg.details === undefined ? undefined : { details: msg.details },
+              ),
         );
         return;
     }

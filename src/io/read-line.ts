@@ -50,8 +50,16 @@ export function readFirstLine(source: Readable, max: number): Promise<Buffer> {
       }
     };
     const onEnd = () =>
-      fail(new NarhubError('BAD_REQUEST', have === 0 ? 'empty body: expected a metadata line' : 'the body ended before the newline that ends the metadata line'));
-    const onError = (err: Error) => fail(new NarhubError('BAD_REQUEST', 'upload aborted before the metadata line was complete', { cause: err }));
+      fail(
+        new NarhubError(
+          'BAD_REQUEST',
+          have === 0
+            ? 'empty body: expected a metadata line'
+            : 'the body ended before the newline that ends the metadata line',
+        ),
+      );
+    const onError = (err: Error) =>
+      fail(new NarhubError('BAD_REQUEST', 'upload aborted before the metadata line was complete', { cause: err }));
     const onClose = () => {
       if (!source.readableEnded) onError(new Error('closed'));
     };
@@ -60,5 +68,8 @@ export function readFirstLine(source: Readable, max: number): Promise<Buffer> {
 }
 
 function tooLong(max: number): NarhubError {
-  return new NarhubError('BAD_REQUEST', `the metadata line is longer than ${max} bytes (or lacks its terminating newline)`);
+  return new NarhubError(
+    'BAD_REQUEST',
+    `the metadata line is longer than ${max} bytes (or lacks its terminating newline)`,
+  );
 }

@@ -9,7 +9,9 @@ import { NarhubError } from '../errors.js';
 export function readSmallBody(stream: Readable, max: number, declaredLength?: number): Promise<Buffer> {
   if (declaredLength !== undefined && declaredLength > max) {
     stream.resume();
-    return Promise.reject(new NarhubError('BODY_TOO_LARGE', `body of ${declaredLength} bytes exceeds the limit of ${max} bytes`));
+    return Promise.reject(
+      new NarhubError('BODY_TOO_LARGE', `body of ${declaredLength} bytes exceeds the limit of ${max} bytes`),
+    );
   }
   // A stream whose end was already read (e.g. by readFirstLine) emits no further 'end'.
   if (stream.readableEnded) return Promise.resolve(Buffer.alloc(0));

@@ -73,7 +73,10 @@ export type FromThread =
  * their end one way; credit for what was consumed, with its buffer to be filled again, the other
  * way. The same window as towards the main thread bounds what is on its way.
  */
-type LinkMessage = { type: 'data'; buffer: ArrayBuffer; length: number } | { type: 'end' } | { type: 'read'; bytes: number; buffer: ArrayBuffer };
+type LinkMessage =
+  | { type: 'data'; buffer: ArrayBuffer; length: number }
+  | { type: 'end' }
+  | { type: 'read'; bytes: number; buffer: ArrayBuffer };
 
 /**
  * Passes output on (to the main thread or a linked stream). It takes the chunk's buffer along
@@ -336,7 +339,12 @@ function decompress(host: Host, compression: Decompression): Codec {
       return streamDecoder(output, wake, createBrotliDecompress({ chunkSize: DECODE_CHUNK }), Infinity);
     case 'xz': {
       const lzma = require('lzma-native') as Lzma;
-      return streamDecoder(output, wake, lzma.createDecompressor({ memlimit: XZ_MEMLIMIT, bufsize: DECODE_CHUNK }), XZ_PIECE);
+      return streamDecoder(
+        output,
+        wake,
+        lzma.createDecompressor({ memlimit: XZ_MEMLIMIT, bufsize: DECODE_CHUNK }),
+        XZ_PIECE,
+      );
     }
   }
 }
@@ -380,7 +388,11 @@ function nar(emit: Emit, spec: Extract<CodecSpec, { codec: 'nar' }>): Codec {
       if (summary === undefined) {
         const s = parser.finish();
         // Formatted here: the listing of a large tree is a large object, its text one string.
-        summary = { narHash: s.narHash, narSize: s.narSize, listing: s.listing === undefined ? undefined : formatListing(s.listing) };
+        summary = {
+          narHash: s.narHash,
+          narSize: s.narSize,
+          listing: s.listing === undefined ? undefined : formatListing(s.listing),
+        };
         compressor?.end();
         return true;
       }
@@ -490,8 +502,12 @@ function awaitCodec(stream: Stream, work: Promise<void>, then?: () => void): voi
 
 /** Gives consumed input back: a slab to the main thread, credit to the linked stream. */
 function consumed(stream: Stream, input: Stream['input'][number]): void {
-  if (!input.linked) port.postMessage({ type: 'ack', id: stream.id, buffer: input.buffer } satisfies FromThread, [input.buffer]);
-  else stream.linkIn?.port.postMessage({ type: 'read', bytes: input.length, buffer: input.buffer } satisfies LinkMessage, [input.buffer]);
+  if (!input.linked)
+    port.postMessage({ type: 'ack', id: stream.id, buffer: input.buffer } satisfies FromThread, [input.buffer]);
+  else
+    stream.linkIn?.port.postMessage({ type: 'read', bytes: input.length, buffer: input.buffer } satisfies LinkMessage, [
+      input.buffer,
+    ]);
 }
 
 /** Does one unit of the stream's work; false when it must wait for a message or its codec. */
@@ -518,7 +534,13 @@ function unit(stream: Stream): boolean {
   stream.linkIn?.port.close();
   stream.linkOut?.postMessage({ type: 'end' } satisfies LinkMessage);
   const sha256 = stream.hash === undefined ? undefined : new Uint8Array(stream.hash.digest());
-  port.postMessage({ type: 'end', id: stream.id, sha256, bytes: stream.bytes, result: stream.codec.result?.() } satisfies FromThread);
+  port.postMessage({
+    type: 'end',
+    id: stream.id,
+    sha256,
+    bytes: stream.bytes,
+    result: stream.codec.result?.(),
+  } satisfies FromThread);
   return false;
 }
 
@@ -569,9 +591,12 @@ function open(id: number, spec: CodecSpec, hash: boolean, link: MessagePort | un
     // Sent whole when the chunk is most of its buffer (and, to a linked stream, starts it),
     // else copied out of it.
     const whole =
-      chunk.byteLength >= chunk.buffer.byteLength / 2 && (!stream.linkOut || chunk.byteOffset === 0) ? chunk : Uint8Array.prototype.slice.call(chunk);
+      chunk.byteLength >= chunk.buffer.byteLength / 2 && (!stream.linkOut || chunk.byteOffset === 0)
+        ? chunk
+        : Uint8Array.prototype.slice.call(chunk);
     const buffer = whole.buffer as ArrayBuffer;
-    if (stream.linkOut) stream.linkOut.postMessage({ type: 'data', buffer, length: whole.byteLength } satisfies LinkMessage, [buffer]);
+    if (stream.linkOut)
+      stream.linkOut.postMessage({ type: 'data', buffer, length: whole.byteLength } satisfies LinkMessage, [buffer]);
     else port.postMessage({ type: 'data', id, chunk: whole } satisfies FromThread, [buffer]);
   };
   if (link) {

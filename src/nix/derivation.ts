@@ -87,13 +87,16 @@ export function parseDerivation(text: string): Derivation {
 
   expect('Derive(');
   const outputs: Record<string, DerivationOutput> = {};
-  for (const [name, path, hashAlgo, hash] of list(() => tuple(() => [str(), (expect(','), str()), (expect(','), str()), (expect(','), str())] as const))) {
+  for (const [name, path, hashAlgo, hash] of list(() =>
+    tuple(() => [str(), (expect(','), str()), (expect(','), str()), (expect(','), str())] as const),
+  )) {
     if (name in outputs) fail(`duplicate output ${name}`);
     outputs[name] = { path, hashAlgo, hash };
   }
   expect(',');
   const inputDrvs: Record<string, string[]> = {};
-  for (const [path, names] of list(() => tuple(() => [str(), (expect(','), list(str))] as const))) inputDrvs[path] = names;
+  for (const [path, names] of list(() => tuple(() => [str(), (expect(','), list(str))] as const)))
+    inputDrvs[path] = names;
   expect(',');
   const inputSrcs = list(str);
   expect(',');
@@ -117,7 +120,10 @@ export function parseDerivation(text: string): Derivation {
  * This is the input set of the "basic derivation" Nix builds remotely (`nix-store --serve`'s
  * build command).
  */
-export function inputPathsOf(drv: Derivation, outputsOf: (drvPath: string) => Readonly<Record<string, string | undefined>>): string[] {
+export function inputPathsOf(
+  drv: Derivation,
+  outputsOf: (drvPath: string) => Readonly<Record<string, string | undefined>>,
+): string[] {
   const paths = new Set(drv.inputSrcs);
   for (const [drvPath, names] of Object.entries(drv.inputDrvs)) {
     const outputs = outputsOf(drvPath);

@@ -38,9 +38,11 @@ export function parsePathInfoJson(text: string): PathInfo[] {
     parseStorePath(path);
     const narHash = o.narHash;
     const narSize = o.narSize;
-    if (typeof narHash !== 'string' || typeof narSize !== 'number') throw new NarhubError('BAD_REQUEST', `nix path-info --json: ${path} lacks narHash or narSize`);
+    if (typeof narHash !== 'string' || typeof narSize !== 'number')
+      throw new NarhubError('BAD_REQUEST', `nix path-info --json: ${path} lacks narHash or narSize`);
     parseHash(narHash);
-    const strings = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : []);
+    const strings = (v: unknown): string[] =>
+      Array.isArray(v) ? v.filter((x): x is string => typeof x === 'string') : [];
     return {
       path,
       narHash,

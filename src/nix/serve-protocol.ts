@@ -72,7 +72,12 @@ function buildOptions(o: ServeBuildOptions): Buffer[] {
 }
 
 export function queryValidPathsRequest(paths: readonly string[], opts: { lock: boolean; substitute: boolean }): Buffer {
-  return Buffer.concat([u64(ServeCommand.QueryValidPaths), u64(opts.lock ? 1 : 0), u64(opts.substitute ? 1 : 0), ...wireStrings(paths)]);
+  return Buffer.concat([
+    u64(ServeCommand.QueryValidPaths),
+    u64(opts.lock ? 1 : 0),
+    u64(opts.substitute ? 1 : 0),
+    ...wireStrings(paths),
+  ]);
 }
 
 export function queryPathInfosRequest(paths: readonly string[]): Buffer {
@@ -88,11 +93,22 @@ export function dumpStorePathRequest(path: string): Buffer {
  * by their outputs (`inputPaths`, which must all be valid in the server's store). The server
  * does not need the `.drv` file itself, nor does it substitute anything.
  */
-export function buildDerivationRequest(drvPath: string, drv: Derivation, inputPaths: readonly string[], options: ServeBuildOptions): Buffer {
+export function buildDerivationRequest(
+  drvPath: string,
+  drv: Derivation,
+  inputPaths: readonly string[],
+  options: ServeBuildOptions,
+): Buffer {
   const outputs = Object.entries(drv.outputs);
   const parts: Buffer[] = [u64(ServeCommand.BuildDerivation), ...wireString(drvPath), u64(outputs.length)];
-  for (const [name, out] of outputs) parts.push(...wireString(name), ...wireString(out.path), ...wireString(out.hashAlgo), ...wireString(out.hash));
-  parts.push(...wireStrings(inputPaths), ...wireString(drv.platform), ...wireString(drv.builder), ...wireStrings(drv.args));
+  for (const [name, out] of outputs)
+    parts.push(...wireString(name), ...wireString(out.path), ...wireString(out.hashAlgo), ...wireString(out.hash));
+  parts.push(
+    ...wireStrings(inputPaths),
+    ...wireString(drv.platform),
+    ...wireString(drv.builder),
+    ...wireStrings(drv.args),
+  );
   const env = Object.entries(drv.env);
   parts.push(u64(env.length));
   for (const [k, v] of env) parts.push(...wireString(k), ...wireString(v));

@@ -1,4 +1,11 @@
-import { createPrivateKey, createPublicKey, randomBytes, sign as cryptoSign, verify as cryptoVerify, type KeyObject } from 'node:crypto';
+import {
+  createPrivateKey,
+  createPublicKey,
+  randomBytes,
+  sign as cryptoSign,
+  verify as cryptoVerify,
+  type KeyObject,
+} from 'node:crypto';
 import { NarhubError } from '../errors.js';
 import { decodeBase64Strict, encodeBase64 } from './base64.js';
 import { narInfoFingerprint } from './fingerprint.js';
@@ -124,7 +131,12 @@ const base64url = (bytes: Uint8Array) => Buffer.from(bytes).toString('base64url'
 function privateKeyObject(secretKey: Uint8Array): KeyObject {
   let key = privateKeys.get(secretKey);
   if (!key) {
-    const jwk = { kty: 'OKP', crv: 'Ed25519', d: base64url(secretKey.subarray(0, SEED_BYTES)), x: base64url(secretKey.subarray(SEED_BYTES)) };
+    const jwk = {
+      kty: 'OKP',
+      crv: 'Ed25519',
+      d: base64url(secretKey.subarray(0, SEED_BYTES)),
+      x: base64url(secretKey.subarray(SEED_BYTES)),
+    };
     key = createPrivateKey({ key: jwk, format: 'jwk' });
     privateKeys.set(secretKey, key);
   }
@@ -175,7 +187,10 @@ export function verifyDetached(publicKeys: PublicKey[], message: string, sig: st
 
 /** Signs the narinfo's fingerprint (spec §6.2); the result is a `Sig` value. */
 export function signNarInfo(secret: SecretKey, info: NarInfo, storeDir = DEFAULT_STORE_DIR): string {
-  return signDetached(secret, narInfoFingerprint(info.storePath, info.narHash, info.narSize, info.references, storeDir));
+  return signDetached(
+    secret,
+    narInfoFingerprint(info.storePath, info.narHash, info.narSize, info.references, storeDir),
+  );
 }
 
 /** Whether `sig` signs this narinfo's fingerprint. A narinfo that has no fingerprint verifies nothing. */

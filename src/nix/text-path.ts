@@ -9,7 +9,12 @@ import { DEFAULT_STORE_DIR } from './store-path.js';
  *
  * `references` are full store paths; their order does not matter (Nix sorts the set).
  */
-export function textStorePath(name: string, text: Uint8Array | string, references: readonly string[], storeDir = DEFAULT_STORE_DIR): string {
+export function textStorePath(
+  name: string,
+  text: Uint8Array | string,
+  references: readonly string[],
+  storeDir = DEFAULT_STORE_DIR,
+): string {
   const inner = createHash('sha256').update(text).digest('hex');
   const type = ['text', ...[...new Set(references)].sort()].join(':');
   const fingerprint = `${type}:sha256:${inner}:${storeDir}:${name}`;

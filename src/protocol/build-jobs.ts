@@ -68,7 +68,9 @@ export function formatFailure(kind: BuildFailureKind, message: string): string {
 
 export function parseFailure(reason: string | undefined): { kind: BuildFailureKind; message: string } {
   const m = /^(build|timeout|infrastructure|cancelled): ?([\s\S]*)$/.exec(reason ?? '');
-  return m ? { kind: m[1] as BuildFailureKind, message: m[2]! } : { kind: 'infrastructure', message: reason ?? 'unknown failure' };
+  return m
+    ? { kind: m[1] as BuildFailureKind, message: m[2]! }
+    : { kind: 'infrastructure', message: reason ?? 'unknown failure' };
 }
 
 /** BullMQ forbids ':' in queue names and job ids; features are sorted so a set has one name. */
@@ -90,7 +92,11 @@ export function buildJobId(drvHash: string): string {
 }
 
 /** A spoke may take jobs from a queue when it has the system and every required feature. */
-export function spokeCanServe(spoke: { systems: string[]; features: string[] }, system: string, requiredFeatures: readonly string[]): boolean {
+export function spokeCanServe(
+  spoke: { systems: string[]; features: string[] },
+  system: string,
+  requiredFeatures: readonly string[],
+): boolean {
   return spoke.systems.includes(system) && requiredFeatures.every((f) => spoke.features.includes(f));
 }
 

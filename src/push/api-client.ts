@@ -1,5 +1,11 @@
 import { spawn } from 'node:child_process';
-import { Agent as HttpAgent, request as httpRequest, type ClientRequest, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http';
+import {
+  Agent as HttpAgent,
+  request as httpRequest,
+  type ClientRequest,
+  type IncomingHttpHeaders,
+  type OutgoingHttpHeaders,
+} from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -106,7 +112,13 @@ function readAnswer(req: ClientRequest): Promise<Answer> {
     req.on('error', reject);
     req.once('response', (res) => {
       const parts: Buffer[] = [];
-      const done = () => resolve({ status: res.statusCode ?? 0, headers: res.headers, text: Buffer.concat(parts).toString('utf8'), complete: res.complete });
+      const done = () =>
+        resolve({
+          status: res.statusCode ?? 0,
+          headers: res.headers,
+          text: Buffer.concat(parts).toString('utf8'),
+          complete: res.complete,
+        });
       res.on('data', (chunk: Buffer) => parts.push(chunk));
       res.once('end', done);
       res.once('close', done);
@@ -137,7 +149,12 @@ class CheckedNar extends Transform {
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     this.count += chunk.length;
     if (this.count > this.narSize) {
-      callback((this.failure = new PushFailure(`${this.what} gave more than the path's NarSize of ${this.narSize} bytes`, false)));
+      callback(
+        (this.failure = new PushFailure(
+          `${this.what} gave more than the path's NarSize of ${this.narSize} bytes`,
+          false,
+        )),
+      );
       return;
     }
     this.onBytes(chunk.length);
@@ -146,14 +163,23 @@ class CheckedNar extends Transform {
 
   override _flush(callback: TransformCallback): void {
     this.sourceEnded().then((failure) => {
-      this.failure = failure ?? (this.count !== this.narSize ? new PushFailure(`${this.what} gave ${this.count} bytes, but the path's NarSize is ${this.narSize}`, false) : undefined);
+      this.failure =
+        failure ??
+        (this.count !== this.narSize
+          ? new PushFailure(`${this.what} gave ${this.count} bytes, but the path's NarSize is ${this.narSize}`, false)
+          : undefined);
       callback(this.failure);
     }, callback);
   }
 }
 
 /** narhub's /api/v1 for one cache, over `node:http(s)` with keep-alive connections. */
-export function createApiClient(location: CacheLocation, authorization: string | undefined, nix: NixCommands = {}, options: ApiClientOptions = {}) {
+export function createApiClient(
+  location: CacheLocation,
+  authorization: string | undefined,
+  nix: NixCommands = {},
+  options: ApiClientOptions = {},
+) {
   const api = `${location.base}/api/v1/caches/${encodeURIComponent(location.cache)}`;
   const https = api.startsWith('https:');
   const request = https ? httpsRequest : httpRequest;
@@ -170,19 +196,33 @@ export function createApiClient(location: CacheLocation, authorization: string |
       timeout: idleTimeoutMs,
       ...(signal ? { signal } : {}),
     });
-    req.once('timeout', () => req.destroy(new PushFailure(`no answer from the server for ${Math.round(idleTimeoutMs / 1000)} s`, true)));
+    req.once('timeout', () =>
+      req.destroy(new PushFailure(`no answer from the server for ${Math.round(idleTimeoutMs / 1000)} s`, true)),
+    );
     return req;
   };
   /** `nix-store --dump PATH`; `ended` tells, once its output ended, whether it failed. */
   const spawnDump = (path: string) => {
-    const child = spawn(nix.nixStore ?? 'nix-store', [...storeArgs(nix), '--dump', path], { env: nix.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(nix.nixStore ?? 'nix-store', [...storeArgs(nix), '--dump', path], {
+      env: nix.env ?? process.env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stderr = '';
     let spawnFailure: PushFailure | undefined;
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr = (stderr + d).slice(-2000)));
     const exited = new Promise<PushFailure | undefined>((resolve) => {
-      child.once('error', (err) => resolve((spawnFailure = new PushFailure(`cannot run nix-store --dump: ${err.message}`, false))));
+      child.once('error', (err) =>
+        resolve((spawnFailure = new PushFailure(`cannot run nix-store --dump: ${err.message}`, false))),
+      );
       child.once('close', (code, sig) =>
-        resolve(code === 0 ? undefined : new PushFailure(`nix-store --dump failed (${sig ?? `exit ${code}`}): ${stderr.trim().split('\n').slice(-2).join(' / ')}`, false)),
+        resolve(
+          code === 0
+            ? undefined
+            : new PushFailure(
+                `nix-store --dump failed (${sig ?? `exit ${code}`}): ${stderr.trim().split('\n').slice(-2).join(' / ')}`,
+                false,
+              ),
+        ),
       );
     });
     return {
@@ -199,10 +239,26 @@ export function createApiClient(location: CacheLocation, authorization: string |
    * Sends the metadata line and the NAR (`nix-store --dump PATH`, or `openNar()`) as one PUT;
    * the whole answer, whatever its status.
    */
-  const sendPath = async (info: PathInfo, hashPart: string, line: Buffer, onBytes: (n: number) => void, signal?: AbortSignal, openNar?: () => Readable): Promise<Answer> => {
+  const sendPath = async (
+    info: PathInfo,
+    hashPart: string,
+    line: Buffer,
+    onBytes: (n: number) => void,
+    signal?: AbortSignal,
+    openNar?: () => Readable,
+  ): Promise<Answer> => {
     const dump = openNar ? undefined : spawnDump(info.path);
     const nar = dump ? dump.stream : openNar!();
-    const req = open('PUT', `/paths/${hashPart}`, { 'content-type': 'application/x-narhub-path', accept: 'application/json', 'content-length': line.length + info.narSize }, signal);
+    const req = open(
+      'PUT',
+      `/paths/${hashPart}`,
+      {
+        'content-type': 'application/x-narhub-path',
+        accept: 'application/json',
+        'content-length': line.length + info.narSize,
+      },
+      signal,
+    );
     // A given source's own error (not the request's, which the pipeline passes on to it).
     let requestFailed = false;
     let narFailure: unknown;
@@ -213,7 +269,9 @@ export function createApiClient(location: CacheLocation, authorization: string |
     const answering = readAnswer(req);
     req.write(line);
     // A failure on either side aborts the request, so `answering` rejects; the cause is told below.
-    const checked = dump ? new CheckedNar('nix-store --dump', info.narSize, onBytes, dump.ended) : new CheckedNar('the NAR stream', info.narSize, onBytes, async () => undefined);
+    const checked = dump
+      ? new CheckedNar('nix-store --dump', info.narSize, onBytes, dump.ended)
+      : new CheckedNar('the NAR stream', info.narSize, onBytes, async () => undefined);
     pipeline(nar, checked, req).catch(() => undefined);
     try {
       return await answering;
@@ -240,7 +298,11 @@ export function createApiClient(location: CacheLocation, authorization: string |
     async missingPaths(storePaths: string[]): Promise<string[]> {
       const body = Buffer.from(JSON.stringify({ storePaths }));
       const answer = await onLiveConnection(async () => {
-        const req = open('POST', '/missing-paths', { 'content-type': 'application/json', accept: 'application/json', 'content-length': body.length });
+        const req = open('POST', '/missing-paths', {
+          'content-type': 'application/json',
+          accept: 'application/json',
+          'content-length': body.length,
+        });
         const answering = readAnswer(req);
         req.end(body);
         try {
@@ -256,7 +318,8 @@ export function createApiClient(location: CacheLocation, authorization: string |
         if (err instanceof PushFailure) throw err;
         throw new PushFailure('the server answered missing-paths with something other than JSON', false);
       }
-      if (!Array.isArray(parsed.missing)) throw new PushFailure('the server answered missing-paths without a "missing" list', false);
+      if (!Array.isArray(parsed.missing))
+        throw new PushFailure('the server answered missing-paths without a "missing" list', false);
       return parsed.missing.filter((p): p is string => typeof p === 'string');
     },
 
@@ -268,7 +331,12 @@ export function createApiClient(location: CacheLocation, authorization: string |
      * already has) ends the upload there: the dump is stopped and the connection dropped. An
      * error of `openNar`'s stream comes back unchanged.
      */
-    async uploadPath(info: PathInfo, onBytes: (n: number) => void, signal?: AbortSignal, openNar?: () => Readable): Promise<UploadAnswer> {
+    async uploadPath(
+      info: PathInfo,
+      onBytes: (n: number) => void,
+      signal?: AbortSignal,
+      openNar?: () => Readable,
+    ): Promise<UploadAnswer> {
       const metadata: Record<string, unknown> = {
         storePath: info.path,
         narHash: info.narHash,
@@ -278,7 +346,7 @@ export function createApiClient(location: CacheLocation, authorization: string |
       if (info.deriver !== undefined) metadata.deriver = info.deriver;
       if (info.ca !== undefined) metadata.ca = info.ca;
       if (info.signatures.length > 0) metadata.sigs = info.signatures;
-      const line = Buffer.from(JSON.stringify(metadata) + '\n');
+      const line = Buffer.from(`${JSON.stringify(metadata)}\n`);
       const hashPart = parseStorePath(info.path).hashPart;
 
       // Bytes reported for an attempt on a stale connection are taken back before the next.
@@ -299,7 +367,12 @@ export function createApiClient(location: CacheLocation, authorization: string |
         if (err instanceof PushFailure) throw err;
         throw new PushFailure(`the server answered the upload with HTTP ${answer.status} but no JSON`, false);
       }
-      return { created: body.created === true, stored: body.stored === true, fileSize: Number(body.fileSize ?? 0), narSize: Number(body.narSize ?? info.narSize) };
+      return {
+        created: body.created === true,
+        stored: body.stored === true,
+        fileSize: Number(body.fileSize ?? 0),
+        narSize: Number(body.narSize ?? info.narSize),
+      };
     },
 
     /** Closes the idle keep-alive connections (unless they are shared). */

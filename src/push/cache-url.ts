@@ -18,17 +18,30 @@ export function parseCacheUrl(text: string): CacheLocation {
   try {
     url = new URL(text);
   } catch {
-    throw new NarhubError('BAD_REQUEST', `invalid cache URL ${JSON.stringify(text)}: expected e.g. http://127.0.0.1:8080/main`);
+    throw new NarhubError(
+      'BAD_REQUEST',
+      `invalid cache URL ${JSON.stringify(text)}: expected e.g. http://127.0.0.1:8080/main`,
+    );
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    throw new NarhubError('BAD_REQUEST', `invalid cache URL ${JSON.stringify(text)}: only http:// and https:// are supported`);
+    throw new NarhubError(
+      'BAD_REQUEST',
+      `invalid cache URL ${JSON.stringify(text)}: only http:// and https:// are supported`,
+    );
   }
   if (url.search !== '' || url.hash !== '') {
-    throw new NarhubError('BAD_REQUEST', `invalid cache URL ${JSON.stringify(text)}: no query or fragment (narhub picks the compression itself)`);
+    throw new NarhubError(
+      'BAD_REQUEST',
+      `invalid cache URL ${JSON.stringify(text)}: no query or fragment (narhub picks the compression itself)`,
+    );
   }
   const segments = url.pathname.split('/').filter((s) => s !== '');
   const cache = segments.pop();
-  if (cache === undefined) throw new NarhubError('BAD_REQUEST', `invalid cache URL ${JSON.stringify(text)}: it names no cache (e.g. ${url.origin}/main)`);
+  if (cache === undefined)
+    throw new NarhubError(
+      'BAD_REQUEST',
+      `invalid cache URL ${JSON.stringify(text)}: it names no cache (e.g. ${url.origin}/main)`,
+    );
   const prefix = segments.length > 0 ? `/${segments.join('/')}` : '';
   return { base: `${url.origin}${prefix}`, cache: decodeURIComponent(cache), host: url.hostname };
 }

@@ -14,7 +14,8 @@ export interface NixCommands {
 }
 
 /** `--store STORE` when a store other than the machine's is meant. */
-export const storeArgs = (nix: NixCommands): string[] => (nix.store && nix.store !== 'auto' ? ['--store', nix.store] : []);
+export const storeArgs = (nix: NixCommands): string[] =>
+  nix.store && nix.store !== 'auto' ? ['--store', nix.store] : [];
 
 /** Runs a command to completion, collecting stdout; rejects with its stderr on failure. */
 export function runCommand(cmd: string, args: string[], env?: NodeJS.ProcessEnv): Promise<string> {
@@ -27,13 +28,22 @@ export function runCommand(cmd: string, args: string[], env?: NodeJS.ProcessEnv)
     child.on('error', (e) => reject(new NarhubError('BAD_REQUEST', `cannot run ${cmd}: ${e.message}`)));
     child.on('close', (code, signal) => {
       if (code === 0) resolve(Buffer.concat(out).toString('utf8'));
-      else reject(new NarhubError('BAD_REQUEST', `${cmd} ${args.join(' ')} failed (${signal ?? `exit ${code}`}): ${lastLines(err)}`));
+      else
+        reject(
+          new NarhubError(
+            'BAD_REQUEST',
+            `${cmd} ${args.join(' ')} failed (${signal ?? `exit ${code}`}): ${lastLines(err)}`,
+          ),
+        );
     });
   });
 }
 
 function lastLines(text: string): string {
-  const lines = text.trim().split('\n').filter((l) => l.trim() !== '');
+  const lines = text
+    .trim()
+    .split('\n')
+    .filter((l) => l.trim() !== '');
   return lines.slice(-3).join(' / ') || 'no output';
 }
 
@@ -43,6 +53,10 @@ function lastLines(text: string): string {
  * path (2.19+); NarHash in any encoding (`sha256:` nix32 or SRI).
  */
 export async function queryClosure(paths: string[], nix: NixCommands = {}): Promise<PathInfo[]> {
-  const text = await runCommand(nix.nix ?? 'nix', ['--extra-experimental-features', 'nix-command', 'path-info', ...storeArgs(nix), '--json', '-r', ...paths], nix.env);
+  const text = await runCommand(
+    nix.nix ?? 'nix',
+    ['--extra-experimental-features', 'nix-command', 'path-info', ...storeArgs(nix), '--json', '-r', ...paths],
+    nix.env,
+  );
   return parsePathInfoJson(text);
 }

@@ -61,13 +61,21 @@ export function defaultNetrcFiles(env: NodeJS.ProcessEnv = process.env): string[
  * The credentials for `host` from the first of `files` that has them (an entry for the host,
  * else a `default` entry). A file given explicitly (`required`) must be readable.
  */
-export function netrcCredentials(host: string, files: string[], required = false): { login: string; password: string; file: string } | undefined {
+export function netrcCredentials(
+  host: string,
+  files: string[],
+  required = false,
+): { login: string; password: string; file: string } | undefined {
   for (const file of files) {
     let text: string;
     try {
       text = readFileSync(file, 'utf8');
     } catch (err) {
-      if (required) throw new NarhubError('BAD_REQUEST', `cannot read netrc file ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+      if (required)
+        throw new NarhubError(
+          'BAD_REQUEST',
+          `cannot read netrc file ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+        );
       continue;
     }
     const entries = parseNetrc(text);

@@ -35,10 +35,14 @@ export function lineProgress(out: ProgressStream): Progress {
     bytes: () => undefined,
     pushed(path, s) {
       const stored = s.stored ? `, ${formatBytes(s.fileSize)} stored` : ', already stored';
-      out.write(`pushed ${path} (${formatBytes(s.narSize)}${stored}, ${s.seconds.toFixed(1)} s, ${rate(s.narSize, s.seconds)})\n`);
+      out.write(
+        `pushed ${path} (${formatBytes(s.narSize)}${stored}, ${s.seconds.toFixed(1)} s, ${rate(s.narSize, s.seconds)})\n`,
+      );
     },
     retrying(path, r) {
-      out.write(`retrying ${path} in ${(r.delayMs / 1000).toFixed(1)} s (attempt ${r.attempt + 1} of ${r.of}): ${r.reason}\n`);
+      out.write(
+        `retrying ${path} in ${(r.delayMs / 1000).toFixed(1)} s (attempt ${r.attempt + 1} of ${r.of}): ${r.reason}\n`,
+      );
     },
     failed(path, reason) {
       out.write(`failed ${path}: ${reason}\n`);
@@ -64,7 +68,9 @@ export function ttyProgress(out: ProgressStream, now: () => number = () => perfo
     const seconds = (now() - started) / 1000;
     const bar = `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}]`;
     const failed = failures > 0 ? `, ${failures} failed` : '';
-    out.write(`\r\x1b[K${bar} ${donePaths}/${totalPaths} paths, ${formatBytes(sentBytes)} of ${formatBytes(totalBytes)}, ${rate(sentBytes, seconds)}${failed}`);
+    out.write(
+      `\r\x1b[K${bar} ${donePaths}/${totalPaths} paths, ${formatBytes(sentBytes)} of ${formatBytes(totalBytes)}, ${rate(sentBytes, seconds)}${failed}`,
+    );
   };
   const above = (line: string) => {
     out.write(`\r\x1b[K${line}\n`);
@@ -88,7 +94,9 @@ export function ttyProgress(out: ProgressStream, now: () => number = () => perfo
       draw();
     },
     retrying(path, r) {
-      above(`retrying ${path} in ${(r.delayMs / 1000).toFixed(1)} s (attempt ${r.attempt + 1} of ${r.of}): ${r.reason}`);
+      above(
+        `retrying ${path} in ${(r.delayMs / 1000).toFixed(1)} s (attempt ${r.attempt + 1} of ${r.of}): ${r.reason}`,
+      );
     },
     failed(path, reason) {
       failures++;

@@ -49,7 +49,12 @@ export async function push(options: PushOptions): Promise<PushReport> {
   }
 }
 
-async function pushClosure(options: PushOptions, closure: PathInfo[], client: ApiClient, started: number): Promise<PushReport> {
+async function pushClosure(
+  options: PushOptions,
+  closure: PathInfo[],
+  client: ApiClient,
+  started: number,
+): Promise<PushReport> {
   const { progress } = options;
   const attempts = options.retry.retries + 1;
 
@@ -59,9 +64,13 @@ async function pushClosure(options: PushOptions, closure: PathInfo[], client: Ap
     const answer = await withRetries(
       () => client.missingPaths(batch),
       options.retry,
-      ({ attempt, delayMs, error }) => progress.retrying('(missing-paths query)', { attempt, of: attempts, delayMs, reason: error.message }),
+      ({ attempt, delayMs, error }) =>
+        progress.retrying('(missing-paths query)', { attempt, of: attempts, delayMs, reason: error.message }),
     ).catch((err: unknown) => {
-      throw new PushFailure(`cannot ask ${options.location.base}/${options.location.cache} which paths it lacks: ${(err as Error).message}`, false);
+      throw new PushFailure(
+        `cannot ask ${options.location.base}/${options.location.cache} which paths it lacks: ${(err as Error).message}`,
+        false,
+      );
     });
     missingList.push(...answer);
   }
@@ -72,7 +81,13 @@ async function pushClosure(options: PushOptions, closure: PathInfo[], client: Ap
     const info = byPath.get(path);
     if (info) missing.set(path, info);
   }
-  const report: PushReport = { closure: closure.length, present: closure.length - missing.size, pushed: [], failed: [], seconds: 0 };
+  const report: PushReport = {
+    closure: closure.length,
+    present: closure.length - missing.size,
+    pushed: [],
+    failed: [],
+    seconds: 0,
+  };
   if (missing.size === 0) {
     report.seconds = (performance.now() - started) / 1000;
     return report;
@@ -134,11 +149,17 @@ async function pushClosure(options: PushOptions, closure: PathInfo[], client: Ap
             });
           },
           options.retry,
-          ({ attempt, delayMs, error }) => progress.retrying(info.path, { attempt, of: attempts, delayMs, reason: error.message }),
+          ({ attempt, delayMs, error }) =>
+            progress.retrying(info.path, { attempt, of: attempts, delayMs, reason: error.message }),
         );
         settled.add(info.path);
         report.pushed.push({ path: info.path, narSize: info.narSize, fileSize: answer.fileSize });
-        progress.pushed(info.path, { narSize: info.narSize, fileSize: answer.fileSize, seconds: (performance.now() - t0) / 1000, stored: answer.stored });
+        progress.pushed(info.path, {
+          narSize: info.narSize,
+          fileSize: answer.fileSize,
+          seconds: (performance.now() - t0) / 1000,
+          stored: answer.stored,
+        });
         for (const d of dependents.get(info.path) ?? []) {
           const deps = waitsFor.get(d)!;
           deps.delete(info.path);

@@ -46,7 +46,8 @@ export async function withRetries<T>(
     try {
       return await attempt(n);
     } catch (err) {
-      const failure = err instanceof PushFailure ? err : new PushFailure(err instanceof Error ? err.message : String(err), false);
+      const failure =
+        err instanceof PushFailure ? err : new PushFailure(err instanceof Error ? err.message : String(err), false);
       if (!failure.transient || n >= policy.retries) throw failure;
       const delayMs = backoffMs(n, policy, failure.retryAfter);
       onRetry?.({ attempt: n + 1, delayMs, error: failure });

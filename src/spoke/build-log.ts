@@ -50,7 +50,12 @@ export class BuildLog {
   }
 
   /** Starts a log: a fresh stream in Redis (and a spool file if it grows large). */
-  static async open(redis: Redis, drvHash: string, file: string, onRedisError: (err: unknown) => void): Promise<BuildLog> {
+  static async open(
+    redis: Redis,
+    drvHash: string,
+    file: string,
+    onRedisError: (err: unknown) => void,
+  ): Promise<BuildLog> {
     const log = new BuildLog(redis, drvHash, file, onRedisError);
     log.#enqueue(async () => {
       await redis.del(log.#key);

@@ -6,7 +6,7 @@ import { inputPathsOf, outputPathsOf, parseDerivation, type Derivation } from '.
 import { buildVerdict, BuildStatus } from '../nix/serve-protocol.js';
 import { isDerivationPath, parseStorePath } from '../nix/store-path.js';
 import { textStorePath } from '../nix/text-path.js';
-import { type BuildJobData, type BuildJobResult } from '../protocol/build-jobs.js';
+import type { BuildJobData, BuildJobResult } from '../protocol/build-jobs.js';
 import { PROTOCOL_VERSION } from '../protocol/version.js';
 import { BuildLog } from './build-log.js';
 import { CacheFetchError, createCacheClient, type CacheClient } from './cache-client.js';
@@ -52,7 +52,10 @@ function checkJob(data: BuildJobData): Derivation | undefined {
   if (typeof data !== 'object' || data === null) throw new UnrecoverableError('infrastructure: job has no data');
   if (data.protocol !== PROTOCOL_VERSION) {
     // Another spoke (of the hub's version) may take it: retryable.
-    throw jobFailure('infrastructure', `job speaks protocol ${String(data.protocol)}, this spoke speaks ${PROTOCOL_VERSION}`);
+    throw jobFailure(
+      'infrastructure',
+      `job speaks protocol ${String(data.protocol)}, this spoke speaks ${PROTOCOL_VERSION}`,
+    );
   }
   const bad = (why: string) => jobFailure('infrastructure', `invalid job: ${why}`, { retry: false });
   if (typeof data.drvPath !== 'string') throw bad('no drvPath');
@@ -64,8 +67,12 @@ function checkJob(data: BuildJobData): Derivation | undefined {
   }
   if (!isDerivationPath(drv)) throw bad(`${data.drvPath} is not a derivation`);
   if (data.drvHash !== drv.hashPart) throw bad(`drvHash ${String(data.drvHash)} does not match ${data.drvPath}`);
-  if (typeof data.cacheName !== 'string' || !CACHE_NAME_RE.test(data.cacheName)) throw bad(`cache name ${JSON.stringify(data.cacheName)}`);
-  if (!Array.isArray(data.trustedPublicKeys) || !data.trustedPublicKeys.every((k) => typeof k === 'string' && /^\S+:\S+$/.test(k))) {
+  if (typeof data.cacheName !== 'string' || !CACHE_NAME_RE.test(data.cacheName))
+    throw bad(`cache name ${JSON.stringify(data.cacheName)}`);
+  if (
+    !Array.isArray(data.trustedPublicKeys) ||
+    !data.trustedPublicKeys.every((k) => typeof k === 'string' && /^\S+:\S+$/.test(k))
+  ) {
     throw bad('trustedPublicKeys must be a list of name:key');
   }
   for (const [name, path] of Object.entries(data.outputs ?? {})) {
@@ -84,10 +91,12 @@ function checkJob(data: BuildJobData): Derivation | undefined {
       throw bad(`drvText: ${(err as Error).message}`);
     }
     const references = [...Object.keys(carried.inputDrvs), ...carried.inputSrcs];
-    if (textStorePath(drv.name, data.drvText, references) !== data.drvPath) throw bad(`drvText is not the text of ${data.drvPath}`);
+    if (textStorePath(drv.name, data.drvText, references) !== data.drvPath)
+      throw bad(`drvText is not the text of ${data.drvPath}`);
   }
   if (data.inputOutputs !== undefined) {
-    if (typeof data.inputOutputs !== 'object' || data.inputOutputs === null) throw bad('inputOutputs must be an object');
+    if (typeof data.inputOutputs !== 'object' || data.inputOutputs === null)
+      throw bad('inputOutputs must be an object');
     for (const [drvPath, outputs] of Object.entries(data.inputOutputs)) {
       if (typeof outputs !== 'object' || outputs === null) throw bad(`inputOutputs of ${drvPath} must be an object`);
       try {
@@ -129,7 +138,8 @@ export async function runBuild(data: BuildJobData, ctx: BuildContext, signal: Ab
     delayMs: ctx.retryDelay,
     signal,
     retryable: (err: unknown) => (err instanceof PushError || err instanceof CacheFetchError ? err.retryable : true),
-    onRetry: (err: unknown, attempt: number, delayMs: number) => log.warn({ err: (err as Error).message, attempt, delayMs }, 'network step failed, retrying'),
+    onRetry: (err: unknown, attempt: number, delayMs: number) =>
+      log.warn({ err: (err as Error).message, attempt, delayMs }, 'network step failed, retrying'),
   };
   const stopped = (): never => {
     const reason = signal.reason as StopReason | undefined;
@@ -149,10 +159,12 @@ export async function runBuild(data: BuildJobData, ctx: BuildContext, signal: Ab
     [drv, inputs] = await withRetries(async () => {
       const d = carried ?? (await cache.derivation(data.drvPath, signal));
       // Input outputs the hub sent are taken as they are; the other inputs' .drvs are fetched.
-      const known = new Map(Object.entries(d.inputDrvs).flatMap(([p, names]) => {
-        const outputs = data.inputOutputs?.[p];
-        return outputs && names.every((n) => typeof outputs[n] === 'string') ? [[p, outputs] as const] : [];
-      }));
+      const known = new Map(
+        Object.entries(d.inputDrvs).flatMap(([p, names]) => {
+          const outputs = data.inputOutputs?.[p];
+          return outputs && names.every((n) => typeof outputs[n] === 'string') ? [[p, outputs] as const] : [];
+        }),
+      );
       const fetched = await Promise.all(
         Object.keys(d.inputDrvs)
           .filter((p) => !known.has(p))
@@ -179,8 +191,11 @@ export async function runBuild(data: BuildJobData, ctx: BuildContext, signal: Ab
 
   const timeout = effectiveLimit(data.timeout, ctx.timeout);
   const maxSilent = effectiveLimit(data.maxSilent, ctx.maxSilent);
-  const buildLog = await BuildLog.open(ctx.redis, data.drvHash, join(ctx.nix.dir, `${data.drvHash}-${startedAt}.log`), (err) =>
-    log.warn({ err: (err as Error).message }, 'cannot write the live log to Redis'),
+  const buildLog = await BuildLog.open(
+    ctx.redis,
+    data.drvHash,
+    join(ctx.nix.dir, `${data.drvHash}-${startedAt}.log`),
+    (err) => log.warn({ err: (err as Error).message }, 'cannot write the live log to Redis'),
   );
   conn.onStderr((text) => buildLog.write(text));
   let logPath: string | null = null;
@@ -190,7 +205,10 @@ export async function runBuild(data: BuildJobData, ctx: BuildContext, signal: Ab
     // 2. Inputs the store lacks, from the cache.
     try {
       // Said in the log as Nix says it when it substitutes.
-      await importInputs(conn, cache, inputs, { signal, onCopy: (path) => buildLog.write(`copying path '${path}' from '${cacheUrl}'...\n`) });
+      await importInputs(conn, cache, inputs, {
+        signal,
+        onCopy: (path) => buildLog.write(`copying path '${path}' from '${cacheUrl}'...\n`),
+      });
     } catch (err) {
       infrastructure(err);
     }
@@ -200,7 +218,11 @@ export async function runBuild(data: BuildJobData, ctx: BuildContext, signal: Ab
     const watchdog = startWatchdog(conn, timeout, maxSilent);
     let result;
     try {
-      result = await conn.buildDerivation(data.drvPath, drv, inputs, { maxSilentTime: maxSilent, buildTimeout: timeout, maxLogSize: 0 });
+      result = await conn.buildDerivation(data.drvPath, drv, inputs, {
+        maxSilentTime: maxSilent,
+        buildTimeout: timeout,
+        maxLogSize: 0,
+      });
     } catch (err) {
       if (signal.aborted) stopped();
       if (watchdog.fired) throw jobFailure('timeout', watchdog.fired);
@@ -212,7 +234,8 @@ export async function runBuild(data: BuildJobData, ctx: BuildContext, signal: Ab
     built = result!.status !== BuildStatus.AlreadyValid && result!.status !== BuildStatus.Substituted;
     const verdict = buildVerdict(result!.status);
     if (verdict !== 'success') {
-      const message = stripAnsi(result!.errorMsg).trim() || `build of ${data.drvPath} failed (status ${result!.status})`;
+      const message =
+        stripAnsi(result!.errorMsg).trim() || `build of ${data.drvPath} failed (status ${result!.status})`;
       log.info({ kind: verdict, status: result!.status }, message);
       throw jobFailure(verdict, message.replace(/^error: /, ''));
     }
@@ -222,12 +245,19 @@ export async function runBuild(data: BuildJobData, ctx: BuildContext, signal: Ab
     try {
       await withRetries(() => pushOutputs(conn, ctx.http, cacheUrl, ctx.token, outputs, signal), retry);
     } catch (err) {
-      if (signal.aborted) throw jobFailure((signal.reason as StopReason | undefined)?.kind ?? 'cancelled', 'stopped while pushing outputs');
+      if (signal.aborted)
+        throw jobFailure(
+          (signal.reason as StopReason | undefined)?.kind ?? 'cancelled',
+          'stopped while pushing outputs',
+        );
       infrastructure(err);
     }
     phase('pushMs');
   } catch (err) {
-    failure = err instanceof Error && /^(build|timeout|infrastructure|cancelled):/.test(err.message) ? err : jobFailure('infrastructure', String((err as Error)?.message ?? err));
+    failure =
+      err instanceof Error && /^(build|timeout|infrastructure|cancelled):/.test(err.message)
+        ? err
+        : jobFailure('infrastructure', String((err as Error)?.message ?? err));
   } finally {
     signal.removeEventListener('abort', onAbort);
     conn.onStderr(undefined);
@@ -237,7 +267,11 @@ export async function runBuild(data: BuildJobData, ctx: BuildContext, signal: Ab
       await buildLog.closeFile();
       const body = await logToStore(ctx.http, data, built, await buildLog.contents(), cacheUrl, ctx.token);
       if (body === 'kept') logPath = `log/${basename(data.drvPath)}`;
-      else logPath = await withRetries(() => uploadLog(ctx.http, cacheUrl, basename(data.drvPath), ctx.token, body), { ...retry, signal: undefined });
+      else
+        logPath = await withRetries(() => uploadLog(ctx.http, cacheUrl, basename(data.drvPath), ctx.token, body), {
+          ...retry,
+          signal: undefined,
+        });
     } catch (err) {
       log.warn({ err: (err as Error).message }, 'the build log could not be stored in the cache');
     }
@@ -247,25 +281,42 @@ export async function runBuild(data: BuildJobData, ctx: BuildContext, signal: Ab
     log.debug({ ...phases, ms: Date.now() - startedAt }, 'job steps');
   }
   if (failure) throw failure;
-  return { protocol: PROTOCOL_VERSION, spoke: ctx.spokeId, attempt: data.attempt, outputs, startedAt, finishedAt: Date.now(), logPath };
+  return {
+    protocol: PROTOCOL_VERSION,
+    spoke: ctx.spokeId,
+    attempt: data.attempt,
+    outputs,
+    startedAt,
+    finishedAt: Date.now(),
+    logPath,
+  };
 }
 
 /** Output name -> path: from the job (input-addressed outputs), else from the derivation. */
 function outputPaths(data: BuildJobData, drv: Derivation): Record<string, string> {
   if (Object.keys(data.outputs ?? {}).length > 0) return data.outputs;
   const outputs = outputPathsOf(drv);
-  if (Object.keys(outputs).length === 0) throw jobFailure('build', `${data.drvPath} has no output with a known path (floating content-addressed outputs are not supported)`, { retry: false });
+  if (Object.keys(outputs).length === 0)
+    throw jobFailure(
+      'build',
+      `${data.drvPath} has no output with a known path (floating content-addressed outputs are not supported)`,
+      { retry: false },
+    );
   return outputs;
 }
 
 /** Kills the connection once a limit has passed by the grace period; `fired` says which. */
 function startWatchdog(conn: ServeConnection, timeout: number, maxSilent: number) {
-  const state = { fired: undefined as string | undefined, stop: () => undefined as void };
+  const state = { fired: undefined as string | undefined, stop: (): void => undefined };
   const started = Date.now();
   const check = () => {
     const now = Date.now();
-    if (timeout > 0 && now - started > (timeout + WATCHDOG_GRACE_SECONDS) * 1000) state.fired = `build exceeded the ${timeout} s time limit and was killed`;
-    else if (maxSilent > 0 && now - Math.max(conn.lastOutputAt, started) > (maxSilent + WATCHDOG_GRACE_SECONDS) * 1000) {
+    if (timeout > 0 && now - started > (timeout + WATCHDOG_GRACE_SECONDS) * 1000)
+      state.fired = `build exceeded the ${timeout} s time limit and was killed`;
+    else if (
+      maxSilent > 0 &&
+      now - Math.max(conn.lastOutputAt, started) > (maxSilent + WATCHDOG_GRACE_SECONDS) * 1000
+    ) {
       state.fired = `build printed nothing for ${maxSilent} s and was killed`;
     }
     if (state.fired) conn.kill();
@@ -283,9 +334,18 @@ function startWatchdog(conn: ServeConnection, timeout: number, maxSilent: number
  * did not build it (a retry after a failed push finds the output already in the store), the
  * collected text is mere chatter and must not replace the log already in the cache.
  */
-async function logToStore(http: CacheHttp, data: BuildJobData, built: boolean, collected: Buffer, cacheUrl: string, token: string): Promise<Buffer | 'kept'> {
+async function logToStore(
+  http: CacheHttp,
+  data: BuildJobData,
+  built: boolean,
+  collected: Buffer,
+  cacheUrl: string,
+  token: string,
+): Promise<Buffer | 'kept'> {
   if (built) return collected;
-  const head = await http.request('HEAD', `${cacheUrl}/log/${basename(data.drvPath)}`, { headers: { authorization: `Bearer ${token}` } }).catch(() => undefined);
+  const head = await http
+    .request('HEAD', `${cacheUrl}/log/${basename(data.drvPath)}`, { headers: { authorization: `Bearer ${token}` } })
+    .catch(() => undefined);
   head?.resume();
   const status = head?.statusCode ?? 0;
   return okStatus(status) ? 'kept' : collected;

@@ -7,17 +7,34 @@ import { regularFileOfNar } from '../nix/nar/regular-file.js';
 import { parseNarInfo, type NarInfo } from '../nix/narinfo.js';
 import { parsePublicKey, verifyNarInfoSig, type PublicKey } from '../nix/signing.js';
 import { DEFAULT_STORE_DIR, parseStorePath } from '../nix/store-path.js';
-import { createCacheHttp, okStatus, responseBytes, responseText, retryableStatus, type CacheHttp } from './cache-http.js';
+import {
+  createCacheHttp,
+  okStatus,
+  responseBytes,
+  responseText,
+  retryableStatus,
+  type CacheHttp,
+} from './cache-http.js';
 
 /** Fetching from the cache failed; `retryable` is false when another try cannot help. */
 export class CacheFetchError extends Error {
-  constructor(message: string, readonly retryable = true) {
+  constructor(
+    message: string,
+    readonly retryable = true,
+  ) {
     super(message);
     this.name = 'CacheFetchError';
   }
 }
 
-const COMPRESSIONS: Record<string, Compression> = { none: 'none', xz: 'xz', bzip2: 'bzip2', zstd: 'zstd', gzip: 'gzip', br: 'br' };
+const COMPRESSIONS: Record<string, Compression> = {
+  none: 'none',
+  xz: 'xz',
+  bzip2: 'bzip2',
+  zstd: 'zstd',
+  gzip: 'gzip',
+  br: 'br',
+};
 /** Parsed `.drv`s kept per spoke: derivations are immutable, and jobs share inputs. */
 const DRV_MEMO_LIMIT = 20_000;
 /** A `.drv` NAR larger than this is refused (Nix's own derivations are a few KiB, rarely MiBs). */
@@ -31,7 +48,12 @@ const drvs = new Map<string, Derivation>();
  * signature by one of the job's trusted keys (Nix is told not to check, since it was checked
  * here), and Nix checks each NAR against its NarHash as it adds it.
  */
-export function createCacheClient(cacheUrl: string, token: string, trustedPublicKeys: readonly string[], http: CacheHttp = sharedHttp()) {
+export function createCacheClient(
+  cacheUrl: string,
+  token: string,
+  trustedPublicKeys: readonly string[],
+  http: CacheHttp = sharedHttp(),
+) {
   const keys: PublicKey[] = trustedPublicKeys.map((k) => parsePublicKey(k));
   const auth = { authorization: `Bearer ${token}` };
 
@@ -70,9 +92,13 @@ export function createCacheClient(cacheUrl: string, token: string, trustedPublic
       const res = await get(path, signal);
       if (!res) return null;
       const info = parseNarInfo(await read(path, res, (r) => responseText(r)));
-      if (info.storePath !== storePath) throw new CacheFetchError(`the cache answered for ${storePath} with ${info.storePath}`, false);
+      if (info.storePath !== storePath)
+        throw new CacheFetchError(`the cache answered for ${storePath} with ${info.storePath}`, false);
       if (!info.sigs.some((sig) => verifyNarInfoSig(keys, info, sig))) {
-        throw new CacheFetchError(`${storePath} in the cache has no signature by a trusted key (${trustedPublicKeys.map((k) => k.split(':')[0]).join(', ')})`, false);
+        throw new CacheFetchError(
+          `${storePath} in the cache has no signature by a trusted key (${trustedPublicKeys.map((k) => k.split(':')[0]).join(', ')})`,
+          false,
+        );
       }
       return info;
     },
@@ -80,7 +106,8 @@ export function createCacheClient(cacheUrl: string, token: string, trustedPublic
     /** The NAR of a narinfo, uncompressed, as a stream. */
     async nar(info: NarInfo, signal?: AbortSignal): Promise<Readable> {
       const compression = COMPRESSIONS[info.compression];
-      if (!compression) throw new CacheFetchError(`${info.storePath}: unsupported compression ${info.compression}`, false);
+      if (!compression)
+        throw new CacheFetchError(`${info.storePath}: unsupported compression ${info.compression}`, false);
       const res = await get(info.url, signal);
       if (!res) throw new CacheFetchError(`${info.storePath}: the cache has its narinfo but not ${info.url}`);
       const raw = createDecompressor(compression);
@@ -93,7 +120,10 @@ export function createCacheClient(cacheUrl: string, token: string, trustedPublic
       const known = drvs.get(drvPath);
       if (known) return known;
       const info = await this.narinfo(drvPath, signal);
-      if (!info) throw new CacheFetchError(`${drvPath} is not in the cache ${cacheUrl} (the hub uploads every .drv it schedules)`);
+      if (!info)
+        throw new CacheFetchError(
+          `${drvPath} is not in the cache ${cacheUrl} (the hub uploads every .drv it schedules)`,
+        );
       const nar = await read(info.url, await this.nar(info, signal), (r) => responseBytes(r, MAX_DRV_NAR));
       if (nar.length !== info.narSize || !hashesEqual(sha256Of(nar), parseHash(info.narHash))) {
         throw new CacheFetchError(`${drvPath}: the NAR from the cache does not match its narinfo`);

@@ -37,7 +37,11 @@ export function createCacheHttp(opts: { idleTimeoutMs?: number } = {}): CacheHtt
         const send = url.startsWith('https:') ? httpsRequest : httpRequest;
         const headers: OutgoingHttpHeaders = { ...o.headers };
         if (o.body !== undefined) headers['content-length'] = o.body.length;
-        const req = send(url, { method, agent: agentFor(url), headers, timeout: idleTimeoutMs, ...(o.signal ? { signal: o.signal } : {}) }, resolve);
+        const req = send(
+          url,
+          { method, agent: agentFor(url), headers, timeout: idleTimeoutMs, ...(o.signal ? { signal: o.signal } : {}) },
+          resolve,
+        );
         req.once('timeout', () => req.destroy(new Error(`no answer for ${Math.round(idleTimeoutMs / 1000)} s`)));
         req.once('error', reject);
         req.end(o.body);

@@ -22,7 +22,12 @@ export interface StopReason {
 }
 
 export function isStopReason(value: unknown): value is StopReason {
-  return typeof value === 'object' && value !== null && typeof (value as StopReason).kind === 'string' && typeof (value as StopReason).message === 'string';
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as StopReason).kind === 'string' &&
+    typeof (value as StopReason).message === 'string'
+  );
 }
 
 // eslint-disable-next-line no-control-regex

@@ -63,11 +63,11 @@ export function dependenciesFirst(infos: Map<string, NarInfo>): NarInfo[] {
     if (state.has(path)) return;
     state.set(path, 'visiting');
     const info = infos.get(path)!;
-    for (const ref of referencePaths(info)) if (ref !== path && infos.has(ref) && state.get(ref) !== 'visiting') visit(ref);
+    for (const ref of referencePaths(info))
+      if (ref !== path && infos.has(ref) && state.get(ref) !== 'visiting') visit(ref);
     state.set(path, 'done');
     order.push(info);
   };
   for (const path of [...infos.keys()].sort()) visit(path);
   return order;
 }
-

@@ -26,7 +26,10 @@ export interface SpokeNixConfig {
 /** What a chroot store's builds need from the host so `/bin/sh` builders can run. */
 const CHROOT_SANDBOX_PATHS = ['/bin', '/lib', '/lib64', '/usr'];
 
-export async function createSpokeNixConfig(opts: { store: string; features: readonly string[] }): Promise<SpokeNixConfig> {
+export async function createSpokeNixConfig(opts: {
+  store: string;
+  features: readonly string[];
+}): Promise<SpokeNixConfig> {
   const dir = await mkdtemp(join(tmpdir(), 'narhub-spoke-'));
   const env: NodeJS.ProcessEnv = { ...process.env, XDG_CACHE_HOME: join(dir, 'cache') };
   const sandboxPaths = CHROOT_SANDBOX_PATHS.filter((p) => existsSync(p)).join(' ');
@@ -36,7 +39,9 @@ export async function createSpokeNixConfig(opts: { store: string; features: read
     store: opts.store,
     serveOptions: () => [
       // Build here, never on the machine's remote builders.
-      '--option', 'builders', '',
+      '--option',
+      'builders',
+      '',
       // What the spoke offers (--features), Nix must accept too: a derivation's
       // requiredSystemFeatures are checked against `system-features`.
       ...(opts.features.length > 0 ? ['--option', 'extra-system-features', opts.features.join(' ')] : []),

@@ -20,7 +20,14 @@ export class PushError extends Error {
  * that refers to another output is pushed after it. (Every other reference is an input, which
  * came from the cache.)
  */
-export async function pushOutputs(conn: ServeConnection, http: CacheHttp, cacheUrl: string, token: string, outputs: Record<string, string>, signal?: AbortSignal): Promise<void> {
+export async function pushOutputs(
+  conn: ServeConnection,
+  http: CacheHttp,
+  cacheUrl: string,
+  token: string,
+  outputs: Record<string, string>,
+  signal?: AbortSignal,
+): Promise<void> {
   const paths = [...new Set(Object.values(outputs))];
   if (paths.length === 0) return;
   const infos = await conn.queryPathInfos(paths);
@@ -33,10 +40,27 @@ export async function pushOutputs(conn: ServeConnection, http: CacheHttp, cacheU
     // retry, and an upload of a path the cache has is answered at once (its body ignored).
     const pending = [...infos];
     while (pending.length > 0) {
-      const i = pending.findIndex((info) => !info.references.some((r) => r !== info.path && pending.some((p) => p.path === r)));
-      const [info] = pending.splice(i < 0 ? 0 : i, 1);
-      const pathInfo = { path: info!.path, narHash: info!.narHash, narSize: info!.narSize, references: info!.references, deriver: info!.deriver, ca: info!.ca, signatures: info!.signatures };
-      await client.uploadPath(pathInfo, () => undefined, signal, () => conn.dumpStorePath(info!.path, info!.narSize)).catch(rethrow);
+      const i = pending.findIndex(
+        (info) => !info.references.some((r) => r !== info.path && pending.some((p) => p.path === r)),
+      );
+      const [info] = pending.splice(Math.max(i, 0), 1);
+      const pathInfo = {
+        path: info!.path,
+        narHash: info!.narHash,
+        narSize: info!.narSize,
+        references: info!.references,
+        deriver: info!.deriver,
+        ca: info!.ca,
+        signatures: info!.signatures,
+      };
+      await client
+        .uploadPath(
+          pathInfo,
+          () => undefined,
+          signal,
+          () => conn.dumpStorePath(info!.path, info!.narSize),
+        )
+        .catch(rethrow);
     }
   } finally {
     client.close();
@@ -50,7 +74,14 @@ function rethrow(err: unknown): never {
 }
 
 /** `PUT <cache>/log/<drv basename>` with the token, as text/plain. */
-export async function uploadLog(http: CacheHttp, cacheUrl: string, drvBasename: string, token: string, body: Buffer, signal?: AbortSignal): Promise<string> {
+export async function uploadLog(
+  http: CacheHttp,
+  cacheUrl: string,
+  drvBasename: string,
+  token: string,
+  body: Buffer,
+  signal?: AbortSignal,
+): Promise<string> {
   const path = `log/${drvBasename}`;
   let status: number;
   let text: string;
@@ -66,7 +97,10 @@ export async function uploadLog(http: CacheHttp, cacheUrl: string, drvBasename: 
     throw new PushError(`uploading the log to ${cacheUrl} failed: ${(err as Error).message}`);
   }
   if (!okStatus(status)) {
-    throw new PushError(`uploading the log to ${cacheUrl} failed: HTTP ${status} ${text}`.trim(), retryableStatus(status));
+    throw new PushError(
+      `uploading the log to ${cacheUrl} failed: HTTP ${status} ${text}`.trim(),
+      retryableStatus(status),
+    );
   }
   return path;
 }

@@ -1,7 +1,14 @@
 import { Worker, WaitingError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../logger.js';
-import { ACTIVE_QUEUES_KEY, parseQueueName, queueName, spokeCanServe, type BuildJobData, type BuildJobResult } from '../protocol/build-jobs.js';
+import {
+  ACTIVE_QUEUES_KEY,
+  parseQueueName,
+  queueName,
+  spokeCanServe,
+  type BuildJobData,
+  type BuildJobResult,
+} from '../protocol/build-jobs.js';
 import type { BuildSlots } from './build-slots.js';
 import { jobFailure } from './failures.js';
 
@@ -105,7 +112,10 @@ export class QueueSubscription {
           await job.moveToWait(token ?? job.token);
         } catch (err) {
           // Still ours and not movable (e.g. Redis trouble): let BullMQ retry it with backoff.
-          throw jobFailure('infrastructure', `the spoke was full and could not hand the job back: ${(err as Error).message}`);
+          throw jobFailure(
+            'infrastructure',
+            `the spoke was full and could not hand the job back: ${(err as Error).message}`,
+          );
         }
         throw new WaitingError();
       }
@@ -139,7 +149,9 @@ export class QueueSubscription {
       // Starts when a slot frees (resume() of a paused Worker that never ran calls run()).
       void worker.pause(true);
     } else {
-      worker.run().catch((err: unknown) => logger.error({ queue: name, err: (err as Error).message }, 'worker stopped'));
+      worker
+        .run()
+        .catch((err: unknown) => logger.error({ queue: name, err: (err as Error).message }, 'worker stopped'));
     }
   }
 
@@ -150,7 +162,11 @@ export class QueueSubscription {
       // Fetch no more than could start: what it runs plus the free slots (BullMQ needs >= 1).
       worker.concurrency = Math.max(1, (this.#active.get(name) ?? 0) + free);
       if (full && !worker.isPaused()) {
-        void worker.pause(true).catch((err: unknown) => this.#opts.logger.warn({ queue: name, err: (err as Error).message }, 'cannot pause'));
+        void worker
+          .pause(true)
+          .catch((err: unknown) =>
+            this.#opts.logger.warn({ queue: name, err: (err as Error).message }, 'cannot pause'),
+          );
       } else if (!full && worker.isPaused()) {
         void worker.resume();
       }

@@ -38,7 +38,10 @@ class ByteReader {
   private waiter: (() => void) | undefined;
   private closed: Error | undefined;
 
-  constructor(private readonly src: Readable, private readonly closedError: () => Error) {
+  constructor(
+    private readonly src: Readable,
+    private readonly closedError: () => Error,
+  ) {
     src.on('data', (chunk: Buffer) => {
       this.chunks.push(chunk);
       this.length += chunk.length;
@@ -107,7 +110,8 @@ class ByteReader {
   async u64(): Promise<number> {
     const b = await this.take(8);
     const v = b.readBigUInt64LE(0);
-    if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new ServeConnectionError(`nix-store --serve sent a number out of range (${v})`);
+    if (v > BigInt(Number.MAX_SAFE_INTEGER))
+      throw new ServeConnectionError(`nix-store --serve sent a number out of range (${v})`);
     return Number(v);
   }
 
@@ -160,9 +164,15 @@ export class ServeConnection {
 
   private constructor(opts: ServeConnectionOptions) {
     const storeArgs = opts.store === 'auto' ? [] : ['--store', opts.store];
-    this.child = spawn('nix-store', ['--serve', '--write', ...storeArgs, ...opts.args], { env: opts.env, detached: true, stdio: ['pipe', 'pipe', 'pipe'] });
+    this.child = spawn('nix-store', ['--serve', '--write', ...storeArgs, ...opts.args], {
+      env: opts.env,
+      detached: true,
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
     this.exited = new Promise((resolve) => this.child.once('close', () => resolve()));
-    this.child.once('exit', (code, signal) => this.markDead(`nix-store --serve exited (${signal ?? `status ${code}`})`));
+    this.child.once('exit', (code, signal) =>
+      this.markDead(`nix-store --serve exited (${signal ?? `status ${code}`})`),
+    );
     this.child.once('error', (err) => this.markDead(`cannot run nix-store --serve: ${err.message}`));
     // Writes to a process that died fail here, and the read that follows says why.
     this.child.stdin.on('error', () => undefined);
@@ -181,9 +191,11 @@ export class ServeConnection {
     try {
       conn.write(u64(SERVE_MAGIC_1));
       const magic = await conn.reader.u64();
-      if (magic !== SERVE_MAGIC_2) throw new ServeConnectionError(`nix-store --serve answered with magic ${magic.toString(16)}`);
+      if (magic !== SERVE_MAGIC_2)
+        throw new ServeConnectionError(`nix-store --serve answered with magic ${magic.toString(16)}`);
       const version = await conn.reader.u64();
-      if (version >> 8 !== SERVE_PROTOCOL_VERSION >> 8) throw new ServeConnectionError(`nix-store --serve speaks protocol ${version >> 8}.x`);
+      if (version >> 8 !== SERVE_PROTOCOL_VERSION >> 8)
+        throw new ServeConnectionError(`nix-store --serve speaks protocol ${version >> 8}.x`);
       conn.write(u64(SERVE_PROTOCOL_VERSION));
     } catch (err) {
       conn.kill();
@@ -213,7 +225,8 @@ export class ServeConnection {
   /** Kills the process and everything it started (the build, its builder). */
   kill(): void {
     this.markDead('the connection was closed');
-    if (this.child.pid !== undefined && this.child.exitCode === null && this.child.signalCode === null) killProcessTree(this.child.pid);
+    if (this.child.pid !== undefined && this.child.exitCode === null && this.child.signalCode === null)
+      killProcessTree(this.child.pid);
     this.reader.close();
   }
 
@@ -251,7 +264,15 @@ export class ServeConnection {
       const narHash = await this.reader.string();
       const ca = await this.reader.string();
       const signatures = await this.reader.strings();
-      infos.push({ path, deriver: deriver || undefined, references, narSize, narHash, ca: ca || undefined, signatures });
+      infos.push({
+        path,
+        deriver: deriver || undefined,
+        references,
+        narSize,
+        narHash,
+        ca: ca || undefined,
+        signatures,
+      });
     }
   }
 
@@ -271,14 +292,21 @@ export class ServeConnection {
     if (sent !== info.narSize) {
       // The server is waiting for bytes that will never come: this connection is out of step.
       this.kill();
-      throw new ServeConnectionError(`the NAR of ${info.path} has ${sent > info.narSize ? 'more' : 'fewer'} than its ${info.narSize} bytes`);
+      throw new ServeConnectionError(
+        `the NAR of ${info.path} has ${sent > info.narSize ? 'more' : 'fewer'} than its ${info.narSize} bytes`,
+      );
     }
     const ok = await this.reader.u64();
     if (ok !== 1) throw new ServeConnectionError(`nix-store --serve did not accept ${info.path}`);
   }
 
   /** Builds a derivation whose inputs are all valid in the store. */
-  async buildDerivation(drvPath: string, drv: Derivation, inputPaths: readonly string[], options: ServeBuildOptions): Promise<ServeBuildResult> {
+  async buildDerivation(
+    drvPath: string,
+    drv: Derivation,
+    inputPaths: readonly string[],
+    options: ServeBuildOptions,
+  ): Promise<ServeBuildResult> {
     this.write(buildDerivationRequest(drvPath, drv, inputPaths, options));
     const status = await this.reader.u64();
     const errorMsg = await this.reader.string();

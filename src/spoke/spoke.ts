@@ -35,7 +35,9 @@ function checkNix(): void {
   for (const cmd of ['nix-store', 'nix']) {
     const res = spawnSync(cmd, ['--version'], { encoding: 'utf8' });
     if (res.error || res.status !== 0) {
-      throw new Error(`cannot run ${cmd} --version (is Nix installed and on PATH?): ${res.error?.message ?? res.stderr.trim()}`);
+      throw new Error(
+        `cannot run ${cmd} --version (is Nix installed and on PATH?): ${res.error?.message ?? res.stderr.trim()}`,
+      );
     }
   }
 }
@@ -76,7 +78,13 @@ export async function startSpoke(opts: SpokeOptions, logger: Logger): Promise<Sp
   const running = new Map<string, AbortController>();
   const heartbeat = new Heartbeat(
     client,
-    { id: opts.id, systems: opts.systems, features: opts.features, maxJobs: opts.maxJobs, running: () => slots.running() },
+    {
+      id: opts.id,
+      systems: opts.systems,
+      features: opts.features,
+      maxJobs: opts.maxJobs,
+      running: () => slots.running(),
+    },
     log,
   );
   const http = createCacheHttp();
@@ -102,17 +110,26 @@ export async function startSpoke(opts: SpokeOptions, logger: Logger): Promise<Sp
     const key = data?.drvHash ?? String(job.id);
     running.set(key, controller);
     const onBullAbort = () =>
-      controller.abort({ kind: 'cancelled', message: `cancelled${bullSignal?.reason ? `: ${String(bullSignal.reason)}` : ''}` } satisfies StopReason);
+      controller.abort({
+        kind: 'cancelled',
+        message: `cancelled${bullSignal?.reason ? `: ${String(bullSignal.reason)}` : ''}`,
+      } satisfies StopReason);
     if (bullSignal?.aborted) onBullAbort();
     else bullSignal?.addEventListener('abort', onBullAbort, { once: true });
     jobLog.info({ attempt: job.attemptsMade + 1, queue: job.queueName }, 'build started');
     heartbeat.soon();
     try {
       const result = await runBuild(data, ctx, controller.signal);
-      jobLog.info({ outputs: result.outputs, seconds: (result.finishedAt - result.startedAt) / 1000 }, 'build succeeded');
+      jobLog.info(
+        { outputs: result.outputs, seconds: (result.finishedAt - result.startedAt) / 1000 },
+        'build succeeded',
+      );
       return result;
     } catch (err) {
-      jobLog.info({ reason: (err as Error).message, final: (err as Error).name === 'UnrecoverableError' }, 'build failed');
+      jobLog.info(
+        { reason: (err as Error).message, final: (err as Error).name === 'UnrecoverableError' },
+        'build failed',
+      );
       throw err;
     } finally {
       bullSignal?.removeEventListener('abort', onBullAbort);
@@ -149,7 +166,14 @@ export async function startSpoke(opts: SpokeOptions, logger: Logger): Promise<Sp
   await heartbeat.start();
   await subscription.start();
   log.info(
-    { systems: opts.systems, features: opts.features, maxJobs: opts.maxJobs, store: opts.store, hub: opts.hubUrl, queues: subscription.queues },
+    {
+      systems: opts.systems,
+      features: opts.features,
+      maxJobs: opts.maxJobs,
+      store: opts.store,
+      hub: opts.hubUrl,
+      queues: subscription.queues,
+    },
     'spoke ready',
   );
 
@@ -194,7 +218,9 @@ export async function startSpoke(opts: SpokeOptions, logger: Logger): Promise<Sp
             [bullConnection, client, subscriber].map((r) =>
               r.status !== 'ready'
                 ? r.disconnect()
-                : Promise.race([r.quit(), sleep(2_000).then(() => Promise.reject(new Error('quit timed out')))]).catch(() => r.disconnect()),
+                : Promise.race([r.quit(), sleep(2_000).then(() => Promise.reject(new Error('quit timed out')))]).catch(
+                    () => r.disconnect(),
+                  ),
             ),
           ),
         );

@@ -21,7 +21,11 @@ export interface BlobStore {
    * If the stream errors or `signal` aborts, nothing is left under `key` (nor as a leftover
    * temporary object) and the promise rejects.
    */
-  put(key: string, body: Readable | AsyncIterable<Uint8Array> | Uint8Array, options?: BlobPutOptions): Promise<BlobInfo>;
+  put(
+    key: string,
+    body: Readable | AsyncIterable<Uint8Array> | Uint8Array,
+    options?: BlobPutOptions,
+  ): Promise<BlobInfo>;
 
   /**
    * Opens `key` for reading, or resolves `null` if it does not exist. With `range`, the stream
@@ -111,5 +115,6 @@ export function isValidKey(key: string): boolean {
 }
 
 export function assertValidKey(key: string): void {
-  if (!isValidKey(key)) throw new NarhubError('BAD_REQUEST', `invalid storage key ${JSON.stringify(key.slice(0, 100))}`);
+  if (!isValidKey(key))
+    throw new NarhubError('BAD_REQUEST', `invalid storage key ${JSON.stringify(key.slice(0, 100))}`);
 }

@@ -1,6 +1,16 @@
 // Worker-thread side of storage/file-threads.ts: whole small-file operations done with
 // synchronous calls, one message each way per file instead of a libuv round trip per syscall.
-import { closeSync, fstatSync, fsyncSync, mkdirSync, openSync, readSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  fstatSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readSync,
+  renameSync,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
 import { dirname } from 'node:path';
 import { parentPort, receiveMessageOnPort } from 'node:worker_threads';
 import { errnoOf, isMissing } from './fs-errors.js';
@@ -23,9 +33,15 @@ export interface FileJobError {
 }
 
 /** What a read found: nothing, something not a file, a file too large to read whole, or its bytes. */
-export type WholeRead = { found: 'missing' | 'not-file' } | { found: 'large'; size: number } | { found: 'bytes'; bytes: Uint8Array };
+export type WholeRead =
+  | { found: 'missing' | 'not-file' }
+  | { found: 'large'; size: number }
+  | { found: 'bytes'; bytes: Uint8Array };
 
-export type FileJobResult = { id: number; ok: true } | ({ id: number } & WholeRead) | { id: number; error: FileJobError };
+export type FileJobResult =
+  | { id: number; ok: true }
+  | ({ id: number } & WholeRead)
+  | { id: number; error: FileJobError };
 
 class StepError extends Error {
   constructor(
@@ -48,7 +64,11 @@ function errorOf(err: unknown): FileJobError {
   const step = err instanceof StepError ? err.step : 'file operation';
   const cause = err instanceof StepError ? err.cause : err;
   const code = errnoOf(cause);
-  return { step, message: cause instanceof Error ? cause.message : String(cause), ...(code === undefined ? {} : { code }) };
+  return {
+    step,
+    message: cause instanceof Error ? cause.message : String(cause),
+    ...(code === undefined ? {} : { code }),
+  };
 }
 
 /**
@@ -69,7 +89,8 @@ function writeFile(job: Extract<FileJob, { type: 'write' }>): string[] {
   try {
     try {
       // write(2) may write less than asked, e.g. on a nearly full disk before ENOSPC.
-      for (let offset = 0; offset < job.data.byteLength; ) offset += step('write', () => writeSync(fd, job.data, offset));
+      for (let offset = 0; offset < job.data.byteLength; )
+        offset += step('write', () => writeSync(fd, job.data, offset));
       if (job.durable) step('fsync', () => fsyncSync(fd));
     } finally {
       closeSync(fd);
@@ -127,7 +148,11 @@ function readFile(job: Extract<FileJob, { type: 'read' }>): FileJobResult {
     const bytes = new Uint8Array(st.size);
     for (let offset = 0; offset < bytes.byteLength; ) {
       const n = step('read', () => readSync(fd, bytes, offset, bytes.byteLength - offset, offset));
-      if (n === 0) throw new StepError('read', new Error(`file ended at byte ${offset}, before the ${bytes.byteLength} bytes expected`));
+      if (n === 0)
+        throw new StepError(
+          'read',
+          new Error(`file ended at byte ${offset}, before the ${bytes.byteLength} bytes expected`),
+        );
       offset += n;
     }
     return { id: job.id, found: 'bytes', bytes };
@@ -143,7 +168,8 @@ function readFile(job: Extract<FileJob, { type: 'read' }>): FileJobResult {
  */
 function runBatch(first: FileJob): void {
   const jobs = [first];
-  for (let m = receiveMessageOnPort(parentPort!); m !== undefined; m = receiveMessageOnPort(parentPort!)) jobs.push(m.message as FileJob);
+  for (let m = receiveMessageOnPort(parentPort!); m !== undefined; m = receiveMessageOnPort(parentPort!))
+    jobs.push(m.message as FileJob);
   const results: FileJobResult[] = [];
   const waiting: { id: number; dirs: string[] }[] = [];
   for (const job of jobs) {

@@ -282,13 +282,10 @@ class TempFileSink extends Writable {
   }
 
   override _construct(callback: (error?: Error | null) => void): void {
-    io('create temp file', this.key, () => this.opening).then(
-      (fh) => {
-        this.fh = fh;
-        callback();
-      },
-      callback,
-    );
+    io('create temp file', this.key, () => this.opening).then((fh) => {
+      this.fh = fh;
+      callback();
+    }, callback);
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
@@ -486,10 +483,14 @@ async function io<T>(what: string, key: string, op: () => Promise<T>): Promise<T
 
 function storageError(what: string, key: string, err: unknown): NarhubError {
   if (err instanceof NarhubError) return err;
-  return new NarhubError('STORAGE_ERROR', `local storage ${what} failed for ${JSON.stringify(key)}: ${messageOf(err)}`, {
-    cause: err,
-    details: { key, code: errnoOf(err) },
-  });
+  return new NarhubError(
+    'STORAGE_ERROR',
+    `local storage ${what} failed for ${JSON.stringify(key)}: ${messageOf(err)}`,
+    {
+      cause: err,
+      details: { key, code: errnoOf(err) },
+    },
+  );
 }
 
 function messageOf(err: unknown): string {

@@ -98,7 +98,10 @@ export function readS3CredentialFiles(files: S3CredentialFiles): S3Credentials |
     try {
       text = readFileSync(file, 'utf8');
     } catch (err) {
-      throw new NarhubError('CONFIG_INVALID', `cannot read ${what} file ${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+      throw new NarhubError(
+        'CONFIG_INVALID',
+        `cannot read ${what} file ${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`,
+      );
     }
     const value = text.trim();
     if (value === '') throw new NarhubError('CONFIG_INVALID', `${what} file ${file} is empty`);
@@ -115,7 +118,8 @@ export function readS3CredentialFiles(files: S3CredentialFiles): S3Credentials |
 function normalisePrefix(prefix: string | undefined): string {
   if (prefix === undefined || prefix === '') return '';
   const trimmed = prefix.replace(/\/+$/, '');
-  if (!isValidKey(trimmed)) throw new NarhubError('CONFIG_INVALID', `storage.prefix ${JSON.stringify(prefix)} is not a valid key prefix`);
+  if (!isValidKey(trimmed))
+    throw new NarhubError('CONFIG_INVALID', `storage.prefix ${JSON.stringify(prefix)} is not a valid key prefix`);
   return `${trimmed}/`;
 }
 
@@ -137,7 +141,8 @@ export function createS3BlobStore(options: S3BlobStoreOptions): S3BlobStore {
   if (!Number.isSafeInteger(partSize) || partSize < MIN_PART_SIZE) {
     throw new NarhubError('CONFIG_INVALID', `storage.partSize must be at least ${MIN_PART_SIZE} bytes`);
   }
-  if (!Number.isSafeInteger(queueSize) || queueSize < 1) throw new NarhubError('CONFIG_INVALID', 'storage.queueSize must be at least 1');
+  if (!Number.isSafeInteger(queueSize) || queueSize < 1)
+    throw new NarhubError('CONFIG_INVALID', 'storage.queueSize must be at least 1');
 
   // Keep-alive sockets, enough for several puts' parts and many concurrent reads.
   const agentOptions = { keepAlive: true, maxSockets: Math.max(64, queueSize * 8) };
@@ -179,7 +184,8 @@ export function createS3BlobStore(options: S3BlobStoreOptions): S3BlobStore {
     signal?.throwIfAborted();
     // One part size per put: a known, huge size gets parts big enough to stay within 10,000.
     const size = opts.size;
-    const thisPartSize = size !== undefined && size > partSize * MAX_PARTS ? Math.ceil(size / MAX_PARTS / MIB) * MIB : partSize;
+    const thisPartSize =
+      size !== undefined && size > partSize * MAX_PARTS ? Math.ceil(size / MAX_PARTS / MIB) * MIB : partSize;
     const reader = new PartReader(body, thisPartSize, signal, hold, release);
     const contentType = opts.contentType;
     try {
@@ -193,7 +199,13 @@ export function createS3BlobStore(options: S3BlobStoreOptions): S3BlobStore {
           signal?.throwIfAborted();
           await s3('put', key, signal, () =>
             client.send(
-              new PutObjectCommand({ Bucket: bucket, Key, Body: bytes, ContentLength: bytes.byteLength, ...(contentType ? { ContentType: contentType } : {}) }),
+              new PutObjectCommand({
+                Bucket: bucket,
+                Key,
+                Body: bytes,
+                ContentLength: bytes.byteLength,
+                ...(contentType ? { ContentType: contentType } : {}),
+              }),
               signal ? { abortSignal: signal } : {},
             ),
           );
@@ -209,7 +221,13 @@ export function createS3BlobStore(options: S3BlobStoreOptions): S3BlobStore {
     }
   }
 
-  async function putMultipart(key: string, Key: string, reader: PartReader, first: Buffer, opts: BlobPutOptions): Promise<BlobInfo> {
+  async function putMultipart(
+    key: string,
+    Key: string,
+    reader: PartReader,
+    first: Buffer,
+    opts: BlobPutOptions,
+  ): Promise<BlobInfo> {
     const { signal } = opts;
     // Our own controller stops in-flight parts when any part, the body or the caller fails.
     const stop = new AbortController();
@@ -235,23 +253,48 @@ export function createS3BlobStore(options: S3BlobStoreOptions): S3BlobStore {
         ),
       );
       uploadId = created.UploadId;
-      if (!uploadId) throw new NarhubError('STORAGE_ERROR', `S3 create multipart upload for ${JSON.stringify(key)} returned no UploadId`);
+      if (!uploadId)
+        throw new NarhubError(
+          'STORAGE_ERROR',
+          `S3 create multipart upload for ${JSON.stringify(key)} returned no UploadId`,
+        );
       const UploadId = uploadId;
 
       for (let partNumber = 1; part !== null; partNumber++) {
         if (partNumber > MAX_PARTS) {
-          throw new NarhubError('STORAGE_ERROR', `blob ${key} needs more than ${MAX_PARTS} parts of ${part.byteLength} bytes: raise storage.partSize`);
+          throw new NarhubError(
+            'STORAGE_ERROR',
+            `blob ${key} needs more than ${MAX_PARTS} parts of ${part.byteLength} bytes: raise storage.partSize`,
+          );
         }
         const bytes: Buffer = part;
         const PartNumber = partNumber;
         const sent: Promise<void> = s3('upload part', key, signal, () =>
-          client.send(new UploadPartCommand({ Bucket: bucket, Key, UploadId, PartNumber, Body: bytes, ContentLength: bytes.byteLength }), {
-            abortSignal: stop.signal,
-          }),
+          client.send(
+            new UploadPartCommand({
+              Bucket: bucket,
+              Key,
+              UploadId,
+              PartNumber,
+              Body: bytes,
+              ContentLength: bytes.byteLength,
+            }),
+            {
+              abortSignal: stop.signal,
+            },
+          ),
         )
           .then((res) => {
-            if (!res.ETag) throw new NarhubError('STORAGE_ERROR', `S3 upload part ${PartNumber} of ${JSON.stringify(key)} returned no ETag`);
-            done.push({ PartNumber, ETag: res.ETag, ...(res.ChecksumCRC32 ? { ChecksumCRC32: res.ChecksumCRC32 } : {}) });
+            if (!res.ETag)
+              throw new NarhubError(
+                'STORAGE_ERROR',
+                `S3 upload part ${PartNumber} of ${JSON.stringify(key)} returned no ETag`,
+              );
+            done.push({
+              PartNumber,
+              ETag: res.ETag,
+              ...(res.ChecksumCRC32 ? { ChecksumCRC32: res.ChecksumCRC32 } : {}),
+            });
           })
           .catch((err: unknown) => {
             failure ??= { err };
@@ -282,9 +325,12 @@ export function createS3BlobStore(options: S3BlobStoreOptions): S3BlobStore {
       signal?.throwIfAborted();
       done.sort((a, b) => a.PartNumber! - b.PartNumber!);
       await s3('complete multipart upload', key, signal, () =>
-        client.send(new CompleteMultipartUploadCommand({ Bucket: bucket, Key, UploadId, MultipartUpload: { Parts: done } }), {
-          abortSignal: stop.signal,
-        }),
+        client.send(
+          new CompleteMultipartUploadCommand({ Bucket: bucket, Key, UploadId, MultipartUpload: { Parts: done } }),
+          {
+            abortSignal: stop.signal,
+          },
+        ),
       );
       uploadId = undefined;
       return { size: reader.total };
@@ -325,7 +371,8 @@ export function createS3BlobStore(options: S3BlobStoreOptions): S3BlobStore {
       );
     } catch (err) {
       if (isNotFound(err)) return null;
-      if (statusOf(err) === 416) throw new NarhubError('RANGE_NOT_SATISFIABLE', `range ${range?.start}-${range?.end} is outside ${key}`);
+      if (statusOf(err) === 416)
+        throw new NarhubError('RANGE_NOT_SATISFIABLE', `range ${range?.start}-${range?.end} is outside ${key}`);
       if (signal?.aborted) throw abortError(signal);
       throw storageError('get', key, err);
     }
@@ -337,14 +384,24 @@ export function createS3BlobStore(options: S3BlobStoreOptions): S3BlobStore {
       const length = res.ContentLength ?? 0;
       if (range === undefined) return withSignal({ stream, size: length, totalSize: length }, signal);
       const m = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(res.ContentRange ?? '');
-      if (!m) throw new NarhubError('STORAGE_ERROR', `S3 get of ${JSON.stringify(key)} with a range returned Content-Range ${JSON.stringify(res.ContentRange)}`);
+      if (!m)
+        throw new NarhubError(
+          'STORAGE_ERROR',
+          `S3 get of ${JSON.stringify(key)} with a range returned Content-Range ${JSON.stringify(res.ContentRange)}`,
+        );
       const [gotStart, gotEnd, totalSize] = [Number(m[1]), Number(m[2]), Number(m[3])];
       if (range.end >= totalSize) {
-        throw new NarhubError('RANGE_NOT_SATISFIABLE', `range ${range.start}-${range.end} is outside ${key} (${totalSize} bytes)`);
+        throw new NarhubError(
+          'RANGE_NOT_SATISFIABLE',
+          `range ${range.start}-${range.end} is outside ${key} (${totalSize} bytes)`,
+        );
       }
       const size = range.end - range.start + 1;
       if (gotStart !== range.start || gotEnd < range.end) {
-        throw new NarhubError('STORAGE_ERROR', `S3 answered bytes ${gotStart}-${gotEnd} of ${JSON.stringify(key)} for ${range.start}-${range.end}`);
+        throw new NarhubError(
+          'STORAGE_ERROR',
+          `S3 answered bytes ${gotStart}-${gotEnd} of ${JSON.stringify(key)} for ${range.start}-${range.end}`,
+        );
       }
       // Some S3-compatible servers send more than asked (e.g. the whole object for `bytes=0-0`).
       const trimmed = gotEnd > range.end ? take(stream, size) : stream;
@@ -376,7 +433,13 @@ export function createS3BlobStore(options: S3BlobStoreOptions): S3BlobStore {
     do {
       const ContinuationToken = token;
       const res = await s3('list', prefix, undefined, () =>
-        client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: base + prefix, ...(ContinuationToken ? { ContinuationToken } : {}) })),
+        client.send(
+          new ListObjectsV2Command({
+            Bucket: bucket,
+            Prefix: base + prefix,
+            ...(ContinuationToken ? { ContinuationToken } : {}),
+          }),
+        ),
       );
       for (const object of res.Contents ?? []) {
         const full = object.Key;
@@ -393,9 +456,14 @@ export function createS3BlobStore(options: S3BlobStoreOptions): S3BlobStore {
     const Key = objectKey(key);
     const { expiresIn } = presign;
     if (!Number.isInteger(expiresIn) || expiresIn < 1 || expiresIn > MAX_PRESIGN_SECONDS) {
-      throw new NarhubError('CONFIG_INVALID', `a presigned URL must expire within 1-${MAX_PRESIGN_SECONDS} seconds, not ${expiresIn}`);
+      throw new NarhubError(
+        'CONFIG_INVALID',
+        `a presigned URL must expire within 1-${MAX_PRESIGN_SECONDS} seconds, not ${expiresIn}`,
+      );
     }
-    return s3('presign', key, undefined, () => getSignedUrl(client, new GetObjectCommand({ Bucket: bucket, Key }), { expiresIn }));
+    return s3('presign', key, undefined, () =>
+      getSignedUrl(client, new GetObjectCommand({ Bucket: bucket, Key }), { expiresIn }),
+    );
   }
 
   return {
@@ -546,7 +614,10 @@ function raceAbort<T>(promise: Promise<T>, signal: AbortSignal | undefined): Pro
 
 /** The error Node's own stream helpers reject with on an abort (`code: 'ABORT_ERR'`). */
 function abortError(signal: AbortSignal): Error {
-  return Object.assign(new Error('The operation was aborted', { cause: signal.reason }), { name: 'AbortError', code: 'ABORT_ERR' });
+  return Object.assign(new Error('The operation was aborted', { cause: signal.reason }), {
+    name: 'AbortError',
+    code: 'ABORT_ERR',
+  });
 }
 
 function isAbort(err: unknown): boolean {
@@ -594,8 +665,12 @@ function storageError(what: string, key: string, err: unknown): NarhubError {
   if (err instanceof NarhubError) return err;
   const name = (err as { name?: unknown } | undefined)?.name;
   const message = err instanceof Error ? err.message : String(err);
-  return new NarhubError('STORAGE_ERROR', `S3 ${what} failed for ${JSON.stringify(key)}: ${typeof name === 'string' ? `${name}: ` : ''}${message}`, {
-    cause: err,
-    details: { key, status: statusOf(err), name },
-  });
+  return new NarhubError(
+    'STORAGE_ERROR',
+    `S3 ${what} failed for ${JSON.stringify(key)}: ${typeof name === 'string' ? `${name}: ` : ''}${message}`,
+    {
+      cause: err,
+      details: { key, status: statusOf(err), name },
+    },
+  );
 }

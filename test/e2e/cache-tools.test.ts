@@ -18,7 +18,9 @@ interface PathInfo {
 
 test('nix path-info --json against narhub matches the local store', async (t) => {
   const { cacheUrl, closure, uploader } = await uploadClosure(t, 'tools-pathinfo');
-  const local = JSON.parse((await uploader.run('nix', ['path-info', '--json', '-r', closure.top])).stdout) as PathInfo[];
+  const local = JSON.parse(
+    (await uploader.run('nix', ['path-info', '--json', '-r', closure.top])).stdout,
+  ) as PathInfo[];
 
   const reader = await createNixEnv(t);
   const remote = JSON.parse(
@@ -33,7 +35,10 @@ test('nix path-info --json against narhub matches the local store', async (t) =>
     assert.equal(r.narSize, l.narSize, `narSize of ${p}`);
     assert.deepEqual([...r.references].sort(), [...l.references].sort(), `references of ${p}`);
     assert.equal(r.deriver, l.deriver, `deriver of ${p}`);
-    assert.ok(r.signatures?.some((s) => s.startsWith('main-1:')), `signatures of ${p}: ${JSON.stringify(r.signatures)}`);
+    assert.ok(
+      r.signatures?.some((s) => s.startsWith('main-1:')),
+      `signatures of ${p}: ${JSON.stringify(r.signatures)}`,
+    );
     assert.match(r.url ?? '', /^nar\/.+\.nar\.zst$/);
   }
 });
@@ -43,7 +48,14 @@ test('nix store verify against narhub passes with the cache key and fails with a
 
   const good = await createNixEnv(t);
   const ok = await good.tryRun('nix', [
-    'store', 'verify', '--store', cacheUrl, '--trusted-public-keys', server.publicKey, '-r', closure.top,
+    'store',
+    'verify',
+    '--store',
+    cacheUrl,
+    '--trusted-public-keys',
+    server.publicKey,
+    '-r',
+    closure.top,
   ]);
   assert.equal(ok.code, 0, `verify with main-1 must pass:\n${ok.stderr}`);
   for (const p of closure.paths) assert.ok(ok.stderr.includes(`checking '${p}'`), `did not check ${p}:\n${ok.stderr}`);
@@ -52,7 +64,14 @@ test('nix store verify against narhub passes with the cache key and fails with a
   const other = await generateKey(uploader, 'other-1');
   const bad = await createNixEnv(t);
   const res = await bad.tryRun('nix', [
-    'store', 'verify', '--store', cacheUrl, '--trusted-public-keys', other.publicKey, '-r', closure.top,
+    'store',
+    'verify',
+    '--store',
+    cacheUrl,
+    '--trusted-public-keys',
+    other.publicKey,
+    '-r',
+    closure.top,
   ]);
   // Exit status 2 = "some path is untrusted" (not 1 = corrupt, not 4 = I/O error).
   assert.equal(res.code, 2, `verify with other-1 must report untrusted paths:\n${res.stderr}`);
@@ -90,8 +109,15 @@ test('nix store sign --store narhub adds a second signature and changes nothing 
   for (const p of closure.paths) {
     const got = await getNarinfo(cacheUrl, p);
     assert.equal(got.status, 200);
-    assert.deepEqual(got.narinfo!.all('Sig').map((s) => s.split(':')[0]), ['main-1'], got.body);
-    before.set(p, got.narinfo!.fields.filter(([k]) => k !== 'Sig').map(([k, v]) => `${k}: ${v}`));
+    assert.deepEqual(
+      got.narinfo!.all('Sig').map((s) => s.split(':')[0]),
+      ['main-1'],
+      got.body,
+    );
+    before.set(
+      p,
+      got.narinfo!.fields.filter(([k]) => k !== 'Sig').map(([k, v]) => `${k}: ${v}`),
+    );
   }
 
   await uploader.run('nix', ['store', 'sign', '--store', cacheUrl, '-k', other.secretKeyFile, '-r', closure.top]);
@@ -115,7 +141,14 @@ test('nix store sign --store narhub adds a second signature and changes nothing 
   // A client trusting only other-1 now accepts the paths.
   const verifier = await createNixEnv(t);
   const res = await verifier.tryRun('nix', [
-    'store', 'verify', '--store', cacheUrl, '--trusted-public-keys', other.publicKey, '-r', closure.top,
+    'store',
+    'verify',
+    '--store',
+    cacheUrl,
+    '--trusted-public-keys',
+    other.publicKey,
+    '-r',
+    closure.top,
   ]);
   assert.equal(res.code, 0, `verify with other-1 after signing:\n${res.stderr}`);
 });

@@ -49,7 +49,10 @@ for (const compression of ['none', 'zstd', 'xz'] as const) {
       assert.equal(ni.get('StorePath'), p);
       assert.equal(ni.get('Compression'), compression, got.body);
       const sigs = ni.all('Sig');
-      assert.ok(sigs.some((s) => s.startsWith('main-1:')), `no main-1 Sig in\n${got.body}`);
+      assert.ok(
+        sigs.some((s) => s.startsWith('main-1:')),
+        `no main-1 Sig in\n${got.body}`,
+      );
       assert.ok(verifyNarinfoSig(ni, server.publicKey), `main-1 Sig does not verify for\n${got.body}`);
 
       const mine = local.find((l) => l.path === p);
@@ -83,7 +86,10 @@ test('re-running nix copy --to after a complete upload changes nothing', async (
   const before = await Promise.all(closure.paths.map((p) => getNarinfo(cacheUrl, p)));
   await uploader.run('nix', ['copy', '--to', `${cacheUrl}?compression=zstd`, closure.top]);
   const after = await Promise.all(closure.paths.map((p) => getNarinfo(cacheUrl, p)));
-  assert.deepEqual(after.map((a) => [a.status, a.body]), before.map((b) => [b.status, b.body]));
+  assert.deepEqual(
+    after.map((a) => [a.status, a.body]),
+    before.map((b) => [b.status, b.body]),
+  );
 });
 
 test('uploader signatures (nix copy ?secret-key=) are kept next to the cache signature', async (t) => {
@@ -94,13 +100,25 @@ test('uploader signatures (nix copy ?secret-key=) are kept next to the cache sig
   const closure = await buildClosure(nix, 'copy-uploader-sig');
   const uploaderKey = await generateKey(nix, 'uploader-1');
 
-  await nix.run('nix', ['copy', '--to', `${cacheUrl}?compression=zstd&secret-key=${uploaderKey.secretKeyFile}`, closure.top]);
+  await nix.run('nix', [
+    'copy',
+    '--to',
+    `${cacheUrl}?compression=zstd&secret-key=${uploaderKey.secretKeyFile}`,
+    closure.top,
+  ]);
 
   for (const p of closure.paths) {
     const got = await getNarinfo(cacheUrl, p);
     assert.equal(got.status, 200);
     const ni = got.narinfo!;
-    assert.deepEqual(ni.all('Sig').map((s) => s.split(':')[0]).sort(), ['main-1', 'uploader-1'], got.body);
+    assert.deepEqual(
+      ni
+        .all('Sig')
+        .map((s) => s.split(':')[0])
+        .sort(),
+      ['main-1', 'uploader-1'],
+      got.body,
+    );
     assert.ok(verifyNarinfoSig(ni, server.publicKey), `main-1 Sig invalid:\n${got.body}`);
     assert.ok(verifyNarinfoSig(ni, uploaderKey.publicKey), `uploader-1 Sig invalid:\n${got.body}`);
   }
@@ -122,7 +140,12 @@ test("a forged signature under the cache's own key name is refused and nothing i
   const forged = await generateKey(nix, 'main-1');
   assert.notEqual(forged.publicKey, server.publicKey);
 
-  const res = await nix.tryRun('nix', ['copy', '--to', `${cacheUrl}?compression=zstd&secret-key=${forged.secretKeyFile}`, closure.top]);
+  const res = await nix.tryRun('nix', [
+    'copy',
+    '--to',
+    `${cacheUrl}?compression=zstd&secret-key=${forged.secretKeyFile}`,
+    closure.top,
+  ]);
   assert.notEqual(res.code, 0, `an upload with a forged main-1 signature must fail:\n${res.stderr}`);
   assert.match(res.stderr, /HTTP error 400[\s\S]*signature/i, 'refused because of the signature');
   for (const p of closure.paths) {
@@ -135,7 +158,9 @@ test('multi-megabyte NARs round-trip through upload and substitution', async (t)
   const server = await startServer(t);
   const nix = await createNixEnv(t);
   const big = await buildBigPath(nix, 'copy-big', 24 * 1024 * 1024);
-  const digest = createHash('sha256').update(readFileSync(join(big, 'blob'))).digest('hex');
+  const digest = createHash('sha256')
+    .update(readFileSync(join(big, 'blob')))
+    .digest('hex');
 
   for (const compression of ['none', 'zstd'] as const) {
     // One cache per compression, so both uploads really send the NAR.
@@ -155,7 +180,9 @@ test('multi-megabyte NARs round-trip through upload and substitution', async (t)
     const store = client.freshPath('client-store');
     await client.run('nix', ['copy', '--from', `${server.url}/${cache}`, '--to', store, big]);
     await client.run('nix-store', ['--store', store, '--verify-path', big]);
-    const copied = createHash('sha256').update(readFileSync(join(store, big, 'blob'))).digest('hex');
+    const copied = createHash('sha256')
+      .update(readFileSync(join(store, big, 'blob')))
+      .digest('hex');
     assert.equal(copied, digest, `blob substituted from ${cache} differs`);
   }
 });

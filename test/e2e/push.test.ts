@@ -28,7 +28,8 @@ test('narhub push uploads a closure, signed, that a fresh client substitutes; a 
 
   const res = await runCli(['push', cacheUrl, closure.top], { env: nix.env, timeoutMs: PUSH_TIMEOUT_MS });
   assert.equal(res.code, 0, `push failed:\n${res.stderr}`);
-  for (const p of closure.paths) assert.match(res.stderr, new RegExp(`^pushed ${p.replace(/[.+]/g, '\\$&')} \\(`, 'm'), res.stderr);
+  for (const p of closure.paths)
+    assert.match(res.stderr, new RegExp(`^pushed ${p.replace(/[.+]/g, '\\$&')} \\(`, 'm'), res.stderr);
   assert.match(res.stderr, /pushed 3 paths .* 0 already there/);
 
   // Every path is there, zstd, signed by the cache: as the server says and as Nix reads it.
@@ -39,9 +40,15 @@ test('narhub push uploads a closure, signed, that a fresh client substitutes; a 
     assert.ok(verifyNarinfoSig(got.narinfo!, server.publicKey), `main-1 Sig verifies for\n${got.body}`);
   }
   const reader = await createNixEnv(t);
-  const remote = JSON.parse((await reader.run('nix', ['path-info', '--json', '--store', cacheUrl, '-r', closure.top])).stdout) as PathInfoJson[];
+  const remote = JSON.parse(
+    (await reader.run('nix', ['path-info', '--json', '--store', cacheUrl, '-r', closure.top])).stdout,
+  ) as PathInfoJson[];
   assert.deepEqual(remote.map((r) => r.path).sort(), [...closure.paths].sort());
-  for (const r of remote) assert.ok(r.signatures?.some((s) => s.startsWith('main-1:')), `${r.path} is signed by main-1`);
+  for (const r of remote)
+    assert.ok(
+      r.signatures?.some((s) => s.startsWith('main-1:')),
+      `${r.path} is signed by main-1`,
+    );
 
   // A second push finds nothing missing.
   const again = await runCli(['push', cacheUrl, closure.top], { env: nix.env, timeoutMs: PUSH_TIMEOUT_MS });
@@ -68,19 +75,43 @@ test('narhub push with a bad token exits non-zero and names every path it could 
   const nix = await createNixEnv(t);
   const closure = await buildClosure(nix, 'push-badtoken');
 
-  const res = await runCli(['push', cacheUrl, closure.top, '--token', 'nh_not-a-real-token'], { env: nix.env, timeoutMs: PUSH_TIMEOUT_MS });
+  const res = await runCli(['push', cacheUrl, closure.top, '--token', 'nh_not-a-real-token'], {
+    env: nix.env,
+    timeoutMs: PUSH_TIMEOUT_MS,
+  });
   assert.equal(res.code, 1, res.stderr);
   assert.match(res.stderr, /could not push 3 paths/);
   const [leaf, mid, top] = closure.paths as [string, string, string];
-  assert.match(res.stderr, new RegExp(`^  ${leaf.replace(/[.+]/g, '\\$&')}: HTTP 401 UNAUTHORIZED: the token is unknown, expired or revoked$`, 'm'));
-  assert.match(res.stderr, new RegExp(`^  ${mid.replace(/[.+]/g, '\\$&')}: its reference ${leaf.replace(/[.+]/g, '\\$&')} was not pushed$`, 'm'));
-  assert.match(res.stderr, new RegExp(`^  ${top.replace(/[.+]/g, '\\$&')}: its reference ${mid.replace(/[.+]/g, '\\$&')} was not pushed$`, 'm'));
+  assert.match(
+    res.stderr,
+    new RegExp(
+      `^  ${leaf.replace(/[.+]/g, '\\$&')}: HTTP 401 UNAUTHORIZED: the token is unknown, expired or revoked$`,
+      'm',
+    ),
+  );
+  assert.match(
+    res.stderr,
+    new RegExp(
+      `^  ${mid.replace(/[.+]/g, '\\$&')}: its reference ${leaf.replace(/[.+]/g, '\\$&')} was not pushed$`,
+      'm',
+    ),
+  );
+  assert.match(
+    res.stderr,
+    new RegExp(
+      `^  ${top.replace(/[.+]/g, '\\$&')}: its reference ${mid.replace(/[.+]/g, '\\$&')} was not pushed$`,
+      'm',
+    ),
+  );
   assert.doesNotMatch(res.stderr, /retrying/, '401 is not retried');
   for (const p of closure.paths) assert.equal((await getNarinfo(cacheUrl, p)).status, 404);
 
   // A read token may ask what is missing but not upload: 403, named, not retried.
   const { token: readToken } = await createToken(server.dataDir, 'main', 'read');
-  const ro = await runCli(['push', cacheUrl, leaf], { env: { ...nix.env, NARHUB_TOKEN: readToken }, timeoutMs: PUSH_TIMEOUT_MS });
+  const ro = await runCli(['push', cacheUrl, leaf], {
+    env: { ...nix.env, NARHUB_TOKEN: readToken },
+    timeoutMs: PUSH_TIMEOUT_MS,
+  });
   assert.equal(ro.code, 1, ro.stderr);
   assert.match(ro.stderr, new RegExp(`^  ${leaf.replace(/[.+]/g, '\\$&')}: HTTP 403 FORBIDDEN: `, 'm'));
 });
@@ -89,14 +120,22 @@ test('narhub push with a bad token exits non-zero and names every path it could 
  * A reverse proxy in front of narhub that answers the first `failures` path uploads with 503
  * (after reading their body, as a busy server would), and forwards everything else.
  */
-async function flakyProxy(t: Cleanup, target: string, failures: number): Promise<{ url: string; refused: () => number }> {
+async function flakyProxy(
+  t: Cleanup,
+  target: string,
+  failures: number,
+): Promise<{ url: string; refused: () => number }> {
   const upstream = new URL(target);
   let refused = 0;
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     if (req.method === 'PUT' && req.url?.includes('/api/v1/') && refused < failures) {
       refused++;
       req.resume();
-      req.on('end', () => res.writeHead(503, { 'content-type': 'application/json', 'retry-after': '0' }).end('{"code":"UNAVAILABLE","message":"temporarily unavailable"}'));
+      req.on('end', () =>
+        res
+          .writeHead(503, { 'content-type': 'application/json', 'retry-after': '0' })
+          .end('{"code":"UNAVAILABLE","message":"temporarily unavailable"}'),
+      );
       return;
     }
     const forward = httpRequest(
@@ -122,7 +161,10 @@ test('narhub push retries an upload the server answered with 503', async (t) => 
   const nix = await createNixEnv(t, { netrc: [{ host: '127.0.0.1', password: token }] });
   const closure = await buildClosure(nix, 'push-retry');
 
-  const res = await runCli(['push', `${proxy.url}/main`, closure.top, '--jobs', '2'], { env: nix.env, timeoutMs: PUSH_TIMEOUT_MS });
+  const res = await runCli(['push', `${proxy.url}/main`, closure.top, '--jobs', '2'], {
+    env: nix.env,
+    timeoutMs: PUSH_TIMEOUT_MS,
+  });
   assert.equal(res.code, 0, res.stderr);
   assert.equal(proxy.refused(), 1);
   assert.match(res.stderr, /^retrying \/nix\/store\/\S+ in [\d.]+ s \(attempt 2 of 5\): HTTP 503 UNAVAILABLE/m);
@@ -131,14 +173,22 @@ test('narhub push retries an upload the server answered with 503', async (t) => 
   // With no retries left, the 503 is the reason given.
   const proxy2 = await flakyProxy(t, server.url, 100);
   const other = await buildClosure(nix, 'push-noretry');
-  const failed = await runCli(['push', `${proxy2.url}/main`, other.paths[0]!, '--retries', '1'], { env: nix.env, timeoutMs: PUSH_TIMEOUT_MS });
+  const failed = await runCli(['push', `${proxy2.url}/main`, other.paths[0]!, '--retries', '1'], {
+    env: nix.env,
+    timeoutMs: PUSH_TIMEOUT_MS,
+  });
   assert.equal(failed.code, 1, failed.stderr);
   assert.equal(proxy2.refused(), 2, 'one try and one retry');
   assert.match(failed.stderr, new RegExp(`^  ${other.paths[0]!.replace(/[.+]/g, '\\$&')}: HTTP 503 UNAVAILABLE`, 'm'));
 });
 
 test('narhub push refuses bad arguments with usage (exit 2)', async () => {
-  const cases: string[][] = [['push'], ['push', 'http://127.0.0.1:1/main'], ['push', 'ftp://x/main', '/nix/store/x'], ['push', 'http://127.0.0.1:1/main', '/nix/store/x', '--jobs', '0']];
+  const cases: string[][] = [
+    ['push'],
+    ['push', 'http://127.0.0.1:1/main'],
+    ['push', 'ftp://x/main', '/nix/store/x'],
+    ['push', 'http://127.0.0.1:1/main', '/nix/store/x', '--jobs', '0'],
+  ];
   for (const args of cases) {
     const res = await runCli(args);
     assert.equal(res.code, 2, `${args.join(' ')}: ${res.stderr}`);

@@ -27,7 +27,8 @@ async function waitForZstd(cacheUrl: string, paths: string[], timeoutMs = 60_000
   for (;;) {
     const all = await Promise.all(paths.map((p) => getNarinfo(cacheUrl, p)));
     if (all.every((n) => n.narinfo?.get('Compression') === 'zstd')) return all;
-    if (Date.now() > deadline) throw new Error(`not recompressed within ${timeoutMs} ms:\n${all.map((n) => n.body).join('\n')}`);
+    if (Date.now() > deadline)
+      throw new Error(`not recompressed within ${timeoutMs} ms:\n${all.map((n) => n.body).join('\n')}`);
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
 }
@@ -60,7 +61,11 @@ test('xz NARs uploaded by nix copy are recompressed to zstd in the background; o
   for (const name of xzNames) {
     const old = await fetch(`${cacheUrl}/nar/${name}`);
     assert.equal(old.status, 200, `nar/${name} is still served`);
-    assert.ok(Buffer.from(await old.arrayBuffer()).subarray(0, 6).equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00])));
+    assert.ok(
+      Buffer.from(await old.arrayBuffer())
+        .subarray(0, 6)
+        .equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00])),
+    );
   }
 
   // A fresh client trusting only the cache key substitutes from the recompressed files.
@@ -79,7 +84,8 @@ test('xz NARs already in a cache are found and recompressed when recompressToZst
   await nix.run('nix', ['copy', '--to', `${first.url}/main?compression=xz`, closure.top]);
   // No recompression while the cache does not ask for it.
   await new Promise((resolve) => setTimeout(resolve, 500));
-  for (const p of closure.paths) assert.equal((await getNarinfo(`${first.url}/main`, p)).narinfo?.get('Compression'), 'xz');
+  for (const p of closure.paths)
+    assert.equal((await getNarinfo(`${first.url}/main`, p)).narinfo?.get('Compression'), 'xz');
   assert.equal(await first.stop(), 0);
 
   const second = await startServer(t, { dataDir: first.dataDir, args: ['--config', await configFile(t, true)] });
@@ -87,6 +93,14 @@ test('xz NARs already in a cache are found and recompressed when recompressToZst
 
   const client = await createNixEnv(t, { trustedPublicKeys: [second.publicKey] });
   const store = client.freshPath('client-store');
-  await client.run('nix-store', ['--store', store, '-r', closure.top, '--option', 'substituters', `${second.url}/main`]);
+  await client.run('nix-store', [
+    '--store',
+    store,
+    '-r',
+    closure.top,
+    '--option',
+    'substituters',
+    `${second.url}/main`,
+  ]);
   assert.equal(readFileSync(join(store, closure.top, 'data'), 'utf8'), `top-${closure.nonce}\n`);
 });

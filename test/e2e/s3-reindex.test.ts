@@ -16,7 +16,7 @@ import { basicAuth, getNarinfo } from '../helpers/http.js';
 import { createNixEnv, type Closure } from '../helpers/nix.js';
 import { S3_CREDENTIALS, startS3, type S3Server } from '../helpers/s3.js';
 import { lines, uploadClosure } from '../helpers/scenario.js';
-import { cacheInfo, createToken, runCliOk, startServer, type RunningServer } from '../helpers/server.js';
+import { cacheInfo, createToken, runCliOk, startServer } from '../helpers/server.js';
 import { makeTempDir, type Cleanup } from '../helpers/tmp.js';
 
 const REINDEX_TIMEOUT_MS = 60_000;
@@ -30,11 +30,18 @@ async function writeConfig(dir: string, config: Record<string, unknown>): Promis
 /** What losing the database means: every SQLite file of the data directory gone. */
 async function dropDatabase(dataDir: string): Promise<void> {
   for (const f of await readdir(dataDir)) if (f.startsWith('narhub.sqlite')) await rm(join(dataDir, f));
-  assert.deepEqual((await readdir(dataDir)).filter((f) => f.startsWith('narhub.sqlite')), []);
+  assert.deepEqual(
+    (await readdir(dataDir)).filter((f) => f.startsWith('narhub.sqlite')),
+    [],
+  );
 }
 
 /** Every narinfo of the closure as served now, keyed by store path. */
-async function narinfos(cacheUrl: string, closure: Closure, headers: Record<string, string> = {}): Promise<Map<string, string>> {
+async function narinfos(
+  cacheUrl: string,
+  closure: Closure,
+  headers: Record<string, string> = {},
+): Promise<Map<string, string>> {
   const out = new Map<string, string>();
   for (const p of closure.paths) {
     const got = await getNarinfo(cacheUrl, p, headers);
@@ -45,7 +52,13 @@ async function narinfos(cacheUrl: string, closure: Closure, headers: Record<stri
 }
 
 /** A fresh Nix (fresh XDG cache, chroot store) trusting only `publicKey` substitutes the closure. */
-async function substitute(t: Cleanup, cacheUrl: string, publicKey: string, closure: Closure, netrc?: { host: string; password: string }[]): Promise<void> {
+async function substitute(
+  t: Cleanup,
+  cacheUrl: string,
+  publicKey: string,
+  closure: Closure,
+  netrc?: { host: string; password: string }[],
+): Promise<void> {
   const client = await createNixEnv(t, { trustedPublicKeys: [publicKey], ...(netrc ? { netrc } : {}) });
   const store = client.freshPath('client-store');
   await client.run('nix', ['copy', '--from', cacheUrl, '--to', store, closure.top]);
@@ -56,12 +69,19 @@ async function substitute(t: Cleanup, cacheUrl: string, publicKey: string, closu
 }
 
 async function bucketKeys(s3: S3Server, prefix: string): Promise<string[]> {
-  const client = new S3Client({ region: 'us-east-1', endpoint: s3.endpoint, forcePathStyle: true, credentials: S3_CREDENTIALS });
+  const client = new S3Client({
+    region: 'us-east-1',
+    endpoint: s3.endpoint,
+    forcePathStyle: true,
+    credentials: S3_CREDENTIALS,
+  });
   try {
     const keys: string[] = [];
     let token: string | undefined;
     do {
-      const res = await client.send(new ListObjectsV2Command({ Bucket: s3.bucket, Prefix: prefix, ...(token ? { ContinuationToken: token } : {}) }));
+      const res = await client.send(
+        new ListObjectsV2Command({ Bucket: s3.bucket, Prefix: prefix, ...(token ? { ContinuationToken: token } : {}) }),
+      );
       keys.push(...(res.Contents ?? []).map((o) => o.Key!));
       token = res.IsTruncated ? res.NextContinuationToken : undefined;
     } while (token);
@@ -78,7 +98,9 @@ async function reindex(dataDir: string, args: string[]): Promise<{ stdout: strin
 test('S3 storage: nix copy, lose the database, reindex, substitute again', async (t) => {
   const s3 = await startS3(t);
   const dataDir = await makeTempDir(t, 'narhub-data-');
-  const config = await writeConfig(dataDir, { storage: await s3.storageConfig(dataDir, { prefix: 'narhub/', partSize: 5 * 1024 * 1024 }) });
+  const config = await writeConfig(dataDir, {
+    storage: await s3.storageConfig(dataDir, { prefix: 'narhub/', partSize: 5 * 1024 * 1024 }),
+  });
 
   const first = await startServer(t, { dataDir, args: ['--config', config] });
   const { cacheUrl, closure, uploader } = await uploadClosure(t, 's3-reindex', { server: first });
@@ -89,7 +111,10 @@ test('S3 storage: nix copy, lose the database, reindex, substitute again', async
 
   // The bucket holds the cache in Nix's own layout under the prefix, and nothing else of narhub's.
   const keys = await bucketKeys(s3, '');
-  assert.ok(keys.every((k) => k.startsWith('narhub/main/')), keys.join('\n'));
+  assert.ok(
+    keys.every((k) => k.startsWith('narhub/main/')),
+    keys.join('\n'),
+  );
   assert.ok(keys.includes('narhub/main/nix-cache-info'));
   assert.ok(keys.includes(`narhub/main/log/${basename(topDrv)}`));
   for (const p of closure.paths) {
@@ -102,7 +127,11 @@ test('S3 storage: nix copy, lose the database, reindex, substitute again', async
 
   await dropDatabase(dataDir);
   const res = await reindex(dataDir, ['--config', config]);
-  assert.match(res.stdout, /^main: 3 paths \(3 added, 0 updated, 0 skipped\), 1 logs, 3 listings, .* keys main-1; private, recreated$/m, res.stdout);
+  assert.match(
+    res.stdout,
+    /^main: 3 paths \(3 added, 0 updated, 0 skipped\), 1 logs, 3 listings, .* keys main-1; private, recreated$/m,
+    res.stdout,
+  );
   // Visibility is not in storage: an undeclared cache comes back private, and says so.
   assert.match(res.stderr, /main: recreated as a private cache/);
   assert.match(res.stderr, /tokens live only in the database/);
@@ -175,7 +204,11 @@ test('local storage: reindex restores a public cache and skips what storage cann
 
   await dropDatabase(dataDir);
   const res = await reindex(dataDir, ['--public']);
-  assert.match(res.stdout, /^main: 3 paths \(3 added, 0 updated, 2 skipped\), 0 logs, 3 listings, .* keys main-1; public, recreated$/m, res.stdout);
+  assert.match(
+    res.stdout,
+    /^main: 3 paths \(3 added, 0 updated, 2 skipped\), 0 logs, 3 listings, .* keys main-1; public, recreated$/m,
+    res.stdout,
+  );
   assert.match(res.stderr, new RegExp(`${junkHash}\\.narinfo skipped: it does not parse`));
   assert.match(res.stderr, new RegExp(`${orphanHash}\\.narinfo skipped: its NAR main/nar/${missingNar} is missing`));
   assert.equal((await cacheInfo(dataDir, 'main')).private, false);
@@ -245,13 +278,18 @@ test('redirectNars: NAR GETs answer 302 to a presigned S3 URL and Nix 2.8 follow
   // The real client downloads every NAR from S3 through the redirect.
   const mark = s3.requests.length;
   await substitute(t, cacheUrl, server.publicKey, closure);
-  const fromS3 = s3.requests.slice(mark).filter((r) => r.startsWith(`GET /${s3.bucket}/main/nar/`) && r.includes('X-Amz-Signature'));
+  const fromS3 = s3.requests
+    .slice(mark)
+    .filter((r) => r.startsWith(`GET /${s3.bucket}/main/nar/`) && r.includes('X-Amz-Signature'));
   assert.equal(fromS3.length, closure.paths.length, s3.requests.slice(mark).join('\n'));
 
   // And from the private cache, with its read token in netrc for narhub's host only.
   const privMark = s3.requests.length;
   const privKey = (await cacheInfo(dataDir, 'priv')).publicKeys[0]!;
-  const privClient = await createNixEnv(t, { trustedPublicKeys: [privKey], netrc: [{ host: '127.0.0.1', password: readToken }] });
+  const privClient = await createNixEnv(t, {
+    trustedPublicKeys: [privKey],
+    netrc: [{ host: '127.0.0.1', password: readToken }],
+  });
   const privStore = privClient.freshPath('client-store');
   await privClient.run('nix', ['copy', '--from', `${server.url}/priv`, '--to', privStore, closure.paths[0]!]);
   await privClient.run('nix-store', ['--store', privStore, '--verify-path', closure.paths[0]!]);

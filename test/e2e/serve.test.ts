@@ -12,12 +12,24 @@ test('first start prints the substituter URL, public key and admin token, and ke
   const server = await startServer(t);
   const out = server.stdout();
   const plain = out.split('\n').filter((l) => !l.trim().startsWith('{'));
-  assert.ok(plain.some((l) => l.includes(`${server.url}/main`)), `no substituter URL in:\n${plain.join('\n')}`);
-  assert.ok(plain.some((l) => l.includes(server.publicKey)), `no public key in:\n${plain.join('\n')}`);
-  assert.ok(plain.some((l) => l.includes(server.adminToken)), `no admin token in:\n${plain.join('\n')}`);
+  assert.ok(
+    plain.some((l) => l.includes(`${server.url}/main`)),
+    `no substituter URL in:\n${plain.join('\n')}`,
+  );
+  assert.ok(
+    plain.some((l) => l.includes(server.publicKey)),
+    `no public key in:\n${plain.join('\n')}`,
+  );
+  assert.ok(
+    plain.some((l) => l.includes(server.adminToken)),
+    `no admin token in:\n${plain.join('\n')}`,
+  );
   assert.equal(jsonLines(out).filter((r) => r.msg === 'listening').length, 1);
   // Started as npm start and the Nix package start it: nothing to warn about.
-  assert.deepEqual(jsonLines(out).filter((r) => Number(r.level) >= 40), []);
+  assert.deepEqual(
+    jsonLines(out).filter((r) => Number(r.level) >= 40),
+    [],
+  );
   assert.equal(statSync(join(server.dataDir, 'admin-token')).mode & 0o777, 0o600);
 
   const info = await fetch(`${server.url}/main/nix-cache-info`);
@@ -28,8 +40,11 @@ test('first start prints the substituter URL, public key and admin token, and ke
 test('SIGTERM stops cleanly; a restart on the same data dir keeps key, token and paths', async (t) => {
   const { server, closure } = await uploadClosure(t, 'serve-restart');
   assert.equal(await server.stop(), 0, `exit code after SIGTERM; stdout:\n${server.stdout()}`);
-  assert.equal(jsonLines(server.stdout()).some((r) => r.level !== undefined && Number(r.level) >= 50), false,
-    `error-level log lines:\n${server.stdout()}`);
+  assert.equal(
+    jsonLines(server.stdout()).some((r) => r.level !== undefined && Number(r.level) >= 50),
+    false,
+    `error-level log lines:\n${server.stdout()}`,
+  );
 
   const again = await startServer(t, { dataDir: server.dataDir });
   assert.equal(again.publicKey, server.publicKey);

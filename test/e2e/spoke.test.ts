@@ -21,7 +21,14 @@ import { PROTOCOL_VERSION } from '../../src/protocol/version.js';
 import { createNixEnv, hashPart, type NixEnv } from '../helpers/nix.js';
 import { startRedis } from '../helpers/redis.js';
 import { createToken, runCli, startServer, type RunningServer } from '../helpers/server.js';
-import { processCommandLines, startSpokeProcess, testRedis, TestQueues, waitFor, type SpokeProcess } from '../helpers/spoke.js';
+import {
+  processCommandLines,
+  startSpokeProcess,
+  testRedis,
+  TestQueues,
+  waitFor,
+  type SpokeProcess,
+} from '../helpers/spoke.js';
 import { makeTempDir, type Cleanup } from '../helpers/tmp.js';
 
 // One narhub server and one uploading Nix environment for the whole file; Redis and spokes per test.
@@ -45,8 +52,10 @@ before(async () => {
   spokeNix = await createNixEnv(suite);
   const dir = await makeTempDir(suite, 'narhub-spoke-token-');
   tokenFile = join(dir, 'token');
-  await writeFile(tokenFile, token + '\n', { mode: 0o600 });
-  system = JSON.parse((await uploader.run('nix-instantiate', ['--eval', '--json', '-E', 'builtins.currentSystem'])).stdout) as string;
+  await writeFile(tokenFile, `${token}\n`, { mode: 0o600 });
+  system = JSON.parse(
+    (await uploader.run('nix-instantiate', ['--eval', '--json', '-E', 'builtins.currentSystem'])).stdout,
+  ) as string;
 });
 
 after(async () => {
@@ -68,7 +77,11 @@ interface Drv {
  * narhub (`nix copy --derivation`); nothing of it is built here. With `input`, it also depends on
  * a small input derivation that IS built here and uploaded, so the spoke must substitute it.
  */
-async function makeDrv(label: string, script: string, opts: { input?: boolean; features?: string[]; timeout?: number; cacheName?: string } = {}): Promise<Drv> {
+async function makeDrv(
+  label: string,
+  script: string,
+  opts: { input?: boolean; features?: string[]; timeout?: number; cacheName?: string } = {},
+): Promise<Drv> {
   const nonce = randomBytes(6).toString('hex');
   const echo = `narhub-spoke-${label}-${nonce}`;
   const file = join(uploader.workDir, `${label}-${nonce}.nix`);
@@ -97,7 +110,10 @@ in {
   }
   const drvPath = (await uploader.run('nix-instantiate', [file, '-A', 'main'])).stdout.trim();
   await uploader.run('nix', ['copy', '--derivation', '--to', `${cacheUrl}?compression=zstd`, drvPath]);
-  const shown = JSON.parse((await uploader.run('nix', ['show-derivation', drvPath])).stdout) as Record<string, { outputs: Record<string, { path: string }> }>;
+  const shown = JSON.parse((await uploader.run('nix', ['show-derivation', drvPath])).stdout) as Record<
+    string,
+    { outputs: Record<string, { path: string }> }
+  >;
   const out = shown[drvPath]!.outputs.out!.path;
   const data: BuildJobData = {
     protocol: PROTOCOL_VERSION,
@@ -190,7 +206,12 @@ async function readStream(redis: Env['redis'], drvHash: string): Promise<{ text:
 
 /** Resolves once the build's live log shows the builder's first line. */
 function buildRunning(env: Env, drv: Drv): Promise<true> {
-  return waitFor(`the build of ${drv.data.drvPath} to start`, async () => ((await readStream(env.redis, drv.data.drvHash)).text.includes(drv.echo) ? true : undefined), 60_000, env.outputs);
+  return waitFor(
+    `the build of ${drv.data.drvPath} to start`,
+    async () => ((await readStream(env.redis, drv.data.drvHash)).text.includes(drv.echo) ? true : undefined),
+    60_000,
+    env.outputs,
+  );
 }
 
 async function heartbeatOf(env: Env, id: string): Promise<SpokeHeartbeat | undefined> {
@@ -203,14 +224,30 @@ describe('narhub spoke', { concurrency: 1 }, () => {
     const missing = await runCli(['spoke', '--hub', server.url]);
     assert.equal(missing.code, 2, missing.stderr);
     assert.match(missing.stderr, /missing --redis-url/);
-    const both = await runCli(['spoke', '--hub', server.url, '--redis-url', 'redis://127.0.0.1:1', '--systems', system, '--token', 'x', '--token-file', tokenFile]);
+    const both = await runCli([
+      'spoke',
+      '--hub',
+      server.url,
+      '--redis-url',
+      'redis://127.0.0.1:1',
+      '--systems',
+      system,
+      '--token',
+      'x',
+      '--token-file',
+      tokenFile,
+    ]);
     assert.equal(both.code, 2, both.stderr);
     assert.match(both.stderr, /narhub spoke --hub URL/);
   });
 
   test('builds a job: input substituted from narhub, output pushed and signed, log stored and streamed, heartbeat', async (t) => {
     const env = await setup(t);
-    const drv = await makeDrv('ok', 'sleep 2; mkdir $out; ln -s $input $out/input; echo done > $out/data; echo builder-finished', { input: true });
+    const drv = await makeDrv(
+      'ok',
+      'sleep 2; mkdir $out; ln -s $input $out/input; echo done > $out/data; echo builder-finished',
+      { input: true },
+    );
     const spoke = await env.spoke('spoke-ok');
 
     const beat = await waitFor('the first heartbeat', () => heartbeatOf(env, 'spoke-ok'), 10_000, env.outputs);
@@ -221,10 +258,15 @@ describe('narhub spoke', { concurrency: 1 }, () => {
 
     await env.queues.add(drv.data);
     // While it builds, the heartbeat lists the running build.
-    const running = await waitFor('a heartbeat listing the build', async () => {
-      const hb = await heartbeatOf(env, 'spoke-ok');
-      return hb?.running.includes(drv.data.drvHash) ? hb : undefined;
-    }, 30_000, env.outputs);
+    const running = await waitFor(
+      'a heartbeat listing the build',
+      async () => {
+        const hb = await heartbeatOf(env, 'spoke-ok');
+        return hb?.running.includes(drv.data.drvHash) ? hb : undefined;
+      },
+      30_000,
+      env.outputs,
+    );
     assert.deepEqual(running.systems, [system]);
 
     const job = await env.queues.finished(drv.data, 120_000, env.outputs);
@@ -258,7 +300,10 @@ describe('narhub spoke', { concurrency: 1 }, () => {
     const log = await logRes.text();
     assert.ok(log.includes(drv.echo), `log lacks the builder's echo:\n${log}`);
     assert.ok(log.includes('builder-finished'));
-    assert.ok(log.includes(`copying path '${drv.input}' from '${cacheUrl}'`), `the input was not substituted from narhub:\n${log}`);
+    assert.ok(
+      log.includes(`copying path '${drv.input}' from '${cacheUrl}'`),
+      `the input was not substituted from narhub:\n${log}`,
+    );
     assert.ok(!log.includes(`building '${drv.input}`), 'the input must not be built');
 
     // The live stream has the same text and an end-of-file entry.
@@ -275,7 +320,10 @@ describe('narhub spoke', { concurrency: 1 }, () => {
   test('input outputs sent with the job are taken as they are: the input .drvs are not read', async (t) => {
     const env = await setup(t);
     const drv = await makeDrv('known-inputs', 'mkdir $out; ln -s $input $out/input', { input: true });
-    const shown = JSON.parse((await uploader.run('nix', ['show-derivation', drv.data.drvPath])).stdout) as Record<string, { inputDrvs: Record<string, string[]> }>;
+    const shown = JSON.parse((await uploader.run('nix', ['show-derivation', drv.data.drvPath])).stdout) as Record<
+      string,
+      { inputDrvs: Record<string, string[]> }
+    >;
     const inputDrv = Object.keys(shown[drv.data.drvPath]!.inputDrvs)[0]!;
     // The input .drv's file in the cache, broken: a spoke that reads it fails its check.
     await breakNarInCache(inputDrv);
@@ -387,7 +435,10 @@ describe('narhub spoke', { concurrency: 1 }, () => {
     assert.equal(job.returnvalue.spoke, 'spoke-featured');
     assert.equal(job.attemptsMade, 1, 'one attempt');
     assert.ok(featured.output().includes(queueName(system, [feature])));
-    assert.ok(!plain.output().includes(queueName(system, [feature])), 'the spoke without the feature must not work its queue');
+    assert.ok(
+      !plain.output().includes(queueName(system, [feature])),
+      'the spoke without the feature must not work its queue',
+    );
   });
 
   test('--max-jobs bounds builds across queues; a full spoke leaves work to an idle one', async (t) => {
@@ -399,7 +450,11 @@ describe('narhub spoke', { concurrency: 1 }, () => {
     const a = await makeDrv('slot-a', 'sleep 10; touch $out');
     const b = await makeDrv('slot-b', 'sleep 1; touch $out', { features: [feature] });
     const first = await env.spoke('spoke-first', { features: [feature], maxJobs: 1 });
-    await waitFor('the first spoke to work the feature queue', () => (first.output().includes(queueName(system, [feature])) ? true : undefined), 10_000);
+    await waitFor(
+      'the first spoke to work the feature queue',
+      () => (first.output().includes(queueName(system, [feature])) ? true : undefined),
+      10_000,
+    );
 
     const maxRunning: number[] = [];
     let watching = true;
@@ -419,7 +474,10 @@ describe('narhub spoke', { concurrency: 1 }, () => {
     assert.equal(await env.queues.state(b.data), 'waiting', env.outputs());
     const second = await env.spoke('spoke-second', { features: [feature], maxJobs: 1 });
 
-    const [ja, jb] = await Promise.all([env.queues.finished(a.data, 60_000, env.outputs), env.queues.finished(b.data, 60_000, env.outputs)]);
+    const [ja, jb] = await Promise.all([
+      env.queues.finished(a.data, 60_000, env.outputs),
+      env.queues.finished(b.data, 60_000, env.outputs),
+    ]);
     watching = false;
     await watcher;
     assert.equal(await ja.getState(), 'completed', `${ja.failedReason}\n${env.outputs()}`);
@@ -499,6 +557,11 @@ describe('narhub spoke', { concurrency: 1 }, () => {
     assert.equal(parseFailure(job.failedReason).kind, 'cancelled', `${job.failedReason}\n${env.outputs()}`);
     assert.equal(job.attemptsMade, 1, 'a cancelled job is not retried');
     // The whole process tree is gone, the builder's sleep included.
-    await waitFor('the builder sleep to be gone', () => (sleeping().length === 0 ? true : undefined), 5_000, () => JSON.stringify(sleeping()));
+    await waitFor(
+      'the builder sleep to be gone',
+      () => (sleeping().length === 0 ? true : undefined),
+      5_000,
+      () => JSON.stringify(sleeping()),
+    );
   });
 });

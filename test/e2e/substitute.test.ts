@@ -55,7 +55,15 @@ test('nix-store -r substitutes a closure into a chroot store with narhub as subs
   const other = await generateKey(uploader, 'other-1');
   const distrustful = await createNixEnv(t, { trustedPublicKeys: [other.publicKey] });
   const store2 = distrustful.freshPath('client-store');
-  const bad = await distrustful.tryRun('nix-store', ['--store', store2, '-r', top, '--option', 'substituters', cacheUrl]);
+  const bad = await distrustful.tryRun('nix-store', [
+    '--store',
+    store2,
+    '-r',
+    top,
+    '--option',
+    'substituters',
+    cacheUrl,
+  ]);
   assert.notEqual(bad.code, 0, `substitution trusting only other-1 must fail:\n${bad.stderr}`);
   assert.match(bad.stderr, /not signed by any of the keys/);
   assert.equal(existsSync(join(store2, top)), false);

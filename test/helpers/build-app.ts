@@ -66,7 +66,11 @@ export interface TestApp {
   /** The cache's public keys, as `cache info` shows them. */
   publicKeys(cache?: string): PublicKey[];
   /** `app.inject` with the common shape. */
-  request(method: 'GET' | 'HEAD' | 'PUT' | 'POST' | 'DELETE', url: string, opts?: { body?: Buffer | string; headers?: Record<string, string> }): Promise<LightMyRequestResponse>;
+  request(
+    method: 'GET' | 'HEAD' | 'PUT' | 'POST' | 'DELETE',
+    url: string,
+    opts?: { body?: Buffer | string; headers?: Record<string, string> },
+  ): Promise<LightMyRequestResponse>;
 }
 
 const PERMISSIONS: Permission[] = ['read', 'write', 'admin'];
@@ -88,13 +92,20 @@ export async function buildTestApp(t: Pick<TestContext, 'after'>, opts: TestAppO
   store = createLocalBlobStore({ root: storeRoot, fsync: false });
   const service = createCacheService({ db, store, keysDir: join(dataDir, 'keys') });
 
-  const specs: TestCacheSpec[] = [{ name: 'main', private: false, priority: opts.mainPriority ?? 40 }, ...(opts.caches ?? [])];
+  const specs: TestCacheSpec[] = [
+    { name: 'main', private: false, priority: opts.mainPriority ?? 40 },
+    ...(opts.caches ?? []),
+  ];
   const tokensFor: Record<string, TokenSet> = {};
   for (const spec of specs) {
     await service.registry.create(spec.name, { private: spec.private ?? false, priority: spec.priority ?? 40 });
     const set = {} as TokenSet;
     for (const permission of PERMISSIONS) {
-      set[permission] = service.tokens.create({ cachePattern: spec.name, permission, name: `${spec.name}-${permission}` }).token;
+      set[permission] = service.tokens.create({
+        cachePattern: spec.name,
+        permission,
+        name: `${spec.name}-${permission}`,
+      }).token;
     }
     tokensFor[spec.name] = set;
   }
@@ -124,7 +135,12 @@ export async function buildTestApp(t: Pick<TestContext, 'after'>, opts: TestAppO
     },
     publicKeys: (cache = 'main') => service.registry.info(cache).publicKeys.map((k) => parsePublicKey(k)),
     request(method, url, reqOpts = {}) {
-      return built.inject({ method, url, headers: reqOpts.headers ?? {}, ...(reqOpts.body !== undefined ? { payload: reqOpts.body } : {}) });
+      return built.inject({
+        method,
+        url,
+        headers: reqOpts.headers ?? {},
+        ...(reqOpts.body !== undefined ? { payload: reqOpts.body } : {}),
+      });
     },
   };
 }
@@ -185,7 +201,12 @@ export function sampleTree(label = 'pkg'): NarTree {
   return {
     type: 'directory',
     entries: {
-      bin: { type: 'directory', entries: { [label]: { type: 'regular', executable: true, contents: Buffer.from(`#!/bin/sh\necho ${label}\n`) } } },
+      bin: {
+        type: 'directory',
+        entries: {
+          [label]: { type: 'regular', executable: true, contents: Buffer.from(`#!/bin/sh\necho ${label}\n`) },
+        },
+      },
       'share.txt': { type: 'regular', contents: randomBytes(300) },
       link: { type: 'symlink', target: `bin/${label}` },
     },
@@ -211,7 +232,17 @@ export interface TestPath {
   info(overrides?: Partial<NarInfo>): NarInfo;
 }
 
-export function makePath(opts: { name?: string; tree?: NarTree; compression?: Compression; references?: string[]; hashPart?: string; deriver?: string; sigs?: string[] } = {}): TestPath {
+export function makePath(
+  opts: {
+    name?: string;
+    tree?: NarTree;
+    compression?: Compression;
+    references?: string[];
+    hashPart?: string;
+    deriver?: string;
+    sigs?: string[];
+  } = {},
+): TestPath {
   const hashPart = opts.hashPart ?? randomHashPart();
   const name = opts.name ?? 'pkg';
   const tree = opts.tree ?? sampleTree(name);
@@ -256,16 +287,37 @@ export function makePath(opts: { name?: string; tree?: NarTree; compression?: Co
 
 // Uploads, as Nix does them -------------------------------------------------------------------
 
-export async function putNar(h: TestApp, path: Pick<TestPath, 'file' | 'fileName'>, auth: Record<string, string>, cache = 'main'): Promise<LightMyRequestResponse> {
-  return h.request('PUT', `/${cache}/nar/${path.fileName}`, { body: path.file, headers: { ...auth, 'content-type': 'application/x-nix-nar' } });
+export async function putNar(
+  h: TestApp,
+  path: Pick<TestPath, 'file' | 'fileName'>,
+  auth: Record<string, string>,
+  cache = 'main',
+): Promise<LightMyRequestResponse> {
+  return h.request('PUT', `/${cache}/nar/${path.fileName}`, {
+    body: path.file,
+    headers: { ...auth, 'content-type': 'application/x-nix-nar' },
+  });
 }
 
-export async function putNarinfo(h: TestApp, hashPart: string, text: string, auth: Record<string, string>, cache = 'main'): Promise<LightMyRequestResponse> {
-  return h.request('PUT', `/${cache}/${hashPart}.narinfo`, { body: text, headers: { ...auth, 'content-type': 'text/x-nix-narinfo' } });
+export async function putNarinfo(
+  h: TestApp,
+  hashPart: string,
+  text: string,
+  auth: Record<string, string>,
+  cache = 'main',
+): Promise<LightMyRequestResponse> {
+  return h.request('PUT', `/${cache}/${hashPart}.narinfo`, {
+    body: text,
+    headers: { ...auth, 'content-type': 'text/x-nix-narinfo' },
+  });
 }
 
 /** PUT the NAR then the narinfo; throws unless both succeed. */
-export async function upload(h: TestApp, path: TestPath, opts: { auth?: Record<string, string>; cache?: string; narinfo?: string } = {}): Promise<void> {
+export async function upload(
+  h: TestApp,
+  path: TestPath,
+  opts: { auth?: Record<string, string>; cache?: string; narinfo?: string } = {},
+): Promise<void> {
   const cache = opts.cache ?? 'main';
   const auth = opts.auth ?? basic(h.tokensFor[cache]!.write);
   const nar = await putNar(h, path, auth, cache);
@@ -275,7 +327,12 @@ export async function upload(h: TestApp, path: TestPath, opts: { auth?: Record<s
 }
 
 /** Asserts the path left nothing visible: no narinfo, no NAR (GET and HEAD). */
-export async function visibility(h: TestApp, path: Pick<TestPath, 'hashPart' | 'fileName'>, cache = 'main', auth: Record<string, string> = {}): Promise<{ narinfo: number; narHead: number; narGet: number }> {
+export async function visibility(
+  h: TestApp,
+  path: Pick<TestPath, 'hashPart' | 'fileName'>,
+  cache = 'main',
+  auth: Record<string, string> = {},
+): Promise<{ narinfo: number; narHead: number; narGet: number }> {
   const narinfo = await h.request('GET', `/${cache}/${path.hashPart}.narinfo`, { headers: auth });
   const narHead = await h.request('HEAD', `/${cache}/nar/${path.fileName}`, { headers: auth });
   const narGet = await h.request('GET', `/${cache}/nar/${path.fileName}`, { headers: auth });

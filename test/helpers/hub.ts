@@ -9,7 +9,12 @@ const debug = process.env.NARHUB_E2E_DEBUG === '1';
 export { freePort } from './ports.js';
 
 /** Polls `fn` until it returns something other than undefined/false; fails with `what` and the last value on timeout. */
-export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 60_000, intervalMs = 250): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | undefined | false>,
+  timeoutMs = 60_000,
+  intervalMs = 250,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let lastError: unknown;
   for (;;) {
@@ -19,7 +24,10 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined |
     } catch (err) {
       lastError = err;
     }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError ? `: ${String(lastError)}` : ''}`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${lastError ? `: ${String(lastError)}` : ''}`,
+      );
     await sleep(intervalMs);
   }
 }
@@ -34,7 +42,10 @@ export function hubApi(baseUrl: () => string, token: string): Api {
   const call = async (method: string, path: string, body?: unknown) => {
     const res = await fetch(`${baseUrl()}/api/v1${path}`, {
       method,
-      headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      headers: {
+        authorization: `Bearer ${token}`,
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+      },
       body: body === undefined ? undefined : JSON.stringify(body),
     });
     const text = await res.text();
@@ -72,10 +83,27 @@ export function startSpoke(
     cpu?: number;
   },
 ): RunningSpoke {
-  const args = [...nodeArgs(), CLI_PATH, 'spoke', '--hub', o.hubUrl, '--redis-url', o.redisUrl, '--systems', o.systems ?? 'x86_64-linux', '--token', o.token, '--store', o.store, '--id', o.id];
+  const args = [
+    ...nodeArgs(),
+    CLI_PATH,
+    'spoke',
+    '--hub',
+    o.hubUrl,
+    '--redis-url',
+    o.redisUrl,
+    '--systems',
+    o.systems ?? 'x86_64-linux',
+    '--token',
+    o.token,
+    '--store',
+    o.store,
+    '--id',
+    o.id,
+  ];
   if (o.features) args.push('--features', o.features);
   args.push(...(o.extraArgs ?? []));
-  const [cmd, argv] = o.cpu === undefined ? [process.execPath, args] : ['taskset', ['-c', String(o.cpu), process.execPath, ...args]];
+  const [cmd, argv] =
+    o.cpu === undefined ? [process.execPath, args] : ['taskset', ['-c', String(o.cpu), process.execPath, ...args]];
   const child = spawn(cmd, argv, { env: o.env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => {

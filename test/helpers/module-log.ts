@@ -11,7 +11,14 @@ const log = process.env.NARHUB_MODULE_LOG;
 if (isMainThread && log) {
   register(import.meta.url);
   const require = createRequire(import.meta.url);
-  process.on('exit', () => appendFileSync(log, Object.keys(require.cache).map((f) => `cjs:${f}\n`).join('')));
+  process.on('exit', () =>
+    appendFileSync(
+      log,
+      Object.keys(require.cache)
+        .map((f) => `cjs:${f}\n`)
+        .join(''),
+    ),
+  );
 }
 
 export const resolve: ResolveHook = async (specifier, context, nextResolve) => {

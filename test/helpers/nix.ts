@@ -123,7 +123,7 @@ export async function createNixEnv(t: Cleanup, opts: NixEnvOptions = {}): Promis
     conf.push(`trusted-public-keys = ${opts.trustedPublicKeys.join(' ')}`);
   }
   conf.push(...(opts.extraConf ?? []));
-  await writeFile(join(confDir, 'nix.conf'), conf.join('\n') + '\n');
+  await writeFile(join(confDir, 'nix.conf'), `${conf.join('\n')}\n`);
 
   const env: NodeJS.ProcessEnv = { ...process.env };
   for (const k of Object.keys(env)) {

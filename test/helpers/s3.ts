@@ -51,7 +51,14 @@ export interface S3Server {
   /** Multipart uploads started and neither completed nor aborted: `{ key, uploadId }`. */
   pendingUploads(): Promise<{ key: string; uploadId: string }[]>;
   /** Options for createS3BlobStore (path style, the test credentials). */
-  storeOptions(prefix?: string): { bucket: string; region: string; endpoint: string; forcePathStyle: true; prefix: string; credentials: typeof S3_CREDENTIALS };
+  storeOptions(prefix?: string): {
+    bucket: string;
+    region: string;
+    endpoint: string;
+    forcePathStyle: true;
+    prefix: string;
+    credentials: typeof S3_CREDENTIALS;
+  };
   /**
    * A narhub `storage` config for this server, credentials in files under `dir` (as a
    * deployment would have them), and extra settings merged in.
@@ -153,7 +160,13 @@ export async function startS3(scope: Scope, opts: { bucket?: string } = {}): Pro
   const listV2: Middleware = async (ctx, next) => {
     const [, , ...rest] = ctx.path.split('/');
     if (ctx.method !== 'GET' || rest.join('/') !== '' || ctx.query['list-type'] !== '2') return next();
-    const { 'list-type': _type, 'continuation-token': token, 'start-after': startAfter, 'fetch-owner': _owner, ...query } = ctx.query;
+    const {
+      'list-type': _type,
+      'continuation-token': token,
+      'start-after': startAfter,
+      'fetch-owner': _owner,
+      ...query
+    } = ctx.query;
     const from = typeof token === 'string' ? Buffer.from(token, 'base64url').toString('utf8') : startAfter;
     ctx.query = typeof from === 'string' && from !== '' ? { ...query, marker: from } : query;
     await next();
@@ -164,7 +177,8 @@ export async function startS3(scope: Scope, opts: { bucket?: string } = {}): Pro
     delete result.NextMarker;
     result.KeyCount = contents.length;
     if (typeof token === 'string') result.ContinuationToken = token;
-    if (result.IsTruncated && contents.length > 0) result.NextContinuationToken = Buffer.from(contents[contents.length - 1]!.Key).toString('base64url');
+    if (result.IsTruncated && contents.length > 0)
+      result.NextContinuationToken = Buffer.from(contents[contents.length - 1]!.Key).toString('base64url');
   };
   server.middleware.splice(server.middleware.length - 1, 0, listV2);
 
@@ -191,14 +205,30 @@ export async function startS3(scope: Scope, opts: { bucket?: string } = {}): Pro
     dir,
     requests,
     pendingUploads,
-    storeOptions: (prefix = '') => ({ bucket, region: S3_REGION, endpoint, forcePathStyle: true, prefix, credentials: S3_CREDENTIALS }),
+    storeOptions: (prefix = '') => ({
+      bucket,
+      region: S3_REGION,
+      endpoint,
+      forcePathStyle: true,
+      prefix,
+      credentials: S3_CREDENTIALS,
+    }),
     async storageConfig(credsDir, extra = {}) {
       const accessKeyIdFile = join(credsDir, 's3-access-key-id');
       const secretAccessKeyFile = join(credsDir, 's3-secret-access-key');
       // Trailing newlines, as `echo … > file` leaves them: the store trims.
       await writeFile(accessKeyIdFile, `${S3_CREDENTIALS.accessKeyId}\n`, { mode: 0o600 });
       await writeFile(secretAccessKeyFile, `${S3_CREDENTIALS.secretAccessKey}\n`, { mode: 0o600 });
-      return { type: 's3', bucket, region: S3_REGION, endpoint, forcePathStyle: true, accessKeyIdFile, secretAccessKeyFile, ...extra };
+      return {
+        type: 's3',
+        bucket,
+        region: S3_REGION,
+        endpoint,
+        forcePathStyle: true,
+        accessKeyIdFile,
+        secretAccessKeyFile,
+        ...extra,
+      };
     },
     stop,
   };

@@ -8,8 +8,7 @@ import { listeningUrl } from './listening.js';
 import { makeTempDir, type Cleanup } from './tmp.js';
 
 /** The compiled CLI: dist/test/helpers/server.js -> dist/src/cli/main.js (NARHUB_CLI overrides). */
-export const CLI_PATH =
-  process.env.NARHUB_CLI ?? fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+export const CLI_PATH = process.env.NARHUB_CLI ?? fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 
 /** Set NARHUB_E2E_DEBUG=1 to echo server output and CLI invocations to stderr. */
 const debug = process.env.NARHUB_E2E_DEBUG === '1';
@@ -98,9 +97,7 @@ export function runCli(args: string[], opts: RunCliOptions = {}): Promise<CliRes
 export async function runCliOk(args: string[], opts: RunCliOptions = {}): Promise<CliResult> {
   const res = await runCli(args, opts);
   if (res.code !== 0) {
-    throw new Error(
-      `narhub ${args.join(' ')} exited with ${res.code}\nstdout:\n${res.stdout}\nstderr:\n${res.stderr}`,
-    );
+    throw new Error(`narhub ${args.join(' ')} exited with ${res.code}\nstdout:\n${res.stdout}\nstderr:\n${res.stderr}`);
   }
   return res;
 }

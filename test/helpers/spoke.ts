@@ -38,16 +38,25 @@ export interface SpokeProcess {
 /** Spawns `narhub spoke …` and waits for its `spoke ready` log line. */
 export async function startSpokeProcess(t: Cleanup, opts: SpokeProcessOptions): Promise<SpokeProcess> {
   const argv = [
-    CLI_PATH, 'spoke',
-    '--id', opts.id,
-    '--hub', opts.hub,
-    '--redis-url', opts.redisUrl,
-    '--token-file', opts.tokenFile,
-    '--systems', opts.systems.join(','),
-    '--store', opts.store,
+    CLI_PATH,
+    'spoke',
+    '--id',
+    opts.id,
+    '--hub',
+    opts.hub,
+    '--redis-url',
+    opts.redisUrl,
+    '--token-file',
+    opts.tokenFile,
+    '--systems',
+    opts.systems.join(','),
+    '--store',
+    opts.store,
     // Short discovery and retry delays so the tests need not wait.
-    '--discover-interval', '300',
-    '--retry-delay', '100',
+    '--discover-interval',
+    '300',
+    '--retry-delay',
+    '100',
     ...(opts.features && opts.features.length > 0 ? ['--features', opts.features.join(',')] : []),
     ...(opts.maxJobs ? ['--max-jobs', String(opts.maxJobs)] : []),
     ...(opts.args ?? []),
@@ -75,7 +84,8 @@ export async function startSpokeProcess(t: Cleanup, opts: SpokeProcessOptions): 
   const deadline = Date.now() + 30_000;
   for (;;) {
     if (jsonLines(out).some((r) => r.msg === 'spoke ready')) break;
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`spoke ${opts.id} exited before it was ready:\n${out}`);
+    if (child.exitCode !== null || child.signalCode !== null)
+      throw new Error(`spoke ${opts.id} exited before it was ready:\n${out}`);
     if (Date.now() > deadline) throw new Error(`spoke ${opts.id} printed no "spoke ready" within 30 s:\n${out}`);
     await sleep(50);
   }
@@ -88,7 +98,10 @@ export function processCommandLines(): { pid: number; args: string }[] {
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
-      const args = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0').filter((a) => a !== '').join(' ');
+      const args = readFileSync(`/proc/${entry}/cmdline`, 'utf8')
+        .split('\0')
+        .filter((a) => a !== '')
+        .join(' ');
       if (args !== '') out.push({ pid: Number(entry), args });
     } catch {
       // gone
@@ -141,7 +154,11 @@ export class TestQueues {
   }
 
   /** Polls until the job is completed or failed; returns the job as it then is. */
-  async finished(data: BuildJobData, timeoutMs = 120_000, describe: () => string = () => ''): Promise<Job<BuildJobData, BuildJobResult>> {
+  async finished(
+    data: BuildJobData,
+    timeoutMs = 120_000,
+    describe: () => string = () => '',
+  ): Promise<Job<BuildJobData, BuildJobResult>> {
     const q = this.queue(data.system, data.requiredFeatures);
     const deadline = Date.now() + timeoutMs;
     for (;;) {
@@ -151,7 +168,8 @@ export class TestQueues {
         // Read the job again: it may have finished between the read and the state check.
         if (state === 'completed' || state === 'failed') return (await q.getJob(buildJobId(data.drvHash)))!;
       }
-      if (Date.now() > deadline) throw new Error(`job ${buildJobId(data.drvHash)} did not finish within ${timeoutMs} ms\n${describe()}`);
+      if (Date.now() > deadline)
+        throw new Error(`job ${buildJobId(data.drvHash)} did not finish within ${timeoutMs} ms\n${describe()}`);
       await sleep(100);
     }
   }
@@ -166,12 +184,22 @@ export class TestQueues {
 export function testRedis(t: Cleanup, url: string): Redis {
   const r = new Redis(url, { maxRetriesPerRequest: 1 });
   r.on('error', () => undefined);
-  t.after(() => r.quit().then(() => undefined, () => r.disconnect()));
+  t.after(() =>
+    r.quit().then(
+      () => undefined,
+      () => r.disconnect(),
+    ),
+  );
   return r;
 }
 
 /** Polls `check` every 50 ms until it returns a value other than undefined. */
-export async function waitFor<T>(what: string, check: () => Promise<T | undefined> | T | undefined, timeoutMs = 60_000, describe: () => string = () => ''): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  check: () => Promise<T | undefined> | T | undefined,
+  timeoutMs = 60_000,
+  describe: () => string = () => '',
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await check();

@@ -11,7 +11,7 @@ function describe(b: BuildView): string {
     `attempt:     ${b.attempt}`,
     `system:      ${b.system}${b.requiredFeatures.length > 0 ? ` with ${b.requiredFeatures.join(', ')}` : ''}`,
   ];
-  for (const [name, path] of Object.entries(b.outputs)) lines.push(`output ${name}:`.padEnd(13) + ` ${path}`);
+  for (const [name, path] of Object.entries(b.outputs)) lines.push(`${`output ${name}:`.padEnd(13)} ${path}`);
   if (b.spoke) lines.push(`spoke:       ${b.spoke}`);
   if (b.error) lines.push(`error:       ${b.error}`);
   if (b.failedDependency) lines.push(`failed dependency: ${b.failedDependency}`);
@@ -21,22 +21,38 @@ function describe(b: BuildView): string {
 }
 
 /** `narhub build …`: inspect, restart or cancel the build of one derivation, or read its log. */
-export async function buildCommand(argv: string[], loadConfig: () => Promise<Config>, out: NodeJS.WritableStream): Promise<void> {
+export async function buildCommand(
+  argv: string[],
+  loadConfig: () => Promise<Config>,
+  out: NodeJS.WritableStream,
+): Promise<void> {
   const [sub, ...rest] = argv;
-  const client = async (values: { server?: string | undefined; token?: string | undefined }) => createHubClient(await clientOptions(values, async () => (await loadConfig()).dataDir));
+  const client = async (values: { server?: string | undefined; token?: string | undefined }) =>
+    createHubClient(await clientOptions(values, async () => (await loadConfig()).dataDir));
   const key = (p: string) => encodeURIComponent(p.replace(/^\/nix\/store\//, ''));
   switch (sub) {
     case 'show':
     case 'restart':
     case 'cancel': {
-      const { values, positionals } = parseFlags(rest, { ...CLIENT_FLAGS, json: { type: 'boolean' } }, { min: 1, max: 1, names: 'DRV_HASH|DRV_PATH' });
+      const { values, positionals } = parseFlags(
+        rest,
+        { ...CLIENT_FLAGS, json: { type: 'boolean' } },
+        { min: 1, max: 1, names: 'DRV_HASH|DRV_PATH' },
+      );
       const c = await client(values);
-      const b = sub === 'show' ? await c.get<BuildView>(`/builds/${key(positionals[0]!)}`) : await c.post<BuildView>(`/builds/${key(positionals[0]!)}/${sub}`);
-      out.write(values.json ? JSON.stringify(b, null, 2) + '\n' : describe(b) + '\n');
+      const b =
+        sub === 'show'
+          ? await c.get<BuildView>(`/builds/${key(positionals[0]!)}`)
+          : await c.post<BuildView>(`/builds/${key(positionals[0]!)}/${sub}`);
+      out.write(values.json ? `${JSON.stringify(b, null, 2)}\n` : `${describe(b)}\n`);
       return;
     }
     case 'log': {
-      const { values, positionals } = parseFlags(rest, { ...CLIENT_FLAGS, follow: { type: 'boolean' } }, { min: 1, max: 1, names: 'DRV_HASH|DRV_PATH' });
+      const { values, positionals } = parseFlags(
+        rest,
+        { ...CLIENT_FLAGS, follow: { type: 'boolean' } },
+        { min: 1, max: 1, names: 'DRV_HASH|DRV_PATH' },
+      );
       const c = await client(values);
       if (!values.follow) {
         for await (const chunk of c.stream(`/builds/${key(positionals[0]!)}/log`, 'text/plain')) out.write(chunk);
@@ -51,7 +67,11 @@ export async function buildCommand(argv: string[], loadConfig: () => Promise<Con
           const block = buffer.slice(0, at);
           buffer = buffer.slice(at + 2);
           const event = /^event: (.*)$/m.exec(block)?.[1] ?? 'message';
-          const data = block.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n');
+          const data = block
+            .split('\n')
+            .filter((l) => l.startsWith('data: '))
+            .map((l) => l.slice(6))
+            .join('\n');
           if (event === 'log') out.write(data);
           else if (event === 'end') return;
           else if (event === 'error') throw new Error(data);
@@ -60,12 +80,18 @@ export async function buildCommand(argv: string[], loadConfig: () => Promise<Con
       return;
     }
     case 'list': {
-      const { values } = parseFlags(rest, { ...CLIENT_FLAGS, status: { type: 'string' }, 'out-path': { type: 'string' }, json: { type: 'boolean' } }, { min: 0, max: 0, names: '' });
+      const { values } = parseFlags(
+        rest,
+        { ...CLIENT_FLAGS, status: { type: 'string' }, 'out-path': { type: 'string' }, json: { type: 'boolean' } },
+        { min: 0, max: 0, names: '' },
+      );
       const q = new URLSearchParams();
       if (values.status) q.set('status', values.status);
       if (values['out-path']) q.set('outPath', values['out-path']);
-      const { builds } = await (await client(values)).get<{ builds: BuildView[] }>(`/builds${q.size > 0 ? `?${q}` : ''}`);
-      if (values.json) out.write(JSON.stringify(builds, null, 2) + '\n');
+      const { builds } = await (await client(values)).get<{ builds: BuildView[] }>(
+        `/builds${q.size > 0 ? `?${q}` : ''}`,
+      );
+      if (values.json) out.write(`${JSON.stringify(builds, null, 2)}\n`);
       else for (const b of builds) out.write(`${b.status}\t${b.drvPath}${b.waitingFor ? `\t${b.waitingFor}` : ''}\n`);
       return;
     }

@@ -16,9 +16,18 @@ import { UsageError } from '../usage-error.js';
  * Nothing is opened or created in the data directory. A problem is a CONFIG_INVALID error
  * naming the key at fault (stderr, exit 1).
  */
-export async function checkConfigCommand(argv: string[], configFlag: string | undefined, out: NodeJS.WritableStream): Promise<void> {
-  const { values, positionals } = parseFlags(argv, { 'no-secrets': { type: 'boolean' } }, { min: 0, max: 1, names: 'FILE' });
-  if (positionals.length === 1 && configFlag !== undefined) throw new UsageError('give the config FILE once, either as an argument or as --config');
+export async function checkConfigCommand(
+  argv: string[],
+  configFlag: string | undefined,
+  out: NodeJS.WritableStream,
+): Promise<void> {
+  const { values, positionals } = parseFlags(
+    argv,
+    { 'no-secrets': { type: 'boolean' } },
+    { min: 0, max: 1, names: 'FILE' },
+  );
+  if (positionals.length === 1 && configFlag !== undefined)
+    throw new UsageError('give the config FILE once, either as an argument or as --config');
   const file = positionals[0] ?? configFlag;
   if (file === undefined) throw new UsageError('missing FILE');
   // The environment must not change the verdict: check the file as written.

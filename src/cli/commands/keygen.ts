@@ -15,9 +15,10 @@ export function keygenCommand(argv: string[], out: NodeJS.WritableStream): void 
   if (!secretFile) throw new UsageError('missing --secret-key-file');
   if (!publicFile) throw new UsageError('missing --public-key-file');
   const name = positionals[0]!;
-  if (name.includes(':') || name.trim() !== name || name === '') throw new UsageError('key NAME must be non-empty, without ":" or surrounding spaces');
+  if (name.includes(':') || name.trim() !== name || name === '')
+    throw new UsageError('key NAME must be non-empty, without ":" or surrounding spaces');
   const pair = generateKeyPair(name);
   writeFileSync(secretFile, formatSecretKey(pair.secret), { mode: 0o600, flag: 'wx' });
   writeFileSync(publicFile, formatPublicKey(pair.public), { flag: 'wx' });
-  out.write(formatPublicKey(pair.public) + '\n');
+  out.write(`${formatPublicKey(pair.public)}\n`);
 }

@@ -4,7 +4,13 @@ import { parseFlags, parseInteger } from '../args.js';
 import { CLIENT_FLAGS, clientOptions, createHubClient } from '../hub-client.js';
 import { UsageError } from '../usage-error.js';
 
-const list = (v: string | undefined) => (v === undefined ? undefined : v.split(',').map((s) => s.trim()).filter((s) => s !== ''));
+const list = (v: string | undefined) =>
+  v === undefined
+    ? undefined
+    : v
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s !== '');
 
 const SETTINGS = {
   ...CLIENT_FLAGS,
@@ -29,9 +35,14 @@ function describe(p: ProjectView): string {
 }
 
 /** `narhub project …`: manages hub projects through the running server's API. */
-export async function projectCommand(argv: string[], loadConfig: () => Promise<Config>, out: NodeJS.WritableStream): Promise<void> {
+export async function projectCommand(
+  argv: string[],
+  loadConfig: () => Promise<Config>,
+  out: NodeJS.WritableStream,
+): Promise<void> {
   const [sub, ...rest] = argv;
-  const client = async (values: { server?: string | undefined; token?: string | undefined }) => createHubClient(await clientOptions(values, async () => (await loadConfig()).dataDir));
+  const client = async (values: { server?: string | undefined; token?: string | undefined }) =>
+    createHubClient(await clientOptions(values, async () => (await loadConfig()).dataDir));
   switch (sub) {
     case 'create':
     case 'update': {
@@ -50,33 +61,50 @@ export async function projectCommand(argv: string[], loadConfig: () => Promise<C
         if (!values.flake) throw new UsageError('missing --flake');
         p = await (await client(values)).post<ProjectView>('/projects', { name, ...body, cache: body.cache ?? 'main' });
       } else {
-        p = await (await client(values)).patch<ProjectView>(`/projects/${encodeURIComponent(name)}`, JSON.parse(JSON.stringify(body)) as object);
+        p = await (await client(values)).patch<ProjectView>(
+          `/projects/${encodeURIComponent(name)}`,
+          JSON.parse(JSON.stringify(body)) as object,
+        );
       }
-      out.write(values.json ? JSON.stringify(p, null, 2) + '\n' : describe(p) + '\n');
+      out.write(values.json ? `${JSON.stringify(p, null, 2)}\n` : `${describe(p)}\n`);
       return;
     }
     case 'list': {
-      const { values } = parseFlags(rest, { ...CLIENT_FLAGS, json: { type: 'boolean' } }, { min: 0, max: 0, names: '' });
+      const { values } = parseFlags(
+        rest,
+        { ...CLIENT_FLAGS, json: { type: 'boolean' } },
+        { min: 0, max: 0, names: '' },
+      );
       const { projects } = await (await client(values)).get<{ projects: ProjectView[] }>('/projects');
-      if (values.json) out.write(JSON.stringify(projects, null, 2) + '\n');
-      else for (const p of projects) out.write(`${p.name}\t${p.flake}${p.ref ? `?ref=${p.ref}` : ''}\t${p.systems.join(',')}\t${p.cache}\n`);
+      if (values.json) out.write(`${JSON.stringify(projects, null, 2)}\n`);
+      else
+        for (const p of projects)
+          out.write(`${p.name}\t${p.flake}${p.ref ? `?ref=${p.ref}` : ''}\t${p.systems.join(',')}\t${p.cache}\n`);
       return;
     }
     case 'show': {
-      const { values, positionals } = parseFlags(rest, { ...CLIENT_FLAGS, json: { type: 'boolean' } }, { min: 1, max: 1, names: 'NAME' });
+      const { values, positionals } = parseFlags(
+        rest,
+        { ...CLIENT_FLAGS, json: { type: 'boolean' } },
+        { min: 1, max: 1, names: 'NAME' },
+      );
       const c = await client(values);
       const name = encodeURIComponent(positionals[0]!);
       const p = await c.get<ProjectView>(`/projects/${name}`);
       const { evaluations } = await c.get<{ evaluations: EvaluationView[] }>(`/projects/${name}/evaluations?limit=10`);
       if (values.json) {
-        out.write(JSON.stringify({ ...p, evaluations }, null, 2) + '\n');
+        out.write(`${JSON.stringify({ ...p, evaluations }, null, 2)}\n`);
         return;
       }
-      out.write(describe(p) + '\n');
+      out.write(`${describe(p)}\n`);
       if (evaluations.length > 0) out.write('evaluations:\n');
       for (const e of evaluations) {
-        const counts = Object.entries(e.builds).map(([k, v]) => `${v} ${k}`).join(', ');
-        out.write(`  ${e.id}\t${e.status}\t${e.revision ?? e.lockedUrl ?? ''}\t${e.createdAt}${counts ? `\t${counts}` : ''}\n`);
+        const counts = Object.entries(e.builds)
+          .map(([k, v]) => `${v} ${k}`)
+          .join(', ');
+        out.write(
+          `  ${e.id}\t${e.status}\t${e.revision ?? e.lockedUrl ?? ''}\t${e.createdAt}${counts ? `\t${counts}` : ''}\n`,
+        );
       }
       return;
     }

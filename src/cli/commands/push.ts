@@ -13,10 +13,19 @@ import { UsageError } from '../usage-error.js';
  * path otherwise). Returns the exit code: 0 when every path is in the cache afterwards, 1 when
  * any could not be pushed (each one named, with why).
  */
-export async function pushCommand(argv: string[], err: ProgressStream, env: NodeJS.ProcessEnv = process.env): Promise<number> {
+export async function pushCommand(
+  argv: string[],
+  err: ProgressStream,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<number> {
   const { values, positionals } = parseFlags(
     argv,
-    { jobs: { type: 'string', short: 'j' }, retries: { type: 'string' }, token: { type: 'string' }, netrc: { type: 'string' } },
+    {
+      jobs: { type: 'string', short: 'j' },
+      retries: { type: 'string' },
+      token: { type: 'string' },
+      netrc: { type: 'string' },
+    },
     { min: 2, max: Number.MAX_SAFE_INTEGER, names: 'CACHE_URL and at least one PATH' },
   );
   const jobs = values.jobs === undefined ? 4 : parseInteger(values.jobs, '--jobs');

@@ -10,8 +10,17 @@ import { openRuntime } from '../runtime.js';
  * the server runs. Caches the database does not know come back as declared in the config, else
  * private (or public with --public), since storage does not record visibility.
  */
-export async function reindexCommand(argv: string[], loadConfig: () => Promise<Config>, out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<void> {
-  const { values } = parseFlags(argv, { cache: { type: 'string' }, public: { type: 'boolean' } }, { min: 0, max: 0, names: '' });
+export async function reindexCommand(
+  argv: string[],
+  loadConfig: () => Promise<Config>,
+  out: NodeJS.WritableStream,
+  err: NodeJS.WritableStream,
+): Promise<void> {
+  const { values } = parseFlags(
+    argv,
+    { cache: { type: 'string' }, public: { type: 'boolean' } },
+    { min: 0, max: 0, names: '' },
+  );
   const config = await loadConfig();
   const declared = new Map(config.caches.map((c) => [c.name, c]));
   const runtime = await openRuntime(config);
@@ -24,10 +33,12 @@ export async function reindexCommand(argv: string[], loadConfig: () => Promise<C
         warn: (message) => err.write(`narhub: warning: ${message}\n`),
       },
     );
-    for (const s of summaries) out.write(formatSummary(s) + '\n');
+    for (const s of summaries) out.write(`${formatSummary(s)}\n`);
     if (summaries.length === 0) err.write(`narhub: warning: no cache found in ${runtime.store.kind} storage\n`);
     if (runtime.service.tokens.list().length === 0) {
-      err.write('narhub: note: tokens live only in the database and cannot be restored; create new ones with `narhub token create`\n');
+      err.write(
+        'narhub: note: tokens live only in the database and cannot be restored; create new ones with `narhub token create`\n',
+      );
     }
   } finally {
     await runtime.close();

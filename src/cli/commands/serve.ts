@@ -15,16 +15,20 @@ import { missingNodeFlags } from '../node-flags.js';
 async function bootstrap(runtime: Runtime, baseUrl: string, out: NodeJS.WritableStream): Promise<void> {
   const { service, config } = runtime;
   if (service.registry.list().length > 0 || service.tokens.list().length > 0) return;
-  const lines: string[] = ['narhub: first start, data directory ' + config.dataDir];
+  const lines: string[] = [`narhub: first start, data directory ${config.dataDir}`];
   if (config.caches.length === 0) {
     const { cache, publicKey } = await service.registry.create('main', { private: false, priority: 40 });
-    lines.push(`  cache:        ${cache.name} (public)`, `  substituter:  ${baseUrl}/${cache.name}`, `  public key:   ${publicKey}`);
+    lines.push(
+      `  cache:        ${cache.name} (public)`,
+      `  substituter:  ${baseUrl}/${cache.name}`,
+      `  public key:   ${publicKey}`,
+    );
   }
   const { token } = service.tokens.create({ cachePattern: '*', permission: 'admin', name: 'bootstrap admin' });
   const tokenFile = join(config.dataDir, 'admin-token');
-  writeFileSync(tokenFile, token + '\n', { mode: 0o600 });
+  writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
   lines.push(`  admin token:  ${token}`, `                (also in ${tokenFile}; it is not shown again)`);
-  out.write(lines.join('\n') + '\n');
+  out.write(`${lines.join('\n')}\n`);
 }
 
 async function ensureDeclaredCaches(runtime: Runtime): Promise<void> {
@@ -71,9 +75,15 @@ export async function serve(config: Config): Promise<void> {
       `node was started without ${missingFlags.join(' ')}: full garbage collections will pause requests during uploads (npm start and the Nix package pass it)`,
     );
   }
-  const redirecting = runtime.service.registry.list().filter((c) => c.redirectNars).map((c) => c.name);
+  const redirecting = runtime.service.registry
+    .list()
+    .filter((c) => c.redirectNars)
+    .map((c) => c.name);
   if (redirecting.length > 0 && runtime.store.presignGet === undefined) {
-    logger.warn({ caches: redirecting, storage: runtime.store.kind }, 'redirectNars needs storage that can presign URLs (S3); serving NARs directly');
+    logger.warn(
+      { caches: redirecting, storage: runtime.store.kind },
+      'redirectNars needs storage that can presign URLs (S3); serving NARs directly',
+    );
   }
 
   const sweep = async () => {

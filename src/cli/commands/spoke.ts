@@ -12,7 +12,14 @@ const ID_RE = /^[A-Za-z0-9_.@-]{1,100}$/;
 
 function list(text: string | undefined, flag: string, re: RegExp): string[] {
   if (text === undefined || text.trim() === '') return [];
-  const items = [...new Set(text.split(',').map((s) => s.trim()).filter((s) => s !== ''))];
+  const items = [
+    ...new Set(
+      text
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s !== ''),
+    ),
+  ];
   for (const item of items) if (!re.test(item)) throw new UsageError(`${flag}: invalid name ${JSON.stringify(item)}`);
   return items;
 }
@@ -25,7 +32,8 @@ function url(text: string | undefined, flag: string, protocols: string[]): strin
   } catch {
     throw new UsageError(`${flag}: invalid URL ${JSON.stringify(text)}`);
   }
-  if (!protocols.includes(parsed.protocol)) throw new UsageError(`${flag}: expected a ${protocols.join(' or ')} URL, got ${JSON.stringify(text)}`);
+  if (!protocols.includes(parsed.protocol))
+    throw new UsageError(`${flag}: expected a ${protocols.join(' or ')} URL, got ${JSON.stringify(text)}`);
   return text.replace(/\/+$/, '');
 }
 
@@ -42,17 +50,31 @@ export function parseSpokeArgs(argv: string[], env: NodeJS.ProcessEnv = process.
   const { values } = parseFlags(
     argv,
     {
-      hub: s, token: s, 'token-file': s, 'redis-url': s, systems: s, features: s, 'max-jobs': s, store: s,
-      timeout: s, 'max-silent': s, id: s,
+      hub: s,
+      token: s,
+      'token-file': s,
+      'redis-url': s,
+      systems: s,
+      features: s,
+      'max-jobs': s,
+      store: s,
+      timeout: s,
+      'max-silent': s,
+      id: s,
       // Tuning, mostly for tests: not in the usage line (see README).
-      'lock-duration': s, 'stalled-interval': s, 'discover-interval': s, 'retry-delay': s, 'network-retries': s,
+      'lock-duration': s,
+      'stalled-interval': s,
+      'discover-interval': s,
+      'retry-delay': s,
+      'network-retries': s,
     },
     { min: 0, max: 0, names: '' },
   );
   const hubUrl = url(values.hub, '--hub', ['http:', 'https:']);
   const redisUrl = url(values['redis-url'] ?? env.NARHUB_REDIS_URL, '--redis-url', ['redis:', 'rediss:']);
 
-  if (values.token !== undefined && values['token-file'] !== undefined) throw new UsageError('give --token or --token-file, not both');
+  if (values.token !== undefined && values['token-file'] !== undefined)
+    throw new UsageError('give --token or --token-file, not both');
   let token: string | undefined;
   if (values['token-file'] !== undefined) {
     try {
@@ -63,7 +85,8 @@ export function parseSpokeArgs(argv: string[], env: NodeJS.ProcessEnv = process.
   } else {
     token = values.token ?? env.NARHUB_TOKEN;
   }
-  if (!token) throw new UsageError('missing --token-file (or --token, or $NARHUB_TOKEN): the spoke pushes outputs with it');
+  if (!token)
+    throw new UsageError('missing --token-file (or --token, or $NARHUB_TOKEN): the spoke pushes outputs with it');
   if (/\s/.test(token)) throw new UsageError('the token must not contain white space');
 
   const systems = list(values.systems, '--systems', SYSTEM_RE);

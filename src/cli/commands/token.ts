@@ -7,24 +7,40 @@ import { UsageError } from '../usage-error.js';
 const PERMISSIONS = new Set<Permission>(['read', 'write', 'admin']);
 
 /** `narhub token …`: tokens are shown once on creation; only their hashes are kept. */
-export async function tokenCommand(argv: string[], loadConfig: () => Promise<Config>, out: NodeJS.WritableStream): Promise<void> {
+export async function tokenCommand(
+  argv: string[],
+  loadConfig: () => Promise<Config>,
+  out: NodeJS.WritableStream,
+): Promise<void> {
   const [sub, ...rest] = argv;
   switch (sub) {
     case 'create': {
       const { values } = parseFlags(
         rest,
-        { cache: { type: 'string' }, perm: { type: 'string' }, name: { type: 'string' }, expires: { type: 'string' }, json: { type: 'boolean' } },
+        {
+          cache: { type: 'string' },
+          perm: { type: 'string' },
+          name: { type: 'string' },
+          expires: { type: 'string' },
+          json: { type: 'boolean' },
+        },
         { min: 0, max: 0, names: '' },
       );
       if (!values.cache) throw new UsageError('missing --cache');
       if (!values.perm) throw new UsageError('missing --perm');
-      if (!PERMISSIONS.has(values.perm as Permission)) throw new UsageError(`--perm must be read, write or admin, not ${JSON.stringify(values.perm)}`);
+      if (!PERMISSIONS.has(values.perm as Permission))
+        throw new UsageError(`--perm must be read, write or admin, not ${JSON.stringify(values.perm)}`);
       const expiresAt = values.expires === undefined ? undefined : parseExpiry(values.expires);
       const runtime = await openRuntime(await loadConfig());
       try {
-        const { token, row } = runtime.service.tokens.create({ cachePattern: values.cache, permission: values.perm as Permission, name: values.name, expiresAt });
-        if (values.json) out.write(JSON.stringify({ ...view(row), token }, null, 2) + '\n');
-        else out.write(token + '\n');
+        const { token, row } = runtime.service.tokens.create({
+          cachePattern: values.cache,
+          permission: values.perm as Permission,
+          name: values.name,
+          expiresAt,
+        });
+        if (values.json) out.write(`${JSON.stringify({ ...view(row), token }, null, 2)}\n`);
+        else out.write(`${token}\n`);
       } finally {
         await runtime.close();
       }
@@ -35,7 +51,7 @@ export async function tokenCommand(argv: string[], loadConfig: () => Promise<Con
       const runtime = await openRuntime(await loadConfig());
       try {
         const rows = runtime.service.tokens.list().map(view);
-        if (values.json) out.write(JSON.stringify(rows, null, 2) + '\n');
+        if (values.json) out.write(`${JSON.stringify(rows, null, 2)}\n`);
         else for (const t of rows) out.write(`${t.id}\t${t.permission}\t${t.cache}\t${t.status}\t${t.name ?? ''}\n`);
       } finally {
         await runtime.close();
@@ -54,13 +70,25 @@ export async function tokenCommand(argv: string[], loadConfig: () => Promise<Con
       return;
     }
     default:
-      throw new UsageError(sub === undefined ? 'missing token subcommand' : `unknown token subcommand ${JSON.stringify(sub)}`);
+      throw new UsageError(
+        sub === undefined ? 'missing token subcommand' : `unknown token subcommand ${JSON.stringify(sub)}`,
+      );
   }
 }
 
-function view(row: { id: string; name: string | null; cachePattern: string; permission: Permission; expiresAt: number | null; revokedAt: number | null; createdAt: number; lastUsedAt: number | null }) {
+function view(row: {
+  id: string;
+  name: string | null;
+  cachePattern: string;
+  permission: Permission;
+  expiresAt: number | null;
+  revokedAt: number | null;
+  createdAt: number;
+  lastUsedAt: number | null;
+}) {
   const now = Date.now();
-  const status = row.revokedAt !== null ? 'revoked' : row.expiresAt !== null && row.expiresAt <= now ? 'expired' : 'active';
+  const status =
+    row.revokedAt !== null ? 'revoked' : row.expiresAt !== null && row.expiresAt <= now ? 'expired' : 'active';
   const iso = (t: number | null) => (t === null ? null : new Date(t).toISOString());
   return {
     id: row.id,

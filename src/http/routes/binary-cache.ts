@@ -78,7 +78,13 @@ export async function binaryCacheRoutes(app: FastifyInstance, opts: BinaryCacheR
     }
   }
 
-  async function sendFile(reply: FastifyReply, request: FastifyRequest, head: boolean, key: string, headers: Record<string, string>): Promise<FastifyReply> {
+  async function sendFile(
+    reply: FastifyReply,
+    _request: FastifyRequest,
+    head: boolean,
+    key: string,
+    headers: Record<string, string>,
+  ): Promise<FastifyReply> {
     if (head) {
       const stat = await service.store.stat(key);
       if (!stat) throw new NarhubError('NOT_FOUND', 'not found');
@@ -93,7 +99,10 @@ export async function binaryCacheRoutes(app: FastifyInstance, opts: BinaryCacheR
 
   const cacheInfo = async (request: Req, reply: FastifyReply) => {
     const cache = readable(request, cacheOf(request.params.cache));
-    return reply.type(CACHE_INFO_TYPE).header('cache-control', cacheControl(cache, CACHE_INFO_CACHE_CONTROL)).send(cacheInfoBody(cache));
+    return reply
+      .type(CACHE_INFO_TYPE)
+      .header('cache-control', cacheControl(cache, CACHE_INFO_CACHE_CONTROL))
+      .send(cacheInfoBody(cache));
   };
   app.get('/:cache/nix-cache-info', cacheInfo);
   app.head('/:cache/nix-cache-info', cacheInfo);
@@ -110,8 +119,10 @@ export async function binaryCacheRoutes(app: FastifyInstance, opts: BinaryCacheR
     const dot = file.lastIndexOf('.');
     const ext = file.slice(dot + 1);
     const hashPart = file.slice(0, dot);
-    if (dot < 0 || (ext !== 'narinfo' && ext !== 'ls')) throw new NarhubError('NOT_FOUND', `no such resource ${file.slice(0, 100)}`);
-    if (!isValidHashPart(hashPart)) throw new NarhubError('STORE_PATH_INVALID', `invalid store path hash ${JSON.stringify(hashPart.slice(0, 100))}`);
+    if (dot < 0 || (ext !== 'narinfo' && ext !== 'ls'))
+      throw new NarhubError('NOT_FOUND', `no such resource ${file.slice(0, 100)}`);
+    if (!isValidHashPart(hashPart))
+      throw new NarhubError('STORE_PATH_INVALID', `invalid store path hash ${JSON.stringify(hashPart.slice(0, 100))}`);
     return { hashPart, kind: ext === 'narinfo' ? 'narinfo' : 'listing' };
   }
 
@@ -135,7 +146,10 @@ export async function binaryCacheRoutes(app: FastifyInstance, opts: BinaryCacheR
     if (kind === 'narinfo') {
       const text = (await smallBody(request)).toString('utf8');
       const result = await service.commitNarInfo(cache, hashPart, text);
-      request.log.info({ cache: cache.name, hashPart, created: result.created }, result.created ? 'path committed' : 'narinfo re-put');
+      request.log.info(
+        { cache: cache.name, hashPart, created: result.created },
+        result.created ? 'path committed' : 'narinfo re-put',
+      );
       return reply.code(204).send();
     }
     return putSmallFile(request, reply, cache, 'listing', hashPart);
@@ -150,17 +164,27 @@ export async function binaryCacheRoutes(app: FastifyInstance, opts: BinaryCacheR
     // GET may be sent to storage (read access is checked above); HEAD stays ours, so Nix's
     // upload-skip check keeps asking narhub.
     const location = head ? undefined : await service.narRedirect(cache, nar);
-    if (location !== undefined) return reply.code(302).header('location', location).header('cache-control', 'no-store').send();
-    reply.header('accept-ranges', 'bytes').type('application/x-nix-nar').header('cache-control', cacheControl(cache, NAR_CACHE_CONTROL));
+    if (location !== undefined)
+      return reply.code(302).header('location', location).header('cache-control', 'no-store').send();
+    reply
+      .header('accept-ranges', 'bytes')
+      .type('application/x-nix-nar')
+      .header('cache-control', cacheControl(cache, NAR_CACHE_CONTROL));
     const range = parseRange(request.headers.range, nar.fileSize);
     if (range === 'unsatisfiable') {
       reply.header('content-range', `bytes */${nar.fileSize}`);
-      throw new NarhubError('RANGE_NOT_SATISFIABLE', `range ${request.headers.range} is outside the file of ${nar.fileSize} bytes`);
+      throw new NarhubError(
+        'RANGE_NOT_SATISFIABLE',
+        `range ${request.headers.range} is outside the file of ${nar.fileSize} bytes`,
+      );
     }
     if (range) reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${nar.fileSize}`);
     const length = range ? range.end - range.start + 1 : nar.fileSize;
     if (head) return reply.header('content-length', length).send();
-    const read = await service.store.get(nar.storageKey, { signal: clientGoneSignal(reply), ...(range ? { range } : {}) });
+    const read = await service.store.get(nar.storageKey, {
+      signal: clientGoneSignal(reply),
+      ...(range ? { range } : {}),
+    });
     if (!read) {
       // The database says valid but the bytes are gone: never answer with a truncated 200.
       request.log.error({ cache: cache.name, key: nar.storageKey }, 'valid NAR missing from storage');
@@ -178,16 +202,29 @@ export async function binaryCacheRoutes(app: FastifyInstance, opts: BinaryCacheR
       contentLength: declaredLength(request),
       maxSize: opts.maxNarSize,
     });
-    request.log.info({ cache: cache.name, file: nar.fileName, narSize: nar.narSize, compression: nar.compression }, 'NAR received');
+    request.log.info(
+      { cache: cache.name, file: nar.fileName, narSize: nar.narSize, compression: nar.compression },
+      'NAR received',
+    );
     return reply.code(204).send();
   });
 
   // Small files: log/, realisations/, build-trace-v2/, debuginfo/ ---------------------------
 
-  async function sendSmallFile(request: Req, reply: FastifyReply, head: boolean, cache: CacheRow, kind: FileKind, name: string) {
+  async function sendSmallFile(
+    request: Req,
+    reply: FastifyReply,
+    head: boolean,
+    cache: CacheRow,
+    kind: FileKind,
+    name: string,
+  ) {
     const row = service.files.get(kind, cache, name);
     if (!row) throw new NarhubError('NOT_FOUND', `no ${kind} ${name.slice(0, 120)} in cache ${cache.name}`);
-    const headers: Record<string, string> = { 'content-type': row.contentType, 'cache-control': cacheControl(cache, 'max-age=3600') };
+    const headers: Record<string, string> = {
+      'content-type': row.contentType,
+      'cache-control': cacheControl(cache, 'max-age=3600'),
+    };
     if (row.contentEncoding) headers['content-encoding'] = row.contentEncoding;
     return sendFile(reply, request, head, row.storageKey, headers);
   }
@@ -211,13 +248,24 @@ export async function binaryCacheRoutes(app: FastifyInstance, opts: BinaryCacheR
   const smallFileRoutes: { path: string; kind: FileKind; name: (p: Record<string, string>) => string }[] = [
     { path: '/:cache/log/:drv', kind: 'log', name: (p) => p.drv! },
     { path: '/:cache/realisations/:id', kind: 'realisation', name: (p) => stripSuffix(p.id!, '.doi') },
-    { path: '/:cache/build-trace-v2/:drv/:out', kind: 'build-trace', name: (p) => `${p.drv}/${stripSuffix(p.out!, '.doi')}` },
+    {
+      path: '/:cache/build-trace-v2/:drv/:out',
+      kind: 'build-trace',
+      name: (p) => `${p.drv}/${stripSuffix(p.out!, '.doi')}`,
+    },
     { path: '/:cache/debuginfo/:id', kind: 'debuginfo', name: (p) => stripSuffix(p.id!, '.debug') },
   ];
   for (const route of smallFileRoutes) {
     const get = (head: boolean) => async (request: Req, reply: FastifyReply) => {
       const cache = readable(request, cacheOf(request.params.cache));
-      return sendSmallFile(request, reply, head, cache, route.kind, route.name(request.params as Record<string, string>));
+      return sendSmallFile(
+        request,
+        reply,
+        head,
+        cache,
+        route.kind,
+        route.name(request.params as Record<string, string>),
+      );
     };
     app.get(route.path, get(false));
     app.head(route.path, get(true));

@@ -20,6 +20,9 @@ export async function healthRoutes(app: FastifyInstance, opts: { service: CacheS
       checks.storage = 'failing';
       ok = false;
     }
-    return reply.code(ok ? 200 : 503).header('cache-control', 'no-store').send({ status: ok ? 'ok' : 'failing', checks });
+    return reply
+      .code(ok ? 200 : 503)
+      .header('cache-control', 'no-store')
+      .send({ status: ok ? 'ok' : 'failing', checks });
   });
 }

@@ -41,7 +41,14 @@ const BuildsQuery = Type.Object(
     drvPath: Type.Optional(Type.String({ maxLength: 300 })),
     outPath: Type.Optional(Type.String({ maxLength: 300 })),
     status: Type.Optional(
-      Type.Union([Type.Literal('queued'), Type.Literal('running'), Type.Literal('succeeded'), Type.Literal('failed'), Type.Literal('dependency-failed'), Type.Literal('cancelled')]),
+      Type.Union([
+        Type.Literal('queued'),
+        Type.Literal('running'),
+        Type.Literal('succeeded'),
+        Type.Literal('failed'),
+        Type.Literal('dependency-failed'),
+        Type.Literal('cancelled'),
+      ]),
     ),
     limit: Limit,
   },
@@ -95,7 +102,10 @@ export async function hubApiRoutes(app: FastifyInstance, opts: HubApiOptions): P
   };
   const requireAnyToken = (request: FastifyRequest) => {
     if (!access.tokenOf(request)) {
-      throw new NarhubError('UNAUTHORIZED', request.headers.authorization ? 'the token is unknown, expired or revoked' : 'a token is needed');
+      throw new NarhubError(
+        'UNAUTHORIZED',
+        request.headers.authorization ? 'the token is unknown, expired or revoked' : 'a token is needed',
+      );
     }
   };
   const noStore = (reply: FastifyReply) => reply.header('cache-control', 'no-store');
@@ -106,16 +116,24 @@ export async function hubApiRoutes(app: FastifyInstance, opts: HubApiOptions): P
     return noStore(reply).send({ projects: hub.listProjects().filter((p) => canRead(request, p.cache)) });
   });
 
-  app.post('/projects', { schema: { body: ProjectBody } }, async (request: Req<{ Body: Static<typeof ProjectBody> }>, reply) => {
-    const { name, ...input } = request.body;
-    access.requireAdmin(request, cacheRow(input.cache));
-    return noStore(reply).code(201).send(hub.createProject(name, input));
-  });
+  app.post(
+    '/projects',
+    { schema: { body: ProjectBody } },
+    async (request: Req<{ Body: Static<typeof ProjectBody> }>, reply) => {
+      const { name, ...input } = request.body;
+      access.requireAdmin(request, cacheRow(input.cache));
+      return noStore(reply).code(201).send(hub.createProject(name, input));
+    },
+  );
 
-  app.get('/projects/:name', { schema: { params: NameParams } }, async (request: Req<{ Params: Static<typeof NameParams> }>, reply) => {
-    access.requireRead(request, cacheRow(hub.projectCache(request.params.name)));
-    return noStore(reply).send(hub.project(request.params.name));
-  });
+  app.get(
+    '/projects/:name',
+    { schema: { params: NameParams } },
+    async (request: Req<{ Params: Static<typeof NameParams> }>, reply) => {
+      access.requireRead(request, cacheRow(hub.projectCache(request.params.name)));
+      return noStore(reply).send(hub.project(request.params.name));
+    },
+  );
 
   app.patch(
     '/projects/:name',
@@ -127,20 +145,30 @@ export async function hubApiRoutes(app: FastifyInstance, opts: HubApiOptions): P
     },
   );
 
-  app.delete('/projects/:name', { schema: { params: NameParams } }, async (request: Req<{ Params: Static<typeof NameParams> }>, reply) => {
-    access.requireAdmin(request, cacheRow(hub.projectCache(request.params.name)));
-    await hub.deleteProject(request.params.name);
-    return reply.code(204).send();
-  });
+  app.delete(
+    '/projects/:name',
+    { schema: { params: NameParams } },
+    async (request: Req<{ Params: Static<typeof NameParams> }>, reply) => {
+      access.requireAdmin(request, cacheRow(hub.projectCache(request.params.name)));
+      await hub.deleteProject(request.params.name);
+      return reply.code(204).send();
+    },
+  );
 
   // Evaluations
 
   app.post(
     '/projects/:name/evaluations',
     { schema: { params: NameParams, body: Type.Union([EvalBody, Type.Undefined(), Type.Null()]) } },
-    async (request: Req<{ Params: Static<typeof NameParams>; Body: Static<typeof EvalBody> | undefined | null }>, reply) => {
+    async (
+      request: Req<{ Params: Static<typeof NameParams>; Body: Static<typeof EvalBody> | undefined | null }>,
+      reply,
+    ) => {
       access.requireAdmin(request, cacheRow(hub.projectCache(request.params.name)));
-      const e = hub.triggerEvaluation(request.params.name, { ref: request.body?.ref, priority: request.body?.priority });
+      const e = hub.triggerEvaluation(request.params.name, {
+        ref: request.body?.ref,
+        priority: request.body?.priority,
+      });
       return noStore(reply).code(202).header('location', `/api/v1/evaluations/${e.id}`).send(e);
     },
   );
@@ -154,41 +182,61 @@ export async function hubApiRoutes(app: FastifyInstance, opts: HubApiOptions): P
     },
   );
 
-  app.get('/evaluations/:id', { schema: { params: IdParams } }, async (request: Req<{ Params: Static<typeof IdParams> }>, reply) => {
-    access.requireRead(request, cacheRow(hub.evaluationCache(request.params.id)));
-    return noStore(reply).send(await hub.evaluation(request.params.id));
-  });
+  app.get(
+    '/evaluations/:id',
+    { schema: { params: IdParams } },
+    async (request: Req<{ Params: Static<typeof IdParams> }>, reply) => {
+      access.requireRead(request, cacheRow(hub.evaluationCache(request.params.id)));
+      return noStore(reply).send(await hub.evaluation(request.params.id));
+    },
+  );
 
   // Builds: by derivation hash or path, by output path, or by status.
 
-  app.get('/builds', { schema: { querystring: BuildsQuery } }, async (request: Req<{ Querystring: Static<typeof BuildsQuery> }>, reply) => {
-    const q = request.query;
-    let found;
-    if (q.drvPath !== undefined) {
-      access.requireRead(request, cacheRow(hub.buildCache(q.drvPath)));
-      found = [await hub.build(q.drvPath)];
-    } else if (q.outPath !== undefined) {
-      found = await hub.buildsByOutput(q.outPath);
-    } else {
-      found = await hub.builds(q.status, q.limit ?? 100);
-    }
-    return noStore(reply).send({ builds: found.filter((b) => canRead(request, b.cache)) });
-  });
+  app.get(
+    '/builds',
+    { schema: { querystring: BuildsQuery } },
+    async (request: Req<{ Querystring: Static<typeof BuildsQuery> }>, reply) => {
+      const q = request.query;
+      let found;
+      if (q.drvPath !== undefined) {
+        access.requireRead(request, cacheRow(hub.buildCache(q.drvPath)));
+        found = [await hub.build(q.drvPath)];
+      } else if (q.outPath !== undefined) {
+        found = await hub.buildsByOutput(q.outPath);
+      } else {
+        found = await hub.builds(q.status, q.limit ?? 100);
+      }
+      return noStore(reply).send({ builds: found.filter((b) => canRead(request, b.cache)) });
+    },
+  );
 
-  app.get('/builds/:drv', { schema: { params: DrvParams } }, async (request: Req<{ Params: Static<typeof DrvParams> }>, reply) => {
-    access.requireRead(request, cacheRow(hub.buildCache(request.params.drv)));
-    return noStore(reply).send(await hub.build(request.params.drv));
-  });
+  app.get(
+    '/builds/:drv',
+    { schema: { params: DrvParams } },
+    async (request: Req<{ Params: Static<typeof DrvParams> }>, reply) => {
+      access.requireRead(request, cacheRow(hub.buildCache(request.params.drv)));
+      return noStore(reply).send(await hub.build(request.params.drv));
+    },
+  );
 
-  app.post('/builds/:drv/restart', { schema: { params: DrvParams } }, async (request: Req<{ Params: Static<typeof DrvParams> }>, reply) => {
-    access.requireAdmin(request, cacheRow(hub.buildCache(request.params.drv)));
-    return noStore(reply).send(await hub.restartBuild(request.params.drv));
-  });
+  app.post(
+    '/builds/:drv/restart',
+    { schema: { params: DrvParams } },
+    async (request: Req<{ Params: Static<typeof DrvParams> }>, reply) => {
+      access.requireAdmin(request, cacheRow(hub.buildCache(request.params.drv)));
+      return noStore(reply).send(await hub.restartBuild(request.params.drv));
+    },
+  );
 
-  app.post('/builds/:drv/cancel', { schema: { params: DrvParams } }, async (request: Req<{ Params: Static<typeof DrvParams> }>, reply) => {
-    access.requireAdmin(request, cacheRow(hub.buildCache(request.params.drv)));
-    return noStore(reply).send(await hub.cancelBuild(request.params.drv));
-  });
+  app.post(
+    '/builds/:drv/cancel',
+    { schema: { params: DrvParams } },
+    async (request: Req<{ Params: Static<typeof DrvParams> }>, reply) => {
+      access.requireAdmin(request, cacheRow(hub.buildCache(request.params.drv)));
+      return noStore(reply).send(await hub.cancelBuild(request.params.drv));
+    },
+  );
 
   // The log: stored in the cache once the build ended; live (Server-Sent Events) while it runs.
   app.get(
@@ -202,7 +250,10 @@ export async function hubApiRoutes(app: FastifyInstance, opts: HubApiOptions): P
         const log = await hub.log(key);
         if (log.kind === 'none') throw new NarhubError('NOT_FOUND', `no log of ${key} yet`);
         if (log.kind === 'stored') return noStore(reply).type(log.contentType).send(log.stream);
-        return noStore(reply).header('x-narhub-log', log.eof ? 'complete' : 'partial').type('text/plain; charset=utf-8').send(log.text);
+        return noStore(reply)
+          .header('x-narhub-log', log.eof ? 'complete' : 'partial')
+          .type('text/plain; charset=utf-8')
+          .send(log.text);
       }
       const stored = await hub.log(key);
       const controller = new AbortController();
@@ -216,7 +267,12 @@ export async function hubApiRoutes(app: FastifyInstance, opts: HubApiOptions): P
         'x-accel-buffering': 'no',
       });
       const send = (event: string, data: string) => {
-        res.write(`event: ${event}\n${data.split('\n').map((l) => `data: ${l}`).join('\n')}\n\n`);
+        res.write(
+          `event: ${event}\n${data
+            .split('\n')
+            .map((l) => `data: ${l}`)
+            .join('\n')}\n\n`,
+        );
       };
       const keepAlive = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
       res.on('close', () => controller.abort());

@@ -36,7 +36,7 @@ export function decodeNarString(bytes: Uint8Array): string {
 
 /** Adds an entry unless its decoded name is already taken (see `decodeNarString`). */
 export function addEntry(entries: Record<string, NarListingNode>, name: string, node: NarListingNode): void {
-  if (!Object.prototype.hasOwnProperty.call(entries, name)) entries[name] = node;
+  if (!Object.hasOwn(entries, name)) entries[name] = node;
 }
 
 /**
@@ -84,9 +84,9 @@ function jsonString(s: string): string {
     else if (c === 0x0a) out += '\\n';
     else if (c === 0x0d) out += '\\r';
     else if (c === 0x09) out += '\\t';
-    else out += '\\u' + c.toString(16).padStart(4, '0');
+    else out += `\\u${c.toString(16).padStart(4, '0')}`;
   }
-  return out + s.slice(start) + '"';
+  return `${out + s.slice(start)}"`;
 }
 
 /** Code point order, which equals UTF-8 byte order (UTF-16 code unit order does not). */

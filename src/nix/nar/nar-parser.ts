@@ -1,13 +1,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import { NarhubError } from '../../errors.js';
 import { encodeNix32 } from '../nix32.js';
-import {
-  addEntry,
-  createEntries,
-  decodeNarString,
-  type NarListing,
-  type NarListingNode,
-} from './listing.js';
+import { addEntry, createEntries, decodeNarString, type NarListing, type NarListingNode } from './listing.js';
 
 export interface NarSummary {
   /** `sha256:<nix32>` over the exact NAR bytes. */
@@ -181,7 +175,7 @@ export class NarParser<L extends boolean = true> {
       this.failure = invalid('unexpected end of archive', this.consumed);
       throw this.failure;
     }
-    const narHash = 'sha256:' + encodeNix32(this.hash.digest());
+    const narHash = `sha256:${encodeNix32(this.hash.digest())}`;
     this.summary =
       this.root === undefined
         ? { narHash, narSize: this.consumed, listing: undefined }

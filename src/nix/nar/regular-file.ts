@@ -18,7 +18,8 @@ export function regularFileOfNar(nar: Uint8Array): Buffer {
   };
   const token = (expected: string) => {
     const got = bytes().toString('latin1');
-    if (got !== expected) throw new NarhubError('NAR_INVALID', `expected '${expected}' in the NAR, found '${got.slice(0, 40)}'`);
+    if (got !== expected)
+      throw new NarhubError('NAR_INVALID', `expected '${expected}' in the NAR, found '${got.slice(0, 40)}'`);
   };
   token('nix-archive-1');
   token('(');

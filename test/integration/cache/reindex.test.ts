@@ -37,7 +37,10 @@ async function rebuilt(t: TestContext, h: TestApp, opts: { public?: boolean } = 
   const run = () =>
     reindex(
       { db, store, keysDir: join(h.dataDir, 'keys') },
-      { settingsFor: (name) => (opts.public && name === 'main' ? { private: false } : undefined), warn: (m) => void warnings.push(m) },
+      {
+        settingsFor: (name) => (opts.public && name === 'main' ? { private: false } : undefined),
+        warn: (m) => void warnings.push(m),
+      },
     );
   return { db, service, app, warnings, run };
 }
@@ -62,11 +65,27 @@ test('reindex restores paths, keys, logs, listings, realisations and debuginfo a
   const text = (label: string) => Buffer.from(`building ${label}\n${'line\n'.repeat(200)}`);
   const puts: [string, Buffer, Record<string, string>][] = [
     [`/main/log/${logs.plain}`, text('plain'), { 'content-type': 'text/plain; charset=utf-8' }],
-    [`/main/log/${logs.br}`, brotliCompressSync(text('br')), { 'content-type': 'text/plain; charset=utf-8', 'content-encoding': 'br' }],
-    [`/main/log/${logs.gz}`, gzipSync(text('gz')), { 'content-type': 'text/plain; charset=utf-8', 'content-encoding': 'gzip' }],
-    [`/main/realisations/sha256:${randomBytes(32).toString('hex')}!out.doi`, Buffer.from(JSON.stringify({ outPath: leaf.basename, signatures: [] })), {}],
+    [
+      `/main/log/${logs.br}`,
+      brotliCompressSync(text('br')),
+      { 'content-type': 'text/plain; charset=utf-8', 'content-encoding': 'br' },
+    ],
+    [
+      `/main/log/${logs.gz}`,
+      gzipSync(text('gz')),
+      { 'content-type': 'text/plain; charset=utf-8', 'content-encoding': 'gzip' },
+    ],
+    [
+      `/main/realisations/sha256:${randomBytes(32).toString('hex')}!out.doi`,
+      Buffer.from(JSON.stringify({ outPath: leaf.basename, signatures: [] })),
+      {},
+    ],
     [`/main/build-trace-v2/${drv('bt')}/out.doi`, Buffer.from(JSON.stringify({ outPath: top.basename })), {}],
-    [`/main/debuginfo/${randomBytes(20).toString('hex')}.debug`, Buffer.from(JSON.stringify({ archive: `../${leaf.narUrl}`, member: 'lib/x.debug' })), {}],
+    [
+      `/main/debuginfo/${randomBytes(20).toString('hex')}.debug`,
+      Buffer.from(JSON.stringify({ archive: `../${leaf.narUrl}`, member: 'lib/x.debug' })),
+      {},
+    ],
   ];
   for (const [url, body, headers] of puts) {
     const res = await h.request('PUT', url, { body, headers: { ...write, ...headers } });
@@ -74,7 +93,15 @@ test('reindex restores paths, keys, logs, listings, realisations and debuginfo a
   }
   // A client's listing for a path not yet committed stays a client listing.
   const pending = makePath({ name: 'pending' });
-  assert.equal((await h.request('PUT', `/main/${pending.hashPart}.ls`, { body: JSON.stringify({ version: 1, root: { type: 'regular' } }), headers: write })).statusCode, 204);
+  assert.equal(
+    (
+      await h.request('PUT', `/main/${pending.hashPart}.ls`, {
+        body: JSON.stringify({ version: 1, root: { type: 'regular' } }),
+        headers: write,
+      })
+    ).statusCode,
+    204,
+  );
 
   const urls = [
     ...[leaf, top].flatMap((p) => [`/main/${p.hashPart}.narinfo`, `/main/${p.narUrl}`, `/main/${p.hashPart}.ls`]),
@@ -82,15 +109,24 @@ test('reindex restores paths, keys, logs, listings, realisations and debuginfo a
     `/team/${teamPath.narUrl}`,
     ...puts.map(([url]) => url),
   ];
-  const snapshot = async (request: (url: string) => Promise<{ statusCode: number; body: string; headers: Record<string, unknown> }>) => {
+  const snapshot = async (
+    request: (url: string) => Promise<{ statusCode: number; body: string; headers: Record<string, unknown> }>,
+  ) => {
     const out: Record<string, unknown> = {};
     for (const url of urls) {
       const res = await request(url);
-      out[url] = { status: res.statusCode, body: res.body, encoding: res.headers['content-encoding'], type: res.headers['content-type'] };
+      out[url] = {
+        status: res.statusCode,
+        body: res.body,
+        encoding: res.headers['content-encoding'],
+        type: res.headers['content-type'],
+      };
     }
     return out;
   };
-  const before = await snapshot((url) => h.request('GET', url, { headers: basic(h.tokensFor[url.split('/')[1]!]!.read) }));
+  const before = await snapshot((url) =>
+    h.request('GET', url, { headers: basic(h.tokensFor[url.split('/')[1]!]!.read) }),
+  );
 
   const fresh = await rebuilt(t, h);
   const summaries = byCache(await fresh.run());
@@ -109,16 +145,24 @@ test('reindex restores paths, keys, logs, listings, realisations and debuginfo a
 
   const read = (cache: string) => basic(fresh.service.tokens.create({ cachePattern: cache, permission: 'read' }).token);
   const auth = { main: read('main'), team: read('team') };
-  const after = await snapshot((url) => fresh.app.inject({ method: 'GET', url, headers: auth[url.split('/')[1] as 'main' | 'team'] }));
+  const after = await snapshot((url) =>
+    fresh.app.inject({ method: 'GET', url, headers: auth[url.split('/')[1] as 'main' | 'team'] }),
+  );
   assert.deepEqual(after, before);
   // HEAD of a NAR is 200 again: the NAR rows are valid.
-  assert.equal((await fresh.app.inject({ method: 'HEAD', url: `/main/${top.narUrl}`, headers: auth.main })).statusCode, 200);
+  assert.equal(
+    (await fresh.app.inject({ method: 'HEAD', url: `/main/${top.narUrl}`, headers: auth.main })).statusCode,
+    200,
+  );
 
   // Idempotent.
   const again = byCache(await fresh.run());
   assert.deepEqual(again.main!.paths, { added: 0, updated: 0, unchanged: 2, skipped: 0 });
   assert.equal(again.main!.logs, 3);
-  assert.deepEqual(fresh.warnings.filter((w) => !w.includes('recreated as a private cache')), []);
+  assert.deepEqual(
+    fresh.warnings.filter((w) => !w.includes('recreated as a private cache')),
+    [],
+  );
 });
 
 test('reindex takes signatures added in storage, and skips narinfos the cache did not sign', async (t) => {
@@ -146,7 +190,10 @@ test('reindex takes signatures added in storage, and skips narinfos the cache di
   const summary = byCache(await fresh.run()).main!;
   assert.deepEqual(summary.paths, { added: 0, updated: 1, unchanged: 1, skipped: 1 });
   assert.equal(summary.private, false);
-  assert.ok(fresh.warnings.some((w) => w.includes(`${forgedHash}.narinfo skipped: it carries no valid signature by main-1`)), fresh.warnings.join('\n'));
+  assert.ok(
+    fresh.warnings.some((w) => w.includes(`${forgedHash}.narinfo skipped: it carries no valid signature by main-1`)),
+    fresh.warnings.join('\n'),
+  );
   const served = await fresh.app.inject({ method: 'GET', url: `/main/${a.hashPart}.narinfo` });
   assert.equal(served.body, formatNarInfo(info));
   assert.equal((await fresh.app.inject({ method: 'GET', url: `/main/${forgedHash}.narinfo` })).statusCode, 404);

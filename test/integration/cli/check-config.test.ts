@@ -30,7 +30,15 @@ function everyKey(secrets: string): Record<string, unknown> {
     gcInterval: 60,
     supersededGracePeriod: 86400,
     caches: [
-      { name: 'main', private: false, priority: 40, signingKeyFile: join(secrets, 'main.secret'), redirectNars: true, redirectExpiry: 600, recompressToZstd: true },
+      {
+        name: 'main',
+        private: false,
+        priority: 40,
+        signingKeyFile: join(secrets, 'main.secret'),
+        redirectNars: true,
+        redirectExpiry: 600,
+        recompressToZstd: true,
+      },
       { name: 'team', private: true, priority: 10 },
     ],
     storage: {
@@ -79,7 +87,9 @@ test('every config the NixOS module produces is accepted', async (t) => {
   // Produced by evaluating nixos/module.nix (test/integration/nixos/module-eval.test.ts keeps
   // this file equal to what the module generates now).
   const dir = await makeTempDir(t);
-  const configs = JSON.parse(await readFile(join(repoRoot(), 'test', 'fixtures', 'nixos', 'module-configs.json'), 'utf8')) as Record<string, unknown>;
+  const configs = JSON.parse(
+    await readFile(join(repoRoot(), 'test', 'fixtures', 'nixos', 'module-configs.json'), 'utf8'),
+  ) as Record<string, unknown>;
   assert.deepEqual(Object.keys(configs).sort(), ['external', 'full', 'localHub', 'minimal']);
   for (const [scenario, config] of Object.entries(configs)) {
     const res = await runCli(['check-config', await writeConfig(dir, config, `${scenario}.json`), '--no-secrets']);
@@ -127,12 +137,13 @@ test('without --no-secrets every secret file must exist and be well-formed, and 
 
   const none = await runCli(['check-config', file]);
   assert.equal(none.code, 1);
-  for (const key of ['caches.0.signingKeyFile', 'hub.redisUrlFile', 'access key id file']) assert.ok(none.stderr.includes(key), `${key} in ${none.stderr}`);
+  for (const key of ['caches.0.signingKeyFile', 'hub.redisUrlFile', 'access key id file'])
+    assert.ok(none.stderr.includes(key), `${key} in ${none.stderr}`);
   assert.ok(none.stderr.includes(join(secrets, 'main.secret')));
   assert.equal(none.stdout, '');
 
   const key = formatSecretKey(generateKeyPair('main-1').secret);
-  await writeFile(join(secrets, 'main.secret'), key + '\n', { mode: 0o600 });
+  await writeFile(join(secrets, 'main.secret'), `${key}\n`, { mode: 0o600 });
   await writeFile(join(secrets, 'access-key-id'), 'AKIAEXAMPLE\n');
   await writeFile(join(secrets, 'secret-access-key'), 'sentinel-secret-value\n');
   await writeFile(join(secrets, 'session-token'), 'sentinel-session-token\n');
@@ -147,7 +158,7 @@ test('without --no-secrets every secret file must exist and be well-formed, and 
   assert.equal(badKey.code, 1);
   assert.match(badKey.stderr, /caches\.0\.signingKeyFile: .*main\.secret/);
   assert.ok(!badKey.stderr.includes('c2VudGluZWwtbm90LWEta2V5'), badKey.stderr);
-  await writeFile(join(secrets, 'main.secret'), key + '\n');
+  await writeFile(join(secrets, 'main.secret'), `${key}\n`);
 
   // An empty secret is as bad as a missing one.
   await writeFile(join(secrets, 'redis-url'), '\n');
@@ -163,8 +174,14 @@ test('without --no-secrets every secret file must exist and be well-formed, and 
   assert.equal(halfRes.code, 1);
   assert.match(halfRes.stderr, /accessKeyIdFile and storage\.secretAccessKeyFile go together/);
 
-  for (const secret of ['sentinel-secret-value', 'sentinel-session-token', 'sentinel-redis-password', key.split(':')[1]!]) {
-    for (const res of [none, ok, badKey, empty, halfRes]) assert.ok(!(res.stdout + res.stderr).includes(secret), 'a secret was printed');
+  for (const secret of [
+    'sentinel-secret-value',
+    'sentinel-session-token',
+    'sentinel-redis-password',
+    key.split(':')[1]!,
+  ]) {
+    for (const res of [none, ok, badKey, empty, halfRes])
+      assert.ok(!(res.stdout + res.stderr).includes(secret), 'a secret was printed');
   }
 });
 

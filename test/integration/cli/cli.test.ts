@@ -38,7 +38,10 @@ test('cache create, list and info', async (t) => {
   const created = await runCliOk(['cache', 'create', 'team', '--private', '--priority', '30'], { dataDir });
   assert.match(created.stdout, /^team\tteam-1:[A-Za-z0-9+/]{43}=\n$/);
 
-  const info = JSON.parse((await runCliOk(['cache', 'info', 'team', '--json'], { dataDir })).stdout) as Record<string, unknown>;
+  const info = JSON.parse((await runCliOk(['cache', 'info', 'team', '--json'], { dataDir })).stdout) as Record<
+    string,
+    unknown
+  >;
   assert.equal(info.name, 'team');
   assert.equal(info.private, true);
   assert.equal(info.priority, 30);
@@ -55,8 +58,17 @@ test('cache create, list and info', async (t) => {
   assert.equal(missing.stdout, '');
 
   await runCliOk(['cache', 'create', 'pub'], { dataDir });
-  const list = JSON.parse((await runCliOk(['cache', 'list', '--json'], { dataDir })).stdout) as { name: string; private: boolean }[];
-  assert.deepEqual(list.map((c) => [c.name, c.private]), [['pub', false], ['team', true]]);
+  const list = JSON.parse((await runCliOk(['cache', 'list', '--json'], { dataDir })).stdout) as {
+    name: string;
+    private: boolean;
+  }[];
+  assert.deepEqual(
+    list.map((c) => [c.name, c.private]),
+    [
+      ['pub', false],
+      ['team', true],
+    ],
+  );
 
   // The secret key is a file only the owner can read; the database never holds it.
   const key = join(dataDir, 'keys', 'team-1.secret');
@@ -73,7 +85,12 @@ test('token create, list and revoke', async (t) => {
   const plain = await runCliOk(['token', 'create', '--cache', 'main', '--perm', 'write'], { dataDir });
   assert.match(plain.stdout, /^nh_[A-Za-z0-9_-]{43}\n$/);
   const json = JSON.parse(
-    (await runCliOk(['token', 'create', '--cache', 'team-*', '--perm', 'read', '--name', 'ci', '--expires', '30d', '--json'], { dataDir })).stdout,
+    (
+      await runCliOk(
+        ['token', 'create', '--cache', 'team-*', '--perm', 'read', '--name', 'ci', '--expires', '30d', '--json'],
+        { dataDir },
+      )
+    ).stdout,
   ) as { id: string; token: string; expiresAt: string; cache: string; permission: string };
   assert.match(json.token, /^nh_/);
   assert.equal(json.cache, 'team-*');
@@ -81,12 +98,21 @@ test('token create, list and revoke', async (t) => {
   const days = (Date.parse(json.expiresAt) - Date.now()) / 86_400_000;
   assert.ok(days > 29.9 && days <= 30, `expiry ${json.expiresAt} should be 30 days out`);
 
-  const listed = JSON.parse((await runCliOk(['token', 'list', '--json'], { dataDir })).stdout) as { id: string; status: string }[];
+  const listed = JSON.parse((await runCliOk(['token', 'list', '--json'], { dataDir })).stdout) as {
+    id: string;
+    status: string;
+  }[];
   assert.equal(listed.length, 2);
-  assert.ok(listed.every((row) => !JSON.stringify(row).includes('nh_')), 'token list must never show secrets');
+  assert.ok(
+    listed.every((row) => !JSON.stringify(row).includes('nh_')),
+    'token list must never show secrets',
+  );
 
   await runCliOk(['token', 'revoke', json.id], { dataDir });
-  const after = JSON.parse((await runCliOk(['token', 'list', '--json'], { dataDir })).stdout) as { id: string; status: string }[];
+  const after = JSON.parse((await runCliOk(['token', 'list', '--json'], { dataDir })).stdout) as {
+    id: string;
+    status: string;
+  }[];
   assert.equal(after.find((r) => r.id === json.id)?.status, 'revoked');
   const unknown = await runCli(['token', 'revoke', 'tk000000000000'], { dataDir });
   assert.equal(unknown.code, 1);
@@ -110,11 +136,23 @@ test('keys made by narhub keygen load in Nix, and keys made by Nix sign for a na
   assert.equal((await stat(sk)).mode & 0o777, 0o600);
   // An input-addressed path: unlike a content-addressed one, only a signature can vouch for it.
   const path = (await buildClosure(nix, 'keygen')).top;
-  const verify = (key: string) => nix.tryRun('nix', ['store', 'verify', '--sigs-needed', '1', '--trusted-public-keys', key, path]);
+  const verify = (key: string) =>
+    nix.tryRun('nix', ['store', 'verify', '--sigs-needed', '1', '--trusted-public-keys', key, path]);
   assert.notEqual((await verify(await readFile(pk, 'utf8'))).code, 0, 'unsigned path must not verify');
   await nix.run('nix', ['store', 'sign', '-k', sk, path]);
-  assert.equal((await verify(await readFile(pk, 'utf8'))).code, 0, 'Nix must accept its signature made with a narhub key');
-  const other = await runCliOk(['keygen', 'narhub-test-1', '--secret-key-file', join(dir, 'o.sk'), '--public-key-file', join(dir, 'o.pk')]);
+  assert.equal(
+    (await verify(await readFile(pk, 'utf8'))).code,
+    0,
+    'Nix must accept its signature made with a narhub key',
+  );
+  const other = await runCliOk([
+    'keygen',
+    'narhub-test-1',
+    '--secret-key-file',
+    join(dir, 'o.sk'),
+    '--public-key-file',
+    join(dir, 'o.pk'),
+  ]);
   assert.notEqual((await verify(other.stdout.trim())).code, 0, 'a different key of the same name must not verify');
 
   // Nix -> narhub: a cache declared with a key file from nix-store --generate-binary-cache-key signs with it.

@@ -20,7 +20,9 @@ async function moduleLog(t: Cleanup, name: string) {
     env: { NODE_OPTIONS: `--import ${HOOK}`, NARHUB_MODULE_LOG: file },
     async loaded(): Promise<{ all: string[]; packages: Set<string> }> {
       const all = (await readFile(file, 'utf8')).split('\n').filter((l) => l !== '');
-      const packages = new Set(all.flatMap((l) => /\/node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(l)?.[1] ?? []).map((p) => p.split('/')[0]!));
+      const packages = new Set(
+        all.flatMap((l) => /\/node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(l)?.[1] ?? []).map((p) => p.split('/')[0]!),
+      );
       return { all, packages };
     },
   };
@@ -32,7 +34,10 @@ test('narhub push --help and a real push load neither Fastify, the AWS SDK nor B
   assert.equal(res.code, 2, res.stderr);
   assert.match(res.stderr, /^narhub push CACHE_URL PATH…/m);
   const helpLoaded = await help.loaded();
-  assert.ok(helpLoaded.all.some((l) => l.endsWith('/src/cli/usage.js')), 'the log works: it has the CLI modules');
+  assert.ok(
+    helpLoaded.all.some((l) => l.endsWith('/src/cli/usage.js')),
+    'the log works: it has the CLI modules',
+  );
   for (const p of [...HEAVY, '@sinclair']) assert.ok(!helpLoaded.packages.has(p), `push --help loaded ${p}`);
 
   // The server (local storage, no hub) logs its modules too.
@@ -42,17 +47,24 @@ test('narhub push --help and a real push load neither Fastify, the AWS SDK nor B
   const nix = await createNixEnv(t);
   const closure = await buildClosure(nix, 'lazy');
   const pushed = await moduleLog(t, 'push');
-  const run = await runCli(['push', `${server.url}/main`, closure.top, '--token', token], { env: { ...nix.env, ...pushed.env }, timeoutMs: 120_000 });
+  const run = await runCli(['push', `${server.url}/main`, closure.top, '--token', token], {
+    env: { ...nix.env, ...pushed.env },
+    timeoutMs: 120_000,
+  });
   assert.equal(run.code, 0, run.stderr);
   assert.match(run.stderr, /pushed 3 paths/);
   const pushLoaded = await pushed.loaded();
-  assert.ok(pushLoaded.all.some((l) => l.endsWith('/src/push/api-client.js')), 'the log has the push client');
+  assert.ok(
+    pushLoaded.all.some((l) => l.endsWith('/src/push/api-client.js')),
+    'the log has the push client',
+  );
   for (const p of HEAVY) assert.ok(!pushLoaded.packages.has(p), `push loaded ${p}`);
 
   await server.stop();
   const serveLoaded = await served.loaded();
   assert.ok(serveLoaded.packages.has('fastify'), 'serve loads Fastify (and the log shows packages)');
-  for (const p of ['@aws-sdk', 'bullmq', 'ioredis']) assert.ok(!serveLoaded.packages.has(p), `serve with local storage and no hub loaded ${p}`);
+  for (const p of ['@aws-sdk', 'bullmq', 'ioredis'])
+    assert.ok(!serveLoaded.packages.has(p), `serve with local storage and no hub loaded ${p}`);
 });
 
 test('token and cache commands load neither Fastify, the AWS SDK nor BullMQ/ioredis', async (t) => {
@@ -66,7 +78,10 @@ test('token and cache commands load neither Fastify, the AWS SDK nor BullMQ/iore
     const res = await runCli(args, { dataDir, env: log.env });
     assert.equal(res.code, 0, `${args.join(' ')}: ${res.stderr}`);
     const { all, packages } = await log.loaded();
-    assert.ok(all.some((l) => l.endsWith('/src/cli/runtime.js')), `${args.join(' ')}: the log has the runtime`);
+    assert.ok(
+      all.some((l) => l.endsWith('/src/cli/runtime.js')),
+      `${args.join(' ')}: the log has the runtime`,
+    );
     assert.ok(packages.has('better-sqlite3'), `${args.join(' ')}: the log shows the packages it needs`);
     for (const p of HEAVY) assert.ok(!packages.has(p), `${args.join(' ')} loaded ${p}`);
   }

@@ -17,20 +17,53 @@ async function openRepos(t: Parameters<typeof makeTempDir>[0]) {
   const db = openDatabase(join(dir, 'narhub.sqlite'));
   t.after(() => db.close());
   migrate(db, defaultMigrationsDir());
-  const cache = createCachesRepo(db).insert('main', { private: false, priority: 40, redirectNars: false, redirectExpiry: 600, recompressToZstd: false });
-  const project = createProjectsRepo(db).insert('p', { flake: 'path:/x', ref: null, systems: ['x86_64-linux'], attrs: ['checks'], cacheId: cache.id, priority: 0 });
+  const cache = createCachesRepo(db).insert('main', {
+    private: false,
+    priority: 40,
+    redirectNars: false,
+    redirectExpiry: 600,
+    recompressToZstd: false,
+  });
+  const project = createProjectsRepo(db).insert('p', {
+    flake: 'path:/x',
+    ref: null,
+    systems: ['x86_64-linux'],
+    attrs: ['checks'],
+    cacheId: cache.id,
+    priority: 0,
+  });
   const evaluations = createEvaluationsRepo(db);
   const builds: BuildsRepo = createBuildsRepo(db);
   return { cache, project, evaluations, builds };
 }
 
-test('a build\'s inputs, as the hub puts them in its job: their .drv and outputs', async (t) => {
+test("a build's inputs, as the hub puts them in its job: their .drv and outputs", async (t) => {
   const { cache, builds } = await openRepos(t);
   const [a, b] = ['a'.repeat(32), 'b'.repeat(32)];
-  builds.insert({ drvHash: a, drvPath: `${a}-a.drv`, system: 'x86_64-linux', requiredFeatures: [], outputs: { out: `${'c'.repeat(32)}-a`, dev: `${'d'.repeat(32)}-a-dev` }, queue: 'build-x86_64-linux', cacheId: cache.id, priority: 0 });
-  builds.insert({ drvHash: b, drvPath: `${b}-b.drv`, system: 'x86_64-linux', requiredFeatures: [], outputs: {}, queue: 'build-x86_64-linux', cacheId: cache.id, priority: 0 });
+  builds.insert({
+    drvHash: a,
+    drvPath: `${a}-a.drv`,
+    system: 'x86_64-linux',
+    requiredFeatures: [],
+    outputs: { out: `${'c'.repeat(32)}-a`, dev: `${'d'.repeat(32)}-a-dev` },
+    queue: 'build-x86_64-linux',
+    cacheId: cache.id,
+    priority: 0,
+  });
+  builds.insert({
+    drvHash: b,
+    drvPath: `${b}-b.drv`,
+    system: 'x86_64-linux',
+    requiredFeatures: [],
+    outputs: {},
+    queue: 'build-x86_64-linux',
+    cacheId: cache.id,
+    priority: 0,
+  });
   builds.addDep(b, a);
-  assert.deepEqual(builds.inputs(b), [{ drvPath: `${a}-a.drv`, outputs: { out: `${'c'.repeat(32)}-a`, dev: `${'d'.repeat(32)}-a-dev` } }]);
+  assert.deepEqual(builds.inputs(b), [
+    { drvPath: `${a}-a.drv`, outputs: { out: `${'c'.repeat(32)}-a`, dev: `${'d'.repeat(32)}-a-dev` } },
+  ]);
   assert.deepEqual(builds.inputs(a), []);
 });
 
@@ -41,12 +74,30 @@ test('hasOpenBuilds: true while any build of the evaluation is queued or running
 
   const hashes = Array.from({ length: 5 }, (_, i) => String(i).repeat(32));
   for (const h of hashes) {
-    builds.insert({ drvHash: h, drvPath: `${h}-b.drv`, system: 'x86_64-linux', requiredFeatures: [], outputs: {}, queue: 'build-x86_64-linux', cacheId: cache.id, priority: 0 });
+    builds.insert({
+      drvHash: h,
+      drvPath: `${h}-b.drv`,
+      system: 'x86_64-linux',
+      requiredFeatures: [],
+      outputs: {},
+      queue: 'build-x86_64-linux',
+      cacheId: cache.id,
+      priority: 0,
+    });
     evaluations.linkBuild(mine.id, h);
   }
   // Another evaluation's open build says nothing about this one.
   const foreign = 'f'.repeat(32);
-  builds.insert({ drvHash: foreign, drvPath: `${foreign}-f.drv`, system: 'x86_64-linux', requiredFeatures: [], outputs: {}, queue: 'build-x86_64-linux', cacheId: cache.id, priority: 0 });
+  builds.insert({
+    drvHash: foreign,
+    drvPath: `${foreign}-f.drv`,
+    system: 'x86_64-linux',
+    requiredFeatures: [],
+    outputs: {},
+    queue: 'build-x86_64-linux',
+    cacheId: cache.id,
+    priority: 0,
+  });
   evaluations.linkBuild(other.id, foreign);
 
   assert.equal(evaluations.hasOpenBuilds(mine.id), true);

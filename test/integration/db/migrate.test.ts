@@ -49,7 +49,8 @@ function configInvalid(pattern: RegExp): (err: unknown) => boolean {
 /** Three migrations that must run in order: each builds on the previous one. */
 const BASIC = {
   '0010-add-index.sql': "CREATE INDEX log_name ON log (name); INSERT INTO log (name) VALUES ('0010');",
-  '0001-create-log.sql': "CREATE TABLE log (seq INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL); INSERT INTO log (name) VALUES ('0001');",
+  '0001-create-log.sql':
+    "CREATE TABLE log (seq INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL); INSERT INTO log (name) VALUES ('0001');",
   '0002-add-column.sql': "ALTER TABLE log ADD COLUMN note TEXT; INSERT INTO log (name, note) VALUES ('0002', 'x');",
 };
 
@@ -98,9 +99,13 @@ describe('migrate', () => {
     const f = await fixture(t);
     await f.write({ ...BASIC, 'README.md': 'not a migration' });
     const db = f.open();
-    assert.deepEqual(migrate(db, f.dir), { applied: ['0001-create-log.sql', '0002-add-column.sql', '0010-add-index.sql'] });
+    assert.deepEqual(migrate(db, f.dir), {
+      applied: ['0001-create-log.sql', '0002-add-column.sql', '0010-add-index.sql'],
+    });
     assert.deepEqual(logNames(db), ['0001', '0002', '0010']);
-    const rows = db.prepare('SELECT version, name, sha256, applied_at FROM schema_migrations ORDER BY version').all() as {
+    const rows = db
+      .prepare('SELECT version, name, sha256, applied_at FROM schema_migrations ORDER BY version')
+      .all() as {
       version: number;
       name: string;
       sha256: string;
@@ -108,7 +113,11 @@ describe('migrate', () => {
     }[];
     assert.deepEqual(
       rows.map((r) => [r.version, r.name]),
-      [[1, 'create-log'], [2, 'add-column'], [10, 'add-index']],
+      [
+        [1, 'create-log'],
+        [2, 'add-column'],
+        [10, 'add-index'],
+      ],
     );
     for (const row of rows) {
       assert.match(row.sha256, /^[0-9a-f]{64}$/);
@@ -138,7 +147,7 @@ describe('migrate', () => {
     await f.write(BASIC);
     const db = f.open();
     migrate(db, f.dir);
-    await f.write({ '0002-add-column.sql': BASIC['0002-add-column.sql'] + '\n-- harmless?' });
+    await f.write({ '0002-add-column.sql': `${BASIC['0002-add-column.sql']}\n-- harmless?` });
     await f.write({ '0011-more.sql': "INSERT INTO log (name) VALUES ('0011');" });
     assert.throws(() => migrate(db, f.dir), configInvalid(/0002-add-column\.sql.*new migration/));
     // Nothing after the refusal ran.
@@ -206,10 +215,14 @@ describe('migrate', () => {
     const f = await fixture(t);
     await f.write({
       '0001-create-log.sql': BASIC['0001-create-log.sql'],
-      '0002-broken.sql': "INSERT INTO log (name) VALUES ('0002'); CREATE TABLE half (x); INSERT INTO nowhere VALUES (1);",
+      '0002-broken.sql':
+        "INSERT INTO log (name) VALUES ('0002'); CREATE TABLE half (x); INSERT INTO nowhere VALUES (1);",
     });
     const db = f.open();
-    assert.throws(() => migrate(db, f.dir), (err) => err instanceof NarhubError && /0002-broken\.sql failed/.test(err.message));
+    assert.throws(
+      () => migrate(db, f.dir),
+      (err) => err instanceof NarhubError && /0002-broken\.sql failed/.test(err.message),
+    );
     assert.equal(db.inTransaction, false);
     assert.deepEqual(logNames(db), ['0001']);
     assert.equal(db.prepare("SELECT count(*) AS n FROM sqlite_schema WHERE name = 'half'").pluck().get(), 0);
@@ -269,7 +282,10 @@ describe('migrate', () => {
 
   function assertMigratedOnce(f: Fixture, count: number): void {
     const db = f.open();
-    assert.deepEqual(db.prepare('SELECT n FROM log ORDER BY n').pluck().all(), Array.from({ length: count - 1 }, (_, i) => i + 2));
+    assert.deepEqual(
+      db.prepare('SELECT n FROM log ORDER BY n').pluck().all(),
+      Array.from({ length: count - 1 }, (_, i) => i + 2),
+    );
     assert.equal(db.prepare('SELECT count(*) FROM schema_migrations').pluck().get(), count);
     assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
   }
@@ -279,7 +295,11 @@ describe('migrate', () => {
     const files = racingMigrations(8);
     await f.write(files);
     const results = await race(f, 4);
-    assert.deepEqual(results.flat().sort(), Object.keys(files).sort(), `each file applied exactly once: ${JSON.stringify(results)}`);
+    assert.deepEqual(
+      results.flat().sort(),
+      Object.keys(files).sort(),
+      `each file applied exactly once: ${JSON.stringify(results)}`,
+    );
     assertMigratedOnce(f, 8);
   });
 
@@ -296,7 +316,11 @@ describe('migrate', () => {
     await f.write(files);
 
     const results = await race(f, 3);
-    assert.deepEqual(results.flat().sort(), Object.keys(files).slice(1).sort(), `each file applied exactly once: ${JSON.stringify(results)}`);
+    assert.deepEqual(
+      results.flat().sort(),
+      Object.keys(files).slice(1).sort(),
+      `each file applied exactly once: ${JSON.stringify(results)}`,
+    );
     assertMigratedOnce(f, 12);
   });
 });

@@ -23,7 +23,6 @@ import { createCacheService } from '../../../src/cache/cache-service.js';
 import { defaultMigrationsDir, migrate } from '../../../src/db/migrate.js';
 import { openDatabase } from '../../../src/db/open.js';
 import { buildApp } from '../../../src/http/app.js';
-import { parseNarInfo } from '../../../src/nix/narinfo.js';
 import { assertValidKey, type BlobStore } from '../../../src/storage/blob-store.js';
 import { basic, bearer, fileHashOf, makePath, type NarTree } from '../../helpers/build-app.js';
 import { loopTurnsDuring } from '../../helpers/loop-turns.js';
@@ -78,16 +77,22 @@ async function memoryApp(t: TestContext, zstd?: { level: number; workers: number
   });
   await service.registry.create('main', { private: false, priority: 40 });
   const token = service.tokens.create({ cachePattern: 'main', permission: 'write' }).token;
-  const put = (url: string, body: Buffer, headers: Record<string, string>) => app.inject({ method: 'PUT', url, payload: body, headers });
+  const put = (url: string, body: Buffer, headers: Record<string, string>) =>
+    app.inject({ method: 'PUT', url, payload: body, headers });
   /** PUT nar/<file> the way Nix uploads, counting the loop's turns. */
   const putNar = (file: Buffer, fileName: string) =>
-    loopTurnsDuring(() => put(`/main/nar/${fileName}`, file, { ...basic(token), 'content-type': 'application/x-nix-nar' }));
+    loopTurnsDuring(() =>
+      put(`/main/nar/${fileName}`, file, { ...basic(token), 'content-type': 'application/x-nix-nar' }),
+    );
   return { app, token, put, putNar };
 }
 
 /** One regular file of base64 text: compressible, never repetitive. */
 function bigTree(bytes: number): NarTree {
-  return { type: 'directory', entries: { data: { type: 'regular', contents: Buffer.from(randomBytes((bytes / 4) * 3).toString('base64')) } } };
+  return {
+    type: 'directory',
+    entries: { data: { type: 'regular', contents: Buffer.from(randomBytes((bytes / 4) * 3).toString('base64')) } },
+  };
 }
 
 /**
@@ -96,7 +101,10 @@ function bigTree(bytes: number): NarTree {
  * at a load average of 5-8, with a busy-loop process and other test files running beside).
  */
 function assertTurned(what: string, turns: number, baseline: number): void {
-  assert.ok(turns > 200 + 10 * baseline, `the loop turned ${turns} times during ${what}, ${baseline} times for a tiny NAR`);
+  assert.ok(
+    turns > 200 + 10 * baseline,
+    `the loop turned ${turns} times during ${what}, ${baseline} times for a tiny NAR`,
+  );
 }
 
 /**
@@ -104,7 +112,9 @@ function assertTurned(what: string, turns: number, baseline: number): void {
  * The fewest of three, after a first that may start the codec threads (the loop turns while
  * they start) and so that one slow wake-up on a busy machine does not raise the bar.
  */
-async function tinyBaseline(putNar: (file: Buffer, fileName: string) => Promise<{ value: { statusCode: number; body: string }; turns: number }>) {
+async function tinyBaseline(
+  putNar: (file: Buffer, fileName: string) => Promise<{ value: { statusCode: number; body: string }; turns: number }>,
+) {
   let fewest = Infinity;
   for (const label of ['warm-up', 'tiny 1', 'tiny 2', 'tiny 3']) {
     const tiny = makePath({ tree: { type: 'regular', contents: Buffer.from(label) } });
@@ -136,7 +146,12 @@ test('the loop keeps turning while a native upload is compressed', async (t) => 
   const baseline = await tinyBaseline(putNar);
   const meta = { storePath: path.storePath, narHash: fileHashOf(path.nar), narSize: path.nar.length, references: [] };
   const body = Buffer.concat([Buffer.from(`${JSON.stringify(meta)}\n`), path.nar]);
-  const native = await loopTurnsDuring(() => put(`/api/v1/caches/main/paths/${path.hashPart}`, body, { ...bearer(token), 'content-type': 'application/x-narhub-path' }));
+  const native = await loopTurnsDuring(() =>
+    put(`/api/v1/caches/main/paths/${path.hashPart}`, body, {
+      ...bearer(token),
+      'content-type': 'application/x-narhub-path',
+    }),
+  );
   assert.equal(native.value.statusCode, 201, native.value.body);
   t.diagnostic(`loop turns: native upload ${native.turns}; a tiny NAR ${baseline.turns}`);
   assertTurned('the native upload', native.turns, baseline.turns);

@@ -33,7 +33,10 @@ const NAR_SIZES: { label: string; tree: (name: string) => NarTree | undefined }[
   { label: 'small NAR', tree: () => undefined },
   {
     label: 'streamed NAR',
-    tree: (name) => ({ type: 'directory', entries: { [name]: { type: 'regular', contents: randomBytes(SMALL_NAR_SIZE + 4096) } } }),
+    tree: (name) => ({
+      type: 'directory',
+      entries: { [name]: { type: 'regular', contents: randomBytes(SMALL_NAR_SIZE + 4096) } },
+    }),
   },
 ];
 
@@ -59,11 +62,20 @@ function metadataOf(path: TestPath, overrides: Metadata = {}): Metadata {
 }
 
 function nativeBody(path: TestPath, overrides: Metadata = {}, nar: Buffer = path.nar): Buffer {
-  return Buffer.concat([Buffer.from(JSON.stringify(metadataOf(path, overrides)) + '\n'), nar]);
+  return Buffer.concat([Buffer.from(`${JSON.stringify(metadataOf(path, overrides))}\n`), nar]);
 }
 
-function putPath(h: TestApp, hashPart: string, body: Buffer, auth: Record<string, string> = bearer(h.tokens.write), cache = 'main') {
-  return h.request('PUT', `/api/v1/caches/${cache}/paths/${hashPart}`, { body, headers: { ...auth, 'content-type': 'application/x-narhub-path' } });
+function putPath(
+  h: TestApp,
+  hashPart: string,
+  body: Buffer,
+  auth: Record<string, string> = bearer(h.tokens.write),
+  cache = 'main',
+) {
+  return h.request('PUT', `/api/v1/caches/${cache}/paths/${hashPart}`, {
+    body,
+    headers: { ...auth, 'content-type': 'application/x-narhub-path' },
+  });
 }
 
 function missing(h: TestApp, storePaths: unknown, auth: Record<string, string> = {}, cache = 'main') {
@@ -138,7 +150,12 @@ test('missing-paths needs read rights on a private cache', async (t) => {
 
   assertJsonError(await missing(h, [p.storePath], {}, 'secret'), 401, 'UNAUTHORIZED');
   assert.match((await missing(h, [p.storePath], {}, 'secret')).headers['www-authenticate'] as string, /^Basic/);
-  assertJsonError(await missing(h, [p.storePath], bearer('nh_not-a-token'), 'secret'), 401, 'UNAUTHORIZED', /unknown, expired or revoked/);
+  assertJsonError(
+    await missing(h, [p.storePath], bearer('nh_not-a-token'), 'secret'),
+    401,
+    'UNAUTHORIZED',
+    /unknown, expired or revoked/,
+  );
   assertJsonError(await missing(h, [p.storePath], bearer(h.tokens.admin), 'secret'), 401, 'UNAUTHORIZED');
   for (const auth of [bearer(h.tokensFor.secret!.read), basic(h.tokensFor.secret!.write)]) {
     const ok = await missing(h, [p.storePath], auth, 'secret');
@@ -153,15 +170,31 @@ test('missing-paths needs read rights on a private cache', async (t) => {
 test('missing-paths refuses bad input with a reason', async (t) => {
   const h = await buildTestApp(t);
   const url = '/api/v1/caches/main/missing-paths';
-  const post = (body: string, contentType = 'application/json') => h.request('POST', url, { body, headers: { 'content-type': contentType } });
+  const post = (body: string, contentType = 'application/json') =>
+    h.request('POST', url, { body, headers: { 'content-type': contentType } });
 
   assertJsonError(await post('{"storePaths": [', 'application/json'), 400, 'BAD_REQUEST');
   assertJsonError(await post('[]'), 400, 'BAD_REQUEST', /JSON object/);
   assertJsonError(await post('{}'), 400, 'BAD_REQUEST', /storePaths must be an array/);
   assertJsonError(await post('{"storePaths": "/nix/store/x"}'), 400, 'BAD_REQUEST', /storePaths must be an array/);
-  assertJsonError(await post('{"storePaths": ["/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-x", 5]}'), 400, 'BAD_REQUEST', /storePaths\[1\] must be a string/);
-  assertJsonError(await missing(h, ['/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-x', '/tmp/x']), 400, 'STORE_PATH_INVALID', /^storePaths\[1\]: invalid store path/);
-  assertJsonError(await missing(h, ['/nix/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-x']), 400, 'STORE_PATH_INVALID', /storePaths\[0\].*nix32/);
+  assertJsonError(
+    await post('{"storePaths": ["/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-x", 5]}'),
+    400,
+    'BAD_REQUEST',
+    /storePaths\[1\] must be a string/,
+  );
+  assertJsonError(
+    await missing(h, ['/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-x', '/tmp/x']),
+    400,
+    'STORE_PATH_INVALID',
+    /^storePaths\[1\]: invalid store path/,
+  );
+  assertJsonError(
+    await missing(h, ['/nix/store/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee-x']),
+    400,
+    'STORE_PATH_INVALID',
+    /storePaths\[0\].*nix32/,
+  );
   assertJsonError(await post('{"storePaths": []}', 'text/x-whatever'), 415, 'BAD_REQUEST');
   const tooMany = Array.from({ length: 100_001 }, () => '/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-x');
   assertJsonError(await missing(h, tooMany), 400, 'BAD_REQUEST', /100001 entries/);
@@ -175,13 +208,22 @@ for (const size of NAR_SIZES) {
   test(`a native upload is validated, compressed to zstd, committed and signed (${size.label})`, async (t) => {
     const h = await buildTestApp(t);
     const dep = makePath({ name: 'dep', tree: size.tree('dep') });
-    const path = makePath({ name: 'app', tree: size.tree('app'), references: [dep.basename], deriver: `${randomHashPart()}-app.drv` });
+    const path = makePath({
+      name: 'app',
+      tree: size.tree('app'),
+      references: [dep.basename],
+      deriver: `${randomHashPart()}-app.drv`,
+    });
 
     const first = await putPath(h, dep.hashPart, nativeBody(dep));
     assert.equal(first.statusCode, 201, first.body);
     const uploader = generateKeyPair('uploader-1');
     const uploaderSig = signNarInfo(uploader.secret, path.info());
-    const res = await putPath(h, path.hashPart, nativeBody(path, { deriver: `/nix/store/${path.info().deriver}`, sigs: [uploaderSig] }));
+    const res = await putPath(
+      h,
+      path.hashPart,
+      nativeBody(path, { deriver: `/nix/store/${path.info().deriver}`, sigs: [uploaderSig] }),
+    );
     assert.equal(res.statusCode, 201, res.body);
     const answer = JSON.parse(res.body) as Record<string, unknown>;
     assert.equal(answer.storePath, path.storePath);
@@ -235,7 +277,10 @@ for (const size of NAR_SIZES) {
     const again = await putPath(h, path.hashPart, nativeBody(path));
     assert.equal(again.statusCode, 200, again.body);
     assert.deepEqual(
-      { created: (JSON.parse(again.body) as { created: boolean }).created, stored: (JSON.parse(again.body) as { stored: boolean }).stored },
+      {
+        created: (JSON.parse(again.body) as { created: boolean }).created,
+        stored: (JSON.parse(again.body) as { stored: boolean }).stored,
+      },
       { created: false, stored: false },
     );
     assert.equal((await h.request('GET', `/main/${path.hashPart}.narinfo`)).body, before);
@@ -249,7 +294,10 @@ for (const size of NAR_SIZES) {
     const res = await putPath(h, twin.hashPart, nativeBody(twin));
     assert.equal(res.statusCode, 201, res.body);
     assert.equal((JSON.parse(res.body) as { stored: boolean }).stored, false);
-    assert.equal(parseNarInfo((await h.request('GET', `/main/${twin.hashPart}.narinfo`)).body).url, `nar/${narHashName(path)}`);
+    assert.equal(
+      parseNarInfo((await h.request('GET', `/main/${twin.hashPart}.narinfo`)).body).url,
+      `nar/${narHashName(path)}`,
+    );
 
     // Different content for a committed path is a conflict.
     const other = makePath({ hashPart: path.hashPart, name: path.name });
@@ -264,7 +312,12 @@ for (const size of NAR_SIZES) {
     const h = await buildTestApp(t);
     const path = makePath({ tree: size.tree('hash') });
     const wrong = fileHashOf(Buffer.from('something else'));
-    assertJsonError(await putPath(h, path.hashPart, nativeBody(path, { narHash: wrong })), 400, 'NAR_HASH_MISMATCH', /does not match the uploaded NAR/);
+    assertJsonError(
+      await putPath(h, path.hashPart, nativeBody(path, { narHash: wrong })),
+      400,
+      'NAR_HASH_MISMATCH',
+      /does not match the uploaded NAR/,
+    );
     assert.equal((await h.request('HEAD', `/main/nar/${wrong.slice(7)}.nar.zst`)).statusCode, 404);
     assert.equal(existsSync(join(h.storeRoot, 'main', 'nar', `${wrong.slice(7)}.nar.zst`)), false);
     await assertNothingVisible(h, path);
@@ -278,11 +331,24 @@ for (const size of NAR_SIZES) {
   test(`a NarSize that does not match the NAR is refused, larger or smaller (${size.label})`, async (t) => {
     const h = await buildTestApp(t);
     const path = makePath({ tree: size.tree('size') });
-    assertJsonError(await putPath(h, path.hashPart, nativeBody(path, { narSize: path.nar.length + 8 })), 400, 'NAR_SIZE_MISMATCH');
+    assertJsonError(
+      await putPath(h, path.hashPart, nativeBody(path, { narSize: path.nar.length + 8 })),
+      400,
+      'NAR_SIZE_MISMATCH',
+    );
     await assertNothingVisible(h, path);
-    assertJsonError(await putPath(h, path.hashPart, nativeBody(path, { narSize: path.nar.length - 8 })), 400, 'NAR_SIZE_MISMATCH');
+    assertJsonError(
+      await putPath(h, path.hashPart, nativeBody(path, { narSize: path.nar.length - 8 })),
+      400,
+      'NAR_SIZE_MISMATCH',
+    );
     await assertNothingVisible(h, path);
-    assertJsonError(await putPath(h, path.hashPart, nativeBody(path, { narSize: 0 })), 400, 'BAD_REQUEST', /narSize must be a positive integer/);
+    assertJsonError(
+      await putPath(h, path.hashPart, nativeBody(path, { narSize: 0 })),
+      400,
+      'BAD_REQUEST',
+      /narSize must be a positive integer/,
+    );
   });
 }
 
@@ -303,7 +369,12 @@ for (const size of NAR_SIZES) {
     assertJsonError(await putPath(h, path.hashPart, nativeBody(path, {}, broken)), 400, 'NAR_INVALID');
     await assertNothingVisible(h, path);
 
-    assertJsonError(await putPath(h, path.hashPart, nativeBody(path, {}, path.nar.subarray(0, path.nar.length - 16))), 400, 'NAR_INVALID', /end of archive/);
+    assertJsonError(
+      await putPath(h, path.hashPart, nativeBody(path, {}, path.nar.subarray(0, path.nar.length - 16))),
+      400,
+      'NAR_INVALID',
+      /end of archive/,
+    );
     await assertNothingVisible(h, path);
 
     assertJsonError(await putPath(h, path.hashPart, nativeBody(path, {}, Buffer.alloc(0))), 400, 'NAR_INVALID');
@@ -314,7 +385,8 @@ for (const size of NAR_SIZES) {
 test('a NAR with more entries than a listing may have is stored and served, without a listing', async (t) => {
   const h = await buildTestApp(t, { maxNarSize: 1 << 30 });
   const entries: Record<string, NarTree> = {};
-  for (let i = 0; i <= MAX_LISTING_ENTRIES; i++) entries[`f${String(i).padStart(7, '0')}`] = { type: 'regular', contents: Buffer.alloc(0) };
+  for (let i = 0; i <= MAX_LISTING_ENTRIES; i++)
+    entries[`f${String(i).padStart(7, '0')}`] = { type: 'regular', contents: Buffer.alloc(0) };
   const path = makePath({ name: 'many-files', tree: { type: 'directory', entries } });
   const res = await putPath(h, path.hashPart, nativeBody(path));
   assert.equal(res.statusCode, 201, res.body);
@@ -330,7 +402,12 @@ test('a reference the cache lacks is refused before the NAR is read', async (t) 
   const h = await buildTestApp(t);
   const dep = makePath({ name: 'dep' });
   const path = makePath({ name: 'app', references: [dep.basename] });
-  assertJsonError(await putPath(h, path.hashPart, nativeBody(path)), 400, 'REFERENCE_MISSING', new RegExp(dep.basename));
+  assertJsonError(
+    await putPath(h, path.hashPart, nativeBody(path)),
+    400,
+    'REFERENCE_MISSING',
+    new RegExp(dep.basename),
+  );
   await assertNothingVisible(h, path);
   // A self-reference is fine.
   const self = makePath({ name: 'self' });
@@ -341,13 +418,24 @@ test('a reference the cache lacks is refused before the NAR is read', async (t) 
 test('a bad metadata line is refused with the reason', async (t) => {
   const h = await buildTestApp(t);
   const path = makePath();
-  const raw = (line: string, nar: Buffer = path.nar) => putPath(h, path.hashPart, Buffer.concat([Buffer.from(line), nar]));
+  const raw = (line: string, nar: Buffer = path.nar) =>
+    putPath(h, path.hashPart, Buffer.concat([Buffer.from(line), nar]));
 
   assertJsonError(await raw('not json\n'), 400, 'BAD_REQUEST', /not valid JSON/);
   assertJsonError(await raw('[1,2]\n'), 400, 'BAD_REQUEST', /JSON object/);
   assertJsonError(await putPath(h, path.hashPart, Buffer.alloc(0)), 400, 'BAD_REQUEST', /empty body/);
-  assertJsonError(await raw(JSON.stringify(metadataOf(path)), Buffer.alloc(0)), 400, 'BAD_REQUEST', /ended before the newline/);
-  assertJsonError(await raw('{"storePath": "' + 'x'.repeat(1024 * 1024) + '"}\n'), 400, 'BAD_REQUEST', /longer than 1048576 bytes/);
+  assertJsonError(
+    await raw(JSON.stringify(metadataOf(path)), Buffer.alloc(0)),
+    400,
+    'BAD_REQUEST',
+    /ended before the newline/,
+  );
+  assertJsonError(
+    await raw(`{"storePath": "${'x'.repeat(1024 * 1024)}"}\n`),
+    400,
+    'BAD_REQUEST',
+    /longer than 1048576 bytes/,
+  );
   const cases: [Metadata, string, RegExp][] = [
     [{ storePath: undefined }, 'BAD_REQUEST', /storePath must be a string/],
     [{ storePath: '/tmp/x' }, 'STORE_PATH_INVALID', /^metadata: storePath: invalid store path/],
@@ -370,10 +458,19 @@ test('a bad metadata line is refused with the reason', async (t) => {
   }
   // A signature under the cache's own key name must verify (the narinfo PUT's rule).
   const forged = signNarInfo(generateKeyPair('main-1').secret, path.info());
-  assertJsonError(await putPath(h, path.hashPart, nativeBody(path, { sigs: [forged] })), 400, 'NARINFO_INVALID', /does not verify/);
+  assertJsonError(
+    await putPath(h, path.hashPart, nativeBody(path, { sigs: [forged] })),
+    400,
+    'NARINFO_INVALID',
+    /does not verify/,
+  );
   // A NAR over the server's limit is refused from its declared size.
   const small = await buildTestApp(t, { maxNarSize: 64 });
-  assertJsonError(await putPath(small, path.hashPart, nativeBody(path), bearer(small.tokens.write)), 413, 'BODY_TOO_LARGE');
+  assertJsonError(
+    await putPath(small, path.hashPart, nativeBody(path), bearer(small.tokens.write)),
+    413,
+    'BODY_TOO_LARGE',
+  );
   await assertNothingVisible(h, path);
 });
 
@@ -382,7 +479,12 @@ test('a native upload needs write rights on the cache', async (t) => {
   const path = makePath();
   const body = nativeBody(path);
   assertJsonError(await putPath(h, path.hashPart, body, {}), 401, 'UNAUTHORIZED', /needs a token with write rights/);
-  assertJsonError(await putPath(h, path.hashPart, body, bearer('nh_bogus')), 401, 'UNAUTHORIZED', /unknown, expired or revoked/);
+  assertJsonError(
+    await putPath(h, path.hashPart, body, bearer('nh_bogus')),
+    401,
+    'UNAUTHORIZED',
+    /unknown, expired or revoked/,
+  );
   assertJsonError(await putPath(h, path.hashPart, body, bearer(h.tokens.read)), 403, 'FORBIDDEN');
   assertJsonError(await putPath(h, path.hashPart, body, bearer(h.tokensFor.other!.write)), 403, 'FORBIDDEN');
   const revoked = h.token('main', 'write');
@@ -403,7 +505,12 @@ test('the native and the Nix upload share one commit: a path from either counts 
   assert.equal((await putPath(h, path.hashPart, nativeBody(path))).statusCode, 201); // native
   // The Nix client sees the native path exactly like any other, and cannot change it.
   const res = await h.request('PUT', `/main/${path.hashPart}.narinfo`, {
-    body: path.narinfo({ url: `nar/${narHashName(path)}`, compression: 'zstd', fileHash: undefined, fileSize: undefined }),
+    body: path.narinfo({
+      url: `nar/${narHashName(path)}`,
+      compression: 'zstd',
+      fileHash: undefined,
+      fileSize: undefined,
+    }),
     headers: { ...basic(h.tokens.write), 'content-type': 'text/x-nix-narinfo' },
   });
   assert.equal(res.statusCode, 204, res.body);

@@ -2,7 +2,18 @@
 // caches, revocation and expiry.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { basic, bearer, buildTestApp, makePath, putNar, putNarinfo, randomHashPart, upload, type TestApp, type TestPath } from '../../helpers/build-app.js';
+import {
+  basic,
+  bearer,
+  buildTestApp,
+  makePath,
+  putNar,
+  putNarinfo,
+  randomHashPart,
+  upload,
+  type TestApp,
+  type TestPath,
+} from '../../helpers/build-app.js';
 
 test('Basic auth with any user name, and Bearer, both authorise writes', async (t) => {
   const h = await buildTestApp(t);
@@ -75,9 +86,15 @@ async function privateFixture(h: TestApp): Promise<{ path: TestPath; urls: strin
   const buildId = 'cd'.repeat(20);
   const puts: [string, string][] = [
     [`/priv/log/${drv}`, 'a build log\n'],
-    [`/priv/realisations/${realisation}.doi`, JSON.stringify({ dependentRealisations: {}, id: realisation, outPath: path.basename, signatures: [] })],
+    [
+      `/priv/realisations/${realisation}.doi`,
+      JSON.stringify({ dependentRealisations: {}, id: realisation, outPath: path.basename, signatures: [] }),
+    ],
     [`/priv/build-trace-v2/${drv}/out.doi`, JSON.stringify({ outPath: path.basename, signatures: [] })],
-    [`/priv/debuginfo/${buildId}.debug`, JSON.stringify({ archive: `../${path.narUrl}`, member: 'lib/debug/.build-id/cd/x.debug' })],
+    [
+      `/priv/debuginfo/${buildId}.debug`,
+      JSON.stringify({ archive: `../${path.narUrl}`, member: 'lib/debug/.build-id/cd/x.debug' }),
+    ],
   ];
   for (const [url, body] of puts) {
     const res = await h.request('PUT', url, { body, headers: { ...auth, 'content-type': 'application/json' } });
@@ -95,8 +112,13 @@ async function privateFixture(h: TestApp): Promise<{ path: TestPath; urls: strin
   };
 }
 
-test('a private cache: every read route is 401 without a token or with another cache\'s token, 200 with a read token', async (t) => {
-  const h = await buildTestApp(t, { caches: [{ name: 'priv', private: true }, { name: 'other', private: true }] });
+test("a private cache: every read route is 401 without a token or with another cache's token, 200 with a read token", async (t) => {
+  const h = await buildTestApp(t, {
+    caches: [
+      { name: 'priv', private: true },
+      { name: 'other', private: true },
+    ],
+  });
   const { urls } = await privateFixture(h);
   const missing = [`/priv/${randomHashPart()}.narinfo`, `/priv/log/${randomHashPart()}-nope.drv`];
   const revoked = h.token('priv', 'read');
@@ -105,9 +127,9 @@ test('a private cache: every read route is 401 without a token or with another c
 
   const denied: [string, Record<string, string>][] = [
     ['no token', {}],
-    ['another cache\'s read token', basic(h.tokensFor.other!.read)],
-    ['another cache\'s admin token', bearer(h.tokensFor.other!.admin)],
-    ['main\'s write token', basic(h.tokens.write)],
+    ["another cache's read token", basic(h.tokensFor.other!.read)],
+    ["another cache's admin token", bearer(h.tokensFor.other!.admin)],
+    ["main's write token", basic(h.tokens.write)],
     ['an unknown token', basic('nh_nope')],
     ['a revoked read token', basic(revoked.token)],
     ['an expired read token', basic(expired.token)],
@@ -134,10 +156,15 @@ test('a private cache: every read route is 401 without a token or with another c
       for (const method of ['GET', 'HEAD'] as const) {
         const res = await h.request(method, url, { headers: auth });
         assert.equal(res.statusCode, 200, `${who}: ${method} ${url} → ${res.statusCode} ${res.body}`);
-        assert.match(res.headers['cache-control'] as string, /^private\b/, `${who}: ${url} must not be cached by shared caches`);
+        assert.match(
+          res.headers['cache-control'] as string,
+          /^private\b/,
+          `${who}: ${url} must not be cached by shared caches`,
+        );
       }
     }
-    for (const url of missing) assert.equal((await h.request('GET', url, { headers: auth })).statusCode, 404, `${who}: ${url}`);
+    for (const url of missing)
+      assert.equal((await h.request('GET', url, { headers: auth })).statusCode, 404, `${who}: ${url}`);
   }
 });
 
@@ -167,7 +194,12 @@ test('a public cache is readable by anyone, even with a bad, revoked or foreign 
     basic(h.tokensFor.priv!.read),
   ];
   for (const auth of headers) {
-    for (const url of ['/main/nix-cache-info', `/main/${path.hashPart}.narinfo`, `/main/nar/${path.fileName}`, `/main/${path.hashPart}.ls`]) {
+    for (const url of [
+      '/main/nix-cache-info',
+      `/main/${path.hashPart}.narinfo`,
+      `/main/nar/${path.fileName}`,
+      `/main/${path.hashPart}.ls`,
+    ]) {
       const res = await h.request('GET', url, { headers: auth });
       assert.equal(res.statusCode, 200, `${JSON.stringify(auth)} ${url}: ${res.statusCode} ${res.body}`);
     }

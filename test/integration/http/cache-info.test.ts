@@ -31,7 +31,10 @@ test('PUT nix-cache-info by a writer is accepted and ignored; by nobody it is 40
   const h = await buildTestApp(t);
   const before = await h.request('GET', '/main/nix-cache-info');
 
-  const anon = await h.request('PUT', '/main/nix-cache-info', { body: 'StoreDir: /nix/store\n', headers: { 'content-type': 'text/x-nix-cache-info' } });
+  const anon = await h.request('PUT', '/main/nix-cache-info', {
+    body: 'StoreDir: /nix/store\n',
+    headers: { 'content-type': 'text/x-nix-cache-info' },
+  });
   assert.equal(anon.statusCode, 401);
   assert.match(anon.headers['www-authenticate'] as string, /^Basic\b/);
 
@@ -39,7 +42,10 @@ test('PUT nix-cache-info by a writer is accepted and ignored; by nobody it is 40
     body: 'StoreDir: /gnu/store\nPriority: 99\n',
     headers: { ...basic(h.tokens.write), 'content-type': 'text/x-nix-cache-info' },
   });
-  assert.ok(put.statusCode >= 200 && put.statusCode < 300 && put.statusCode !== 202, `PUT → ${put.statusCode} ${put.body}`);
+  assert.ok(
+    put.statusCode >= 200 && put.statusCode < 300 && put.statusCode !== 202,
+    `PUT → ${put.statusCode} ${put.body}`,
+  );
 
   const after = await h.request('GET', '/main/nix-cache-info');
   assert.equal(after.body, before.body, 'the generated nix-cache-info is not replaced by an upload');
@@ -47,7 +53,21 @@ test('PUT nix-cache-info by a writer is accepted and ignored; by nobody it is 40
 
 test('unknown paths are real 404s with a one-line reason, never 200', async (t) => {
   const h = await buildTestApp(t);
-  for (const url of ['/main/foo', '/main/nar/', '/nope/nix-cache-info', '/', '/main', '/main/', '/main/nix-cache-info/', '/main/foo.txt', '/main/nar/a/b', '/main/realisations/', '/main/debuginfo/', '/main/build-trace-v2/', '/healthz/']) {
+  for (const url of [
+    '/main/foo',
+    '/main/nar/',
+    '/nope/nix-cache-info',
+    '/',
+    '/main',
+    '/main/',
+    '/main/nix-cache-info/',
+    '/main/foo.txt',
+    '/main/nar/a/b',
+    '/main/realisations/',
+    '/main/debuginfo/',
+    '/main/build-trace-v2/',
+    '/healthz/',
+  ]) {
     for (const method of ['GET', 'HEAD'] as const) {
       const res = await h.request(method, url);
       assert.equal(res.statusCode, 404, `${method} ${url} → ${res.statusCode} ${res.body}`);

@@ -9,19 +9,29 @@ import { parseNarInfo } from '../../../src/nix/narinfo.js';
 import { generateKeyPair, signNarInfo } from '../../../src/nix/signing.js';
 import { basic, buildTestApp, makePath, putNar, putNarinfo, upload, type TestApp } from '../../helpers/build-app.js';
 
-const storedNarinfo = (h: TestApp, hashPart: string) => readFileSync(join(h.storeRoot, 'main', `${hashPart}.narinfo`), 'utf8');
+const storedNarinfo = (h: TestApp, hashPart: string) =>
+  readFileSync(join(h.storeRoot, 'main', `${hashPart}.narinfo`), 'utf8');
 
 test('concurrent re-PUTs adding different signatures keep every one of them', async (t) => {
   const h = await buildTestApp(t);
   const path = makePath({ compression: 'zstd' });
   await upload(h, path);
-  const sigs = ['signer-a', 'signer-b', 'signer-c', 'signer-d'].map((name) => signNarInfo(generateKeyPair(name).secret, path.info()));
-  const results = await Promise.all(sigs.map((sig) => putNarinfo(h, path.hashPart, path.narinfo({ sigs: [sig] }), basic(h.tokens.write))));
-  assert.deepEqual(results.map((r) => r.statusCode), [204, 204, 204, 204], results.map((r) => r.body).join(''));
+  const sigs = ['signer-a', 'signer-b', 'signer-c', 'signer-d'].map((name) =>
+    signNarInfo(generateKeyPair(name).secret, path.info()),
+  );
+  const results = await Promise.all(
+    sigs.map((sig) => putNarinfo(h, path.hashPart, path.narinfo({ sigs: [sig] }), basic(h.tokens.write))),
+  );
+  assert.deepEqual(
+    results.map((r) => r.statusCode),
+    [204, 204, 204, 204],
+    results.map((r) => r.body).join(''),
+  );
 
   const served = (await h.request('GET', `/main/${path.hashPart}.narinfo`)).body;
   const info = parseNarInfo(served);
-  for (const sig of sigs) assert.ok(info.sigs.includes(sig), `every acknowledged signature is served: ${sig.slice(0, 10)}`);
+  for (const sig of sigs)
+    assert.ok(info.sigs.includes(sig), `every acknowledged signature is served: ${sig.slice(0, 10)}`);
   assert.equal(info.sigs.length, sigs.length + 1);
   assert.equal(storedNarinfo(h, path.hashPart), served, 'the blob store holds what is served');
 });
@@ -58,8 +68,16 @@ test('the same race between two server instances sharing one database and store'
     await putNar(h, a, basic(h.tokens.write));
     await putNar(h, b, basic(h.tokens.write));
     const put = (app: typeof app2, text: string) =>
-      app.inject({ method: 'PUT', url: `/main/${a.hashPart}.narinfo`, payload: text, headers: { ...basic(h.tokens.write), 'content-type': 'text/x-nix-narinfo' } });
-    const [ra, rb] = round % 2 === 0 ? await Promise.all([put(h.app, a.narinfo()), put(app2, b.narinfo())]) : await Promise.all([put(app2, a.narinfo()), put(h.app, b.narinfo())]);
+      app.inject({
+        method: 'PUT',
+        url: `/main/${a.hashPart}.narinfo`,
+        payload: text,
+        headers: { ...basic(h.tokens.write), 'content-type': 'text/x-nix-narinfo' },
+      });
+    const [ra, rb] =
+      round % 2 === 0
+        ? await Promise.all([put(h.app, a.narinfo()), put(app2, b.narinfo())])
+        : await Promise.all([put(app2, a.narinfo()), put(h.app, b.narinfo())]);
     assert.deepEqual([ra.statusCode, rb.statusCode].sort(), [204, 409], `${ra.body}${rb.body}`);
     const served = (await h.request('GET', `/main/${a.hashPart}.narinfo`)).body;
     assert.equal(storedNarinfo(h, a.hashPart), served, `round ${round}: the blob store holds what is served`);
@@ -71,8 +89,16 @@ test('concurrent identical uploads with different uploader signatures both succe
   const path = makePath({ compression: 'br' });
   await putNar(h, path, basic(h.tokens.write));
   const sigs = ['up-1', 'up-2'].map((n) => signNarInfo(generateKeyPair(n).secret, path.info()));
-  const results = await Promise.all(sigs.map((sig) => putNarinfo(h, path.hashPart, path.narinfo({ sigs: [sig] }), basic(h.tokens.write))));
-  assert.deepEqual(results.map((r) => r.statusCode), [204, 204]);
+  const results = await Promise.all(
+    sigs.map((sig) => putNarinfo(h, path.hashPart, path.narinfo({ sigs: [sig] }), basic(h.tokens.write))),
+  );
+  assert.deepEqual(
+    results.map((r) => r.statusCode),
+    [204, 204],
+  );
   const info = parseNarInfo((await h.request('GET', `/main/${path.hashPart}.narinfo`)).body);
-  assert.deepEqual(info.sigs.filter((s) => !s.startsWith('main-1:')), [...sigs].sort());
+  assert.deepEqual(
+    info.sigs.filter((s) => !s.startsWith('main-1:')),
+    [...sigs].sort(),
+  );
 });

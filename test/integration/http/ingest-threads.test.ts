@@ -13,7 +13,19 @@ import { formatListing } from '../../../src/nix/nar/listing.js';
 import { NarParser } from '../../../src/nix/nar/nar-parser.js';
 import { createNarsRepo } from '../../../src/db/nars-repo.js';
 import type { Compression } from '../../../src/io/compression.js';
-import { basic, buildTestApp, compressBytes, fileHashOf, makePath, narBytes, narFileNameFor, putNar, putNarinfo, randomHashPart, type NarTree } from '../../helpers/build-app.js';
+import {
+  basic,
+  buildTestApp,
+  compressBytes,
+  fileHashOf,
+  makePath,
+  narBytes,
+  narFileNameFor,
+  putNar,
+  putNarinfo,
+  randomHashPart,
+  type NarTree,
+} from '../../helpers/build-app.js';
 
 const ALL: Compression[] = ['none', 'gzip', 'zstd', 'xz', 'bzip2', 'br'];
 
@@ -21,7 +33,12 @@ function tree(label: string): NarTree {
   return {
     type: 'directory',
     entries: {
-      bin: { type: 'directory', entries: { [label]: { type: 'regular', executable: true, contents: Buffer.from(`#!/bin/sh\necho ${label}\n`) } } },
+      bin: {
+        type: 'directory',
+        entries: {
+          [label]: { type: 'regular', executable: true, contents: Buffer.from(`#!/bin/sh\necho ${label}\n`) },
+        },
+      },
       // Over a MiB, so it spans several slabs and, compressed, several decoder steps.
       'data.txt': { type: 'regular', contents: Buffer.from(`${label} `.repeat(300_000)) },
       link: { type: 'symlink', target: `bin/${label}` },
@@ -101,27 +118,43 @@ test('a client that goes away mid-upload leaves nothing behind, and the threads 
   const noise = (): NarTree => ({ type: 'regular', contents: randomBytes(6 * 1024 * 1024) });
   const big = makePath({ tree: noise(), compression: 'zstd' });
   const native = makePath({ tree: noise() });
-  const meta = { storePath: native.storePath, narHash: fileHashOf(native.nar), narSize: native.nar.length, references: [] };
+  const meta = {
+    storePath: native.storePath,
+    narHash: fileHashOf(native.nar),
+    narSize: native.nar.length,
+    references: [],
+  };
   const uploads: [string, string, Buffer][] = [
     ['zstd', `/main/nar/${big.fileName}`, big.file],
-    ['native', `/api/v1/caches/main/paths/${native.hashPart}`, Buffer.concat([Buffer.from(`${JSON.stringify(meta)}\n`), native.nar])],
+    [
+      'native',
+      `/api/v1/caches/main/paths/${native.hashPart}`,
+      Buffer.concat([Buffer.from(`${JSON.stringify(meta)}\n`), native.nar]),
+    ],
   ];
   for (const [what, path, body] of uploads) {
     // Half the body, then the connection is cut.
     await new Promise<void>((resolve) => {
-      const req = request(`${address}${path}`, { method: 'PUT', headers: { ...auth, 'content-type': 'application/octet-stream', 'content-length': String(body.length) } });
+      const req = request(`${address}${path}`, {
+        method: 'PUT',
+        headers: { ...auth, 'content-type': 'application/octet-stream', 'content-length': String(body.length) },
+      });
       req.on('error', () => resolve());
       req.write(body.subarray(0, body.length >> 1), () => setTimeout(() => req.destroy(), 200));
     });
     // The server notices, fails the upload and removes its temporary file.
     const temp = join(h.storeRoot, '.tmp~');
-    for (let i = 0; i < 100 && existsSync(temp) && readdirSync(temp).length > 0; i++) await new Promise((r) => setTimeout(r, 100));
+    for (let i = 0; i < 100 && existsSync(temp) && readdirSync(temp).length > 0; i++)
+      await new Promise((r) => setTimeout(r, 100));
     assert.deepEqual(existsSync(temp) ? readdirSync(temp) : [], [], `${what}: a temporary file was left behind`);
     assert.equal(existsSync(join(h.storeRoot, 'main', 'nar', big.fileName)), false, what);
     assert.equal(nars.get(h.main.id, big.fileName), undefined, what);
   }
   // The same uploads, whole, go through.
   assert.equal((await putNar(h, big, auth)).statusCode, 204);
-  const res = await h.request('PUT', uploads[1]![1], { body: uploads[1]![2], headers: { ...auth, 'content-type': 'application/x-narhub-path' } });
+  const res = await h.request('PUT', uploads[1]![1], {
+    body: uploads[1]![2],
+    headers: { ...auth, 'content-type': 'application/x-narhub-path' },
+  });
   assert.equal(res.statusCode, 201, res.body);
 });

@@ -9,7 +9,16 @@ import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import { buildApp, narinfoFastPathOf } from '../../../src/http/app.js';
 import type { NarinfoFastPath } from '../../../src/http/narinfo-fast-path.js';
-import { basic, bearer, buildTestApp, makePath, putNarinfo, randomHashPart, upload, type TestApp } from '../../helpers/build-app.js';
+import {
+  basic,
+  bearer,
+  buildTestApp,
+  makePath,
+  putNarinfo,
+  randomHashPart,
+  upload,
+  type TestApp,
+} from '../../helpers/build-app.js';
 
 interface RawResponse {
   statusLine: string;
@@ -19,7 +28,13 @@ interface RawResponse {
 }
 
 /** One request on a fresh connection, read byte for byte (the body by its Content-Length). */
-function rawRequest(port: number, method: string, path: string, headers: Record<string, string> = {}, version = '1.1'): Promise<RawResponse> {
+function rawRequest(
+  port: number,
+  method: string,
+  path: string,
+  headers: Record<string, string> = {},
+  version = '1.1',
+): Promise<RawResponse> {
   return new Promise((resolve, reject) => {
     const socket = connect(port, '127.0.0.1');
     const chunks: Buffer[] = [];
@@ -48,8 +63,12 @@ function rawRequest(port: number, method: string, path: string, headers: Record<
       else reject(new Error(`connection closed before a whole response to ${method} ${path}`));
     });
     socket.on('error', reject);
-    const head = [`${method} ${path} HTTP/${version}`, 'Host: localhost', ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`)];
-    socket.write(head.join('\r\n') + '\r\n\r\n');
+    const head = [
+      `${method} ${path} HTTP/${version}`,
+      'Host: localhost',
+      ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`),
+    ];
+    socket.write(`${head.join('\r\n')}\r\n\r\n`);
   });
 }
 
@@ -59,7 +78,12 @@ interface Pair {
   plain: FastifyInstance;
   fastPath: NarinfoFastPath;
   /** Asks both servers; asserts identical answers; returns the answer and whether the fast path took it. */
-  same(method: string, path: string, headers?: Record<string, string>, version?: string): Promise<RawResponse & { fastPath: boolean }>;
+  same(
+    method: string,
+    path: string,
+    headers?: Record<string, string>,
+    version?: string,
+  ): Promise<RawResponse & { fastPath: boolean }>;
 }
 
 async function pair(t: TestContext): Promise<Pair> {
@@ -108,7 +132,11 @@ test('fast path: a hit (GET and HEAD) is answered by it, byte for byte as the ro
   assert.equal(get.statusLine, 'HTTP/1.1 200 OK');
   assert.equal(get.fastPath, true);
   assert.equal(get.body.toString(), (await p.h.request('GET', url)).body);
-  assert.deepEqual(get.headers.slice(0, 3), ['content-type: text/x-nix-narinfo', 'cache-control: public, max-age=3600', `content-length: ${get.body.length}`]);
+  assert.deepEqual(get.headers.slice(0, 3), [
+    'content-type: text/x-nix-narinfo',
+    'cache-control: public, max-age=3600',
+    `content-length: ${get.body.length}`,
+  ]);
 
   const head = await p.same('HEAD', url);
   assert.equal(head.fastPath, true);
@@ -136,7 +164,7 @@ test('fast path: a new signature is served at once (the memo is forgotten on wri
   const url = `/main/${path.hashPart}.narinfo`;
   const before = await p.same('GET', url);
   assert.equal(before.fastPath, true);
-  const extra = 'other-1:' + Buffer.alloc(64, 7).toString('base64');
+  const extra = `other-1:${Buffer.alloc(64, 7).toString('base64')}`;
   const put = await putNarinfo(p.h, path.hashPart, path.narinfo({ sigs: [extra] }), basic(p.h.tokens.write));
   assert.equal(put.statusCode, 204, put.body);
   const after = await p.same('GET', url);
@@ -225,10 +253,21 @@ test('fast path: private caches and tokens are left to the route, revocation inc
 
 test('fast path: same server settings as Fastify sets; off with logRequests; stops when closing', async (t) => {
   const p = await pair(t);
-  for (const key of ['keepAliveTimeout', 'requestTimeout', 'headersTimeout', 'timeout', 'maxRequestsPerSocket'] as const) {
+  for (const key of [
+    'keepAliveTimeout',
+    'requestTimeout',
+    'headersTimeout',
+    'timeout',
+    'maxRequestsPerSocket',
+  ] as const) {
     assert.equal(p.fast.server[key], p.plain.server[key], key);
   }
-  const logging = await buildApp({ service: p.h.service, maxNarSize: 1 << 20, maxSmallFileSize: 1 << 20, logRequests: true });
+  const logging = await buildApp({
+    service: p.h.service,
+    maxNarSize: 1 << 20,
+    maxSmallFileSize: 1 << 20,
+    logRequests: true,
+  });
   t.after(() => logging.close());
   assert.equal(narinfoFastPathOf(logging), undefined);
 

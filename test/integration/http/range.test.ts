@@ -63,7 +63,10 @@ test('several ranges, or a non-bytes unit, are answered with the whole file (200
 test('a range on a pending NAR is still 404', async (t) => {
   const h = await buildTestApp(t);
   const path = makePath();
-  const put = await h.request('PUT', `/main/nar/${path.fileName}`, { body: path.file, headers: { authorization: `Bearer ${h.tokens.write}` } });
+  const put = await h.request('PUT', `/main/nar/${path.fileName}`, {
+    body: path.file,
+    headers: { authorization: `Bearer ${h.tokens.write}` },
+  });
   assert.equal(put.statusCode, 204, put.body);
   const res = await h.request('GET', `/main/nar/${path.fileName}`, { headers: { range: 'bytes=0-0' } });
   assert.equal(res.statusCode, 404);

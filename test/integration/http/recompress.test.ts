@@ -16,7 +16,9 @@ import { parseNarInfo } from '../../../src/nix/narinfo.js';
 import { verifyNarInfoSig } from '../../../src/nix/signing.js';
 import { basic, buildTestApp, fileHashOf, makePath, nix32Of, upload, type TestApp } from '../../helpers/build-app.js';
 
-async function withRecompressingCache(t: Parameters<typeof buildTestApp>[0]): Promise<{ h: TestApp; auth: Record<string, string> }> {
+async function withRecompressingCache(
+  t: Parameters<typeof buildTestApp>[0],
+): Promise<{ h: TestApp; auth: Record<string, string> }> {
   const h = await buildTestApp(t);
   await h.service.registry.create('rz', { private: false, priority: 40, recompressToZstd: true });
   h.service.recompressor.start();
@@ -77,11 +79,17 @@ test('superseded files are swept only after their grace period and while no path
   // A second path with the very same xz file re-claims it (as Nix does after HEAD says 200) ...
   const twin = makePath({ name: 'twin', tree: path.tree, compression: 'xz' });
   assert.equal(twin.fileName, path.fileName);
-  const res = await h.request('PUT', `/rz/${twin.hashPart}.narinfo`, { body: twin.narinfo(), headers: { ...auth, 'content-type': 'text/x-nix-narinfo' } });
+  const res = await h.request('PUT', `/rz/${twin.hashPart}.narinfo`, {
+    body: twin.narinfo(),
+    headers: { ...auth, 'content-type': 'text/x-nix-narinfo' },
+  });
   assert.equal(res.statusCode, 204, res.body);
   // ... and is moved onto the shared zstd file in turn.
   await h.service.recompressor.idle();
-  assert.equal(parseNarInfo((await h.request('GET', `/rz/${twin.hashPart}.narinfo`)).body).url, `nar/${nix32Of(path.nar)}.nar.zst`);
+  assert.equal(
+    parseNarInfo((await h.request('GET', `/rz/${twin.hashPart}.narinfo`)).body).url,
+    `nar/${nix32Of(path.nar)}.nar.zst`,
+  );
 
   await new Promise((resolve) => setTimeout(resolve, 5));
   assert.deepEqual(await h.service.recompressor.sweepSuperseded(0), { removed: 1 });
@@ -114,10 +122,20 @@ test('reindex restores paths whose files narhub named by NarHash (native uploads
   await h.service.recompressor.idle();
   const native = makePath({ name: 'native' });
   const body = Buffer.concat([
-    Buffer.from(JSON.stringify({ storePath: native.storePath, narHash: fileHashOf(native.nar), narSize: native.nar.length, references: [] }) + '\n'),
+    Buffer.from(
+      `${JSON.stringify({
+        storePath: native.storePath,
+        narHash: fileHashOf(native.nar),
+        narSize: native.nar.length,
+        references: [],
+      })}\n`,
+    ),
     native.nar,
   ]);
-  const put = await h.request('PUT', `/api/v1/caches/rz/paths/${native.hashPart}`, { body, headers: { ...auth, 'content-type': 'application/x-narhub-path' } });
+  const put = await h.request('PUT', `/api/v1/caches/rz/paths/${native.hashPart}`, {
+    body,
+    headers: { ...auth, 'content-type': 'application/x-narhub-path' },
+  });
   assert.equal(put.statusCode, 201, put.body);
 
   const dir = mkdtempSync(join(tmpdir(), 'narhub-reindex-'));
@@ -132,8 +150,14 @@ test('reindex restores paths whose files narhub named by NarHash (native uploads
     rmSync(dir, { recursive: true, force: true });
   });
   const warnings: string[] = [];
-  await reindex({ db, store, keysDir: join(h.dataDir, 'keys') }, { cache: 'rz', settingsFor: () => ({ private: false }), warn: (m) => void warnings.push(m) });
-  assert.deepEqual(warnings.filter((w) => /skipped/.test(w)), []);
+  await reindex(
+    { db, store, keysDir: join(h.dataDir, 'keys') },
+    { cache: 'rz', settingsFor: () => ({ private: false }), warn: (m) => void warnings.push(m) },
+  );
+  assert.deepEqual(
+    warnings.filter((w) => /skipped/.test(w)),
+    [],
+  );
   for (const path of [recompressed, native]) {
     const before = await h.request('GET', `/rz/${path.hashPart}.narinfo`);
     const after = await app.inject({ method: 'GET', url: `/rz/${path.hashPart}.narinfo` });

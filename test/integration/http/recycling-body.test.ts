@@ -20,7 +20,9 @@ async function setup(t: Parameters<typeof makeTempDir>[0], size: number) {
   await store.put('main/nar/x.nar', data);
   const reads: { read: BlobRead; recycled: number }[] = [];
   const server: Server = createServer((req, res) => {
-    const range = req.headers.range ? { start: Number(req.headers.range.split('-')[0]), end: Number(req.headers.range.split('-')[1]) } : undefined;
+    const range = req.headers.range
+      ? { start: Number(req.headers.range.split('-')[0]), end: Number(req.headers.range.split('-')[1]) }
+      : undefined;
     void store.get('main/nar/x.nar', range ? { range } : {}).then((read) => {
       const entry = { read: read!, recycled: 0 };
       const recycle = read!.recycle!;

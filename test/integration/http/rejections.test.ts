@@ -35,13 +35,21 @@ function assertRejected(res: LightMyRequestResponse, status: number, code: strin
   assert.match(res.headers['content-type'] as string, /^text\/plain\b/);
 }
 
-async function assertNothingVisible(h: TestApp, path: Pick<TestPath, 'hashPart' | 'fileName'>, cache = 'main'): Promise<void> {
+async function assertNothingVisible(
+  h: TestApp,
+  path: Pick<TestPath, 'hashPart' | 'fileName'>,
+  cache = 'main',
+): Promise<void> {
   assert.deepEqual(await visibility(h, path, cache), { narinfo: 404, narHead: 404, narGet: 404 });
 }
 
 /** No bytes of a refused NAR under its name in the blob store, and no leftover temp file. */
 function assertNotStored(h: TestApp, fileName: string, cache = 'main'): void {
-  assert.equal(existsSync(join(h.storeRoot, cache, 'nar', fileName)), false, `${fileName} must not be in the blob store`);
+  assert.equal(
+    existsSync(join(h.storeRoot, cache, 'nar', fileName)),
+    false,
+    `${fileName} must not be in the blob store`,
+  );
   const temp = join(h.storeRoot, '.tmp~');
   assert.deepEqual(existsSync(temp) ? readdirSync(temp) : [], [], 'no temp files left behind');
 }
@@ -49,7 +57,10 @@ function assertNotStored(h: TestApp, fileName: string, cache = 'main'): void {
 /** A NAR of one regular file `hello\n` (spec §7.5): contents at offset 96, padding at 102-103. */
 const helloNar = () => narBytes({ type: 'regular', contents: Buffer.from('hello\n') });
 
-function invalidUpload(nar: Buffer, compression: 'none' | 'zstd' | 'xz' = 'none'): { file: Buffer; fileName: string; hashPart: string } {
+function invalidUpload(
+  nar: Buffer,
+  compression: 'none' | 'zstd' | 'xz' = 'none',
+): { file: Buffer; fileName: string; hashPart: string } {
   const file = compressBytes(nar, compression);
   return { file, fileName: narFileNameFor(file, compression), hashPart: randomHashPart() };
 }
@@ -76,7 +87,13 @@ test('structurally invalid NARs whose file name hash is correct: NAR_INVALID', a
   const h = await buildTestApp(t);
 
   // Unsorted directory entries: swap the names of two same-length entries.
-  const sorted = narBytes({ type: 'directory', entries: { x1: { type: 'regular', contents: Buffer.from('one') }, x2: { type: 'regular', contents: Buffer.from('two') } } });
+  const sorted = narBytes({
+    type: 'directory',
+    entries: {
+      x1: { type: 'regular', contents: Buffer.from('one') },
+      x2: { type: 'regular', contents: Buffer.from('two') },
+    },
+  });
   const unsorted = Buffer.from(sorted);
   const i1 = unsorted.indexOf('x1');
   const i2 = unsorted.indexOf('x2');
@@ -130,7 +147,8 @@ test('structurally invalid NARs whose file name hash is correct: NAR_INVALID', a
       ['truncated', good.subarray(0, good.length - 7)],
       ['cut in half', good.subarray(0, Math.floor(good.length / 2))],
     ];
-    if (compression !== 'br') variants.push(['garbage after the stream', Buffer.concat([good, Buffer.from('garbage!garbage!')])]);
+    if (compression !== 'br')
+      variants.push(['garbage after the stream', Buffer.concat([good, Buffer.from('garbage!garbage!')])]);
     for (const [what, corrupt] of variants) {
       const corruptName = `${nix32Of(corrupt)}.nar${COMPRESSION_EXTENSION[compression]}`;
       const res = await putNar(h, { file: corrupt, fileName: corruptName }, basic(h.tokens.write));
@@ -142,7 +160,11 @@ test('structurally invalid NARs whose file name hash is correct: NAR_INVALID', a
 
   // An empty body.
   const empty = Buffer.alloc(0);
-  assertRejected(await putNar(h, { file: empty, fileName: `${nix32Of(empty)}.nar` }, basic(h.tokens.write)), 400, 'NAR_INVALID');
+  assertRejected(
+    await putNar(h, { file: empty, fileName: `${nix32Of(empty)}.nar` }, basic(h.tokens.write)),
+    400,
+    'NAR_INVALID',
+  );
 });
 
 test('narinfo claims that differ from the uploaded NAR are refused and the path stays invisible', async (t) => {
@@ -176,7 +198,11 @@ test('a .nar holding gzip is gzip, not none, and the extension must fit the byte
   const h = await buildTestApp(t);
   const gz = makePath({ compression: 'gzip' });
   assert.equal((await putNar(h, gz, basic(h.tokens.write))).statusCode, 204);
-  assertRejected(await putNarinfo(h, gz.hashPart, gz.narinfo({ compression: 'none' }), basic(h.tokens.write)), 400, 'COMPRESSION_MISMATCH');
+  assertRejected(
+    await putNarinfo(h, gz.hashPart, gz.narinfo({ compression: 'none' }), basic(h.tokens.write)),
+    400,
+    'COMPRESSION_MISMATCH',
+  );
   await assertNothingVisible(h, gz);
 
   // xz bytes under a .zst name (named by their true hash), and zstd bytes under .nar.
@@ -207,7 +233,12 @@ test('URL must name a NAR uploaded to this cache', async (t) => {
   await assertNothingVisible(h, path);
   // Uploaded, but the URL points elsewhere.
   await putNar(h, path, basic(h.tokens.write));
-  for (const url of [`https://elsewhere.example/nar/${path.fileName}`, `/nar/${path.fileName}`, `nar/../nar/${path.fileName}`, path.fileName]) {
+  for (const url of [
+    `https://elsewhere.example/nar/${path.fileName}`,
+    `/nar/${path.fileName}`,
+    `nar/../nar/${path.fileName}`,
+    path.fileName,
+  ]) {
     const res = await putNarinfo(h, path.hashPart, path.narinfo({ url }), basic(h.tokens.write));
     assert.ok(res.statusCode === 400, `URL ${url}: ${res.statusCode} ${res.body}`);
     assert.match(res.body, /^(NARINFO_INVALID|NAR_NOT_UPLOADED): [^\n]+\n$/);
@@ -264,7 +295,11 @@ test('malformed narinfos are refused with the line at fault', async (t) => {
   for (const [what, text] of cases) {
     const res = await putNarinfo(h, path.hashPart, text, basic(h.tokens.write));
     assert.equal(res.statusCode, 400, `${what}: ${res.statusCode} ${res.body}`);
-    assert.match(res.body, /^(NARINFO_PARSE_ERROR|NARINFO_INVALID|HASH_INVALID): [^\n]+\n$/, `${what}: ${JSON.stringify(res.body)}`);
+    assert.match(
+      res.body,
+      /^(NARINFO_PARSE_ERROR|NARINFO_INVALID|HASH_INVALID): [^\n]+\n$/,
+      `${what}: ${JSON.stringify(res.body)}`,
+    );
     await assertNothingVisible(h, path);
   }
 });
@@ -292,7 +327,14 @@ test('StorePath must belong at the URL hash; invalid hash parts and NAR names ar
 
   // NAR file names: not <nix32 sha256>.nar[ext].
   const hash = nix32Of(path.file);
-  for (const name of ['foo.nar', `${hash}.nar.gz`, `${hash}.tar`, `${hash.slice(1)}.nar`, `${hash.replace(/^./, 'e')}.nar`, `${hash}.nar.xz.xz`]) {
+  for (const name of [
+    'foo.nar',
+    `${hash}.nar.gz`,
+    `${hash}.tar`,
+    `${hash.slice(1)}.nar`,
+    `${hash.replace(/^./, 'e')}.nar`,
+    `${hash}.nar.xz.xz`,
+  ]) {
     const r = await putNar(h, { file: path.file, fileName: name }, basic(h.tokens.write));
     assertRejected(r, 400, 'BAD_REQUEST');
     assertNotStored(h, name);
@@ -327,14 +369,17 @@ test('bodies over the configured maxima are 413', async (t) => {
 
   const drv = `${randomHashPart()}-big.drv`;
   assertRejected(
-    await h.request('PUT', `/main/log/${drv}`, { body: 'l'.repeat(301), headers: { ...basic(h.tokens.write), 'content-type': 'text/plain; charset=utf-8' } }),
+    await h.request('PUT', `/main/log/${drv}`, {
+      body: 'l'.repeat(301),
+      headers: { ...basic(h.tokens.write), 'content-type': 'text/plain; charset=utf-8' },
+    }),
     413,
     'BODY_TOO_LARGE',
   );
   assert.equal((await h.request('GET', `/main/log/${drv}`)).statusCode, 404);
 });
 
-test('writes need a write token for this cache: 401 without, 403 with read or another cache\'s token', async (t) => {
+test("writes need a write token for this cache: 401 without, 403 with read or another cache's token", async (t) => {
   const h = await buildTestApp(t, { caches: [{ name: 'other' }] });
   const path = makePath({ compression: 'zstd' });
   const drv = `${randomHashPart()}-x.drv`;
@@ -352,10 +397,16 @@ test('writes need a write token for this cache: 401 without, 403 with read or an
     assertRejected(nar, status, code);
     if (status === 401) assert.match(nar.headers['www-authenticate'] as string, /^Basic\b/, what);
     assertNotStored(h, path.fileName);
-    const log = await h.request('PUT', `/main/log/${drv}`, { body: 'log', headers: { ...auth, 'content-type': 'text/plain' } });
+    const log = await h.request('PUT', `/main/log/${drv}`, {
+      body: 'log',
+      headers: { ...auth, 'content-type': 'text/plain' },
+    });
     assertRejected(log, status, code);
     assert.equal((await h.request('GET', `/main/log/${drv}`)).statusCode, 404);
-    const ls = await h.request('PUT', `/main/${path.hashPart}.ls`, { body: '{"version":1,"root":{"type":"regular","size":1}}', headers: { ...auth, 'content-type': 'application/json' } });
+    const ls = await h.request('PUT', `/main/${path.hashPart}.ls`, {
+      body: '{"version":1,"root":{"type":"regular","size":1}}',
+      headers: { ...auth, 'content-type': 'application/json' },
+    });
     assertRejected(ls, status, code);
   }
 
@@ -371,7 +422,7 @@ test('writes need a write token for this cache: 401 without, 403 with read or an
   assert.equal((await putNarinfo(h, path.hashPart, path.narinfo(), basic(h.tokens.admin))).statusCode, 204);
 });
 
-test('a narinfo PUT that changes an existing path\'s content is 409 and changes nothing', async (t) => {
+test("a narinfo PUT that changes an existing path's content is 409 and changes nothing", async (t) => {
   const h = await buildTestApp(t);
   const dep = makePath({ name: 'dep' });
   await upload(h, dep);

@@ -6,7 +6,11 @@ import { parseNarInfo } from '../../../src/nix/narinfo.js';
 import { generateKeyPair, publicKeyOf, signNarInfo, verifyNarInfoSig } from '../../../src/nix/signing.js';
 import { basic, buildTestApp, makePath, putNar, putNarinfo, randomHashPart, upload } from '../../helpers/build-app.js';
 
-const withoutSigs = (text: string) => text.split('\n').filter((l) => !l.startsWith('Sig: ')).join('\n');
+const withoutSigs = (text: string) =>
+  text
+    .split('\n')
+    .filter((l) => !l.startsWith('Sig: '))
+    .join('\n');
 
 test('re-PUT with an extra valid signature adds it, sorted, and never changes content', async (t) => {
   const h = await buildTestApp(t);
@@ -39,7 +43,12 @@ test('re-PUT with an extra valid signature adds it, sorted, and never changes co
   // URL): the signature is added, the content stays.
   const key2 = generateKeyPair('zzz-signer-1');
   const extra2 = signNarInfo(key2.secret, firstInfo);
-  const sneaky = path.narinfo({ sigs: [extra2], deriver: `${randomHashPart()}-evil.drv`, fileHash: undefined, fileSize: undefined });
+  const sneaky = path.narinfo({
+    sigs: [extra2],
+    deriver: `${randomHashPart()}-evil.drv`,
+    fileHash: undefined,
+    fileSize: undefined,
+  });
   const res2 = await putNarinfo(h, path.hashPart, sneaky, basic(h.tokens.write));
   assert.equal(res2.statusCode, 204, res2.body);
   const third = (await h.request('GET', `/main/${path.hashPart}.narinfo`)).body;
@@ -51,7 +60,7 @@ test('re-PUT with an extra valid signature adds it, sorted, and never changes co
   assert.ok((await h.request('GET', `/main/nar/${path.fileName}`)).rawPayload.equals(path.file));
 });
 
-test('a forged signature under the cache\'s own key name is refused, on first PUT and on re-PUT', async (t) => {
+test("a forged signature under the cache's own key name is refused, on first PUT and on re-PUT", async (t) => {
   const h = await buildTestApp(t);
   const path = makePath();
   await putNar(h, path, basic(h.tokens.write));
@@ -87,7 +96,12 @@ test('malformed Sig values are refused', async (t) => {
   const h = await buildTestApp(t);
   const path = makePath();
   await putNar(h, path, basic(h.tokens.write));
-  const cases = ['nokeyname', 'k:notbase64!!', `k:${encodeBase64(new Uint8Array(63))}`, `:${encodeBase64(new Uint8Array(64))}`];
+  const cases = [
+    'nokeyname',
+    'k:notbase64!!',
+    `k:${encodeBase64(new Uint8Array(63))}`,
+    `:${encodeBase64(new Uint8Array(64))}`,
+  ];
   for (const sig of cases) {
     const text = path.narinfo().replace('References: \n', `References: \nSig: ${sig}\n`);
     const res = await putNarinfo(h, path.hashPart, text, basic(h.tokens.write));

@@ -2,7 +2,15 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { brotliCompressSync, brotliDecompressSync } from 'node:zlib';
-import { basic, buildTestApp, makePath, putNar, putNarinfo, randomHashPart, type TestApp } from '../../helpers/build-app.js';
+import {
+  basic,
+  buildTestApp,
+  makePath,
+  putNar,
+  putNarinfo,
+  randomHashPart,
+  type TestApp,
+} from '../../helpers/build-app.js';
 
 async function getAndHead(h: TestApp, url: string) {
   const get = await h.request('GET', url);
@@ -25,7 +33,10 @@ test('logs: PUT log/<drv>, GET returns it with its content type; re-PUT replaces
   assert.equal((await getAndHead(h, url)).statusCode, 404);
 
   const log = 'building…\nmake: Nothing to be done.\n';
-  const put = await h.request('PUT', url, { body: log, headers: { ...w, 'content-type': 'text/plain; charset=utf-8' } });
+  const put = await h.request('PUT', url, {
+    body: log,
+    headers: { ...w, 'content-type': 'text/plain; charset=utf-8' },
+  });
   assert.equal(put.statusCode, 204, put.body);
   const got = await getAndHead(h, url);
   assert.equal(got.statusCode, 200);
@@ -34,7 +45,10 @@ test('logs: PUT log/<drv>, GET returns it with its content type; re-PUT replaces
   assert.equal(got.headers['content-encoding'], undefined);
 
   // `nix store copy-log` again: upsert.
-  const put2 = await h.request('PUT', url, { body: 'second attempt\n', headers: { ...w, 'content-type': 'text/plain; charset=utf-8' } });
+  const put2 = await h.request('PUT', url, {
+    body: 'second attempt\n',
+    headers: { ...w, 'content-type': 'text/plain; charset=utf-8' },
+  });
   assert.equal(put2.statusCode, 204);
   assert.equal((await h.request('GET', url)).body, 'second attempt\n');
 
@@ -48,7 +62,7 @@ test('logs: PUT log/<drv>, GET returns it with its content type; re-PUT replaces
 test('logs uploaded with a Content-Encoding are served with it (Nix 2.32+ log-compression)', async (t) => {
   const h = await buildTestApp(t);
   const drv = `${randomHashPart()}-compressed.drv`;
-  const log = 'x'.repeat(2000) + '\n';
+  const log = `${'x'.repeat(2000)}\n`;
   const body = brotliCompressSync(Buffer.from(log));
   const put = await h.request('PUT', `/main/log/${drv}`, {
     body,
@@ -107,7 +121,10 @@ test('debuginfo: PUT then HEAD 200; a second PUT does not overwrite', async (t) 
   const buildId = 'abcdef0123456789abcdef0123456789abcdef01';
   const url = `/main/debuginfo/${buildId}.debug`;
   assert.equal((await h.request('HEAD', url)).statusCode, 404);
-  const first = JSON.stringify({ archive: '../nar/first.nar.xz', member: 'lib/debug/.build-id/ab/cdef0123456789abcdef0123456789abcdef01.debug' });
+  const first = JSON.stringify({
+    archive: '../nar/first.nar.xz',
+    member: 'lib/debug/.build-id/ab/cdef0123456789abcdef0123456789abcdef01.debug',
+  });
   assert.equal((await h.request('PUT', url, { body: first, headers: w })).statusCode, 204);
   assert.equal((await h.request('HEAD', url)).statusCode, 200);
   const second = JSON.stringify({ archive: '../nar/second.nar.xz', member: 'lib/debug/.build-id/ab/x.debug' });
@@ -122,7 +139,7 @@ test('debuginfo: PUT then HEAD 200; a second PUT does not overwrite', async (t) 
   }
 });
 
-test('<hash>.ls is served only once its path is committed, and it is narhub\'s own listing', async (t) => {
+test("<hash>.ls is served only once its path is committed, and it is narhub's own listing", async (t) => {
   const h = await buildTestApp(t);
   const w = basic(h.tokens.write);
   const contents = Buffer.from('just some data, 33 bytes long...\n');
@@ -155,7 +172,14 @@ test('<hash>.ls is served only once its path is committed, and it is narhub\'s o
   const got = await getAndHead(h, url);
   assert.equal(got.statusCode, 200, got.body);
   assert.match(got.headers['content-type'] as string, /^application\/json\b/);
-  type Node = { type: string; size?: number; executable?: boolean; narOffset?: number; target?: string; entries?: Record<string, Node> };
+  type Node = {
+    type: string;
+    size?: number;
+    executable?: boolean;
+    narOffset?: number;
+    target?: string;
+    entries?: Record<string, Node>;
+  };
   const listing = JSON.parse(got.body) as { version: number; root: Node };
   assert.equal(listing.version, 1);
   const root = listing.root;
@@ -172,7 +196,10 @@ test('<hash>.ls is served only once its path is committed, and it is narhub\'s o
   assert.deepEqual(root.entries!.link, { type: 'symlink', target: 'bin/hello' });
   assert.deepEqual(root.entries!.share, { type: 'directory', entries: {} });
   // narOffset points at the file's bytes inside the uncompressed NAR.
-  for (const [node, bytes] of [[hello, script], [data, contents]] as const) {
+  for (const [node, bytes] of [
+    [hello, script],
+    [data, contents],
+  ] as const) {
     assert.ok(path.nar.subarray(node.narOffset!, node.narOffset! + node.size!).equals(bytes), 'narOffset');
   }
 
@@ -182,6 +209,9 @@ test('<hash>.ls is served only once its path is committed, and it is narhub\'s o
 
   // Malformed listing uploads are refused.
   const other = randomHashPart();
-  const bad = await h.request('PUT', `/main/${other}.ls`, { body: '{"version":2}', headers: { ...w, 'content-type': 'application/json' } });
+  const bad = await h.request('PUT', `/main/${other}.ls`, {
+    body: '{"version":2}',
+    headers: { ...w, 'content-type': 'application/json' },
+  });
   assert.equal(bad.statusCode, 400, bad.body);
 });

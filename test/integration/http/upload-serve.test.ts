@@ -46,11 +46,15 @@ async function assertServed(h: TestApp, path: TestPath, uploaderSigs: string[] =
   assert.equal(info.narHash, fileHashOf(path.nar), 'NarHash is served as sha256:<nix32>');
   assert.equal(info.narSize, path.nar.length);
   assert.deepEqual(info.references, [...path.references].sort());
-  if (path.references.length === 0) assert.ok(text.includes('\nReferences: \n'), `empty References keeps its trailing space:\n${text}`);
+  if (path.references.length === 0)
+    assert.ok(text.includes('\nReferences: \n'), `empty References keeps its trailing space:\n${text}`);
 
   // Signed by the cache's own key, verifiable with the public key `cache info` shows.
   const keys = h.publicKeys('main');
-  assert.deepEqual(keys.map((k) => k.name), ['main-1']);
+  assert.deepEqual(
+    keys.map((k) => k.name),
+    ['main-1'],
+  );
   const own = info.sigs.filter((s) => s.startsWith('main-1:'));
   assert.equal(own.length, 1, `one main-1 signature in:\n${text}`);
   assert.ok(verifyNarInfoSig(keys, info, own[0]!), 'the main-1 signature verifies');
@@ -59,10 +63,29 @@ async function assertServed(h: TestApp, path: TestPath, uploaderSigs: string[] =
   assert.equal(info.sigs.length, 1 + uploaderSigs.length);
 
   // Nix's field order.
-  const keysInOrder = text.trimEnd().split('\n').map((l) => l.slice(0, l.indexOf(':')));
-  const order = ['StorePath', 'URL', 'Compression', 'FileHash', 'FileSize', 'NarHash', 'NarSize', 'References', 'Deriver', 'System', 'Sig', 'CA'];
+  const keysInOrder = text
+    .trimEnd()
+    .split('\n')
+    .map((l) => l.slice(0, l.indexOf(':')));
+  const order = [
+    'StorePath',
+    'URL',
+    'Compression',
+    'FileHash',
+    'FileSize',
+    'NarHash',
+    'NarSize',
+    'References',
+    'Deriver',
+    'System',
+    'Sig',
+    'CA',
+  ];
   const ranks = keysInOrder.map((k) => order.indexOf(k));
-  assert.ok(ranks.every((r, i) => r >= 0 && (i === 0 || r >= ranks[i - 1]!)), `field order: ${keysInOrder.join(', ')}`);
+  assert.ok(
+    ranks.every((r, i) => r >= 0 && (i === 0 || r >= ranks[i - 1]!)),
+    `field order: ${keysInOrder.join(', ')}`,
+  );
 
   // HEAD of the narinfo: same headers, no body.
   const head = await h.request('HEAD', `/main/${path.hashPart}.narinfo`);
@@ -98,9 +121,15 @@ for (const { compression, ext } of COMPRESSIONS) {
     const uploaderSig = signNarInfo(uploader.secret, path.info());
 
     const putN = await putNar(h, path, basic(h.tokens.write));
-    assert.ok(putN.statusCode >= 200 && putN.statusCode < 300 && putN.statusCode !== 202, `PUT nar → ${putN.statusCode} ${putN.body}`);
+    assert.ok(
+      putN.statusCode >= 200 && putN.statusCode < 300 && putN.statusCode !== 202,
+      `PUT nar → ${putN.statusCode} ${putN.body}`,
+    );
     const putI = await putNarinfo(h, path.hashPart, path.narinfo({ sigs: [uploaderSig] }), basic(h.tokens.write));
-    assert.ok(putI.statusCode >= 200 && putI.statusCode < 300 && putI.statusCode !== 202, `PUT narinfo → ${putI.statusCode} ${putI.body}`);
+    assert.ok(
+      putI.statusCode >= 200 && putI.statusCode < 300 && putI.statusCode !== 202,
+      `PUT narinfo → ${putI.statusCode} ${putI.body}`,
+    );
 
     await assertServed(h, path, [uploaderSig]);
     // The uploader's signature still verifies against the served (normalised) narinfo.
@@ -109,7 +138,7 @@ for (const { compression, ext } of COMPRESSIONS) {
   });
 }
 
-test('the served narinfo is narhub\'s own: NarHash in any accepted encoding, FileHash/FileSize filled in', async (t) => {
+test("the served narinfo is narhub's own: NarHash in any accepted encoding, FileHash/FileSize filled in", async (t) => {
   const h = await buildTestApp(t);
   const path = makePath({ compression: 'zstd' });
   const narHashHex = formatHash(parseHash(fileHashOf(path.nar)), 'base16');
@@ -125,7 +154,12 @@ test('the served narinfo is narhub\'s own: NarHash in any accepted encoding, Fil
 
   const other = makePath({ compression: 'xz' });
   await putNar(h, other, basic(h.tokens.write));
-  const sri = await putNarinfo(h, other.hashPart, other.narinfo({ narHash: narHashSriFor(other) }), basic(h.tokens.write));
+  const sri = await putNarinfo(
+    h,
+    other.hashPart,
+    other.narinfo({ narHash: narHashSriFor(other) }),
+    basic(h.tokens.write),
+  );
   assert.equal(sri.statusCode, 204, sri.body);
   await assertServed(h, other);
 });
@@ -215,7 +249,9 @@ test('CA, System and Deriver survive normalisation; Deriver unknown-deriver mean
   assert.ok(text.endsWith(`CA: ${ca}\n`), 'CA comes last, after the Sig lines');
 
   const other = makePath();
-  await upload(h, other, { narinfo: other.narinfo().replace('References: \n', 'References: \nDeriver: unknown-deriver\n') });
+  await upload(h, other, {
+    narinfo: other.narinfo().replace('References: \n', 'References: \nDeriver: unknown-deriver\n'),
+  });
   assert.equal(parseNarInfo((await h.request('GET', `/main/${other.hashPart}.narinfo`)).body).deriver, undefined);
 });
 
@@ -241,7 +277,10 @@ test('a narinfo uploaded with a Content-Encoding (Nix 2.32+ narinfo-compression)
   // An encoding narhub cannot decode, or a body that is not what the header says.
   const path = makePath();
   await putNar(h, path, basic(h.tokens.write));
-  for (const [encoding, body] of [['compress', Buffer.from(path.narinfo())], ['gzip', Buffer.from(path.narinfo())]] as const) {
+  for (const [encoding, body] of [
+    ['compress', Buffer.from(path.narinfo())],
+    ['gzip', Buffer.from(path.narinfo())],
+  ] as const) {
     const res = await h.request('PUT', `/main/${path.hashPart}.narinfo`, {
       body,
       headers: { ...basic(h.tokens.write), 'content-type': 'text/x-nix-narinfo', 'content-encoding': encoding },

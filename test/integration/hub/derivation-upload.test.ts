@@ -55,23 +55,52 @@ in derivation { name = "top-${nonce}"; system = "x86_64-linux"; builder = "/bin/
   const onReady = (drvPath: string) => {
     const hashPart = drvPath.slice('/nix/store/'.length, '/nix/store/'.length + 32);
     const info = parseNarInfo(service.narinfo(cache, hashPart)!);
-    assert.deepEqual(service.missingPaths(cache, info.references.map((r) => `/nix/store/${r}`)), [], `${drvPath} announced before its references`);
+    assert.deepEqual(
+      service.missingPaths(
+        cache,
+        info.references.map((r) => `/nix/store/${r}`),
+      ),
+      [],
+      `${drvPath} announced before its references`,
+    );
     ready.push(drvPath);
   };
   assert.equal(await uploadDerivationClosure(service, cache, [top], { ...limits, onReady }), closure.length);
-  assert.deepEqual(ready.sort(), closure.filter((p) => p.endsWith('.drv')));
+  assert.deepEqual(
+    ready.sort(),
+    closure.filter((p) => p.endsWith('.drv')),
+  );
   assert.deepEqual(service.missingPaths(cache, closure), []);
   for (const path of closure) {
     const hashPart = path.slice('/nix/store/'.length, '/nix/store/'.length + 32);
     const info = parseNarInfo(service.narinfo(cache, hashPart)!);
-    const want = JSON.parse(execFileSync('nix', ['--extra-experimental-features', 'nix-command', 'path-info', ...(path.endsWith('.drv') ? ['--derivation'] : []), '--json', path], { env: nix.env, encoding: 'utf8' }))[0];
+    const want = JSON.parse(
+      execFileSync(
+        'nix',
+        [
+          '--extra-experimental-features',
+          'nix-command',
+          'path-info',
+          ...(path.endsWith('.drv') ? ['--derivation'] : []),
+          '--json',
+          path,
+        ],
+        { env: nix.env, encoding: 'utf8' },
+      ),
+    )[0];
     assert.equal(info.narSize, want.narSize, path);
     assert.deepEqual(info.references.map((r) => `/nix/store/${r}`).sort(), [...want.references].sort(), path);
     if (path.endsWith('.drv')) assert.equal(info.ca, want.ca, `${path}: text content address`);
-    assert.ok(info.sigs.some((s) => s.startsWith('proj-1:')), 'signed by the cache');
+    assert.ok(
+      info.sigs.some((s) => s.startsWith('proj-1:')),
+      'signed by the cache',
+    );
   }
   // Everything is there: a second call uploads nothing, and says at once that every .drv is ready.
   const again: string[] = [];
   assert.equal(await uploadDerivationClosure(service, cache, [top], { ...limits, onReady: (p) => again.push(p) }), 0);
-  assert.deepEqual(again.sort(), closure.filter((p) => p.endsWith('.drv')));
+  assert.deepEqual(
+    again.sort(),
+    closure.filter((p) => p.endsWith('.drv')),
+  );
 });

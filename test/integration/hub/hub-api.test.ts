@@ -28,8 +28,15 @@ async function setup(t: TestContext) {
   const service = createCacheService({ db, store, keysDir: join(dataDir, 'keys') });
   await service.registry.create('main', { private: false, priority: 40 });
   await service.registry.create('secret', { private: true, priority: 40 });
-  const token = (cache: string, permission: 'read' | 'write' | 'admin') => service.tokens.create({ cachePattern: cache, permission }).token;
-  const hub = createHub({ db, cache: service, config: parseConfig({}).hub, redisUrl: redis.url, logger: pino({ level: 'silent' }) });
+  const token = (cache: string, permission: 'read' | 'write' | 'admin') =>
+    service.tokens.create({ cachePattern: cache, permission }).token;
+  const hub = createHub({
+    db,
+    cache: service,
+    config: parseConfig({}).hub,
+    redisUrl: redis.url,
+    logger: pino({ level: 'silent' }),
+  });
   const app = await buildApp({ service, hub, maxNarSize: 1 << 20, maxSmallFileSize: 1 << 20 });
   await app.ready();
   await hub.start();
@@ -40,14 +47,22 @@ async function setup(t: TestContext) {
     db.close();
     rmSync(dataDir, { recursive: true, force: true });
   });
-  const call = async (method: 'GET' | 'POST' | 'PATCH' | 'DELETE', url: string, o: { token?: string; body?: unknown } = {}) => {
+  const call = async (
+    method: 'GET' | 'POST' | 'PATCH' | 'DELETE',
+    url: string,
+    o: { token?: string; body?: unknown } = {},
+  ) => {
     const res = await app.inject({
       method,
       url: `/api/v1${url}`,
       headers: o.token ? { authorization: `Bearer ${o.token}` } : {},
       ...(o.body === undefined ? {} : { payload: o.body as object }),
     });
-    return { status: res.statusCode, body: res.body ? (JSON.parse(res.body) as any) : undefined, type: res.headers['content-type'] };
+    return {
+      status: res.statusCode,
+      body: res.body ? (JSON.parse(res.body) as any) : undefined,
+      type: res.headers['content-type'],
+    };
   };
   return { redis, call, token, hub, app, db, service };
 }
@@ -67,7 +82,13 @@ test('projects: admin rights on the cache to write, read rights (or a public cac
   const created = await call('POST', '/projects', { body: project, token: admin });
   assert.equal(created.status, 201, JSON.stringify(created.body));
   assert.deepEqual(
-    { systems: created.body.systems, attrs: created.body.attrs, ref: created.body.ref, cache: created.body.cache, priority: created.body.priority },
+    {
+      systems: created.body.systems,
+      attrs: created.body.attrs,
+      ref: created.body.ref,
+      cache: created.body.cache,
+      priority: created.body.priority,
+    },
     { systems: ['x86_64-linux'], attrs: ['checks'], ref: 'main', cache: 'main', priority: 0 },
   );
   assert.equal((await call('POST', '/projects', { body: project, token: admin })).status, 400, 'names are unique');
@@ -84,18 +105,35 @@ test('projects: admin rights on the cache to write, read rights (or a public cac
     assert.equal(res.status, 400, JSON.stringify(bad));
     assert.equal(res.body.code, 'BAD_REQUEST');
   }
-  assert.equal((await call('POST', '/projects', { body: { ...project, name: 'other', cache: 'nope' }, token: admin })).status, 404);
+  assert.equal(
+    (await call('POST', '/projects', { body: { ...project, name: 'other', cache: 'nope' }, token: admin })).status,
+    404,
+  );
 
   // A project of a private cache: readable with a read token of that cache only.
-  assert.equal((await call('POST', '/projects', { body: { ...project, name: 'hidden', cache: 'secret' }, token: admin })).status, 201);
+  assert.equal(
+    (await call('POST', '/projects', { body: { ...project, name: 'hidden', cache: 'secret' }, token: admin })).status,
+    201,
+  );
   assert.equal((await call('GET', '/projects/demo')).status, 200, 'a public cache is readable by anyone');
   assert.equal((await call('GET', '/projects/hidden')).status, 401);
   assert.equal((await call('GET', '/projects/hidden', { token: token('main', 'read') })).status, 401);
   assert.equal((await call('GET', '/projects/hidden', { token: token('secret', 'read') })).status, 200);
-  assert.deepEqual((await call('GET', '/projects')).body.projects.map((p: { name: string }) => p.name), ['demo']);
-  assert.deepEqual((await call('GET', '/projects', { token: token('secret', 'read') })).body.projects.map((p: { name: string }) => p.name), ['demo', 'hidden']);
+  assert.deepEqual(
+    (await call('GET', '/projects')).body.projects.map((p: { name: string }) => p.name),
+    ['demo'],
+  );
+  assert.deepEqual(
+    (await call('GET', '/projects', { token: token('secret', 'read') })).body.projects.map(
+      (p: { name: string }) => p.name,
+    ),
+    ['demo', 'hidden'],
+  );
 
-  const patched = await call('PATCH', '/projects/demo', { body: { ref: 'release', systems: ['x86_64-linux', 'aarch64-linux'] }, token: admin });
+  const patched = await call('PATCH', '/projects/demo', {
+    body: { ref: 'release', systems: ['x86_64-linux', 'aarch64-linux'] },
+    token: admin,
+  });
   assert.equal(patched.status, 200);
   assert.equal(patched.body.ref, 'release');
   assert.deepEqual(patched.body.systems, ['x86_64-linux', 'aarch64-linux']);
@@ -112,15 +150,23 @@ test('an evaluation that cannot even lock its flake fails with the reason; build
   const admin = token('main', 'admin');
   const dir = mkdtempSync(join(tmpdir(), 'narhub-no-flake-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
-  assert.equal((await call('POST', '/projects', { body: { name: 'broken', flake: `path:${dir}`, cache: 'main' }, token: admin })).status, 201);
+  assert.equal(
+    (await call('POST', '/projects', { body: { name: 'broken', flake: `path:${dir}`, cache: 'main' }, token: admin }))
+      .status,
+    201,
+  );
   assert.equal((await call('POST', '/projects/broken/evaluations', { body: {} })).status, 401);
   const started = await call('POST', '/projects/broken/evaluations', { body: { priority: 10 }, token: admin });
   assert.equal(started.status, 202);
   assert.equal(started.body.priority, 10);
-  const ended = await waitFor('the evaluation to fail', async () => {
-    const e = await call('GET', `/evaluations/${started.body.id}`);
-    return e.body.status === 'failed' ? e.body : undefined;
-  }, 60_000);
+  const ended = await waitFor(
+    'the evaluation to fail',
+    async () => {
+      const e = await call('GET', `/evaluations/${started.body.id}`);
+      return e.body.status === 'failed' ? e.body : undefined;
+    },
+    60_000,
+  );
   assert.match(ended.error, /cannot lock/);
   assert.deepEqual(ended.jobs, []);
   assert.equal((await call('GET', '/projects/broken/evaluations')).body.evaluations[0].id, started.body.id);
@@ -137,29 +183,54 @@ test('an evaluation that cannot even lock its flake fails with the reason; build
   const reader = token('main', 'read');
   assert.deepEqual((await call('GET', '/spokes', { token: reader })).body, { spokes: [] });
   const r = new Redis(redis.url);
-  const hb: SpokeHeartbeat = { protocol: 1, id: 'sp1', hostname: 'h', systems: ['x86_64-linux'], features: ['kvm'], maxJobs: 2, load: 0.1, running: [], startedAt: 1, seenAt: 2 };
+  const hb: SpokeHeartbeat = {
+    protocol: 1,
+    id: 'sp1',
+    hostname: 'h',
+    systems: ['x86_64-linux'],
+    features: ['kvm'],
+    maxJobs: 2,
+    load: 0.1,
+    running: [],
+    startedAt: 1,
+    seenAt: 2,
+  };
   await r.set(spokeKey('sp1'), JSON.stringify(hb), 'EX', 20);
   await r.quit();
-  await waitFor('the heartbeat to show', async () => {
-    const { spokes } = (await call('GET', '/spokes', { token: reader })).body as { spokes: { id: string; compatible: boolean }[] };
-    return spokes.length === 1 && spokes[0]!.id === 'sp1' && spokes[0]!.compatible;
-  }, 10_000);
+  await waitFor(
+    'the heartbeat to show',
+    async () => {
+      const { spokes } = (await call('GET', '/spokes', { token: reader })).body as {
+        spokes: { id: string; compatible: boolean }[];
+      };
+      return spokes.length === 1 && spokes[0]!.id === 'sp1' && spokes[0]!.compatible;
+    },
+    10_000,
+  );
   assert.deepEqual((await call('GET', '/queues', { token: reader })).body, { queues: [] });
 });
 
-test('a running build\'s log over HTTP: Server-Sent Events as the spoke writes, then the end; plain text at once', async (t) => {
+test("a running build's log over HTTP: Server-Sent Events as the spoke writes, then the end; plain text at once", async (t) => {
   const { redis, app, db, service, token } = await setup(t);
   const drvHash = '1'.repeat(32);
   createBuildsRepo(db).insert({
-    drvHash, drvPath: `${drvHash}-live.drv`, system: 'x86_64-linux', requiredFeatures: [], outputs: {},
-    queue: 'build-x86_64-linux', cacheId: service.registry.require('main').id, priority: 0,
+    drvHash,
+    drvPath: `${drvHash}-live.drv`,
+    system: 'x86_64-linux',
+    requiredFeatures: [],
+    outputs: {},
+    queue: 'build-x86_64-linux',
+    cacheId: service.registry.require('main').id,
+    priority: 0,
   });
   const writer = new Redis(redis.url);
   t.after(() => writer.quit());
   await writer.xadd(logStreamKey(drvHash), '*', 'data', 'first line\n');
   const url = await app.listen({ host: '127.0.0.1', port: 0 });
 
-  const res = await fetch(`${url}/api/v1/builds/${drvHash}/log`, { headers: { accept: 'text/event-stream', authorization: `Bearer ${token('main', 'read')}` } });
+  const res = await fetch(`${url}/api/v1/builds/${drvHash}/log`, {
+    headers: { accept: 'text/event-stream', authorization: `Bearer ${token('main', 'read')}` },
+  });
   assert.equal(res.status, 200);
   assert.match(res.headers.get('content-type') ?? '', /^text\/event-stream/);
   const reader = res.body!.getReader();
@@ -181,7 +252,9 @@ test('a running build\'s log over HTTP: Server-Sent Events as the spoke writes, 
   assert.doesNotMatch(received, /event: end/, 'the stream stays open while the build runs');
 
   // Plain GET meanwhile: what there is so far, marked partial.
-  const partial = await fetch(`${url}/api/v1/builds/${drvHash}/log`, { headers: { authorization: `Bearer ${token('main', 'read')}` } });
+  const partial = await fetch(`${url}/api/v1/builds/${drvHash}/log`, {
+    headers: { authorization: `Bearer ${token('main', 'read')}` },
+  });
   assert.equal(partial.headers.get('x-narhub-log'), 'partial');
   assert.equal(await partial.text(), 'first line\nsecond line\n');
 
@@ -190,6 +263,8 @@ test('a running build\'s log over HTTP: Server-Sent Events as the spoke writes, 
   await until(/event: end\ndata: queued\n\n$/);
   assert.equal((await reader.read()).done, true);
 
-  const other = await fetch(`${url}/api/v1/builds/${'2'.repeat(32)}/log`, { headers: { accept: 'text/event-stream', authorization: `Bearer ${token('main', 'read')}` } });
+  const other = await fetch(`${url}/api/v1/builds/${'2'.repeat(32)}/log`, {
+    headers: { accept: 'text/event-stream', authorization: `Bearer ${token('main', 'read')}` },
+  });
   assert.equal(other.status, 404);
 });

@@ -7,7 +7,7 @@ import { followLogStream, readLogStream } from '../../../src/hub/logs.js';
 import { logStreamKey } from '../../../src/protocol/build-jobs.js';
 import { startRedis } from '../../helpers/redis.js';
 
-const DRV = '0'.repeat(31) + 'a';
+const DRV = `${'0'.repeat(31)}a`;
 
 test('a follower sees chunks as the spoke writes them and stops at the end-of-file entry', async (t) => {
   const redis = await startRedis(t);
@@ -17,17 +17,28 @@ test('a follower sees chunks as the spoke writes them and stops at the end-of-fi
 
   const seen: { chunk: string; at: number }[] = [];
   const follower = (async () => {
-    for await (const chunk of followLogStream(new Redis(redis.url), DRV, { signal: new AbortController().signal, isOver: () => false })) {
+    for await (const chunk of followLogStream(new Redis(redis.url), DRV, {
+      signal: new AbortController().signal,
+      isOver: () => false,
+    })) {
       seen.push({ chunk, at: Date.now() });
     }
   })();
 
   await sleep(300);
-  assert.deepEqual(seen.map((s) => s.chunk), ['building\n'], 'the backlog arrives first');
+  assert.deepEqual(
+    seen.map((s) => s.chunk),
+    ['building\n'],
+    'the backlog arrives first',
+  );
   const writtenAt = Date.now();
   await writer.xadd(logStreamKey(DRV), '*', 'data', 'step 2\n');
   await sleep(300);
-  assert.deepEqual(seen.map((s) => s.chunk), ['building\n', 'step 2\n'], 'a chunk written later arrives while the build runs');
+  assert.deepEqual(
+    seen.map((s) => s.chunk),
+    ['building\n', 'step 2\n'],
+    'a chunk written later arrives while the build runs',
+  );
   assert.ok(seen[1]!.at >= writtenAt);
   await writer.xadd(logStreamKey(DRV), '*', 'eof', '1');
   await follower;
@@ -41,7 +52,11 @@ test('a follower stops when its client goes away, and when the build is over wit
   const controller = new AbortController();
   const chunks: string[] = [];
   const aborted = (async () => {
-    for await (const chunk of followLogStream(new Redis(redis.url), DRV, { signal: controller.signal, isOver: () => false })) chunks.push(chunk);
+    for await (const chunk of followLogStream(new Redis(redis.url), DRV, {
+      signal: controller.signal,
+      isOver: () => false,
+    }))
+      chunks.push(chunk);
   })();
   await sleep(200);
   controller.abort();
@@ -51,7 +66,11 @@ test('a follower stops when its client goes away, and when the build is over wit
   let over = false;
   const afterEnd: string[] = [];
   const ended = (async () => {
-    for await (const chunk of followLogStream(new Redis(redis.url), DRV, { signal: new AbortController().signal, isOver: () => over })) afterEnd.push(chunk);
+    for await (const chunk of followLogStream(new Redis(redis.url), DRV, {
+      signal: new AbortController().signal,
+      isOver: () => over,
+    }))
+      afterEnd.push(chunk);
   })();
   over = true;
   await ended; // returns after one empty blocking read instead of waiting forever

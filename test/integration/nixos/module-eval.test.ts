@@ -59,10 +59,27 @@ interface Evaluated {
   nixSettings: Record<string, Json>;
 }
 
-async function evaluate(scenario: string, secretsDir = '/var/lib/secrets'): Promise<{ value: Evaluated; text: string }> {
+async function evaluate(
+  scenario: string,
+  secretsDir = '/var/lib/secrets',
+): Promise<{ value: Evaluated; text: string }> {
   const { stdout } = await run(
     'nix-instantiate',
-    ['--eval', '--strict', '--json', HARNESS, '--argstr', 'nixpkgsLib', NIXPKGS_LIB!, '--argstr', 'scenario', scenario, '--argstr', 'secretsDir', secretsDir],
+    [
+      '--eval',
+      '--strict',
+      '--json',
+      HARNESS,
+      '--argstr',
+      'nixpkgsLib',
+      NIXPKGS_LIB!,
+      '--argstr',
+      'scenario',
+      scenario,
+      '--argstr',
+      'secretsDir',
+      secretsDir,
+    ],
     { env: { ...process.env, NIX_PATH: '' }, maxBuffer: 64 * 1024 * 1024 },
   );
   return { value: JSON.parse(stdout) as Evaluated, text: stdout };
@@ -118,7 +135,10 @@ function assertHardened(s: Service, user: string) {
   assert.deepEqual(s.serviceConfig.SystemCallFilter, ['@system-service', '~@privileged']);
   const families = s.serviceConfig.RestrictAddressFamilies as string[];
   for (const f of ['AF_INET', 'AF_INET6', 'AF_UNIX']) assert.ok(families.includes(f), `${f} allowed`);
-  assert.ok(families.every((f) => ['AF_INET', 'AF_INET6', 'AF_UNIX', 'AF_NETLINK'].includes(f)), `only IP, Unix (and netlink) sockets: ${families.join(' ')}`);
+  assert.ok(
+    families.every((f) => ['AF_INET', 'AF_INET6', 'AF_UNIX', 'AF_NETLINK'].includes(f)),
+    `only IP, Unix (and netlink) sockets: ${families.join(' ')}`,
+  );
 }
 
 test('defaults: a hardened unit running the checked config, nothing secret', { skip }, async (t) => {
@@ -128,7 +148,10 @@ test('defaults: a hardened unit running the checked config, nothing secret', { s
   const s = service(value, 'narhub');
   assert.equal(s.serviceConfig.ExecStart, `${PACKAGE}/bin/narhub serve --config ${CHECKED_CONFIG}`);
   assert.equal(value.configFile, CHECKED_CONFIG);
-  assert.match(value.checkScript ?? '', new RegExp(`^${PACKAGE}/bin/narhub check-config --no-secrets /nix/store/\\S+-narhub\\.json\\n`));
+  assert.match(
+    value.checkScript ?? '',
+    new RegExp(`^${PACKAGE}/bin/narhub check-config --no-secrets /nix/store/\\S+-narhub\\.json\\n`),
+  );
   assert.deepEqual(s.restartTriggers, [CHECKED_CONFIG]);
   assertHardened(s, 'narhub');
   assert.deepEqual(s.serviceConfig.RestrictAddressFamilies, ['AF_INET', 'AF_INET6', 'AF_UNIX']);
@@ -183,7 +206,8 @@ test('everything on: credentials, S3, the hub with its Redis, a spoke; secrets s
     'spoke-token': 'nh_sentinelspoketoken',
     'spoke-redis-url': `redis://:sentinel-spoke-redis-password@hub:6379/0`,
   };
-  for (const [name, text] of Object.entries(contents)) await writeFile(join(secrets, name), text + '\n', { mode: 0o600 });
+  for (const [name, text] of Object.entries(contents))
+    await writeFile(join(secrets, name), `${text}\n`, { mode: 0o600 });
 
   const { value, text } = await evaluate('full', secrets);
   assert.deepEqual(value.failedAssertions, []);
@@ -204,13 +228,22 @@ test('everything on: credentials, S3, the hub with its Redis, a spoke; secrets s
     'signing-key-main': join(secrets, 'main.secret'),
   });
   // Secret files are named only in LoadCredential (and in Redis's own requirePassFile).
-  for (const part of [s.serviceConfig.ExecStart, s.serviceConfig.ExecStartPre, s.environment, value.generatedConfig, service(value, 'narhub-spoke').serviceConfig.ExecStart]) {
+  for (const part of [
+    s.serviceConfig.ExecStart,
+    s.serviceConfig.ExecStartPre,
+    s.environment,
+    value.generatedConfig,
+    service(value, 'narhub-spoke').serviceConfig.ExecStart,
+  ]) {
     assert.ok(!JSON.stringify(part).includes(secrets), `a secret file's path leaks into ${JSON.stringify(part)}`);
   }
   assert.equal(s.serviceConfig.ExecStart, `${PACKAGE}/bin/narhub serve --config ${CHECKED_CONFIG}`);
   assert.deepEqual(s.after, ['network-online.target', 'redis-narhub.service']);
   assert.deepEqual(s.requires, ['redis-narhub.service']);
-  assert.deepEqual(s.path.map((p) => p.replace(/^\/nix\/store\/[^-]+-/, '')), ['nix-2.31.2', 'git-2.51.0']);
+  assert.deepEqual(
+    s.path.map((p) => p.replace(/^\/nix\/store\/[^-]+-/, '')),
+    ['nix-2.31.2', 'git-2.51.0'],
+  );
   assert.deepEqual(value.firewall, [8443, 6379]);
 
   const config = value.generatedConfig!;
@@ -257,7 +290,10 @@ test('everything on: credentials, S3, the hub with its Redis, a spoke; secrets s
   // ...which check-config otherwise insists on.
   const strict = await checkConfig(dir, config);
   assert.equal(strict.code, 1);
-  assert.match(strict.stderr, /caches\.0\.signingKeyFile: cannot read \/run\/credentials\/narhub\.service\/signing-key-main/);
+  assert.match(
+    strict.stderr,
+    /caches\.0\.signingKeyFile: cannot read \/run\/credentials\/narhub\.service\/signing-key-main/,
+  );
 
   // What systemd does at start: copy each credential, run ExecStartPre (the Redis URL).
   const creds = join(dir, 'credentials');
@@ -269,11 +305,19 @@ test('everything on: credentials, S3, the hub with its Redis, a spoke; secrets s
   assert.equal(pre.length, 1);
   const script = value.scripts[pre[0]!];
   assert.ok(script, 'the ExecStartPre script text');
-  const ran = spawnSync('bash', ['-c', script], { env: { PATH: process.env.PATH, CREDENTIALS_DIRECTORY: creds, RUNTIME_DIRECTORY: runtime }, encoding: 'utf8' });
+  const ran = spawnSync('bash', ['-c', script], {
+    env: { PATH: process.env.PATH, CREDENTIALS_DIRECTORY: creds, RUNTIME_DIRECTORY: runtime },
+    encoding: 'utf8',
+  });
   assert.equal(ran.status, 0, ran.stderr);
-  assert.equal(await readFile(join(runtime, 'redis-url'), 'utf8'), `redis://:${password}@localhost/0?path=/run/redis-narhub/redis.sock\n`);
+  assert.equal(
+    await readFile(join(runtime, 'redis-url'), 'utf8'),
+    `redis://:${password}@localhost/0?path=/run/redis-narhub/redis.sock\n`,
+  );
   assert.equal((await stat(join(runtime, 'redis-url'))).mode & 0o777, 0o600);
-  const atRunTime = JSON.parse(JSON.stringify(config).replaceAll(`${CREDENTIALS}/`, `${creds}/`).replaceAll('/run/narhub/', `${runtime}/`)) as Json;
+  const atRunTime = JSON.parse(
+    JSON.stringify(config).replaceAll(`${CREDENTIALS}/`, `${creds}/`).replaceAll('/run/narhub/', `${runtime}/`),
+  ) as Json;
   const full = await checkConfig(dir, atRunTime);
   assert.equal(full.code, 0, full.stderr);
   assert.equal(full.stdout, 'ok\n');
@@ -283,7 +327,10 @@ test('everything on: credentials, S3, the hub with its Redis, a spoke; secrets s
   await writeFile(join(creds, 'redis-password'), 'p@ss/word\n');
   const badRuntime = join(dir, 'runtime-bad');
   await mkdir(badRuntime);
-  const bad = spawnSync('bash', ['-c', script], { env: { PATH: process.env.PATH, CREDENTIALS_DIRECTORY: creds, RUNTIME_DIRECTORY: badRuntime }, encoding: 'utf8' });
+  const bad = spawnSync('bash', ['-c', script], {
+    env: { PATH: process.env.PATH, CREDENTIALS_DIRECTORY: creds, RUNTIME_DIRECTORY: badRuntime },
+    encoding: 'utf8',
+  });
   assert.equal(bad.status, 1);
   assert.match(bad.stderr, /passwordFile must hold/);
   await assert.rejects(stat(join(badRuntime, 'redis-url')));
@@ -295,7 +342,10 @@ test('everything on: credentials, S3, the hub with its Redis, a spoke; secrets s
     spoke.serviceConfig.ExecStart as string,
     /^\/nix\/store\/\S+-narhub-spoke spoke --hub https:\/\/cache\.example\.org --token-file %d\/token --systems x86_64-linux,i686-linux --max-jobs 4 --features kvm,big-parallel --timeout 7200 --max-silent 600$/,
   );
-  assert.deepEqual(spoke.serviceConfig.LoadCredential, [`token:${join(secrets, 'spoke-token')}`, `redis-url:${join(secrets, 'spoke-redis-url')}`]);
+  assert.deepEqual(spoke.serviceConfig.LoadCredential, [
+    `token:${join(secrets, 'spoke-token')}`,
+    `redis-url:${join(secrets, 'spoke-redis-url')}`,
+  ]);
   assert.equal(spoke.environment.NIX_REMOTE, 'daemon');
   // nix-daemon must see the spoke's netrc: not in the unit's private /tmp.
   assert.equal(spoke.environment.TMPDIR, '/run/narhub-spoke');
@@ -312,7 +362,10 @@ test('external Redis and AWS credentials file, data outside /var/lib, local stor
   assert.deepEqual(external.failedAssertions, []);
   const s = service(external, 'narhub');
   assert.equal(s.environment.AWS_SHARED_CREDENTIALS_FILE, `${CREDENTIALS}/s3-credentials`);
-  assert.deepEqual(s.serviceConfig.LoadCredential, ['redis-url:/var/lib/secrets/redis-url', 's3-credentials:/var/lib/secrets/aws-credentials']);
+  assert.deepEqual(s.serviceConfig.LoadCredential, [
+    'redis-url:/var/lib/secrets/redis-url',
+    's3-credentials:/var/lib/secrets/aws-credentials',
+  ]);
   assert.deepEqual(s.serviceConfig.StateDirectory, []);
   assert.deepEqual(s.serviceConfig.ReadWritePaths, ['/srv/narhub']);
   assert.equal(s.serviceConfig.WorkingDirectory, '/srv/narhub');
@@ -321,14 +374,23 @@ test('external Redis and AWS credentials file, data outside /var/lib, local stor
   assert.deepEqual(s.requires, []);
   assert.deepEqual(external.generatedConfig?.hub, { enable: true, redisUrlFile: `${CREDENTIALS}/redis-url` });
   assert.equal(external.generatedConfig?.listen, '[::1]:8080');
-  assert.deepEqual(external.generatedConfig?.storage, { type: 's3', bucket: 'narhub-test', region: 'us-east-1', prefix: '', forcePathStyle: false });
+  assert.deepEqual(external.generatedConfig?.storage, {
+    type: 's3',
+    bucket: 'narhub-test',
+    region: 'us-east-1',
+    prefix: '',
+    forcePathStyle: false,
+  });
   const ok = await checkConfig(dir, external.generatedConfig, '--no-secrets');
   assert.equal(ok.code, 0, ok.stderr);
 
   const local = (await evaluate('localHub')).value;
   assert.deepEqual(local.failedAssertions, []);
   const l = service(local, 'narhub');
-  assert.deepEqual(local.generatedConfig?.hub, { enable: true, redisUrl: 'redis://localhost/0?path=/run/redis-narhub/redis.sock' });
+  assert.deepEqual(local.generatedConfig?.hub, {
+    enable: true,
+    redisUrl: 'redis://localhost/0?path=/run/redis-narhub/redis.sock',
+  });
   assert.deepEqual(local.generatedConfig?.storage, { type: 'local', path: '/srv/narhub-store' });
   assert.deepEqual(l.serviceConfig.ReadWritePaths, ['/srv/narhub-store']);
   assert.ok(local.tmpfiles.includes('d /srv/narhub-store 0750 narhub narhub - -'));
@@ -369,8 +431,13 @@ test("the flake's nixosModules.default runs the flake's package", { skip }, asyn
   const { value } = await evaluate('flakeModule');
   assert.deepEqual(value.failedAssertions, []);
   const flakePackage = '/nix/store/0123456789abcdfghijklmnpqrsvwxyz-narhub-from-flake-0.1.0';
-  assert.equal(service(value, 'narhub').serviceConfig.ExecStart, `${flakePackage}/bin/narhub serve --config ${CHECKED_CONFIG}`);
-  assert.ok((service(value, 'narhub-spoke').serviceConfig.ExecStart as string).startsWith(`${flakePackage}/bin/narhub spoke `));
+  assert.equal(
+    service(value, 'narhub').serviceConfig.ExecStart,
+    `${flakePackage}/bin/narhub serve --config ${CHECKED_CONFIG}`,
+  );
+  assert.ok(
+    (service(value, 'narhub-spoke').serviceConfig.ExecStart as string).startsWith(`${flakePackage}/bin/narhub spoke `),
+  );
   assert.ok((value.checkScript ?? '').startsWith(`${flakePackage}/bin/narhub check-config --no-secrets `));
 });
 
@@ -386,7 +453,10 @@ test('mistakes are refused at evaluation, or by check-config at build time', { s
   };
   for (const [scenario, message] of Object.entries(expectations)) {
     const { value } = await evaluate(scenario);
-    assert.ok(value.failedAssertions.some((m) => message.test(m)), `${scenario}: ${JSON.stringify(value.failedAssertions)}`);
+    assert.ok(
+      value.failedAssertions.some((m) => message.test(m)),
+      `${scenario}: ${JSON.stringify(value.failedAssertions)}`,
+    );
   }
 
   // Evaluates, but the build-time check names the typo.
@@ -400,8 +470,9 @@ test('mistakes are refused at evaluation, or by check-config at build time', { s
 
 test('the committed module configs (used by check-config.test.ts) match the module', { skip }, async () => {
   const fresh: Record<string, Json> = {};
-  for (const scenario of ['minimal', 'full', 'external', 'localHub']) fresh[scenario] = (await evaluate(scenario)).value.generatedConfig;
-  if (process.env.NARHUB_UPDATE_FIXTURES === '1') await writeFile(FIXTURE, JSON.stringify(fresh, null, 2) + '\n');
+  for (const scenario of ['minimal', 'full', 'external', 'localHub'])
+    fresh[scenario] = (await evaluate(scenario)).value.generatedConfig;
+  if (process.env.NARHUB_UPDATE_FIXTURES === '1') await writeFile(FIXTURE, `${JSON.stringify(fresh, null, 2)}\n`);
   const committed = JSON.parse(await readFile(FIXTURE, 'utf8')) as Json;
   assert.deepEqual(committed, fresh, `${FIXTURE} is stale: rerun this test with NARHUB_UPDATE_FIXTURES=1`);
 });

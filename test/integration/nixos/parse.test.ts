@@ -43,7 +43,10 @@ test('every .nix file parses with nix-instantiate --parse', async () => {
   const failures: string[] = [];
   for (const file of files) {
     try {
-      await run('nix-instantiate', ['--parse', file], { env: { ...process.env, NIX_PATH: '' }, maxBuffer: 64 * 1024 * 1024 });
+      await run('nix-instantiate', ['--parse', file], {
+        env: { ...process.env, NIX_PATH: '' },
+        maxBuffer: 64 * 1024 * 1024,
+      });
     } catch (err) {
       const e = err as { stderr?: string; message: string };
       failures.push(`${relative(root, file)}: ${(e.stderr ?? e.message).trim()}`);
@@ -57,7 +60,10 @@ test('flake.lock is valid JSON pinning nixpkgs', async () => {
   const lock = JSON.parse(await readFile(join(repoRoot(), 'flake.lock'), 'utf8')) as {
     version: number;
     root: string;
-    nodes: Record<string, { inputs?: Record<string, string>; locked?: Record<string, unknown>; original?: Record<string, unknown> }>;
+    nodes: Record<
+      string,
+      { inputs?: Record<string, string>; locked?: Record<string, unknown>; original?: Record<string, unknown> }
+    >;
   };
   assert.equal(lock.version, 7);
   const root = lock.nodes[lock.root];

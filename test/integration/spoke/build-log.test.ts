@@ -53,7 +53,7 @@ describe('spoke build log', () => {
   it('spools a large log to its file, keeps every byte, and removes the file at the end', async (t) => {
     const { open, failures } = await setup(t);
     const { file, log } = await open('b'.repeat(32));
-    const chunk = 'x'.repeat(64 * 1024 - 1) + '\n';
+    const chunk = `${'x'.repeat(64 * 1024 - 1)}\n`;
     const chunks = 40; // 2.5 MiB: past what is kept in memory
     for (let i = 0; i < chunks; i++) log.write(chunk);
     await log.closeFile();

@@ -15,7 +15,9 @@ import { lines, uploadClosure } from '../../helpers/scenario.js';
 describe('spoke cache client', () => {
   for (const compression of ['zstd', 'xz'] as const) {
     it(`imports a closure stored with ${compression} into a chroot store, dependencies first`, async (t) => {
-      const { server, cacheUrl, closure, uploader } = await uploadClosure(t, `spoke-cache-${compression}`, { compression });
+      const { server, cacheUrl, closure, uploader } = await uploadClosure(t, `spoke-cache-${compression}`, {
+        compression,
+      });
       const cache = createCacheClient(cacheUrl, server.adminToken, [server.publicKey]);
       const [leaf, , top] = closure.paths as [string, string, string];
 
@@ -34,7 +36,11 @@ describe('spoke cache client', () => {
       assert.equal(await importInputs(conn, cache, [top], { onCopy: (p) => copied.push(p) }), 3);
       assert.deepEqual([...copied].sort(), [...closure.paths].sort());
       assert.equal(copied[2], top);
-      const listed = execFileSync('nix', ['--extra-experimental-features', 'nix-command', 'path-info', '--store', store, '-r', top], { env: uploader.env, encoding: 'utf8' });
+      const listed = execFileSync(
+        'nix',
+        ['--extra-experimental-features', 'nix-command', 'path-info', '--store', store, '-r', top],
+        { env: uploader.env, encoding: 'utf8' },
+      );
       assert.deepEqual(lines(listed), [...closure.paths].sort());
       execFileSync('nix-store', ['--store', store, '--verify-path', top], { env: uploader.env });
       // Nothing is fetched twice.
@@ -46,11 +52,20 @@ describe('spoke cache client', () => {
     const { server, cacheUrl, closure } = await uploadClosure(t, 'spoke-cache-untrusted');
     const stranger = formatPublicKey(generateKeyPair('stranger-1').public);
     const cache = createCacheClient(cacheUrl, server.adminToken, [stranger]);
-    await assert.rejects(cache.narinfo(closure.top), (err: Error) => err instanceof CacheFetchError && !err.retryable && /no signature by a trusted key \(stranger-1\)/.test(err.message));
+    await assert.rejects(
+      cache.narinfo(closure.top),
+      (err: Error) =>
+        err instanceof CacheFetchError &&
+        !err.retryable &&
+        /no signature by a trusted key \(stranger-1\)/.test(err.message),
+    );
   });
 
   it('a server that cannot be reached is worth a retry', async () => {
     const cache = createCacheClient('http://127.0.0.1:1/main', 'x', []);
-    await assert.rejects(cache.narinfo('/nix/store/00000000000000000000000000000000-absent'), (err: Error) => err instanceof CacheFetchError && err.retryable);
+    await assert.rejects(
+      cache.narinfo('/nix/store/00000000000000000000000000000000-absent'),
+      (err: Error) => err instanceof CacheFetchError && err.retryable,
+    );
   });
 });

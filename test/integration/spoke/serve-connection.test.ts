@@ -56,7 +56,10 @@ in {
 }
 
 const dumpPath = (nix: NixEnv, store: string, path: string) =>
-  execFileSync('nix', ['--extra-experimental-features', 'nix-command', 'store', 'dump-path', '--store', store, path], { env: nix.env, maxBuffer: 1 << 26 });
+  execFileSync('nix', ['--extra-experimental-features', 'nix-command', 'store', 'dump-path', '--store', store, path], {
+    env: nix.env,
+    maxBuffer: 1 << 26,
+  });
 
 describe('ServeConnection (nix-store --serve)', () => {
   it('builds, reports metadata and NARs exactly as Nix stores them, and adds paths to another store', async (t) => {
@@ -78,7 +81,13 @@ describe('ServeConnection (nix-store --serve)', () => {
     assert.equal(again.status, BuildStatus.AlreadyValid);
 
     const [info] = await a.queryPathInfos([depOut, '/nix/store/00000000000000000000000000000000-absent']);
-    const want = JSON.parse(execFileSync('nix', ['--extra-experimental-features', 'nix-command', 'path-info', '--json', '--store', storeA, depOut], { env: nix.env, encoding: 'utf8' }))[0];
+    const want = JSON.parse(
+      execFileSync(
+        'nix',
+        ['--extra-experimental-features', 'nix-command', 'path-info', '--json', '--store', storeA, depOut],
+        { env: nix.env, encoding: 'utf8' },
+      ),
+    )[0];
     assert.equal(info!.path, depOut);
     assert.equal(info!.narSize, want.narSize);
     assert.equal(info!.deriver, drvs.dep);
@@ -110,9 +119,16 @@ describe('ServeConnection (nix-store --serve)', () => {
     c.onStderr((text) => (log += text));
     const failed = await c.buildDerivation(drvs.fails!, drv('fails'), [], noLimits);
     assert.equal(failed.status, BuildStatus.PermanentFailure);
-    assert.match(failed.errorMsg.replace(/\u001b\[[0-9;]*m/g, ''), /builder for '.*-fails\.drv' failed with exit code 3/);
+    assert.match(
+      failed.errorMsg.replace(/\u001b\[[0-9;]*m/g, ''),
+      /builder for '.*-fails\.drv' failed with exit code 3/,
+    );
     assert.match(log, /about-to-fail/);
-    const slow = await c.buildDerivation(drvs.slow!, drv('slow'), [], { maxSilentTime: 0, buildTimeout: 1, maxLogSize: 0 });
+    const slow = await c.buildDerivation(drvs.slow!, drv('slow'), [], {
+      maxSilentTime: 0,
+      buildTimeout: 1,
+      maxLogSize: 0,
+    });
     assert.equal(slow.status, BuildStatus.TimedOut, slow.errorMsg);
     const dep = await c.buildDerivation(drvs.dep!, drv('dep'), [], noLimits);
     assert.equal(dep.status, BuildStatus.Built);
@@ -131,7 +147,10 @@ describe('ServeConnection (nix-store --serve)', () => {
     assert.ok(at > 0);
     nar[at + 1] = 'i'.charCodeAt(0);
     const b = await open(nix.freshPath('b'));
-    await assert.rejects(b.addToStoreNar(info!, Readable.from([nar])), (err: Error) => err instanceof ServeConnectionError && /hash mismatch/i.test(err.message));
+    await assert.rejects(
+      b.addToStoreNar(info!, Readable.from([nar])),
+      (err: Error) => err instanceof ServeConnectionError && /hash mismatch/i.test(err.message),
+    );
     assert.equal(b.alive, false);
 
     const c = await open(nix.freshPath('c'));
@@ -149,14 +168,18 @@ describe('ServeConnection (nix-store --serve)', () => {
     c.kill();
     await assert.rejects(building, ServeConnectionError);
     await c.exited;
-    const sleeping = execFileSync('ps', ['-eo', 'pid,args'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes(sleep) && !l.includes('ps -eo'));
+    const sleeping = execFileSync('ps', ['-eo', 'pid,args'], { encoding: 'utf8' })
+      .split('\n')
+      .filter((l) => l.includes(sleep) && !l.includes('ps -eo'));
     assert.deepEqual(sleeping, [], 'the builder is gone too');
     assert.throws(() => process.kill(pid, 0));
   });
 });
 
 describe('ServeConnection dumps read only in part', () => {
-  it('retire the connection rather than leave it out of step (a NAR read whole leaves it usable)', { timeout: 120_000 }, async (t) => {
+  it('retire the connection rather than leave it out of step (a NAR read whole leaves it usable)', {
+    timeout: 120_000,
+  }, async (t) => {
     const { nix, drvs, drv, open } = await setup(t);
     const c = await open(nix.freshPath('s'));
     assert.equal((await c.buildDerivation(drvs.big!, drv('big'), [], noLimits)).status, BuildStatus.Built);

@@ -93,13 +93,20 @@ export function blobStoreContract(name: string, makeStore: MakeBlobStore): void 
         const bytes = randomBytes(length);
         await store.put('c/ranged', generate([bytes.subarray(0, 10_000), bytes.subarray(10_000)]));
         const last = bytes.length - 1;
-        for (const [start, end] of [[0, 0], [10, 19], [20_000, 25_000], [last, last], [0, last]] as const) {
+        for (const [start, end] of [
+          [0, 0],
+          [10, 19],
+          [20_000, 25_000],
+          [last, last],
+          [0, last],
+        ] as const) {
           const read = await store.get('c/ranged', { range: { start, end } });
           assert.ok(read, `range ${start}-${end}`);
           assert.equal(read.size, end - start + 1, `size of range ${start}-${end}`);
           assert.equal(read.totalSize, bytes.length, `totalSize of range ${start}-${end}`);
           const want = bytes.subarray(start, end + 1);
-          if (read.bytes !== undefined) assert.ok(Buffer.from(read.bytes).equals(want), `bytes of range ${start}-${end}`);
+          if (read.bytes !== undefined)
+            assert.ok(Buffer.from(read.bytes).equals(want), `bytes of range ${start}-${end}`);
           assert.ok(Buffer.concat(await read.stream.toArray()).equals(want), `range ${start}-${end}`);
         }
       });
@@ -141,7 +148,12 @@ export function blobStoreContract(name: string, makeStore: MakeBlobStore): void 
       assert.deepEqual(await collect(store.list('c1/')), ['c1/nar/a.nar', 'c1/nar/b.nar', 'c1/x.narinfo']);
       assert.deepEqual(await collect(store.list('c1/nar/')), ['c1/nar/a.nar', 'c1/nar/b.nar']);
       // A prefix is a string prefix, not a directory: it may end mid-segment.
-      assert.deepEqual(await collect(store.list('c1')), ['c1/nar/a.nar', 'c1/nar/b.nar', 'c1/x.narinfo', 'c10/y.narinfo']);
+      assert.deepEqual(await collect(store.list('c1')), [
+        'c1/nar/a.nar',
+        'c1/nar/b.nar',
+        'c1/x.narinfo',
+        'c10/y.narinfo',
+      ]);
       assert.deepEqual(await collect(store.list('c1/nar/a')), ['c1/nar/a.nar']);
       assert.deepEqual(await collect(store.list('c1/x')), ['c1/x.narinfo']);
       assert.deepEqual(await collect(store.list('c2/')), ['c2/nar/a.nar']);
@@ -230,9 +242,15 @@ export function blobStoreContract(name: string, makeStore: MakeBlobStore): void 
       const rejected = async () => {
         throw mismatch;
       };
-      await assert.rejects(store.put('c/k', generate([randomBytes(50_000)]), { beforeCommit: rejected }), (err) => err === mismatch);
+      await assert.rejects(
+        store.put('c/k', generate([randomBytes(50_000)]), { beforeCommit: rejected }),
+        (err) => err === mismatch,
+      );
       await assertContent(store, 'c/k', Buffer.from('old'));
-      await assert.rejects(store.put('c/fresh', Buffer.from('x'), { beforeCommit: rejected }), (err) => err === mismatch);
+      await assert.rejects(
+        store.put('c/fresh', Buffer.from('x'), { beforeCommit: rejected }),
+        (err) => err === mismatch,
+      );
       assert.equal(await store.stat('c/fresh'), null);
       assert.deepEqual(await collect(store.list('')), ['c/k']);
     });

@@ -52,7 +52,8 @@ describe('local blob store', () => {
     const { root, store } = await setup(t);
     const bodies = Array.from({ length: 64 }, (_, i) => randomBytes(100 + i));
     await Promise.all(bodies.map((b, i) => store.put(`main/nar/${i}.nar`, b)));
-    for (const [i, b] of bodies.entries()) assert.ok((await readFile(join(root, 'main', 'nar', `${i}.nar`))).equals(b), `file ${i}`);
+    for (const [i, b] of bodies.entries())
+      assert.ok((await readFile(join(root, 'main', 'nar', `${i}.nar`))).equals(b), `file ${i}`);
     assert.deepEqual(await readdir(join(root, TEMP_DIR)), []);
   });
 
@@ -94,7 +95,8 @@ describe('local blob store', () => {
     const puts = bodies.map((b, i) => store.put(`main/nar/${i}.nar`, b));
     await store.close();
     await Promise.all(puts);
-    for (const [i, b] of bodies.entries()) assert.ok((await readFile(join(root, 'main', 'nar', `${i}.nar`))).equals(b), `file ${i}`);
+    for (const [i, b] of bodies.entries())
+      assert.ok((await readFile(join(root, 'main', 'nar', `${i}.nar`))).equals(b), `file ${i}`);
     await assert.rejects(store.put('main/nar/late.nar', Buffer.from('late')));
     assert.equal(existsSync(join(root, 'main', 'nar', 'late.nar')), false);
   });
@@ -113,7 +115,10 @@ describe('local blob store', () => {
     })();
     await assert.rejects(store.put('main/c', aborting, { signal: controller.signal }), { name: 'AbortError' });
     await assert.rejects(store.put('main/d', Buffer.from('abc'), { size: 4 }), { code: 'BAD_REQUEST' });
-    await assert.rejects(store.put('main/e', Buffer.from('abc'), { beforeCommit: async () => Promise.reject(boom) }), (err) => err === boom);
+    await assert.rejects(
+      store.put('main/e', Buffer.from('abc'), { beforeCommit: async () => Promise.reject(boom) }),
+      (err) => err === boom,
+    );
     assert.deepEqual(await readdir(join(root, TEMP_DIR)), []);
     assert.deepEqual(await readdir(root).then((names) => names.sort()), [TEMP_DIR]);
   });
@@ -181,8 +186,15 @@ describe('local blob store', () => {
   it('refuses a range outside the blob', async (t) => {
     const { store } = await setup(t);
     await store.put('main/a', Buffer.from('0123456789'));
-    for (const range of [{ start: 0, end: 10 }, { start: 5, end: 4 }, { start: -1, end: 3 }]) {
-      await assert.rejects(store.get('main/a', { range }), (err) => err instanceof NarhubError && err.code === 'RANGE_NOT_SATISFIABLE');
+    for (const range of [
+      { start: 0, end: 10 },
+      { start: 5, end: 4 },
+      { start: -1, end: 3 },
+    ]) {
+      await assert.rejects(
+        store.get('main/a', { range }),
+        (err) => err instanceof NarhubError && err.code === 'RANGE_NOT_SATISFIABLE',
+      );
     }
   });
 

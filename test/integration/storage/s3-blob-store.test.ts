@@ -41,7 +41,12 @@ async function assertNoUploadsLeft(): Promise<void> {
 blobStoreContract('s3', async () => ({ store: makeStore(), cleanup: assertNoUploadsLeft }));
 
 function sdkClient(t: { after(fn: () => unknown): void }): S3Client {
-  const client = new S3Client({ region: 'us-east-1', endpoint: server.endpoint, forcePathStyle: true, credentials: S3_CREDENTIALS });
+  const client = new S3Client({
+    region: 'us-east-1',
+    endpoint: server.endpoint,
+    forcePathStyle: true,
+    credentials: S3_CREDENTIALS,
+  });
   t.after(() => client.destroy());
   return client;
 }
@@ -72,20 +77,40 @@ describe('S3 blob store', () => {
     const mark = server.requests.length;
     let bodyDone = false;
     let seenAtHook: string[] = [];
-    const info = await store.put('c/nar/big.nar', chunked(body, 300_000, () => (bodyDone = true)), {
-      beforeCommit: async () => {
-        assert.equal(bodyDone, true);
-        seenAtHook = since(mark);
-        // Every part is up, yet the key still shows the old object.
-        assert.deepEqual(await content(store, 'c/nar/big.nar'), Buffer.from('old'));
+    const info = await store.put(
+      'c/nar/big.nar',
+      chunked(body, 300_000, () => (bodyDone = true)),
+      {
+        beforeCommit: async () => {
+          assert.equal(bodyDone, true);
+          seenAtHook = since(mark);
+          // Every part is up, yet the key still shows the old object.
+          assert.deepEqual(await content(store, 'c/nar/big.nar'), Buffer.from('old'));
+        },
       },
-    });
+    );
     assert.deepEqual(info, { size: body.length });
-    assert.equal(seenAtHook.filter((r) => r.startsWith('PUT') && r.includes('partNumber')).length, 3, seenAtHook.join('\n'));
-    assert.equal(seenAtHook.filter((r) => r.startsWith('POST') && r.includes('uploadId')).length, 0, 'not completed before the hook');
+    assert.equal(
+      seenAtHook.filter((r) => r.startsWith('PUT') && r.includes('partNumber')).length,
+      3,
+      seenAtHook.join('\n'),
+    );
+    assert.equal(
+      seenAtHook.filter((r) => r.startsWith('POST') && r.includes('uploadId')).length,
+      0,
+      'not completed before the hook',
+    );
     const all = since(mark);
-    assert.equal(all.filter((r) => r.startsWith('POST') && r.includes('uploads')).length, 1, 'one CreateMultipartUpload');
-    assert.equal(all.filter((r) => r.startsWith('POST') && r.includes('uploadId')).length, 1, 'one CompleteMultipartUpload');
+    assert.equal(
+      all.filter((r) => r.startsWith('POST') && r.includes('uploads')).length,
+      1,
+      'one CreateMultipartUpload',
+    );
+    assert.equal(
+      all.filter((r) => r.startsWith('POST') && r.includes('uploadId')).length,
+      1,
+      'one CompleteMultipartUpload',
+    );
     assert.ok((await content(store, 'c/nar/big.nar'))!.equals(body));
     await assertNoUploadsLeft();
   });
@@ -97,7 +122,9 @@ describe('S3 blob store', () => {
       const body = randomBytes(size);
       const mark = server.requests.length;
       let hookSawRequests = -1;
-      await store.put('c/one', chunked(body, 100_000), { beforeCommit: async () => void (hookSawRequests = since(mark).length) });
+      await store.put('c/one', chunked(body, 100_000), {
+        beforeCommit: async () => void (hookSawRequests = since(mark).length),
+      });
       assert.equal(hookSawRequests, 0, `nothing was sent before the hook (${size} bytes)`);
       const writes = since(mark).filter((r) => !r.startsWith('GET'));
       assert.equal(writes.length, 1, `one request for ${size} bytes: ${writes.join(', ')}`);
@@ -164,7 +191,10 @@ describe('S3 blob store', () => {
         await nextTick();
       }
     }
-    await assert.rejects(store.put('c/k', slow(), { signal: controller.signal }), (err: Error) => err.name === 'AbortError');
+    await assert.rejects(
+      store.put('c/k', slow(), { signal: controller.signal }),
+      (err: Error) => err.name === 'AbortError',
+    );
     assert.ok(sent < 200 * 256 * 1024, 'the body was not read to its end');
     assert.equal(await store.stat('c/k'), null);
     await assertNoUploadsLeft();
@@ -181,7 +211,10 @@ describe('S3 blob store', () => {
       for await (const key of store.list('')) void key;
     }, isStorageError);
     // s3rver checks the access key id (not SigV4 signatures themselves).
-    const stranger = createS3BlobStore({ ...server.storeOptions(), credentials: { accessKeyId: 'NOBODY', secretAccessKey: 'sekrit-value' } });
+    const stranger = createS3BlobStore({
+      ...server.storeOptions(),
+      credentials: { accessKeyId: 'NOBODY', secretAccessKey: 'sekrit-value' },
+    });
     t.after(() => stranger.close());
     await assert.rejects(stranger.put('c/k', Buffer.from('x')), (err: unknown) => {
       assert.ok(isStorageError(err), String(err));
@@ -202,7 +235,11 @@ describe('S3 blob store', () => {
     await other.put('main/nix-cache-info', Buffer.from('other'));
 
     const res = await client.send(new ListObjectsV2Command({ Bucket: server.bucket, Prefix: 'deploy/' }));
-    assert.deepEqual((res.Contents ?? []).map((o) => o.Key).sort(), ['deploy/narhub/main/nar/x.nar', 'deploy/narhub/main/nix-cache-info', 'deploy/other/main/nix-cache-info']);
+    assert.deepEqual((res.Contents ?? []).map((o) => o.Key).sort(), [
+      'deploy/narhub/main/nar/x.nar',
+      'deploy/narhub/main/nix-cache-info',
+      'deploy/other/main/nix-cache-info',
+    ]);
     const listed: string[] = [];
     for await (const key of prefixed.list('')) listed.push(key);
     assert.deepEqual(listed.sort(), ['main/nar/x.nar', 'main/nix-cache-info']);
@@ -215,7 +252,8 @@ describe('S3 blob store', () => {
     const store = makeStore();
     t.after(() => store.close());
     const keys = Array.from({ length: 1005 }, (_, i) => `c/log/${String(i).padStart(5, '0')}`);
-    for (let i = 0; i < keys.length; i += 50) await Promise.all(keys.slice(i, i + 50).map((k) => store.put(k, Buffer.from(k))));
+    for (let i = 0; i < keys.length; i += 50)
+      await Promise.all(keys.slice(i, i + 50).map((k) => store.put(k, Buffer.from(k))));
     const listed: string[] = [];
     for await (const key of store.list('c/')) listed.push(key);
     assert.deepEqual(listed.sort(), keys);
@@ -293,18 +331,31 @@ describe('S3 credentials from files', () => {
     await writeFile(secret, 'c2VjcmV0\n\n');
     await writeFile(token, 'tok\n');
     assert.equal(readS3CredentialFiles({}), undefined, 'the SDK default chain');
-    assert.deepEqual(readS3CredentialFiles({ accessKeyIdFile: id, secretAccessKeyFile: secret }), { accessKeyId: 'AKIDEXAMPLE', secretAccessKey: 'c2VjcmV0' });
-    assert.deepEqual(readS3CredentialFiles({ accessKeyIdFile: id, secretAccessKeyFile: secret, sessionTokenFile: token }), {
+    assert.deepEqual(readS3CredentialFiles({ accessKeyIdFile: id, secretAccessKeyFile: secret }), {
       accessKeyId: 'AKIDEXAMPLE',
       secretAccessKey: 'c2VjcmV0',
-      sessionToken: 'tok',
     });
-    const invalid = (err: unknown) => err instanceof NarhubError && err.code === 'CONFIG_INVALID' && !/c2VjcmV0|AKIDEXAMPLE/.test(err.message);
+    assert.deepEqual(
+      readS3CredentialFiles({ accessKeyIdFile: id, secretAccessKeyFile: secret, sessionTokenFile: token }),
+      {
+        accessKeyId: 'AKIDEXAMPLE',
+        secretAccessKey: 'c2VjcmV0',
+        sessionToken: 'tok',
+      },
+    );
+    const invalid = (err: unknown) =>
+      err instanceof NarhubError && err.code === 'CONFIG_INVALID' && !/c2VjcmV0|AKIDEXAMPLE/.test(err.message);
     assert.throws(() => readS3CredentialFiles({ accessKeyIdFile: id }), invalid);
     assert.throws(() => readS3CredentialFiles({ sessionTokenFile: token }), invalid);
-    assert.throws(() => readS3CredentialFiles({ accessKeyIdFile: id, secretAccessKeyFile: join(dir, 'missing') }), invalid);
+    assert.throws(
+      () => readS3CredentialFiles({ accessKeyIdFile: id, secretAccessKeyFile: join(dir, 'missing') }),
+      invalid,
+    );
     await writeFile(join(dir, 'empty'), '\n');
-    assert.throws(() => readS3CredentialFiles({ accessKeyIdFile: id, secretAccessKeyFile: join(dir, 'empty') }), invalid);
+    assert.throws(
+      () => readS3CredentialFiles({ accessKeyIdFile: id, secretAccessKeyFile: join(dir, 'empty') }),
+      invalid,
+    );
   });
 
   it('refuses a part size below S3 minimum and an invalid prefix', () => {

@@ -14,12 +14,19 @@ describe('httpPhases (bench 4b)', () => {
   ];
 
   it("splits a copy at Nix's HEAD and PUT of the NAR, in its own cache only", () => {
-    assert.deepEqual(httpPhases(records, 'copy-2', 900, 9900), { compressing: 5.1, readingBack: 1.498, upload: 2.3, after: 0.1 });
+    assert.deepEqual(httpPhases(records, 'copy-2', 900, 9900), {
+      compressing: 5.1,
+      readingBack: 1.498,
+      upload: 2.3,
+      after: 0.1,
+    });
   });
 
   it('gives nothing when the upload was not seen whole', () => {
     assert.equal(httpPhases(records, 'copy-3', 900, 9900), undefined);
-    const unfinished = records.map((r) => (r.method === 'PUT' && r.url === nar ? { method: r.method, url: r.url, start: r.start } : r));
+    const unfinished = records.map((r) =>
+      r.method === 'PUT' && r.url === nar ? { method: r.method, url: r.url, start: r.start } : r,
+    );
     assert.equal(httpPhases(unfinished, 'copy-2', 900, 9900), undefined);
   });
 });

@@ -9,7 +9,10 @@ function setup(now: () => number) {
   const db = new Sqlite(':memory:');
   db.pragma('foreign_keys = ON');
   migrate(db, defaultMigrationsDir());
-  const cacheId = Number(db.prepare("INSERT INTO caches (name, private, priority, created_at) VALUES ('main', 0, 40, 0)").run().lastInsertRowid);
+  const cacheId = Number(
+    db.prepare("INSERT INTO caches (name, private, priority, created_at) VALUES ('main', 0, 40, 0)").run()
+      .lastInsertRowid,
+  );
   const narId = Number(
     db
       .prepare(
@@ -21,7 +24,16 @@ function setup(now: () => number) {
   const raw = createPathsRepo(db);
   const paths = memoizeNarinfos(raw, now);
   const path = (hashPart: string, narinfo: string): NewPath => ({
-    cacheId, hashPart, name: 'p', narId, deriver: null, ca: null, system: null, narinfo, references: [], sigs: [],
+    cacheId,
+    hashPart,
+    name: 'p',
+    narId,
+    deriver: null,
+    ca: null,
+    system: null,
+    narinfo,
+    references: [],
+    sigs: [],
   });
   return { db, raw, paths, cacheId, path };
 }

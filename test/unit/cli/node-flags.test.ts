@@ -11,9 +11,12 @@ const repo = (path: string) => fileURLToPath(new URL(`../../../../${path}`, impo
 describe('the V8 flags narhub runs with', () => {
   it('are in npm start; the shebang stays plain, since BusyBox env has no -S', () => {
     assert.equal(readFileSync(repo('src/cli/main.ts'), 'utf8').split('\n')[0], '#!/usr/bin/env node');
-    const pkg = JSON.parse(readFileSync(repo('package.json'), 'utf8')) as { scripts: Record<string, string>; bin: Record<string, string> };
-    assert.equal(pkg.scripts['start'], `node ${NODE_FLAGS.join(' ')} dist/src/cli/main.js serve`);
-    assert.equal(pkg.bin['narhub'], 'dist/src/cli/main.js');
+    const pkg = JSON.parse(readFileSync(repo('package.json'), 'utf8')) as {
+      scripts: Record<string, string>;
+      bin: Record<string, string>;
+    };
+    assert.equal(pkg.scripts.start, `node ${NODE_FLAGS.join(' ')} dist/src/cli/main.js serve`);
+    assert.equal(pkg.bin.narhub, 'dist/src/cli/main.js');
   });
 
   it('are told missing by name, whatever value was given', () => {
@@ -28,7 +31,10 @@ describe('the V8 flags narhub runs with', () => {
     const nix = readFileSync(repo('nixos/package.nix'), 'utf8');
     const list = /^\s*nodeFlags = \[([^\]]*)\];$/m.exec(nix);
     assert.ok(list, 'nixos/package.nix defines nodeFlags');
-    assert.deepEqual([...list[1]!.matchAll(/"([^"]*)"/g)].map((m) => m[1]), [...NODE_FLAGS]);
+    assert.deepEqual(
+      [...list[1]!.matchAll(/"([^"]*)"/g)].map((m) => m[1]),
+      [...NODE_FLAGS],
+    );
     assert.match(nix, /makeWrapper \$\{lib\.getExe nodejs_24\} \$out\/bin\/narhub/);
   });
 

@@ -10,7 +10,9 @@ import { bullPriority } from '../../../src/hub/dispatcher.js';
 // Real `nix show-derivation -r` output (Nix 2.8) of test/fixtures/flake-hub's checks.
 const fixtures = resolve(dirname(fileURLToPath(import.meta.url)), '../../../../test/fixtures/hub');
 const raw = JSON.parse(readFileSync(join(fixtures, 'show-derivation-r.json'), 'utf8')) as Record<string, unknown>;
-const roots = Object.values(JSON.parse(readFileSync(join(fixtures, 'check-drvs.json'), 'utf8')) as Record<string, string>);
+const roots = Object.values(
+  JSON.parse(readFileSync(join(fixtures, 'check-drvs.json'), 'utf8')) as Record<string, string>,
+);
 const graph = parseShowDerivation(raw);
 const byName = (name: string) => [...graph.values()].find((n) => n.drvPath.endsWith(`-${name}.drv`))!;
 
@@ -33,27 +35,48 @@ test('orders dependencies before dependents, each once', () => {
   assert.equal(order.length, 10);
   assert.equal(new Set(order).size, 10);
   const at = (name: string) => order.indexOf(byName(name).drvPath);
-  assert.ok(at('hub-chain-1') < at('hub-chain-2') && at('hub-chain-2') < at('hub-chain-3') && at('hub-chain-3') < at('hub-slow'));
+  assert.ok(
+    at('hub-chain-1') < at('hub-chain-2') &&
+      at('hub-chain-2') < at('hub-chain-3') &&
+      at('hub-chain-3') < at('hub-slow'),
+  );
   assert.ok(at('hub-shared') < at('hub-shared-a') && at('hub-shared') < at('hub-shared-b'));
   assert.ok(at('hub-fails') < at('hub-after-fail'));
   // Only what the roots reach.
-  assert.deepEqual(topologicalOrder(graph, [byName('hub-chain-2').drvPath]), [byName('hub-chain-1').drvPath, byName('hub-chain-2').drvPath]);
+  assert.deepEqual(topologicalOrder(graph, [byName('hub-chain-2').drvPath]), [
+    byName('hub-chain-1').drvPath,
+    byName('hub-chain-2').drvPath,
+  ]);
 });
 
 test('a cycle is an error, and a deep chain does not overflow the stack', () => {
   const a = '/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-a.drv';
   const b = '/nix/store/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-b.drv';
-  const node = (p: string, inputs: string[]) => ({ outputs: { out: { path: p.replace('.drv', '') } }, inputDrvs: Object.fromEntries(inputs.map((i) => [i, ['out']])), system: 'x86_64-linux', env: {} });
+  const node = (p: string, inputs: string[]) => ({
+    outputs: { out: { path: p.replace('.drv', '') } },
+    inputDrvs: Object.fromEntries(inputs.map((i) => [i, ['out']])),
+    system: 'x86_64-linux',
+    env: {},
+  });
   assert.throws(() => topologicalOrder(parseShowDerivation({ [a]: node(a, [b]), [b]: node(b, [a]) }), [a]), /cycle/);
   const deep: Record<string, unknown> = {};
-  const names = Array.from({ length: 20_000 }, (_, i) => `/nix/store/${String(i).padStart(32, '0').replace(/[eotu]/g, '0')}-d${i}.drv`);
-  names.forEach((p, i) => (deep[p] = node(p, i > 0 ? [names[i - 1]!] : [])));
+  const names = Array.from(
+    { length: 20_000 },
+    (_, i) =>
+      `/nix/store/${String(i)
+        .padStart(32, '0')
+        .replace(/[eotu]/g, '0')}-d${i}.drv`,
+  );
+  for (const [i, p] of names.entries()) deep[p] = node(p, i > 0 ? [names[i - 1]!] : []);
   assert.equal(topologicalOrder(parseShowDerivation(deep), [names.at(-1)!]).length, 20_000);
 });
 
 test('required features come from env, or from __json with structured attributes', () => {
   assert.deepEqual(requiredFeaturesOf({ requiredSystemFeatures: 'kvm  big-parallel kvm' }), ['big-parallel', 'kvm']);
-  assert.deepEqual(requiredFeaturesOf({ __json: JSON.stringify({ requiredSystemFeatures: ['nixos-test', 'kvm'] }) }), ['kvm', 'nixos-test']);
+  assert.deepEqual(requiredFeaturesOf({ __json: JSON.stringify({ requiredSystemFeatures: ['nixos-test', 'kvm'] }) }), [
+    'kvm',
+    'nixos-test',
+  ]);
   assert.deepEqual(requiredFeaturesOf({}), []);
   assert.deepEqual(requiredFeaturesOf(undefined), []);
 });
@@ -61,7 +84,15 @@ test('required features come from env, or from __json with structured attributes
 test('multiple outputs and newer Nix (platform) are understood', () => {
   const p = '/nix/store/cccccccccccccccccccccccccccccccc-multi.drv';
   const g = parseShowDerivation({
-    [p]: { outputs: { out: { path: '/nix/store/dddddddddddddddddddddddddddddddd-multi' }, dev: { path: '/nix/store/ffffffffffffffffffffffffffffffff-multi-dev' } }, inputDrvs: {}, platform: 'aarch64-linux', env: {} },
+    [p]: {
+      outputs: {
+        out: { path: '/nix/store/dddddddddddddddddddddddddddddddd-multi' },
+        dev: { path: '/nix/store/ffffffffffffffffffffffffffffffff-multi-dev' },
+      },
+      inputDrvs: {},
+      platform: 'aarch64-linux',
+      env: {},
+    },
   });
   assert.deepEqual(Object.keys(g.get(p)!.outputs).sort(), ['dev', 'out']);
   assert.equal(g.get(p)!.system, 'aarch64-linux');
@@ -73,7 +104,10 @@ test('attribute paths are quoted where needed; refs go into the flake URL', () =
   assert.equal(attrPath(['packages', 'x86_64-linux', 'foo.bar']), 'packages.x86_64-linux."foo.bar"');
   assert.equal(flakeRefAt('git+https://example.org/repo.git', 'main'), 'git+https://example.org/repo.git?ref=main');
   assert.equal(flakeRefAt('git+file:///src/repo?dir=sub', 'release-1'), 'git+file:///src/repo?dir=sub&ref=release-1');
-  assert.equal(flakeRefAt('git+https://example.org/repo.git?ref=old', 'a'.repeat(40)), `git+https://example.org/repo.git?rev=${'a'.repeat(40)}`);
+  assert.equal(
+    flakeRefAt('git+https://example.org/repo.git?ref=old', 'a'.repeat(40)),
+    `git+https://example.org/repo.git?rev=${'a'.repeat(40)}`,
+  );
   assert.equal(flakeRefAt('path:/src/flake', null), 'path:/src/flake');
   assert.throws(() => flakeRefAt('path:/src/flake', 'main'), /no branches/);
 });

@@ -8,14 +8,21 @@ import { plan, type KnownBuild } from '../../../src/hub/planner.js';
 
 const fixtures = resolve(dirname(fileURLToPath(import.meta.url)), '../../../../test/fixtures/hub');
 const graph = parseShowDerivation(JSON.parse(readFileSync(join(fixtures, 'show-derivation-r.json'), 'utf8')));
-const roots = Object.values(JSON.parse(readFileSync(join(fixtures, 'check-drvs.json'), 'utf8')) as Record<string, string>);
+const roots = Object.values(
+  JSON.parse(readFileSync(join(fixtures, 'check-drvs.json'), 'utf8')) as Record<string, string>,
+);
 const node = (name: string) => [...graph.values()].find((n) => n.drvPath.endsWith(`-${name}.drv`))!;
 const names = (p: ReturnType<typeof plan>) => p.builds.map((b) => b.node.drvPath.replace(/^.*?-(hub-.*)\.drv$/, '$1'));
 
 function planWith(opts: { cached?: string[]; known?: Record<string, KnownBuild>; roots?: string[] } = {}) {
   const cachedOutputs = new Set((opts.cached ?? []).flatMap((n) => Object.values(node(n).outputs)));
   const known = new Map(Object.entries(opts.known ?? {}).map(([n, k]) => [node(n).drvHash, k]));
-  return plan({ graph, roots: opts.roots ?? roots, inCache: (o) => cachedOutputs.has(o), existing: (h) => known.get(h) });
+  return plan({
+    graph,
+    roots: opts.roots ?? roots,
+    inCache: (o) => cachedOutputs.has(o),
+    existing: (h) => known.get(h),
+  });
 }
 
 test('with an empty cache every derivation is built, inputs first, with its build edges', () => {
@@ -33,7 +40,8 @@ test('with an empty cache every derivation is built, inputs first, with its buil
 test('a derivation whose outputs are in the cache is dropped, and with it what only it needed', () => {
   const p = planWith({ cached: ['hub-shared', 'hub-chain-3'] });
   const order = names(p);
-  for (const gone of ['hub-shared', 'hub-chain-3', 'hub-chain-2', 'hub-chain-1']) assert.ok(!order.includes(gone), `${gone} is not built`);
+  for (const gone of ['hub-shared', 'hub-chain-3', 'hub-chain-2', 'hub-chain-1'])
+    assert.ok(!order.includes(gone), `${gone} is not built`);
   assert.ok(order.includes('hub-slow') && order.includes('hub-shared-a'));
   // Inputs whose outputs are cached are no build edges.
   assert.deepEqual(p.builds.find((b) => b.node.drvHash === node('hub-shared-a').drvHash)!.inputs, []);
@@ -75,7 +83,10 @@ test('existing records decide between create, retry, reset and keep', () => {
 
 test('a dependency failure is reset when its failed input gets another try', () => {
   const p = planWith({
-    known: { 'hub-fails': { status: 'failed', failureKind: 'infrastructure' }, 'hub-after-fail': { status: 'dependency-failed', failureKind: null } },
+    known: {
+      'hub-fails': { status: 'failed', failureKind: 'infrastructure' },
+      'hub-after-fail': { status: 'dependency-failed', failureKind: null },
+    },
   });
   const action = (n: string) => p.builds.find((b) => b.node.drvHash === node(n).drvHash)?.action;
   assert.equal(action('hub-fails'), 'retry');
@@ -83,10 +94,17 @@ test('a dependency failure is reset when its failed input gets another try', () 
 });
 
 test('a succeeded build whose outputs are in the cache is never planned again', () => {
-  const p = planWith({ cached: ['hub-shared'], known: { 'hub-shared': { status: 'succeeded', failureKind: null } }, roots: [node('hub-shared-a').drvPath] });
+  const p = planWith({
+    cached: ['hub-shared'],
+    known: { 'hub-shared': { status: 'succeeded', failureKind: null } },
+    roots: [node('hub-shared-a').drvPath],
+  });
   assert.deepEqual(names(p), ['hub-shared-a']);
 });
 
 test('a root missing from the graph is an error', () => {
-  assert.throws(() => planWith({ roots: ['/nix/store/00000000000000000000000000000000-nope.drv'] }), /missing from the derivation graph/);
+  assert.throws(
+    () => planWith({ roots: ['/nix/store/00000000000000000000000000000000-nope.drv'] }),
+    /missing from the derivation graph/,
+  );
 });

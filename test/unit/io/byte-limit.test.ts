@@ -19,16 +19,26 @@ function counterSink(): { sink: Writable; received: () => number } {
 describe('ByteLimit', () => {
   it('lets exactly `max` bytes through', async () => {
     const { sink, received } = counterSink();
-    await pipeline(Readable.from([Buffer.alloc(600), Buffer.alloc(400)], { objectMode: false }), createByteLimit(1000), sink);
+    await pipeline(
+      Readable.from([Buffer.alloc(600), Buffer.alloc(400)], { objectMode: false }),
+      createByteLimit(1000),
+      sink,
+    );
     assert.equal(received(), 1000);
   });
 
   it('fails with BODY_TOO_LARGE at the chunk that crosses the limit, without forwarding it', async () => {
     const { sink, received } = counterSink();
     await assert.rejects(
-      pipeline(Readable.from([Buffer.alloc(600), Buffer.alloc(401)], { objectMode: false }), createByteLimit(1000), sink),
+      pipeline(
+        Readable.from([Buffer.alloc(600), Buffer.alloc(401)], { objectMode: false }),
+        createByteLimit(1000),
+        sink,
+      ),
       (err: unknown) =>
-        err instanceof NarhubError && err.code === 'BODY_TOO_LARGE' && err.message === 'body exceeds the limit of 1000 bytes',
+        err instanceof NarhubError &&
+        err.code === 'BODY_TOO_LARGE' &&
+        err.message === 'body exceeds the limit of 1000 bytes',
     );
     assert.equal(received(), 600);
   });
@@ -41,16 +51,22 @@ describe('ByteLimit', () => {
         yield Buffer.alloc(1024);
       }
     }
-    await assert.rejects(pipeline(Readable.from(endless(), { objectMode: false }), createByteLimit(10 * 1024), counterSink().sink), {
-      code: 'BODY_TOO_LARGE',
-    });
+    await assert.rejects(
+      pipeline(Readable.from(endless(), { objectMode: false }), createByteLimit(10 * 1024), counterSink().sink),
+      {
+        code: 'BODY_TOO_LARGE',
+      },
+    );
     assert.ok(produced < 64, `read ${produced} chunks`);
   });
 
   it('a limit of 0 allows only an empty body', async () => {
     await pipeline(Readable.from([], { objectMode: false }), createByteLimit(0), counterSink().sink);
-    await assert.rejects(pipeline(Readable.from([Buffer.alloc(1)], { objectMode: false }), createByteLimit(0), counterSink().sink), {
-      code: 'BODY_TOO_LARGE',
-    });
+    await assert.rejects(
+      pipeline(Readable.from([Buffer.alloc(1)], { objectMode: false }), createByteLimit(0), counterSink().sink),
+      {
+        code: 'BODY_TOO_LARGE',
+      },
+    );
   });
 });

@@ -122,7 +122,10 @@ describe('createDecompressor', () => {
     const half = NAR.length >> 1;
     const gz = Buffer.concat([gzipSync(NAR.subarray(0, half)), gzipSync(NAR.subarray(half))]);
     assert.ok((await run(createDecompressor('gzip'), gz)).equals(NAR));
-    const zst = Buffer.concat([compressWithTool('zstd', NAR.subarray(0, half)), compressWithTool('zstd', NAR.subarray(half))]);
+    const zst = Buffer.concat([
+      compressWithTool('zstd', NAR.subarray(0, half)),
+      compressWithTool('zstd', NAR.subarray(half)),
+    ]);
     assert.ok((await run(createDecompressor('zstd'), zst)).equals(NAR));
   });
 

@@ -146,7 +146,10 @@ describe('fanOut', () => {
       yield Buffer.alloc(10);
       throw new Error('client went away');
     }
-    await assert.rejects(pipeline(Readable.from(broken(), { objectMode: false }), fanOut(a, b.stream)), /client went away/);
+    await assert.rejects(
+      pipeline(Readable.from(broken(), { objectMode: false }), fanOut(a, b.stream)),
+      /client went away/,
+    );
     assert.equal(a.destroyed, true);
     assert.equal(b.stream.destroyed, true);
     assert.match(String((await errored)[0]), /client went away/);
@@ -161,7 +164,9 @@ describe('fanOut', () => {
     });
     const other = target();
     setTimeout(() => stuck.destroy(), 20);
-    await assert.rejects(pipeline(source(100, 100), fanOut(stuck, other.stream)), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
+    await assert.rejects(pipeline(source(100, 100), fanOut(stuck, other.stream)), {
+      code: 'ERR_STREAM_PREMATURE_CLOSE',
+    });
   });
 
   it('with no targets is a plain sink', async () => {
@@ -181,7 +186,10 @@ describe('fanOut', () => {
     const validated = pipeline(decompressor, validator);
     const chunks: Buffer[] = [];
     for (let i = 0; i < upload.length; i += 4096) chunks.push(upload.subarray(i, i + 4096));
-    await Promise.all([pipeline(Readable.from(chunks, { objectMode: false }), fanOut(stored.stream, decompressor, fileCounter.stream)), validated]);
+    await Promise.all([
+      pipeline(Readable.from(chunks, { objectMode: false }), fanOut(stored.stream, decompressor, fileCounter.stream)),
+      validated,
+    ]);
 
     assert.ok(Buffer.concat(stored.chunks).equals(upload));
     assert.equal(fileCounter.bytes(), upload.length);

@@ -78,13 +78,20 @@ async function pass(file: Buffer, chunkSize: number, opts: NarOffThreadOptions &
 /** Names that mean something to JavaScript objects, multi-byte UTF-8, characters JSON escapes. */
 function awkwardTree(): NarTree {
   const entries = Object.create(null) as Record<string, NarTree>;
+  // biome-ignore lint/complexity/useLiteralKeys: the point is a key JavaScript treats specially
+  // biome-ignore lint/suspicious/noProto: likewise
   entries['__proto__'] = { type: 'regular', contents: Buffer.from('p') };
+  // biome-ignore lint/complexity/useLiteralKeys: typed as Function when written with a dot
   entries['constructor'] = { type: 'regular', contents: Buffer.from('c') };
   entries['caf\u00e9'] = { type: 'symlink', target: 'constructor' };
-  entries['lib'] = {
+  entries.lib = {
     type: 'directory',
     entries: {
-      'big.so': { type: 'regular', executable: true, contents: Buffer.concat([randomBytes(1024 * 1024), Buffer.alloc(2 * 1024 * 1024 + 5, 'x')]) },
+      'big.so': {
+        type: 'regular',
+        executable: true,
+        contents: Buffer.concat([randomBytes(1024 * 1024), Buffer.alloc(2 * 1024 * 1024 + 5, 'x')]),
+      },
       empty: { type: 'directory', entries: {} },
       'line\nbreak': { type: 'regular', contents: Buffer.from('"quoted"\\') },
     },
@@ -135,7 +142,11 @@ test('a compressed NAR, in every compression, as the real tools pack it', async 
   const half = BIG.length >> 1;
   for (const c of ['zstd', 'gzip', 'xz', 'bzip2'] as const) {
     const two = Buffer.concat([pack(c, BIG.subarray(0, half)), pack(c, BIG.subarray(half))]);
-    assert.equal((await pass(two, 10_000, { listing: false, decompress: c })).narHash, want.narHash, `${c}, two streams`);
+    assert.equal(
+      (await pass(two, 10_000, { listing: false, decompress: c })).narHash,
+      want.narHash,
+      `${c}, two streams`,
+    );
   }
   const skippable = Buffer.concat([Buffer.from([0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, 1, 2, 3, 4]), pack('zstd', BIG)]);
   assert.equal((await pass(skippable, 65536, { listing: false, decompress: 'zstd' })).narHash, want.narHash);
@@ -200,7 +211,8 @@ test('a corrupt compressed stream is refused as the decoder on the loop refuses 
       // brotli check their data only at the end of a frame).
       const decoderSays = new RegExp(`^${c} decompression failed: `);
       assert.ok(
-        (isNarhubError(err) && err.code === 'NAR_INVALID') || (!isNarhubError(err) && decoderSays.test((err as Error).message)),
+        (isNarhubError(err) && err.code === 'NAR_INVALID') ||
+          (!isNarhubError(err) && decoderSays.test((err as Error).message)),
         `${c} ${what}: ${String(err)}`,
       );
     }
@@ -221,7 +233,9 @@ test('with compress, the output is the NAR in zstd, hashed and counted, whatever
   }
   // An invalid NAR fails the compressing pass as it fails the sink.
   const bad = BIG.subarray(0, BIG.length - 100);
-  await assert.rejects(pass(bad, 65536, { listing: false, compress: { level: 3, workers: 2 } }), { code: 'NAR_INVALID' });
+  await assert.rejects(pass(bad, 65536, { listing: false, compress: { level: 3, workers: 2 } }), {
+    code: 'NAR_INVALID',
+  });
 });
 
 test('a reader that stops holds a compressing pass, and a writer nothing holds', async (t) => {
@@ -246,7 +260,10 @@ test('a reader that stops holds a compressing pass, and a writer nothing holds',
   assert.equal(finishedWriting, false);
   // Reading delivers everything, in order.
   const out: Buffer[] = [];
-  await Promise.all([written, pipeline(p, new Writable({ write: (chunk: Buffer, _e, cb) => (out.push(chunk), cb()) }))]);
+  await Promise.all([
+    written,
+    pipeline(p, new Writable({ write: (chunk: Buffer, _e, cb) => (out.push(chunk), cb()) })),
+  ]);
   assert.ok(zstdDecompress(Buffer.concat(out)).equals(nar));
 });
 

@@ -57,12 +57,15 @@ describe('createNarValidator', () => {
         yield c;
       }
     }
-    await assert.rejects(pipeline(Readable.from(source(), { objectMode: false }), createNarValidator()), (err: unknown) => {
-      assert.ok(err instanceof NarhubError);
-      assert.equal(err.code, 'NAR_INVALID');
-      assert.equal(err.message, 'non-zero padding at byte 22');
-      return true;
-    });
+    await assert.rejects(
+      pipeline(Readable.from(source(), { objectMode: false }), createNarValidator()),
+      (err: unknown) => {
+        assert.ok(err instanceof NarhubError);
+        assert.equal(err.code, 'NAR_INVALID');
+        assert.equal(err.message, 'non-zero padding at byte 22');
+        return true;
+      },
+    );
     assert.ok(pulled < 100, `pulled ${pulled} of ${Math.ceil(bad.length / 64)} chunks`);
   });
 

@@ -227,7 +227,9 @@ test('the event loop keeps turning while zstd compresses on a thread; with zstd 
   // a codec thread, the loop only copies the input into slabs and then turns until the thread is
   // done. Counts, not milliseconds: see test/helpers/loop-turns.ts.
   const nar = narOf(text(32 * 1024 * 1024));
-  const inline = await loopTurnsDuring(() => run(new zstd.CompressStream({ compressionLevel: 3, nbWorkers: 2 }), nar, nar.length));
+  const inline = await loopTurnsDuring(() =>
+    run(new zstd.CompressStream({ compressionLevel: 3, nbWorkers: 2 }), nar, nar.length),
+  );
   const off = await loopTurnsDuring(() => run(zstdNarPass(2), nar, nar.length));
   assert.equal(inline.value.error, undefined);
   assert.equal(off.value.error, undefined);

@@ -16,7 +16,10 @@ const NAR = Buffer.concat([
   ...narFromTree({
     type: 'directory',
     entries: {
-      bin: { type: 'directory', entries: { tool: { type: 'regular', contents: randomBytes(150_000), executable: true } } },
+      bin: {
+        type: 'directory',
+        entries: { tool: { type: 'regular', contents: randomBytes(150_000), executable: true } },
+      },
       doc: { type: 'regular', contents: Buffer.from('documentation\n'.repeat(20_000)) },
       lib: { type: 'symlink', target: 'bin' },
     },
@@ -82,14 +85,22 @@ describe('sniffAndDecompress', () => {
   it('zstd with a leading skippable frame, and several frames', async () => {
     const skippable = Buffer.concat([Buffer.from([0x50, 0x2a, 0x4d, 0x18, 5, 0, 0, 0]), Buffer.from('hello')]);
     const half = NAR.length >> 1;
-    const body = Buffer.concat([skippable, compress('zstd', NAR.subarray(0, half)), compress('zstd', NAR.subarray(half))]);
+    const body = Buffer.concat([
+      skippable,
+      compress('zstd', NAR.subarray(0, half)),
+      compress('zstd', NAR.subarray(half)),
+    ]);
     const { compression, stream } = await sniffAndDecompress(awkward(body));
     assert.equal(compression, 'zstd');
     assert.equal(await validate(stream), NAR_HASH);
   });
 
   it('unknown bodies: COMPRESSION_UNSUPPORTED, and the source is left alone', async () => {
-    for (const body of [Buffer.alloc(0), Buffer.from('abc'), Buffer.from('<html><body>502 Bad Gateway</body></html>')]) {
+    for (const body of [
+      Buffer.alloc(0),
+      Buffer.from('abc'),
+      Buffer.from('<html><body>502 Bad Gateway</body></html>'),
+    ]) {
       const source = awkward(body);
       await assert.rejects(sniffAndDecompress(source), (err: unknown) => {
         assert.ok(err instanceof NarhubError);

@@ -5,7 +5,7 @@ import { base64Length, decodeBase64Strict, encodeBase64 } from '../../../src/nix
 import { quote } from '../../../src/nix/quote.js';
 
 describe('strict base64', () => {
-  it('round-trips any bytes and matches Node\'s encoder', () => {
+  it("round-trips any bytes and matches Node's encoder", () => {
     fc.assert(
       fc.property(fc.uint8Array({ maxLength: 100 }), (bytes) => {
         const text = encodeBase64(bytes);
@@ -17,14 +17,29 @@ describe('strict base64', () => {
   });
 
   it('rejects anything that is not the canonical padded encoding', () => {
-    for (const bad of ['A', 'AA', 'AAA', 'AA=', 'A===', 'AA==AA==', 'AB==', 'AAB=', 'AA AA', 'AA\nA=', 'AAAA\n', '-_==', 'AA=A', '====']) {
+    for (const bad of [
+      'A',
+      'AA',
+      'AAA',
+      'AA=',
+      'A===',
+      'AA==AA==',
+      'AB==',
+      'AAB=',
+      'AA AA',
+      'AA\nA=',
+      'AAAA\n',
+      '-_==',
+      'AA=A',
+      '====',
+    ]) {
       assert.equal(decodeBase64Strict(bad), undefined, bad);
     }
     assert.deepEqual(decodeBase64Strict(''), new Uint8Array(0));
     assert.deepEqual(decodeBase64Strict('AA=='), new Uint8Array([0]));
   });
 
-  it('returns a copy, not a view into Node\'s shared buffer pool', () => {
+  it("returns a copy, not a view into Node's shared buffer pool", () => {
     const bytes = decodeBase64Strict('AQID');
     assert.ok(bytes);
     assert.equal(bytes.byteOffset, 0);

@@ -23,7 +23,10 @@ describe('formatCacheInfo', () => {
       { storeDir: '/nix/store', wantMassQuery: true, priority: 1.5 },
       { storeDir: '/nix/store', wantMassQuery: true, priority: 2 ** 31 },
     ]) {
-      assert.throws(() => formatCacheInfo(bad), (err: unknown) => err instanceof NarhubError && err.code === 'CONFIG_INVALID');
+      assert.throws(
+        () => formatCacheInfo(bad),
+        (err: unknown) => err instanceof NarhubError && err.code === 'CONFIG_INVALID',
+      );
     }
   });
 
@@ -37,7 +40,7 @@ describe('formatCacheInfo', () => {
   });
 });
 
-describe('parseCacheInfo (Nix\'s lenient reader, spec §2)', () => {
+describe("parseCacheInfo (Nix's lenient reader, spec §2)", () => {
   it('reads the typical body', () => {
     assert.deepEqual(parseCacheInfo('StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n'), {
       storeDir: '/nix/store',

@@ -49,9 +49,19 @@ describe('parseDerivation', () => {
     const file = join(nix.workDir, 'fixture.nix');
     await writeFile(file, FIXTURE);
     const top = (await nix.run('nix-instantiate', [file, '--argstr', 'nonce', String(Date.now())])).stdout.trim();
-    const shown = JSON.parse((await nix.run('nix', ['--extra-experimental-features', 'nix-command', 'show-derivation', '-r', top])).stdout) as Record<
+    const shown = JSON.parse(
+      (await nix.run('nix', ['--extra-experimental-features', 'nix-command', 'show-derivation', '-r', top])).stdout,
+    ) as Record<
       string,
-      { outputs: Record<string, { path: string; hashAlgo?: string; hash?: string }>; inputDrvs: Record<string, string[]>; inputSrcs: string[]; system: string; builder: string; args: string[]; env: Record<string, string> }
+      {
+        outputs: Record<string, { path: string; hashAlgo?: string; hash?: string }>;
+        inputDrvs: Record<string, string[]>;
+        inputSrcs: string[];
+        system: string;
+        builder: string;
+        args: string[];
+        env: Record<string, string>;
+      }
     >;
     assert.equal(Object.keys(shown).length, 3);
     const parsed = new Map<string, Derivation>();
@@ -65,7 +75,11 @@ describe('parseDerivation', () => {
       assert.deepEqual(drv.inputSrcs, want.inputSrcs);
       assert.deepEqual(drv.inputDrvs, want.inputDrvs);
       for (const [name, out] of Object.entries(want.outputs)) {
-        assert.deepEqual(drv.outputs[name], { path: out.path, hashAlgo: out.hashAlgo ?? '', hash: out.hash ?? '' }, `${path}!${name}`);
+        assert.deepEqual(
+          drv.outputs[name],
+          { path: out.path, hashAlgo: out.hashAlgo ?? '', hash: out.hash ?? '' },
+          `${path}!${name}`,
+        );
       }
       assert.deepEqual(Object.keys(drv.outputs).sort(), Object.keys(want.outputs).sort());
     }
@@ -77,13 +91,27 @@ describe('parseDerivation', () => {
     const inputs = inputPathsOf(parsed.get(top)!, (p) => outputPathsOf(parsed.get(p)!));
     const fixedDrv = Object.keys(shown[top]!.inputDrvs).find((p) => p.includes('-fixed-'))!;
     const depDrv = Object.keys(shown[top]!.inputDrvs).find((p) => p.includes('-dep-'))!;
-    assert.deepEqual(inputs, [...shown[top]!.inputSrcs, shown[fixedDrv]!.outputs.out!.path, shown[depDrv]!.outputs.dev!.path].sort());
+    assert.deepEqual(
+      inputs,
+      [...shown[top]!.inputSrcs, shown[fixedDrv]!.outputs.out!.path, shown[depDrv]!.outputs.dev!.path].sort(),
+    );
     assert.ok(!inputs.includes(shown[depDrv]!.outputs.out!.path), 'only the outputs used are inputs');
   });
 
   it('rejects what is not a derivation, with where', () => {
-    for (const bad of ['', 'Derive(', 'Derive([],[],[],"x","y",[],[])', 'Derive([("out","/p","","")],[],[],"x","y",[],[("a","\\q")])', 'Derive([("out","/p","","")],[],[],"x","y",[],[])x']) {
-      assert.throws(() => parseDerivation(bad), (err: Error & { code?: string }) => err.code === 'BAD_REQUEST' && /not a derivation: .* at offset \d+/.test(err.message), bad);
+    for (const bad of [
+      '',
+      'Derive(',
+      'Derive([],[],[],"x","y",[],[])',
+      'Derive([("out","/p","","")],[],[],"x","y",[],[("a","\\q")])',
+      'Derive([("out","/p","","")],[],[],"x","y",[],[])x',
+    ]) {
+      assert.throws(
+        () => parseDerivation(bad),
+        (err: Error & { code?: string }) =>
+          err.code === 'BAD_REQUEST' && /not a derivation: .* at offset \d+/.test(err.message),
+        bad,
+      );
     }
   });
 });
@@ -91,8 +119,14 @@ describe('parseDerivation', () => {
 describe('regularFileOfNar', () => {
   const nar = (tree: Parameters<typeof narFromTree>[0]) => Buffer.concat([...narFromTree(tree)]);
   it('returns the one file of a NAR, executable or not', () => {
-    assert.equal(regularFileOfNar(nar({ type: 'regular', contents: Buffer.from('Derive(…)') })).toString(), 'Derive(…)');
-    assert.equal(regularFileOfNar(nar({ type: 'regular', contents: Buffer.from('x'), executable: true })).toString(), 'x');
+    assert.equal(
+      regularFileOfNar(nar({ type: 'regular', contents: Buffer.from('Derive(…)') })).toString(),
+      'Derive(…)',
+    );
+    assert.equal(
+      regularFileOfNar(nar({ type: 'regular', contents: Buffer.from('x'), executable: true })).toString(),
+      'x',
+    );
     assert.equal(regularFileOfNar(nar({ type: 'regular', contents: Buffer.alloc(0) })).length, 0);
   });
   it('rejects directories, symlinks, truncation and trailing bytes', () => {

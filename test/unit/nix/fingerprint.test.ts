@@ -61,7 +61,12 @@ describe('narInfoFingerprint', () => {
   });
 
   it('does not depend on the order of references', () => {
-    const refs = ['zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz-a', DEP, 'i9pmrzmpshapij2kin22pff6fc2adavx-hello.txt', '00000000000000000000000000000000-z'];
+    const refs = [
+      'zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz-a',
+      DEP,
+      'i9pmrzmpshapij2kin22pff6fc2adavx-hello.txt',
+      '00000000000000000000000000000000-z',
+    ];
     const expected = narInfoFingerprint(HELLO_PATH, HELLO_HASH, 120, refs);
     fc.assert(
       fc.property(fc.shuffledSubarray(refs, { minLength: refs.length }), (shuffled) => {
@@ -78,16 +83,31 @@ describe('narInfoFingerprint', () => {
   });
 
   it('refuses NarSize 0, non-sha256 hashes, and invalid paths', () => {
-    assert.throws(() => narInfoFingerprint(HELLO_PATH, HELLO_HASH, 0, []), rejects('NARINFO_INVALID', 'NarSize must be > 0'));
+    assert.throws(
+      () => narInfoFingerprint(HELLO_PATH, HELLO_HASH, 0, []),
+      rejects('NARINFO_INVALID', 'NarSize must be > 0'),
+    );
     assert.throws(() => narInfoFingerprint(HELLO_PATH, HELLO_HASH, -1, []), rejects('NARINFO_INVALID', 'NarSize'));
     assert.throws(() => narInfoFingerprint(HELLO_PATH, HELLO_HASH, 1.5, []), rejects('NARINFO_INVALID', 'NarSize'));
     assert.throws(
       () => narInfoFingerprint(HELLO_PATH, 'sha1:143xibwh31h9bvxzalr0sjvbbvpa6ffs', 120, []),
       rejects('HASH_INVALID', 'must be sha256, got sha1'),
     );
-    assert.throws(() => narInfoFingerprint(HELLO_PATH, '04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw', 120, []), rejects('HASH_INVALID', 'prefix'));
-    assert.throws(() => narInfoFingerprint('/nix/store/x', HELLO_HASH, 120, []), rejects('STORE_PATH_INVALID', '/nix/store/x'));
-    assert.throws(() => narInfoFingerprint(HELLO_PATH, HELLO_HASH, 120, [`/nix/store/${DEP}`]), rejects('STORE_PATH_INVALID', 'hash part'));
-    assert.throws(() => narInfoFingerprint(HELLO_PATH, HELLO_HASH, 120, ['a,b']), rejects('STORE_PATH_INVALID', 'too short'));
+    assert.throws(
+      () => narInfoFingerprint(HELLO_PATH, '04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw', 120, []),
+      rejects('HASH_INVALID', 'prefix'),
+    );
+    assert.throws(
+      () => narInfoFingerprint('/nix/store/x', HELLO_HASH, 120, []),
+      rejects('STORE_PATH_INVALID', '/nix/store/x'),
+    );
+    assert.throws(
+      () => narInfoFingerprint(HELLO_PATH, HELLO_HASH, 120, [`/nix/store/${DEP}`]),
+      rejects('STORE_PATH_INVALID', 'hash part'),
+    );
+    assert.throws(
+      () => narInfoFingerprint(HELLO_PATH, HELLO_HASH, 120, ['a,b']),
+      rejects('STORE_PATH_INVALID', 'too short'),
+    );
   });
 });

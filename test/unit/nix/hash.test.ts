@@ -40,7 +40,10 @@ describe('parseHash', () => {
   it('decodes the §5.3 NAR hash in nix32 and SRI', () => {
     const a = parseHash('sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw');
     const b = parseHash('sha256-HDfQGvQL4ugGkd48w99EN3ppmvuxfGjwgJZLL9Bx/BM=');
-    assert.equal(Buffer.from(a.digest).toString('hex'), '1c37d01af40be2e80691de3cc3df44377a699afbb17c68f080964b2fd071fc13');
+    assert.equal(
+      Buffer.from(a.digest).toString('hex'),
+      '1c37d01af40be2e80691de3cc3df44377a699afbb17c68f080964b2fd071fc13',
+    );
     assert.ok(hashesEqual(a, b));
   });
 

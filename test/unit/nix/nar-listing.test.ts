@@ -40,7 +40,10 @@ describe('formatListing', () => {
   it('escapes like Nix 2.8: \\" \\\\ \\n \\r \\t, other controls as \\u00xx, the rest verbatim', () => {
     const name = 'q"b\\n\nr\rt\tc\x01\x08\x0c\x1f\x7fé😀';
     const out = formatListing({ version: 1, root: { type: 'symlink', target: name } });
-    assert.equal(out, '{"version":1,"root":{"type":"symlink","target":"q\\"b\\\\n\\nr\\rt\\tc\\u0001\\u0008\\u000c\\u001f\x7fé😀"}}');
+    assert.equal(
+      out,
+      '{"version":1,"root":{"type":"symlink","target":"q\\"b\\\\n\\nr\\rt\\tc\\u0001\\u0008\\u000c\\u001f\x7fé😀"}}',
+    );
     assert.equal((JSON.parse(out) as { root: { target: string } }).root.target, name);
   });
 

@@ -80,11 +80,23 @@ describe('NAR handling agrees with Nix 2.8', () => {
       ['empty', file('')],
       ['B', file('upper case sorts first')],
       ['big.bin', file(randomBytes(3 * 1024 * 1024 + 5))],
-      ['bin', dir([['run', file('#!/bin/sh\necho hi\n', true)], ['exact8!!', file('12345678', true)]])],
+      [
+        'bin',
+        dir([
+          ['run', file('#!/bin/sh\necho hi\n', true)],
+          ['exact8!!', file('12345678', true)],
+        ]),
+      ],
       ['link', symlink('bin/run')],
       ['abs-link', symlink('/nix/store/00000000000000000000000000000000-missing')],
       ['odd link', symlink('../wéird "target"\\ \t')],
-      ['deep', dir([['a', dir([['b', dir([['c', dir([['d', file('deep')]])]])]])], ['empty-dir', dir([])]])],
+      [
+        'deep',
+        dir([
+          ['a', dir([['b', dir([['c', dir([['d', file('deep')]])]])]])],
+          ['empty-dir', dir([])],
+        ]),
+      ],
       [
         'names',
         dir([
@@ -130,7 +142,10 @@ describe('NAR handling agrees with Nix 2.8', () => {
     const nix = await createNixEnv(t);
     const root = Buffer.from(join(await makeTempDir(t, 'narhub-nar-'), 'tree'));
     const at = (...parts: (string | number[])[]): Buffer =>
-      Buffer.concat([root, ...parts.flatMap((p) => [Buffer.from('/'), typeof p === 'string' ? Buffer.from(p) : Buffer.from(p)])]);
+      Buffer.concat([
+        root,
+        ...parts.flatMap((p) => [Buffer.from('/'), typeof p === 'string' ? Buffer.from(p) : Buffer.from(p)]),
+      ]);
     mkdirSync(root);
     writeFileSync(at([0xff]), 'a');
     writeFileSync(at([0x61, 0xc3]), 'bb');

@@ -101,13 +101,21 @@ function rejects(bytes: Uint8Array, pattern: RegExp, options: { maxDepth?: numbe
 }
 
 const SPEC_EXAMPLE_HEX =
-  '0d00000000000000' + '6e69782d61726368' + '6976652d31000000' +
-  '0100000000000000' + '2800000000000000' +
-  '0400000000000000' + '7479706500000000' +
-  '0700000000000000' + '726567756c617200' +
-  '0800000000000000' + '636f6e74656e7473' +
-  '0600000000000000' + '68656c6c6f0a0000' +
-  '0100000000000000' + '2900000000000000';
+  '0d00000000000000' +
+  '6e69782d61726368' +
+  '6976652d31000000' +
+  '0100000000000000' +
+  '2800000000000000' +
+  '0400000000000000' +
+  '7479706500000000' +
+  '0700000000000000' +
+  '726567756c617200' +
+  '0800000000000000' +
+  '636f6e74656e7473' +
+  '0600000000000000' +
+  '68656c6c6f0a0000' +
+  '0100000000000000' +
+  '2900000000000000';
 const SPEC_EXAMPLE = Buffer.from(SPEC_EXAMPLE_HEX, 'hex');
 
 // ---- tests ----
@@ -152,28 +160,36 @@ describe('NarParser: listing', () => {
     const s = parse(bytes);
     const root = s.listing!.root as Extract<NarListingNode, { type: 'directory' }>;
     assert.equal(Object.getPrototypeOf(root.entries), null);
-    const a = root.entries['a'] as Extract<NarListingNode, { type: 'regular' }>;
+    const a = root.entries.a as Extract<NarListingNode, { type: 'regular' }>;
     assert.deepEqual({ ...a }, { type: 'regular', size: 2, narOffset: a.narOffset, executable: true });
     assert.equal(bytes.subarray(a.narOffset - 8, a.narOffset).readBigUInt64LE(), 2n);
     assert.equal(bytes.subarray(a.narOffset, a.narOffset + 2).toString(), '#!');
-    assert.equal(formatListing({ version: 1, root: root.entries['b']! }).includes('"size":0,'), true);
-    assert.deepEqual({ ...root.entries['c'] }, { type: 'symlink', target: 'a' });
-    assert.equal(formatListing({ version: 1, root: root.entries['d']! }), '{"version":1,"root":{"type":"directory","entries":{}}}');
+    assert.equal(formatListing({ version: 1, root: root.entries.b! }).includes('"size":0,'), true);
+    assert.deepEqual({ ...root.entries.c }, { type: 'symlink', target: 'a' });
+    assert.equal(
+      formatListing({ version: 1, root: root.entries.d! }),
+      '{"version":1,"root":{"type":"directory","entries":{}}}',
+    );
   });
 
   it('keeps names like __proto__ as plain keys', () => {
     const s = parse(nar(...dir(entry('__proto__', file()), entry('constructor', file()))));
     const root = s.listing!.root as Extract<NarListingNode, { type: 'directory' }>;
     assert.deepEqual(Object.keys(root.entries), ['__proto__', 'constructor']);
-    assert.equal(({} as Record<string, unknown>)['polluted'], undefined);
+    assert.equal(({} as Record<string, unknown>).polluted, undefined);
   });
 });
 
 describe('NarParser: rejects every rule of spec §7.3', () => {
   it('1. magic', () => {
-    rejects(Buffer.concat([str('nix-archive-2'), ...file().map(str)]), /^input doesn't look like a Nix archive at byte 0$/);
+    rejects(
+      Buffer.concat([str('nix-archive-2'), ...file().map(str)]),
+      /^input doesn't look like a Nix archive at byte 0$/,
+    );
     // A wrong length is caught at the length field already.
-    rejects(Buffer.concat([str('nix-archive-10'), ...file().map(str)]), /look like a Nix archive at byte 0$/, { detectAt: 7 });
+    rejects(Buffer.concat([str('nix-archive-10'), ...file().map(str)]), /look like a Nix archive at byte 0$/, {
+      detectAt: 7,
+    });
     rejects(Buffer.from('<html><body>not a nar</body></html>'), /look like a Nix archive at byte 0/, { detectAt: 7 });
   });
 
@@ -198,7 +214,10 @@ describe('NarParser: rejects every rule of spec §7.3', () => {
     rejects(nar('(', 'type', 'symlink', 'target', 'a', 'target', 'b', ')'), /expected '\)'/);
     rejects(nar('(', 'type', 'directory', 'entry', 'name', 'a', ')'), /expected '\(', got a 4-byte string/);
     rejects(nar('(', 'type', 'directory', 'entry', '(', 'node', ...file(), ')', ')'), /expected 'name', got 'node'/);
-    rejects(nar('(', 'type', 'directory', 'entry', '(', 'name', 'a', ...file(), ')', ')'), /expected 'node', got a 1-byte string/);
+    rejects(
+      nar('(', 'type', 'directory', 'entry', '(', 'name', 'a', ...file(), ')', ')'),
+      /expected 'node', got a 1-byte string/,
+    );
     rejects(nar(...dir(), ')'), /trailing bytes/);
     rejects(nar(...dir(['entry', '(', 'name', 'a', 'node', ...file(), 'x']), ')'), /expected '\)', got 'x'/);
     rejects(nar('(', 'type', 'directory', 'entries', ')'), /expected 'entry' or '\)'/);
@@ -213,9 +232,13 @@ describe('NarParser: rejects every rule of spec §7.3', () => {
   });
 
   it('4. the executable marker value must be empty', () => {
-    rejects(nar('(', 'type', 'regular', 'executable', 'yes', 'contents', 'x', ')'), /'executable' marker value must be empty at byte 96$/, {
-      detectAt: 103,
-    });
+    rejects(
+      nar('(', 'type', 'regular', 'executable', 'yes', 'contents', 'x', ')'),
+      /'executable' marker value must be empty at byte 96$/,
+      {
+        detectAt: 103,
+      },
+    );
   });
 
   it('5. entry names: non-empty, not . or .., no / or NUL, ≤ 255 bytes', () => {
@@ -227,7 +250,9 @@ describe('NarParser: rejects every rule of spec §7.3', () => {
     rejects(nar(...dir(entry('ab\0', file()))), /NUL byte in entry name at byte 138$/, { detectAt: 138 });
     rejects(nar(...dir(entry('/', file()))), /'\/' in entry name/);
     assert.equal(parse(nar(...dir(entry('x'.repeat(255), file())))).narSize > 0, true);
-    rejects(nar(...dir(entry('x'.repeat(256), file()))), /entry name longer than 255 bytes at byte 128$/, { detectAt: 135 });
+    rejects(nar(...dir(entry('x'.repeat(256), file()))), /entry name longer than 255 bytes at byte 128$/, {
+      detectAt: 135,
+    });
     // Names like '...' and '.a' are fine.
     parse(nar(...dir(entry('...', file()), entry('.a', file()))));
   });
@@ -263,9 +288,15 @@ describe('NarParser: rejects every rule of spec §7.3', () => {
 
   it('8. truncation and trailing bytes', () => {
     for (const cut of [0, 1, 8, 23, 24, 60, 100, 111, 112, 119]) {
-      rejects(SPEC_EXAMPLE.subarray(0, cut), new RegExp(`^unexpected end of archive at byte ${cut}$`), { detectAt: cut });
+      rejects(SPEC_EXAMPLE.subarray(0, cut), new RegExp(`^unexpected end of archive at byte ${cut}$`), {
+        detectAt: cut,
+      });
     }
-    rejects(Buffer.concat([SPEC_EXAMPLE, Buffer.alloc(1)]), /^trailing bytes after the end of the archive at byte 120$/, { detectAt: 120 });
+    rejects(
+      Buffer.concat([SPEC_EXAMPLE, Buffer.alloc(1)]),
+      /^trailing bytes after the end of the archive at byte 120$/,
+      { detectAt: 120 },
+    );
     rejects(Buffer.concat([SPEC_EXAMPLE, SPEC_EXAMPLE]), /trailing bytes .* at byte 120$/);
   });
 
@@ -288,20 +319,23 @@ const treeArb: fc.Arbitrary<NarTree> = fc.letrec<{ tree: NarTree }>((tie) => ({
     { depthSize: 'small', withCrossShrink: true },
     fc.record({
       type: fc.constant('regular' as const),
-      contents: fc.oneof(fc.uint8Array({ maxLength: 40 }), fc.integer({ min: 0, max: 70_000 }).map((n) => new Uint8Array(n).fill(n & 0xff))),
+      contents: fc.oneof(
+        fc.uint8Array({ maxLength: 40 }),
+        fc.integer({ min: 0, max: 70_000 }).map((n) => new Uint8Array(n).fill(n & 0xff)),
+      ),
       executable: fc.boolean(),
     }),
     fc.record({
       type: fc.constant('symlink' as const),
-      target: fc.string({ unit: 'binary', minLength: 1, maxLength: 20 }).filter((s) => !s.includes('\0') && Buffer.from(s).toString() === s),
+      target: fc
+        .string({ unit: 'binary', minLength: 1, maxLength: 20 })
+        .filter((s) => !s.includes('\0') && Buffer.from(s).toString() === s),
     }),
-    fc
-      .uniqueArray(fc.tuple(validName, tie('tree')), { maxLength: 5, selector: ([name]) => name })
-      .map((pairs) => {
-        const entries = Object.create(null) as Record<string, NarTree>;
-        for (const [name, node] of pairs) entries[name] = node;
-        return { type: 'directory' as const, entries };
-      }),
+    fc.uniqueArray(fc.tuple(validName, tie('tree')), { maxLength: 5, selector: ([name]) => name }).map((pairs) => {
+      const entries = Object.create(null) as Record<string, NarTree>;
+      for (const [name, node] of pairs) entries[name] = node;
+      return { type: 'directory' as const, entries };
+    }),
   ),
 })).tree;
 
@@ -327,7 +361,7 @@ describe('NarParser: split-point properties', () => {
         const bytes = Buffer.concat([...narFromTree(tree)]);
         const cuts = rawCuts.map((c) => c % (bytes.length + 1));
         const s = parseChunks(split(bytes, cuts));
-        assert.equal(s.narHash, 'sha256:' + encodeNix32(createHash('sha256').update(bytes).digest()));
+        assert.equal(s.narHash, `sha256:${encodeNix32(createHash('sha256').update(bytes).digest())}`);
         assert.equal(s.narSize, bytes.length);
         checkOffsets(tree, s.listing!.root, bytes);
         assert.equal(formatListing(s.listing!), formatListing(parse(bytes).listing!));
@@ -369,7 +403,7 @@ describe('NarParser: split-point properties', () => {
           if (truncate) assert.equal(typeof a, 'string');
           if (typeof a !== 'string') {
             // Accepted only if the flipped byte was file contents: the hash must follow the bytes.
-            assert.equal(a.narHash, 'sha256:' + encodeNix32(createHash('sha256').update(bad).digest()));
+            assert.equal(a.narHash, `sha256:${encodeNix32(createHash('sha256').update(bad).digest())}`);
           }
         },
       ),
@@ -379,7 +413,9 @@ describe('NarParser: split-point properties', () => {
 });
 
 describe('NarParser: the listing of a huge tree', () => {
-  const five = nar(...dir(entry('a', file()), entry('b', file('yy')), entry('c', dir(entry('d', link('a')))), entry('e', exe())));
+  const five = nar(
+    ...dir(entry('a', file()), entry('b', file('yy')), entry('c', dir(entry('d', link('a')))), entry('e', exe())),
+  );
   const parseWith = (bytes: Buffer, maxListingEntries: number) => {
     const p = new NarParser({ maxListingEntries });
     p.update(bytes);

@@ -44,7 +44,7 @@ const HELLO =
   'Sig: example-key-1:GEOKzKtcQQJDLaxdPZSYOX9BZhkCHZvHNMGx2KTS4/m5mZ8ROkYezx0mTXp01O+i7x0dWcBJBmLqSdnNjSGmCw==\n' +
   'CA: fixed:r:sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw\n';
 
-const SIG = 'k:' + Buffer.alloc(64, 7).toString('base64');
+const SIG = `k:${Buffer.alloc(64, 7).toString('base64')}`;
 
 /** Asserts a NARINFO_PARSE_ERROR whose message is exactly `line N: Field: ...` and starts with `prefix`. */
 function parseError(line: number, field: string, fragment?: string) {
@@ -88,9 +88,7 @@ describe('parseNarInfo: spec examples', () => {
       narSize: 168,
       references: ['7hdk8qb9nscfnjpv2h2fgsjia36908lr-dep.txt'],
       deriver: 'ni43rvaqf7pvnypag20rpww5sa4i4nc0-withref.drv',
-      sigs: [
-        'example-key-1:mATOcbz8ytUJ11IQt70/5PmQQJ3b34uoSNWj7n7kF3m46faPgcl62ZDOlMQdjIN198iLQ1kIy6V+AwmvWEg9DQ==',
-      ],
+      sigs: ['example-key-1:mATOcbz8ytUJ11IQt70/5PmQQJ3b34uoSNWj7n7kF3m46faPgcl62ZDOlMQdjIN198iLQ1kIy6V+AwmvWEg9DQ=='],
     });
   });
 
@@ -112,9 +110,7 @@ describe('parseNarInfo: spec examples', () => {
       narHash: 'sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw',
       narSize: 120,
       references: [],
-      sigs: [
-        'example-key-1:GEOKzKtcQQJDLaxdPZSYOX9BZhkCHZvHNMGx2KTS4/m5mZ8ROkYezx0mTXp01O+i7x0dWcBJBmLqSdnNjSGmCw==',
-      ],
+      sigs: ['example-key-1:GEOKzKtcQQJDLaxdPZSYOX9BZhkCHZvHNMGx2KTS4/m5mZ8ROkYezx0mTXp01O+i7x0dWcBJBmLqSdnNjSGmCw=='],
       ca: 'fixed:r:sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw',
     });
   });
@@ -155,8 +151,14 @@ describe('parseNarInfo: what Nix also accepts', () => {
   it('accepts System, NarHash in base16 and SRI, and extra spaces between references', () => {
     const info = parseNarInfo(
       helloWith(6, 'NarHash: sha256-HDfQGvQL4ugGkd48w99EN3ppmvuxfGjwgJZLL9Bx/BM=')
-        .replace('References: \n', 'References: 7hdk8qb9nscfnjpv2h2fgsjia36908lr-dep.txt  jhw685mlqjw2m5g0b5n7i789n70mjw4a-withref \n')
-        .concat('System: x86_64-linux\n', 'FileHash: sha256:1c37d01af40be2e80691de3cc3df44377a699afbb17c68f080964b2fd071fc13\n')
+        .replace(
+          'References: \n',
+          'References: 7hdk8qb9nscfnjpv2h2fgsjia36908lr-dep.txt  jhw685mlqjw2m5g0b5n7i789n70mjw4a-withref \n',
+        )
+        .concat(
+          'System: x86_64-linux\n',
+          'FileHash: sha256:1c37d01af40be2e80691de3cc3df44377a699afbb17c68f080964b2fd071fc13\n',
+        )
         .replace(/^FileHash: sha256:04.*\n/m, ''),
     );
     assert.equal(info.narHash, 'sha256-HDfQGvQL4ugGkd48w99EN3ppmvuxfGjwgJZLL9Bx/BM=');
@@ -180,7 +182,10 @@ describe('parseNarInfo: what Nix also accepts', () => {
   it('parses in a custom store dir', () => {
     const text = HELLO.replace('StorePath: /nix/store/', 'StorePath: /tmp/store/');
     assert.equal(parseNarInfo(text, '/tmp/store').storePath, '/tmp/store/i9pmrzmpshapij2kin22pff6fc2adavx-hello.txt');
-    assert.throws(() => parseNarInfo(text), parseError(1, 'StorePath', 'not directly inside the store directory /nix/store'));
+    assert.throws(
+      () => parseNarInfo(text),
+      parseError(1, 'StorePath', 'not directly inside the store directory /nix/store'),
+    );
     assert.equal(formatNarInfo(parseNarInfo(text, '/tmp/store'), '/tmp/store'), text);
   });
 });
@@ -197,7 +202,10 @@ describe('parseNarInfo: errors name the line and field', () => {
       parseError(1, 'StorePath', 'expected ": "'),
     );
     assert.throws(() => parseNarInfo(helloWith(7, 'NarSize:120')), parseError(7, 'NarSize', 'exactly one space'));
-    assert.throws(() => parseNarInfo(helloWith(3, 'Compression:\tnone')), parseError(3, 'Compression', 'expected ": "'));
+    assert.throws(
+      () => parseNarInfo(helloWith(3, 'Compression:\tnone')),
+      parseError(3, 'Compression', 'expected ": "'),
+    );
     // Unknown keys too: Nix would misread them just the same.
     assert.throws(() => parseNarInfo(`${HELLO}Foo:\n`), parseError(11, 'Foo', 'expected ": "'));
   });
@@ -207,7 +215,10 @@ describe('parseNarInfo: errors name the line and field', () => {
   });
 
   it('rejects extra whitespace around values other than References', () => {
-    assert.throws(() => parseNarInfo(helloWith(7, 'NarSize:  120')), parseError(7, 'NarSize', 'leading or trailing whitespace'));
+    assert.throws(
+      () => parseNarInfo(helloWith(7, 'NarSize:  120')),
+      parseError(7, 'NarSize', 'leading or trailing whitespace'),
+    );
     assert.throws(() => parseNarInfo(helloWith(3, 'Compression: none ')), parseError(3, 'Compression', 'whitespace'));
     assert.throws(() => parseNarInfo(helloWith(2, 'URL: nar/x.nar\t')), parseError(2, 'URL', 'whitespace'));
   });
@@ -244,10 +255,22 @@ describe('parseNarInfo: errors name the line and field', () => {
 
   it('rejects bad hashes in NarHash and FileHash', () => {
     const nix32 = '04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw';
-    assert.throws(() => parseNarInfo(helloWith(6, `NarHash: ${nix32}`)), parseError(6, 'NarHash', 'missing algorithm prefix'));
-    assert.throws(() => parseNarInfo(helloWith(6, `NarHash: sha256:${nix32.slice(1)}`)), parseError(6, 'NarHash', 'wrong length'));
-    assert.throws(() => parseNarInfo(helloWith(6, `NarHash: sha256:2${nix32.slice(1)}`)), parseError(6, 'NarHash', 'surplus'));
-    assert.throws(() => parseNarInfo(helloWith(4, `FileHash: sha257:${nix32}`)), parseError(4, 'FileHash', 'unknown hash algorithm'));
+    assert.throws(
+      () => parseNarInfo(helloWith(6, `NarHash: ${nix32}`)),
+      parseError(6, 'NarHash', 'missing algorithm prefix'),
+    );
+    assert.throws(
+      () => parseNarInfo(helloWith(6, `NarHash: sha256:${nix32.slice(1)}`)),
+      parseError(6, 'NarHash', 'wrong length'),
+    );
+    assert.throws(
+      () => parseNarInfo(helloWith(6, `NarHash: sha256:2${nix32.slice(1)}`)),
+      parseError(6, 'NarHash', 'surplus'),
+    );
+    assert.throws(
+      () => parseNarInfo(helloWith(4, `FileHash: sha257:${nix32}`)),
+      parseError(4, 'FileHash', 'unknown hash algorithm'),
+    );
     assert.throws(() => parseNarInfo(helloWith(4, 'FileHash: ')), parseError(4, 'FileHash'));
   });
 
@@ -256,7 +279,10 @@ describe('parseNarInfo: errors name the line and field', () => {
       () => parseNarInfo(helloWith(8, 'References: \nReferences: 7hdk8qb9nscfnjpv2h2fgsjia36908lr-dep.txt')),
       parseError(9, 'References', 'duplicate field (first given on line 8)'),
     );
-    assert.throws(() => parseNarInfo(`${HELLO}StorePath: /nix/store/i9pmrzmpshapij2kin22pff6fc2adavx-hello.txt\n`), parseError(11, 'StorePath', 'duplicate'));
+    assert.throws(
+      () => parseNarInfo(`${HELLO}StorePath: /nix/store/i9pmrzmpshapij2kin22pff6fc2adavx-hello.txt\n`),
+      parseError(11, 'StorePath', 'duplicate'),
+    );
     // Fields already in HELLO clash at once (line 11); new ones on their second line (12).
     for (const [field, line] of [
       ['URL: x', 11],
@@ -273,15 +299,33 @@ describe('parseNarInfo: errors name the line and field', () => {
 
   it('rejects invalid or repeated references', () => {
     const dep = '7hdk8qb9nscfnjpv2h2fgsjia36908lr-dep.txt';
-    assert.throws(() => parseNarInfo(helloWith(8, `References: ${dep} ${dep}`)), parseError(8, 'References', 'listed twice'));
-    assert.throws(() => parseNarInfo(helloWith(8, `References: /nix/store/${dep}`)), parseError(8, 'References', 'hash part'));
+    assert.throws(
+      () => parseNarInfo(helloWith(8, `References: ${dep} ${dep}`)),
+      parseError(8, 'References', 'listed twice'),
+    );
+    assert.throws(
+      () => parseNarInfo(helloWith(8, `References: /nix/store/${dep}`)),
+      parseError(8, 'References', 'hash part'),
+    );
     assert.throws(() => parseNarInfo(helloWith(8, 'References: Sig:')), parseError(8, 'References', 'too short'));
-    assert.throws(() => parseNarInfo(helloWith(8, `References: ${dep},${dep}`)), parseError(8, 'References', 'illegal character ","'));
+    assert.throws(
+      () => parseNarInfo(helloWith(8, `References: ${dep},${dep}`)),
+      parseError(8, 'References', 'illegal character ","'),
+    );
   });
 
   it('rejects an invalid StorePath', () => {
-    for (const bad of ['nix/store/i9pmrzmpshapij2kin22pff6fc2adavx-hello.txt', '/nix/store/i9pmrzmpshapij2kin22pff6fc2adavx', '/nix/store/i9pmrzmpshapij2kin22pff6fc2adavx-a/b', '']) {
-      assert.throws(() => parseNarInfo(helloWith(1, `StorePath: ${bad}`)), parseError(1, 'StorePath', 'invalid store path'), bad);
+    for (const bad of [
+      'nix/store/i9pmrzmpshapij2kin22pff6fc2adavx-hello.txt',
+      '/nix/store/i9pmrzmpshapij2kin22pff6fc2adavx',
+      '/nix/store/i9pmrzmpshapij2kin22pff6fc2adavx-a/b',
+      '',
+    ]) {
+      assert.throws(
+        () => parseNarInfo(helloWith(1, `StorePath: ${bad}`)),
+        parseError(1, 'StorePath', 'invalid store path'),
+        bad,
+      );
     }
   });
 
@@ -293,24 +337,49 @@ describe('parseNarInfo: errors name the line and field', () => {
   });
 
   it('rejects a Deriver that is not a .drv basename', () => {
-    assert.throws(() => parseNarInfo(`${HELLO}Deriver: ni43rvaqf7pvnypag20rpww5sa4i4nc0-withref\n`), parseError(11, 'Deriver', 'not a .drv'));
-    assert.throws(() => parseNarInfo(`${HELLO}Deriver: /nix/store/ni43rvaqf7pvnypag20rpww5sa4i4nc0-withref.drv\n`), parseError(11, 'Deriver'));
+    assert.throws(
+      () => parseNarInfo(`${HELLO}Deriver: ni43rvaqf7pvnypag20rpww5sa4i4nc0-withref\n`),
+      parseError(11, 'Deriver', 'not a .drv'),
+    );
+    assert.throws(
+      () => parseNarInfo(`${HELLO}Deriver: /nix/store/ni43rvaqf7pvnypag20rpww5sa4i4nc0-withref.drv\n`),
+      parseError(11, 'Deriver'),
+    );
     assert.throws(() => parseNarInfo(`${HELLO}Deriver: \n`), parseError(11, 'Deriver'));
   });
 
   it('rejects malformed or repeated signatures (Nix 2.34+ treats them as corrupt)', () => {
     const b64 = Buffer.alloc(64).toString('base64');
-    for (const bad of ['nokey', `:${b64}`, 'k:', `k:${Buffer.alloc(63).toString('base64')}`, `k:${b64.slice(0, -2)}`, `k k:${b64}`, `k:${b64}x`]) {
+    for (const bad of [
+      'nokey',
+      `:${b64}`,
+      'k:',
+      `k:${Buffer.alloc(63).toString('base64')}`,
+      `k:${b64.slice(0, -2)}`,
+      `k k:${b64}`,
+      `k:${b64}x`,
+    ]) {
       assert.throws(() => parseNarInfo(`${HELLO}Sig: ${bad}\n`), parseError(11, 'Sig'), bad);
     }
     assert.throws(() => parseNarInfo(`${HELLO}Sig: ${SIG}\nSig: ${SIG}\n`), parseError(12, 'Sig', 'first on line 11'));
   });
 
   it('rejects an invalid CA', () => {
-    for (const bad of ['', 'sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw', 'text:sha1:143xibwh31h9bvxzalr0sjvbbvpa6ffs', 'fixed:r:sha256-HDfQGvQL4ugGkd48w99EN3ppmvuxfGjwgJZLL9Bx/BM=', 'fixed:r:sha256:xyz', 'source:sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw']) {
+    for (const bad of [
+      '',
+      'sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw',
+      'text:sha1:143xibwh31h9bvxzalr0sjvbbvpa6ffs',
+      'fixed:r:sha256-HDfQGvQL4ugGkd48w99EN3ppmvuxfGjwgJZLL9Bx/BM=',
+      'fixed:r:sha256:xyz',
+      'source:sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw',
+    ]) {
       assert.throws(() => parseNarInfo(helloWith(10, `CA: ${bad}`)), parseError(10, 'CA'), bad);
     }
-    for (const good of ['fixed:sha1:143xibwh31h9bvxzalr0sjvbbvpa6ffs', 'fixed:r:sha256:1c37d01af40be2e80691de3cc3df44377a699afbb17c68f080964b2fd071fc13', 'fixed:git:sha1:143xibwh31h9bvxzalr0sjvbbvpa6ffs']) {
+    for (const good of [
+      'fixed:sha1:143xibwh31h9bvxzalr0sjvbbvpa6ffs',
+      'fixed:r:sha256:1c37d01af40be2e80691de3cc3df44377a699afbb17c68f080964b2fd071fc13',
+      'fixed:git:sha1:143xibwh31h9bvxzalr0sjvbbvpa6ffs',
+    ]) {
       assert.equal(parseNarInfo(helloWith(10, `CA: ${good}`)).ca, good);
     }
   });
@@ -353,7 +422,10 @@ const nameArb = fc
   .map((cs) => cs.join(''))
   .filter(isValidStorePathName);
 const basenameArb = fc.tuple(nix32Chars(32), nameArb).map(([h, n]) => `${h}-${n}`);
-const drvArb = fc.tuple(nix32Chars(32), nameArb).map(([h, n]) => `${h}-${n}.drv`).filter((b) => isValidStorePathName(b.slice(33)));
+const drvArb = fc
+  .tuple(nix32Chars(32), nameArb)
+  .map(([h, n]) => `${h}-${n}.drv`)
+  .filter((b) => isValidStorePathName(b.slice(33)));
 const DIGEST_SIZES: Record<HashAlgo, number> = { md5: 16, sha1: 20, sha256: 32, sha512: 64 };
 const hashArb = (algos: HashAlgo[]): fc.Arbitrary<string> =>
   fc
@@ -367,12 +439,20 @@ const hashArb = (algos: HashAlgo[]): fc.Arbitrary<string> =>
     )
     .map(([algo, digest, enc]) => formatHash({ algo, digest }, enc));
 const sigArb = fc
-  .tuple(fc.constantFrom('cache.nixos.org-1', 'example-key-1', 'a', 'narhub.example-2'), fc.uint8Array({ minLength: 64, maxLength: 64 }))
+  .tuple(
+    fc.constantFrom('cache.nixos.org-1', 'example-key-1', 'a', 'narhub.example-2'),
+    fc.uint8Array({ minLength: 64, maxLength: 64 }),
+  )
   .map(([name, bytes]) => `${name}:${Buffer.from(bytes).toString('base64')}`);
 const caArb = fc.oneof(
-  hashArb(['sha256']).filter((h) => !h.startsWith('sha256-')).map((h) => `text:${h}`),
+  hashArb(['sha256'])
+    .filter((h) => !h.startsWith('sha256-'))
+    .map((h) => `text:${h}`),
   fc
-    .tuple(fc.constantFrom('', 'r:', 'git:'), hashArb(['md5', 'sha1', 'sha256', 'sha512']).filter((h) => h.includes(':')))
+    .tuple(
+      fc.constantFrom('', 'r:', 'git:'),
+      hashArb(['md5', 'sha1', 'sha256', 'sha512']).filter((h) => h.includes(':')),
+    )
     .map(([m, h]) => `fixed:${m}${h}`),
 );
 const urlArb = fc.oneof(
@@ -391,10 +471,15 @@ const narInfoArb: fc.Arbitrary<NarInfo> = fc.record(
     references: fc.uniqueArray(basenameArb, { maxLength: 6 }),
     deriver: drvArb,
     system: fc.constantFrom('x86_64-linux', 'aarch64-darwin', 'i686-linux'),
-    sigs: fc.uniqueArray(sigArb, { maxLength: 4 }).map((s) => s.sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)))),
+    sigs: fc
+      .uniqueArray(sigArb, { maxLength: 4 })
+      .map((s) => s.sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)))),
     ca: caArb,
   },
-  { requiredKeys: ['storePath', 'url', 'compression', 'narHash', 'narSize', 'references', 'sigs'], noNullPrototype: true },
+  {
+    requiredKeys: ['storePath', 'url', 'compression', 'narHash', 'narSize', 'references', 'sigs'],
+    noNullPrototype: true,
+  },
 );
 
 describe('formatNarInfo', () => {
@@ -417,7 +502,7 @@ describe('formatNarInfo', () => {
     );
   });
 
-  it('writes Nix\'s field order, the trailing space of an empty References, and sorted unique Sigs', () => {
+  it("writes Nix's field order, the trailing space of an empty References, and sorted unique Sigs", () => {
     const info: NarInfo = {
       storePath: '/nix/store/i9pmrzmpshapij2kin22pff6fc2adavx-hello.txt',
       url: 'nar/x.nar',
@@ -486,7 +571,10 @@ describe('formatNarInfo', () => {
       [{ narSize: 0 }, 'NarSize'],
       [{ narSize: Number.NaN }, 'NarSize'],
       [{ references: ['/nix/store/7hdk8qb9nscfnjpv2h2fgsjia36908lr-dep.txt'] }, 'References'],
-      [{ references: ['7hdk8qb9nscfnjpv2h2fgsjia36908lr-dep.txt', '7hdk8qb9nscfnjpv2h2fgsjia36908lr-dep.txt'] }, 'References'],
+      [
+        { references: ['7hdk8qb9nscfnjpv2h2fgsjia36908lr-dep.txt', '7hdk8qb9nscfnjpv2h2fgsjia36908lr-dep.txt'] },
+        'References',
+      ],
       [{ deriver: '7hdk8qb9nscfnjpv2h2fgsjia36908lr-dep.txt' }, 'Deriver'],
       [{ system: 'x86_64 linux' }, 'System'],
       [{ sigs: ['k:abc'] }, 'Sig'],

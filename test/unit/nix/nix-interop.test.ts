@@ -42,10 +42,16 @@ describe('interop with the real Nix client', () => {
   /** Runs a Nix command in the test's private configuration; returns trimmed stdout. */
   function nix(cmd: string, args: string[], extraEnv: NodeJS.ProcessEnv = {}): string {
     try {
-      return execFileSync(cmd, args, { cwd: dir, env: { ...env, ...extraEnv }, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
+      return execFileSync(cmd, args, {
+        cwd: dir,
+        env: { ...env, ...extraEnv },
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'pipe'],
+      }).trim();
     } catch (err) {
       const e = err as NodeJS.ErrnoException & { stderr?: string };
-      if (e.code === 'ENOENT') throw new Error(`${cmd} not found: these tests need the real Nix client (apt-get install nix-bin)`);
+      if (e.code === 'ENOENT')
+        throw new Error(`${cmd} not found: these tests need the real Nix client (apt-get install nix-bin)`);
       throw new Error(`${cmd} ${args.join(' ')} failed: ${e.stderr ?? e.message}`);
     }
   }
@@ -153,7 +159,10 @@ describe('interop with the real Nix client', () => {
       nix('nix', ['store', 'sign', '-k', skFile, path]);
       const info = pathInfo(path);
       const expected = signNarInfo(pair.secret, asNarInfo(info));
-      assert.ok(info.signatures?.includes(expected), `${path}: Nix has ${JSON.stringify(info.signatures)}, narhub made ${expected}`);
+      assert.ok(
+        info.signatures?.includes(expected),
+        `${path}: Nix has ${JSON.stringify(info.signatures)}, narhub made ${expected}`,
+      );
       assert.ok(verifyNarInfoSig([pair.public], asNarInfo(info), expected));
     }
   });
@@ -185,18 +194,46 @@ describe('interop with the real Nix client', () => {
     }
 
     const good = formatPublicKey(generateKeyPairFor('narhub-test-3').public);
-    nix('nix', ['copy', '--from', `file://${cacheDir}`, '--to', join(dir, 'client-ok'), out, '--option', 'trusted-public-keys', good], {
-      XDG_CACHE_HOME: join(dir, 'cache-ok'),
-    });
+    nix(
+      'nix',
+      [
+        'copy',
+        '--from',
+        `file://${cacheDir}`,
+        '--to',
+        join(dir, 'client-ok'),
+        out,
+        '--option',
+        'trusted-public-keys',
+        good,
+      ],
+      {
+        XDG_CACHE_HOME: join(dir, 'cache-ok'),
+      },
+    );
     assert.match(readdirSync(join(dir, 'client-ok', 'nix', 'store')).join(' '), /-withrefs\b/);
 
     // Control: with a key Nix does not trust, the unsigned-for-it input-addressed path is refused.
     const wrong = formatPublicKey(generateKeyPair('narhub-test-3').public);
     assert.throws(
       () =>
-        nix('nix', ['copy', '--from', `file://${cacheDir}`, '--to', join(dir, 'client-bad'), out, '--option', 'trusted-public-keys', wrong], {
-          XDG_CACHE_HOME: join(dir, 'cache-bad'),
-        }),
+        nix(
+          'nix',
+          [
+            'copy',
+            '--from',
+            `file://${cacheDir}`,
+            '--to',
+            join(dir, 'client-bad'),
+            out,
+            '--option',
+            'trusted-public-keys',
+            wrong,
+          ],
+          {
+            XDG_CACHE_HOME: join(dir, 'cache-bad'),
+          },
+        ),
       /lacks a valid signature/,
     );
   });

@@ -1,6 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { BuildStatus, buildVerdict, queryValidPathsRequest, wireString, wireStrings } from '../../../src/nix/serve-protocol.js';
+import {
+  BuildStatus,
+  buildVerdict,
+  queryValidPathsRequest,
+  wireString,
+  wireStrings,
+} from '../../../src/nix/serve-protocol.js';
 
 const hex = (bufs: Buffer[] | Buffer) => (Array.isArray(bufs) ? Buffer.concat(bufs) : bufs).toString('hex');
 
@@ -12,10 +18,21 @@ describe('serve protocol wire format', () => {
     assert.equal(hex(wireString('✓')), '0300000000000000' + 'e29c930000000000');
   });
   it('writes lists as a count then the items', () => {
-    assert.equal(hex(wireStrings(['a', 'b'])), '0200000000000000' + '0100000000000000' + '6100000000000000' + '0100000000000000' + '6200000000000000');
+    assert.equal(
+      hex(wireStrings(['a', 'b'])),
+      '0200000000000000' + '0100000000000000' + '6100000000000000' + '0100000000000000' + '6200000000000000',
+    );
   });
   it('encodes QueryValidPaths as command 1, lock, substitute, paths', () => {
-    assert.equal(hex(queryValidPathsRequest(['/x'], { lock: true, substitute: false })), '0100000000000000' + '0100000000000000' + '0000000000000000' + '0100000000000000' + '0200000000000000' + '2f78000000000000');
+    assert.equal(
+      hex(queryValidPathsRequest(['/x'], { lock: true, substitute: false })),
+      '0100000000000000' +
+        '0100000000000000' +
+        '0000000000000000' +
+        '0100000000000000' +
+        '0200000000000000' +
+        '2f78000000000000',
+    );
   });
 });
 

@@ -19,8 +19,7 @@ import {
 } from '../../../src/nix/signing.js';
 
 // Appendix A: seed = bytes 0x00..0x1f.
-const SECRET =
-  'example-key-1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8DoQe/884Qvh1w3RjnS8CZZ+TWMJulDV8d3IZkElUxuA==';
+const SECRET = 'example-key-1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8DoQe/884Qvh1w3RjnS8CZZ+TWMJulDV8d3IZkElUxuA==';
 const PUBLIC = 'example-key-1:A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg=';
 
 const WITHREF: NarInfo = parseNarInfo(
@@ -73,7 +72,10 @@ describe('key files', () => {
   it('loads the Appendix A key pair and derives its public key', () => {
     const sk = parseSecretKey(SECRET);
     assert.equal(sk.name, 'example-key-1');
-    assert.deepEqual(sk.secretKey.subarray(0, 32), Uint8Array.from({ length: 32 }, (_, i) => i));
+    assert.deepEqual(
+      sk.secretKey.subarray(0, 32),
+      Uint8Array.from({ length: 32 }, (_, i) => i),
+    );
     const pk = parsePublicKey(PUBLIC);
     assert.deepEqual(publicKeyOf(sk), pk);
     assert.equal(formatSecretKey(sk), SECRET);
@@ -91,7 +93,10 @@ describe('key files', () => {
 
   it('rejects an empty or odd name, bad base64 and wrong lengths', () => {
     assert.throws(() => parsePublicKey(PUBLIC.replace('example-key-1', '')), keyInvalid('key name is empty'));
-    assert.throws(() => parsePublicKey('A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg='), keyInvalid('not "<name>:<base64>"'));
+    assert.throws(
+      () => parsePublicKey('A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg='),
+      keyInvalid('not "<name>:<base64>"'),
+    );
     assert.throws(() => parsePublicKey(`my key${PUBLIC.slice(13)}`), keyInvalid('whitespace'));
     assert.throws(() => parsePublicKey(`${PUBLIC.slice(0, -1)}`), keyInvalid('not valid base64'));
     assert.throws(() => parsePublicKey(`${PUBLIC.slice(0, -2)}!=`), keyInvalid('not valid base64'));
@@ -109,7 +114,10 @@ describe('key files', () => {
   it('rejects a secret key whose public half does not match its seed', () => {
     const bytes = Buffer.from(SECRET.slice(14), 'base64');
     bytes[40] = (bytes[40] ?? 0) ^ 1;
-    assert.throws(() => parseSecretKey(`example-key-1:${bytes.toString('base64')}`), keyInvalid('does not match the seed'));
+    assert.throws(
+      () => parseSecretKey(`example-key-1:${bytes.toString('base64')}`),
+      keyInvalid('does not match the seed'),
+    );
   });
 
   it('generates usable key pairs that survive formatting', () => {
@@ -150,13 +158,28 @@ describe('signatures', () => {
     assert.ok(verifyNarInfoSig([pk], DEP, DEP_SIG));
     assert.ok(verifyNarInfoSig([pk], HELLO, HELLO_SIG));
     // Signatures cover the fingerprint only; a NarHash in another encoding still verifies.
-    assert.ok(verifyNarInfoSig([pk], { ...HELLO, narHash: 'sha256-HDfQGvQL4ugGkd48w99EN3ppmvuxfGjwgJZLL9Bx/BM=' }, HELLO_SIG));
-    assert.ok(verifyNarInfoSig([pk], { ...HELLO, url: 'nar/other.nar.zst', compression: 'zstd', deriver: 'ni43rvaqf7pvnypag20rpww5sa4i4nc0-withref.drv' }, HELLO_SIG));
+    assert.ok(
+      verifyNarInfoSig([pk], { ...HELLO, narHash: 'sha256-HDfQGvQL4ugGkd48w99EN3ppmvuxfGjwgJZLL9Bx/BM=' }, HELLO_SIG),
+    );
+    assert.ok(
+      verifyNarInfoSig(
+        [pk],
+        {
+          ...HELLO,
+          url: 'nar/other.nar.zst',
+          compression: 'zstd',
+          deriver: 'ni43rvaqf7pvnypag20rpww5sa4i4nc0-withref.drv',
+        },
+        HELLO_SIG,
+      ),
+    );
   });
 
   it('rejects signatures over different content', () => {
     assert.ok(!verifyNarInfoSig([pk], { ...HELLO, narSize: 121 }, HELLO_SIG));
-    assert.ok(!verifyNarInfoSig([pk], { ...HELLO, references: ['7hdk8qb9nscfnjpv2h2fgsjia36908lr-dep.txt'] }, HELLO_SIG));
+    assert.ok(
+      !verifyNarInfoSig([pk], { ...HELLO, references: ['7hdk8qb9nscfnjpv2h2fgsjia36908lr-dep.txt'] }, HELLO_SIG),
+    );
     assert.ok(!verifyNarInfoSig([pk], WITHREF, HELLO_SIG));
     assert.ok(!verifyNarInfoSig([pk], { ...HELLO, narSize: 0 }, HELLO_SIG));
     assert.ok(!verifyNarInfoSig([pk], { ...HELLO, narHash: 'sha1:143xibwh31h9bvxzalr0sjvbbvpa6ffs' }, HELLO_SIG));
@@ -171,8 +194,20 @@ describe('signatures', () => {
     // Same name, wrong key material.
     assert.ok(!verifyDetached([{ name: 'example-key-1', publicKey: other.public.publicKey }], msg, HELLO_SIG));
     // Right key among several, including one with the same name.
-    assert.ok(verifyDetached([other.public, { name: 'example-key-1', publicKey: other.public.publicKey }, pk], msg, HELLO_SIG));
-    for (const bad of ['', 'example-key-1', 'example-key-1:', `:${b64}`, `example-key-1:${b64.slice(0, -4)}`, `example-key-1:${b64}\n`, `example-key-1:${b64} `, `Example-key-1:${b64}`, `example-key-1:${b64}AAAA`]) {
+    assert.ok(
+      verifyDetached([other.public, { name: 'example-key-1', publicKey: other.public.publicKey }, pk], msg, HELLO_SIG),
+    );
+    for (const bad of [
+      '',
+      'example-key-1',
+      'example-key-1:',
+      `:${b64}`,
+      `example-key-1:${b64.slice(0, -4)}`,
+      `example-key-1:${b64}\n`,
+      `example-key-1:${b64} `,
+      `Example-key-1:${b64}`,
+      `example-key-1:${b64}AAAA`,
+    ]) {
       assert.equal(verifyDetached([pk], msg, bad), false, bad);
     }
     assert.ok(!verifyDetached([{ name: 'example-key-1', publicKey: new Uint8Array(31) }], msg, HELLO_SIG));
@@ -209,27 +244,39 @@ describe('native Ed25519', () => {
     );
     for (let i = 0; i < 5; i++) {
       const { secret, public: pub } = generateKeyPair(`g${i}-1`);
-      assert.deepEqual(Buffer.from(nacl.sign.keyPair.fromSeed(secret.secretKey.subarray(0, 32)).secretKey), Buffer.from(secret.secretKey));
+      assert.deepEqual(
+        Buffer.from(nacl.sign.keyPair.fromSeed(secret.secretKey.subarray(0, 32)).secretKey),
+        Buffer.from(secret.secretKey),
+      );
       assert.deepEqual(Buffer.from(pub.publicKey), Buffer.from(secret.secretKey.subarray(32)));
     }
   });
 
   it('gives signatures byte-identical to tweetnacl (libsodium) that cross-verify with it', () => {
-  for (let i = 0; i < 20; i++) {
-    const { secret, public: pub } = generateKeyPair(`k${i}-1`);
-    const message = `1;/nix/store/${'a'.repeat(32)}-x${i};sha256:${'0'.repeat(52)};${i * 977};`;
-    const ours = signDetached(secret, message);
-    const theirs = nacl.sign.detached(Buffer.from(message), secret.secretKey);
-    assert.equal(ours, `k${i}-1:${Buffer.from(theirs).toString('base64')}`);
-    assert.ok(verifyDetached([pub], message, ours));
-    assert.ok(nacl.sign.detached.verify(Buffer.from(message), Buffer.from(ours.split(':')[1]!, 'base64'), pub.publicKey));
-    // A flipped bit anywhere fails.
-    const bad = Buffer.from(ours.split(':')[1]!, 'base64');
-    bad[i % 64] = bad[i % 64]! ^ 1;
-    assert.equal(verifyDetached([pub], message, `k${i}-1:${bad.toString('base64')}`), false);
-    assert.equal(verifyDetached([pub], `${message} `, ours), false);
-  }
-  // 32 bytes that are not a point on the curve verify nothing (and do not throw).
-  assert.equal(verifyDetached([{ name: 'k0-1', publicKey: new Uint8Array(32).fill(0xff) }], 'x', `k0-1:${Buffer.alloc(64).toString('base64')}`), false);
-});
+    for (let i = 0; i < 20; i++) {
+      const { secret, public: pub } = generateKeyPair(`k${i}-1`);
+      const message = `1;/nix/store/${'a'.repeat(32)}-x${i};sha256:${'0'.repeat(52)};${i * 977};`;
+      const ours = signDetached(secret, message);
+      const theirs = nacl.sign.detached(Buffer.from(message), secret.secretKey);
+      assert.equal(ours, `k${i}-1:${Buffer.from(theirs).toString('base64')}`);
+      assert.ok(verifyDetached([pub], message, ours));
+      assert.ok(
+        nacl.sign.detached.verify(Buffer.from(message), Buffer.from(ours.split(':')[1]!, 'base64'), pub.publicKey),
+      );
+      // A flipped bit anywhere fails.
+      const bad = Buffer.from(ours.split(':')[1]!, 'base64');
+      bad[i % 64] = bad[i % 64]! ^ 1;
+      assert.equal(verifyDetached([pub], message, `k${i}-1:${bad.toString('base64')}`), false);
+      assert.equal(verifyDetached([pub], `${message} `, ours), false);
+    }
+    // 32 bytes that are not a point on the curve verify nothing (and do not throw).
+    assert.equal(
+      verifyDetached(
+        [{ name: 'k0-1', publicKey: new Uint8Array(32).fill(0xff) }],
+        'x',
+        `k0-1:${Buffer.alloc(64).toString('base64')}`,
+      ),
+      false,
+    );
+  });
 });

@@ -11,8 +11,16 @@ import { formatBytes, lineProgress, ttyProgress } from '../../../src/push/progre
 import { PushFailure, backoffMs, withRetries } from '../../../src/push/retry.js';
 
 test('cache URLs split into the server base and the cache name', () => {
-  assert.deepEqual(parseCacheUrl('http://127.0.0.1:8080/main'), { base: 'http://127.0.0.1:8080', cache: 'main', host: '127.0.0.1' });
-  assert.deepEqual(parseCacheUrl('https://cache.example.org/narhub/team-a/'), { base: 'https://cache.example.org/narhub', cache: 'team-a', host: 'cache.example.org' });
+  assert.deepEqual(parseCacheUrl('http://127.0.0.1:8080/main'), {
+    base: 'http://127.0.0.1:8080',
+    cache: 'main',
+    host: '127.0.0.1',
+  });
+  assert.deepEqual(parseCacheUrl('https://cache.example.org/narhub/team-a/'), {
+    base: 'https://cache.example.org/narhub',
+    cache: 'team-a',
+    host: 'cache.example.org',
+  });
   assert.throws(() => parseCacheUrl('http://127.0.0.1:8080/'), /names no cache/);
   assert.throws(() => parseCacheUrl('s3://bucket/main'), /only http/);
   assert.throws(() => parseCacheUrl('http://h/main?compression=xz'), /no query/);
@@ -20,7 +28,9 @@ test('cache URLs split into the server base and the cache name', () => {
 });
 
 test('netrc: machine entries, default, comments and macdefs; first file with credentials wins', () => {
-  const entries = parseNetrc('# creds\nmachine a.example login u password p1\nmacdef init\ncd /\n\nmachine b password p2 account x\ndefault login d password pd\n');
+  const entries = parseNetrc(
+    '# creds\nmachine a.example login u password p1\nmacdef init\ncd /\n\nmachine b password p2 account x\ndefault login d password pd\n',
+  );
   assert.deepEqual(entries, [
     { machine: 'a.example', login: 'u', password: 'p1' },
     { machine: 'b', login: undefined, password: 'p2' },
@@ -32,13 +42,21 @@ test('netrc: machine entries, default, comments and macdefs; first file with cre
     const two = join(dir, 'two');
     writeFileSync(one, 'machine other password nope\n');
     writeFileSync(two, 'machine 127.0.0.1 login x password nh_secret\n');
-    assert.deepEqual(netrcCredentials('127.0.0.1', [join(dir, 'absent'), one, two]), { login: 'x', password: 'nh_secret', file: two });
+    assert.deepEqual(netrcCredentials('127.0.0.1', [join(dir, 'absent'), one, two]), {
+      login: 'x',
+      password: 'nh_secret',
+      file: two,
+    });
     assert.equal(netrcCredentials('elsewhere', [one, two]), undefined);
     assert.throws(() => netrcCredentials('h', [join(dir, 'absent')], true), /cannot read netrc file/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-  assert.deepEqual(defaultNetrcFiles({ NIX_CONF_DIR: '/c', HOME: '/home/u' }), ['/c/netrc', '/home/u/.config/nix/netrc', '/etc/nix/netrc']);
+  assert.deepEqual(defaultNetrcFiles({ NIX_CONF_DIR: '/c', HOME: '/home/u' }), [
+    '/c/netrc',
+    '/home/u/.config/nix/netrc',
+    '/etc/nix/netrc',
+  ]);
   assert.deepEqual(defaultNetrcFiles({ XDG_CONFIG_HOME: '/x', HOME: '/home/u' }), ['/x/nix/netrc', '/etc/nix/netrc']);
 });
 
@@ -46,12 +64,32 @@ test('nix path-info --json: the array of Nix 2.8 and the object of later version
   const p = '/nix/store/0c5q4bqbzvmh3h69b2xs8lqbrhqf4zyv-foo';
   const d = '/nix/store/1c5q4bqbzvmh3h69b2xs8lqbrhqf4zyv-foo.drv';
   const hash = 'sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s';
-  const old = JSON.stringify([{ path: p, narHash: hash, narSize: 120, references: [p], deriver: d, signatures: ['k:x'], valid: true, registrationTime: 1 }]);
-  assert.deepEqual(parsePathInfoJson(old), [{ path: p, narHash: hash, narSize: 120, references: [p], deriver: d, ca: undefined, signatures: ['k:x'] }]);
+  const old = JSON.stringify([
+    {
+      path: p,
+      narHash: hash,
+      narSize: 120,
+      references: [p],
+      deriver: d,
+      signatures: ['k:x'],
+      valid: true,
+      registrationTime: 1,
+    },
+  ]);
+  assert.deepEqual(parsePathInfoJson(old), [
+    { path: p, narHash: hash, narSize: 120, references: [p], deriver: d, ca: undefined, signatures: ['k:x'] },
+  ]);
   const sri = 'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=';
-  const current = JSON.stringify({ [p]: { narHash: sri, narSize: 8, references: [], deriver: null, ca: 'fixed:r:sha256:abc', signatures: [] } });
-  assert.deepEqual(parsePathInfoJson(current), [{ path: p, narHash: sri, narSize: 8, references: [], deriver: undefined, ca: 'fixed:r:sha256:abc', signatures: [] }]);
-  assert.throws(() => parsePathInfoJson('[{"path": "/tmp/x", "narHash": "sha256:x", "narSize": 1}]'), /invalid store path/);
+  const current = JSON.stringify({
+    [p]: { narHash: sri, narSize: 8, references: [], deriver: null, ca: 'fixed:r:sha256:abc', signatures: [] },
+  });
+  assert.deepEqual(parsePathInfoJson(current), [
+    { path: p, narHash: sri, narSize: 8, references: [], deriver: undefined, ca: 'fixed:r:sha256:abc', signatures: [] },
+  ]);
+  assert.throws(
+    () => parsePathInfoJson('[{"path": "/tmp/x", "narHash": "sha256:x", "narSize": 1}]'),
+    /invalid store path/,
+  );
   assert.throws(() => parsePathInfoJson(`[{"path": "${p}", "valid": false}]`), /not valid/);
 });
 
@@ -89,7 +127,10 @@ test('only transient failures are retried, up to the limit', async () => {
   assert.equal(calls, 1);
 
   calls = 0;
-  assert.equal(await withRetries(async () => (++calls < 2 ? Promise.reject(new PushFailure('reset', true)) : 'ok'), policy), 'ok');
+  assert.equal(
+    await withRetries(async () => (++calls < 2 ? Promise.reject(new PushFailure('reset', true)) : 'ok'), policy),
+    'ok',
+  );
 });
 
 test('progress: plain lines off a terminal, a redrawn bar on one', () => {

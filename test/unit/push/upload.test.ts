@@ -15,7 +15,7 @@ import { createApiClient } from '../../../src/push/api-client.js';
 import type { NixCommands, PathInfo } from '../../../src/push/closure.js';
 import type { Progress } from '../../../src/push/progress.js';
 import { push } from '../../../src/push/push.js';
-import { PushFailure } from '../../../src/push/retry.js';
+import type { PushFailure } from '../../../src/push/retry.js';
 import { makeTempDir, type Cleanup } from '../../helpers/tmp.js';
 
 const LEAF = '/nix/store/0c5q4bqbzvmh3h69b2xs8lqbrhqf4zyv-leaf';
@@ -40,10 +40,12 @@ async function uploadServer(t: Cleanup, options: { answer?: Handler; onHeaders?:
   const server: Server = createServer((req, res) => {
     if (req.method === 'POST') {
       const parts: Buffer[] = [];
-      req.on('data', (d: Buffer) => parts.push(d)).on('end', () => {
-        const { storePaths } = JSON.parse(Buffer.concat(parts).toString()) as { storePaths: string[] };
-        res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ missing: storePaths }));
-      });
+      req
+        .on('data', (d: Buffer) => parts.push(d))
+        .on('end', () => {
+          const { storePaths } = JSON.parse(Buffer.concat(parts).toString()) as { storePaths: string[] };
+          res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ missing: storePaths }));
+        });
       return;
     }
     const upload: Upload = { url: req.url ?? '', headers: req.headers, body: Buffer.alloc(0), complete: false };
@@ -71,7 +73,9 @@ async function uploadServer(t: Cleanup, options: { answer?: Handler; onHeaders?:
 }
 
 function created(_req: IncomingMessage, res: ServerResponse): void {
-  res.writeHead(201, { 'content-type': 'application/json' }).end(JSON.stringify({ created: true, stored: true, fileSize: 7, narSize: 8 }));
+  res
+    .writeHead(201, { 'content-type': 'application/json' })
+    .end(JSON.stringify({ created: true, stored: true, fileSize: 7, narSize: 8 }));
 }
 
 function json(res: ServerResponse, status: number, body: object, headers: Record<string, string> = {}): void {
@@ -92,14 +96,24 @@ interface FakeNix {
  * file, or, with `$FAKE_DIE_AFTER` bytes, that much of it and then fails with exit 3; with
  * `$FAKE_ENDLESS` it prints zeros until killed.
  */
-async function fakeNix(t: Cleanup, paths: { path: string; size: number; references?: string[] }[], env: Record<string, string> = {}): Promise<FakeNix> {
+async function fakeNix(
+  t: Cleanup,
+  paths: { path: string; size: number; references?: string[] }[],
+  env: Record<string, string> = {},
+): Promise<FakeNix> {
   const dir = await makeTempDir(t, 'narhub-fake-nix-');
   const nars = new Map<string, Buffer>();
   const infos: PathInfo[] = paths.map(({ path, size, references }) => {
     const nar = randomBytes(size);
     nars.set(path, nar);
     writeFileSync(join(dir, path.slice('/nix/store/'.length)), nar);
-    return { path, narHash: `sha256-${createHash('sha256').update(nar).digest('base64')}`, narSize: size, references: references ?? [], signatures: [] };
+    return {
+      path,
+      narHash: `sha256-${createHash('sha256').update(nar).digest('base64')}`,
+      narSize: size,
+      references: references ?? [],
+      signatures: [],
+    };
   });
   writeFileSync(join(dir, 'path-info.json'), JSON.stringify(infos));
   const args = join(dir, 'args');
@@ -123,7 +137,10 @@ exec cat "$nar"
     nix: { nix: join(dir, 'nix'), nixStore: join(dir, 'nix-store'), env: { ...process.env, ...env } },
     nars,
     infos,
-    dumpArgs: () => readFileSync(args, 'utf8').split('\n').filter((l) => l !== ''),
+    dumpArgs: () =>
+      readFileSync(args, 'utf8')
+        .split('\n')
+        .filter((l) => l !== ''),
     pidFile,
   };
 }
@@ -161,7 +178,12 @@ test('an upload is the metadata line then the dump, in one PUT with Content-Leng
   assert.equal(upload!.headers['content-type'], 'application/x-narhub-path');
   assert.equal(upload!.headers['transfer-encoding'], undefined);
   const newline = upload!.body.indexOf(0x0a);
-  assert.deepEqual(JSON.parse(upload!.body.subarray(0, newline).toString()), { storePath: LEAF, narHash: info.narHash, narSize: 300_000, references: [] });
+  assert.deepEqual(JSON.parse(upload!.body.subarray(0, newline).toString()), {
+    storePath: LEAF,
+    narHash: info.narHash,
+    narSize: 300_000,
+    references: [],
+  });
   assert.ok(upload!.body.subarray(newline + 1).equals(fake.nars.get(LEAF)!), 'the NAR follows the line, byte for byte');
   assert.equal(Number(upload!.headers['content-length']), upload!.body.length);
   assert.equal(counted, 300_000);
@@ -179,27 +201,57 @@ test('push retries an upload answered 503 (with Retry-After) and then 201; a 400
   const fake = await fakeNix(t, [{ path: LEAF, size: 100_000 }]);
   const rec = recorder();
   const waits: number[] = [];
-  const report = await push({ location, paths: [LEAF], retry: { retries: 2, baseMs: 1, sleep: async (ms) => void waits.push(ms) }, progress: rec.progress, nix: fake.nix });
+  const report = await push({
+    location,
+    paths: [LEAF],
+    retry: { retries: 2, baseMs: 1, sleep: async (ms) => void waits.push(ms) },
+    progress: rec.progress,
+    nix: fake.nix,
+  });
   assert.deepEqual(report.failed, []);
-  assert.deepEqual(report.pushed.map((p) => p.path), [LEAF]);
+  assert.deepEqual(
+    report.pushed.map((p) => p.path),
+    [LEAF],
+  );
   assert.deepEqual(rec.events, [`retrying ${LEAF} (attempt 2): HTTP 503 UNAVAILABLE: busy`, `pushed ${LEAF}`]);
   assert.equal(uploads.length, 2);
   assert.ok(uploads.every((u) => u.complete));
   assert.equal(rec.bytes(), 100_000, 'bytes of the failed attempt are taken back');
   assert.equal(waits.length, 1);
 
-  const bad = await uploadServer(t, { answer: (_req, res) => json(res, 400, { code: 'NAR_INVALID', message: 'not a NAR' }) });
+  const bad = await uploadServer(t, {
+    answer: (_req, res) => json(res, 400, { code: 'NAR_INVALID', message: 'not a NAR' }),
+  });
   const rec2 = recorder();
-  const failed = await push({ location: bad.location, paths: [LEAF], retry: { retries: 3, ...noWait }, progress: rec2.progress, nix: fake.nix });
+  const failed = await push({
+    location: bad.location,
+    paths: [LEAF],
+    retry: { retries: 3, ...noWait },
+    progress: rec2.progress,
+    nix: fake.nix,
+  });
   assert.deepEqual(failed.failed, [{ path: LEAF, reason: 'HTTP 400 NAR_INVALID: not a NAR' }]);
   assert.equal(bad.uploads.length, 1, '4xx is not retried');
 });
 
 test('a dump that dies mid-way fails its path (not retried) and its dependents; the server never gets a whole body', async (t) => {
   const { uploads, location } = await uploadServer(t);
-  const fake = await fakeNix(t, [{ path: LEAF, size: 2_000_000 }, { path: TOP, size: 1000, references: [LEAF] }], { FAKE_DIE_AFTER: '1000000' });
+  const fake = await fakeNix(
+    t,
+    [
+      { path: LEAF, size: 2_000_000 },
+      { path: TOP, size: 1000, references: [LEAF] },
+    ],
+    { FAKE_DIE_AFTER: '1000000' },
+  );
   const rec = recorder();
-  const report = await push({ location, paths: [TOP], retry: { retries: 3, ...noWait }, progress: rec.progress, nix: fake.nix });
+  const report = await push({
+    location,
+    paths: [TOP],
+    retry: { retries: 3, ...noWait },
+    progress: rec.progress,
+    nix: fake.nix,
+  });
   assert.deepEqual(report.pushed, []);
   assert.deepEqual(report.failed, [
     { path: LEAF, reason: 'nix-store --dump failed (exit 3): error: boom' },
@@ -217,11 +269,14 @@ test('a dump that ends cleanly but short of NarSize is refused before the body e
   const client = createApiClient(location, undefined, fake.nix);
   t.after(() => client.close());
   const info = { ...fake.infos[0]!, narSize: 6000 };
-  await assert.rejects(client.uploadPath(info, () => undefined), (err: PushFailure) => {
-    assert.equal(err.message, "nix-store --dump gave 5000 bytes, but the path's NarSize is 6000");
-    assert.equal(err.transient, false);
-    return true;
-  });
+  await assert.rejects(
+    client.uploadPath(info, () => undefined),
+    (err: PushFailure) => {
+      assert.equal(err.message, "nix-store --dump gave 5000 bytes, but the path's NarSize is 6000");
+      assert.equal(err.transient, false);
+      return true;
+    },
+  );
   await waitFor(() => uploads.length === 1 && uploads[0]!.body.length > 0);
   assert.equal(uploads[0]!.complete, false);
 });
@@ -233,7 +288,8 @@ test('an answer before the body is all sent stops the dump and is reported', asy
       // Refuse once the dump is surely running.
       req.on('data', (d: Buffer) => {
         received += d.length;
-        if (received >= 1 << 20 && !res.headersSent) json(res, 403, { code: 'FORBIDDEN', message: 'the token may not write to main' });
+        if (received >= 1 << 20 && !res.headersSent)
+          json(res, 403, { code: 'FORBIDDEN', message: 'the token may not write to main' });
       });
     },
   });
@@ -242,11 +298,14 @@ test('an answer before the body is all sent stops the dump and is reported', asy
   t.after(() => client.close());
   // The dump never ends: only the answer can end this upload.
   const info = { ...fake.infos[0]!, narSize: 2 ** 40 };
-  await assert.rejects(client.uploadPath(info, () => undefined), (err: PushFailure) => {
-    assert.equal(err.message, 'HTTP 403 FORBIDDEN: the token may not write to main');
-    assert.equal(err.transient, false);
-    return true;
-  });
+  await assert.rejects(
+    client.uploadPath(info, () => undefined),
+    (err: PushFailure) => {
+      assert.equal(err.message, 'HTTP 403 FORBIDDEN: the token may not write to main');
+      assert.equal(err.transient, false);
+      return true;
+    },
+  );
   const pid = Number(readFileSync(fake.pidFile, 'utf8'));
   assert.ok(pid > 0);
   await waitFor(() => !alive(pid));
@@ -272,14 +331,19 @@ test('a kept-alive connection the server closed is replaced at once, without a r
   assert.ok(uploads.filter((u) => u.complete).length === 3);
 });
 
-test('a NAR from a given stream instead of nix-store; that stream\'s error comes back unchanged', async (t) => {
+test("a NAR from a given stream instead of nix-store; that stream's error comes back unchanged", async (t) => {
   const { uploads, location } = await uploadServer(t);
   const fake = await fakeNix(t, [{ path: LEAF, size: 10 }]);
   const client = createApiClient(location, undefined, { nixStore: '/nonexistent/nix-store' });
   t.after(() => client.close());
   const nar = randomBytes(200_000);
   const info = { ...fake.infos[0]!, narSize: nar.length };
-  const answer = await client.uploadPath(info, () => undefined, undefined, () => Readable.from([nar.subarray(0, 70_000), nar.subarray(70_000)]));
+  const answer = await client.uploadPath(
+    info,
+    () => undefined,
+    undefined,
+    () => Readable.from([nar.subarray(0, 70_000), nar.subarray(70_000)]),
+  );
   assert.equal(answer.created, true);
   assert.ok(uploads[0]!.body.subarray(uploads[0]!.body.indexOf(0x0a) + 1).equals(nar));
 
@@ -291,7 +355,10 @@ test('a NAR from a given stream instead of nix-store; that stream\'s error comes
         this.destroy(new SourceBroke('the serve connection died'));
       },
     });
-  await assert.rejects(client.uploadPath(info, () => undefined, undefined, broken), SourceBroke);
+  await assert.rejects(
+    client.uploadPath(info, () => undefined, undefined, broken),
+    SourceBroke,
+  );
 });
 
 test('a server that stops answering fails the upload as transient after the idle timeout', async (t) => {
@@ -299,11 +366,14 @@ test('a server that stops answering fails the upload as transient after the idle
   const fake = await fakeNix(t, [{ path: LEAF, size: 1000 }]);
   const client = createApiClient(location, undefined, fake.nix, { idleTimeoutMs: 300 });
   t.after(() => client.close());
-  await assert.rejects(client.uploadPath(fake.infos[0]!, () => undefined), (err: PushFailure) => {
-    assert.match(err.message, /^no answer from the server for/);
-    assert.equal(err.transient, true);
-    return true;
-  });
+  await assert.rejects(
+    client.uploadPath(fake.infos[0]!, () => undefined),
+    (err: PushFailure) => {
+      assert.match(err.message, /^no answer from the server for/);
+      assert.equal(err.transient, true);
+      return true;
+    },
+  );
 });
 
 test('nix-store that cannot be started is a final failure', async (t) => {
@@ -311,11 +381,14 @@ test('nix-store that cannot be started is a final failure', async (t) => {
   const fake = await fakeNix(t, [{ path: LEAF, size: 1000 }]);
   const client = createApiClient(location, undefined, { nixStore: '/nonexistent/nix-store' });
   t.after(() => client.close());
-  await assert.rejects(client.uploadPath(fake.infos[0]!, () => undefined), (err: PushFailure) => {
-    assert.match(err.message, /^cannot run nix-store --dump: .*ENOENT/);
-    assert.equal(err.transient, false);
-    return true;
-  });
+  await assert.rejects(
+    client.uploadPath(fake.infos[0]!, () => undefined),
+    (err: PushFailure) => {
+      assert.match(err.message, /^cannot run nix-store --dump: .*ENOENT/);
+      assert.equal(err.transient, false);
+      return true;
+    },
+  );
 });
 
 function alive(pid: number): boolean {

@@ -23,5 +23,8 @@ test('lastNixError strips colours and the prefix', () => {
 });
 
 test('stripAnsi removes the colours Nix puts in its messages', () => {
-  assert.equal(stripAnsi("\u001b[0mbuilder for '\u001b[35;1m/nix/store/x.drv\u001b[0m' failed"), "builder for '/nix/store/x.drv' failed");
+  assert.equal(
+    stripAnsi("\u001b[0mbuilder for '\u001b[35;1m/nix/store/x.drv\u001b[0m' failed"),
+    "builder for '/nix/store/x.drv' failed",
+  );
 });

@@ -4,10 +4,22 @@ import { parseSpokeArgs } from '../../../src/cli/commands/spoke.js';
 import { UsageError } from '../../../src/cli/usage-error.js';
 import { effectiveLimit, SPOKE_DEFAULTS } from '../../../src/spoke/options.js';
 
-const base = ['--hub', 'http://127.0.0.1:8080/', '--redis-url', 'redis://127.0.0.1:6379', '--systems', 'x86_64-linux,aarch64-linux', '--token', 'nh_x'];
+const base = [
+  '--hub',
+  'http://127.0.0.1:8080/',
+  '--redis-url',
+  'redis://127.0.0.1:6379',
+  '--systems',
+  'x86_64-linux,aarch64-linux',
+  '--token',
+  'nh_x',
+];
 
 test('parseSpokeArgs: flags, defaults and the token sources', () => {
-  const o = parseSpokeArgs([...base, '--features', 'kvm,big-parallel', '--max-jobs', '3', '--id', 'builder-1', '--lock-duration', '5000'], {});
+  const o = parseSpokeArgs(
+    [...base, '--features', 'kvm,big-parallel', '--max-jobs', '3', '--id', 'builder-1', '--lock-duration', '5000'],
+    {},
+  );
   assert.equal(o.hubUrl, 'http://127.0.0.1:8080');
   assert.deepEqual(o.systems, ['x86_64-linux', 'aarch64-linux']);
   assert.deepEqual(o.features, ['kvm', 'big-parallel']);

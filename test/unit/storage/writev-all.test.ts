@@ -27,13 +27,17 @@ function partialWriter(limit: (call: number) => number): VectorWriter & { writte
 describe('writevAll', () => {
   it('writes every byte, in order, however little each call takes', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.array(fc.uint8Array({ maxLength: 40 }), { maxLength: 12 }), fc.array(fc.integer({ min: 1, max: 50 }), { minLength: 1 }), async (buffers, limits) => {
-        const w = partialWriter((call) => limits[call % limits.length]!);
-        const total = await writevAll(w, buffers);
-        const expected = Buffer.concat(buffers);
-        assert.equal(total, expected.length);
-        assert.deepEqual(Buffer.concat(w.written), expected);
-      }),
+      fc.asyncProperty(
+        fc.array(fc.uint8Array({ maxLength: 40 }), { maxLength: 12 }),
+        fc.array(fc.integer({ min: 1, max: 50 }), { minLength: 1 }),
+        async (buffers, limits) => {
+          const w = partialWriter((call) => limits[call % limits.length]!);
+          const total = await writevAll(w, buffers);
+          const expected = Buffer.concat(buffers);
+          assert.equal(total, expected.length);
+          assert.deepEqual(Buffer.concat(w.written), expected);
+        },
+      ),
       { numRuns: 200 },
     );
   });
@@ -48,6 +52,12 @@ describe('writevAll', () => {
   });
 
   it('fails rather than spin when the writer takes nothing', async () => {
-    await assert.rejects(writevAll(partialWriter(() => 0), [Buffer.from('x')]), /wrote nothing/);
+    await assert.rejects(
+      writevAll(
+        partialWriter(() => 0),
+        [Buffer.from('x')],
+      ),
+      /wrote nothing/,
+    );
   });
 });
