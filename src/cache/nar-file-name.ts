@@ -1,7 +1,7 @@
 import { NarhubError } from '../errors.js';
 import { NIX32_ALPHABET } from '../nix/nix32.js';
 
-/** File name extensions Nix gives each compression (spec §8); gzip and none share `.nar`. */
+/** File name extensions Nix gives each compression (docs/protocol.md, Compression); gzip and none share `.nar`. */
 const EXTENSIONS = new Set(['', '.xz', '.bz2', '.zst', '.br', '.lz4', '.lzip']);
 const NAME = new RegExp(`^([${NIX32_ALPHABET}]{52})\\.nar(\\.[a-z0-9]+)?$`);
 

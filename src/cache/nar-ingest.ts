@@ -13,7 +13,7 @@ import type { NarRow, NarsRepo } from '../db/nars-repo.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { parseNarFileName } from './nar-file-name.js';
 
-/** What each extension promises; `.nar` may hold a raw or a gzip-compressed NAR (spec §8). */
+/** What each extension promises; `.nar` may hold a raw or a gzip-compressed NAR (docs/protocol.md, Compression). */
 const EXTENSION_COMPRESSION: Record<string, Compression[]> = {
   '': ['none', 'gzip'],
   '.xz': ['xz'],

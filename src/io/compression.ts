@@ -4,10 +4,10 @@ import { createBrotliDecompress, createGunzip } from 'node:zlib';
 import zstd from 'zstd-napi';
 import { OffThreadTransform } from './off-thread-transform.js';
 
-/** The compressions narhub accepts (spec §8); Nix's others need libarchive or external tools. */
+/** The compressions narhub accepts (docs/protocol.md, Compression); Nix's others need libarchive or external tools. */
 export type Compression = 'none' | 'xz' | 'bzip2' | 'gzip' | 'zstd' | 'br';
 
-/** NAR URL extension Nix uses for each (spec §8): gzip, like none, gets none. */
+/** NAR URL extension Nix uses for each: gzip, like none, gets none. */
 export const COMPRESSION_EXTENSION: Record<Compression, string> = {
   none: '',
   xz: '.xz',

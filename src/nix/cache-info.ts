@@ -1,7 +1,7 @@
 import { NarhubError } from '../errors.js';
 import { quote } from './quote.js';
 
-/** The `nix-cache-info` file (spec §2). */
+/** The `nix-cache-info` file (docs/protocol.md, nix-cache-info). */
 export interface CacheInfo {
   storeDir: string;
   wantMassQuery: boolean;

@@ -3,7 +3,7 @@ import { formatHash, parseHash } from './hash.js';
 import { DEFAULT_STORE_DIR, parseStorePath, parseStorePathBasename } from './store-path.js';
 
 /**
- * The message a narinfo signature covers (spec §6.2):
+ * The message a narinfo signature covers (docs/protocol.md, Signatures and keys):
  * `1;<storePath>;sha256:<nix32>;<narSize>;<sorted full reference paths, comma-joined>`.
  * The NarHash is re-rendered as nix32 whatever encoding the narinfo used, so a signature stays
  * valid across encodings. References are a set in Nix, so duplicates collapse here as well.

@@ -22,7 +22,7 @@ function invalid(text: string, why: string): NarhubError {
 }
 
 /**
- * Parses a prefixed hash the way Nix does (spec §4.4): `<algo>:` followed by base16, nix32 or
+ * Parses a prefixed hash the way Nix does (docs/protocol.md, Prefixed hashes): `<algo>:` followed by base16, nix32 or
  * base64 chosen by length, or SRI `<algo>-<base64>`. A bare digest is rejected: Nix treats an
  * unprefixed NarHash as corrupt.
  */

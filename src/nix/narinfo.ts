@@ -4,7 +4,7 @@ import { parseHash } from './hash.js';
 import { quote } from './quote.js';
 import { DEFAULT_STORE_DIR, isDerivationPath, parseStorePath, parseStorePathBasename } from './store-path.js';
 
-/** The contents of a `.narinfo` file (spec §3.2). */
+/** The contents of a `.narinfo` file (docs/protocol.md, Narinfo). */
 export interface NarInfo {
   /** Full path, `<storeDir>/<hash>-<name>`. */
   storePath: string;
@@ -103,7 +103,7 @@ function signatureProblem(value: string): string | undefined {
   return undefined;
 }
 
-/** `text:sha256:<hash>`, `fixed:[r:|git:]<algo>:<hash>` (spec §3.2 CA). */
+/** `text:sha256:<hash>`, `fixed:[r:|git:]<algo>:<hash>` (the CA field). */
 function contentAddressProblem(value: string): string | undefined {
   let method: string;
   let rest: string;

@@ -2,7 +2,7 @@ import { NarhubError } from '../errors.js';
 import { quote } from './quote.js';
 
 /**
- * Nix's "base32" (spec §4.1). Not RFC 4648: the bytes are read as one little-endian integer and
+ * Nix's "base32" (docs/protocol.md, Nix32). Not RFC 4648: the bytes are read as one little-endian integer and
  * written most-significant digit first, over an alphabet without e, o, u and t.
  */
 export const NIX32_ALPHABET = '0123456789abcdfghijklmnpqrsvwxyz';

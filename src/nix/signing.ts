@@ -13,7 +13,7 @@ import type { NarInfo } from './narinfo.js';
 import { quote } from './quote.js';
 import { DEFAULT_STORE_DIR } from './store-path.js';
 
-/** A Nix signing key (spec §6.1): libsodium's 64-byte Ed25519 secret key, seed then public key. */
+/** A Nix signing key (docs/protocol.md, Signatures and keys): libsodium's 64-byte Ed25519 secret key, seed then public key. */
 export interface SecretKey {
   name: string;
   secretKey: Uint8Array;
@@ -185,7 +185,7 @@ export function verifyDetached(publicKeys: PublicKey[], message: string, sig: st
   });
 }
 
-/** Signs the narinfo's fingerprint (spec §6.2); the result is a `Sig` value. */
+/** Signs the narinfo's fingerprint (docs/protocol.md, Signatures and keys); the result is a `Sig` value. */
 export function signNarInfo(secret: SecretKey, info: NarInfo, storeDir = DEFAULT_STORE_DIR): string {
   return signDetached(
     secret,

@@ -1,7 +1,7 @@
 import { isUtf8 } from 'node:buffer';
 
 /**
- * The `.ls` NAR listing (spec §9): the tree of a NAR without file contents, with each regular
+ * The `.ls` NAR listing (docs/protocol.md, NAR listings): the tree of a NAR without file contents, with each regular
  * file's size and `narOffset` so a reader can range-request one file out of an uncompressed NAR.
  */
 export type NarListingNode =

@@ -35,7 +35,7 @@ export interface NarParserOptions<L extends boolean = boolean> {
  */
 export const MAX_LISTING_ENTRIES = 200_000;
 
-// Limits from spec §7.3 (the union of all Nix versions: latest is strictest).
+// The union of every Nix version's limits: the latest are the strictest.
 const MAX_NAME = 255;
 const MAX_TARGET = 4095;
 // Latest Nix caps tag strings at 32 bytes; we are stricter still: a tag whose length matches no
@@ -56,7 +56,7 @@ const ENTRY = ascii('entry');
 const NAME = ascii('name');
 const NODE = ascii('node');
 
-// Grammar states: what the next str() must be (spec §7.2).
+// Grammar states: what the next str() must be (docs/protocol.md, NAR).
 const S_MAGIC = 0;
 const S_NODE_OPEN = 1;
 const S_TYPE = 2;

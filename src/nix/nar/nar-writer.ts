@@ -1,5 +1,5 @@
 /**
- * Builds NARs (spec §7.2) for tests and benchmarks. Not a validator: whatever the tree says is
+ * Builds NARs (docs/protocol.md, NAR) for tests and benchmarks. Not a validator: whatever the tree says is
  * written, so tests can also produce invalid archives by hand-editing the output.
  */
 export type NarTree =

@@ -1,4 +1,4 @@
-// Range requests on NARs: what Nix uses to resume a broken download (spec §15.2).
+// Range requests on NARs: what Nix uses to resume a broken download (docs/protocol.md, Resuming: Range).
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { buildTestApp, makePath, upload } from '../../helpers/build-app.js';

@@ -54,7 +54,7 @@ function assertNotStored(h: TestApp, fileName: string, cache = 'main'): void {
   assert.deepEqual(existsSync(temp) ? readdirSync(temp) : [], [], 'no temp files left behind');
 }
 
-/** A NAR of one regular file `hello\n` (spec §7.5): contents at offset 96, padding at 102-103. */
+/** A NAR of one regular file `hello\n` (docs/protocol.md, NAR): contents at offset 96, padding at 102-103. */
 const helloNar = () => narBytes({ type: 'regular', contents: Buffer.from('hello\n') });
 
 function invalidUpload(
@@ -181,7 +181,7 @@ test('narinfo claims that differ from the uploaded NAR are refused and the path 
     ['FileSize', path.narinfo({ fileSize: path.file.length - 1 }), 'FILE_SIZE_MISMATCH'],
     ['Compression zstd', path.narinfo({ compression: 'zstd' }), 'COMPRESSION_MISMATCH'],
     ['Compression none', path.narinfo({ compression: 'none' }), 'COMPRESSION_MISMATCH'],
-    // A missing Compression line means bzip2 (spec §3.2).
+    // A missing Compression line means bzip2.
     ['Compression missing', path.narinfo().replace('Compression: xz\n', ''), 'COMPRESSION_MISMATCH'],
   ];
   for (const [what, text, code] of cases) {

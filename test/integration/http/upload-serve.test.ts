@@ -191,7 +191,7 @@ test('HEAD and GET of a NAR are 404 while it is only pending, 200 once a narinfo
   const put = await putNar(h, path, basic(h.tokens.write));
   assert.equal(put.statusCode, 204, put.body);
 
-  // Nix HEADs before uploading: a 200 here would make it skip the upload (spec §8).
+  // Nix HEADs before uploading: a 200 here would make it skip the upload (docs/protocol.md, Compression).
   assert.equal((await h.request('HEAD', `/main/nar/${path.fileName}`)).statusCode, 404);
   assert.equal((await h.request('GET', `/main/nar/${path.fileName}`)).statusCode, 404);
   assert.equal((await h.request('GET', `/main/${path.hashPart}.narinfo`)).statusCode, 404);

@@ -106,7 +106,7 @@ describe('sniffCompression', () => {
 });
 
 describe('COMPRESSION_EXTENSION', () => {
-  it('follows spec §8', () => {
+  it("gives gzip and none no extension, and the others Nix's own", () => {
     assert.deepEqual(COMPRESSION_EXTENSION, { none: '', xz: '.xz', bzip2: '.bz2', gzip: '', zstd: '.zst', br: '.br' });
   });
 });

@@ -40,7 +40,7 @@ describe('formatCacheInfo', () => {
   });
 });
 
-describe("parseCacheInfo (Nix's lenient reader, spec §2)", () => {
+describe("parseCacheInfo (Nix's lenient reader)", () => {
   it('reads the typical body', () => {
     assert.deepEqual(parseCacheInfo('StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n'), {
       storeDir: '/nix/store',

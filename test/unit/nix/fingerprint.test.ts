@@ -21,7 +21,7 @@ function rejects(code: string, fragment: string) {
 }
 
 describe('narInfoFingerprint', () => {
-  it('matches the two §6.2 examples', () => {
+  it('matches the fingerprints Nix 2.8 signed for two paths', () => {
     assert.equal(
       narInfoFingerprint(WITHREF_PATH, WITHREF_HASH, 168, [DEP]),
       '1;/nix/store/jhw685mlqjw2m5g0b5n7i789n70mjw4a-withref;sha256:0990xy6x3bx2hvwf0l93kwd1l2kvxz95nynqan53hbciz9qq71pg;168;/nix/store/7hdk8qb9nscfnjpv2h2fgsjia36908lr-dep.txt',

@@ -172,7 +172,7 @@ describe('NAR handling agrees with Nix 2.8', () => {
     writeFileSync(join(base, 'f'), 'hello\n');
     const bytes = dump(nix, join(base, 'f'));
     const summary = parseRandomChunks(bytes);
-    // Spec §7.5 / Appendix A.
+    // The 120-byte NAR of `hello\n` (docs/protocol.md, NAR).
     assert.equal(summary.narHash, 'sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw');
     assert.equal(formatListing(summary.listing!), (await nixListing(nix, join(base, 'f'))).toString());
 

@@ -120,7 +120,7 @@ const SPEC_EXAMPLE = Buffer.from(SPEC_EXAMPLE_HEX, 'hex');
 
 // ---- tests ----
 
-describe('NarParser: spec §7.5 example', () => {
+describe('NarParser: the NAR of a file `hello\\n`', () => {
   it('hashes, sizes and lists the 120-byte hello NAR', () => {
     assert.equal(SPEC_EXAMPLE.length, 120);
     const s = parse(SPEC_EXAMPLE);
@@ -180,7 +180,7 @@ describe('NarParser: listing', () => {
   });
 });
 
-describe('NarParser: rejects every rule of spec §7.3', () => {
+describe('NarParser: rejects every rule of docs/protocol.md', () => {
   it('1. magic', () => {
     rejects(
       Buffer.concat([str('nix-archive-2'), ...file().map(str)]),

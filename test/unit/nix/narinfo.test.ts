@@ -7,7 +7,7 @@ import { formatNarInfo, parseNarInfo, type NarInfo } from '../../../src/nix/nari
 import { NIX32_ALPHABET } from '../../../src/nix/nix32.js';
 import { isValidStorePathName } from '../../../src/nix/store-path.js';
 
-// The three narinfos of the spec (§3.3 and Appendix A), written by Nix 2.8.0.
+// Three narinfos written by Nix 2.8.0.
 const WITHREF =
   'StorePath: /nix/store/jhw685mlqjw2m5g0b5n7i789n70mjw4a-withref\n' +
   'URL: nar/0l0rr4p69vpss7iafq6zrva1x7nk5lpqcncxd76d38zqzfpym094.nar.xz\n' +
@@ -77,7 +77,7 @@ function helloWith(n: number, replacement: string | null): string {
 }
 
 describe('parseNarInfo: spec examples', () => {
-  it('parses the §3.3 narinfo with a reference and a deriver', () => {
+  it('parses a narinfo with a reference and a deriver', () => {
     assert.deepEqual(parseNarInfo(WITHREF), {
       storePath: '/nix/store/jhw685mlqjw2m5g0b5n7i789n70mjw4a-withref',
       url: 'nar/0l0rr4p69vpss7iafq6zrva1x7nk5lpqcncxd76d38zqzfpym094.nar.xz',
@@ -92,7 +92,7 @@ describe('parseNarInfo: spec examples', () => {
     });
   });
 
-  it('parses the §3.3 content-addressed narinfo with no references', () => {
+  it('parses a content-addressed narinfo with no references', () => {
     const info = parseNarInfo(DEP);
     assert.deepEqual(info.references, []);
     assert.equal(info.ca, 'text:sha256:1i0xww8znqa2wqbggkmgxy6was90nqc60b4wpv4hvwv1460id9dl');

@@ -140,7 +140,7 @@ describe('signatures', () => {
   const sk = parseSecretKey(SECRET);
   const pk = parsePublicKey(PUBLIC);
 
-  it('reproduces the exact Sig strings of spec §3.3 and Appendix A', () => {
+  it('reproduces the exact Sig strings Nix 2.8 wrote', () => {
     assert.equal(signNarInfo(sk, WITHREF), WITHREF_SIG);
     assert.equal(signNarInfo(sk, DEP), DEP_SIG);
     assert.equal(signNarInfo(sk, HELLO), HELLO_SIG);

@@ -27,7 +27,7 @@ function storePathInvalid(fragment: string) {
 
 const sha256Hex = (s: string | Buffer): string => createHash('sha256').update(s).digest('hex');
 
-/** Spec §5.2: sha256 of the fingerprint, XOR-folded to 20 bytes, in nix32. */
+/** sha256 of the fingerprint, XOR-folded to 20 bytes, in nix32. */
 function makeHashPart(fingerprint: string): string {
   const h = createHash('sha256').update(fingerprint).digest();
   const out = new Uint8Array(20);
@@ -45,7 +45,7 @@ function nar(contents: string): Buffer {
   return Buffer.concat([...tokens, str(Buffer.from(contents)), str(Buffer.from(')'))]);
 }
 
-describe('store path hash parts (spec §5.3 worked example)', () => {
+describe('store path hash parts (hello.txt, added with nix-store --add)', () => {
   it('derives /nix/store/i9pm…-hello.txt from the NAR of "hello\\n"', () => {
     const bytes = nar('hello\n');
     assert.equal(bytes.length, 120);
