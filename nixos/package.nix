@@ -2,14 +2,18 @@
 #
 # Dependencies come from package-lock.json through importNpmLock (one fetchurl per package,
 # checked against the lock's own `integrity`), so there is no npmDepsHash to keep up to date.
-# The lock carries no `resolved` URLs (npm's omit-lockfile-registry-resolved): every entry is
-# an npm registry tarball, so the URL is rebuilt here from the entry's name and version.
+# nixos/npm-lock.nix gives importNpmLock its arguments (registry URLs rebuilt from name and
+# version, and `npmRoot` for the local msgpackr-extract stub).
 #
 # Install scripts do not run (npm install/rebuild --ignore-scripts). The three native addons
 # package.json's `allowScripts` allows are then compiled from source, against Node 24's own
 # headers: better-sqlite3 (SQLite amalgamation), zstd-napi (bundled zstd) and lzma-native
-# (bundled xz); their prebuilt binaries are never used. msgpackr-extract is a local stub (see
-# scripts/stubs/msgpackr-extract), a `link` entry in the lock: msgpackr falls back to JavaScript.
+# (bundled xz); their prebuilt binaries are never used. node-gyp finds Python through
+# buildNpmPackage, which puts `nodejs.python` on the build's PATH. msgpackr-extract is a local
+# stub (see scripts/stubs/msgpackr-extract) that the output leaves out: msgpackr falls back to
+# JavaScript.
+#
+# What of this was evaluated and what was never built: README.md, section NixOS.
 {
   lib,
   buildNpmPackage,
@@ -21,26 +25,6 @@
 
 let
   package = lib.importJSON ../package.json;
-  packageLock = lib.importJSON ../package-lock.json;
-
-  registry = "https://registry.npmjs.org";
-  # `node_modules/a/node_modules/@scope/b` -> `@scope/b`; an alias entry names its package.
-  entryName = key: entry: entry.name or (lib.last (lib.splitString "node_modules/" key));
-  tarballUrl =
-    key: entry:
-    let
-      name = entryName key entry;
-    in
-    "${registry}/${name}/-/${baseNameOf name}-${entry.version}.tgz";
-  lockWithUrls = packageLock // {
-    packages = lib.mapAttrs (
-      key: entry:
-      if key == "" || entry ? resolved || (entry.link or false) || !(entry ? integrity) then
-        entry
-      else
-        entry // { resolved = tarballUrl key entry; }
-    ) packageLock.packages;
-  };
 
   nativeAddons = [
     "better-sqlite3"
@@ -72,10 +56,7 @@ buildNpmPackage {
 
   nodejs = nodejs_24;
   nativeBuildInputs = [ makeWrapper ];
-  npmDeps = importNpmLock {
-    inherit package;
-    packageLock = lockWithUrls;
-  };
+  npmDeps = importNpmLock (import ./npm-lock.nix { root = ../.; });
   npmConfigHook = importNpmLock.npmConfigHook;
 
   # Nothing runs install scripts on its own; the addons are built below, one by one.

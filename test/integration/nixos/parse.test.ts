@@ -31,6 +31,7 @@ test('every .nix file parses with nix-instantiate --parse', async () => {
   for (const expected of [
     'flake.nix',
     'nixos/package.nix',
+    'nixos/npm-lock.nix',
     'nixos/module.nix',
     'nixos/checks.nix',
     'nixos/tests/cache.nix',

@@ -1,0 +1,36 @@
+// Evaluates the repository's .nix test harnesses with Debian's nix-instantiate, and says when a
+// harness needs nixpkgs' lib (NIXPKGS_LIB) and cannot run.
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { repoRoot } from './repo.js';
+
+const run = promisify(execFile);
+
+/** The checkout of nixpkgs' lib (nix-community/nixpkgs.lib, or nixpkgs itself) to evaluate with. */
+export const NIXPKGS_LIB = process.env.NIXPKGS_LIB;
+
+/**
+ * The skip of the tests that need nixpkgs' lib, and why CI cannot give it to them: CI reaches the
+ * npm registry and Debian's archive only, and neither ships nixpkgs' lib/ (Debian's nix-bin
+ * carries the Nix client alone). A stand-in lib would not be honest: the module system's merge,
+ * priority and type-check semantics are what these tests check.
+ */
+export const needsNixpkgsLib: string | false = NIXPKGS_LIB
+  ? false
+  : 'needs NIXPKGS_LIB (a checkout of nix-community/nixpkgs.lib): CI reaches only the npm registry and ' +
+    "Debian's archive, and neither ships nixpkgs' lib";
+
+/** `nix-instantiate --eval --strict --json` of a file under test/integration/nixos, parsed. */
+export async function evalNixJson<T>(
+  harness: string,
+  args: Record<string, string> = {},
+): Promise<{ value: T; text: string }> {
+  const argv = ['--eval', '--strict', '--json', join(repoRoot(), 'test', 'integration', 'nixos', harness)];
+  for (const [name, value] of Object.entries(args)) argv.push('--argstr', name, value);
+  const { stdout } = await run('nix-instantiate', argv, {
+    env: { ...process.env, NIX_PATH: '' },
+    maxBuffer: 64 * 1024 * 1024,
+  });
+  return { value: JSON.parse(stdout) as T, text: stdout };
+}
