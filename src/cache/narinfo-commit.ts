@@ -278,15 +278,10 @@ export function createPathCommit(deps: {
   };
 }
 
-/** Just the narinfo PUT of the Nix protocol. */
-export const createNarInfoCommit = (deps: Parameters<typeof createPathCommit>[0]) =>
-  createPathCommit(deps).commitNarInfo;
-
 function sameSet(a: string[], b: string[]): boolean {
   const sa = new Set(a);
   const sb = new Set(b);
   return sa.size === sb.size && [...sa].every((x) => sb.has(x));
 }
 
-export type NarInfoCommit = ReturnType<typeof createNarInfoCommit>;
 export type PathCommit = ReturnType<typeof createPathCommit>;

@@ -85,7 +85,7 @@ export function createDecompressor(c: Compression): Transform {
     case 'xz':
       return lzma.createDecompressor({ memlimit: XZ_MEMLIMIT });
     case 'bzip2':
-      return new OffThreadTransform({ codec: 'bzip2-decompress' });
+      return new OffThreadTransform({ codec: 'decompress', compression: 'bzip2' });
   }
 }
 

@@ -15,8 +15,8 @@ export interface NarOffThreadOptions {
 
 /**
  * One pass over a NAR on a codec thread (`off-thread-transform.ts`): validate it against every
- * NAR rule while hashing and listing it (the parser `nar-sink.ts` runs on the event loop: same
- * rules, same NarhubErrors, same summary), and, with `compress`, compress it with zstd. The
+ * NAR rule while hashing and listing it (`nix/nar/nar-parser.ts`, with its NarhubErrors and
+ * summary), and, with `compress`, compress it with zstd. The
  * event loop only copies the written bytes into slabs (and passes the zstd output on). A NAR
  * that comes compressed is written to a decoder linked to it instead (`createNarPass`).
  *

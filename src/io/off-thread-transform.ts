@@ -22,8 +22,6 @@ const MAX_THREADS = Math.max(2, Math.min(4, availableParallelism()));
 /** How a codec's failure reads (`<this>: <reason>`), unless it is a NarhubError. */
 function failureOf(spec: CodecSpec): string {
   switch (spec.codec) {
-    case 'bzip2-decompress':
-      return 'bzip2 decompression failed';
     case 'decompress':
       return `${spec.compression} decompression failed`;
     case 'sha256':

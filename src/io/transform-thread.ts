@@ -16,14 +16,12 @@ import { Bzip2Decoder } from './bzip2-decoder.js';
 export type Decompression = 'zstd' | 'gzip' | 'br' | 'xz' | 'bzip2';
 
 /**
- * What a thread can run: decompression (`bzip2-decompress`
- * is `decompress` of bzip2, under its older name); `sha256`, a sink (hash and length of the
+ * What a thread can run: `decompress`; `sha256`, a sink (hash and length of the
  * input); and `nar`, one pass over a NAR that validates it against every NAR rule while hashing
  * and listing it and, with `compress`, compresses it with zstd, which is then its output
  * (without, it is a sink). Sinks report their result with the end.
  */
 export type CodecSpec =
-  | { codec: 'bzip2-decompress' }
   | { codec: 'decompress'; compression: Decompression }
   | { codec: 'sha256' }
   | { codec: 'nar'; listing: boolean; compress?: { level: number; workers: number } };
@@ -34,7 +32,7 @@ export interface Sha256Result {
   bytes: number;
 }
 
-/** What `nar` reports: io/nar-sink.ts's summary, with the listing formatted. */
+/** What `nar` reports: the NAR parser's summary, with the listing formatted. */
 export interface NarResult {
   /** `sha256:<nix32>`. */
   narHash: string;
@@ -368,8 +366,7 @@ function sha256(): Codec {
 // --- nar: validate (and compress), in one pass ------------------------------------------------
 
 /**
- * The parser io/nar-sink.ts's validator uses on the event loop (the same rules, errors and
- * summary) over every slab, which then goes on to zstd with `compress`: one pass, whose output
+ * The NAR parser (nix/nar/nar-parser.ts: every rule, its errors and summary) over every slab, which then goes on to zstd with `compress`: one pass, whose output
  * (if any) is the compressed NAR.
  */
 function nar(emit: Emit, spec: Extract<CodecSpec, { codec: 'nar' }>): Codec {
@@ -415,8 +412,6 @@ interface Host {
 
 function openCodec(spec: CodecSpec, host: Host): Codec {
   switch (spec.codec) {
-    case 'bzip2-decompress':
-      return decompress(host, 'bzip2');
     case 'decompress':
       return decompress(host, spec.compression);
     case 'sha256':

@@ -6,9 +6,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { createDecompressor } from '../../../src/io/compression.js';
 import { fanOut } from '../../../src/io/fan-out.js';
-import { createNarValidator } from '../../../src/io/nar-sink.js';
+import { createNarPass } from '../../../src/io/nar-off-thread.js';
 import { NarParser } from '../../../src/nix/nar/nar-parser.js';
 import { narFromTree } from '../../../src/nix/nar/nar-writer.js';
 
@@ -181,21 +180,19 @@ describe('fanOut', () => {
 
     const stored = target({ delayMs: 1, highWaterMark: 8192 });
     const fileCounter = hashCounter();
-    const decompressor = createDecompressor('xz');
-    const validator = createNarValidator();
-    const validated = pipeline(decompressor, validator);
+    const { input, pass } = createNarPass({ listing: false, decompress: 'xz' });
     const chunks: Buffer[] = [];
     for (let i = 0; i < upload.length; i += 4096) chunks.push(upload.subarray(i, i + 4096));
-    await Promise.all([
-      pipeline(Readable.from(chunks, { objectMode: false }), fanOut(stored.stream, decompressor, fileCounter.stream)),
-      validated,
+    const [, validated] = await Promise.all([
+      pipeline(Readable.from(chunks, { objectMode: false }), fanOut(stored.stream, input, fileCounter.stream)),
+      pass.result(),
     ]);
 
     assert.ok(Buffer.concat(stored.chunks).equals(upload));
     assert.equal(fileCounter.bytes(), upload.length);
     assert.deepEqual(fileCounter.digest(), createHash('sha256').update(upload).digest());
-    assert.equal(validator.result().narHash, expected.finish().narHash);
-    assert.equal(validator.result().narSize, nar.length);
+    assert.equal(validated.narHash, expected.finish().narHash);
+    assert.equal(validated.narSize, nar.length);
   });
 
   it('a NAR that fails validation fails the upload pass too', async () => {
@@ -203,11 +200,11 @@ describe('fanOut', () => {
     bad[22] = 1; // padding of the magic: the validator fails on the first chunk
     const stored = new PassThrough();
     stored.resume();
-    const decompressor = createDecompressor('none');
-    const validated = pipeline(decompressor, createNarValidator());
+    const { input, pass } = createNarPass({ listing: false });
+    const validated = pass.result();
     const chunks: Buffer[] = [];
     for (let i = 0; i < bad.length; i += 4096) chunks.push(bad.subarray(i, i + 4096));
-    const received = pipeline(Readable.from(chunks, { objectMode: false }), fanOut(stored, decompressor));
+    const received = pipeline(Readable.from(chunks, { objectMode: false }), fanOut(stored, input));
     const [r, v] = await Promise.allSettled([received, validated]);
     assert.equal(v.status, 'rejected');
     assert.match(String((v as PromiseRejectedResult).reason), /non-zero padding at byte 22/);

@@ -26,7 +26,7 @@ function text(bytes: number): Buffer {
   return Buffer.from(randomBytes((bytes / 4) * 3).toString('base64'));
 }
 
-const bunzip2 = () => new OffThreadTransform({ codec: 'bzip2-decompress' });
+const bunzip2 = () => new OffThreadTransform({ codec: 'decompress', compression: 'bzip2' });
 
 /** A NAR holding one file of `contents`. */
 const narOf = (contents: Buffer): Buffer => Buffer.concat([...narFromTree({ type: 'regular', contents })]);
