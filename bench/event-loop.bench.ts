@@ -6,7 +6,7 @@
 //     (level 3, 2 workers) in one pass on a codec thread;
 //   - a Nix-style upload of a zstd NAR of N MB (default 200; `nix copy --to …?compression=zstd`):
 //     the file hashed on one codec thread, decoded on another, validated and hashed on a third
-//     stream (io/nar-off-thread.ts);
+//     stream (io/nar-pass.ts);
 //   - a Nix-style upload of a bzip2 NAR of N MB (default 32; stock `nix copy` compresses with
 //     bzip2): the same, decoded by the bzip2 codec;
 //   - the bzip2 decoder alone on the same file, on a codec thread (narhub) and on the event loop

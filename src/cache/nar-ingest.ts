@@ -5,8 +5,8 @@ import { formatHash, sha256Hash } from '../nix/hash.js';
 import { createByteLimit } from '../io/byte-limit.js';
 import { sniffCompression, type Compression } from '../io/compression.js';
 import { fanOut } from '../io/fan-out.js';
-import { createNarPass } from '../io/nar-off-thread.js';
-import { createSha256OffThread } from '../io/sha256-off-thread.js';
+import { createNarPass } from '../io/nar-pass.js';
+import { Sha256Sink } from '../io/sha256-sink.js';
 import { readHead } from '../io/read-head.js';
 import type { CacheRow } from '../db/caches-repo.js';
 import type { NarRow, NarsRepo } from '../db/nars-repo.js';
@@ -58,9 +58,9 @@ export async function storeGeneratedListing(
  * rule and hashed (NarHash/NarSize). Only when all of that holds, and the file hash matches
  * the name, does the file appear under its name, recorded as pending until a narinfo claims it.
  *
- * That byte work runs on codec threads (`io/off-thread-transform.ts`): the file is hashed on
+ * That byte work runs on codec threads (`io/codec-thread/codec-stream.ts`): the file is hashed on
  * one, decoded on another, which hands the NAR straight to a third stream that validates,
- * hashes and lists it (`io/nar-off-thread.ts`; two threads here share the three). The event
+ * hashes and lists it (`io/nar-pass.ts`; two threads here share the three). The event
  * loop only moves the uploaded bytes, to the store and to the threads; decoded bytes never
  * reach it. A raw NAR's file hash is its NarHash: it is hashed once.
  */
@@ -102,7 +102,7 @@ export function createNarIngest(deps: { store: BlobStore; nars: NarsRepo }) {
 
     const toStore = new PassThrough({ highWaterMark: 1 << 20 });
     const { input: narInput, pass: validator } = createNarPass({ listing: true, decompress: compression });
-    const fileHasher = compression === 'none' ? undefined : createSha256OffThread();
+    const fileHasher = compression === 'none' ? undefined : new Sha256Sink();
     const validated = validator.result().catch((err: unknown) => {
       throw corruptInput(err, compression);
     });

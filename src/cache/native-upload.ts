@@ -6,7 +6,7 @@ import type { NarInfo } from '../nix/narinfo.js';
 import { isDerivationPath, parseStorePath } from '../nix/store-path.js';
 import { createByteLimit } from '../io/byte-limit.js';
 import { zstdCompressSmall } from '../io/compression.js';
-import { createNarPass } from '../io/nar-off-thread.js';
+import { createNarPass } from '../io/nar-pass.js';
 import { readFirstLine } from '../io/read-line.js';
 import { readSmallBody } from '../io/read-small-body.js';
 import { formatListing } from '../nix/nar/listing.js';
@@ -149,7 +149,7 @@ export interface NativeUploadResult extends CommitResult {
 
 /**
  * narhub's own upload: one request per path, a metadata line then the raw NAR. In one pass on a
- * codec thread (`io/nar-off-thread.ts`) the NAR is validated and hashed (NarHash, NarSize) and
+ * codec thread (`io/nar-pass.ts`) the NAR is validated and hashed (NarHash, NarSize) and
  * compressed with zstd (by zstd's own threads, which that thread drives), and the compressed
  * bytes are hashed and counted (FileHash, FileSize); the event loop only copies the NAR to the
  * thread and the compressed bytes to the blob store. The file appears under its name only once

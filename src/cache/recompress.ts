@@ -4,7 +4,7 @@ import { NarhubError, isNarhubError } from '../errors.js';
 import { formatHash, hashesEqual, parseHash, sha256Hash } from '../nix/hash.js';
 import { formatNarInfo, parseNarInfo } from '../nix/narinfo.js';
 import type { Compression } from '../io/compression.js';
-import { createNarPass } from '../io/nar-off-thread.js';
+import { createNarPass } from '../io/nar-pass.js';
 import type { CacheRow } from '../db/caches-repo.js';
 import type { NarRow, NarsRepo } from '../db/nars-repo.js';
 import type { PathsRepo } from '../db/paths-repo.js';

@@ -2,7 +2,7 @@ import { createRequire } from 'node:module';
 import { PassThrough, type Transform } from 'node:stream';
 import { createBrotliDecompress, createGunzip } from 'node:zlib';
 import zstd from 'zstd-napi';
-import { OffThreadTransform } from './off-thread-transform.js';
+import { CodecStream } from './codec-thread/codec-stream.js';
 
 /** The compressions narhub accepts (docs/protocol.md, Compression); Nix's others need libarchive or external tools. */
 export type Compression = 'none' | 'xz' | 'bzip2' | 'gzip' | 'zstd' | 'br';
@@ -70,7 +70,7 @@ export function sniffCompression(head: Uint8Array, hint?: string): Compression |
  * lzma-native's thread); zstd runs natively per chunk on the main thread, which is fast enough
  * (GB/s) that a 64 KiB chunk costs tens of microseconds. bzip2 has only a pure-JavaScript
  * decoder (unbzip2-stream's, under 10 MB/s, hundreds of ms per 900 kB block), so it runs on a
- * codec thread (`off-thread-transform.ts`); corrupt input still fails the stream.
+ * codec thread (`codec-thread/codec-stream.ts`); corrupt input still fails the stream.
  */
 export function createDecompressor(c: Compression): Transform {
   switch (c) {
@@ -85,7 +85,7 @@ export function createDecompressor(c: Compression): Transform {
     case 'xz':
       return lzma.createDecompressor({ memlimit: XZ_MEMLIMIT });
     case 'bzip2':
-      return new OffThreadTransform({ codec: 'decompress', compression: 'bzip2' });
+      return new CodecStream({ codec: 'decompress', compression: 'bzip2' });
   }
 }
 

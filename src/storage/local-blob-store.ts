@@ -14,7 +14,7 @@ import {
   type BlobRead,
   type BlobStore,
 } from './blob-store.js';
-import { createFileThreads, FileJobFailure } from './file-threads.js';
+import { createFileThreadPool, FileJobFailure } from './file-thread/pool.js';
 import { errnoOf, isMissing } from './fs-errors.js';
 import { writevAll } from './writev-all.js';
 
@@ -81,7 +81,7 @@ export function createLocalBlobStore(options: LocalBlobStoreOptions): BlobStore 
   }
 
   const dirSync = createDirSyncer();
-  const files = createFileThreads(options.fileThreads);
+  const files = createFileThreadPool(options.fileThreads);
 
   /** A put of bytes in hand: the whole write, rename and fsyncs in one trip to a file thread. */
   async function putBytes(key: string, target: string, body: Uint8Array, opts: BlobPutOptions): Promise<BlobInfo> {

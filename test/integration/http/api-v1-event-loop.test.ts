@@ -1,6 +1,6 @@
 // The server's event loop keeps turning while the heavy parts of an upload run: decoding
 // (bzip2, Nix's default upload compression, and every other), NAR validation and hashing, and
-// zstd compression (native uploads) happen on codec threads (io/off-thread-transform.ts), not
+// zstd compression (native uploads) happen on codec threads (io/codec-thread/codec-stream.ts), not
 // on the loop. Behavioural, not a benchmark: these tests count the turns the loop makes during
 // an upload (test/helpers/loop-turns.ts), never milliseconds; how long the loop stalls is
 // measured by bench/event-loop.bench.ts.

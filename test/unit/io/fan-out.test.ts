@@ -7,7 +7,7 @@ import { describe, it } from 'node:test';
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { fanOut } from '../../../src/io/fan-out.js';
-import { createNarPass } from '../../../src/io/nar-off-thread.js';
+import { createNarPass } from '../../../src/io/nar-pass.js';
 import { NarParser } from '../../../src/nix/nar/nar-parser.js';
 import { narFromTree } from '../../../src/nix/nar/nar-writer.js';
 

@@ -1,23 +1,14 @@
-import { availableParallelism } from 'node:os';
 import { Transform, type TransformCallback } from 'node:stream';
 import { finished } from 'node:stream/promises';
-import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
-import { NarhubError, type ErrorCode } from '../errors.js';
-import type { CodecSpec, FromThread, ToThread } from './transform-thread.js';
-
-export type { CodecSpec };
+import { MessageChannel, type MessagePort } from 'node:worker_threads';
+import { NarhubError, type ErrorCode } from '../../errors.js';
+import { type ThreadHandle, threadFor } from './pool.js';
+import type { CodecSpec, FromThread, ToThread } from './protocol.js';
 
 /** Input is copied into buffers of this size, each moved to the codec thread and back. */
 const SLAB = 1024 * 1024;
 /** Slabs a stream may have at the codec thread at once: its input backpressure. */
 const SLABS_IN_FLIGHT = 4;
-/**
- * Threads shared by every stream; another starts only while more streams run at once. Two at
- * least (an upload's decoder runs beside its validator and file hash, a recompression's decoder
- * beside its validator and zstd), more on bigger machines, since a busy stream keeps its thread
- * busy: each runs at the speed of one core.
- */
-const MAX_THREADS = Math.max(2, Math.min(4, availableParallelism()));
 
 /** How a codec's failure reads (`<this>: <reason>`), unless it is a NarhubError. */
 function failureOf(spec: CodecSpec): string {
@@ -31,43 +22,12 @@ function failureOf(spec: CodecSpec): string {
   }
 }
 
-interface ThreadHandle {
-  worker: Worker;
-  streams: Map<number, OffThreadTransform>;
-}
-
-const threads: ThreadHandle[] = [];
 let nextId = 1;
 
-/** An idle thread, else a new one, else the least busy; other than `besides` where possible. */
-function threadFor(besides?: ThreadHandle): ThreadHandle {
-  const idle = threads.find((t) => t.streams.size === 0 && t !== besides);
-  if (idle) return idle;
-  if (threads.length < MAX_THREADS) {
-    const worker = new Worker(new URL('./transform-thread.js', import.meta.url));
-    const handle: ThreadHandle = { worker, streams: new Map() };
-    worker.on('message', (msg: FromThread) => handle.streams.get(msg.id)?.fromThread(msg));
-    const lost = (err: Error) => {
-      const i = threads.indexOf(handle);
-      if (i >= 0) threads.splice(i, 1);
-      const streams = [...handle.streams.values()];
-      handle.streams.clear();
-      for (const s of streams) s.destroy(err);
-    };
-    worker.on('error', lost);
-    worker.on('exit', (code) => lost(new Error(`codec thread exited (code ${code})`)));
-    worker.unref();
-    threads.push(handle);
-    return handle;
-  }
-  const others = threads.filter((t) => t !== besides);
-  return (others.length > 0 ? others : threads).reduce((a, b) => (b.streams.size < a.streams.size ? b : a));
-}
-
 /**
- * A Transform whose codec runs on a worker thread shared by all such streams
- * (`transform-thread.ts`): the event loop only copies input into 1 MiB slabs (moved to the
- * thread and back, so they are reused) and passes on the output chunks the thread moves over.
+ * A Transform whose codec runs on a codec thread shared by all such streams (`worker.ts`,
+ * `pool.ts`): the event loop only copies input into 1 MiB slabs (moved to the thread and back,
+ * so they are reused) and passes on the output chunks the thread moves over.
  *
  * Backpressure both ways: at most 4 slabs at the thread, and the thread stops once 2 MiB of
  * its output wait here unread (a decompressor's output can be many times its input), holding
@@ -84,9 +44,9 @@ function threadFor(besides?: ThreadHandle): ThreadHandle {
  *
  * `bytes` (length of the output) is set once the stream has finished; so is `digest()`, its
  * SHA-256, computed on the thread when `hashOutput` is asked for, and `codecResult`, what a
- * sink codec reports (`nar-off-thread.ts`, `sha256-off-thread.ts`).
+ * sink codec reports (`io/nar-pass.ts`, `io/sha256-sink.ts`).
  */
-export class OffThreadTransform extends Transform {
+export class CodecStream extends Transform {
   private readonly id = nextId++;
   private readonly thread: ThreadHandle;
   private readonly spec: CodecSpec;
@@ -105,7 +65,7 @@ export class OffThreadTransform extends Transform {
   /** Length of the output; final once the stream has finished. */
   bytes = 0;
 
-  constructor(spec: CodecSpec, opts: { hashOutput?: boolean; outputTo?: OffThreadTransform } = {}) {
+  constructor(spec: CodecSpec, opts: { hashOutput?: boolean; outputTo?: CodecStream } = {}) {
     super({ readableHighWaterMark: SLAB });
     this.spec = spec;
     const target = opts.outputTo;

@@ -1,5 +1,5 @@
-// The NAR pass on a codec thread (io/nar-off-thread.ts) and the SHA-256 sink beside it: what
-// they report is what the validator on the event loop reports of the same bytes (NarHash,
+// The NAR pass on a codec thread (io/nar-pass.ts) and the SHA-256 sink beside it: what
+// they report is what the NAR parser on the event loop reports of the same bytes (NarHash,
 // NarSize, listing, and the very same NAR_INVALID errors), in every compression narhub accepts;
 // corrupt compressed input is refused; zstd output is the NAR's; memory stays bounded when the
 // reader stops; and the event loop keeps turning while they work.
@@ -13,8 +13,8 @@ import { brotliCompressSync } from 'node:zlib';
 import { decompress as zstdDecompress } from 'zstd-napi';
 import { NarhubError, isNarhubError } from '../../../src/errors.js';
 import { createDecompressor, type Compression } from '../../../src/io/compression.js';
-import { createNarPass, type NarOffThreadOptions } from '../../../src/io/nar-off-thread.js';
-import { createSha256OffThread } from '../../../src/io/sha256-off-thread.js';
+import { createNarPass, type NarPassOptions } from '../../../src/io/nar-pass.js';
+import { Sha256Sink } from '../../../src/io/sha256-sink.js';
 import { formatListing } from '../../../src/nix/nar/listing.js';
 import { NarParser } from '../../../src/nix/nar/nar-parser.js';
 import { narFromTree, type NarTree } from '../../../src/nix/nar/nar-writer.js';
@@ -93,7 +93,7 @@ function parserSink(): Writable & { narHash(): string } {
 }
 
 /** Runs `file` through a NAR pass (a sink unless `compress`); its result and output. */
-async function pass(file: Buffer, chunkSize: number, opts: NarOffThreadOptions & { decompress?: Compression }) {
+async function pass(file: Buffer, chunkSize: number, opts: NarPassOptions & { decompress?: Compression }) {
   const { input, pass: p } = createNarPass(opts);
   const out: Buffer[] = [];
   if (opts.compress) p.on('data', (chunk: Buffer) => out.push(chunk));
@@ -307,13 +307,13 @@ test('a destroyed pass rejects its result, and the threads go on serving others'
 test('the SHA-256 sink hashes and counts what is written to it', async () => {
   const data = randomBytes(5 * 1024 * 1024 + 17);
   for (const size of [data.length, 1 << 20, 12_345]) {
-    const h = createSha256OffThread();
+    const h = new Sha256Sink();
     await pipeline(chunked(data, size), h);
     const { sha256, bytes } = await h.result();
     assert.deepEqual(Buffer.from(sha256), createHash('sha256').update(data).digest());
     assert.equal(bytes, data.length);
   }
-  const empty = createSha256OffThread();
+  const empty = new Sha256Sink();
   empty.end();
   assert.deepEqual(Buffer.from((await empty.result()).sha256), createHash('sha256').digest());
   assert.equal((await empty.result()).bytes, 0);

@@ -1,14 +1,14 @@
-import { OffThreadTransform } from './off-thread-transform.js';
-import type { Sha256Result } from './transform-thread.js';
+import { CodecStream } from './codec-thread/codec-stream.js';
+import type { Sha256Result } from './codec-thread/protocol.js';
 
 export type { Sha256Result };
 
 /**
  * A sink that hashes (SHA-256) and counts what is written to it on a codec thread
- * (`off-thread-transform.ts`), so an upload's FileHash costs the event loop only a copy.
+ * (`codec-thread/codec-stream.ts`), so an upload's FileHash costs the event loop only a copy.
  * `result()` settles once it has finished.
  */
-export class Sha256OffThread extends OffThreadTransform {
+export class Sha256Sink extends CodecStream {
   private readonly outcome: Promise<Sha256Result>;
 
   constructor() {
@@ -20,8 +20,4 @@ export class Sha256OffThread extends OffThreadTransform {
   result(): Promise<Sha256Result> {
     return this.outcome;
   }
-}
-
-export function createSha256OffThread(): Sha256OffThread {
-  return new Sha256OffThread();
 }

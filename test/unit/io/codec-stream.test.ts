@@ -1,7 +1,7 @@
-// Codecs on a worker thread (io/off-thread-transform.ts), bzip2 decompression in particular:
+// Codecs on a worker thread (io/codec-thread/codec-stream.ts), bzip2 decompression in particular:
 // the same bytes as bzip2(1) would give, corrupt input as a stream error, backpressure from the
 // reader back to the writer, destroy that frees the thread, and an event loop that keeps turning.
-// zstd compression as production runs it (a NAR pass with `compress`, io/nar-off-thread.ts):
+// zstd compression as production runs it (a NAR pass with `compress`, io/nar-pass.ts):
 // streams kept apart, destroy that frees the thread, and an event loop that keeps turning.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -12,8 +12,8 @@ import { finished, pipeline } from 'node:stream/promises';
 import { test } from 'node:test';
 import zstd, { decompress as zstdDecompress } from 'zstd-napi';
 import { createDecompressor } from '../../../src/io/compression.js';
-import { OffThreadTransform } from '../../../src/io/off-thread-transform.js';
-import { createNarOffThread } from '../../../src/io/nar-off-thread.js';
+import { CodecStream } from '../../../src/io/codec-thread/codec-stream.js';
+import { NarPass } from '../../../src/io/nar-pass.js';
 import { narFromTree } from '../../../src/nix/nar/nar-writer.js';
 import { loopTurnsDuring } from '../../helpers/loop-turns.js';
 
@@ -26,13 +26,13 @@ function text(bytes: number): Buffer {
   return Buffer.from(randomBytes((bytes / 4) * 3).toString('base64'));
 }
 
-const bunzip2 = () => new OffThreadTransform({ codec: 'decompress', compression: 'bzip2' });
+const bunzip2 = () => new CodecStream({ codec: 'decompress', compression: 'bzip2' });
 
 /** A NAR holding one file of `contents`. */
 const narOf = (contents: Buffer): Buffer => Buffer.concat([...narFromTree({ type: 'regular', contents })]);
 
 /** What production compresses with: a NAR pass that validates and zstd-compresses on a codec thread. */
-const zstdNarPass = (workers: number) => createNarOffThread({ listing: false, compress: { level: 3, workers } });
+const zstdNarPass = (workers: number) => new NarPass({ listing: false, compress: { level: 3, workers } });
 
 /** Runs `input` through `stream` in chunks of `chunkSize`; the output, or what came before the error. */
 async function run(stream: Transform, input: Buffer, chunkSize = 64 * 1024): Promise<{ out: Buffer; error?: Error }> {

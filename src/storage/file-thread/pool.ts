@@ -1,5 +1,5 @@
 import { Worker } from 'node:worker_threads';
-import type { FileJob, FileJobError, FileJobResult, WholeRead } from './file-thread.js';
+import type { FileJob, FileJobError, FileJobResult, WholeRead } from './protocol.js';
 
 type WriteJob = Omit<Extract<FileJob, { type: 'write' }>, 'id' | 'type'>;
 type ReadJob = Omit<Extract<FileJob, { type: 'read' }>, 'id'>;
@@ -17,7 +17,7 @@ export class FileJobFailure extends Error {
   }
 }
 
-export interface FileThreads {
+export interface FileThreadPool {
   /** Resolves once the file is in place (and durable, if asked). */
   write(job: WriteJob): Promise<void>;
   /** The file's bytes if it is a regular file of at most `maxSize` bytes. */
@@ -31,14 +31,14 @@ interface Thread {
 }
 
 /**
- * Small files written and read on `count` worker threads (`file-thread.ts`). On the event loop
+ * Small files written and read on `count` file threads (`worker.ts`). On the event loop
  * a put through fs/promises is six or more trips to libuv's pool (open, write, fsync, close,
  * rename, the directory's open/fsync/close), each a wake-up that on a VM costs tens of
  * microseconds of the loop's time; here a file is one message each way, and puts that wait
  * together share their directory fsyncs. Threads start on first use and do not keep the
  * process alive.
  */
-export function createFileThreads(count = 2): FileThreads {
+export function createFileThreadPool(count = 2): FileThreadPool {
   const threads: Thread[] = [];
   let nextId = 1;
   let next = 0;
@@ -46,7 +46,7 @@ export function createFileThreads(count = 2): FileThreads {
   const inFlight = new Set<Promise<unknown>>();
 
   function spawn(): Thread {
-    const worker = new Worker(new URL('./file-thread.js', import.meta.url));
+    const worker = new Worker(new URL('./worker.js', import.meta.url));
     const thread: Thread = { worker, pending: new Map() };
     worker.on('message', (results: FileJobResult[]) => {
       for (const r of results) {

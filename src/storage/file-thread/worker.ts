@@ -1,5 +1,5 @@
-// Worker-thread side of storage/file-threads.ts: whole small-file operations done with
-// synchronous calls, one message each way per file instead of a libuv round trip per syscall.
+// A file thread: whole small-file operations (pool.ts sends them) done with synchronous calls,
+// one message each way per file instead of a libuv round trip per syscall.
 import {
   closeSync,
   fstatSync,
@@ -13,35 +13,8 @@ import {
 } from 'node:fs';
 import { dirname } from 'node:path';
 import { parentPort, receiveMessageOnPort } from 'node:worker_threads';
-import { errnoOf, isMissing } from './fs-errors.js';
-
-/**
- * `write`: `data` into a new temp file (made `wx`, so never someone else's), fsynced, closed and
- * renamed to `target`, making the target's directory (and the temp dir) on demand, then the
- * target's directory fsynced (and the ones just made): durable and visible when answered.
- * `read`: the whole file if it is a regular file of at most `maxSize` bytes.
- */
-export type FileJob =
-  | { type: 'write'; id: number; tempDir: string; temp: string; target: string; data: Uint8Array; durable: boolean }
-  | { type: 'read'; id: number; path: string; maxSize: number };
-
-/** A failed step, with the errno code (`ENOSPC`, …) when there was one. */
-export interface FileJobError {
-  step: string;
-  message: string;
-  code?: string;
-}
-
-/** What a read found: nothing, something not a file, a file too large to read whole, or its bytes. */
-export type WholeRead =
-  | { found: 'missing' | 'not-file' }
-  | { found: 'large'; size: number }
-  | { found: 'bytes'; bytes: Uint8Array };
-
-export type FileJobResult =
-  | { id: number; ok: true }
-  | ({ id: number } & WholeRead)
-  | { id: number; error: FileJobError };
+import { errnoOf, isMissing } from '../fs-errors.js';
+import type { FileJob, FileJobError, FileJobResult } from './protocol.js';
 
 class StepError extends Error {
   constructor(

@@ -1,0 +1,42 @@
+// The `nar` codec: one pass over a NAR that validates, hashes and lists it and, if asked,
+// compresses it with zstd.
+import { formatListing } from '../../nix/nar/listing.js';
+import { NarParser } from '../../nix/nar/nar-parser.js';
+import type { CodecSpec, NarResult } from '../codec-thread/protocol.js';
+import type { Codec, Emit } from './codec.js';
+import { zstdCompress } from './zstd.js';
+
+/**
+ * The NAR parser (nix/nar/nar-parser.ts: every rule, its errors and summary) over every slab,
+ * which then goes on to zstd with `compress`: one pass, whose output (if any) is the compressed
+ * NAR.
+ */
+export function nar(emit: Emit, spec: Extract<CodecSpec, { codec: 'nar' }>): Codec {
+  const parser = new NarParser<boolean>({ listing: spec.listing });
+  const compressor = spec.compress ? zstdCompress(emit, spec.compress.level, spec.compress.workers) : undefined;
+  let summary: NarResult | undefined;
+  let ended = false;
+  return {
+    write(input) {
+      parser.update(input);
+      compressor?.write(input);
+    },
+    end: () => void (ended = true),
+    step() {
+      if (!ended) return false;
+      if (summary === undefined) {
+        const s = parser.finish();
+        // Formatted here: the listing of a large tree is a large object, its text one string.
+        summary = {
+          narHash: s.narHash,
+          narSize: s.narSize,
+          listing: s.listing === undefined ? undefined : formatListing(s.listing),
+        };
+        compressor?.end();
+        return true;
+      }
+      return compressor?.step() ?? false;
+    },
+    result: () => summary,
+  };
+}
