@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type { Database } from 'better-sqlite3';
 import { createCacheService, type CacheService } from '../cache/cache-service.js';
 import type { Config } from '../config/schema.js';
+import { readS3CredentialFiles } from '../config/s3-credentials.js';
 import { defaultMigrationsDir, migrate } from '../db/migrate.js';
 import { openDatabase } from '../db/open.js';
 import type { BlobStore } from '../storage/blob-store.js';
@@ -25,7 +26,7 @@ export async function createBlobStore(config: Config): Promise<BlobStore> {
       return createLocalBlobStore({ root: config.storage.path ?? join(config.dataDir, 'store') });
     case 's3': {
       const s3 = config.storage;
-      const { createS3BlobStore, readS3CredentialFiles } = await import('../storage/s3-blob-store.js');
+      const { createS3BlobStore } = await import('../storage/s3-blob-store.js');
       return createS3BlobStore({
         bucket: s3.bucket,
         region: s3.region,

@@ -1,4 +1,4 @@
-import type { Readable } from 'node:stream';
+import { addAbortSignal, type Readable } from 'node:stream';
 import { NarhubError } from '../errors.js';
 
 /**
@@ -117,4 +117,10 @@ export function isValidKey(key: string): boolean {
 export function assertValidKey(key: string): void {
   if (!isValidKey(key))
     throw new NarhubError('BAD_REQUEST', `invalid storage key ${JSON.stringify(key.slice(0, 100))}`);
+}
+
+/** `read`, its stream destroyed with an AbortError when `signal` aborts. */
+export function abortableRead(read: BlobRead, signal: AbortSignal | undefined): BlobRead {
+  if (signal !== undefined) addAbortSignal(signal, read.stream);
+  return read;
 }

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { loadConfig } from '../../config/load.js';
 import type { Config } from '../../config/schema.js';
+import { readS3CredentialFiles } from '../../config/s3-credentials.js';
 import { NarhubError, isNarhubError } from '../../errors.js';
 import { parseSecretKey } from '../../nix/signing.js';
 import { parseFlags } from '../args.js';
@@ -64,8 +65,6 @@ async function checkSecretFiles(config: Config): Promise<void> {
     }
   });
   if (config.storage.type === 's3') {
-    // The AWS SDK comes with this module: only for S3 configs.
-    const { readS3CredentialFiles } = await import('../../storage/s3-blob-store.js');
     try {
       readS3CredentialFiles(config.storage);
     } catch (err) {

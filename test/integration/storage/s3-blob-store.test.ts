@@ -2,17 +2,13 @@
 // small enough that multipart uploads really happen, plus what only an object store has.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { setImmediate as nextTick } from 'node:timers/promises';
 import { ListMultipartUploadsCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { NarhubError } from '../../../src/errors.js';
-import { createS3BlobStore, readS3CredentialFiles, type S3BlobStore } from '../../../src/storage/s3-blob-store.js';
+import { createS3BlobStore, type S3BlobStore } from '../../../src/storage/s3-blob-store.js';
 import { startS3, suiteScope, S3_CREDENTIALS, type S3Server } from '../../helpers/s3.js';
-import { removeTree } from '../../helpers/tmp.js';
 import { blobStoreContract } from './blob-store-contract.js';
 
 const MIB = 1024 * 1024;
@@ -320,44 +316,7 @@ describe('S3 blob store', () => {
   });
 });
 
-describe('S3 credentials from files', () => {
-  it('reads each file once, trimmed, and never echoes a value', async (t) => {
-    const dir = await mkdtemp(join(tmpdir(), 'narhub-creds-'));
-    t.after(() => removeTree(dir));
-    const id = join(dir, 'id');
-    const secret = join(dir, 'secret');
-    const token = join(dir, 'token');
-    await writeFile(id, '  AKIDEXAMPLE\n');
-    await writeFile(secret, 'c2VjcmV0\n\n');
-    await writeFile(token, 'tok\n');
-    assert.equal(readS3CredentialFiles({}), undefined, 'the SDK default chain');
-    assert.deepEqual(readS3CredentialFiles({ accessKeyIdFile: id, secretAccessKeyFile: secret }), {
-      accessKeyId: 'AKIDEXAMPLE',
-      secretAccessKey: 'c2VjcmV0',
-    });
-    assert.deepEqual(
-      readS3CredentialFiles({ accessKeyIdFile: id, secretAccessKeyFile: secret, sessionTokenFile: token }),
-      {
-        accessKeyId: 'AKIDEXAMPLE',
-        secretAccessKey: 'c2VjcmV0',
-        sessionToken: 'tok',
-      },
-    );
-    const invalid = (err: unknown) =>
-      err instanceof NarhubError && err.code === 'CONFIG_INVALID' && !/c2VjcmV0|AKIDEXAMPLE/.test(err.message);
-    assert.throws(() => readS3CredentialFiles({ accessKeyIdFile: id }), invalid);
-    assert.throws(() => readS3CredentialFiles({ sessionTokenFile: token }), invalid);
-    assert.throws(
-      () => readS3CredentialFiles({ accessKeyIdFile: id, secretAccessKeyFile: join(dir, 'missing') }),
-      invalid,
-    );
-    await writeFile(join(dir, 'empty'), '\n');
-    assert.throws(
-      () => readS3CredentialFiles({ accessKeyIdFile: id, secretAccessKeyFile: join(dir, 'empty') }),
-      invalid,
-    );
-  });
-
+describe('S3 store options', () => {
   it('refuses a part size below S3 minimum and an invalid prefix', () => {
     assert.throws(() => createS3BlobStore({ bucket: 'b12', region: 'us-east-1', partSize: 1024 }), NarhubError);
     assert.throws(() => createS3BlobStore({ bucket: 'b12', region: 'us-east-1', prefix: '../x' }), NarhubError);
