@@ -1,7 +1,19 @@
-import type { FastifyRequest } from 'fastify';
+import type { FastifyRequest, preHandlerAsyncHookHandler } from 'fastify';
 import { NarhubError } from '../errors.js';
 import type { CacheRow } from '../db/caches-repo.js';
 import type { Permission, TokenRow, TokenService } from '../cache/tokens.js';
+import type { CacheRegistry } from '../cache/caches.js';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /**
+     * The cache a request acts on, set by the authorization hook (`Access.cacheHook`) of the
+     * context its route lives in, once the request may do what the route does to it. Routes
+     * outside such a context never read it.
+     */
+    cache: CacheRow;
+  }
+}
 
 /**
  * The secret a request presents: the password of HTTP Basic auth (any user name, which is what
@@ -22,44 +34,91 @@ export function presentedSecret(authorization: string | undefined): string | und
   return undefined;
 }
 
-const resolved = new WeakMap<FastifyRequest, TokenRow | null>();
+const resolved = new WeakMap<object, TokenRow | null>();
 
-/** Who may do what to which cache, decided per request from the database. */
-export function createAccess(tokens: TokenService) {
+/**
+ * Who may do what to which cache, decided per request from the database (so a revoked token
+ * fails at its next request). `authorize` is the one decision: the routes' hooks and the
+ * narinfo fast path both call it.
+ */
+export function createAccess(tokens: TokenService, registry: Pick<CacheRegistry, 'get'>) {
+  function tokenFor(authorization: string | undefined): TokenRow | undefined {
+    const secret = presentedSecret(authorization);
+    return (secret && tokens.authenticate(secret)) || undefined;
+  }
+
+  /** The live token of a Fastify request, looked up once per request. */
   function tokenOf(request: FastifyRequest): TokenRow | undefined {
     let row = resolved.get(request);
     if (row === undefined) {
-      const secret = presentedSecret(request.headers.authorization);
-      row = (secret && tokens.authenticate(secret)) || null;
+      row = tokenFor(request.headers.authorization) ?? null;
       resolved.set(request, row);
     }
     return row ?? undefined;
   }
 
-  function require(request: FastifyRequest, cache: CacheRow, permission: Permission): TokenRow | undefined {
-    const token = tokenOf(request);
-    if (tokens.allows(token, cache.name, permission)) return token;
-    if (permission === 'read' && !cache.private) return token;
+  /** The cache named `name` if `token` may do `permission` to it; otherwise throws the refusal. */
+  function authorize(name: string, permission: Permission, token: TokenRow | undefined, presented: boolean): CacheRow {
+    const cache = registry.get(name);
+    if (cache === undefined) throw new NarhubError('CACHE_NOT_FOUND', `no cache named ${name}`);
+    if (tokens.allows(token, name, permission)) return cache;
+    if (permission === 'read' && !cache.private) return cache;
     if (!token) {
-      const presented = request.headers.authorization !== undefined;
       throw new NarhubError(
         'UNAUTHORIZED',
         presented
           ? 'the token is unknown, expired or revoked'
-          : `cache ${cache.name} needs a token with ${permission} rights`,
+          : `cache ${name} needs a token with ${permission} rights`,
       );
     }
     // A private cache must not reveal more to a token scoped elsewhere than to no token at all.
-    if (permission === 'read')
-      throw new NarhubError('UNAUTHORIZED', `cache ${cache.name} needs a token with read rights`);
-    throw new NarhubError('FORBIDDEN', `the token has no ${permission} rights on cache ${cache.name}`);
+    if (permission === 'read') throw new NarhubError('UNAUTHORIZED', `cache ${name} needs a token with read rights`);
+    throw new NarhubError('FORBIDDEN', `the token has no ${permission} rights on cache ${name}`);
+  }
+
+  /** `authorize` for a Fastify request. */
+  function authorizeRequest(request: FastifyRequest, name: string, permission: Permission): CacheRow {
+    return authorize(name, permission, tokenOf(request), request.headers.authorization !== undefined);
   }
 
   return {
+    tokenFor,
     tokenOf,
-    requireRead: (request: FastifyRequest, cache: CacheRow) => require(request, cache, 'read'),
-    requireWrite: (request: FastifyRequest, cache: CacheRow) => require(request, cache, 'write'),
-    requireAdmin: (request: FastifyRequest, cache: CacheRow) => require(request, cache, 'admin'),
+    authorize,
+    authorizeRequest,
+    /**
+     * The `preHandler` hook of a context whose routes all do `permission` to one cache: the
+     * cache named by `cacheName(request)` (by default the `:cache` path parameter) is checked
+     * and set as `request.cache` before any handler runs.
+     */
+    cacheHook(
+      permission: Permission,
+      cacheName: (request: FastifyRequest) => string = (request) => (request.params as { cache: string }).cache,
+    ): preHandlerAsyncHookHandler {
+      return async (request) => {
+        request.cache = authorizeRequest(request, cacheName(request), permission);
+      };
+    },
+    /** Whether the request may read the cache (for filtering lists; never throws). */
+    canRead(request: FastifyRequest, name: string): boolean {
+      try {
+        authorizeRequest(request, name, 'read');
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    /** The `preHandler` hook of routes open to any valid token. */
+    anyTokenHook(): preHandlerAsyncHookHandler {
+      return async (request) => {
+        if (!tokenOf(request)) {
+          throw new NarhubError(
+            'UNAUTHORIZED',
+            request.headers.authorization ? 'the token is unknown, expired or revoked' : 'a token is needed',
+          );
+        }
+      };
+    },
     /** Admin rights over every cache (`*`): what managing caches and tokens needs. */
     isGlobalAdmin(request: FastifyRequest): boolean {
       const token = tokenOf(request);

@@ -1,15 +1,19 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { CacheService } from '../cache/cache-service.js';
+import type { CacheRow } from '../db/caches-repo.js';
 import { createAccess } from './access.js';
-import { installErrorHandler } from './error-handler.js';
+import { installErrorHandler, validationError } from './error-handler.js';
 import { createNarinfoFastPath, type NarinfoFastPath } from './narinfo-fast-path.js';
 import { apiV1Routes } from './routes/api-v1.js';
 import { binaryCacheRoutes } from './routes/binary-cache.js';
 import { healthRoutes } from './routes/health.js';
 import { hubApiRoutes } from './routes/hub-api.js';
+import { metricsRoutes } from './routes/metrics.js';
 import type { Hub } from '../hub/hub-service.js';
+import { createRequestMetrics, UNMATCHED_ROUTE } from './request-metrics.js';
 
 export interface AppOptions {
   service: CacheService;
@@ -45,9 +49,12 @@ export function narinfoFastPathOf(app: FastifyInstance): NarinfoFastPath | undef
  * socket. Every route group is registered explicitly.
  */
 export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
+  const { service } = options;
+  const access = createAccess(service.tokens, service.registry);
+  const metrics = createRequestMetrics();
   const fastPath =
     options.logRequests !== true && options.narinfoFastPath !== false
-      ? createNarinfoFastPath(options.service)
+      ? createNarinfoFastPath({ service, access, metrics })
       : undefined;
   const app = Fastify({
     loggerInstance: options.logger as FastifyBaseLogger | undefined,
@@ -72,25 +79,39 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     forceCloseConnections: 'idle',
     exposeHeadRoutes: false,
     routerOptions: { caseSensitive: true, ignoreTrailingSlash: false, maxParamLength: 500 },
-  });
+    schemaErrorFormatter: validationError,
+  }).withTypeProvider<TypeBoxTypeProvider>();
+  // Every route declares its schemas in TypeBox; handlers take their types from them, and
+  // TypeBox checks them (unknown keys are errors where a schema says so; query strings and path
+  // parameters are converted to the schema's types first).
+  app.setValidatorCompiler(TypeBoxValidatorCompiler);
+  app.decorateRequest('cache', null as unknown as CacheRow);
   installErrorHandler(app);
+  app.addHook('onResponse', (request, reply, done) => {
+    metrics.observe(
+      request.method,
+      request.routeOptions.url ?? UNMATCHED_ROUTE,
+      reply.statusCode,
+      reply.elapsedTime / 1000,
+    );
+    done();
+  });
   if (fastPath) {
     fastPaths.set(app, fastPath);
     // Fastify answers 503 once it is closing; the fast path must not answer 200 meanwhile.
     app.addHook('preClose', async () => fastPath.close());
   }
-  const access = createAccess(options.service.tokens);
-  await app.register(healthRoutes, { service: options.service });
+  await app.register(healthRoutes, { service });
+  await app.register(metricsRoutes, { registry: metrics.registry, access });
   await app.register(apiV1Routes, {
     prefix: '/api/v1',
-    service: options.service,
+    service: service,
     access,
     maxNarSize: options.maxNarSize,
   });
-  if (options.hub)
-    await app.register(hubApiRoutes, { prefix: '/api/v1', hub: options.hub, service: options.service, access });
+  if (options.hub) await app.register(hubApiRoutes, { prefix: '/api/v1', hub: options.hub, service: service, access });
   await app.register(binaryCacheRoutes, {
-    service: options.service,
+    service: service,
     access,
     maxNarSize: options.maxNarSize,
     maxSmallFileSize: options.maxSmallFileSize,

@@ -1,5 +1,12 @@
-import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { isNarhubError, type ErrorCode } from '../errors.js';
+import { Type } from '@fastify/type-provider-typebox';
+import type {
+  FastifyError,
+  FastifyInstance,
+  FastifyReply,
+  FastifyRequest,
+  FastifySchemaValidationError,
+} from 'fastify';
+import { isNarhubError, NarhubError, type ErrorCode } from '../errors.js';
 
 /** The one place error codes become HTTP statuses. Adding a code without a status fails to compile. */
 export const STATUS = {
@@ -35,6 +42,12 @@ export const STATUS = {
   INTERNAL: 500,
 } as const satisfies Record<ErrorCode, number>;
 
+/** What every refusal under `/api/` answers (the Nix protocol's routes answer `CODE: reason` as text). */
+export const ErrorBody = Type.Object({
+  code: Type.String({ description: 'A stable error code, e.g. NAR_INVALID.' }),
+  message: Type.String({ description: 'One line saying why.' }),
+});
+
 /** Fastify's own client errors that reach us, mapped to our codes. */
 const FASTIFY_CODES: Record<string, ErrorCode> = {
   FST_ERR_CTP_BODY_TOO_LARGE: 'BODY_TOO_LARGE',
@@ -43,6 +56,20 @@ const FASTIFY_CODES: Record<string, ErrorCode> = {
   FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'BAD_REQUEST',
   FST_ERR_VALIDATION: 'BAD_REQUEST',
 };
+
+/**
+ * A schema's refusal as one line naming the first offending value: `body.storePaths[1]: Expected
+ * string` (the `schemaErrorFormatter` of `http/app.ts`).
+ */
+export function validationError(errors: FastifySchemaValidationError[], dataVar: string): Error {
+  const first = errors[0];
+  const where = (first?.instancePath ?? '')
+    .split('/')
+    .filter((s) => s !== '')
+    .map((s) => (/^\d+$/.test(s) ? `[${s}]` : `.${s.replaceAll('~1', '/').replaceAll('~0', '~')}`))
+    .join('');
+  return new NarhubError('BAD_REQUEST', `${dataVar}${where}: ${first?.message ?? 'invalid'}`);
+}
 
 export function sendError(reply: FastifyReply, status: number, code: string, message: string): FastifyReply {
   const oneLine = message.split('\n')[0]!.slice(0, 500);

@@ -1,6 +1,13 @@
 import { Queue, type Job } from 'bullmq';
 import type { Logger } from 'pino';
-import { ACTIVE_QUEUES_KEY, buildJobId, type BuildJobData, type BuildJobResult } from '../protocol/build-jobs.js';
+import { NarhubError } from '../errors.js';
+import {
+  ACTIVE_QUEUES_KEY,
+  buildJobId,
+  checkBuildJobData,
+  type BuildJobData,
+  type BuildJobResult,
+} from '../protocol/build-jobs.js';
 import type { HubRedis } from './redis.js';
 
 export type BuildJob = Job<BuildJobData, BuildJobResult>;
@@ -79,6 +86,9 @@ export function createDispatcher(opts: DispatcherOptions) {
      * since BullMQ ignores an add whose id still exists.
      */
     async enqueue(name: string, data: BuildJobData, priority: number): Promise<'added' | 'exists'> {
+      // The spoke checks the same schema: a job it would refuse is never queued.
+      const invalid = checkBuildJobData(data);
+      if (invalid) throw new NarhubError('INTERNAL', `job data of ${data.drvPath} breaks the protocol: ${invalid}`);
       await use(name);
       const q = queue(name);
       const existing = await getJob(name, data.drvHash);

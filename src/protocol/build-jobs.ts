@@ -8,37 +8,59 @@
  * Job ids: `buildJobId(drvHashPart)` — one BullMQ job per derivation, so a derivation wanted by
  * several evaluations or projects is built once.
  */
+import { Type, type Static } from '@sinclair/typebox';
+import { TypeCompiler } from '@sinclair/typebox/compiler';
 
-export interface BuildJobData {
-  protocol: number;
+const StorePathText = Type.String({ minLength: 1, maxLength: 400 });
+const OutputMap = Type.Record(Type.String({ minLength: 1, maxLength: 100 }), StorePathText);
+
+/**
+ * The job data, checked on both ends from this one definition (`checkBuildJobData`): by the hub
+ * before it enqueues, by the spoke before it builds. What a schema cannot say (store paths that
+ * parse, a `drvHash` that is `drvPath`'s, a `drvText` whose path is `drvPath`) the spoke checks
+ * after it.
+ */
+export const BuildJobDataSchema = Type.Object({
+  protocol: Type.Integer(),
   /** Hash part of the derivation's store path: the key of its build record. */
-  drvHash: string;
+  drvHash: Type.String({ pattern: '^[0-9a-df-np-sv-z]{32}$' }),
   /** Full store path of the .drv. */
-  drvPath: string;
-  system: string;
-  requiredFeatures: string[];
+  drvPath: StorePathText,
+  system: Type.String({ minLength: 1, maxLength: 100 }),
+  requiredFeatures: Type.Array(Type.String({ minLength: 1, maxLength: 100 })),
   /** Output name -> store path, as known from the derivation (input-addressed). */
-  outputs: Record<string, string>;
+  outputs: OutputMap,
   /**
    * The outputs of the input derivations the hub knows (input `.drv` path -> output name ->
    * store path), so the spoke need not fetch and parse those `.drv`s to learn what to import.
    * Inputs missing here are read from their `.drv` in the cache.
    */
-  inputOutputs?: Record<string, Record<string, string>>;
+  inputOutputs: Type.Optional(Type.Record(StorePathText, OutputMap)),
   /**
    * The `.drv` file's own text, when the hub had it at hand, so the spoke need not fetch it.
    * Its path is its content address: a spoke checks the text against `drvPath` before use.
    */
-  drvText?: string;
+  drvText: Type.Optional(Type.String()),
   /** The cache inputs are substituted from and outputs are pushed to: `<hub>/<cache>`. */
-  cacheName: string;
-  /** Public keys the spoke trusts for substitution from that cache. */
-  trustedPublicKeys: string[];
+  cacheName: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]*$', maxLength: 63 }),
+  /** Public keys the spoke trusts for substitution from that cache: `name:base64`. */
+  trustedPublicKeys: Type.Array(Type.String({ pattern: '^\\S+:\\S+$', maxLength: 500 })),
   /** Build attempt number, counted by the hub across restarts by users (not BullMQ retries). */
-  attempt: number;
+  attempt: Type.Integer({ minimum: 1 }),
   /** Seconds; 0 means the spoke's default. */
-  timeout: number;
-  maxSilent: number;
+  timeout: Type.Integer({ minimum: 0 }),
+  maxSilent: Type.Integer({ minimum: 0 }),
+});
+
+export type BuildJobData = Static<typeof BuildJobDataSchema>;
+
+const jobDataChecker = TypeCompiler.Compile(BuildJobDataSchema);
+
+/** Why `data` is not job data of this schema (the first problem, one line), or undefined if it is. */
+export function checkBuildJobData(data: unknown): string | undefined {
+  if (jobDataChecker.Check(data)) return undefined;
+  const first = jobDataChecker.Errors(data).First();
+  return `${first?.path || '/'}: ${first?.message ?? 'invalid'}`;
 }
 
 export interface BuildJobResult {

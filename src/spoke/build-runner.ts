@@ -6,7 +6,7 @@ import { inputPathsOf, outputPathsOf, parseDerivation, type Derivation } from '.
 import { buildVerdict, BuildStatus } from '../nix/serve-protocol.js';
 import { isDerivationPath, parseStorePath } from '../nix/store-path.js';
 import { textStorePath } from '../nix/text-path.js';
-import type { BuildJobData, BuildJobResult } from '../protocol/build-jobs.js';
+import { checkBuildJobData, type BuildJobData, type BuildJobResult } from '../protocol/build-jobs.js';
 import { PROTOCOL_VERSION } from '../protocol/version.js';
 import { BuildLog } from './build-log.js';
 import { CacheFetchError, createCacheClient, type CacheClient } from './cache-client.js';
@@ -42,7 +42,6 @@ export interface BuildContext {
 
 /** The spoke's own watchdog fires this long after the limit Nix enforces itself. */
 const WATCHDOG_GRACE_SECONDS = 30;
-const CACHE_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 
 /**
  * Checks what the hub sent; a job no spoke can make sense of fails at once. Returns the
@@ -58,7 +57,9 @@ function checkJob(data: BuildJobData): Derivation | undefined {
     );
   }
   const bad = (why: string) => jobFailure('infrastructure', `invalid job: ${why}`, { retry: false });
-  if (typeof data.drvPath !== 'string') throw bad('no drvPath');
+  // The shape, by the schema the hub checked before it enqueued; then what a schema cannot say.
+  const invalid = checkBuildJobData(data);
+  if (invalid) throw bad(invalid);
   let drv;
   try {
     drv = parseStorePath(data.drvPath);
@@ -67,15 +68,7 @@ function checkJob(data: BuildJobData): Derivation | undefined {
   }
   if (!isDerivationPath(drv)) throw bad(`${data.drvPath} is not a derivation`);
   if (data.drvHash !== drv.hashPart) throw bad(`drvHash ${String(data.drvHash)} does not match ${data.drvPath}`);
-  if (typeof data.cacheName !== 'string' || !CACHE_NAME_RE.test(data.cacheName))
-    throw bad(`cache name ${JSON.stringify(data.cacheName)}`);
-  if (
-    !Array.isArray(data.trustedPublicKeys) ||
-    !data.trustedPublicKeys.every((k) => typeof k === 'string' && /^\S+:\S+$/.test(k))
-  ) {
-    throw bad('trustedPublicKeys must be a list of name:key');
-  }
-  for (const [name, path] of Object.entries(data.outputs ?? {})) {
+  for (const [name, path] of Object.entries(data.outputs)) {
     try {
       parseStorePath(path);
     } catch {
@@ -84,7 +77,6 @@ function checkJob(data: BuildJobData): Derivation | undefined {
   }
   let carried: Derivation | undefined;
   if (data.drvText !== undefined) {
-    if (typeof data.drvText !== 'string') throw bad('drvText must be a string');
     try {
       carried = parseDerivation(data.drvText);
     } catch (err) {
@@ -95,10 +87,7 @@ function checkJob(data: BuildJobData): Derivation | undefined {
       throw bad(`drvText is not the text of ${data.drvPath}`);
   }
   if (data.inputOutputs !== undefined) {
-    if (typeof data.inputOutputs !== 'object' || data.inputOutputs === null)
-      throw bad('inputOutputs must be an object');
     for (const [drvPath, outputs] of Object.entries(data.inputOutputs)) {
-      if (typeof outputs !== 'object' || outputs === null) throw bad(`inputOutputs of ${drvPath} must be an object`);
       try {
         if (!isDerivationPath(parseStorePath(drvPath))) throw new Error('not a .drv');
         for (const path of Object.values(outputs)) parseStorePath(path);

@@ -1,10 +1,11 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { NarhubError } from '../../errors.js';
 import { isValidHashPart } from '../../nix/store-path.js';
 import { MAX_MISSING_PATHS_QUERY, type CacheService } from '../../cache/cache-service.js';
-import type { CacheRow } from '../../db/caches-repo.js';
 import type { Access } from '../access.js';
+import type { TypeboxApp } from '../typebox-app.js';
 import { clientGoneSignal } from '../client-gone.js';
+import { ErrorBody } from '../error-handler.js';
 
 export interface ApiV1RouteOptions {
   service: CacheService;
@@ -12,65 +13,84 @@ export interface ApiV1RouteOptions {
   maxNarSize: number;
 }
 
-type CacheParams = { cache: string };
+const CacheParams = Type.Object({ cache: Type.String({ minLength: 1, maxLength: 63 }) });
+const PathParams = Type.Object({
+  cache: Type.String({ minLength: 1, maxLength: 63 }),
+  hashPart: Type.String({ minLength: 1, maxLength: 100, description: 'The hash part of the store path.' }),
+});
+const StorePath = Type.String({ maxLength: 500 });
+
+const MissingPathsBody = Type.Object(
+  { storePaths: Type.Array(StorePath, { maxItems: MAX_MISSING_PATHS_QUERY }) },
+  { additionalProperties: false },
+);
+const MissingPathsAnswer = Type.Object({
+  missing: Type.Array(StorePath, { description: 'The asked paths this cache does not have, in the order asked.' }),
+});
+const UploadAnswer = Type.Object({
+  storePath: Type.String(),
+  created: Type.Boolean({ description: 'False when the path was already there.' }),
+  stored: Type.Boolean({ description: 'False when narhub already held a verified copy of this NAR.' }),
+  url: Type.String(),
+  compression: Type.String(),
+  fileHash: Type.String(),
+  fileSize: Type.Integer(),
+  narHash: Type.String(),
+  narSize: Type.Integer(),
+});
 
 /** 100 000 store paths of ~90 bytes as JSON, with room to spare. */
 const MISSING_PATHS_BODY_LIMIT = 16 * 1024 * 1024;
 
 /**
- * narhub's own API, at `/api/v1`: JSON in and out (errors as `{ "code", "message" }`), for
- * clients that want more than the Nix protocol offers (`narhub push`).
+ * narhub's own API for caches, at `/api/v1/caches/:cache`: JSON in and out (errors as
+ * `{ "code", "message" }`), for clients that want more than the Nix protocol offers
+ * (`narhub push`). Each route lives in the encapsulated context of the rights it needs, whose
+ * `preHandler` checks them and sets `request.cache`.
  */
-export async function apiV1Routes(app: FastifyInstance, opts: ApiV1RouteOptions): Promise<void> {
+export const apiV1Routes: FastifyPluginAsyncTypebox<ApiV1RouteOptions> = async (app, opts) => {
   const { service, access } = opts;
 
-  function cacheOf(name: string): CacheRow {
-    const cache = service.registry.get(name);
-    if (!cache) throw new NarhubError('CACHE_NOT_FOUND', `no cache named ${name}`);
-    return cache;
-  }
+  await app.register(async (read: TypeboxApp) => {
+    read.addHook('preHandler', access.cacheHook('read'));
 
-  // POST /caches/:cache/missing-paths  { "storePaths": [...] } → { "missing": [...] }
-  app.post(
-    '/caches/:cache/missing-paths',
-    { bodyLimit: MISSING_PATHS_BODY_LIMIT },
-    async (request: FastifyRequest<{ Params: CacheParams }>, reply) => {
-      const cache = cacheOf(request.params.cache);
-      access.requireRead(request, cache);
-      const body = request.body as unknown;
-      if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-        throw new NarhubError('BAD_REQUEST', 'body must be a JSON object {"storePaths": [...]}');
-      }
-      const storePaths = (body as { storePaths?: unknown }).storePaths;
-      if (!Array.isArray(storePaths))
-        throw new NarhubError('BAD_REQUEST', 'storePaths must be an array of store paths');
-      if (storePaths.length > MAX_MISSING_PATHS_QUERY) {
-        throw new NarhubError(
-          'BAD_REQUEST',
-          `storePaths has ${storePaths.length} entries, more than the ${MAX_MISSING_PATHS_QUERY} one query may ask about`,
-        );
-      }
-      const bad = storePaths.findIndex((p) => typeof p !== 'string');
-      if (bad >= 0) throw new NarhubError('BAD_REQUEST', `storePaths[${bad}] must be a string`);
-      return reply
-        .header('cache-control', 'no-store')
-        .send({ missing: service.missingPaths(cache, storePaths as string[]) });
-    },
-  );
+    read.post(
+      '/caches/:cache/missing-paths',
+      {
+        bodyLimit: MISSING_PATHS_BODY_LIMIT,
+        schema: {
+          summary: 'Which of these store paths the cache lacks',
+          params: CacheParams,
+          body: MissingPathsBody,
+          response: { 200: MissingPathsAnswer, '4xx': ErrorBody },
+        },
+      },
+      async (request, reply) =>
+        reply
+          .header('cache-control', 'no-store')
+          .send({ missing: service.missingPaths(request.cache, request.body.storePaths) }),
+    );
+  });
 
-  // Upload bodies are streams the handler consumes itself, whatever their type.
-  await app.register(async (raw) => {
-    raw.removeAllContentTypeParsers();
-    raw.addContentTypeParser('*', (_request, _payload, done) => done(null));
+  await app.register(async (write: TypeboxApp) => {
+    write.addHook('preHandler', access.cacheHook('write'));
+    // Upload bodies are streams the handler consumes itself, whatever their type.
+    write.removeAllContentTypeParsers();
+    write.addContentTypeParser('*', (_request, _payload, done) => done(null));
 
-    // PUT /caches/:cache/paths/:hashPart   body: metadata JSON line, "\n", the raw NAR.
-    raw.put(
+    write.put(
       '/caches/:cache/paths/:hashPart',
-      async (request: FastifyRequest<{ Params: CacheParams & { hashPart: string } }>, reply: FastifyReply) => {
+      {
+        schema: {
+          summary: 'Upload one store path: a line of JSON metadata, "\\n", then the raw NAR',
+          params: PathParams,
+          response: { 200: UploadAnswer, 201: UploadAnswer, '4xx': ErrorBody },
+        },
+      },
+      async (request, reply) => {
+        const { cache } = request;
         const { hashPart } = request.params;
         try {
-          const cache = cacheOf(request.params.cache);
-          access.requireWrite(request, cache);
           if (!isValidHashPart(hashPart))
             throw new NarhubError(
               'STORE_PATH_INVALID',
@@ -110,4 +130,4 @@ export async function apiV1Routes(app: FastifyInstance, opts: ApiV1RouteOptions)
       },
     );
   });
-}
+};

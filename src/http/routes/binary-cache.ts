@@ -1,5 +1,6 @@
 import { Readable } from 'node:stream';
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { Type, type FastifyPluginAsyncTypebox, type Static } from '@fastify/type-provider-typebox';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { NarhubError } from '../../errors.js';
 import { isValidHashPart } from '../../nix/store-path.js';
 import { createDecompressor, type Compression } from '../../io/compression.js';
@@ -7,6 +8,7 @@ import type { CacheRow } from '../../db/caches-repo.js';
 import type { FileKind } from '../../db/files-repo.js';
 import type { CacheService } from '../../cache/cache-service.js';
 import type { Access } from '../access.js';
+import type { TypeboxApp } from '../typebox-app.js';
 import { clientGoneSignal } from '../client-gone.js';
 import {
   CACHE_INFO_CACHE_CONTROL,
@@ -28,8 +30,17 @@ export interface BinaryCacheRouteOptions {
   maxSmallFileSize: number;
 }
 
-type CacheParams = { cache: string };
-type Req<P = object> = FastifyRequest<{ Params: CacheParams & P }>;
+// Path parameters. Names and files are only typed here: the registry decides which caches exist
+// (an unknown name answers like a private one), the handlers which files.
+const Segment = Type.String({ maxLength: 500 });
+const CacheParams = Type.Object({ cache: Segment });
+const FileParams = Type.Object({ cache: Segment, file: Segment });
+const LogParams = Type.Object({ cache: Segment, drv: Segment });
+const IdParams = Type.Object({ cache: Segment, id: Segment });
+const TraceParams = Type.Object({ cache: Segment, drv: Segment, out: Segment });
+const NarGetHeaders = Type.Object({ range: Type.Optional(Type.String({ maxLength: 200 })) });
+
+type FileRequest = FastifyRequest<{ Params: Static<typeof FileParams> }>;
 
 /** Encodings a client may send small files with (Nix 2.32+ narinfo/ls/log-compression). */
 const BODY_ENCODINGS: Record<string, Compression> = { br: 'br', gzip: 'gzip', zstd: 'zstd', xz: 'xz', bzip2: 'bzip2' };
@@ -38,25 +49,16 @@ const NAR_CACHE_CONTROL = 'max-age=31536000, immutable';
 
 /**
  * The Nix binary-cache protocol, per cache, at `/<cache>/…`. Routes only validate, call the
- * cache domain and set headers; anything not listed here is a real 404.
+ * cache domain and set headers; anything not listed here is a real 404. Reads (GET, HEAD) live
+ * in one encapsulated context whose `preHandler` checks read rights, writes (PUT) in another
+ * that checks write rights; either sets `request.cache`.
  */
-export async function binaryCacheRoutes(app: FastifyInstance, opts: BinaryCacheRouteOptions): Promise<void> {
+export const binaryCacheRoutes: FastifyPluginAsyncTypebox<BinaryCacheRouteOptions> = async (app, opts) => {
   const { service, access } = opts;
 
   // Upload bodies are streams the handlers consume themselves, whatever their type.
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', (_request, _payload, done) => done(null));
-
-  function cacheOf(name: string): CacheRow {
-    const cache = service.registry.get(name);
-    if (!cache) throw new NarhubError('CACHE_NOT_FOUND', `no cache named ${name}`);
-    return cache;
-  }
-
-  function readable(request: Req, cache: CacheRow): CacheRow {
-    access.requireRead(request, cache);
-    return cache;
-  }
 
   function declaredLength(request: FastifyRequest): number | undefined {
     const header = request.headers['content-length'];
@@ -80,7 +82,6 @@ export async function binaryCacheRoutes(app: FastifyInstance, opts: BinaryCacheR
 
   async function sendFile(
     reply: FastifyReply,
-    _request: FastifyRequest,
     head: boolean,
     key: string,
     headers: Record<string, string>,
@@ -95,26 +96,6 @@ export async function binaryCacheRoutes(app: FastifyInstance, opts: BinaryCacheR
     return reply.headers({ ...headers, 'content-length': String(read.size) }).send(replyBody(read));
   }
 
-  // nix-cache-info ---------------------------------------------------------------------------
-
-  const cacheInfo = async (request: Req, reply: FastifyReply) => {
-    const cache = readable(request, cacheOf(request.params.cache));
-    return reply
-      .type(CACHE_INFO_TYPE)
-      .header('cache-control', cacheControl(cache, CACHE_INFO_CACHE_CONTROL))
-      .send(cacheInfoBody(cache));
-  };
-  app.get('/:cache/nix-cache-info', cacheInfo);
-  app.head('/:cache/nix-cache-info', cacheInfo);
-  app.put('/:cache/nix-cache-info', async (request: Req, reply) => {
-    access.requireWrite(request, cacheOf(request.params.cache));
-    // Nix writes `StoreDir: …` when it thinks the file is missing; ours is generated. Accept and ignore.
-    await smallBody(request);
-    return reply.code(204).send();
-  });
-
-  // <hash>.narinfo and <hash>.ls -------------------------------------------------------------
-
   function splitTopLevel(file: string): { hashPart: string; kind: 'narinfo' | 'listing' } {
     const dot = file.lastIndexOf('.');
     const ext = file.slice(dot + 1);
@@ -126,99 +107,7 @@ export async function binaryCacheRoutes(app: FastifyInstance, opts: BinaryCacheR
     return { hashPart, kind: ext === 'narinfo' ? 'narinfo' : 'listing' };
   }
 
-  const topLevelGet = (head: boolean) => async (request: Req<{ file: string }>, reply: FastifyReply) => {
-    const cache = readable(request, cacheOf(request.params.cache));
-    const { hashPart, kind } = splitTopLevel(request.params.file);
-    if (kind === 'narinfo') {
-      const text = narinfoMissedByFastPath(request.raw, cache, hashPart) ? undefined : service.narinfo(cache, hashPart);
-      if (text === undefined) throw new NarhubError('NOT_FOUND', `no path ${hashPart} in cache ${cache.name}`);
-      reply.type(NARINFO_TYPE).header('cache-control', cacheControl(cache, NARINFO_CACHE_CONTROL));
-      return head ? reply.header('content-length', Buffer.byteLength(text)).send() : reply.send(text);
-    }
-    return sendSmallFile(request, reply, head, cache, 'listing', hashPart);
-  };
-  app.get('/:cache/:file', topLevelGet(false));
-  app.head('/:cache/:file', topLevelGet(true));
-  app.put('/:cache/:file', async (request: Req<{ file: string }>, reply) => {
-    const cache = cacheOf(request.params.cache);
-    const { hashPart, kind } = splitTopLevel(request.params.file);
-    access.requireWrite(request, cache);
-    if (kind === 'narinfo') {
-      const text = (await smallBody(request)).toString('utf8');
-      const result = await service.commitNarInfo(cache, hashPart, text);
-      request.log.info(
-        { cache: cache.name, hashPart, created: result.created },
-        result.created ? 'path committed' : 'narinfo re-put',
-      );
-      return reply.code(204).send();
-    }
-    return putSmallFile(request, reply, cache, 'listing', hashPart);
-  });
-
-  // nar/<file> -------------------------------------------------------------------------------
-
-  const narGet = (head: boolean) => async (request: Req<{ file: string }>, reply: FastifyReply) => {
-    const cache = readable(request, cacheOf(request.params.cache));
-    const nar = service.validNar(cache, request.params.file);
-    if (!nar) throw new NarhubError('NOT_FOUND', `no NAR ${request.params.file.slice(0, 100)} in cache ${cache.name}`);
-    // GET may be sent to storage (read access is checked above); HEAD stays ours, so Nix's
-    // upload-skip check keeps asking narhub.
-    const location = head ? undefined : await service.narRedirect(cache, nar);
-    if (location !== undefined)
-      return reply.code(302).header('location', location).header('cache-control', 'no-store').send();
-    reply
-      .header('accept-ranges', 'bytes')
-      .type('application/x-nix-nar')
-      .header('cache-control', cacheControl(cache, NAR_CACHE_CONTROL));
-    const range = parseRange(request.headers.range, nar.fileSize);
-    if (range === 'unsatisfiable') {
-      reply.header('content-range', `bytes */${nar.fileSize}`);
-      throw new NarhubError(
-        'RANGE_NOT_SATISFIABLE',
-        `range ${request.headers.range} is outside the file of ${nar.fileSize} bytes`,
-      );
-    }
-    if (range) reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${nar.fileSize}`);
-    const length = range ? range.end - range.start + 1 : nar.fileSize;
-    if (head) return reply.header('content-length', length).send();
-    const read = await service.store.get(nar.storageKey, {
-      signal: clientGoneSignal(reply),
-      ...(range ? { range } : {}),
-    });
-    if (!read) {
-      // The database says valid but the bytes are gone: never answer with a truncated 200.
-      request.log.error({ cache: cache.name, key: nar.storageKey }, 'valid NAR missing from storage');
-      throw new NarhubError('NOT_FOUND', `NAR ${nar.fileName} is missing from storage`);
-    }
-    return reply.header('content-length', read.size).send(replyBody(read));
-  };
-  app.get('/:cache/nar/:file', narGet(false));
-  app.head('/:cache/nar/:file', narGet(true));
-  app.put('/:cache/nar/:file', async (request: Req<{ file: string }>, reply) => {
-    const cache = cacheOf(request.params.cache);
-    access.requireWrite(request, cache);
-    const nar = await service.ingestNar(cache, request.params.file, request.raw, {
-      signal: clientGoneSignal(reply),
-      contentLength: declaredLength(request),
-      maxSize: opts.maxNarSize,
-    });
-    request.log.info(
-      { cache: cache.name, file: nar.fileName, narSize: nar.narSize, compression: nar.compression },
-      'NAR received',
-    );
-    return reply.code(204).send();
-  });
-
-  // Small files: log/, realisations/, build-trace-v2/, debuginfo/ ---------------------------
-
-  async function sendSmallFile(
-    request: Req,
-    reply: FastifyReply,
-    head: boolean,
-    cache: CacheRow,
-    kind: FileKind,
-    name: string,
-  ) {
+  async function sendSmallFile(reply: FastifyReply, head: boolean, cache: CacheRow, kind: FileKind, name: string) {
     const row = service.files.get(kind, cache, name);
     if (!row) throw new NarhubError('NOT_FOUND', `no ${kind} ${name.slice(0, 120)} in cache ${cache.name}`);
     const headers: Record<string, string> = {
@@ -226,13 +115,12 @@ export async function binaryCacheRoutes(app: FastifyInstance, opts: BinaryCacheR
       'cache-control': cacheControl(cache, 'max-age=3600'),
     };
     if (row.contentEncoding) headers['content-encoding'] = row.contentEncoding;
-    return sendFile(reply, request, head, row.storageKey, headers);
+    return sendFile(reply, head, row.storageKey, headers);
   }
 
-  async function putSmallFile(request: Req, reply: FastifyReply, cache: CacheRow, kind: FileKind, name: string) {
-    access.requireWrite(request, cache);
+  async function putSmallFile(request: FastifyRequest, reply: FastifyReply, kind: FileKind, name: string) {
     const body = await readSmallBody(request.raw, opts.maxSmallFileSize, declaredLength(request));
-    await service.files.put(kind, cache, name, {
+    await service.files.put(kind, request.cache, name, {
       body,
       contentType: request.headers['content-type'],
       contentEncoding: request.headers['content-encoding'],
@@ -245,33 +133,162 @@ export async function binaryCacheRoutes(app: FastifyInstance, opts: BinaryCacheR
     return name.slice(0, -suffix.length);
   }
 
-  const smallFileRoutes: { path: string; kind: FileKind; name: (p: Record<string, string>) => string }[] = [
-    { path: '/:cache/log/:drv', kind: 'log', name: (p) => p.drv! },
-    { path: '/:cache/realisations/:id', kind: 'realisation', name: (p) => stripSuffix(p.id!, '.doi') },
-    {
-      path: '/:cache/build-trace-v2/:drv/:out',
-      kind: 'build-trace',
-      name: (p) => `${p.drv}/${stripSuffix(p.out!, '.doi')}`,
+  // Small files: log/, realisations/, build-trace-v2/, debuginfo/, each with its name's rule.
+  const smallFiles = {
+    log: { path: '/:cache/log/:drv', params: LogParams, name: (p: Static<typeof LogParams>) => p.drv },
+    realisation: {
+      path: '/:cache/realisations/:id',
+      params: IdParams,
+      name: (p: Static<typeof IdParams>) => stripSuffix(p.id, '.doi'),
     },
-    { path: '/:cache/debuginfo/:id', kind: 'debuginfo', name: (p) => stripSuffix(p.id!, '.debug') },
-  ];
-  for (const route of smallFileRoutes) {
-    const get = (head: boolean) => async (request: Req, reply: FastifyReply) => {
-      const cache = readable(request, cacheOf(request.params.cache));
-      return sendSmallFile(
-        request,
-        reply,
-        head,
-        cache,
-        route.kind,
-        route.name(request.params as Record<string, string>),
-      );
-    };
-    app.get(route.path, get(false));
-    app.head(route.path, get(true));
-    app.put(route.path, async (request: Req, reply) => {
-      const cache = cacheOf(request.params.cache);
-      return putSmallFile(request, reply, cache, route.kind, route.name(request.params as Record<string, string>));
+    'build-trace': {
+      path: '/:cache/build-trace-v2/:drv/:out',
+      params: TraceParams,
+      name: (p: Static<typeof TraceParams>) => `${p.drv}/${stripSuffix(p.out, '.doi')}`,
+    },
+    debuginfo: {
+      path: '/:cache/debuginfo/:id',
+      params: IdParams,
+      name: (p: Static<typeof IdParams>) => stripSuffix(p.id, '.debug'),
+    },
+  } as const;
+  type SmallFileKind = keyof typeof smallFiles;
+  const smallFileKinds = Object.keys(smallFiles) as SmallFileKind[];
+  const smallFileName = (kind: SmallFileKind, params: unknown): string =>
+    (smallFiles[kind].name as (p: unknown) => string)(params);
+
+  // Reads ------------------------------------------------------------------------------------
+
+  await app.register(async (read: TypeboxApp) => {
+    read.addHook('preHandler', access.cacheHook('read'));
+
+    for (const method of ['GET', 'HEAD'] as const) {
+      const head = method === 'HEAD';
+
+      read.route({
+        method,
+        url: '/:cache/nix-cache-info',
+        schema: { params: CacheParams },
+        handler: async (request, reply) =>
+          reply
+            .type(CACHE_INFO_TYPE)
+            .header('cache-control', cacheControl(request.cache, CACHE_INFO_CACHE_CONTROL))
+            .send(cacheInfoBody(request.cache)),
+      });
+
+      // <hash>.narinfo and <hash>.ls
+      read.route({
+        method,
+        url: '/:cache/:file',
+        schema: { params: FileParams },
+        handler: async (request: FileRequest, reply) => {
+          const { cache } = request;
+          const { hashPart, kind } = splitTopLevel(request.params.file);
+          if (kind === 'listing') return sendSmallFile(reply, head, cache, 'listing', hashPart);
+          const missed = narinfoMissedByFastPath(request.raw, cache, hashPart);
+          const text = missed ? undefined : service.narinfo(cache, hashPart);
+          if (text === undefined) throw new NarhubError('NOT_FOUND', `no path ${hashPart} in cache ${cache.name}`);
+          reply.type(NARINFO_TYPE).header('cache-control', cacheControl(cache, NARINFO_CACHE_CONTROL));
+          return head ? reply.header('content-length', Buffer.byteLength(text)).send() : reply.send(text);
+        },
+      });
+
+      read.route({
+        method,
+        url: '/:cache/nar/:file',
+        schema: { params: FileParams, headers: NarGetHeaders },
+        handler: async (request, reply) => {
+          const { cache } = request;
+          const nar = service.validNar(cache, request.params.file);
+          if (!nar)
+            throw new NarhubError('NOT_FOUND', `no NAR ${request.params.file.slice(0, 100)} in cache ${cache.name}`);
+          // GET may be sent to storage (read access is checked above); HEAD stays ours, so Nix's
+          // upload-skip check keeps asking narhub.
+          const location = head ? undefined : await service.narRedirect(cache, nar);
+          if (location !== undefined)
+            return reply.code(302).header('location', location).header('cache-control', 'no-store').send();
+          reply
+            .header('accept-ranges', 'bytes')
+            .type('application/x-nix-nar')
+            .header('cache-control', cacheControl(cache, NAR_CACHE_CONTROL));
+          const range = parseRange(request.headers.range, nar.fileSize);
+          if (range === 'unsatisfiable') {
+            reply.header('content-range', `bytes */${nar.fileSize}`);
+            throw new NarhubError(
+              'RANGE_NOT_SATISFIABLE',
+              `range ${request.headers.range} is outside the file of ${nar.fileSize} bytes`,
+            );
+          }
+          if (range) reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${nar.fileSize}`);
+          const length = range ? range.end - range.start + 1 : nar.fileSize;
+          if (head) return reply.header('content-length', length).send();
+          const stored = await service.store.get(nar.storageKey, {
+            signal: clientGoneSignal(reply),
+            ...(range ? { range } : {}),
+          });
+          if (!stored) {
+            // The database says valid but the bytes are gone: never answer with a truncated 200.
+            request.log.error({ cache: cache.name, key: nar.storageKey }, 'valid NAR missing from storage');
+            throw new NarhubError('NOT_FOUND', `NAR ${nar.fileName} is missing from storage`);
+          }
+          return reply.header('content-length', stored.size).send(replyBody(stored));
+        },
+      });
+
+      for (const kind of smallFileKinds) {
+        read.route({
+          method,
+          url: smallFiles[kind].path,
+          schema: { params: smallFiles[kind].params },
+          handler: async (request, reply) =>
+            sendSmallFile(reply, head, request.cache, kind, smallFileName(kind, request.params)),
+        });
+      }
+    }
+  });
+
+  // Writes -----------------------------------------------------------------------------------
+
+  await app.register(async (write: TypeboxApp) => {
+    write.addHook('preHandler', access.cacheHook('write'));
+
+    write.put('/:cache/nix-cache-info', { schema: { params: CacheParams } }, async (request, reply) => {
+      // Nix writes `StoreDir: …` when it thinks the file is missing; ours is generated. Accept and ignore.
+      await smallBody(request);
+      return reply.code(204).send();
     });
-  }
-}
+
+    write.put('/:cache/:file', { schema: { params: FileParams } }, async (request, reply) => {
+      const { cache } = request;
+      const { hashPart, kind } = splitTopLevel(request.params.file);
+      if (kind === 'listing') return putSmallFile(request, reply, 'listing', hashPart);
+      const text = (await smallBody(request)).toString('utf8');
+      const result = await service.commitNarInfo(cache, hashPart, text);
+      request.log.info(
+        { cache: cache.name, hashPart, created: result.created },
+        result.created ? 'path committed' : 'narinfo re-put',
+      );
+      return reply.code(204).send();
+    });
+
+    write.put('/:cache/nar/:file', { schema: { params: FileParams } }, async (request, reply) => {
+      const { cache } = request;
+      const nar = await service.ingestNar(cache, request.params.file, request.raw, {
+        signal: clientGoneSignal(reply),
+        contentLength: declaredLength(request),
+        maxSize: opts.maxNarSize,
+      });
+      request.log.info(
+        { cache: cache.name, file: nar.fileName, narSize: nar.narSize, compression: nar.compression },
+        'NAR received',
+      );
+      return reply.code(204).send();
+    });
+
+    for (const kind of smallFileKinds) {
+      write.put(smallFiles[kind].path, { schema: { params: smallFiles[kind].params } }, async (request, reply) =>
+        putSmallFile(request, reply, kind, smallFileName(kind, request.params)),
+      );
+    }
+  });
+};

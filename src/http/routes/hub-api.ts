@@ -1,11 +1,10 @@
-import { Type, type Static, type TSchema } from '@sinclair/typebox';
-import { TypeCompiler } from '@sinclair/typebox/compiler';
-import { Value } from '@sinclair/typebox/value';
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { NarhubError } from '../../errors.js';
 import type { CacheService } from '../../cache/cache-service.js';
 import type { Hub } from '../../hub/hub-service.js';
 import type { Access } from '../access.js';
+import type { TypeboxApp } from '../typebox-app.js';
 
 export interface HubApiOptions {
   hub: Hub;
@@ -56,195 +55,95 @@ const BuildsQuery = Type.Object(
 );
 const LogQuery = Type.Object({ follow: Type.Optional(Type.Boolean()) }, { additionalProperties: false });
 
-type Req<T extends { Params?: unknown; Body?: unknown; Querystring?: unknown }> = FastifyRequest<{
-  Params: T['Params'];
-  Body: T['Body'];
-  Querystring: T['Querystring'];
-}>;
+const LimitQuery = Type.Object({ limit: Limit }, { additionalProperties: false });
 
 /**
  * The hub's part of `/api/v1` (projects, evaluations, builds, logs, spokes, queues), beside the
- * cache's own routes there. Every route has a JSON schema; errors are `{ "code", "message" }`.
+ * cache's own routes there. Every route has a TypeBox schema; errors are `{ "code", "message" }`.
  * Writes need admin rights on the cache the project builds into; reads need read rights there
- * (anyone may read what belongs to a public cache).
+ * (anyone may read what belongs to a public cache). Each group of routes lives in an
+ * encapsulated context whose `preHandler` checks the rights it needs on the cache its resource
+ * belongs to; lists are filtered to what the caller may read.
  */
-export async function hubApiRoutes(app: FastifyInstance, opts: HubApiOptions): Promise<void> {
-  const { hub, service, access } = opts;
+export const hubApiRoutes: FastifyPluginAsyncTypebox<HubApiOptions> = async (app, opts) => {
+  const { hub, access } = opts;
   const streams = new Set<AbortController>();
-
-  // Validation by the TypeBox schemas themselves: unknown keys are errors (Fastify's default Ajv
-  // would drop them silently, so a misspelt setting would be ignored); query strings and path
-  // parameters are converted to the schema's types first.
-  app.setValidatorCompiler(({ schema, httpPart }) => {
-    const checker = TypeCompiler.Compile(schema as TSchema);
-    return (data: unknown) => {
-      const value = httpPart === 'body' ? data : Value.Convert(schema as TSchema, data);
-      if (checker.Check(value)) return { value };
-      const first = checker.Errors(value).First();
-      const where = `${httpPart}${first?.path ? ` ${first.path.replace(/^\//, '').replaceAll('/', '.')}` : ''}`;
-      return { error: new NarhubError('BAD_REQUEST', `${where}: ${first?.message ?? 'invalid'}`) };
-    };
-  });
 
   // Live logs hold their connection open: end them first, or closing the server would wait on them.
   app.addHook('preClose', async () => {
     for (const s of streams) s.abort();
   });
 
-  const cacheRow = (name: string) => service.registry.require(name);
-  const canRead = (request: FastifyRequest, cache: string): boolean => {
-    try {
-      access.requireRead(request, cacheRow(cache));
-      return true;
-    } catch {
-      return false;
-    }
-  };
-  const requireAnyToken = (request: FastifyRequest) => {
-    if (!access.tokenOf(request)) {
-      throw new NarhubError(
-        'UNAUTHORIZED',
-        request.headers.authorization ? 'the token is unknown, expired or revoked' : 'a token is needed',
-      );
-    }
-  };
   const noStore = (reply: FastifyReply) => reply.header('cache-control', 'no-store');
+  const params = (request: FastifyRequest) => request.params as { name: string; id: number; drv: string };
+  const projectCache = (request: FastifyRequest) => hub.projectCache(params(request).name);
+  const evaluationCache = (request: FastifyRequest) => hub.evaluationCache(params(request).id);
+  const buildCache = (request: FastifyRequest) => hub.buildCache(params(request).drv);
 
-  // Projects
+  // Lists, filtered to what the caller may read
 
   app.get('/projects', async (request, reply) => {
-    return noStore(reply).send({ projects: hub.listProjects().filter((p) => canRead(request, p.cache)) });
+    return noStore(reply).send({ projects: hub.listProjects().filter((p) => access.canRead(request, p.cache)) });
   });
 
-  app.post(
-    '/projects',
-    { schema: { body: ProjectBody } },
-    async (request: Req<{ Body: Static<typeof ProjectBody> }>, reply) => {
+  app.get('/builds', { schema: { querystring: BuildsQuery } }, async (request, reply) => {
+    const q = request.query;
+    let found;
+    if (q.drvPath !== undefined) {
+      access.authorizeRequest(request, hub.buildCache(q.drvPath), 'read');
+      found = [await hub.build(q.drvPath)];
+    } else if (q.outPath !== undefined) {
+      found = await hub.buildsByOutput(q.outPath);
+    } else {
+      found = await hub.builds(q.status, q.limit ?? 100);
+    }
+    return noStore(reply).send({ builds: found.filter((b) => access.canRead(request, b.cache)) });
+  });
+
+  // Creating a project: admin rights on the cache it will build into (named in the body).
+  await app.register(async (create: TypeboxApp) => {
+    create.addHook(
+      'preHandler',
+      access.cacheHook('admin', (request) => (request.body as { cache: string }).cache),
+    );
+    create.post('/projects', { schema: { body: ProjectBody } }, async (request, reply) => {
       const { name, ...input } = request.body;
-      access.requireAdmin(request, cacheRow(input.cache));
       return noStore(reply).code(201).send(hub.createProject(name, input));
-    },
-  );
+    });
+  });
 
-  app.get(
-    '/projects/:name',
-    { schema: { params: NameParams } },
-    async (request: Req<{ Params: Static<typeof NameParams> }>, reply) => {
-      access.requireRead(request, cacheRow(hub.projectCache(request.params.name)));
+  // Reading a project, an evaluation, a build: read rights on its cache.
+  await app.register(async (read: TypeboxApp) => {
+    read.addHook('preHandler', async (request) => {
+      const { name, id } = params(request);
+      const cache =
+        name !== undefined ? projectCache(request) : id !== undefined ? evaluationCache(request) : buildCache(request);
+      request.cache = access.authorizeRequest(request, cache, 'read');
+    });
+
+    read.get('/projects/:name', { schema: { params: NameParams } }, async (request, reply) => {
       return noStore(reply).send(hub.project(request.params.name));
-    },
-  );
+    });
 
-  app.patch(
-    '/projects/:name',
-    { schema: { params: NameParams, body: ProjectPatch } },
-    async (request: Req<{ Params: Static<typeof NameParams>; Body: Static<typeof ProjectPatch> }>, reply) => {
-      access.requireAdmin(request, cacheRow(hub.projectCache(request.params.name)));
-      if (request.body.cache !== undefined) access.requireAdmin(request, cacheRow(request.body.cache));
-      return noStore(reply).send(hub.updateProject(request.params.name, request.body));
-    },
-  );
+    read.get(
+      '/projects/:name/evaluations',
+      { schema: { params: NameParams, querystring: LimitQuery } },
+      async (request, reply) => {
+        return noStore(reply).send({ evaluations: hub.evaluations(request.params.name, request.query.limit ?? 20) });
+      },
+    );
 
-  app.delete(
-    '/projects/:name',
-    { schema: { params: NameParams } },
-    async (request: Req<{ Params: Static<typeof NameParams> }>, reply) => {
-      access.requireAdmin(request, cacheRow(hub.projectCache(request.params.name)));
-      await hub.deleteProject(request.params.name);
-      return reply.code(204).send();
-    },
-  );
-
-  // Evaluations
-
-  app.post(
-    '/projects/:name/evaluations',
-    { schema: { params: NameParams, body: Type.Union([EvalBody, Type.Undefined(), Type.Null()]) } },
-    async (
-      request: Req<{ Params: Static<typeof NameParams>; Body: Static<typeof EvalBody> | undefined | null }>,
-      reply,
-    ) => {
-      access.requireAdmin(request, cacheRow(hub.projectCache(request.params.name)));
-      const e = hub.triggerEvaluation(request.params.name, {
-        ref: request.body?.ref,
-        priority: request.body?.priority,
-      });
-      return noStore(reply).code(202).header('location', `/api/v1/evaluations/${e.id}`).send(e);
-    },
-  );
-
-  app.get(
-    '/projects/:name/evaluations',
-    { schema: { params: NameParams, querystring: Type.Object({ limit: Limit }, { additionalProperties: false }) } },
-    async (request: Req<{ Params: Static<typeof NameParams>; Querystring: { limit?: number } }>, reply) => {
-      access.requireRead(request, cacheRow(hub.projectCache(request.params.name)));
-      return noStore(reply).send({ evaluations: hub.evaluations(request.params.name, request.query.limit ?? 20) });
-    },
-  );
-
-  app.get(
-    '/evaluations/:id',
-    { schema: { params: IdParams } },
-    async (request: Req<{ Params: Static<typeof IdParams> }>, reply) => {
-      access.requireRead(request, cacheRow(hub.evaluationCache(request.params.id)));
+    read.get('/evaluations/:id', { schema: { params: IdParams } }, async (request, reply) => {
       return noStore(reply).send(await hub.evaluation(request.params.id));
-    },
-  );
+    });
 
-  // Builds: by derivation hash or path, by output path, or by status.
-
-  app.get(
-    '/builds',
-    { schema: { querystring: BuildsQuery } },
-    async (request: Req<{ Querystring: Static<typeof BuildsQuery> }>, reply) => {
-      const q = request.query;
-      let found;
-      if (q.drvPath !== undefined) {
-        access.requireRead(request, cacheRow(hub.buildCache(q.drvPath)));
-        found = [await hub.build(q.drvPath)];
-      } else if (q.outPath !== undefined) {
-        found = await hub.buildsByOutput(q.outPath);
-      } else {
-        found = await hub.builds(q.status, q.limit ?? 100);
-      }
-      return noStore(reply).send({ builds: found.filter((b) => canRead(request, b.cache)) });
-    },
-  );
-
-  app.get(
-    '/builds/:drv',
-    { schema: { params: DrvParams } },
-    async (request: Req<{ Params: Static<typeof DrvParams> }>, reply) => {
-      access.requireRead(request, cacheRow(hub.buildCache(request.params.drv)));
+    read.get('/builds/:drv', { schema: { params: DrvParams } }, async (request, reply) => {
       return noStore(reply).send(await hub.build(request.params.drv));
-    },
-  );
+    });
 
-  app.post(
-    '/builds/:drv/restart',
-    { schema: { params: DrvParams } },
-    async (request: Req<{ Params: Static<typeof DrvParams> }>, reply) => {
-      access.requireAdmin(request, cacheRow(hub.buildCache(request.params.drv)));
-      return noStore(reply).send(await hub.restartBuild(request.params.drv));
-    },
-  );
-
-  app.post(
-    '/builds/:drv/cancel',
-    { schema: { params: DrvParams } },
-    async (request: Req<{ Params: Static<typeof DrvParams> }>, reply) => {
-      access.requireAdmin(request, cacheRow(hub.buildCache(request.params.drv)));
-      return noStore(reply).send(await hub.cancelBuild(request.params.drv));
-    },
-  );
-
-  // The log: stored in the cache once the build ended; live (Server-Sent Events) while it runs.
-  app.get(
-    '/builds/:drv/log',
-    { schema: { params: DrvParams, querystring: LogQuery } },
-    async (request: Req<{ Params: Static<typeof DrvParams>; Querystring: Static<typeof LogQuery> }>, reply) => {
+    // The log: stored in the cache once the build ended; live (Server-Sent Events) while it runs.
+    read.get('/builds/:drv/log', { schema: { params: DrvParams, querystring: LogQuery } }, async (request, reply) => {
       const key = request.params.drv;
-      access.requireRead(request, cacheRow(hub.buildCache(key)));
       const sse = request.query.follow === true || (request.headers.accept ?? '').includes('text/event-stream');
       if (!sse) {
         const log = await hub.log(key);
@@ -297,18 +196,62 @@ export async function hubApiRoutes(app: FastifyInstance, opts: HubApiOptions): P
         streams.delete(controller);
         res.end();
       }
-    },
-  );
+    });
+  });
+
+  // Changing a project, triggering it, restarting or cancelling a build: admin rights on its cache.
+  await app.register(async (admin: TypeboxApp) => {
+    admin.addHook('preHandler', async (request) => {
+      const { name } = params(request);
+      request.cache = access.authorizeRequest(
+        request,
+        name !== undefined ? projectCache(request) : buildCache(request),
+        'admin',
+      );
+    });
+
+    admin.patch('/projects/:name', { schema: { params: NameParams, body: ProjectPatch } }, async (request, reply) => {
+      // Moving a project to another cache needs admin rights there too.
+      if (request.body.cache !== undefined) access.authorizeRequest(request, request.body.cache, 'admin');
+      return noStore(reply).send(hub.updateProject(request.params.name, request.body));
+    });
+
+    admin.delete('/projects/:name', { schema: { params: NameParams } }, async (request, reply) => {
+      await hub.deleteProject(request.params.name);
+      return reply.code(204).send();
+    });
+
+    admin.post(
+      '/projects/:name/evaluations',
+      { schema: { params: NameParams, body: Type.Union([EvalBody, Type.Undefined(), Type.Null()]) } },
+      async (request, reply) => {
+        const e = hub.triggerEvaluation(request.params.name, {
+          ref: request.body?.ref,
+          priority: request.body?.priority,
+        });
+        return noStore(reply).code(202).header('location', `/api/v1/evaluations/${e.id}`).send(e);
+      },
+    );
+
+    admin.post('/builds/:drv/restart', { schema: { params: DrvParams } }, async (request, reply) => {
+      return noStore(reply).send(await hub.restartBuild(request.params.drv));
+    });
+
+    admin.post('/builds/:drv/cancel', { schema: { params: DrvParams } }, async (request, reply) => {
+      return noStore(reply).send(await hub.cancelBuild(request.params.drv));
+    });
+  });
 
   // Spokes and queues: any valid token may look.
+  await app.register(async (tokenHolders: TypeboxApp) => {
+    tokenHolders.addHook('preHandler', access.anyTokenHook());
 
-  app.get('/spokes', async (request, reply) => {
-    requireAnyToken(request);
-    return noStore(reply).send({ spokes: await hub.spokes() });
-  });
+    tokenHolders.get('/spokes', async (_request, reply) => {
+      return noStore(reply).send({ spokes: await hub.spokes() });
+    });
 
-  app.get('/queues', async (request, reply) => {
-    requireAnyToken(request);
-    return noStore(reply).send({ queues: await hub.queues() });
+    tokenHolders.get('/queues', async (_request, reply) => {
+      return noStore(reply).send({ queues: await hub.queues() });
+    });
   });
-}
+};

@@ -174,14 +174,25 @@ test('missing-paths refuses bad input with a reason', async (t) => {
     h.request('POST', url, { body, headers: { 'content-type': contentType } });
 
   assertJsonError(await post('{"storePaths": [', 'application/json'), 400, 'BAD_REQUEST');
-  assertJsonError(await post('[]'), 400, 'BAD_REQUEST', /JSON object/);
-  assertJsonError(await post('{}'), 400, 'BAD_REQUEST', /storePaths must be an array/);
-  assertJsonError(await post('{"storePaths": "/nix/store/x"}'), 400, 'BAD_REQUEST', /storePaths must be an array/);
+  assertJsonError(await post('[]'), 400, 'BAD_REQUEST', /^body: Expected object/);
+  assertJsonError(await post('{}'), 400, 'BAD_REQUEST', /^body\.storePaths: Expected required property/);
+  assertJsonError(
+    await post('{"storePaths": "/nix/store/x"}'),
+    400,
+    'BAD_REQUEST',
+    /^body\.storePaths: Expected array/,
+  );
+  assertJsonError(
+    await post('{"storePaths": [], "paths": []}'),
+    400,
+    'BAD_REQUEST',
+    /^body\.paths: Unexpected property/,
+  );
   assertJsonError(
     await post('{"storePaths": ["/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-x", 5]}'),
     400,
     'BAD_REQUEST',
-    /storePaths\[1\] must be a string/,
+    /^body\.storePaths\[1\]: Expected string/,
   );
   assertJsonError(
     await missing(h, ['/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-x', '/tmp/x']),
@@ -197,7 +208,7 @@ test('missing-paths refuses bad input with a reason', async (t) => {
   );
   assertJsonError(await post('{"storePaths": []}', 'text/x-whatever'), 415, 'BAD_REQUEST');
   const tooMany = Array.from({ length: 100_001 }, () => '/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-x');
-  assertJsonError(await missing(h, tooMany), 400, 'BAD_REQUEST', /100001 entries/);
+  assertJsonError(await missing(h, tooMany), 400, 'BAD_REQUEST', /^body\.storePaths: .*100000/);
   // Unknown API routes answer in JSON too.
   assertJsonError(await h.request('GET', '/api/v1/nothing-here'), 404, 'NOT_FOUND');
 });
