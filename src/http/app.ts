@@ -1,4 +1,5 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import swagger from '@fastify/swagger';
 import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
@@ -7,6 +8,7 @@ import type { CacheRow } from '../db/caches-repo.js';
 import { createAccess } from './access.js';
 import { installErrorHandler, validationError } from './error-handler.js';
 import { createNarinfoFastPath, type NarinfoFastPath } from './narinfo-fast-path.js';
+import { apiIndexRoutes } from './routes/api-index.js';
 import { apiV1Routes } from './routes/api-v1.js';
 import { binaryCacheRoutes } from './routes/binary-cache.js';
 import { healthRoutes } from './routes/health.js';
@@ -34,10 +36,25 @@ export interface AppOptions {
   narinfoFastPath?: boolean | undefined;
 }
 
+/** Where narhub's JSON API lives. */
+export const API_PREFIX = '/api/v1';
+
 // Uploads of large NARs take as long as they take; idle sockets are still reaped.
 const SERVER_TIMEOUTS = { requestTimeout: 0, connectionTimeout: 0, keepAliveTimeout: 75_000 } as const;
 
 const fastPaths = new WeakMap<FastifyInstance, NarinfoFastPath>();
+const apiRoutes = new WeakMap<FastifyInstance, ApiRoute[]>();
+
+export interface ApiRoute {
+  method: string;
+  /** Fastify's pattern, `/api/v1/caches/:cache/missing-paths`. */
+  url: string;
+}
+
+/** Every route under `/api/v1`, as Fastify registered them (for the index and tests). */
+export function apiRoutesOf(app: FastifyInstance): readonly ApiRoute[] {
+  return apiRoutes.get(app) ?? [];
+}
 
 /** The app's narinfo fast path, if it has one (for tests). */
 export function narinfoFastPathOf(app: FastifyInstance): NarinfoFastPath | undefined {
@@ -87,6 +104,12 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   app.setValidatorCompiler(TypeBoxValidatorCompiler);
   app.decorateRequest('cache', null as unknown as CacheRow);
   installErrorHandler(app);
+  const routes: ApiRoute[] = [];
+  apiRoutes.set(app, routes);
+  app.addHook('onRoute', (route) => {
+    if (!route.url.startsWith(API_PREFIX)) return;
+    for (const method of [route.method].flat()) routes.push({ method, url: route.url });
+  });
   app.addHook('onResponse', (request, reply, done) => {
     metrics.observe(
       request.method,
@@ -101,10 +124,35 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     // Fastify answers 503 once it is closing; the fast path must not answer 200 meanwhile.
     app.addHook('preClose', async () => fastPath.close());
   }
+  // The OpenAPI document of the JSON API, from the schemas of the routes registered after this.
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'narhub API',
+        version: 'v1',
+        description: 'narhub\'s JSON API. Errors are `{ "code", "message" }` with a stable code.',
+      },
+      components: {
+        securitySchemes: {
+          basic: { type: 'http', scheme: 'basic', description: 'A narhub token as the password (any user name).' },
+          bearer: { type: 'http', scheme: 'bearer', description: 'A narhub token.' },
+        },
+      },
+      security: [{}, { basic: [] }, { bearer: [] }],
+    },
+    // Only the JSON API: the Nix protocol's routes are Nix's, documented in docs/protocol.md.
+    transform: ({ schema, url, route }) => ({
+      schema: url.startsWith(API_PREFIX) ? schema : { ...schema, hide: true },
+      url,
+      route,
+    }),
+  });
   await app.register(healthRoutes, { service });
   await app.register(metricsRoutes, { registry: metrics.registry, access });
+  await app.register(apiIndexRoutes, { prefix: API_PREFIX });
   await app.register(apiV1Routes, {
-    prefix: '/api/v1',
+    prefix: API_PREFIX,
     service: service,
     access,
     maxNarSize: options.maxNarSize,

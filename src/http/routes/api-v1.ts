@@ -82,7 +82,9 @@ export const apiV1Routes: FastifyPluginAsyncTypebox<ApiV1RouteOptions> = async (
       '/caches/:cache/paths/:hashPart',
       {
         schema: {
-          summary: 'Upload one store path: a line of JSON metadata, "\\n", then the raw NAR',
+          summary: 'Upload one store path',
+          description:
+            'The body is one line of compact JSON, at most 1 MiB, `{storePath, narHash, narSize, references, deriver?, ca?, sigs?}`, ended by `\\n`, then the raw, uncompressed NAR. 201 when the path was created, 200 when it was there.',
           params: PathParams,
           response: { 200: UploadAnswer, 201: UploadAnswer, '4xx': ErrorBody },
         },
