@@ -42,16 +42,21 @@ const LocalStorage = Type.Object(
 const S3Storage = Type.Object(
   {
     type: Type.Literal('s3'),
-    bucket: Type.String({ minLength: 3 }),
-    region: Type.String({ default: 'us-east-1' }),
+    bucket: Type.String({ minLength: 3, description: "Bucket holding the caches' files." }),
+    region: Type.String({ default: 'us-east-1', description: 'S3 region.' }),
     endpoint: Type.Optional(Type.String({ description: 'S3-compatible endpoint URL; AWS when unset.' })),
     prefix: Type.String({ default: '', description: 'Key prefix inside the bucket, e.g. `narhub/`.' }),
-    forcePathStyle: Type.Boolean({ default: false }),
+    forcePathStyle: Type.Boolean({
+      default: false,
+      description: 'Path-style URLs (`endpoint/bucket/key`), which most self-hosted S3 servers need.',
+    }),
     accessKeyIdFile: Type.Optional(
       Type.String({ description: 'File holding the access key id; the SDK default chain when unset.' }),
     ),
     secretAccessKeyFile: Type.Optional(Type.String({ description: 'File holding the secret access key.' })),
-    sessionTokenFile: Type.Optional(Type.String()),
+    sessionTokenFile: Type.Optional(
+      Type.String({ description: 'File holding a session token (temporary credentials).' }),
+    ),
     partSize: Type.Integer({
       default: 16 * 1024 ** 2,
       minimum: 5 * 1024 ** 2,
@@ -64,7 +69,7 @@ const S3Storage = Type.Object(
 
 const Zstd = Type.Object(
   {
-    level: Type.Integer({ default: 3, minimum: 1, maximum: 19 }),
+    level: Type.Integer({ default: 3, minimum: 1, maximum: 19, description: 'zstd compression level of stored NARs.' }),
     workers: Type.Integer({ default: 2, minimum: 0, maximum: 64, description: 'zstd worker threads (nbWorkers).' }),
   },
   { additionalProperties: false },
@@ -128,7 +133,7 @@ export const ConfigSchema = Type.Object(
         Type.Literal('trace'),
         Type.Literal('silent'),
       ],
-      { default: 'info' },
+      { default: 'info', description: 'Log level (JSON lines on stdout).' },
     ),
     logRequests: Type.Boolean({
       default: false,
