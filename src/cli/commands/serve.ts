@@ -1,8 +1,9 @@
+import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildApp } from '../../http/app.js';
 import { parseListen } from '../../config/load.js';
-import { createLogger } from '../../logger.js';
+import { createLogger, type Logger } from '../../logger.js';
 import type { Config } from '../../config/schema.js';
 import { openRuntime, type Runtime } from '../runtime.js';
 import { openHub } from '../hub-runtime.js';
@@ -37,6 +38,22 @@ async function ensureDeclaredCaches(runtime: Runtime): Promise<void> {
   }
 }
 
+/**
+ * Under systemd with Type=notify (NOTIFY_SOCKET set): tells it the service is ready. Node cannot
+ * write to a Unix datagram socket, so systemd-notify does (the unit allows it, NotifyAccess=all),
+ * and it waits until systemd has taken the message. The variable is then removed, so that the
+ * processes narhub starts (nix, git) cannot speak for the service.
+ */
+function notifyReady(logger: Logger): void {
+  if (!process.env.NOTIFY_SOCKET) return;
+  const child = spawn('systemd-notify', ['--ready'], { stdio: 'ignore' });
+  delete process.env.NOTIFY_SOCKET;
+  child.on('error', (err) => logger.warn({ err }, 'NOTIFY_SOCKET is set, but systemd-notify could not run'));
+  child.on('exit', (code) => {
+    if (code !== 0) logger.warn({ code }, 'systemd-notify --ready failed');
+  });
+}
+
 /** `narhub serve`: the binary cache over HTTP until SIGTERM or SIGINT, then a clean drain. */
 export async function serve(config: Config): Promise<void> {
   const logger = createLogger(config.logLevel);
@@ -68,6 +85,7 @@ export async function serve(config: Config): Promise<void> {
     }
   }
   logger.info({ url: address, dataDir: config.dataDir, storage: runtime.store.kind }, 'listening');
+  notifyReady(logger);
   const missingFlags = missingNodeFlags();
   if (missingFlags.length > 0) {
     logger.warn(
