@@ -1,11 +1,13 @@
 # NixOS module for narhub: `services.narhub` (the binary cache, optionally with the build hub
 # and its Redis) and `services.narhub-spoke` (a build worker for the hub).
 #
-# The module writes one JSON config (the schema of src/config/schema.ts) and checks it with
-# `narhub check-config --no-secrets` while the system is built, so a typo fails
-# `nixos-rebuild`, not the boot. Secrets never enter the Nix store or a command line: options
-# take paths of files outside the store, systemd copies them in with `LoadCredential`, and the
-# generated config names them as /run/credentials/<unit>/<name>.
+# `services.narhub.settings` is narhub's JSON config (RFC 42): its options are generated from
+# the config schema (nixos/settings.nix), and the unit is built from it (data directory,
+# storage path, listen address). nixos/config.nix writes the config; `narhub check-config
+# --no-secrets` checks it while the system is built, so a typo fails `nixos-rebuild`, not the
+# boot. Secrets never enter the Nix store or a command line: options take paths of files
+# outside the store, systemd copies them in with `LoadCredential`, and the config names them
+# as /run/credentials/<unit>/<name>.
 {
   config,
   lib,
@@ -17,10 +19,7 @@ let
   inherit (lib)
     concatStringsSep
     escapeShellArg
-    filterAttrs
-    hasPrefix
     literalExpression
-    mapAttrsToList
     mkEnableOption
     mkIf
     mkMerge
@@ -33,135 +32,183 @@ let
 
   cfg = config.services.narhub;
   spokeCfg = config.services.narhub-spoke;
+  settings = cfg.settings;
 
-  # A JSON value, as in nixpkgs' `pkgs.formats.json`, written out here so the type needs no pkgs.
-  jsonValue =
-    let
-      valueType =
-        types.nullOr (
-          types.oneOf [
-            types.bool
-            types.int
-            types.float
-            types.str
-            (types.lazyAttrsOf valueType)
-            (types.listOf valueType)
-          ]
-        )
-        // {
-          description = "JSON value";
-        };
-    in
-    valueType;
+  schema = lib.importJSON ./config-schema.json;
 
-  # An absolute path that is not in the Nix store, and not a Nix path literal either (which would
-  # be copied into the store as soon as it is interpolated): the type of every secret file.
-  secretPath = types.pathWith {
+  # A directory of narhub's own: absolute, outside the Nix store.
+  dataPath = types.pathWith {
     inStore = false;
     absolute = true;
   };
+
+  generated = import ./settings.nix {
+    inherit lib;
+    overrides = {
+      dataDir = {
+        type = dataPath;
+        default = "/var/lib/narhub";
+        description = ''
+          Under `/var/lib` it is the unit's `StateDirectory`; elsewhere tmpfiles creates it and the
+          unit gets it in `ReadWritePaths`. Either way the unit waits for its mount
+          (`RequiresMountsFor`). It must be a directory of narhub's own: shared ones such as
+          `/var/lib` or `/srv` are refused, since tmpfiles would hand them to the `narhub` user.
+        '';
+      };
+      listen = {
+        example = "0.0.0.0:8080";
+        description = ''
+          Put a TLS proxy in front for public use. A port below 1024 gives the unit
+          `CAP_NET_BIND_SERVICE`; a wildcard address (`0.0.0.0`, `[::]`) allows it netlink
+          sockets, which Fastify uses to list the machine's addresses.
+        '';
+      };
+      publicUrl.example = "https://cache.example.org";
+      "storage.type" = {
+        default = "local";
+        description = "Where the caches' files live: the local disk or an S3 bucket.";
+      };
+      "storage.path".type = dataPath;
+      "storage.path".description =
+        "The unit may write it and waits for its mount; like `dataDir`, a directory of its own.";
+      "storage.bucket".example = "narhub";
+      "storage.endpoint".example = "https://s3.eu-central-003.backblazeb2.com";
+      "hub.enable".description = ''
+        Redis runs on this machine ({option}`services.narhub.hub.redis`) unless `hub.redisUrl` or
+        `hub.redisUrlFile` name another.
+      '';
+      "hub.redisUrl".description = ''
+        It lands in the Nix store and in the unit, so a URL with a password is refused: put that
+        in `hub.redisUrlFile`. `rediss://` connects with TLS.
+      '';
+      "hub.redisUrlFile".example = "/var/lib/secrets/narhub-redis-url";
+      "hub.evalMemoryMb".description = ''
+        On NixOS the evaluators are also the kernel's first choice when memory runs out, and
+        the unit does not stop when one of them is killed (`OOMPolicy=continue`).
+      '';
+      "caches.*.signingKeyFile" = {
+        example = "/var/lib/secrets/narhub-main.secret";
+        description = ''
+          As written by `nix-store --generate-binary-cache-key` or `narhub keygen`; it may be
+          readable by root only. When null, narhub generates a key in its data directory the first
+          time it creates the cache.
+        '';
+      };
+    };
+  };
+  inherit (generated) jsonValue secretPath;
 
   credentialsDir = unit: "/run/credentials/${unit}.service";
   cred = name: "${credentialsDir "narhub"}/${name}";
 
   # A value for an ExecStart argument: systemd expands `%` specifiers and `$` variables itself.
-  systemdArg =
-    value: escapeShellArg (builtins.replaceStrings [ "%" "$" ] [ "%%" "$$" ] (toString value));
+  systemdArg = value: escapeShellArg (builtins.replaceStrings [ "%" "$" ] [ "%%" "$$" ] (toString value));
 
-  isIPv6 = address: lib.hasInfix ":" address;
-  listen = if isIPv6 cfg.address then "[${cfg.address}]:${toString cfg.port}" else "${cfg.address}:${toString cfg.port}";
-  wildcardListen = builtins.elem cfg.address [
-    "0.0.0.0"
-    "::"
+  # `settings.listen`, HOST:PORT or [IPv6]:PORT; the unit needs both halves.
+  listenParts = builtins.match "[[]([0-9a-fA-F:.]+)[]]:([0-9]{1,5})|([^:[:space:]]+):([0-9]{1,5})" settings.listen;
+  part = i: if listenParts != null then builtins.elemAt listenParts i else null;
+  host = if part 0 != null then part 0 else if part 2 != null then part 2 else "127.0.0.1";
+  port = if part 1 != null then lib.toInt (part 1) else if part 3 != null then lib.toInt (part 3) else 8080;
+  listenValid = listenParts != null && port <= 65535;
+  isIPv6 = lib.hasInfix ":" host;
+  wildcardListen = host == "0.0.0.0" || host == "::";
+  # The admin wrapper talks to the service's own address.
+  localUrl =
+    let
+      h =
+        if host == "0.0.0.0" then
+          "127.0.0.1"
+        else if host == "::" then
+          "[::1]"
+        else if isIPv6 then
+          "[${host}]"
+        else
+          host;
+    in
+    "http://${h}:${toString port}";
+
+  dataDir = settings.dataDir;
+  dataDirIsState = lib.hasPrefix "/var/lib/" dataDir;
+  stateDirectory = lib.removePrefix "/var/lib/" dataDir;
+  isS3 = settings.storage.type == "s3";
+  storagePath = if !isS3 then settings.storage.path else null;
+  # Directories tmpfiles creates and hands to the narhub user.
+  ownDirectories = optional (!dataDirIsState) dataDir ++ optional (storagePath != null) storagePath;
+
+  # Directories a `d` tmpfiles rule or a StateDirectory would take over from their owner.
+  sharedDirectories = [
+    "/"
+    "/bin"
+    "/boot"
+    "/dev"
+    "/etc"
+    "/home"
+    "/lib"
+    "/media"
+    "/mnt"
+    "/nix"
+    "/nix/var"
+    "/opt"
+    "/proc"
+    "/root"
+    "/run"
+    "/srv"
+    "/sys"
+    "/tmp"
+    "/usr"
+    "/var"
+    "/var/cache"
+    "/var/db"
+    "/var/empty"
+    "/var/lib"
+    "/var/lib/private"
+    "/var/log"
+    "/var/spool"
+    "/var/tmp"
   ];
-
-  dataDirIsState = hasPrefix "/var/lib/" cfg.dataDir;
-  stateDirectory = lib.removePrefix "/var/lib/" cfg.dataDir;
-
-  s3 = cfg.storage.s3;
-  isS3 = cfg.storage.type == "s3" && s3 != null;
+  # No trailing slash, `//`, `.` or `..`: the comparisons above must see the directory's one name.
+  isNormalPath = p: builtins.match ".*(/$|//|/\\./|/\\.$|/\\.\\./|/\\.\\.$).*" p == null;
 
   hub = cfg.hub;
-  localRedis = hub.enable && hub.redis.createLocally;
+  hubEnabled = settings.hub.enable;
+  localRedis = hubEnabled && hub.redis.createLocally;
   redisServer = config.services.redis.servers.narhub;
+  redisGroup = redisServer.group or redisServer.user;
   redisPassword = localRedis && hub.redis.passwordFile != null;
+  # A password in a URL: `redis://:pw@…` or `redis://user:pw@…`.
+  hasPassword = url: builtins.match "[a-z]+://[^/@]*:[^/@]*@.*" url != null;
+
+  # The config and the credentials it names (nixos/config.nix).
+  configInputs = {
+    inherit settings;
+    inherit (cfg) caches;
+    credentialsDir = credentialsDir "narhub";
+    hub =
+      if !localRedis then
+        { }
+      else if redisPassword then
+        { redisUrlFile = "/run/narhub/redis-url"; }
+      else
+        { redisUrl = "redis://localhost/0?path=${redisServer.unixSocket}"; };
+  };
+  rendered = import ./config.nix ({ inherit schema; } // configInputs);
+  generatedConfig = rendered.config;
 
   # Credentials of narhub.service: name -> file on the host.
   credentials =
-    lib.mapAttrs' (name: c: lib.nameValuePair "signing-key-${name}" c.signingKeyFile) (
-      filterAttrs (_: c: c.signingKeyFile != null) cfg.caches
-    )
-    // optionalAttrs isS3 (
-      filterAttrs (_: v: v != null) {
-        s3-access-key-id = s3.accessKeyIdFile;
-        s3-secret-access-key = s3.secretAccessKeyFile;
-        s3-session-token = s3.sessionTokenFile;
-        s3-credentials = s3.credentialsFile;
-      }
-    )
-    // optionalAttrs (hub.enable && hub.redisUrlFile != null) { redis-url = hub.redisUrlFile; }
+    rendered.credentials
+    // optionalAttrs (cfg.awsSharedCredentialsFile != null) { aws-credentials = cfg.awsSharedCredentialsFile; }
     // optionalAttrs redisPassword { redis-password = hub.redis.passwordFile; };
+  loadCredential = lib.mapAttrsToList (name: file: "${name}:${file}") credentials;
 
-  cacheSettings =
-    name: c:
-    (removeAttrs c [
-      "signingKeyFile"
-      "_module"
-    ])
-    // {
-      inherit name;
-    }
-    // optionalAttrs (c.signingKeyFile != null) { signingKeyFile = cred "signing-key-${name}"; };
-
-  storageSettings =
-    if isS3 then
-      filterAttrs (_: v: v != null) (
-        (removeAttrs s3 [
-          "accessKeyIdFile"
-          "secretAccessKeyFile"
-          "sessionTokenFile"
-          "credentialsFile"
-          "_module"
-        ])
-        // {
-          type = "s3";
-        }
-      )
-      // optionalAttrs (s3.accessKeyIdFile != null) { accessKeyIdFile = cred "s3-access-key-id"; }
-      // optionalAttrs (s3.secretAccessKeyFile != null) { secretAccessKeyFile = cred "s3-secret-access-key"; }
-      // optionalAttrs (s3.sessionTokenFile != null) { sessionTokenFile = cred "s3-session-token"; }
-    else
-      { type = "local"; } // optionalAttrs (cfg.storage.local.path != null) { inherit (cfg.storage.local) path; };
-
-  hubSettings =
-    {
-      inherit (hub) enable;
-    }
-    // optionalAttrs hub.enable (
-      if localRedis then
-        (
-          if redisPassword then
-            { redisUrlFile = "/run/narhub/redis-url"; }
-          else
-            { redisUrl = "redis://localhost/0?path=${redisServer.unixSocket}"; }
-        )
-      else
-        optionalAttrs (hub.redisUrl != null) { inherit (hub) redisUrl; }
-        // optionalAttrs (hub.redisUrlFile != null) { redisUrlFile = cred "redis-url"; }
-    );
-
-  generatedConfig = lib.recursiveUpdate (
-    {
-      inherit (cfg) dataDir logLevel maxNarSize;
-      inherit listen;
-      inherit (cfg.gc) pendingGracePeriod supersededGracePeriod;
-      gcInterval = cfg.gc.interval;
-      caches = mapAttrsToList cacheSettings cfg.caches;
-      storage = storageSettings;
-      hub = hubSettings;
-    }
-    // optionalAttrs (cfg.publicUrl != null) { inherit (cfg) publicUrl; }
-  ) cfg.settings;
+  environment = {
+    HOME = dataDir;
+    XDG_CACHE_HOME = "/var/cache/narhub";
+    NODE_ENV = "production";
+  }
+  // optionalAttrs (cfg.awsSharedCredentialsFile != null) {
+    AWS_SHARED_CREDENTIALS_FILE = cred "aws-credentials";
+  };
 
   configFile = pkgs.writeText "narhub.json" (builtins.toJSON generatedConfig);
 
@@ -193,46 +240,78 @@ let
     printf 'redis://:%s@localhost/0?path=%s\n' "$password" ${escapeShellArg redisServer.unixSocket} > "$RUNTIME_DIRECTORY/redis-url"
   '';
 
-  chrootStoreDir =
-    if spokeCfg.store == null then null else lib.removePrefix "local?root=" spokeCfg.store;
-  chrootStore = chrootStoreDir != null && hasPrefix "/" chrootStoreDir;
-
-  # `narhub spoke` reads the Redis URL from $NARHUB_REDIS_URL when no --redis-url is given: the
-  # URL (and its password) goes from the credential to the spoke's environment, never to a
-  # command line. /proc/PID/environ is readable by the same user and root only.
-  spokeLauncher = pkgs.writeShellScript "narhub-spoke" ''
-    set -eu
-    NARHUB_REDIS_URL=$(cat "$CREDENTIALS_DIRECTORY/redis-url")
-    export NARHUB_REDIS_URL
-    exec ${spokeCfg.package}/bin/narhub "$@"
+  # The hub runs `nix` for evaluations (under hub.evalMemoryMb) and uploads. When memory runs
+  # out, the kernel kills the process with the highest oom_score_adj first: these, not the
+  # cache. An unprivileged process may raise its own score.
+  hubNix = pkgs.writeShellScriptBin "nix" ''
+    { echo 500 > /proc/self/oom_score_adj; } 2>/dev/null || true
+    exec ${config.nix.package}/bin/nix "$@"
   '';
+  hubPath = [
+    hubNix
+    config.nix.package
+    pkgs.git
+    # git+ssh:// flakes; the key and known_hosts go in <dataDir>/.ssh.
+    pkgs.openssh
+  ];
 
-  # The admin commands as the service user, on the service's config (hence its data directory
-  # and admin token), talking to the service's own address.
-  localUrl =
-    let
-      host =
-        if cfg.address == "0.0.0.0" then
-          "127.0.0.1"
-        else if cfg.address == "::" then
-          "[::1]"
-        else if isIPv6 cfg.address then
-          "[${cfg.address}]"
-        else
-          cfg.address;
-    in
-    "http://${host}:${toString cfg.port}";
-  adminWrapper = pkgs.writeShellScriptBin "narhub-admin" ''
+  # `narhub-admin`: the CLI as a transient unit with narhub.service's user, environment and
+  # credentials, as nixpkgs' atticd-atticadm does (systemd-run --pipe --wait), on the service's
+  # config and address. Its credentials land in its own directory, so the shim points the
+  # config there.
+  adminShim = pkgs.writeShellScript "narhub-admin-shim" ''
     set -eu
-    case "''${1-}" in
-      cache | token | reindex | project | eval | build) set -- "$@" --config ${checkedConfigFile} ;;
-    esac
-    export NARHUB_SERVER="''${NARHUB_SERVER:-${localUrl}}"
-    if [ "$(id -u)" = 0 ]; then
-      exec ${pkgs.util-linux}/bin/runuser -u narhub -- ${cfg.package}/bin/narhub "$@"
+    config=$(< ${checkedConfigFile})
+    if [ -n "''${CREDENTIALS_DIRECTORY-}" ]; then
+      from=${escapeShellArg "${credentialsDir "narhub"}/"}
+      config=''${config//"$from"/"$CREDENTIALS_DIRECTORY/"}
+      if [ -n "''${AWS_SHARED_CREDENTIALS_FILE-}" ]; then
+        export AWS_SHARED_CREDENTIALS_FILE="$CREDENTIALS_DIRECTORY/aws-credentials"
+      fi
     fi
+    file=$(mktemp)
+    printf '%s\n' "$config" > "$file"
+    case "''${1-}" in
+      cache | token | reindex | project | eval | build) set -- "$@" --config "$file" ;;
+    esac
     exec ${cfg.package}/bin/narhub "$@"
   '';
+  adminWrapper = pkgs.writeShellScriptBin "narhub-admin" (
+    concatStringsSep " \\\n  " (
+      [
+        "exec ${config.systemd.package}/bin/systemd-run"
+        "--quiet"
+        "--pipe"
+        "--wait"
+        "--collect"
+        "--service-type=exec"
+        "--expand-environment=no"
+        "--property=User=narhub"
+        "--property=Group=narhub"
+        "--property=UMask=0077"
+        "--property=PrivateTmp=yes"
+        "--working-directory=${escapeShellArg dataDir}"
+      ]
+      ++ map (c: "--property=LoadCredential=${escapeShellArg c}") loadCredential
+      ++ lib.mapAttrsToList (k: v: "--setenv=${escapeShellArg "${k}=${v}"}") (
+        environment
+        // {
+          NARHUB_SERVER = localUrl;
+          PATH = lib.makeBinPath ((optionals hubEnabled hubPath) ++ [ pkgs.coreutils ]);
+        }
+      )
+      ++ [
+        "--"
+        "${adminShim}"
+        ''"$@"''
+      ]
+    )
+    + "\n"
+  )
+  // {
+    # For tests, which run the shim.
+    shim = adminShim;
+  };
 
   # Shared by both services. V8 compiles JavaScript at run time, so MemoryDenyWriteExecute
   # stays off; builds happen in nix-daemon's sandbox, never in these processes.
@@ -263,188 +342,108 @@ let
     UMask = "0077";
   };
 
-  cacheModule =
-    { name, ... }:
-    {
-      freeformType = types.attrsOf jsonValue;
-      options = {
-        private = mkOption {
-          type = types.bool;
-          default = false;
-          description = "Whether reading the cache needs a read token. Public caches are readable by anyone.";
-        };
-        priority = mkOption {
-          type = types.ints.unsigned;
-          default = 40;
-          description = "The `Priority` announced in `nix-cache-info`; Nix prefers substituters with lower values.";
-        };
-        signingKeyFile = mkOption {
-          type = types.nullOr secretPath;
-          default = null;
-          example = "/var/lib/secrets/narhub-${name}.secret";
-          description = ''
-            Nix secret key file (`name:base64`, as written by `nix-store --generate-binary-cache-key`
-            or `narhub keygen`) to sign the cache's paths with. It reaches the service through
-            systemd's `LoadCredential`, so it may be readable by root only. When null, narhub
-            generates a key in its data directory the first time it creates the cache.
-          '';
-        };
-      };
-    };
+  chrootStoreDir = if spokeCfg.store == null then null else lib.removePrefix "local?root=" spokeCfg.store;
+  chrootStore = chrootStoreDir != null && lib.hasPrefix "/" chrootStoreDir;
+  # Systems Nix builds with a 32-bit personality and 32-bit system calls.
+  compatSystems = [
+    "i686-linux"
+    "armv7l-linux"
+    "armv6l-linux"
+    "armv5tel-linux"
+  ];
 
-  s3Module = {
-    freeformType = types.attrsOf jsonValue;
-    options = {
-      bucket = mkOption {
-        type = types.str;
-        description = "S3 bucket holding the caches' files.";
-      };
-      region = mkOption {
-        type = types.str;
-        default = "us-east-1";
-        description = "S3 region.";
-      };
-      endpoint = mkOption {
-        type = types.nullOr types.str;
-        default = null;
-        example = "https://s3.eu-central-003.backblazeb2.com";
-        description = "Endpoint URL of an S3-compatible service; AWS when null.";
-      };
-      prefix = mkOption {
-        type = types.str;
-        default = "";
-        example = "narhub/";
-        description = "Key prefix inside the bucket.";
-      };
-      forcePathStyle = mkOption {
-        type = types.bool;
-        default = false;
-        description = "Use path-style URLs (`endpoint/bucket/key`), which most self-hosted S3 servers (MinIO, Garage) need.";
-      };
-      accessKeyIdFile = mkOption {
-        type = types.nullOr secretPath;
-        default = null;
-        description = "File holding the S3 access key id. Goes with {option}`secretAccessKeyFile`.";
-      };
-      secretAccessKeyFile = mkOption {
-        type = types.nullOr secretPath;
-        default = null;
-        description = "File holding the S3 secret access key. Goes with {option}`accessKeyIdFile`.";
-      };
-      sessionTokenFile = mkOption {
-        type = types.nullOr secretPath;
-        default = null;
-        description = "File holding an S3 session token, for temporary credentials.";
-      };
-      credentialsFile = mkOption {
-        type = types.nullOr secretPath;
-        default = null;
-        example = "/var/lib/secrets/narhub-aws-credentials";
-        description = ''
-          An AWS shared credentials file (`[default]` with `aws_access_key_id` and
-          `aws_secret_access_key`), used through the SDK's default credential chain
-          (`AWS_SHARED_CREDENTIALS_FILE`). An alternative to the separate key files; when none is
-          set, the chain's other sources apply (e.g. an EC2 instance role).
-        '';
-      };
-    };
+  # What Nix's build sandbox needs when the spoke runs it itself (a chroot store): user, mount,
+  # PID, UTS and network namespaces and the system calls to set them up; a fresh /proc, which
+  # the kernel refuses to mount while /proc has overmounts (NixOS/nix#13128), so nothing may
+  # cover parts of /proc (ProtectKernelTunables, ProtectKernelLogs, ProtectProc) or /dev
+  # (PrivateDevices, DevicePolicy: builds get /dev/ptmx, /dev/kvm); sethostname and
+  # setdomainname in the build's UTS namespace (ProtectHostname forbids them); personality()
+  # for ASLR off and 32-bit builds (LockPersonality); and 32-bit system calls for those builds.
+  chrootSandbox = {
+    RestrictNamespaces = false;
+    SystemCallFilter = [
+      "@system-service"
+      "@mount"
+      "@privileged"
+    ];
+    ProtectKernelTunables = false;
+    ProtectKernelLogs = false;
+    ProtectProc = "default";
+    PrivateDevices = false;
+    DevicePolicy = "auto";
+    ProtectHostname = false;
+    LockPersonality = false;
+    ReadWritePaths = [ chrootStoreDir ];
+  }
+  // optionalAttrs (lib.any (s: builtins.elem s compatSystems) spokeCfg.systems) {
+    SystemCallArchitectures = "";
   };
+
+  # `narhub spoke` reads the Redis URL from $NARHUB_REDIS_URL when no --redis-url is given: the
+  # URL (and its password) goes from the credential to the spoke's environment, never to a
+  # command line. /proc/PID/environ is readable by the same user and root only.
+  spokeLauncher = pkgs.writeShellScript "narhub-spoke" ''
+    set -eu
+    NARHUB_REDIS_URL=$(cat "$CREDENTIALS_DIRECTORY/redis-url")
+    export NARHUB_REDIS_URL
+    exec ${spokeCfg.package}/bin/narhub "$@"
+  '';
+  # A spoke on the hub's machine, using the local Redis (its socket, or TCP).
+  spokeBesideLocalRedis = cfg.enable && localRedis;
+
+  cacheOptions = types.submodule (
+    generated.objectModule [ "caches" "*" ] (removeAttrs schema.properties.caches.items.properties [ "name" ])
+  );
+  moved = from: to: lib.mkRenamedOptionModule ([ "services" "narhub" ] ++ from) ([ "services" "narhub" "settings" ] ++ to);
 in
 {
+  imports = [
+    (moved [ "dataDir" ] [ "dataDir" ])
+    (moved [ "publicUrl" ] [ "publicUrl" ])
+    (moved [ "logLevel" ] [ "logLevel" ])
+    (moved [ "maxNarSize" ] [ "maxNarSize" ])
+    (moved [ "gc" "pendingGracePeriod" ] [ "pendingGracePeriod" ])
+    (moved [ "gc" "supersededGracePeriod" ] [ "supersededGracePeriod" ])
+    (moved [ "gc" "interval" ] [ "gcInterval" ])
+    (moved [ "storage" "type" ] [ "storage" "type" ])
+    (moved [ "storage" "local" "path" ] [ "storage" "path" ])
+    (moved [ "hub" "enable" ] [ "hub" "enable" ])
+    (moved [ "hub" "redisUrl" ] [ "hub" "redisUrl" ])
+    (moved [ "hub" "redisUrlFile" ] [ "hub" "redisUrlFile" ])
+    (lib.mkRemovedOptionModule [ "services" "narhub" "address" ] "Use services.narhub.settings.listen = \"ADDRESS:PORT\".")
+    (lib.mkRemovedOptionModule [ "services" "narhub" "port" ] "Use services.narhub.settings.listen = \"ADDRESS:PORT\".")
+    (lib.mkRemovedOptionModule [ "services" "narhub" "storage" "s3" ] ''
+      Its keys are in services.narhub.settings.storage (with type = "s3"); credentialsFile is
+      services.narhub.awsSharedCredentialsFile.'')
+  ];
+
   options.services.narhub = {
     enable = mkEnableOption "narhub, a Nix binary cache (and build hub)";
 
     package = lib.mkPackageOption pkgs "narhub" { };
 
-    address = mkOption {
-      type = types.str;
-      default = "127.0.0.1";
-      example = "0.0.0.0";
-      description = "Address to listen on (IPv4 or IPv6, without brackets). Put a TLS proxy in front for public use.";
-    };
-
-    port = mkOption {
-      type = types.port;
-      default = 8080;
-      description = "TCP port to listen on.";
-    };
-
-    openFirewall = mkOption {
-      type = types.bool;
-      default = false;
-      description = "Whether to open {option}`port` in the firewall.";
-    };
-
-    publicUrl = mkOption {
-      type = types.nullOr types.str;
-      default = null;
-      example = "https://cache.example.org";
-      description = "Base URL clients use, for the substituter URLs narhub prints.";
-    };
-
-    dataDir = mkOption {
-      type = types.pathWith {
-        inStore = false;
-        absolute = true;
-      };
-      default = "/var/lib/narhub";
+    settings = mkOption {
+      type = types.submodule (generated.objectModule [ ] (removeAttrs schema.properties [ "caches" ]));
+      default = { };
+      example = literalExpression ''
+        {
+          listen = "0.0.0.0:8080";
+          publicUrl = "https://cache.example.org";
+          storage = { type = "s3"; bucket = "narhub"; accessKeyIdFile = "/var/lib/secrets/s3-id"; secretAccessKeyFile = "/var/lib/secrets/s3-key"; };
+          hub = { enable = true; buildTimeout = 7200; };
+        }
+      '';
       description = ''
-        Database, generated keys and (with local storage) the caches' files. Under `/var/lib` it
-        is the unit's `StateDirectory`; elsewhere it is created by tmpfiles and made writable
-        with `ReadWritePaths`.
+        narhub's JSON config (the schema of `src/config/schema.ts`; see the README). Every key
+        has an option here, generated from that schema; keys it does not know yet may be set too,
+        and `narhub check-config` refuses unknown ones when the system is built. Caches are
+        {option}`services.narhub.caches`. Never put a secret here: this ends up in the Nix store;
+        use the `*File` keys, which the unit loads with `LoadCredential`.
       '';
     };
 
-    logLevel = mkOption {
-      type = types.enum [
-        "fatal"
-        "error"
-        "warn"
-        "info"
-        "debug"
-        "trace"
-        "silent"
-      ];
-      default = "info";
-      description = "Log level (JSON lines on stdout, into the journal).";
-    };
-
-    maxNarSize = mkOption {
-      type = types.ints.positive;
-      default = 68719476736;
-      description = "Largest NAR upload accepted, in bytes (default 64 GiB).";
-    };
-
-    gc = {
-      pendingGracePeriod = mkOption {
-        type = types.ints.unsigned;
-        default = 86400;
-        description = ''
-          Seconds a NAR upload that no narinfo has claimed yet (an interrupted `nix copy`) is
-          kept. narhub's garbage collection covers only such unclaimed uploads and the NAR
-          files replaced by their zstd recompression (see {option}`gc.supersededGracePeriod`).
-          It never deletes committed store paths: there is no retention, age- or size-based
-          collection of paths yet.
-        '';
-      };
-      supersededGracePeriod = mkOption {
-        type = types.ints.unsigned;
-        default = 3456000;
-        description = ''
-          Seconds a NAR file replaced by its zstd recompression (a cache's `recompressToZstd`)
-          is still served, for clients holding the old narinfo (Nix caches narinfos for 30
-          days; the default is 40).
-        '';
-      };
-      interval = mkOption {
-        type = types.ints.positive;
-        default = 3600;
-        description = "Seconds between two garbage-collection sweeps (see {option}`gc.pendingGracePeriod`).";
-      };
-    };
-
     caches = mkOption {
-      type = types.attrsOf (types.submodule cacheModule);
+      type = types.attrsOf cacheOptions;
       default = { };
       example = literalExpression ''
         {
@@ -453,120 +452,79 @@ in
         }
       '';
       description = ''
-        Caches to create (or update) at every start, by name (`a-z 0-9 - _`). Other cache
-        settings narhub knows (e.g. `redirectNars`, `recompressToZstd`) may be set here too;
-        `check-config` validates them. When empty, narhub creates a public cache `main` on its
-        first start. narhub has no upstream (pull-through) caches yet, so there is no option
-        for them.
+        Caches to create (or update) at every start, by name (`a-z 0-9 - _`). When empty, narhub
+        creates a public cache `main` on its first start. narhub has no upstream (pull-through)
+        caches yet, so there is no option for them.
       '';
     };
 
-    storage = {
-      type = mkOption {
-        type = types.enum [
-          "local"
-          "s3"
-        ];
-        default = "local";
-        description = "Where the caches' files live: the local disk or an S3 bucket.";
-      };
-      local.path = mkOption {
-        type = types.nullOr (
-          types.pathWith {
-            inStore = false;
-            absolute = true;
-          }
-        );
-        default = null;
-        description = "Directory for the files with local storage; `<dataDir>/store` when null. Made writable for the service.";
-      };
-      s3 = mkOption {
-        type = types.nullOr (types.submodule s3Module);
-        default = null;
-        description = "S3 settings, needed when {option}`storage.type` is `s3`. Credentials are files, passed with `LoadCredential`.";
-      };
+    openFirewall = mkOption {
+      type = types.bool;
+      default = false;
+      description = "Whether to open the port of {option}`services.narhub.settings.listen` in the firewall.";
     };
 
-    hub = {
-      enable = mkEnableOption "the build hub (evaluates projects and queues builds for spokes); it needs Redis";
+    awsSharedCredentialsFile = mkOption {
+      type = types.nullOr secretPath;
+      default = null;
+      example = "/var/lib/secrets/narhub-aws-credentials";
+      description = ''
+        An AWS shared credentials file (`[default]` with `aws_access_key_id` and
+        `aws_secret_access_key`), for S3 storage through the SDK's default credential chain
+        (`AWS_SHARED_CREDENTIALS_FILE`), instead of `settings.storage.accessKeyIdFile` and
+        `secretAccessKeyFile`. When neither is set, the chain's other sources apply (e.g. an EC2
+        instance role).
+      '';
+    };
 
-      redisUrl = mkOption {
-        type = types.nullOr types.str;
-        default = null;
-        example = "redis://redis.internal:6379/0";
-        description = "URL of an external Redis without a password. Use {option}`hub.redisUrlFile` when it carries one.";
+    hub.redis = {
+      createLocally = mkOption {
+        type = types.bool;
+        default = settings.hub.redisUrl == null && settings.hub.redisUrlFile == null;
+        defaultText = literalExpression "settings.hub.redisUrl == null && settings.hub.redisUrlFile == null";
+        description = ''
+          With `settings.hub.enable`, run a local Redis for the hub (`services.redis.servers.narhub`):
+          persistence on (RDB snapshots and the append-only file, with `vm.overcommit_memory = 1`
+          so background saves do not fail) and `maxmemory-policy noeviction`, since the queues
+          must never lose a key. The hub reaches it through its Unix socket
+          (`redis://localhost/0?path=/run/redis-narhub/redis.sock`) as a member of the socket's
+          group, and so does a spoke on this machine. narhub.service only wants Redis: the cache
+          keeps serving while Redis restarts, and the hub reconnects.
+        '';
       };
-
-      redisUrlFile = mkOption {
+      port = mkOption {
+        type = types.port;
+        default = 0;
+        example = 6379;
+        description = ''
+          TCP port of the local Redis, for spokes on other machines (they connect to Redis
+          directly). 0 keeps Redis on its Unix socket only, which spokes on this machine use.
+          A TCP port needs {option}`hub.redis.passwordFile`. Redis speaks plain text on it: across
+          an untrusted network, give Redis TLS (`services.redis.servers.narhub.settings`:
+          `tls-port`, `tls-cert-file`, `tls-key-file`) and have the spokes use `rediss://`.
+        '';
+      };
+      bind = mkOption {
+        type = types.nullOr types.str;
+        default = "127.0.0.1";
+        example = "0.0.0.0";
+        description = "Addresses the local Redis listens on when {option}`hub.redis.port` is set.";
+      };
+      passwordFile = mkOption {
         type = types.nullOr secretPath;
         default = null;
-        example = "/var/lib/secrets/narhub-redis-url";
-        description = "File holding the URL of an external Redis (with its password), passed with `LoadCredential`.";
+        example = "/var/lib/secrets/narhub-redis-password";
+        description = ''
+          File holding the local Redis password (`requirepass`); only `A-Z a-z 0-9 . _ ~ -`,
+          e.g. from `openssl rand -hex 32`. Spokes then use `redis://:PASSWORD@HUB:PORT/0` in
+          their {option}`services.narhub-spoke.redisUrlFile`.
+        '';
       };
-
-      redis = {
-        createLocally = mkOption {
-          type = types.bool;
-          default = cfg.hub.redisUrl == null && cfg.hub.redisUrlFile == null;
-          defaultText = literalExpression "hub.redisUrl == null && hub.redisUrlFile == null";
-          description = ''
-            Run a local Redis for the hub (`services.redis.servers.narhub`): persistence on (RDB
-            snapshots and the append-only file) and `maxmemory-policy noeviction`, since the
-            queues must never lose a key. The hub reaches it through its Unix socket
-            (`redis://localhost/0?path=/run/redis-narhub/redis.sock`), as a member of the
-            socket's group.
-          '';
-        };
-        port = mkOption {
-          type = types.port;
-          default = 0;
-          example = 6379;
-          description = ''
-            TCP port of the local Redis, for spokes on other machines (they connect to Redis
-            directly). 0 keeps Redis on its Unix socket only, enough for spokes on this machine.
-            A TCP port needs {option}`hub.redis.passwordFile`.
-          '';
-        };
-        bind = mkOption {
-          type = types.nullOr types.str;
-          default = "127.0.0.1";
-          example = "0.0.0.0";
-          description = "Addresses the local Redis listens on when {option}`hub.redis.port` is set.";
-        };
-        passwordFile = mkOption {
-          type = types.nullOr secretPath;
-          default = null;
-          example = "/var/lib/secrets/narhub-redis-password";
-          description = ''
-            File holding the local Redis password (`requirepass`); only `A-Z a-z 0-9 . _ ~ -`,
-            e.g. from `openssl rand -hex 32`. Spokes then use
-            `redis://:PASSWORD@HUB:PORT/0` in their {option}`services.narhub-spoke.redisUrlFile`.
-          '';
-        };
-        openFirewall = mkOption {
-          type = types.bool;
-          default = false;
-          description = "Whether to open {option}`hub.redis.port` in the firewall, for remote spokes.";
-        };
+      openFirewall = mkOption {
+        type = types.bool;
+        default = false;
+        description = "Whether to open {option}`hub.redis.port` in the firewall, for remote spokes.";
       };
-    };
-
-    settings = mkOption {
-      type = types.attrsOf jsonValue;
-      default = { };
-      example = literalExpression ''
-        {
-          maxSmallFileSize = 67108864;
-          zstd.level = 9;
-          hub = { evalWorkers = 2; buildTimeout = 7200; };
-        }
-      '';
-      description = ''
-        Further settings of narhub's JSON config (see `src/config/schema.ts` or the README),
-        merged over what the options above produce. Unknown keys fail the system build, since
-        the result goes through `narhub check-config`. Never put a secret here: this ends up
-        in the Nix store; use the `*File` options.
-      '';
     };
 
     generatedConfig = mkOption {
@@ -581,6 +539,13 @@ in
       internal = true;
       readOnly = true;
       description = "The generated config file, after `narhub check-config` accepted it.";
+    };
+
+    configInputs = mkOption {
+      type = types.raw;
+      internal = true;
+      readOnly = true;
+      description = "What nixos/config.nix makes the config from (for tests).";
     };
   };
 
@@ -608,14 +573,23 @@ in
       type = types.nullOr types.str;
       default = null;
       example = "redis://hub.internal:6379/0";
-      description = "URL of the hub's Redis, without a password. Use {option}`redisUrlFile` when it carries one.";
+      description = ''
+        URL of the hub's Redis. It is on the unit's command line, so a URL with a password is
+        refused: use {option}`redisUrlFile`. On the hub's machine, without a password:
+        `redis://localhost/0?path=/run/redis-narhub/redis.sock`.
+      '';
     };
 
     redisUrlFile = mkOption {
       type = types.nullOr secretPath;
       default = null;
       example = "/var/lib/secrets/narhub-redis-url";
-      description = "File holding the hub's Redis URL with its password (`redis://:PASSWORD@hub:6379/0`), passed with `LoadCredential`.";
+      description = ''
+        File holding the hub's Redis URL with its password (`redis://:PASSWORD@hub:6379/0`), passed
+        with `LoadCredential`. Across an untrusted network use `rediss://` (Redis with TLS); a
+        certificate from a private CA needs `NODE_EXTRA_CA_CERTS` in
+        `systemd.services.narhub-spoke.environment`.
+      '';
     };
 
     systems = mkOption {
@@ -645,8 +619,9 @@ in
       description = ''
         Nix store to build in (`--store`): null or `auto` for the machine's store through
         nix-daemon (recommended), or the directory of a chroot store. With a chroot store the
-        spoke builds in its own process, so the unit allows it the user namespaces and mount
-        system calls of Nix's sandbox, and the directory is made writable.
+        spoke runs Nix's build sandbox itself, so the unit allows it what the sandbox needs
+        (namespaces, mounts, a fresh /proc, personality and host name changes), and the
+        directory is made writable.
       '';
     };
 
@@ -661,42 +636,71 @@ in
       default = null;
       description = "Default limit in seconds on a build printing nothing, for jobs that set none; the spoke's default when null.";
     };
+
+    stopTimeout = mkOption {
+      type = types.ints.positive;
+      default = 60;
+      description = ''
+        Seconds a stopping spoke (on `nixos-rebuild switch`, or shutdown) may spend finishing its
+        running builds and uploading them. Then systemd kills it, and those builds run again on
+        another spoke (BullMQ hands their stalled jobs on). This bounds how long a switch waits.
+      '';
+    };
   };
 
   config = mkMerge [
     (mkIf cfg.enable {
       assertions = [
         {
-          assertion = cfg.storage.type == "s3" -> s3 != null;
-          message = "services.narhub.storage.type = \"s3\" needs services.narhub.storage.s3.bucket (and its other settings).";
+          assertion = !(settings ? caches);
+          message = "services.narhub.settings.caches: declare caches in services.narhub.caches.<name> instead.";
         }
         {
-          assertion = isS3 -> ((s3.accessKeyIdFile == null) == (s3.secretAccessKeyFile == null));
-          message = "services.narhub.storage.s3.accessKeyIdFile and secretAccessKeyFile go together.";
+          assertion = listenValid;
+          message = "services.narhub.settings.listen must be HOST:PORT or [IPv6]:PORT, not ${builtins.toJSON settings.listen}.";
         }
         {
-          assertion = isS3 -> (s3.sessionTokenFile != null -> s3.accessKeyIdFile != null);
-          message = "services.narhub.storage.s3.sessionTokenFile needs accessKeyIdFile and secretAccessKeyFile.";
+          assertion = isS3 -> settings.storage.bucket != null;
+          message = "services.narhub.settings.storage.type = \"s3\" needs services.narhub.settings.storage.bucket.";
         }
         {
-          assertion = isS3 -> (s3.credentialsFile == null || s3.accessKeyIdFile == null);
-          message = "services.narhub.storage.s3: give either credentialsFile or accessKeyIdFile/secretAccessKeyFile, not both.";
+          assertion = isS3 -> ((settings.storage.accessKeyIdFile == null) == (settings.storage.secretAccessKeyFile == null));
+          message = "services.narhub.settings.storage.accessKeyIdFile and secretAccessKeyFile go together.";
+        }
+        {
+          assertion = isS3 -> (settings.storage.sessionTokenFile != null -> settings.storage.accessKeyIdFile != null);
+          message = "services.narhub.settings.storage.sessionTokenFile needs accessKeyIdFile and secretAccessKeyFile.";
+        }
+        {
+          assertion = cfg.awsSharedCredentialsFile == null || !isS3 || settings.storage.accessKeyIdFile == null;
+          message = "services.narhub: give either awsSharedCredentialsFile or settings.storage.accessKeyIdFile/secretAccessKeyFile, not both.";
         }
         {
           assertion = lib.all (name: builtins.match "[a-z0-9][a-z0-9_-]{0,62}" name != null) (builtins.attrNames cfg.caches);
           message = "services.narhub.caches: a cache name is 1-63 of a-z, 0-9, - and _, starting with a letter or digit.";
         }
         {
-          assertion = !(hub.redisUrl != null && hub.redisUrlFile != null);
-          message = "services.narhub.hub: set redisUrl or redisUrlFile, not both.";
+          assertion = lib.all (d: isNormalPath d && !(builtins.elem d sharedDirectories)) ([ dataDir ] ++ optional (storagePath != null) storagePath);
+          message = ''
+            services.narhub.settings.dataDir and storage.path must each be a directory of narhub's own,
+            written without a trailing slash, `.` or `..` (not ${concatStringsSep ", " sharedDirectories}):
+            the unit makes it narhub's (tmpfiles `d` rule or StateDirectory).'';
         }
         {
-          assertion = hub.enable -> (hub.redis.createLocally || hub.redisUrl != null || hub.redisUrlFile != null);
-          message = "services.narhub.hub needs Redis: keep hub.redis.createLocally or set hub.redisUrl / hub.redisUrlFile.";
+          assertion = !(settings.hub.redisUrl != null && settings.hub.redisUrlFile != null);
+          message = "services.narhub.settings.hub: set redisUrl or redisUrlFile, not both.";
         }
         {
-          assertion = hub.enable -> !(hub.redis.createLocally && (hub.redisUrl != null || hub.redisUrlFile != null));
-          message = "services.narhub.hub.redis.createLocally and an external hub.redisUrl / hub.redisUrlFile exclude each other.";
+          assertion = settings.hub.redisUrl == null || !(hasPassword settings.hub.redisUrl);
+          message = "services.narhub.settings.hub.redisUrl carries a password, which would land in the Nix store: put the URL in a file and name it in settings.hub.redisUrlFile.";
+        }
+        {
+          assertion = hubEnabled -> (hub.redis.createLocally || settings.hub.redisUrl != null || settings.hub.redisUrlFile != null);
+          message = "services.narhub.settings.hub needs Redis: keep hub.redis.createLocally or set settings.hub.redisUrl / redisUrlFile.";
+        }
+        {
+          assertion = hubEnabled -> !(hub.redis.createLocally && (settings.hub.redisUrl != null || settings.hub.redisUrlFile != null));
+          message = "services.narhub.hub.redis.createLocally and an external settings.hub.redisUrl / redisUrlFile exclude each other.";
         }
         {
           assertion = localRedis -> (hub.redis.port != 0 -> hub.redis.passwordFile != null);
@@ -706,75 +710,68 @@ in
 
       services.narhub.generatedConfig = generatedConfig;
       services.narhub.configFile = checkedConfigFile;
+      services.narhub.configInputs = configInputs;
 
       users.users.narhub = {
         isSystemUser = true;
         group = "narhub";
-        home = cfg.dataDir;
+        home = dataDir;
         description = "narhub binary cache";
         # The Redis socket is mode 660, owned by the server's group.
-        extraGroups = optional localRedis (redisServer.group or redisServer.user);
+        extraGroups = optional localRedis redisGroup;
       };
       users.groups.narhub = { };
 
       environment.systemPackages = [ adminWrapper ];
 
       networking.firewall.allowedTCPPorts =
-        optional cfg.openFirewall cfg.port
-        ++ optional (localRedis && hub.redis.openFirewall && hub.redis.port != 0) hub.redis.port;
+        optional cfg.openFirewall port ++ optional (localRedis && hub.redis.openFirewall && hub.redis.port != 0) hub.redis.port;
 
-      systemd.tmpfiles.rules =
-        optional (!dataDirIsState) "d ${cfg.dataDir} 0750 narhub narhub - -"
-        ++ optional (cfg.storage.type == "local" && cfg.storage.local.path != null) "d ${cfg.storage.local.path} 0750 narhub narhub - -";
+      systemd.tmpfiles.rules = map (d: "d ${d} 0750 narhub narhub - -") ownDirectories;
 
       services.redis.servers.narhub = mkIf localRedis {
         enable = true;
-        inherit (hub.redis) port;
-        inherit (hub.redis) bind;
+        inherit (hub.redis) port bind;
         requirePassFile = hub.redis.passwordFile;
         # Queues must survive a restart and never lose keys to eviction.
         appendOnly = true;
         settings.maxmemory-policy = "noeviction";
       };
+      # RDB snapshots fork; without overcommit a large dataset makes the fork fail, and Redis
+      # then refuses writes until a save succeeds.
+      services.redis.vmOverCommit = mkIf localRedis true;
 
       systemd.services.narhub = {
-        description = "narhub Nix binary cache" + lib.optionalString hub.enable " and build hub";
+        description = "narhub Nix binary cache" + lib.optionalString hubEnabled " and build hub";
         wantedBy = [ "multi-user.target" ];
-        wants = [ "network-online.target" ];
+        # Redis is wanted, not required: the cache serves while Redis restarts.
+        wants = [ "network-online.target" ] ++ optional localRedis "redis-narhub.service";
         after = [ "network-online.target" ] ++ optional localRedis "redis-narhub.service";
-        requires = optional localRedis "redis-narhub.service";
-        path = optionals hub.enable [
-          config.nix.package
-          pkgs.git
-        ];
+        # systemd-notify (readiness); nix, git and ssh for the hub.
+        path = [ config.systemd.package ] ++ optionals hubEnabled hubPath;
         restartTriggers = [ checkedConfigFile ];
-        environment =
-          {
-            HOME = cfg.dataDir;
-            XDG_CACHE_HOME = "/var/cache/narhub";
-            NODE_ENV = "production";
-          }
-          // optionalAttrs (isS3 && s3.credentialsFile != null) {
-            AWS_SHARED_CREDENTIALS_FILE = cred "s3-credentials";
-          };
+        inherit environment;
+        unitConfig.RequiresMountsFor = [ dataDir ] ++ optional (storagePath != null) storagePath;
         serviceConfig = hardening // {
-          Type = "simple";
+          # narhub tells systemd once it listens (and the hub started).
+          Type = "notify";
+          NotifyAccess = "all";
           ExecStartPre = optional redisPassword redisUrlScript;
           ExecStart = "${cfg.package}/bin/narhub serve --config ${checkedConfigFile}";
           User = "narhub";
           Group = "narhub";
-          LoadCredential = mapAttrsToList (name: file: "${name}:${file}") credentials;
+          LoadCredential = loadCredential;
           StateDirectory = optional dataDirIsState stateDirectory;
           StateDirectoryMode = "0750";
           RuntimeDirectory = "narhub";
           RuntimeDirectoryMode = "0700";
           CacheDirectory = "narhub";
-          WorkingDirectory = cfg.dataDir;
-          ReadWritePaths =
-            optional (!dataDirIsState) cfg.dataDir
-            ++ optional (cfg.storage.type == "local" && cfg.storage.local.path != null) cfg.storage.local.path;
+          WorkingDirectory = dataDir;
+          ReadWritePaths = ownDirectories;
           Restart = "on-failure";
           RestartSec = 5;
+          # An evaluator killed for memory is the hub's business, not a reason to stop the cache.
+          OOMPolicy = "continue";
           # SIGTERM drains in-flight uploads before the process exits.
           TimeoutStopSec = 120;
           LimitNOFILE = 65536;
@@ -784,9 +781,10 @@ in
             "AF_INET"
             "AF_INET6"
             "AF_UNIX"
-          ] ++ optional wildcardListen "AF_NETLINK";
-          CapabilityBoundingSet = if cfg.port < 1024 then [ "CAP_NET_BIND_SERVICE" ] else "";
-          AmbientCapabilities = optional (cfg.port < 1024) "CAP_NET_BIND_SERVICE";
+          ]
+          ++ optional wildcardListen "AF_NETLINK";
+          CapabilityBoundingSet = if port < 1024 then [ "CAP_NET_BIND_SERVICE" ] else "";
+          AmbientCapabilities = optional (port < 1024) "CAP_NET_BIND_SERVICE";
         };
       };
     })
@@ -801,6 +799,10 @@ in
           assertion = spokeCfg.redisUrl != null -> builtins.match "rediss?://.+" spokeCfg.redisUrl != null;
           message = "services.narhub-spoke.redisUrl must be a redis:// or rediss:// URL.";
         }
+        {
+          assertion = spokeCfg.redisUrl == null || !(hasPassword spokeCfg.redisUrl);
+          message = "services.narhub-spoke.redisUrl carries a password, which would land in the Nix store and on a command line: put the URL in a file and name it in redisUrlFile.";
+        }
       ];
 
       systemd.tmpfiles.rules = optional chrootStore "d ${chrootStoreDir} 0750 narhub-spoke narhub-spoke - -";
@@ -810,6 +812,8 @@ in
         group = "narhub-spoke";
         home = "/var/lib/narhub-spoke";
         description = "narhub build spoke";
+        # The hub's local Redis socket (mode 660, owned by the server's group).
+        extraGroups = optional spokeBesideLocalRedis redisGroup;
       };
       users.groups.narhub-spoke = { };
 
@@ -826,11 +830,12 @@ in
       systemd.services.narhub-spoke = {
         description = "narhub build spoke";
         wantedBy = [ "multi-user.target" ];
-        wants = [ "network-online.target" ];
+        wants = [ "network-online.target" ] ++ optional spokeBesideLocalRedis "redis-narhub.service";
         after = [
           "network-online.target"
           "nix-daemon.socket"
-        ];
+        ]
+        ++ optional spokeBesideLocalRedis "redis-narhub.service";
         path = [ config.nix.package ];
         environment = {
           HOME = "/var/lib/narhub-spoke";
@@ -840,80 +845,77 @@ in
           # not the unit's private /tmp, but its RuntimeDirectory (0700, gone when it stops).
           TMPDIR = "/run/narhub-spoke";
           NODE_ENV = "production";
-        } // optionalAttrs (spokeCfg.store == null) { NIX_REMOTE = "daemon"; };
-        serviceConfig = hardening // optionalAttrs chrootStore {
-          # Nix's build sandbox, run by the spoke itself.
-          RestrictNamespaces = false;
-          SystemCallFilter = [
-            "@system-service"
-            "@mount"
-            "@privileged"
-          ];
-          ReadWritePaths = [ chrootStoreDir ];
-        } // {
-          Type = "simple";
-          ExecStart = concatStringsSep " " (
-            [
-              (if spokeCfg.redisUrlFile != null then "${spokeLauncher}" else "${spokeCfg.package}/bin/narhub")
-              "spoke"
-              "--hub"
-              (systemdArg spokeCfg.hub)
-              "--token-file"
-              "%d/token"
-            ]
-            ++ (
-              # With a file, the launcher hands the URL over in $NARHUB_REDIS_URL.
-              optionals (spokeCfg.redisUrl != null) [
-                "--redis-url"
-                (systemdArg spokeCfg.redisUrl)
+        }
+        // optionalAttrs (spokeCfg.store == null) { NIX_REMOTE = "daemon"; };
+        serviceConfig =
+          hardening
+          // optionalAttrs chrootStore chrootSandbox
+          // {
+            Type = "simple";
+            ExecStart = concatStringsSep " " (
+              [
+                (if spokeCfg.redisUrlFile != null then "${spokeLauncher}" else "${spokeCfg.package}/bin/narhub")
+                "spoke"
+                "--hub"
+                (systemdArg spokeCfg.hub)
+                "--token-file"
+                "%d/token"
               ]
-            )
-            ++ [
-              "--systems"
-              (systemdArg (concatStringsSep "," spokeCfg.systems))
-              "--max-jobs"
-              (toString spokeCfg.maxJobs)
+              ++ (
+                # With a file, the launcher hands the URL over in $NARHUB_REDIS_URL.
+                optionals (spokeCfg.redisUrl != null) [
+                  "--redis-url"
+                  (systemdArg spokeCfg.redisUrl)
+                ]
+              )
+              ++ [
+                "--systems"
+                (systemdArg (concatStringsSep "," spokeCfg.systems))
+                "--max-jobs"
+                (toString spokeCfg.maxJobs)
+              ]
+              ++ optionals (spokeCfg.features != [ ]) [
+                "--features"
+                (systemdArg (concatStringsSep "," spokeCfg.features))
+              ]
+              ++ optionals (spokeCfg.store != null) [
+                "--store"
+                (systemdArg spokeCfg.store)
+              ]
+              ++ optionals (spokeCfg.timeout != null) [
+                "--timeout"
+                (toString spokeCfg.timeout)
+              ]
+              ++ optionals (spokeCfg.maxSilent != null) [
+                "--max-silent"
+                (toString spokeCfg.maxSilent)
+              ]
+            );
+            User = "narhub-spoke";
+            Group = "narhub-spoke";
+            LoadCredential = [
+              "token:${spokeCfg.tokenFile}"
             ]
-            ++ optionals (spokeCfg.features != [ ]) [
-              "--features"
-              (systemdArg (concatStringsSep "," spokeCfg.features))
-            ]
-            ++ optionals (spokeCfg.store != null) [
-              "--store"
-              (systemdArg spokeCfg.store)
-            ]
-            ++ optionals (spokeCfg.timeout != null) [
-              "--timeout"
-              (toString spokeCfg.timeout)
-            ]
-            ++ optionals (spokeCfg.maxSilent != null) [
-              "--max-silent"
-              (toString spokeCfg.maxSilent)
-            ]
-          );
-          User = "narhub-spoke";
-          Group = "narhub-spoke";
-          LoadCredential = [
-            "token:${spokeCfg.tokenFile}"
-          ] ++ optional (spokeCfg.redisUrlFile != null) "redis-url:${spokeCfg.redisUrlFile}";
-          StateDirectory = "narhub-spoke";
-          StateDirectoryMode = "0750";
-          RuntimeDirectory = "narhub-spoke";
-          RuntimeDirectoryMode = "0700";
-          CacheDirectory = "narhub-spoke";
-          WorkingDirectory = "/var/lib/narhub-spoke";
-          Restart = "always";
-          RestartSec = 10;
-          # SIGTERM to the spoke only, so it can hand its running jobs back; then the rest.
-          KillMode = "mixed";
-          TimeoutStopSec = 300;
-          RestrictAddressFamilies = [
-            "AF_INET"
-            "AF_INET6"
-            "AF_UNIX"
-          ];
-          CapabilityBoundingSet = "";
-        };
+            ++ optional (spokeCfg.redisUrlFile != null) "redis-url:${spokeCfg.redisUrlFile}";
+            StateDirectory = "narhub-spoke";
+            StateDirectoryMode = "0750";
+            RuntimeDirectory = "narhub-spoke";
+            RuntimeDirectoryMode = "0700";
+            CacheDirectory = "narhub-spoke";
+            WorkingDirectory = "/var/lib/narhub-spoke";
+            Restart = "always";
+            RestartSec = 10;
+            # SIGTERM to the spoke only, so it can finish and upload its running builds; after
+            # stopTimeout, SIGKILL to everything left.
+            KillMode = "mixed";
+            TimeoutStopSec = spokeCfg.stopTimeout;
+            RestrictAddressFamilies = [
+              "AF_INET"
+              "AF_INET6"
+              "AF_UNIX"
+            ];
+            CapabilityBoundingSet = "";
+          };
       };
     })
   ];

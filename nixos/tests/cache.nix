@@ -38,8 +38,7 @@ in
       };
       services.narhub = {
         enable = true;
-        address = "0.0.0.0";
-        port = 8080;
+        settings.listen = "0.0.0.0:8080";
         openFirewall = true;
         caches.main.signingKeyFile = "/etc/narhub/main.secret";
       };
@@ -65,19 +64,21 @@ in
   testScript = ''
     start_all()
 
-    cache.wait_for_unit("narhub.service")
-    cache.wait_for_open_port(8080)
-    cache.succeed("curl -fsS http://127.0.0.1:8080/main/nix-cache-info | grep -x 'StoreDir: /nix/store'")
+    with subtest("the unit is ready only once narhub listens (Type=notify)"):
+        cache.wait_for_unit("narhub.service")
+        assert cache.succeed("systemctl show -P Type narhub.service").strip() == "notify"
+        # No wait for the port: an active notify unit already answers.
+        cache.succeed("curl -fsS http://127.0.0.1:8080/main/nix-cache-info | grep -x 'StoreDir: /nix/store'")
 
     with subtest("the signing key reaches the service as a credential only"):
         unit = cache.succeed("systemctl cat narhub.service")
-        assert "LoadCredential=signing-key-main:/etc/narhub/main.secret" in unit, unit
+        assert "LoadCredential=caches.main.signingKeyFile:/etc/narhub/main.secret" in unit, unit
         secret_body = "${lib.last (lib.splitString ":" secretKey)}"
         assert secret_body not in unit, "the secret key is in the unit"
         config_file = cache.succeed("systemctl show -P ExecStart narhub.service").split("--config ")[1].split()[0]
         config = cache.succeed(f"cat {config_file}")
         assert secret_body not in config, "the secret key is in the config"
-        assert "/run/credentials/narhub.service/signing-key-main" in config, config
+        assert "/run/credentials/narhub.service/caches.main.signingKeyFile" in config, config
         print(cache.succeed("systemd-analyze security narhub.service | tail -n 1"))
 
     with subtest("upload with nix copy --to and a write token"):
@@ -112,7 +113,14 @@ in
 
     with subtest("paths survive a restart"):
         cache.systemctl("restart narhub.service")
-        cache.wait_for_open_port(8080)
+        cache.wait_for_unit("narhub.service")
         cache.succeed("curl -fsS http://127.0.0.1:8080/main/$(basename ${payload} | cut -c1-32).narinfo")
+
+    with subtest("narhub-admin runs as the service user with the service's credentials"):
+        # A transient unit (systemd-run) as narhub, with the signing key as its own credential.
+        cache.succeed("narhub-admin cache info main --json | grep -q narhub-vm-test-1")
+        cache.succeed("narhub-admin token list --json")
+        owner = cache.succeed("stat -c %U /var/lib/narhub/narhub.sqlite").strip()
+        assert owner == "narhub", owner
   '';
 }

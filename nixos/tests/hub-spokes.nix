@@ -1,6 +1,9 @@
-# NixOS VM test: a narhub hub (cache + build hub + local Redis open to the spokes) and two spoke
-# machines build the checks of a small flake (./hub-demo); every output must then be
-# substitutable from the cache by a client that trusts only the cache's key.
+# NixOS VM test: a narhub hub (cache + build hub + local Redis open to the spokes) and three
+# spoke machines (two through nix-daemon, one building in a chroot store of its own, in Nix's
+# sandbox run by the spoke) build the checks of a small flake (./hub-demo); every output must
+# then be substitutable from the cache by a client that trusts only the cache's key. Then Redis
+# restarts under the running cache. Written for `nix flake check`; never run on the machines
+# narhub is developed on, which have no KVM.
 { lib, pkgs, ... }:
 
 let
@@ -13,7 +16,10 @@ let
   redisPassword = "narhubvmtestredis0123456789abcdef";
 
   spoke =
-    { features }:
+    {
+      features,
+      store ? null,
+    }:
     {
       environment.etc."narhub-spoke/redis-url" = {
         text = "redis://:${redisPassword}@hub:6379/0";
@@ -27,6 +33,7 @@ let
         tokenFile = "/var/lib/narhub-spoke-token";
         redisUrlFile = "/etc/narhub-spoke/redis-url";
         maxJobs = 2;
+        inherit store;
       };
       virtualisation.memorySize = 1536;
     };
@@ -42,17 +49,16 @@ in
       };
       services.narhub = {
         enable = true;
-        address = "0.0.0.0";
-        port = 8080;
+        settings = {
+          listen = "0.0.0.0:8080";
+          hub.enable = true;
+        };
         openFirewall = true;
-        hub = {
-          enable = true;
-          redis = {
-            port = 6379;
-            bind = "0.0.0.0";
-            passwordFile = "/etc/narhub/redis-password";
-            openFirewall = true;
-          };
+        hub.redis = {
+          port = 6379;
+          bind = "0.0.0.0";
+          passwordFile = "/etc/narhub/redis-password";
+          openFirewall = true;
         };
       };
       environment.systemPackages = [ pkgs.curl ];
@@ -75,6 +81,13 @@ in
       ];
     };
 
+    # Builds in /var/lib/narhub-spoke/store with Nix's sandbox run by the spoke itself: what
+    # the unit relaxes for a chroot store must be enough (issue 14, defect 4).
+    spoke3 = spoke {
+      features = [ "narhub-vm-chroot-store" ];
+      store = "/var/lib/narhub-spoke/store";
+    };
+
     client = {
       nix.settings.substituters = lib.mkForce [ ];
     };
@@ -95,7 +108,7 @@ in
 
     with subtest("spokes join with a write token and the Redis password from credentials"):
         token = hub.succeed("narhub-admin token create --cache main --perm write --name spokes").strip()
-        for spoke in [spoke1, spoke2]:
+        for spoke in [spoke1, spoke2, spoke3]:
             spoke.wait_for_unit("multi-user.target")
             spoke.succeed(f"umask 077; echo '{token}' > /var/lib/narhub-spoke-token")
             spoke.succeed("systemctl reset-failed narhub-spoke.service || true")
@@ -104,7 +117,9 @@ in
             unit = spoke.succeed("systemctl cat narhub-spoke.service")
             assert "${redisPassword}" not in unit, "the Redis password is in the spoke's unit"
             assert token not in unit, "the token is in the spoke's unit"
-        hub.wait_until_succeeds(f"test $({redis_cli} --scan --pattern 'narhub:spoke:*' | wc -l) -eq 2", timeout=120)
+        hub.wait_until_succeeds(f"test $({redis_cli} --scan --pattern 'narhub:spoke:*' | wc -l) -eq 3", timeout=120)
+        # A switch waits at most this long for a stopping spoke.
+        assert spoke1.succeed("systemctl show -P TimeoutStopUSec narhub-spoke.service").strip() == "1min"
 
     with subtest("the hub evaluates the flake and the spokes build its checks"):
         hub.succeed("mkdir -p /srv/demo && cp ${./hub-demo/flake.nix} /srv/demo/flake.nix && chmod -R a+rX /srv/demo")
@@ -116,6 +131,9 @@ in
         # Only spoke2 offers the feature `featured` needs.
         spoke2.succeed(f"nix-store --check-validity {expected['featured']}")
         spoke1.fail(f"nix-store --check-validity {expected['featured']}")
+        # Built in spoke3's chroot store, by the sandbox the spoke ran itself.
+        spoke3.succeed(f"nix-store --store /var/lib/narhub-spoke/store --check-validity {expected['chrooted']}")
+        spoke3.fail(f"nix-store --check-validity {expected['chrooted']}")
 
     with subtest("every output substitutes from the cache, trusting only its key"):
         key = json.loads(hub.succeed("narhub-admin cache info main --json"))["publicKeys"][0]
@@ -126,5 +144,16 @@ in
             )
         client.succeed(f"grep -q ' chain {expected['base']}' {expected['chain']}")
         client.succeed(f"grep -x featured {expected['featured']}")
+        client.succeed(f"grep -x chrooted {expected['chrooted']}")
+
+    with subtest("the cache keeps serving while Redis restarts, and the hub carries on after"):
+        pid = hub.succeed("systemctl show -P MainPID narhub.service").strip()
+        hub.succeed("systemctl stop redis-narhub.service")
+        hub.succeed("curl -fsS http://127.0.0.1:8080/main/nix-cache-info")
+        hub.succeed("systemctl start redis-narhub.service")
+        hub.wait_for_unit("redis-narhub.service")
+        assert hub.succeed("systemctl show -P MainPID narhub.service").strip() == pid, "narhub restarted with Redis"
+        evaluation = json.loads(hub.succeed("narhub-admin eval demo --wait --timeout 600 --json", timeout=660))
+        assert evaluation["status"] == "succeeded", evaluation
   '';
 }

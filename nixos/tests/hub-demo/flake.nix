@@ -36,6 +36,10 @@
           featured = mk "narhub-vm-featured" {
             requiredSystemFeatures = [ "narhub-vm-feature" ];
           } ''echo featured > "$out"'';
+          # Only the spoke with a chroot store offers this: it builds in Nix's sandbox itself.
+          chrooted = mk "narhub-vm-chrooted" {
+            requiredSystemFeatures = [ "narhub-vm-chroot-store" ];
+          } ''echo chrooted > "$out"'';
           wide-1 = mk "narhub-vm-wide-1" { } ''echo 1 > "$out"'';
           wide-2 = mk "narhub-vm-wide-2" { } ''echo 2 > "$out"'';
           wide-3 = mk "narhub-vm-wide-3" { } ''echo 3 > "$out"'';

@@ -11,6 +11,7 @@
   nixpkgsLib,
   scenario,
   secretsDir ? "/var/lib/secrets",
+  dataDir ? "/srv/narhub",
 }:
 
 let
@@ -30,7 +31,8 @@ let
   pkgs = {
     stdenv.hostPlatform.system = "x86_64-linux";
     git = fakePath "git-2.51.0";
-    util-linux = fakePath "util-linux-2.41";
+    openssh = fakePath "openssh-10.2p1";
+    coreutils = fakePath "coreutils-9.8";
     writeText = name: text: fakeDrv name { inherit text; };
     writeShellScript = name: text: fakeDrv name { inherit text; };
     writeShellScriptBin = name: text: fakeDrv name { inherit text; };
@@ -76,6 +78,14 @@ let
         type = types.listOf types.port;
         default = [ ];
       };
+      systemd.package = mkOption {
+        type = types.str;
+        default = fakePath "systemd-258.2";
+      };
+      services.redis.vmOverCommit = mkOption {
+        type = types.bool;
+        default = false;
+      };
       systemd.tmpfiles.rules = mkOption {
         type = types.listOf types.str;
         default = [ ];
@@ -103,12 +113,16 @@ let
       services.redis.servers = mkOption {
         type = types.attrsOf (
           types.submodule (
-            { name, ... }:
+            { name, config, ... }:
             {
               freeformType = freeform;
               options.user = mkOption {
                 type = types.str;
                 default = "redis-${name}";
+              };
+              options.group = mkOption {
+                type = types.str;
+                default = config.user;
               };
               options.unixSocket = mkOption {
                 type = types.nullOr types.str;
@@ -164,27 +178,18 @@ let
       services.narhub = {
         enable = true;
         package = narhubPackage;
-        address = "0.0.0.0";
-        port = 8443;
         openFirewall = true;
-        publicUrl = "https://cache.example.org";
-        logLevel = "debug";
-        maxNarSize = 1073741824;
-        gc = {
+        settings = {
+          listen = "0.0.0.0:8443";
+          publicUrl = "https://cache.example.org";
+          logLevel = "debug";
+          maxNarSize = 1073741824;
+          maxSmallFileSize = 1048576;
           pendingGracePeriod = 7200;
-          interval = 600;
-        };
-        caches = {
-          main.signingKeyFile = secret "main.secret";
-          team = {
-            private = true;
-            priority = 30;
-            recompressToZstd = true;
-          };
-        };
-        storage = {
-          type = "s3";
-          s3 = {
+          gcInterval = 600;
+          zstd.level = 9;
+          storage = {
+            type = "s3";
             bucket = "narhub-test";
             region = "eu-central-1";
             endpoint = "http://127.0.0.1:9000";
@@ -195,20 +200,24 @@ let
             secretAccessKeyFile = secret "s3-secret-access-key";
             sessionTokenFile = secret "s3-session-token";
           };
-        };
-        hub = {
-          enable = true;
-          redis = {
-            port = 6379;
-            bind = "0.0.0.0";
-            passwordFile = secret "redis-password";
-            openFirewall = true;
+          hub = {
+            enable = true;
+            evalWorkers = 2;
           };
         };
-        settings = {
-          maxSmallFileSize = 1048576;
-          zstd.level = 9;
-          hub.evalWorkers = 2;
+        caches = {
+          main.signingKeyFile = secret "main.secret";
+          team = {
+            private = true;
+            priority = 30;
+            recompressToZstd = true;
+          };
+        };
+        hub.redis = {
+          port = 6379;
+          bind = "0.0.0.0";
+          passwordFile = secret "redis-password";
+          openFirewall = true;
         };
       };
       services.narhub-spoke = {
@@ -228,6 +237,7 @@ let
         maxJobs = 4;
         timeout = 7200;
         maxSilent = 600;
+        stopTimeout = 30;
       };
     };
 
@@ -237,28 +247,51 @@ let
       services.narhub = {
         enable = true;
         package = narhubPackage;
-        address = "::1";
-        dataDir = "/srv/narhub";
-        storage = {
-          type = "s3";
-          s3 = {
+        awsSharedCredentialsFile = secret "aws-credentials";
+        settings = {
+          listen = "[::1]:8080";
+          dataDir = "/srv/narhub";
+          storage = {
+            type = "s3";
             bucket = "narhub-test";
-            credentialsFile = secret "aws-credentials";
           };
-        };
-        hub = {
-          enable = true;
-          redisUrlFile = secret "redis-url";
+          hub = {
+            enable = true;
+            redisUrlFile = secret "redis-url";
+          };
         };
       };
     };
 
-    # Local storage elsewhere, a hub on a local Redis reached through its socket (no password).
+    # Local storage elsewhere, a hub on a local Redis reached through its socket (no password),
+    # and a spoke beside it on the same socket.
     localHub = {
       services.narhub = {
         enable = true;
         package = narhubPackage;
-        port = 80;
+        settings = {
+          listen = "127.0.0.1:80";
+          storage.path = "/srv/narhub-store";
+          hub.enable = true;
+        };
+      };
+      services.narhub-spoke = {
+        enable = true;
+        package = narhubPackage;
+        hub = "http://127.0.0.1:80";
+        tokenFile = secret "spoke-token";
+        redisUrl = "redis://localhost/0?path=/run/redis-narhub/redis.sock";
+      };
+    };
+
+    # The options that became settings, under their old names.
+    renamed = {
+      services.narhub = {
+        enable = true;
+        package = narhubPackage;
+        dataDir = "/srv/narhub";
+        logLevel = "warn";
+        gc.interval = 60;
         storage.local.path = "/srv/narhub-store";
         hub.enable = true;
       };
@@ -287,7 +320,7 @@ let
       };
     };
 
-    # A spoke building in a chroot store of its own.
+    # A spoke building in a chroot store of its own, 32-bit builds included.
     spokeChroot = {
       services.narhub-spoke = {
         enable = true;
@@ -296,10 +329,54 @@ let
         tokenFile = secret "spoke-token";
         redisUrl = "redis://hub:6379/0";
         store = "/srv/spoke-store";
+        systems = [
+          "x86_64-linux"
+          "i686-linux"
+        ];
+      };
+    };
+
+    # What narhub-admin runs with: S3 key files and a signing key, data in `dataDir`.
+    admin = {
+      services.narhub = {
+        enable = true;
+        package = narhubPackage;
+        settings = {
+          inherit dataDir;
+          listen = "0.0.0.0:8081";
+          storage = {
+            type = "s3";
+            bucket = "narhub-test";
+            endpoint = "http://127.0.0.1:9";
+            forcePathStyle = true;
+            accessKeyIdFile = secret "s3-access-key-id";
+            secretAccessKeyFile = secret "s3-secret-access-key";
+          };
+        };
+        caches.main.signingKeyFile = secret "main.secret";
+      };
+    };
+
+    # Caches declared in two modules add up.
+    cachesFromTwoModules = {
+      imports = [
+        { services.narhub.caches.main.signingKeyFile = secret "main.secret"; }
+        { services.narhub.caches.team.private = true; }
+      ];
+      services.narhub = {
+        enable = true;
+        package = narhubPackage;
       };
     };
 
     # Mistakes the module must refuse.
+    zstdLevelOutOfRange = {
+      services.narhub = {
+        enable = true;
+        package = narhubPackage;
+        settings.zstd.level = 99;
+      };
+    };
     secretInStore = {
       services.narhub = {
         enable = true;
@@ -307,14 +384,23 @@ let
         caches.main.signingKeyFile = "/nix/store/${fakeHash}-main.secret";
       };
     };
+    s3SecretInStore = {
+      services.narhub = {
+        enable = true;
+        package = narhubPackage;
+        settings.storage = {
+          type = "s3";
+          bucket = "narhub-test";
+          accessKeyIdFile = "/nix/store/${fakeHash}-key-id";
+        };
+      };
+    };
     redisWithoutPassword = {
       services.narhub = {
         enable = true;
         package = narhubPackage;
-        hub = {
-          enable = true;
-          redis.port = 6379;
-        };
+        settings.hub.enable = true;
+        hub.redis.port = 6379;
       };
     };
     badCacheName = {
@@ -328,11 +414,18 @@ let
       services.narhub = {
         enable = true;
         package = narhubPackage;
-        storage.type = "s3";
-        storage.s3 = {
+        settings.storage = {
+          type = "s3";
           bucket = "narhub-test";
           accessKeyIdFile = secret "s3-access-key-id";
         };
+      };
+    };
+    s3WithoutBucket = {
+      services.narhub = {
+        enable = true;
+        package = narhubPackage;
+        settings.storage.type = "s3";
       };
     };
     spokeTwoRedisUrls = {
@@ -343,6 +436,58 @@ let
         tokenFile = secret "spoke-token";
         redisUrl = "redis://hub:6379/0";
         redisUrlFile = secret "spoke-redis-url";
+      };
+    };
+    redisUrlWithPassword = {
+      services.narhub = {
+        enable = true;
+        package = narhubPackage;
+        settings.hub = {
+          enable = true;
+          redisUrl = "redis://:hunter2@redis.internal:6379/0";
+        };
+      };
+      services.narhub-spoke = {
+        enable = true;
+        package = narhubPackage;
+        hub = "http://hub:8080";
+        tokenFile = secret "spoke-token";
+        redisUrl = "rediss://narhub:hunter2@hub:6380/0";
+      };
+    };
+    sharedDataDir = {
+      services.narhub = {
+        enable = true;
+        package = narhubPackage;
+        settings.dataDir = "/var/lib";
+      };
+    };
+    sharedStoragePath = {
+      services.narhub = {
+        enable = true;
+        package = narhubPackage;
+        settings.storage.path = "/srv/";
+      };
+    };
+    cachesInSettings = {
+      services.narhub = {
+        enable = true;
+        package = narhubPackage;
+        settings.caches = [ { name = "main"; } ];
+      };
+    };
+    badListen = {
+      services.narhub = {
+        enable = true;
+        package = narhubPackage;
+        settings.listen = "everywhere";
+      };
+    };
+    removedAddress = {
+      services.narhub = {
+        enable = true;
+        package = narhubPackage;
+        address = "0.0.0.0";
       };
     };
     # Evaluates fine; `narhub check-config` (the build-time check) must reject it.
@@ -366,30 +511,45 @@ let
   inherit (evaluated) config;
 
   service = name: config.systemd.services.${name} or null;
+  # Submodule values carry the module system's `_module` (with functions); nixos/config.nix
+  # leaves it out anyway.
+  withoutModuleArgs =
+    v:
+    if builtins.isAttrs v then
+      lib.mapAttrs (_: withoutModuleArgs) (removeAttrs v [ "_module" ])
+    else if builtins.isList v then
+      map withoutModuleArgs v
+    else
+      v;
   narhub = config.services.narhub;
 in
 {
   failedAssertions = map (a: a.message) (lib.filter (a: !a.assertion) config.assertions);
+  inherit (config) warnings;
   services = {
     narhub = service "narhub";
     narhub-spoke = service "narhub-spoke";
   };
   generatedConfig = if narhub.enable then narhub.generatedConfig else null;
+  configInputs = if narhub.enable then withoutModuleArgs narhub.configInputs else null;
   configFile = if narhub.enable then toString narhub.configFile else null;
   checkScript = if narhub.enable then narhub.configFile.script else null;
-  # Text of every stub script the services run (ExecStartPre), by store path.
+  # Text of every stub script the units run (ExecStartPre, and the programs on their PATH), and
+  # of the admin wrapper and its shim, by store path.
   scripts = lib.listToAttrs (
     map (s: lib.nameValuePair s.outPath s.text) (
       lib.filter (s: builtins.isAttrs s && s ? text) (
-        lib.concatMap (svc: lib.toList (svc.serviceConfig.ExecStartPre or [ ])) (
+        lib.concatMap (svc: lib.toList (svc.serviceConfig.ExecStartPre or [ ]) ++ svc.path or [ ]) (
           lib.attrValues config.systemd.services
         )
+        ++ lib.concatMap (p: [ p ] ++ lib.optional (p ? shim) p.shim) config.environment.systemPackages
       )
     )
   );
   adminWrapper = map (p: p.text or p) config.environment.systemPackages;
   inherit (config.users) users groups;
   redis = config.services.redis.servers;
+  redisVmOverCommit = config.services.redis.vmOverCommit;
   firewall = config.networking.firewall.allowedTCPPorts;
   tmpfiles = config.systemd.tmpfiles.rules;
   nixSettings = config.nix.settings;
