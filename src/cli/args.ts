@@ -1,49 +1,22 @@
-import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { DURATION_SYNTAX, parseDuration } from '../units.js';
 import { UsageError } from './usage-error.js';
 
-type Options = NonNullable<ParseArgsConfig['options']>;
-
-/** Strict flag parsing: an unknown flag, a missing value or a stray argument is a UsageError. */
-export function parseFlags<O extends Options>(
-  argv: string[],
-  options: O,
-  positionals: { min: number; max: number; names: string },
-) {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      options: { ...options, help: { type: 'boolean', short: 'h' } },
-      strict: true,
-      allowPositionals: true,
-    });
-  } catch (err) {
-    throw new UsageError((err as Error).message.split('\n')[0]!);
-  }
-  if ((parsed.values as Record<string, unknown>).help) throw new UsageError('');
-  const count = parsed.positionals.length;
-  if (count < positionals.min) throw new UsageError(`missing ${positionals.names}`);
-  if (count > positionals.max)
-    throw new UsageError(`unexpected argument ${JSON.stringify(parsed.positionals[positionals.max])}`);
-  return {
-    values: parsed.values as { [K in keyof O]?: O[K]['type'] extends 'boolean' ? boolean : string },
-    positionals: parsed.positionals,
-  };
-}
-
-/** `30d`, `12h`, `90m`, `2w`, `1y` or an ISO date, as an absolute time in ms. */
+/** `30d`, `12h`, `90m`, `2w`, `1y` (src/units.ts) from now, or an ISO date, as an absolute time in ms. */
 export function parseExpiry(text: string, now = Date.now()): number {
-  const m = /^(\d+)([mhdwy])$/.exec(text);
-  if (m) {
-    const unit = { m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000, y: 31_536_000_000 }[
-      m[2] as 'm' | 'h' | 'd' | 'w' | 'y'
-    ];
-    return now + Number(m[1]) * unit;
-  }
+  // A bare number would be seconds from now: too easy to mistake for a date, so it needs a unit.
+  const seconds = /^\d+$/.test(text) ? undefined : parseDuration(text);
+  if (seconds !== undefined) return now + seconds * 1000;
   const date = Date.parse(text);
   if (Number.isNaN(date))
     throw new UsageError(`invalid --expires ${JSON.stringify(text)}: use e.g. 30d, 12h, 90m or an ISO date`);
   return date;
+}
+
+/** Seconds from a duration flag: `90`, `15m`, `2h`. */
+export function parseDurationFlag(text: string, flag: string): number {
+  const seconds = parseDuration(text);
+  if (seconds === undefined) throw new UsageError(`${flag} needs ${DURATION_SYNTAX}, got ${JSON.stringify(text)}`);
+  return seconds;
 }
 
 export function parseInteger(text: string, flag: string): number {

@@ -9,7 +9,6 @@ export interface HubClientOptions {
 }
 
 export const DEFAULT_SERVER = 'http://127.0.0.1:8080';
-export const CLIENT_FLAGS = { server: { type: 'string' }, token: { type: 'string' } } as const;
 
 /**
  * `--server` (else $NARHUB_SERVER, else http://127.0.0.1:8080); the token from `--token`, else

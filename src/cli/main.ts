@@ -1,101 +1,112 @@
 #!/usr/bin/env node
 import { isNarhubError } from '../errors.js';
 import type { Config } from '../config/schema.js';
-import { parseFlags } from './args.js';
+import { type CommandSpec, HelpRequested, helpText, parseCommand, wantsHelp } from './command-spec.js';
+import { findCommand } from './specs/index.js';
 import { UsageError } from './usage-error.js';
-import { USAGE } from './usage.js';
+import { helpFor, overview, shortOverview, usageOf } from './usage.js';
 
 // Each command is imported when it runs, and imports only what it needs: `narhub push` or
 // `narhub token` must not pay for loading Fastify, the AWS SDK or BullMQ (~0.5 s and ~70 MB).
 
-/** Splits the flags every data-directory command shares from the command's own. */
-function takeCommon(argv: string[]): { rest: string[]; dataDir?: string; configFile?: string; listen?: string } {
-  const rest: string[] = [];
-  const found: { dataDir?: string; configFile?: string; listen?: string } = {};
-  const names: Record<string, 'dataDir' | 'configFile' | 'listen'> = {
-    '--data-dir': 'dataDir',
-    '--config': 'configFile',
-    '--listen': 'listen',
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    const eq = arg.indexOf('=');
-    const flag = eq > 0 ? arg.slice(0, eq) : arg;
-    const key = names[flag];
-    if (!key) {
-      rest.push(arg);
-      continue;
-    }
-    const value = eq > 0 ? arg.slice(eq + 1) : argv[++i];
-    if (value === undefined || value === '') throw new UsageError(`${flag} needs a value`);
-    found[key] = value;
-  }
-  return { rest, ...found };
-}
+/** Thrown for `narhub` alone or an unknown command: the list of commands is the usage then. */
+class NoCommand extends Error {}
 
 async function main(argv: string[]): Promise<number> {
-  const [command, ...args] = argv;
-  const { rest, dataDir, configFile, listen } = takeCommon(args);
+  const [word, ...words] = argv;
+  if (word === 'help' || word === '--help' || word === '-h') {
+    if (words.length === 0 || word !== 'help') {
+      process.stdout.write(`${overview()}\n`);
+      return 0;
+    }
+    const help = helpFor(words);
+    if (help === undefined) throw new NoCommand(`no command ${JSON.stringify(words.join(' '))}`);
+    process.stdout.write(`${help}\n`);
+    return 0;
+  }
+  const found = findCommand(argv);
+  if (found === undefined)
+    throw new NoCommand(word === undefined ? 'missing command' : `unknown command ${JSON.stringify(word)}`);
+  if ('group' in found) {
+    if (found.sub === undefined && wantsHelp(argv)) {
+      process.stdout.write(`${helpFor([found.word])}\n`);
+      return 0;
+    }
+    const subs = found.group.map((c) => c.name.split(' ')[1]).join(', ');
+    throw new GroupUsage(
+      found.sub === undefined
+        ? `missing ${found.word} subcommand (${subs})`
+        : `unknown ${found.word} subcommand ${JSON.stringify(found.sub)} (${subs})`,
+      found.group,
+    );
+  }
+  const { spec, rest } = found;
+  try {
+    return await run(spec, rest);
+  } catch (err) {
+    // A usage error thrown inside a command is about that command.
+    if (err instanceof UsageError && err.spec === undefined) throw new UsageError(err.message, spec);
+    throw err;
+  }
+}
+
+class GroupUsage extends Error {
+  constructor(
+    message: string,
+    readonly group: CommandSpec[],
+  ) {
+    super(message);
+  }
+}
+
+async function run(spec: CommandSpec, rest: string[]): Promise<number> {
+  // Parsed here for the flags main needs, and to refuse a bad command line before loading anything.
+  const { values } = parseCommand(spec, rest);
+  const flag = (name: string) => values[name] as string | undefined;
   // The config (and its schema library) is loaded only by the commands that read it.
   const config = async (): Promise<Config> =>
-    (await import('../config/load.js')).loadConfig({ file: configFile, overrides: { dataDir, listen } });
-  const noListen = () => {
-    if (listen) throw new UsageError('--listen is only for serve');
-  };
-  switch (command) {
+    (await import('../config/load.js')).loadConfig({
+      file: flag('config'),
+      overrides: { dataDir: flag('data-dir'), listen: flag('listen') },
+    });
+  const sub = spec.name.split(' ').slice(1);
+  const args = [...sub, ...rest];
+  switch (spec.name.split(' ')[0]) {
     case 'serve': {
-      const { values } = parseFlags(rest, { 'redis-url': { type: 'string' } }, { min: 0, max: 0, names: '' });
       const { withRedisUrl } = await import('./hub-runtime.js');
       const { serve } = await import('./commands/serve.js');
-      await serve(withRedisUrl(await config(), values['redis-url']));
+      await serve(withRedisUrl(await config(), flag('redis-url')));
       return process.exitCode === undefined ? 0 : Number(process.exitCode);
     }
     case 'cache':
-      noListen();
-      await (await import('./commands/cache.js')).cacheCommand(rest, config, process.stdout);
+      await (await import('./commands/cache.js')).cacheCommand(args, config, process.stdout);
       return 0;
     case 'token':
-      noListen();
-      await (await import('./commands/token.js')).tokenCommand(rest, config, process.stdout);
+      await (await import('./commands/token.js')).tokenCommand(args, config, process.stdout);
       return 0;
     case 'reindex':
-      noListen();
-      await (await import('./commands/reindex.js')).reindexCommand(rest, config, process.stdout, process.stderr);
+      await (await import('./commands/reindex.js')).reindexCommand(args, config, process.stdout, process.stderr);
       return 0;
     case 'check-config':
-      if (dataDir || listen) throw new UsageError('check-config takes no --data-dir or --listen');
-      await (await import('./commands/check-config.js')).checkConfigCommand(rest, configFile, process.stdout);
+      await (await import('./commands/check-config.js')).checkConfigCommand(args, process.stdout);
       return 0;
     case 'push':
-      if (dataDir || configFile || listen) throw new UsageError('push takes no --data-dir, --config or --listen');
-      return (await import('./commands/push.js')).pushCommand(rest, process.stderr);
+      return (await import('./commands/push.js')).pushCommand(args, process.stderr);
     case 'project':
-      noListen();
-      await (await import('./commands/project.js')).projectCommand(rest, config, process.stdout);
+      await (await import('./commands/project.js')).projectCommand(args, config, process.stdout);
       return 0;
     case 'eval':
-      noListen();
-      return (await import('./commands/eval.js')).evalCommand(rest, config, process.stdout, process.stderr);
+      return (await import('./commands/eval.js')).evalCommand(args, config, process.stdout, process.stderr);
     case 'build':
-      noListen();
-      await (await import('./commands/build.js')).buildCommand(rest, config, process.stdout);
+      await (await import('./commands/build.js')).buildCommand(args, config, process.stdout);
       return 0;
     case 'spoke':
-      if (dataDir || configFile || listen) throw new UsageError('spoke takes no --data-dir, --config or --listen');
-      return (await import('./commands/spoke.js')).spokeCommand(rest);
+      return (await import('./commands/spoke.js')).spokeCommand(args);
     case 'keygen':
-      if (dataDir || configFile || listen) throw new UsageError('keygen takes no --data-dir, --config or --listen');
-      (await import('./commands/keygen.js')).keygenCommand(rest, process.stdout);
-      return 0;
-    case undefined:
-      throw new UsageError('missing command');
-    case 'help':
-    case '--help':
-    case '-h':
-      process.stdout.write(`${USAGE}\n`);
+      (await import('./commands/keygen.js')).keygenCommand(args, process.stdout);
       return 0;
     default:
-      throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+      throw new Error(`no runner for ${spec.name}`);
   }
 }
 
@@ -104,9 +115,18 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (err: unknown) => {
-    if (err instanceof UsageError) {
-      if (err.message) process.stderr.write(`narhub: ${err.message}\n`);
-      process.stderr.write(`${USAGE}\n`);
+    if (err instanceof HelpRequested) {
+      process.stdout.write(`${helpText(err.spec)}\n`);
+      process.exitCode = 0;
+    } else if (err instanceof UsageError || err instanceof GroupUsage || err instanceof NoCommand) {
+      process.stderr.write(`narhub: ${err.message}\n`);
+      const usage =
+        err instanceof UsageError && err.spec
+          ? usageOf([err.spec])
+          : err instanceof GroupUsage
+            ? usageOf(err.group)
+            : shortOverview();
+      process.stderr.write(`${usage}\n`);
       process.exitCode = 2;
     } else if (isNarhubError(err)) {
       process.stderr.write(`narhub: ${err.message}\n`);

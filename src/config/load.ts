@@ -3,6 +3,7 @@ import { resolve } from 'node:path';
 import type { TSchema } from '@sinclair/typebox';
 import { Value, type ValueError } from '@sinclair/typebox/value';
 import { NarhubError } from '../errors.js';
+import { DURATION_SYNTAX, parseDuration, parseSize, SIZE_SYNTAX } from '../units.js';
 import { ConfigSchema, type Config } from './schema.js';
 
 export interface ConfigSources {
@@ -22,6 +23,7 @@ export function parseConfig(raw: unknown): Config {
     input.zstd ??= {};
     input.hub ??= {};
   }
+  withUnits(ConfigSchema, input, '');
   const withDefaults = Value.Default(ConfigSchema, input);
   const errors = [...Value.Errors(ConfigSchema, withDefaults)].flatMap((e) => explainUnion(e));
   if (errors.length > 0) {
@@ -51,6 +53,32 @@ export function parseConfig(raw: unknown): Config {
   }
   parseListen(config.listen);
   return config;
+}
+
+/** Replaces, in place, `64G` and `30d` in the fields the schema marks with a unit by bytes and seconds. */
+function withUnits(schema: TSchema, value: unknown, key: string): void {
+  if (typeof value !== 'object' || value === null) return;
+  const s = schema as { properties?: Record<string, TSchema>; items?: TSchema; anyOf?: TSchema[] };
+  for (const variant of s.anyOf ?? []) withUnits(variant, value, key);
+  if (Array.isArray(value)) {
+    if (s.items) for (const [i, item] of value.entries()) withUnits(s.items, item, `${key}.${i}`);
+    return;
+  }
+  const object = value as Record<string, unknown>;
+  for (const [name, field] of Object.entries(s.properties ?? {})) {
+    const path = key === '' ? name : `${key}.${name}`;
+    const unit = (field as { unit?: 'size' | 'duration' }).unit;
+    const text = object[name];
+    if (unit !== undefined && typeof text === 'string') {
+      const parsed = unit === 'size' ? parseSize(text) : parseDuration(text);
+      if (parsed === undefined)
+        throw new NarhubError(
+          'CONFIG_INVALID',
+          `invalid config: ${path}: ${JSON.stringify(text)} is not ${unit === 'size' ? SIZE_SYNTAX : DURATION_SYNTAX}`,
+        );
+      object[name] = parsed;
+    } else withUnits(field, text, path);
+  }
 }
 
 /**

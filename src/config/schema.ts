@@ -4,6 +4,8 @@ import { Type, type Static } from '@sinclair/typebox';
  * The one source of truth for narhub's settings. A JSON config file (what the NixOS module
  * writes) is checked against this schema; unknown keys are errors, so a typo fails loudly.
  * Secrets are never values here: only paths to files holding them (`*File`).
+ * Integers marked `unit: 'size'` or `unit: 'duration'` may also be written as `64G` or `30d`
+ * (src/units.ts); config/load.ts turns those into bytes or seconds before validating.
  */
 const CacheDecl = Type.Object(
   {
@@ -21,7 +23,8 @@ const CacheDecl = Type.Object(
       default: 300,
       minimum: 1,
       maximum: 604_800,
-      description: 'Seconds a presigned NAR URL stays valid.',
+      unit: 'duration',
+      description: 'How long a presigned NAR URL stays valid: seconds, or a duration such as 5m.',
     }),
     recompressToZstd: Type.Boolean({
       default: false,
@@ -60,7 +63,8 @@ const S3Storage = Type.Object(
     partSize: Type.Integer({
       default: 16 * 1024 ** 2,
       minimum: 5 * 1024 ** 2,
-      description: 'Multipart part size in bytes.',
+      unit: 'size',
+      description: 'Multipart part size: bytes, or a size such as 16M.',
     }),
     queueSize: Type.Integer({ default: 4, minimum: 1, maximum: 64, description: 'Parts uploaded in parallel.' }),
   },
@@ -82,7 +86,12 @@ const Hub = Type.Object(
     redisUrlFile: Type.Optional(
       Type.String({ description: 'File holding the Redis URL (when it carries a password).' }),
     ),
-    evalTimeout: Type.Integer({ default: 600, minimum: 1, description: 'Seconds an evaluation may take.' }),
+    evalTimeout: Type.Integer({
+      default: 600,
+      minimum: 1,
+      unit: 'duration',
+      description: 'How long an evaluation may take: seconds, or a duration such as 10m.',
+    }),
     evalMemoryMb: Type.Integer({
       default: 4096,
       minimum: 64,
@@ -101,12 +110,14 @@ const Hub = Type.Object(
     buildTimeout: Type.Integer({
       default: 36_000,
       minimum: 1,
-      description: 'Default wall-clock limit of a build, seconds.',
+      unit: 'duration',
+      description: 'Default wall-clock limit of a build: seconds, or a duration such as 10h.',
     }),
     maxSilent: Type.Integer({
       default: 3_600,
       minimum: 1,
-      description: 'Default limit on a build printing nothing, seconds.',
+      unit: 'duration',
+      description: 'Default limit on a build printing nothing: seconds, or a duration such as 1h.',
     }),
     buildAttempts: Type.Integer({
       default: 3,
@@ -142,27 +153,34 @@ export const ConfigSchema = Type.Object(
     maxNarSize: Type.Integer({
       default: 64 * 1024 ** 3,
       minimum: 1,
-      description: 'Largest accepted NAR upload, in bytes.',
+      unit: 'size',
+      description: 'Largest accepted NAR upload: bytes, or a size such as 64G.',
     }),
     maxSmallFileSize: Type.Integer({
       default: 64 * 1024 ** 2,
       minimum: 1,
-      description: 'Largest narinfo, log, listing or realisation upload.',
+      unit: 'size',
+      description: 'Largest narinfo, log, listing or realisation upload: bytes, or a size such as 64M.',
     }),
     pendingGracePeriod: Type.Integer({
       default: 86_400,
       minimum: 0,
-      description: 'Seconds an unclaimed NAR upload is kept.',
+      unit: 'duration',
+      description: 'How long an unclaimed NAR upload is kept: seconds, or a duration such as 1d.',
     }),
     gcInterval: Type.Integer({
       default: 3_600,
       minimum: 1,
-      description: 'Seconds between sweeps of unclaimed uploads.',
+      unit: 'duration',
+      description: 'Time between sweeps of unclaimed uploads: seconds, or a duration such as 1h.',
     }),
     supersededGracePeriod: Type.Integer({
       default: 40 * 86_400,
       minimum: 0,
-      description: 'Seconds a NAR replaced by its zstd recompression stays served (Nix caches narinfos for 30 days).',
+      unit: 'duration',
+      description:
+        'How long a NAR replaced by its zstd recompression stays served (Nix caches narinfos for 30 days): ' +
+        'seconds, or a duration such as 40d.',
     }),
     caches: Type.Array(CacheDecl, { default: [], description: 'Caches to create (or update) at start.' }),
     storage: Type.Union([LocalStorage, S3Storage]),

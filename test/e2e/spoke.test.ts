@@ -221,7 +221,7 @@ async function heartbeatOf(env: Env, id: string): Promise<SpokeHeartbeat | undef
 
 describe('narhub spoke', { concurrency: 1 }, () => {
   test('usage errors exit 2', async () => {
-    const missing = await runCli(['spoke', '--hub', server.url]);
+    const missing = await runCli(['spoke', '--hub', server.url, '--systems', 'x86_64-linux']);
     assert.equal(missing.code, 2, missing.stderr);
     assert.match(missing.stderr, /missing --redis-url/);
     const both = await runCli([

@@ -1,7 +1,8 @@
 import type { Config } from '../../config/schema.js';
 import type { BuildView } from '../../hub/views.js';
-import { parseFlags } from '../args.js';
-import { CLIENT_FLAGS, clientOptions, createHubClient } from '../hub-client.js';
+import { parseCommand } from '../command-spec.js';
+import { clientOptions, createHubClient } from '../hub-client.js';
+import { BUILD_CANCEL, BUILD_LIST, BUILD_LOG, BUILD_RESTART, BUILD_SHOW } from '../specs/build.js';
 import { UsageError } from '../usage-error.js';
 
 function describe(b: BuildView): string {
@@ -34,11 +35,8 @@ export async function buildCommand(
     case 'show':
     case 'restart':
     case 'cancel': {
-      const { values, positionals } = parseFlags(
-        rest,
-        { ...CLIENT_FLAGS, json: { type: 'boolean' } },
-        { min: 1, max: 1, names: 'DRV_HASH|DRV_PATH' },
-      );
+      const spec = sub === 'show' ? BUILD_SHOW : sub === 'restart' ? BUILD_RESTART : BUILD_CANCEL;
+      const { values, positionals } = parseCommand(spec, rest);
       const c = await client(values);
       const b =
         sub === 'show'
@@ -48,11 +46,7 @@ export async function buildCommand(
       return;
     }
     case 'log': {
-      const { values, positionals } = parseFlags(
-        rest,
-        { ...CLIENT_FLAGS, follow: { type: 'boolean' } },
-        { min: 1, max: 1, names: 'DRV_HASH|DRV_PATH' },
-      );
+      const { values, positionals } = parseCommand(BUILD_LOG, rest);
       const c = await client(values);
       if (!values.follow) {
         for await (const chunk of c.stream(`/builds/${key(positionals[0]!)}/log`, 'text/plain')) out.write(chunk);
@@ -80,11 +74,7 @@ export async function buildCommand(
       return;
     }
     case 'list': {
-      const { values } = parseFlags(
-        rest,
-        { ...CLIENT_FLAGS, status: { type: 'string' }, 'out-path': { type: 'string' }, json: { type: 'boolean' } },
-        { min: 0, max: 0, names: '' },
-      );
+      const { values } = parseCommand(BUILD_LIST, rest);
       const q = new URLSearchParams();
       if (values.status) q.set('status', values.status);
       if (values['out-path']) q.set('outPath', values['out-path']);

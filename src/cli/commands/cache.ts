@@ -1,5 +1,7 @@
 import type { Config } from '../../config/schema.js';
-import { parseFlags, parseInteger } from '../args.js';
+import { parseInteger } from '../args.js';
+import { parseCommand } from '../command-spec.js';
+import { CACHE_CREATE, CACHE_INFO, CACHE_LIST } from '../specs/cache.js';
 import { openRuntime } from '../runtime.js';
 import { UsageError } from '../usage-error.js';
 
@@ -12,11 +14,7 @@ export async function cacheCommand(
   const [sub, ...rest] = argv;
   switch (sub) {
     case 'create': {
-      const { values, positionals } = parseFlags(
-        rest,
-        { private: { type: 'boolean' }, priority: { type: 'string' } },
-        { min: 1, max: 1, names: 'NAME' },
-      );
+      const { values, positionals } = parseCommand(CACHE_CREATE, rest);
       const priority = values.priority === undefined ? 40 : parseInteger(values.priority, '--priority');
       if (priority < 0) throw new UsageError('--priority must not be negative');
       const runtime = await openRuntime(await loadConfig());
@@ -32,7 +30,7 @@ export async function cacheCommand(
       return;
     }
     case 'list': {
-      const { values } = parseFlags(rest, { json: { type: 'boolean' } }, { min: 0, max: 0, names: '' });
+      const { values } = parseCommand(CACHE_LIST, rest);
       const runtime = await openRuntime(await loadConfig());
       try {
         const caches = runtime.service.registry.list().map((c) => runtime.service.registry.info(c.name));
@@ -48,11 +46,7 @@ export async function cacheCommand(
       return;
     }
     case 'info': {
-      const { values, positionals } = parseFlags(
-        rest,
-        { json: { type: 'boolean' } },
-        { min: 1, max: 1, names: 'NAME' },
-      );
+      const { values, positionals } = parseCommand(CACHE_INFO, rest);
       const runtime = await openRuntime(await loadConfig());
       try {
         const info = runtime.service.registry.info(positionals[0]!);

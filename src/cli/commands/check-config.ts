@@ -4,7 +4,8 @@ import type { Config } from '../../config/schema.js';
 import { readS3CredentialFiles } from '../../config/s3-credentials.js';
 import { NarhubError, isNarhubError } from '../../errors.js';
 import { parseSecretKey } from '../../nix/signing.js';
-import { parseFlags } from '../args.js';
+import { parseCommand } from '../command-spec.js';
+import { CHECK_CONFIG } from '../specs/check-config.js';
 import { UsageError } from '../usage-error.js';
 
 /**
@@ -17,16 +18,9 @@ import { UsageError } from '../usage-error.js';
  * Nothing is opened or created in the data directory. A problem is a CONFIG_INVALID error
  * naming the key at fault (stderr, exit 1).
  */
-export async function checkConfigCommand(
-  argv: string[],
-  configFlag: string | undefined,
-  out: NodeJS.WritableStream,
-): Promise<void> {
-  const { values, positionals } = parseFlags(
-    argv,
-    { 'no-secrets': { type: 'boolean' } },
-    { min: 0, max: 1, names: 'FILE' },
-  );
+export async function checkConfigCommand(argv: string[], out: NodeJS.WritableStream): Promise<void> {
+  const { values, positionals } = parseCommand(CHECK_CONFIG, argv);
+  const configFlag = values.config;
   if (positionals.length === 1 && configFlag !== undefined)
     throw new UsageError('give the config FILE once, either as an argument or as --config');
   const file = positionals[0] ?? configFlag;

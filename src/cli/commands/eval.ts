@@ -1,8 +1,11 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Config } from '../../config/schema.js';
 import type { EvaluationView } from '../../hub/views.js';
-import { parseFlags, parseInteger } from '../args.js';
-import { CLIENT_FLAGS, clientOptions, createHubClient } from '../hub-client.js';
+import { formatDuration } from '../../units.js';
+import { parseDurationFlag, parseInteger } from '../args.js';
+import { parseCommand } from '../command-spec.js';
+import { EVAL } from '../specs/eval.js';
+import { clientOptions, createHubClient } from '../hub-client.js';
 
 const FINISHED = new Set(['succeeded', 'failed', 'cancelled']);
 
@@ -29,23 +32,11 @@ export async function evalCommand(
   out: NodeJS.WritableStream,
   err: NodeJS.WritableStream,
 ): Promise<number> {
-  const { values, positionals } = parseFlags(
-    argv,
-    {
-      ...CLIENT_FLAGS,
-      ref: { type: 'string' },
-      priority: { type: 'string' },
-      wait: { type: 'boolean' },
-      timeout: { type: 'string' },
-      interval: { type: 'string' },
-      json: { type: 'boolean' },
-    },
-    { min: 1, max: 1, names: 'PROJECT' },
-  );
+  const { values, positionals } = parseCommand(EVAL, argv);
   const client = createHubClient(await clientOptions(values, async () => (await loadConfig()).dataDir));
   const priority = values.priority === undefined ? undefined : parseInteger(values.priority, '--priority');
-  const timeout = values.timeout === undefined ? undefined : parseInteger(values.timeout, '--timeout');
-  const interval = values.interval === undefined ? 1 : Math.max(1, parseInteger(values.interval, '--interval'));
+  const timeout = values.timeout === undefined ? undefined : parseDurationFlag(values.timeout, '--timeout');
+  const interval = values.interval === undefined ? 1 : Math.max(1, parseDurationFlag(values.interval, '--interval'));
   let e = await client.post<EvaluationView>(`/projects/${encodeURIComponent(positionals[0]!)}/evaluations`, {
     ref: values.ref,
     priority,
@@ -66,7 +57,7 @@ export async function evalCommand(
     last = line;
     if (FINISHED.has(e.status)) break;
     if (Date.now() >= deadline) {
-      err.write(`narhub: evaluation ${e.id} has not ended after ${timeout} s\n`);
+      err.write(`narhub: evaluation ${e.id} has not ended after ${formatDuration(timeout!)}\n`);
       out.write(values.json ? `${JSON.stringify(e, null, 2)}\n` : `${summary(e)}\n`);
       return 1;
     }

@@ -1,7 +1,9 @@
 import type { Config } from '../../config/schema.js';
 import type { EvaluationView, ProjectView } from '../../hub/views.js';
-import { parseFlags, parseInteger } from '../args.js';
-import { CLIENT_FLAGS, clientOptions, createHubClient } from '../hub-client.js';
+import { parseInteger } from '../args.js';
+import { parseCommand } from '../command-spec.js';
+import { clientOptions, createHubClient } from '../hub-client.js';
+import { PROJECT_CREATE, PROJECT_DELETE, PROJECT_LIST, PROJECT_SHOW, PROJECT_UPDATE } from '../specs/project.js';
 import { UsageError } from '../usage-error.js';
 
 const list = (v: string | undefined) =>
@@ -11,17 +13,6 @@ const list = (v: string | undefined) =>
         .split(',')
         .map((s) => s.trim())
         .filter((s) => s !== '');
-
-const SETTINGS = {
-  ...CLIENT_FLAGS,
-  flake: { type: 'string' },
-  ref: { type: 'string' },
-  systems: { type: 'string' },
-  attrs: { type: 'string' },
-  cache: { type: 'string' },
-  priority: { type: 'string' },
-  json: { type: 'boolean' },
-} as const;
 
 function describe(p: ProjectView): string {
   return [
@@ -46,7 +37,8 @@ export async function projectCommand(
   switch (sub) {
     case 'create':
     case 'update': {
-      const { values, positionals } = parseFlags(rest, SETTINGS, { min: 1, max: 1, names: 'NAME' });
+      const { values, positionals } =
+        sub === 'create' ? parseCommand(PROJECT_CREATE, rest) : parseCommand(PROJECT_UPDATE, rest);
       const name = positionals[0]!;
       const body = {
         flake: values.flake,
@@ -58,7 +50,7 @@ export async function projectCommand(
       };
       let p: ProjectView;
       if (sub === 'create') {
-        if (!values.flake) throw new UsageError('missing --flake');
+        if (!values.flake) throw new UsageError('--flake must not be empty');
         p = await (await client(values)).post<ProjectView>('/projects', { name, ...body, cache: body.cache ?? 'main' });
       } else {
         p = await (await client(values)).patch<ProjectView>(
@@ -70,11 +62,7 @@ export async function projectCommand(
       return;
     }
     case 'list': {
-      const { values } = parseFlags(
-        rest,
-        { ...CLIENT_FLAGS, json: { type: 'boolean' } },
-        { min: 0, max: 0, names: '' },
-      );
+      const { values } = parseCommand(PROJECT_LIST, rest);
       const { projects } = await (await client(values)).get<{ projects: ProjectView[] }>('/projects');
       if (values.json) out.write(`${JSON.stringify(projects, null, 2)}\n`);
       else
@@ -83,11 +71,7 @@ export async function projectCommand(
       return;
     }
     case 'show': {
-      const { values, positionals } = parseFlags(
-        rest,
-        { ...CLIENT_FLAGS, json: { type: 'boolean' } },
-        { min: 1, max: 1, names: 'NAME' },
-      );
+      const { values, positionals } = parseCommand(PROJECT_SHOW, rest);
       const c = await client(values);
       const name = encodeURIComponent(positionals[0]!);
       const p = await c.get<ProjectView>(`/projects/${name}`);
@@ -109,7 +93,7 @@ export async function projectCommand(
       return;
     }
     case 'delete': {
-      const { values, positionals } = parseFlags(rest, CLIENT_FLAGS, { min: 1, max: 1, names: 'NAME' });
+      const { values, positionals } = parseCommand(PROJECT_DELETE, rest);
       await (await client(values)).delete(`/projects/${encodeURIComponent(positionals[0]!)}`);
       out.write(`deleted project ${positionals[0]}\n`);
       return;

@@ -4,7 +4,9 @@ import { defaultNetrcFiles, netrcCredentials } from '../../push/netrc.js';
 import { formatBytes, lineProgress, ttyProgress, type ProgressStream } from '../../push/progress.js';
 import { push } from '../../push/push.js';
 import { PushFailure } from '../../push/retry.js';
-import { parseFlags, parseInteger } from '../args.js';
+import { parseInteger } from '../args.js';
+import { parseCommand } from '../command-spec.js';
+import { PUSH } from '../specs/push.js';
 import { UsageError } from '../usage-error.js';
 
 /**
@@ -18,16 +20,7 @@ export async function pushCommand(
   err: ProgressStream,
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<number> {
-  const { values, positionals } = parseFlags(
-    argv,
-    {
-      jobs: { type: 'string', short: 'j' },
-      retries: { type: 'string' },
-      token: { type: 'string' },
-      netrc: { type: 'string' },
-    },
-    { min: 2, max: Number.MAX_SAFE_INTEGER, names: 'CACHE_URL and at least one PATH' },
-  );
+  const { values, positionals } = parseCommand(PUSH, argv);
   const jobs = values.jobs === undefined ? 4 : parseInteger(values.jobs, '--jobs');
   if (jobs < 1 || jobs > 64) throw new UsageError('--jobs must be between 1 and 64');
   const retries = values.retries === undefined ? 4 : parseInteger(values.retries, '--retries');

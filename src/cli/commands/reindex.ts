@@ -1,7 +1,8 @@
 import { join } from 'node:path';
 import { reindex, type ReindexSummary } from '../../cache/reindex.js';
 import type { Config } from '../../config/schema.js';
-import { parseFlags } from '../args.js';
+import { parseCommand } from '../command-spec.js';
+import { REINDEX } from '../specs/reindex.js';
 import { openRuntime } from '../runtime.js';
 
 /**
@@ -16,11 +17,7 @@ export async function reindexCommand(
   out: NodeJS.WritableStream,
   err: NodeJS.WritableStream,
 ): Promise<void> {
-  const { values } = parseFlags(
-    argv,
-    { cache: { type: 'string' }, public: { type: 'boolean' } },
-    { min: 0, max: 0, names: '' },
-  );
+  const { values } = parseCommand(REINDEX, argv);
   const config = await loadConfig();
   const declared = new Map(config.caches.map((c) => [c.name, c]));
   const runtime = await openRuntime(config);

@@ -3,7 +3,9 @@ import { hostname } from 'node:os';
 import { createLogger } from '../../logger.js';
 import { SPOKE_DEFAULTS, type SpokeOptions } from '../../spoke/options.js';
 import { startSpoke } from '../../spoke/spoke.js';
-import { parseFlags, parseInteger } from '../args.js';
+import { parseDurationFlag, parseInteger } from '../args.js';
+import { parseCommand } from '../command-spec.js';
+import { SPOKE } from '../specs/spoke.js';
 import { UsageError } from '../usage-error.js';
 
 const SYSTEM_RE = /^[A-Za-z0-9_.-]+-[A-Za-z0-9_.-]+$/;
@@ -46,30 +48,7 @@ function whole(text: string | undefined, flag: string, fallback: number, min: nu
 
 /** Parses `narhub spoke` flags (and $NARHUB_TOKEN, $NARHUB_REDIS_URL) into SpokeOptions. */
 export function parseSpokeArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): SpokeOptions {
-  const s = { type: 'string' } as const;
-  const { values } = parseFlags(
-    argv,
-    {
-      hub: s,
-      token: s,
-      'token-file': s,
-      'redis-url': s,
-      systems: s,
-      features: s,
-      'max-jobs': s,
-      store: s,
-      timeout: s,
-      'max-silent': s,
-      id: s,
-      // Tuning, mostly for tests: not in the usage line (see README).
-      'lock-duration': s,
-      'stalled-interval': s,
-      'discover-interval': s,
-      'retry-delay': s,
-      'network-retries': s,
-    },
-    { min: 0, max: 0, names: '' },
-  );
+  const { values } = parseCommand(SPOKE, argv);
   const hubUrl = url(values.hub, '--hub', ['http:', 'https:']);
   const redisUrl = url(values['redis-url'] ?? env.NARHUB_REDIS_URL, '--redis-url', ['redis:', 'rediss:']);
 
@@ -106,8 +85,11 @@ export function parseSpokeArgs(argv: string[], env: NodeJS.ProcessEnv = process.
     features,
     maxJobs: whole(values['max-jobs'], '--max-jobs', SPOKE_DEFAULTS.maxJobs, 1),
     store,
-    timeout: whole(values.timeout, '--timeout', SPOKE_DEFAULTS.timeout, 0),
-    maxSilent: whole(values['max-silent'], '--max-silent', SPOKE_DEFAULTS.maxSilent, 0),
+    timeout: values.timeout === undefined ? SPOKE_DEFAULTS.timeout : parseDurationFlag(values.timeout, '--timeout'),
+    maxSilent:
+      values['max-silent'] === undefined
+        ? SPOKE_DEFAULTS.maxSilent
+        : parseDurationFlag(values['max-silent'], '--max-silent'),
     lockDuration: whole(values['lock-duration'], '--lock-duration', SPOKE_DEFAULTS.lockDuration, 1000),
     stalledInterval: whole(values['stalled-interval'], '--stalled-interval', SPOKE_DEFAULTS.stalledInterval, 100),
     discoverInterval: whole(values['discover-interval'], '--discover-interval', SPOKE_DEFAULTS.discoverInterval, 100),

@@ -1,6 +1,8 @@
 import type { Config } from '../../config/schema.js';
 import type { Permission } from '../../cache/tokens.js';
-import { parseExpiry, parseFlags } from '../args.js';
+import { parseExpiry } from '../args.js';
+import { parseCommand } from '../command-spec.js';
+import { TOKEN_CREATE, TOKEN_LIST, TOKEN_REVOKE } from '../specs/token.js';
 import { openRuntime } from '../runtime.js';
 import { UsageError } from '../usage-error.js';
 
@@ -15,19 +17,8 @@ export async function tokenCommand(
   const [sub, ...rest] = argv;
   switch (sub) {
     case 'create': {
-      const { values } = parseFlags(
-        rest,
-        {
-          cache: { type: 'string' },
-          perm: { type: 'string' },
-          name: { type: 'string' },
-          expires: { type: 'string' },
-          json: { type: 'boolean' },
-        },
-        { min: 0, max: 0, names: '' },
-      );
-      if (!values.cache) throw new UsageError('missing --cache');
-      if (!values.perm) throw new UsageError('missing --perm');
+      const { values } = parseCommand(TOKEN_CREATE, rest);
+      if (!values.cache) throw new UsageError('--cache must not be empty');
       if (!PERMISSIONS.has(values.perm as Permission))
         throw new UsageError(`--perm must be read, write or admin, not ${JSON.stringify(values.perm)}`);
       const expiresAt = values.expires === undefined ? undefined : parseExpiry(values.expires);
@@ -47,7 +38,7 @@ export async function tokenCommand(
       return;
     }
     case 'list': {
-      const { values } = parseFlags(rest, { json: { type: 'boolean' } }, { min: 0, max: 0, names: '' });
+      const { values } = parseCommand(TOKEN_LIST, rest);
       const runtime = await openRuntime(await loadConfig());
       try {
         const rows = runtime.service.tokens.list().map(view);
@@ -59,7 +50,7 @@ export async function tokenCommand(
       return;
     }
     case 'revoke': {
-      const { positionals } = parseFlags(rest, {}, { min: 1, max: 1, names: 'ID' });
+      const { positionals } = parseCommand(TOKEN_REVOKE, rest);
       const runtime = await openRuntime(await loadConfig());
       try {
         runtime.service.tokens.revoke(positionals[0]!);

@@ -1,0 +1,32 @@
+import { command } from '../command-spec.js';
+import { DATA_FLAGS, JSON_FLAG } from './common.js';
+
+export const CACHE_CREATE = command({
+  name: 'cache create',
+  args: 'NAME',
+  positionals: { min: 1, max: 1 },
+  summary: 'Create a cache and its signing key; prints the name and the public key.',
+  flags: {
+    private: { type: 'boolean', help: 'Reading needs a read token' },
+    priority: { type: 'string', value: 'N', default: '40', help: 'Priority in nix-cache-info; lower is preferred' },
+    ...DATA_FLAGS,
+  },
+  examples: ['narhub cache create team --private --priority 30'],
+});
+
+export const CACHE_LIST = command({
+  name: 'cache list',
+  positionals: { min: 0, max: 0 },
+  summary: 'List the caches: name, visibility, priority and public keys.',
+  flags: { ...JSON_FLAG, ...DATA_FLAGS },
+  examples: ['narhub cache list --json'],
+});
+
+export const CACHE_INFO = command({
+  name: 'cache info',
+  args: 'NAME',
+  positionals: { min: 1, max: 1 },
+  summary: 'Show one cache: visibility, priority and public keys.',
+  flags: { ...JSON_FLAG, ...DATA_FLAGS },
+  examples: ['narhub cache info main'],
+});

@@ -1,0 +1,31 @@
+import type { Flags } from '../command-spec.js';
+
+/** The data directory and config file, for every command that opens them. */
+export const DATA_FLAGS = {
+  'data-dir': {
+    type: 'string',
+    value: 'DIR',
+    default: '$NARHUB_DATA_DIR, else dataDir in the config, else ./narhub-data',
+    help: 'Data directory: database, signing keys and local blobs',
+  },
+  config: { type: 'string', value: 'FILE', help: 'JSON config file (check it with narhub check-config)' },
+} as const satisfies Flags;
+
+/** Where the commands that talk to a running narhub find it, and the token they present. */
+export const CLIENT_FLAGS = {
+  server: {
+    type: 'string',
+    value: 'URL',
+    default: '$NARHUB_SERVER, else http://127.0.0.1:8080',
+    help: 'Base URL of the narhub server',
+  },
+  token: {
+    type: 'string',
+    value: 'TOKEN',
+    default: '$NARHUB_TOKEN, else the file admin-token in the data directory',
+    help: 'Admin token',
+  },
+  ...DATA_FLAGS,
+} as const satisfies Flags;
+
+export const JSON_FLAG = { json: { type: 'boolean', help: 'Print JSON instead of text' } } as const satisfies Flags;

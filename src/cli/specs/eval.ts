@@ -1,0 +1,20 @@
+import { command } from '../command-spec.js';
+import { CLIENT_FLAGS, JSON_FLAG } from './common.js';
+
+export const EVAL = command({
+  name: 'eval',
+  args: 'PROJECT',
+  positionals: { min: 1, max: 1 },
+  summary: 'Start an evaluation of a project; with --wait, follow its builds until they end.',
+  description: 'With --wait it exits 0 when every build succeeded, else 1 (also when --timeout passes first).',
+  flags: {
+    ref: { type: 'string', value: 'REF', default: "the project's branch", help: 'Branch or revision to evaluate' },
+    priority: { type: 'string', value: 'N', default: "the project's", help: 'Queue priority of its builds' },
+    wait: { type: 'boolean', help: 'Wait until every build has ended' },
+    timeout: { type: 'string', value: 'DURATION', default: 'none', help: 'With --wait: give up after this long' },
+    interval: { type: 'string', value: 'DURATION', default: '1s', help: 'With --wait: time between polls' },
+    ...JSON_FLAG,
+    ...CLIENT_FLAGS,
+  },
+  examples: ['narhub eval web --wait --timeout 2h'],
+});

@@ -1,0 +1,62 @@
+import type { CommandSpec } from '../command-spec.js';
+import { BUILD_CANCEL, BUILD_LIST, BUILD_LOG, BUILD_RESTART, BUILD_SHOW } from './build.js';
+import { CACHE_CREATE, CACHE_INFO, CACHE_LIST } from './cache.js';
+import { CHECK_CONFIG } from './check-config.js';
+import { EVAL } from './eval.js';
+import { KEYGEN } from './keygen.js';
+import { PROJECT_CREATE, PROJECT_DELETE, PROJECT_LIST, PROJECT_SHOW, PROJECT_UPDATE } from './project.js';
+import { PUSH } from './push.js';
+import { REINDEX } from './reindex.js';
+import { SERVE } from './serve.js';
+import { SPOKE } from './spoke.js';
+import { TOKEN_CREATE, TOKEN_LIST, TOKEN_REVOKE } from './token.js';
+
+/** Every command, in the order `narhub help` lists them. */
+export const COMMANDS: readonly CommandSpec[] = [
+  SERVE,
+  CACHE_CREATE,
+  CACHE_LIST,
+  CACHE_INFO,
+  TOKEN_CREATE,
+  TOKEN_LIST,
+  TOKEN_REVOKE,
+  KEYGEN,
+  REINDEX,
+  CHECK_CONFIG,
+  PUSH,
+  PROJECT_CREATE,
+  PROJECT_UPDATE,
+  PROJECT_LIST,
+  PROJECT_SHOW,
+  PROJECT_DELETE,
+  EVAL,
+  BUILD_SHOW,
+  BUILD_RESTART,
+  BUILD_CANCEL,
+  BUILD_LOG,
+  BUILD_LIST,
+  SPOKE,
+] as unknown as readonly CommandSpec[];
+
+/** The commands a word selects: `cache` gives cache create, list and info; `serve` gives serve. */
+export function commandsNamed(word: string): CommandSpec[] {
+  return COMMANDS.filter((c) => c.name === word || c.name.startsWith(`${word} `));
+}
+
+/**
+ * The command argv names and the words after its name, or the group whose subcommand is missing
+ * or unknown (`sub` is then that word, or undefined).
+ */
+export function findCommand(
+  argv: string[],
+): { spec: CommandSpec; rest: string[] } | { group: CommandSpec[]; word: string; sub: string | undefined } | undefined {
+  const [word, sub, ...more] = argv;
+  if (word === undefined) return undefined;
+  const group = commandsNamed(word);
+  if (group.length === 0) return undefined;
+  const whole = group.find((c) => c.name === word);
+  if (whole) return { spec: whole, rest: argv.slice(1) };
+  const spec = group.find((c) => c.name === `${word} ${sub}`);
+  if (spec) return { spec, rest: more };
+  return { group, word, sub };
+}

@@ -1,0 +1,32 @@
+import { command } from '../command-spec.js';
+
+export const PUSH = command({
+  name: 'push',
+  args: 'CACHE_URL PATH…',
+  positionals: { min: 2, max: Number.MAX_SAFE_INTEGER },
+  summary: 'Upload the closures of store paths to a cache, skipping what it already has.',
+  description: `Uses narhub's native upload (one request per path, compressed by the server). Progress goes to
+stderr. Exits 0 when every path is in the cache afterwards, 1 when any could not be pushed.`,
+  flags: {
+    jobs: { type: 'string', short: 'j', value: 'N', default: '4', help: 'Paths uploaded at once (1-64)' },
+    retries: {
+      type: 'string',
+      value: 'N',
+      default: '4',
+      help: 'Tries again after a connection error, 5xx or 429 (0-20)',
+    },
+    token: {
+      type: 'string',
+      value: 'TOKEN',
+      default: "$NARHUB_TOKEN, else the password of the cache's host in netrc",
+      help: 'Write token',
+    },
+    netrc: {
+      type: 'string',
+      value: 'FILE',
+      default: "Nix's: $NIX_CONF_DIR/netrc, ~/.config/nix/netrc, /etc/nix/netrc",
+      help: 'netrc file to take the token from',
+    },
+  },
+  examples: ['narhub push http://127.0.0.1:8080/main ./result --jobs 8'],
+});

@@ -1,0 +1,44 @@
+import { command } from '../command-spec.js';
+import { DATA_FLAGS, JSON_FLAG } from './common.js';
+
+export const TOKEN_CREATE = command({
+  name: 'token create',
+  positionals: { min: 0, max: 0 },
+  summary: 'Create a token and print it; it is shown only this once (only its hash is kept).',
+  flags: {
+    cache: {
+      type: 'string',
+      value: 'NAME|GLOB',
+      required: true,
+      help: 'Caches it applies to: a name, or a glob such as team-* or *',
+    },
+    perm: { type: 'string', value: 'read|write|admin', required: true, help: 'What it may do' },
+    name: { type: 'string', value: 'LABEL', help: 'A label to recognise it by in token list' },
+    expires: {
+      type: 'string',
+      value: '30d',
+      default: 'never',
+      help: 'When it stops working: a duration from now (12h, 30d, 1y) or an ISO date',
+    },
+    ...JSON_FLAG,
+    ...DATA_FLAGS,
+  },
+  examples: ['narhub token create --cache main --perm write --name ci --expires 90d'],
+});
+
+export const TOKEN_LIST = command({
+  name: 'token list',
+  positionals: { min: 0, max: 0 },
+  summary: 'List the tokens: id, permission, caches, status and label (never the token itself).',
+  flags: { ...JSON_FLAG, ...DATA_FLAGS },
+  examples: ['narhub token list'],
+});
+
+export const TOKEN_REVOKE = command({
+  name: 'token revoke',
+  args: 'ID',
+  positionals: { min: 1, max: 1 },
+  summary: 'Revoke a token; it stops working at the next request.',
+  flags: { ...DATA_FLAGS },
+  examples: ['narhub token revoke 3f2a9c'],
+});
