@@ -55,7 +55,10 @@ export function parseConfig(raw: unknown): Config {
   return config;
 }
 
-/** Replaces, in place, `64G` and `30d` in the fields the schema marks with a unit by bytes and seconds. */
+/**
+ * Replaces, in place, `64G` and `30d` in the fields the schema marks with a unit by bytes and
+ * seconds, and refuses integers too large to compute with.
+ */
 function withUnits(schema: TSchema, value: unknown, key: string): void {
   if (typeof value !== 'object' || value === null) return;
   const s = schema as { properties?: Record<string, TSchema>; items?: TSchema; anyOf?: TSchema[] };
@@ -69,6 +72,9 @@ function withUnits(schema: TSchema, value: unknown, key: string): void {
     const path = key === '' ? name : `${key}.${name}`;
     const unit = (field as { unit?: 'size' | 'duration' }).unit;
     const text = object[name];
+    // JSON allows 1e300 where an integer is wanted; past 2^53 arithmetic on it is wrong.
+    if ((field as { type?: string }).type === 'integer' && typeof text === 'number' && !Number.isSafeInteger(text))
+      throw new NarhubError('CONFIG_INVALID', `invalid config: ${path}: ${text} is too large`);
     if (unit !== undefined && typeof text === 'string') {
       const parsed = unit === 'size' ? parseSize(text) : parseDuration(text);
       if (parsed === undefined)

@@ -171,6 +171,8 @@ export const ConfigSchema = Type.Object(
     gcInterval: Type.Integer({
       default: 3_600,
       minimum: 1,
+      // Node's timers hold at most 2^31 - 1 ms; a longer interval would fire every millisecond.
+      maximum: 24 * 86_400,
       unit: 'duration',
       description: 'Time between sweeps of unclaimed uploads: seconds, or a duration such as 1h.',
     }),

@@ -41,3 +41,10 @@ test('a size or duration that does not parse is refused, naming the key', () => 
   assert.throws(() => parseConfig({ maxNarSize: '30d' }), /maxNarSize/);
   assert.throws(() => parseConfig({ gcInterval: '1G' }), /gcInterval/);
 });
+
+test('integers past 2^53, and a sweep interval past what a timer can hold, are refused', () => {
+  assert.throws(() => parseConfig({ maxNarSize: 1e300 }), /maxNarSize: 1e\+300 is too large/);
+  assert.throws(() => parseConfig({ gcInterval: 2 ** 53 }), /gcInterval/);
+  assert.throws(() => parseConfig({ gcInterval: '25d' }), /gcInterval/);
+  assert.equal(parseConfig({ gcInterval: '24d' }).gcInterval, 24 * 86_400);
+});
