@@ -8,7 +8,7 @@ import type { CacheRow } from '../db/caches-repo.js';
 import { createAccess } from './access.js';
 import { installErrorHandler, validationError } from './error-handler.js';
 import { createNarinfoFastPath, type NarinfoFastPath } from './narinfo-fast-path.js';
-import { apiIndexRoutes } from './routes/api-index.js';
+import { apiFallbackRoutes, apiIndexRoutes } from './routes/api-index.js';
 import { apiV1Routes } from './routes/api-v1.js';
 import { binaryCacheRoutes } from './routes/binary-cache.js';
 import { healthRoutes } from './routes/health.js';
@@ -150,7 +150,8 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   });
   await app.register(healthRoutes, { service });
   await app.register(metricsRoutes, { registry: metrics.registry, access });
-  await app.register(apiIndexRoutes, { prefix: API_PREFIX });
+  await app.register(apiIndexRoutes, { prefix: API_PREFIX, base: API_PREFIX, routes: () => routes });
+  await app.register(apiFallbackRoutes);
   await app.register(apiV1Routes, {
     prefix: API_PREFIX,
     service: service,
