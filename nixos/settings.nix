@@ -59,6 +59,17 @@ let
       atLeast "" (x: x >= s.minimum) s.minimum types.int
     else
       types.int;
+  # `unit` integers may also be written as narhub reads them (src/units.ts): 64G, 30d, 1h30m.
+  unitPatterns = {
+    size = "[0-9]+([.][0-9]+)?[KMGTP]?";
+    duration = "[0-9]+|([0-9]+[ywdhms])+";
+  };
+  unitType =
+    s:
+    if s ? unit then
+      types.either (intType s) (types.strMatching unitPatterns.${s.unit})
+    else
+      intType s;
   stringType =
     s:
     if s ? minLength then
@@ -79,7 +90,7 @@ let
     else if s.type == "boolean" then
       types.bool
     else if s.type == "integer" then
-      intType s
+      unitType s
     else if s.type == "string" then
       stringType s
     else

@@ -369,7 +369,26 @@ let
       };
     };
 
+    # Sizes and durations as narhub reads them (src/units.ts).
+    unitStrings = {
+      services.narhub = {
+        enable = true;
+        package = narhubPackage;
+        settings = {
+          maxNarSize = "50G";
+          gcInterval = "1h30m";
+        };
+      };
+    };
+
     # Mistakes the module must refuse.
+    badDuration = {
+      services.narhub = {
+        enable = true;
+        package = narhubPackage;
+        settings.gcInterval = "soon";
+      };
+    };
     zstdLevelOutOfRange = {
       services.narhub = {
         enable = true;

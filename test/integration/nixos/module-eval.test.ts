@@ -424,7 +424,8 @@ test('settings drive the unit: dataDir, listen and storage.path outside /var/lib
 
 test('settings options come from the schema; caches add up across modules and are refused in settings', {
   skip,
-}, async () => {
+}, async (t) => {
+  const dir = await makeTempDir(t);
   // A value the schema forbids fails the evaluation, naming the option and the schema's bounds.
   assert.match(
     await evaluationError('zstdLevelOutOfRange'),
@@ -435,6 +436,14 @@ test('settings options come from the schema; caches add up across modules and ar
     await evaluationError('s3SecretInStore'),
     /settings\.storage\.accessKeyIdFile[\s\S]*not of type[\s\S]*not in the Nix store/,
   );
+  // Sizes and durations may be written as narhub reads them; check-config takes them.
+  const units = (await evaluate('unitStrings')).value;
+  assert.deepEqual(units.failedAssertions, []);
+  assert.equal(units.generatedConfig?.maxNarSize, '50G');
+  assert.equal(units.generatedConfig?.gcInterval, '1h30m');
+  const unitsOk = await checkConfig(dir, units.generatedConfig, '--no-secrets');
+  assert.equal(unitsOk.code, 0, unitsOk.stderr);
+  assert.match(await evaluationError('badDuration'), /services\.narhub\.settings\.gcInterval[\s\S]*not of type/);
   const level = (ConfigSchema.properties.zstd.properties.level as { maximum: number }).maximum;
   assert.equal(level, 19, 'the bound the message above names is the schema’s');
 
