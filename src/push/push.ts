@@ -2,7 +2,8 @@ import { createApiClient, type ApiClient } from './api-client.js';
 import type { CacheLocation } from './cache-url.js';
 import { queryClosure, type NixCommands, type PathInfo } from './closure.js';
 import type { Progress } from './progress.js';
-import { PushFailure, withRetries, type RetryPolicy } from './retry.js';
+import { type RetryPolicy, withRetries } from '../io/retry.js';
+import { PushFailure, pushRetries } from './retry.js';
 
 /** Store paths per missing-paths request (the server takes up to 100 000). */
 const MISSING_QUERY_BATCH = 50_000;
@@ -63,9 +64,9 @@ async function pushClosure(
     const batch = closure.slice(i, i + MISSING_QUERY_BATCH).map((p) => p.path);
     const answer = await withRetries(
       () => client.missingPaths(batch),
-      options.retry,
+      pushRetries(options.retry),
       ({ attempt, delayMs, error }) =>
-        progress.retrying('(missing-paths query)', { attempt, of: attempts, delayMs, reason: error.message }),
+        progress.retrying('(missing-paths query)', { attempt, of: attempts, delayMs, reason: messageOf(error) }),
     ).catch((err: unknown) => {
       throw new PushFailure(
         `cannot ask ${options.location.base}/${options.location.cache} which paths it lacks: ${(err as Error).message}`,
@@ -148,9 +149,9 @@ async function pushClosure(
               progress.bytes(n);
             });
           },
-          options.retry,
+          pushRetries(options.retry),
           ({ attempt, delayMs, error }) =>
-            progress.retrying(info.path, { attempt, of: attempts, delayMs, reason: error.message }),
+            progress.retrying(info.path, { attempt, of: attempts, delayMs, reason: messageOf(error) }),
         );
         settled.add(info.path);
         report.pushed.push({ path: info.path, narSize: info.narSize, fileSize: answer.fileSize });
@@ -179,4 +180,8 @@ async function pushClosure(
   progress.finish();
   report.seconds = (performance.now() - started) / 1000;
   return report;
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
 }

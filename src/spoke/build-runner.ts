@@ -16,7 +16,7 @@ import { jobFailure, stripAnsi, type StopReason } from './failures.js';
 import type { SpokeNixConfig } from './nix-config.js';
 import { effectiveLimit } from './options.js';
 import { PushError, pushOutputs, uploadLog } from './push.js';
-import { withRetries } from './retry.js';
+import { type RetryInfo, withRetries } from '../io/retry.js';
 import type { ServeConnection } from './serve-connection.js';
 import type { ServePool } from './serve-pool.js';
 
@@ -124,12 +124,12 @@ export async function runBuild(data: BuildJobData, ctx: BuildContext, signal: Ab
   const cacheUrl = `${ctx.hubUrl}/${data.cacheName}`;
   const retry = {
     retries: ctx.networkRetries,
-    delayMs: ctx.retryDelay,
+    baseMs: ctx.retryDelay,
     signal,
     retryable: (err: unknown) => (err instanceof PushError || err instanceof CacheFetchError ? err.retryable : true),
-    onRetry: (err: unknown, attempt: number, delayMs: number) =>
-      log.warn({ err: (err as Error).message, attempt, delayMs }, 'network step failed, retrying'),
   };
+  const onRetry = ({ error, attempt, delayMs }: RetryInfo) =>
+    log.warn({ err: (error as Error).message, attempt, delayMs }, 'network step failed, retrying');
   const stopped = (): never => {
     const reason = signal.reason as StopReason | undefined;
     throw jobFailure(reason?.kind ?? 'cancelled', reason?.message ?? 'build was stopped');
@@ -145,23 +145,27 @@ export async function runBuild(data: BuildJobData, ctx: BuildContext, signal: Ab
   let inputs: string[];
   try {
     cache = createCacheClient(cacheUrl, ctx.token, data.trustedPublicKeys, ctx.http);
-    [drv, inputs] = await withRetries(async () => {
-      const d = carried ?? (await cache.derivation(data.drvPath, signal));
-      // Input outputs the hub sent are taken as they are; the other inputs' .drvs are fetched.
-      const known = new Map(
-        Object.entries(d.inputDrvs).flatMap(([p, names]) => {
-          const outputs = data.inputOutputs?.[p];
-          return outputs && names.every((n) => typeof outputs[n] === 'string') ? [[p, outputs] as const] : [];
-        }),
-      );
-      const fetched = await Promise.all(
-        Object.keys(d.inputDrvs)
-          .filter((p) => !known.has(p))
-          .map(async (p) => [p, outputPathsOf(await cache.derivation(p, signal))] as const),
-      );
-      for (const [p, outputs] of fetched) known.set(p, outputs);
-      return [d, inputPathsOf(d, (p) => known.get(p)!)] as const;
-    }, retry);
+    [drv, inputs] = await withRetries(
+      async () => {
+        const d = carried ?? (await cache.derivation(data.drvPath, signal));
+        // Input outputs the hub sent are taken as they are; the other inputs' .drvs are fetched.
+        const known = new Map(
+          Object.entries(d.inputDrvs).flatMap(([p, names]) => {
+            const outputs = data.inputOutputs?.[p];
+            return outputs && names.every((n) => typeof outputs[n] === 'string') ? [[p, outputs] as const] : [];
+          }),
+        );
+        const fetched = await Promise.all(
+          Object.keys(d.inputDrvs)
+            .filter((p) => !known.has(p))
+            .map(async (p) => [p, outputPathsOf(await cache.derivation(p, signal))] as const),
+        );
+        for (const [p, outputs] of fetched) known.set(p, outputs);
+        return [d, inputPathsOf(d, (p) => known.get(p)!)] as const;
+      },
+      retry,
+      onRetry,
+    );
   } catch (err) {
     return infrastructure(err);
   }
@@ -232,7 +236,7 @@ export async function runBuild(data: BuildJobData, ctx: BuildContext, signal: Ab
     phase('buildMs');
     // 4. Push the outputs (what the cache has is skipped).
     try {
-      await withRetries(() => pushOutputs(conn, ctx.http, cacheUrl, ctx.token, outputs, signal), retry);
+      await withRetries(() => pushOutputs(conn, ctx.http, cacheUrl, ctx.token, outputs, signal), retry, onRetry);
     } catch (err) {
       if (signal.aborted)
         throw jobFailure(
@@ -257,10 +261,11 @@ export async function runBuild(data: BuildJobData, ctx: BuildContext, signal: Ab
       const body = await logToStore(ctx.http, data, built, await buildLog.contents(), cacheUrl, ctx.token);
       if (body === 'kept') logPath = `log/${basename(data.drvPath)}`;
       else
-        logPath = await withRetries(() => uploadLog(ctx.http, cacheUrl, basename(data.drvPath), ctx.token, body), {
-          ...retry,
-          signal: undefined,
-        });
+        logPath = await withRetries(
+          () => uploadLog(ctx.http, cacheUrl, basename(data.drvPath), ctx.token, body),
+          { ...retry, signal: undefined },
+          onRetry,
+        );
     } catch (err) {
       log.warn({ err: (err as Error).message }, 'the build log could not be stored in the cache');
     }

@@ -8,7 +8,8 @@ import { parseCacheUrl } from '../../../src/push/cache-url.js';
 import { parsePathInfoJson } from '../../../src/push/closure.js';
 import { defaultNetrcFiles, netrcCredentials, parseNetrc } from '../../../src/push/netrc.js';
 import { formatBytes, lineProgress, ttyProgress } from '../../../src/push/progress.js';
-import { PushFailure, backoffMs, withRetries } from '../../../src/push/retry.js';
+import { withRetries } from '../../../src/io/retry.js';
+import { PushFailure, pushRetries } from '../../../src/push/retry.js';
 
 test('cache URLs split into the server base and the cache name', () => {
   assert.deepEqual(parseCacheUrl('http://127.0.0.1:8080/main'), {
@@ -93,18 +94,9 @@ test('nix path-info --json: the array of Nix 2.8 and the object of later version
   assert.throws(() => parsePathInfoJson(`[{"path": "${p}", "valid": false}]`), /not valid/);
 });
 
-test('backoff grows exponentially with jitter, capped, and honours Retry-After', () => {
-  const policy = { retries: 4, baseMs: 100, maxMs: 1000 };
-  assert.equal(backoffMs(0, { ...policy, random: () => 0 }), 50);
-  assert.equal(backoffMs(0, { ...policy, random: () => 1 }), 100);
-  assert.equal(backoffMs(3, { ...policy, random: () => 1 }), 800);
-  assert.equal(backoffMs(10, { ...policy, random: () => 1 }), 1000);
-  assert.equal(backoffMs(0, { ...policy, random: () => 0 }, 2), 1000, 'Retry-After, capped');
-});
-
-test('only transient failures are retried, up to the limit', async () => {
+test('the push client retries only transient PushFailures, up to the limit, waiting at least Retry-After', async () => {
   const waits: number[] = [];
-  const policy = { retries: 2, baseMs: 10, sleep: async (ms: number) => void waits.push(ms) };
+  const policy = pushRetries({ retries: 2, baseMs: 10, sleep: async (ms: number) => void waits.push(ms) });
   let calls = 0;
   await assert.rejects(
     withRetries(async () => {
@@ -131,6 +123,28 @@ test('only transient failures are retried, up to the limit', async () => {
     await withRetries(async () => (++calls < 2 ? Promise.reject(new PushFailure('reset', true)) : 'ok'), policy),
     'ok',
   );
+
+  waits.length = 0;
+  await assert.rejects(
+    withRetries(async () => {
+      throw new PushFailure('HTTP 429', true, 7);
+    }, policy),
+    /HTTP 429/,
+  );
+  assert.ok(
+    waits.every((ms) => ms >= 7000),
+    `waited ${waits.join(', ')} ms for a Retry-After of 7 s`,
+  );
+  // Anything else is not the push client's to retry.
+  calls = 0;
+  await assert.rejects(
+    withRetries(async () => {
+      calls++;
+      throw new Error('bug');
+    }, policy),
+    /bug/,
+  );
+  assert.equal(calls, 1);
 });
 
 test('progress: plain lines off a terminal, a redrawn bar on one', () => {
