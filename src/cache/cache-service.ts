@@ -10,7 +10,7 @@ import type { CacheRow } from '../db/caches-repo.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { createCacheFiles } from './cache-files.js';
 import { createCacheRegistry } from './caches.js';
-import { createKeyedLock } from './keyed-lock.js';
+import { createKeyedLock } from '../io/keyed-lock.js';
 import { createNativeUpload, type ZstdOptions } from './native-upload.js';
 import { createNarIngest } from './nar-ingest.js';
 import { memoizeNarinfos } from './narinfo-memo.js';

@@ -9,6 +9,7 @@ import type { FilesRepo } from '../db/files-repo.js';
 import type { NarRow, NarsRepo } from '../db/nars-repo.js';
 import type { PathRow, PathsRepo } from '../db/paths-repo.js';
 import type { BlobStore } from '../storage/blob-store.js';
+import { createKeyedLock } from '../io/keyed-lock.js';
 import type { CacheRegistry } from './caches.js';
 
 /** A Nix signature: key name, colon, base64 of 64 bytes. */
@@ -134,20 +135,7 @@ export function createPathCommit(deps: {
   // narinfo PUTs for one path are applied one at a time, each seeing what the previous one
   // committed: otherwise concurrent signers overwrite each other's signatures (read, merge,
   // write), and a losing first upload overwrites the winner's narinfo file in the store.
-  const queues = new Map<string, Promise<void>>();
-  async function oneAtATime<T>(key: string, work: () => Promise<T>): Promise<T> {
-    const result = (queues.get(key) ?? Promise.resolve()).then(work);
-    const tail = result.then(
-      () => undefined,
-      () => undefined,
-    );
-    queues.set(key, tail);
-    try {
-      return await result;
-    } finally {
-      if (queues.get(key) === tail) queues.delete(key);
-    }
-  }
+  const pathLock = createKeyedLock();
 
   function placement(info: NarInfo, hashPart: string): StorePath {
     const storePath = parseStorePath(info.storePath);
@@ -250,11 +238,11 @@ export function createPathCommit(deps: {
   return {
     /** A narinfo PUT of the Nix protocol. */
     commitNarInfo(cache: CacheRow, hashPart: string, text: string): Promise<CommitResult> {
-      return oneAtATime(`${cache.id}/${hashPart}`, () => commit(cache, hashPart, parseNarInfo(text)));
+      return pathLock.run(`${cache.id}/${hashPart}`, () => commit(cache, hashPart, parseNarInfo(text)));
     },
     /** The same commit, for a NarInfo built by narhub itself (native uploads). */
     commitInfo(cache: CacheRow, hashPart: string, info: NarInfo): Promise<CommitResult> {
-      return oneAtATime(`${cache.id}/${hashPart}`, () => commit(cache, hashPart, info));
+      return pathLock.run(`${cache.id}/${hashPart}`, () => commit(cache, hashPart, info));
     },
     /**
      * The checks that need no NAR (placement, deriver, references present, signatures), so an
@@ -272,7 +260,7 @@ export function createPathCommit(deps: {
      */
     exclusive<T>(cache: CacheRow, hashParts: string[], work: () => Promise<T>): Promise<T> {
       const keys = [...new Set(hashParts)].sort().map((h) => `${cache.id}/${h}`);
-      const from = (i: number): Promise<T> => (i === keys.length ? work() : oneAtATime(keys[i]!, () => from(i + 1)));
+      const from = (i: number): Promise<T> => (i === keys.length ? work() : pathLock.run(keys[i]!, () => from(i + 1)));
       return from(0);
     },
   };

@@ -15,7 +15,7 @@ import type { CacheRow } from '../db/caches-repo.js';
 import type { NarRow, NarsRepo } from '../db/nars-repo.js';
 import type { PathsRepo } from '../db/paths-repo.js';
 import type { BlobStore } from '../storage/blob-store.js';
-import type { KeyedLock } from './keyed-lock.js';
+import type { KeyedLock } from '../io/keyed-lock.js';
 import { narStorageKey, storeGeneratedListing } from './nar-ingest.js';
 import type { CommitResult, PathCommit } from './narinfo-commit.js';
 

@@ -10,7 +10,7 @@ import type { NarRow, NarsRepo } from '../db/nars-repo.js';
 import type { PathsRepo } from '../db/paths-repo.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import type { CacheRegistry } from './caches.js';
-import type { KeyedLock } from './keyed-lock.js';
+import type { KeyedLock } from '../io/keyed-lock.js';
 import { narHashFileName, type ZstdOptions } from './native-upload.js';
 import { narStorageKey } from './nar-ingest.js';
 import { narInfoStorageKey, type PathCommit } from './narinfo-commit.js';

@@ -1,7 +1,8 @@
 /**
- * Runs work for the same key one at a time, in arrival order, within this process. Used around
- * writes of one NAR file name by native uploads and recompression, so the bytes under a key and
- * the record describing them always come from the same writer.
+ * Runs work for the same key one at a time, in arrival order, within this process; each piece
+ * of work sees what the one before it did. A key is forgotten once its last work has settled.
+ * The cache uses it around writes of one NAR file name (native uploads, recompression) and
+ * around commits of one path.
  */
 export function createKeyedLock() {
   const tails = new Map<string, Promise<void>>();
