@@ -1,4 +1,5 @@
 import { NarhubError } from '../errors.js';
+import { compressionOfEncoding } from '../io/compression.js';
 import { isDerivationPath, isValidHashPart, isValidStorePathName, parseStorePathBasename } from '../nix/store-path.js';
 import type { CacheRow } from '../db/caches-repo.js';
 import type { FileKind, FileRow, FilesRepo } from '../db/files-repo.js';
@@ -14,8 +15,6 @@ export interface SmallFile {
 /** `sha256:<64 hex>!<output>`, the realisation id of Nix 2.8 – 2.34. */
 export const REALISATION_ID = /^sha256:[0-9a-f]{64}!([A-Za-z0-9+._?=-]+)$/;
 export const BUILD_ID = /^[0-9a-f]{40}$/;
-/** Content encodings a client may store a small file with (narinfo/ls/log-compression). */
-const ENCODINGS = new Set(['br', 'gzip', 'zstd', 'xz', 'bzip2', 'deflate']);
 
 function derivation(drv: string): string {
   const p = parseStorePathBasename(drv);
@@ -29,11 +28,10 @@ function outputName(out: string): string {
   return out;
 }
 
+/** The Content-Encoding a client stored a small file with (Nix's ls- and log-compression); null for none. */
 function encoding(value: string | undefined): string | null {
-  if (value === undefined || value === '' || value === 'identity') return null;
-  if (!ENCODINGS.has(value))
-    throw new NarhubError('BAD_REQUEST', `unsupported Content-Encoding ${JSON.stringify(value)}`);
-  return value;
+  const compression = compressionOfEncoding(value);
+  return compression === 'none' ? null : compression;
 }
 
 function requireJson(file: SmallFile, what: string): unknown {

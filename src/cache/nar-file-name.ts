@@ -1,9 +1,10 @@
 import { NarhubError } from '../errors.js';
+import { COMPRESSION_EXTENSION, compressionsWithExtension } from '../io/compression.js';
 import { NIX32_ALPHABET } from '../nix/nix32.js';
 
-/** File name extensions Nix gives each compression (docs/protocol.md, Compression); gzip and none share `.nar`. */
-const EXTENSIONS = new Set(['', '.xz', '.bz2', '.zst', '.br', '.lz4', '.lzip']);
 const NAME = new RegExp(`^([${NIX32_ALPHABET}]{52})\\.nar(\\.[a-z0-9]+)?$`);
+/** `[.xz|.bz2|…]`: the extensions narhub takes, for messages. */
+const EXTENSIONS = `[${[...new Set(Object.values(COMPRESSION_EXTENSION))].filter((e) => e !== '').join('|')}]`;
 
 export interface NarFileName {
   fileName: string;
@@ -12,14 +13,23 @@ export interface NarFileName {
   extension: string;
 }
 
-/** Nix names every NAR file `<nix32 sha256 of the file>.nar<ext>`; narhub accepts only that. */
+/**
+ * Nix names every NAR file `<nix32 sha256 of the file>.nar<ext>` (docs/protocol.md,
+ * Compression); narhub accepts only that, with the extension of a compression it takes.
+ */
 export function parseNarFileName(fileName: string): NarFileName {
   const m = NAME.exec(fileName);
-  const extension = m?.[2] ?? '';
-  if (!m || !EXTENSIONS.has(extension)) {
+  if (!m) {
     throw new NarhubError(
       'BAD_REQUEST',
-      `invalid NAR file name ${JSON.stringify(fileName.slice(0, 100))}: expected <nix32 sha256>.nar[.xz|.zst|.bz2|.br]`,
+      `invalid NAR file name ${JSON.stringify(fileName.slice(0, 100))}: expected <nix32 sha256>.nar${EXTENSIONS}`,
+    );
+  }
+  const extension = m[2] ?? '';
+  if (compressionsWithExtension(extension).length === 0) {
+    throw new NarhubError(
+      'COMPRESSION_UNSUPPORTED',
+      `NAR files ending in .nar${extension} are not accepted: narhub takes .nar${EXTENSIONS} (none, gzip, xz, bzip2, zstd, brotli)`,
     );
   }
   return { fileName, fileHash: m[1]!, extension };

@@ -3,7 +3,7 @@ import { pipeline } from 'node:stream/promises';
 import { NarhubError, isNarhubError } from '../errors.js';
 import { formatHash, sha256Hash } from '../nix/hash.js';
 import { createByteLimit } from '../io/byte-limit.js';
-import { sniffCompression, type Compression } from '../io/compression.js';
+import { compressionsWithExtension, sniffCompression, type Compression } from '../io/compression.js';
 import { fanOut } from '../io/fan-out.js';
 import { createNarPass } from '../io/nar-pass.js';
 import { Sha256Sink } from '../io/sha256-sink.js';
@@ -12,15 +12,6 @@ import type { CacheRow } from '../db/caches-repo.js';
 import type { NarRow, NarsRepo } from '../db/nars-repo.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { parseNarFileName } from './nar-file-name.js';
-
-/** What each extension promises; `.nar` may hold a raw or a gzip-compressed NAR (docs/protocol.md, Compression). */
-const EXTENSION_COMPRESSION: Record<string, Compression[]> = {
-  '': ['none', 'gzip'],
-  '.xz': ['xz'],
-  '.bz2': ['bzip2'],
-  '.zst': ['zstd'],
-  '.br': ['br'],
-};
 
 export interface IngestOptions {
   signal?: AbortSignal | undefined;
@@ -92,8 +83,8 @@ export function createNarIngest(deps: { store: BlobStore; nars: NarsRepo }) {
     const compression = sniffCompression(head, name.extension === '.br' ? 'br' : undefined);
     if (!compression)
       throw new NarhubError('COMPRESSION_UNSUPPORTED', 'body is neither a NAR nor xz, zstd, bzip2, gzip or brotli');
-    const allowed = EXTENSION_COMPRESSION[name.extension] ?? [];
-    if (!allowed.includes(compression)) {
+    // `.nar` may hold a raw or a gzip-compressed NAR (docs/protocol.md, Compression).
+    if (!compressionsWithExtension(name.extension).includes(compression)) {
       throw new NarhubError(
         'COMPRESSION_MISMATCH',
         `file name ends in ${name.extension || '.nar'} but the body is ${compression}`,

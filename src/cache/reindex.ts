@@ -498,8 +498,6 @@ function isDerivation(basename: string): boolean {
   }
 }
 
-const ENCODING_OF: Partial<Record<string, string>> = { gzip: 'gzip', zstd: 'zstd', xz: 'xz', bzip2: 'bzip2' };
-
 /**
  * A small file's size and the Content-Encoding it was uploaded with (`*-compression` settings
  * of Nix), which storage does not record: magic bytes tell gzip, zstd, xz and bzip2; text is
@@ -531,7 +529,8 @@ async function probeEncoding(
   const bytes = Buffer.concat(chunks);
   head ??= bytes.subarray(0, HEAD_BYTES);
   const magic = sniffCompression(head.subarray(0, 16));
-  if (magic !== null) return { size, encoding: ENCODING_OF[magic] ?? null };
+  // A Content-Encoding is the compression's own name (compressionOfEncoding).
+  if (magic !== null) return { size, encoding: magic === 'none' ? null : magic };
   if (size === 0 || isText(head)) return { size, encoding: null };
   if (bytes.length >= size) {
     try {

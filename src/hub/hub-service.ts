@@ -10,7 +10,7 @@ import { createHubStateRepo } from '../db/hub-state-repo.js';
 import { createPathsRepo } from '../db/paths-repo.js';
 import { createProjectsRepo } from '../db/projects-repo.js';
 import type { HubConfig } from '../config/schema.js';
-import { createDecompressor, type Compression } from '../io/compression.js';
+import { compressionOfEncoding, createDecompressor } from '../io/compression.js';
 import { parseQueueName, spokeCanServe, type BuildJobData, type SpokeHeartbeat } from '../protocol/build-jobs.js';
 import { PROTOCOL_VERSION } from '../protocol/version.js';
 import { createBuildGraph, type BuildGraph } from './build-graph.js';
@@ -71,7 +71,6 @@ export type LogSource =
 
 const DRV_BASENAME = /^[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+\-._?=]+\.drv$/;
 const HASH = /^[0-9a-df-np-sv-z]{32}$/;
-const ENCODINGS: Record<string, Compression> = { br: 'br', gzip: 'gzip', zstd: 'zstd', xz: 'xz', bzip2: 'bzip2' };
 
 /** The drv hash named by a hash, a .drv basename or a full .drv path. */
 export function drvHashOf(key: string): string {
@@ -447,8 +446,8 @@ export function createHub(opts: HubOptions) {
       if (file) {
         const read = await cache.store.get(file.storageKey);
         if (read) {
-          const enc = file.contentEncoding ? ENCODINGS[file.contentEncoding] : undefined;
-          const stream = enc ? read.stream.pipe(createDecompressor(enc)) : read.stream;
+          const enc = compressionOfEncoding(file.contentEncoding ?? undefined);
+          const stream = enc !== 'none' ? read.stream.pipe(createDecompressor(enc)) : read.stream;
           return { kind: 'stored', stream, contentType: 'text/plain; charset=utf-8' };
         }
       }

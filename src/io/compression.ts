@@ -2,10 +2,16 @@ import { createRequire } from 'node:module';
 import { PassThrough, type Transform } from 'node:stream';
 import { createBrotliDecompress, createGunzip } from 'node:zlib';
 import zstd from 'zstd-napi';
+import { NarhubError } from '../errors.js';
 import { CodecStream } from './codec-thread/codec-stream.js';
 
 /** The compressions narhub accepts (docs/protocol.md, Compression); Nix's others need libarchive or external tools. */
-export type Compression = 'none' | 'xz' | 'bzip2' | 'gzip' | 'zstd' | 'br';
+export const COMPRESSIONS = ['none', 'xz', 'bzip2', 'gzip', 'zstd', 'br'] as const;
+export type Compression = (typeof COMPRESSIONS)[number];
+
+export function isCompression(name: string): name is Compression {
+  return (COMPRESSIONS as readonly string[]).includes(name);
+}
 
 /** NAR URL extension Nix uses for each: gzip, like none, gets none. */
 export const COMPRESSION_EXTENSION: Record<Compression, string> = {
@@ -16,6 +22,22 @@ export const COMPRESSION_EXTENSION: Record<Compression, string> = {
   zstd: '.zst',
   br: '.br',
 };
+
+/** What a NAR file whose name ends in `.nar<extension>` may hold: none for an extension narhub does not take. */
+export function compressionsWithExtension(extension: string): Compression[] {
+  return COMPRESSIONS.filter((c) => COMPRESSION_EXTENSION[c] === extension);
+}
+
+/**
+ * The compression of a small file by its Content-Encoding (Nix's narinfo-, ls- and
+ * log-compression send the compression's own name): none when absent or `identity`.
+ */
+export function compressionOfEncoding(encoding: string | undefined): Compression {
+  if (encoding === undefined || encoding === '' || encoding === 'identity') return 'none';
+  if (encoding === 'none' || !isCompression(encoding))
+    throw new NarhubError('BAD_REQUEST', `unsupported Content-Encoding ${JSON.stringify(encoding.slice(0, 40))}`);
+  return encoding;
+}
 
 // lzma-native ships no types: load it through require with the narrow shape we use, rather
 // than an ambient declaration elsewhere in the tree.

@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
-import { createDecompressor, type Compression } from '../io/compression.js';
+import { createDecompressor, isCompression } from '../io/compression.js';
 import { parseDerivation, type Derivation } from '../nix/derivation.js';
 import { hashesEqual, parseHash, sha256Of } from '../nix/hash.js';
 import { regularFileOfNar } from '../nix/nar/regular-file.js';
@@ -27,14 +27,6 @@ export class CacheFetchError extends Error {
   }
 }
 
-const COMPRESSIONS: Record<string, Compression> = {
-  none: 'none',
-  xz: 'xz',
-  bzip2: 'bzip2',
-  zstd: 'zstd',
-  gzip: 'gzip',
-  br: 'br',
-};
 /** Parsed `.drv`s kept per spoke: derivations are immutable, and jobs share inputs. */
 const DRV_MEMO_LIMIT = 20_000;
 /** A `.drv` NAR larger than this is refused (Nix's own derivations are a few KiB, rarely MiBs). */
@@ -105,9 +97,9 @@ export function createCacheClient(
 
     /** The NAR of a narinfo, uncompressed, as a stream. */
     async nar(info: NarInfo, signal?: AbortSignal): Promise<Readable> {
-      const compression = COMPRESSIONS[info.compression];
-      if (!compression)
-        throw new CacheFetchError(`${info.storePath}: unsupported compression ${info.compression}`, false);
+      const compression = info.compression;
+      if (!isCompression(compression))
+        throw new CacheFetchError(`${info.storePath}: unsupported compression ${compression}`, false);
       const res = await get(info.url, signal);
       if (!res) throw new CacheFetchError(`${info.storePath}: the cache has its narinfo but not ${info.url}`);
       const raw = createDecompressor(compression);

@@ -3,7 +3,7 @@ import { Type, type FastifyPluginAsyncTypebox, type Static } from '@fastify/type
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { NarhubError } from '../../errors.js';
 import { isValidHashPart } from '../../nix/store-path.js';
-import { createDecompressor, type Compression } from '../../io/compression.js';
+import { compressionOfEncoding, createDecompressor } from '../../io/compression.js';
 import type { CacheRow } from '../../db/caches-repo.js';
 import type { FileKind } from '../../db/files-repo.js';
 import type { CacheService } from '../../cache/cache-service.js';
@@ -42,9 +42,6 @@ const NarGetHeaders = Type.Object({ range: Type.Optional(Type.String({ maxLength
 
 type FileRequest = FastifyRequest<{ Params: Static<typeof FileParams> }>;
 
-/** Encodings a client may send small files with (Nix 2.32+ narinfo/ls/log-compression). */
-const BODY_ENCODINGS: Record<string, Compression> = { br: 'br', gzip: 'gzip', zstd: 'zstd', xz: 'xz', bzip2: 'bzip2' };
-
 const NAR_CACHE_CONTROL = 'max-age=31536000, immutable';
 
 /**
@@ -69,9 +66,9 @@ export const binaryCacheRoutes: FastifyPluginAsyncTypebox<BinaryCacheRouteOption
   async function smallBody(request: FastifyRequest): Promise<Buffer> {
     const raw = await readSmallBody(request.raw, opts.maxSmallFileSize, declaredLength(request));
     const encoding = request.headers['content-encoding'];
-    if (encoding === undefined || encoding === 'identity') return raw;
-    const compression = BODY_ENCODINGS[encoding];
-    if (!compression) throw new NarhubError('BAD_REQUEST', `unsupported Content-Encoding ${JSON.stringify(encoding)}`);
+    // Nix 2.32+ narinfo-compression.
+    const compression = compressionOfEncoding(encoding);
+    if (compression === 'none') return raw;
     try {
       return await readSmallBody(Readable.from([raw]).pipe(createDecompressor(compression)), opts.maxSmallFileSize);
     } catch (err) {

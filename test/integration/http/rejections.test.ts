@@ -223,6 +223,12 @@ test('a body that is no known compression is 415', async (t) => {
   assertRejected(await putNar(h, { file: junk, fileName }, basic(h.tokens.write)), 415, 'COMPRESSION_UNSUPPORTED');
   assertNotStored(h, fileName);
   assert.equal((await h.request('HEAD', `/main/nar/${fileName}`)).statusCode, 404);
+  // Nix's other compressions (lz4, lzip, …) by their extension, before any byte is read.
+  const lz4Name = `${nix32Of(junk)}.nar.lz4`;
+  const lz4 = await putNar(h, { file: junk, fileName: lz4Name }, basic(h.tokens.write));
+  assertRejected(lz4, 415, 'COMPRESSION_UNSUPPORTED');
+  assert.match(lz4.body, /\.nar\.lz4 are not accepted: narhub takes \.nar\[\.xz\|\.bz2\|\.zst\|\.br\]/);
+  assertNotStored(h, lz4Name);
 });
 
 test('URL must name a NAR uploaded to this cache', async (t) => {
@@ -329,7 +335,6 @@ test('StorePath must belong at the URL hash; invalid hash parts and NAR names ar
   const hash = nix32Of(path.file);
   for (const name of [
     'foo.nar',
-    `${hash}.nar.gz`,
     `${hash}.tar`,
     `${hash.slice(1)}.nar`,
     `${hash.replace(/^./, 'e')}.nar`,
@@ -339,6 +344,14 @@ test('StorePath must belong at the URL hash; invalid hash parts and NAR names ar
     assertRejected(r, 400, 'BAD_REQUEST');
     assertNotStored(h, name);
   }
+  // Well formed, but no compression narhub takes has that extension (gzip's is plain .nar).
+  const gz = `${hash}.nar.gz`;
+  assertRejected(
+    await putNar(h, { file: path.file, fileName: gz }, basic(h.tokens.write)),
+    415,
+    'COMPRESSION_UNSUPPORTED',
+  );
+  assertNotStored(h, gz);
 });
 
 test('bodies over the configured maxima are 413', async (t) => {

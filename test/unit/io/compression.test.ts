@@ -7,7 +7,10 @@ import { brotliCompressSync, gzipSync } from 'node:zlib';
 import { describe, it } from 'node:test';
 import {
   COMPRESSION_EXTENSION,
+  compressionOfEncoding,
+  compressionsWithExtension,
   createDecompressor,
+  isCompression,
   sniffCompression,
   zstdCompressSmall,
   type Compression,
@@ -105,9 +108,29 @@ describe('sniffCompression', () => {
   });
 });
 
-describe('COMPRESSION_EXTENSION', () => {
+describe('compression names', () => {
   it("gives gzip and none no extension, and the others Nix's own", () => {
     assert.deepEqual(COMPRESSION_EXTENSION, { none: '', xz: '.xz', bzip2: '.bz2', gzip: '', zstd: '.zst', br: '.br' });
+    assert.deepEqual(compressionsWithExtension(''), ['none', 'gzip']);
+    assert.deepEqual(compressionsWithExtension('.zst'), ['zstd']);
+    assert.deepEqual(compressionsWithExtension('.lz4'), []);
+  });
+
+  it('knows the narinfo Compression names narhub takes, and no others', () => {
+    for (const c of ['none', 'xz', 'bzip2', 'gzip', 'zstd', 'br']) assert.ok(isCompression(c), c);
+    for (const c of ['lz4', 'lzip', 'XZ', '', 'toString']) assert.ok(!isCompression(c), c);
+  });
+
+  it('reads a Content-Encoding as a compression: none when absent or identity, an error when unknown', () => {
+    assert.equal(compressionOfEncoding(undefined), 'none');
+    assert.equal(compressionOfEncoding('identity'), 'none');
+    assert.equal(compressionOfEncoding('br'), 'br');
+    assert.equal(compressionOfEncoding('gzip'), 'gzip');
+    for (const bad of ['deflate', 'none', 'gzip, br', 'x'.repeat(500)])
+      assert.throws(() => compressionOfEncoding(bad), {
+        code: 'BAD_REQUEST',
+        message: /^unsupported Content-Encoding/,
+      });
   });
 });
 
