@@ -12,7 +12,7 @@ import {
 } from '../nix/signing.js';
 import type { CacheRow, CacheSettingsRow, CachesRepo } from '../db/caches-repo.js';
 import type { BlobStore } from '../storage/blob-store.js';
-import { assertValidCacheName } from './cache-name.js';
+import { assertValidCacheName } from '../cache-name.js';
 
 export interface CacheSettings {
   private: boolean;

@@ -31,7 +31,7 @@ import { createNarsRepo } from '../db/nars-repo.js';
 import { createPathsRepo } from '../db/paths-repo.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { BUILD_ID, REALISATION_ID } from './cache-files.js';
-import { assertValidCacheName } from './cache-name.js';
+import { assertValidCacheName } from '../cache-name.js';
 import type { CacheSettings } from './caches.js';
 import { parseNarFileName } from './nar-file-name.js';
 import { generatedListingKey, narStorageKey } from './nar-ingest.js';

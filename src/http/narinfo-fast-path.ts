@@ -143,7 +143,7 @@ export function createNarinfoFastPath(deps: {
     if (!narinfo && !cacheInfo) return false;
     const hashPart = narinfo ? url.slice(slash + 1, slash + 1 + HASH_PART_LENGTH) : '';
     if (narinfo && !isValidHashPart(hashPart)) return false;
-    // Cache names are plain (`cache-name.ts`): a name with `%` finds no cache here, and Fastify
+    // Cache names are plain (`src/cache-name.ts`): a name with `%` finds no cache here, and Fastify
     // decodes and routes it.
     const cache = readable(req, url.slice(1, slash));
     if (cache === undefined) return false;

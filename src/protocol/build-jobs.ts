@@ -10,6 +10,7 @@
  */
 import { Type, type Static } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
+import { CACHE_NAME_PATTERN } from '../cache-name.js';
 
 const StorePathText = Type.String({ minLength: 1, maxLength: 400 });
 const OutputMap = Type.Record(Type.String({ minLength: 1, maxLength: 100 }), StorePathText);
@@ -42,7 +43,7 @@ export const BuildJobDataSchema = Type.Object({
    */
   drvText: Type.Optional(Type.String()),
   /** The cache inputs are substituted from and outputs are pushed to: `<hub>/<cache>`. */
-  cacheName: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]*$', maxLength: 63 }),
+  cacheName: Type.String({ pattern: CACHE_NAME_PATTERN }),
   /** Public keys the spoke trusts for substitution from that cache: `name:base64`. */
   trustedPublicKeys: Type.Array(Type.String({ pattern: '^\\S+:\\S+$', maxLength: 500 })),
   /** Build attempt number, counted by the hub across restarts by users (not BullMQ retries). */
