@@ -1,7 +1,7 @@
 # `npm test` (every suite: unit, integration, e2e) in a NixOS VM. The suites drive the real Nix
 # client and build small derivations into /nix/store, start redis-server and an S3 server, so
-# they need a machine, not a build sandbox. The module-evaluation test runs too: NIXPKGS_LIB
-# points at this nixpkgs.
+# they need a machine, not a build sandbox. The nixpkgs-lib suite (module and package
+# evaluations) runs too, with NIXPKGS_LIB pointing at this nixpkgs.
 { buildTree }:
 { pkgs, ... }:
 
@@ -34,7 +34,7 @@ in
     machine.succeed("cp -r ${buildTree} /root/narhub && chmod -R u+w /root/narhub")
     machine.succeed(
         "cd /root/narhub && NIXPKGS_LIB=${pkgs.path} NARHUB_TEST_CONCURRENCY=1 "
-        + "node scripts/run-tests.mjs >&2",
+        + "node scripts/run-tests.mjs >&2 && node scripts/run-tests.mjs nixpkgs-lib >&2",
         timeout=3600,
     )
   '';

@@ -3,15 +3,15 @@
 // keep the fixture true:
 // - without nixpkgs: nixos/config.nix (the module's config writer, builtins only) turns the
 //   recorded inputs (module-config-inputs.json) into exactly those configs;
-// - with nixpkgs' lib (NIXPKGS_LIB): the module, evaluated, passes config.nix exactly those
-//   inputs and writes exactly those configs. NARHUB_UPDATE_FIXTURES=1 rewrites both files.
-// A change to config.nix fails the first half anywhere; a change to the module's options or
-// their defaults fails the second, which needs NIXPKGS_LIB (see test/helpers/nix-eval.ts).
-import { readFile, writeFile } from 'node:fs/promises';
+// - with nixpkgs' lib: the module, evaluated, passes config.nix exactly those inputs and writes
+//   exactly those configs (test/nixpkgs-lib/nixos/module-configs.test.ts, `npm run test:nixpkgs-lib`).
+// A change to config.nix fails this half anywhere; a change to the module's options or their
+// defaults fails the other, which needs NIXPKGS_LIB (see test/helpers/nix-eval.ts).
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { NIXPKGS_LIB, evalNixJson, needsNixpkgsLib } from '../../helpers/nix-eval.js';
+import { evalNixJson } from '../../helpers/nix-eval.js';
 import { repoRoot } from '../../helpers/repo.js';
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
@@ -59,26 +59,4 @@ test('nixos/config.nix writes the committed module configs from the committed in
     for (const [name, file] of Object.entries(rendered.credentials))
       assert.equal(file, given[name], `${scenario}: ${name}`);
   }
-});
-
-test('the module passes config.nix the committed inputs and writes the committed configs', {
-  skip: needsNixpkgsLib,
-}, async () => {
-  const configs: Record<string, Json> = {};
-  const inputs: Record<string, Json> = {};
-  for (const scenario of SCENARIOS) {
-    const { value } = await evalNixJson<{ generatedConfig: Json; configInputs: Json }>('eval-module.nix', {
-      nixpkgsLib: NIXPKGS_LIB!,
-      scenario,
-    });
-    configs[scenario] = value.generatedConfig;
-    inputs[scenario] = value.configInputs;
-  }
-  if (process.env.NARHUB_UPDATE_FIXTURES === '1') {
-    await writeFile(CONFIGS, `${JSON.stringify(configs, null, 2)}\n`);
-    await writeFile(INPUTS, `${JSON.stringify(inputs, null, 2)}\n`);
-  }
-  const stale = 'is stale: rerun this test with NARHUB_UPDATE_FIXTURES=1';
-  assert.deepEqual(await readJson(CONFIGS), configs, `${CONFIGS} ${stale}`);
-  assert.deepEqual(await readJson(INPUTS), inputs, `${INPUTS} ${stale}`);
 });

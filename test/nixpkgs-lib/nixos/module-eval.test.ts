@@ -4,7 +4,8 @@
 // reaches a command line, the config or the store, and that mistakes are refused. Scripts the
 // units run (ExecStartPre, the hub's `nix`, narhub-admin) are run here with bash.
 //
-// These tests skip without NIXPKGS_LIB (see test/helpers/nix-eval.ts for why CI has none).
+// This folder is not part of `npm test`: `npm run test:nixpkgs-lib` runs it, and fails without
+// NIXPKGS_LIB (see test/helpers/nix-eval.ts for why CI has none).
 // What only a VM shows (these machines have no KVM) is in nixos/tests/: systemd starting the
 // units, readiness, Redis restarts, a chroot-store spoke building.
 import { spawnSync } from 'node:child_process';
@@ -15,11 +16,10 @@ import assert from 'node:assert/strict';
 import { parseConfig } from '../../../src/config/load.js';
 import { ConfigSchema } from '../../../src/config/schema.js';
 import { formatSecretKey, generateKeyPair } from '../../../src/nix/signing.js';
-import { NIXPKGS_LIB, evalNixJson, needsNixpkgsLib } from '../../helpers/nix-eval.js';
+import { evalNixJson, nixpkgsLib } from '../../helpers/nix-eval.js';
 import { CLI_PATH, runCli } from '../../helpers/server.js';
 import { makeTempDir } from '../../helpers/tmp.js';
 
-const skip = needsNixpkgsLib;
 const PACKAGE = '/nix/store/0123456789abcdfghijklmnpqrsvwxyz-narhub-0.1.0';
 const CHECKED_CONFIG = '/nix/store/0123456789abcdfghijklmnpqrsvwxyz-narhub-config.json';
 const SYSTEMD = '/nix/store/0123456789abcdfghijklmnpqrsvwxyz-systemd-258.2';
@@ -62,7 +62,7 @@ interface Evaluated {
 }
 
 async function evaluate(scenario: string, args: Record<string, string> = {}) {
-  return evalNixJson<Evaluated>('eval-module.nix', { nixpkgsLib: NIXPKGS_LIB!, scenario, ...args });
+  return evalNixJson<Evaluated>('eval-module.nix', { nixpkgsLib: nixpkgsLib(), scenario, ...args });
 }
 
 /** The evaluation's error output; the evaluation must fail. */
@@ -134,9 +134,7 @@ function assertHardened(s: Service, user: string) {
   );
 }
 
-test('defaults: a hardened notify unit on the checked config, with narhub defaults, nothing secret', {
-  skip,
-}, async (t) => {
+test('defaults: a hardened notify unit on the checked config, with narhub defaults, nothing secret', async (t) => {
   const dir = await makeTempDir(t);
   const { value } = await evaluate('minimal');
   assert.deepEqual(value.failedAssertions, []);
@@ -184,7 +182,7 @@ test('defaults: a hardened notify unit on the checked config, with narhub defaul
   }
 });
 
-test('everything on: credentials, S3, the hub with its Redis, a spoke; secrets stay out', { skip }, async (t) => {
+test('everything on: credentials, S3, the hub with its Redis, a spoke; secrets stay out', async (t) => {
   const dir = await makeTempDir(t);
   const secrets = join(dir, 'secrets');
   await mkdir(secrets);
@@ -351,9 +349,7 @@ test('everything on: credentials, S3, the hub with its Redis, a spoke; secrets s
   assert.equal(value.users['narhub-spoke']?.isSystemUser, true);
 });
 
-test('settings drive the unit: dataDir, listen and storage.path outside /var/lib, and the old option names', {
-  skip,
-}, async (t) => {
+test('settings drive the unit: dataDir, listen and storage.path outside /var/lib, and the old option names', async (t) => {
   const dir = await makeTempDir(t);
   const external = (await evaluate('external')).value;
   assert.deepEqual(external.failedAssertions, []);
@@ -422,9 +418,7 @@ test('settings drive the unit: dataDir, listen and storage.path outside /var/lib
   );
 });
 
-test('settings options come from the schema; caches add up across modules and are refused in settings', {
-  skip,
-}, async (t) => {
+test('settings options come from the schema; caches add up across modules and are refused in settings', async (t) => {
   const dir = await makeTempDir(t);
   // A value the schema forbids fails the evaluation, naming the option and the schema's bounds.
   assert.match(
@@ -466,7 +460,7 @@ test('settings options come from the schema; caches add up across modules and ar
   );
 });
 
-test('an evaluation killed for lack of memory leaves the cache running', { skip }, async (t) => {
+test('an evaluation killed for lack of memory leaves the cache running', async (t) => {
   const dir = await makeTempDir(t);
   const { value } = await evaluate('localHub');
   const s = service(value, 'narhub');
@@ -484,7 +478,7 @@ test('an evaluation killed for lack of memory leaves the cache running', { skip 
   assert.equal(ran.stdout, '500 eval --json a b\n');
 });
 
-test("a chroot-store spoke may run Nix's sandbox; a daemon spoke keeps the full hardening", { skip }, async () => {
+test("a chroot-store spoke may run Nix's sandbox; a daemon spoke keeps the full hardening", async () => {
   const chroot = service((await evaluate('spokeChroot')).value, 'narhub-spoke');
   assert.match(chroot.serviceConfig.ExecStart as string, / --store \/srv\/spoke-store$/);
   const relaxed: Obj = {
@@ -522,9 +516,7 @@ test("a chroot-store spoke may run Nix's sandbox; a daemon spoke keeps the full 
   assert.equal(plain.services.narhub, null);
 });
 
-test('Redis: wanted, not required; overcommit for snapshots; the socket group for a local spoke; no passwords in URLs', {
-  skip,
-}, async () => {
+test('Redis: wanted, not required; overcommit for snapshots; the socket group for a local spoke; no passwords in URLs', async () => {
   const { value } = await evaluate('localHub');
   const s = service(value, 'narhub');
   // Restarting Redis does not restart (or stop) the cache.
@@ -558,7 +550,7 @@ test('Redis: wanted, not required; overcommit for snapshots; the socket group fo
   );
 });
 
-test('shared directories are refused as dataDir or storage.path', { skip }, async () => {
+test('shared directories are refused as dataDir or storage.path', async () => {
   for (const scenario of ['sharedDataDir', 'sharedStoragePath']) {
     const refused = await failedAssertions(scenario);
     assert.ok(
@@ -568,9 +560,7 @@ test('shared directories are refused as dataDir or storage.path', { skip }, asyn
   }
 });
 
-test('narhub-admin runs the CLI through systemd-run with the unit’s user, environment and credentials', {
-  skip,
-}, async (t) => {
+test('narhub-admin runs the CLI through systemd-run with the unit’s user, environment and credentials', async (t) => {
   const dir = await makeTempDir(t);
   const secrets = join(dir, 'secrets');
   const dataDir = join(dir, 'data');
@@ -659,7 +649,7 @@ exec env -i "\${envs[@]}" CREDENTIALS_DIRECTORY="$creds" bash "$@"
   assert.deepEqual(argv.slice(last + 1, last + 5), [shim, 'token', 'list', '--json']);
 });
 
-test('mistakes are refused at evaluation, or by check-config at build time', { skip }, async (t) => {
+test('mistakes are refused at evaluation, or by check-config at build time', async (t) => {
   const dir = await makeTempDir(t);
   assert.match(await evaluationError('secretInStore'), /signingKeyFile[\s\S]*not of type[\s\S]*not in the Nix store/);
 
@@ -687,7 +677,7 @@ test('mistakes are refused at evaluation, or by check-config at build time', { s
   assert.equal(res.stdout, '');
 });
 
-test("the flake's nixosModules.default runs the flake's package", { skip }, async () => {
+test("the flake's nixosModules.default runs the flake's package", async () => {
   const { value } = await evaluate('flakeModule');
   assert.deepEqual(value.failedAssertions, []);
   const flakePackage = '/nix/store/0123456789abcdfghijklmnpqrsvwxyz-narhub-from-flake-0.1.0';
