@@ -22,6 +22,7 @@ import {
 import { parseRange } from '../range.js';
 import { readSmallBody } from '../../io/read-small-body.js';
 import { replyBody } from '../recycling-body.js';
+import { refuseUnreadBody } from '../unread-body.js';
 
 export interface BinaryCacheRouteOptions {
   service: CacheService;
@@ -270,16 +271,19 @@ export const binaryCacheRoutes: FastifyPluginAsyncTypebox<BinaryCacheRouteOption
 
     write.put('/:cache/nar/:file', { schema: { params: FileParams } }, async (request, reply) => {
       const { cache } = request;
-      const nar = await service.ingestNar(cache, request.params.file, request.raw, {
-        signal: clientGoneSignal(reply),
-        contentLength: declaredLength(request),
-        maxSize: opts.maxNarSize,
+      // A refusal mid-body must reach the client as an answer, not as a reset connection.
+      return refuseUnreadBody(request, async (body) => {
+        const nar = await service.ingestNar(cache, request.params.file, body, {
+          signal: clientGoneSignal(reply),
+          contentLength: declaredLength(request),
+          maxSize: opts.maxNarSize,
+        });
+        request.log.info(
+          { cache: cache.name, file: nar.fileName, narSize: nar.narSize, compression: nar.compression },
+          'NAR received',
+        );
+        return reply.code(204).send();
       });
-      request.log.info(
-        { cache: cache.name, file: nar.fileName, narSize: nar.narSize, compression: nar.compression },
-        'NAR received',
-      );
-      return reply.code(204).send();
     });
 
     for (const kind of smallFileKinds) {
