@@ -3,6 +3,7 @@ import { NarhubError } from '../errors.js';
 import type { CacheRow } from '../db/caches-repo.js';
 import type { Permission, TokenRow, TokenService } from '../cache/tokens.js';
 import type { CacheRegistry } from '../cache/caches.js';
+import { isValidCacheName } from '../cache-name.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -57,12 +58,28 @@ export function createAccess(tokens: TokenService, registry: Pick<CacheRegistry,
     return row ?? undefined;
   }
 
-  /** The cache named `name` if `token` may do `permission` to it; otherwise throws the refusal. */
+  /**
+   * The cache named `name` if `token` may do `permission` to it; otherwise throws the refusal.
+   * A cache the caller may not read is, to that caller, indistinguishable from one that does not
+   * exist: both answer the same 401, so private cache names cannot be probed. Only a caller whose
+   * token would cover a cache of that name learns that there is none (404), and so does anyone
+   * asking for a name no cache can have (reserved, like `healthz`, or malformed).
+   */
   function authorize(name: string, permission: Permission, token: TokenRow | undefined, presented: boolean): CacheRow {
     const cache = registry.get(name);
-    if (cache === undefined) throw new NarhubError('CACHE_NOT_FOUND', `no cache named ${name}`);
-    if (tokens.allows(token, name, permission)) return cache;
-    if (permission === 'read' && !cache.private) return cache;
+    if (cache !== undefined && tokens.allows(token, name, permission)) return cache;
+    const readable = cache !== undefined && (!cache.private || tokens.allows(token, name, 'read'));
+    if (cache !== undefined && readable && permission === 'read') return cache;
+    if (cache === undefined && (tokens.allows(token, name, 'read') || !isValidCacheName(name)))
+      throw new NarhubError('CACHE_NOT_FOUND', `no cache named ${name}`);
+    if (!readable) {
+      throw new NarhubError(
+        'UNAUTHORIZED',
+        presented && !token
+          ? 'the token is unknown, expired or revoked'
+          : `cache ${name} does not exist or needs a token with read rights`,
+      );
+    }
     if (!token) {
       throw new NarhubError(
         'UNAUTHORIZED',
@@ -71,8 +88,6 @@ export function createAccess(tokens: TokenService, registry: Pick<CacheRegistry,
           : `cache ${name} needs a token with ${permission} rights`,
       );
     }
-    // A private cache must not reveal more to a token scoped elsewhere than to no token at all.
-    if (permission === 'read') throw new NarhubError('UNAUTHORIZED', `cache ${name} needs a token with read rights`);
     throw new NarhubError('FORBIDDEN', `the token has no ${permission} rights on cache ${name}`);
   }
 

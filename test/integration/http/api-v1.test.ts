@@ -164,7 +164,8 @@ test('missing-paths needs read rights on a private cache', async (t) => {
   }
   // A public cache is readable by anyone.
   assert.equal((await missing(h, [p.storePath])).statusCode, 200);
-  assertJsonError(await missing(h, [p.storePath], {}, 'nope'), 404, 'CACHE_NOT_FOUND');
+  // An unknown cache answers as a private one does (its name cannot be probed).
+  assertJsonError(await missing(h, [p.storePath], {}, 'nope'), 401, 'UNAUTHORIZED');
 });
 
 test('missing-paths refuses bad input with a reason', async (t) => {
@@ -502,7 +503,7 @@ test('a native upload needs write rights on the cache', async (t) => {
   h.service.tokens.revoke(revoked.id);
   assertJsonError(await putPath(h, path.hashPart, body, bearer(revoked.token)), 401, 'UNAUTHORIZED');
   await assertNothingVisible(h, path);
-  assertJsonError(await putPath(h, path.hashPart, body, bearer(h.tokens.write), 'nope'), 404, 'CACHE_NOT_FOUND');
+  assertJsonError(await putPath(h, path.hashPart, body, bearer(h.tokens.write), 'nope'), 401, 'UNAUTHORIZED');
   assertJsonError(await putPath(h, 'not-a-hash', body), 400, 'STORE_PATH_INVALID');
   // Basic auth (netrc) works as well as Bearer.
   assert.equal((await putPath(h, path.hashPart, body, basic(h.tokens.write))).statusCode, 201);

@@ -168,11 +168,11 @@ test("a private cache: every read route is 401 without a token or with another c
   }
 });
 
-test('a private cache refuses writes from its read token and from tokens of other caches', async (t) => {
+test('a private cache refuses writes from its read token (403) and from tokens of other caches (401, as if absent)', async (t) => {
   const h = await buildTestApp(t, { caches: [{ name: 'priv', private: true }] });
   const path = makePath();
   assert.equal((await putNar(h, path, basic(h.tokensFor.priv!.read), 'priv')).statusCode, 403);
-  assert.equal((await putNar(h, path, basic(h.tokens.write), 'priv')).statusCode, 403);
+  assert.equal((await putNar(h, path, basic(h.tokens.write), 'priv')).statusCode, 401);
   assert.equal((await putNar(h, path, {}, 'priv')).statusCode, 401);
 });
 
