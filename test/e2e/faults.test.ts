@@ -1,0 +1,131 @@
+// Fault injection with real processes: the server is killed with SIGKILL at random points of many
+// concurrent uploads, or its disk fills mid-upload. After each fault, everything visible verifies
+// (signature, NAR hash and size, references), nothing committed is lost, and the service recovers
+// by itself: uploads work again without anyone cleaning up.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { test } from 'node:test';
+import type { TestPath } from '../helpers/build-app.js';
+import { checkVisible } from '../helpers/cache-check.js';
+import { createToken, startServer } from '../helpers/server.js';
+import { makeTempDir } from '../helpers/tmp.js';
+import { nativeUpload, nixProtocolUpload, randomPath } from '../helpers/uploaders.js';
+
+const ROUNDS = 3;
+const WORKERS = 12;
+/** Paths per worker: more than a round can upload before its kill. */
+const CHAIN = 30;
+
+/** A chain of paths, each referring to the one before, uploaded in order until something fails. */
+async function uploadChain(
+  kind: 'nix' | 'native',
+  url: string,
+  token: string,
+  worker: number,
+  attempted: string[],
+): Promise<number> {
+  let previous: TestPath | undefined;
+  let done = 0;
+  for (let i = 0; i < CHAIN; i++) {
+    // Mostly small paths, some of a few MB, so kills land between requests and inside bodies.
+    const size =
+      i % 4 === 3 ? 1_000_000 + Math.floor(Math.random() * 3_000_000) : 200 + Math.floor(Math.random() * 20_000);
+    const p = randomPath(`w${worker}-${i}`, size, previous ? [previous.basename] : [], i % 2 ? 'zstd' : 'none');
+    attempted.push(p.hashPart);
+    try {
+      if (kind === 'nix') await nixProtocolUpload(`${url}/main`, token, p);
+      else await nativeUpload(url, 'main', token, p);
+    } catch {
+      return done;
+    }
+    previous = p;
+    done++;
+  }
+  return done;
+}
+
+test('kill -9 at random points of concurrent Nix-protocol and native uploads: what is visible verifies, nothing committed is lost, and uploads work after a restart', async (t) => {
+  const dataDir = await makeTempDir(t, 'narhub-kill-');
+  let server = await startServer(t, { dataDir });
+  const { token } = await createToken(dataDir, 'main', 'write');
+  const publicKey = server.publicKey;
+  const attempted: string[] = [];
+  let committed = new Set<string>();
+  for (let round = 0; round < ROUNDS; round++) {
+    const uploads = Array.from({ length: WORKERS }, (_, w) =>
+      uploadChain(w % 2 ? 'native' : 'nix', server.url, token, round * 100 + w, attempted),
+    );
+    await sleep(200 + Math.random() * 1000);
+    await server.stop('SIGKILL');
+    const uploaded = (await Promise.all(uploads)).reduce((a, b) => a + b, 0);
+    server = await startServer(t, { dataDir });
+    const visible = await checkVisible(`${server.url}/main`, publicKey, attempted);
+    for (const h of committed) assert.ok(visible.has(h), `${h} was visible before the kill and is still`);
+    assert.ok(visible.size >= uploaded, `every upload that was answered with success is visible (${uploaded})`);
+    committed = visible;
+  }
+  // The service recovers by itself: a whole chain uploads both ways after the last restart.
+  const after: string[] = [];
+  assert.equal(await uploadChain('nix', server.url, token, 999, after), CHAIN);
+  assert.equal(await uploadChain('native', server.url, token, 998, after), CHAIN);
+  assert.equal((await checkVisible(`${server.url}/main`, publicKey, after)).size, 2 * CHAIN);
+  assert.ok(committed.size > 0, 'some uploads completed between kills');
+});
+
+/**
+ * A fresh directory on a tmpfs of `size` (narhub's tests run as root, in CI too). Unmounted lazily
+ * at the end, so a server still holding files open does not stop the clean-up.
+ */
+function smallDisk(t: { after(fn: () => void): void }, size: string): string {
+  const parent = mkdtempSync(join(tmpdir(), 'narhub-full-'));
+  const dir = join(parent, 'data');
+  mkdirSync(dir);
+  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir]);
+  t.after(() => {
+    execFileSync('umount', ['-l', dir]);
+    rmSync(parent, { recursive: true, force: true });
+  });
+  return dir;
+}
+
+function bytesUnder(dir: string): number {
+  return readdirSync(dir, { withFileTypes: true }).reduce((n, e) => {
+    const full = join(dir, e.name);
+    return n + (e.isDirectory() ? bytesUnder(full) : statSync(full).size);
+  }, 0);
+}
+
+test('a disk that fills mid-upload: the upload fails with a reason, nothing partial is visible or left, and uploads work again', async (t) => {
+  const dataDir = smallDisk(t, '24m');
+  const server = await startServer(t, { dataDir });
+  const { token } = await createToken(dataDir, 'main', 'write');
+  const url = `${server.url}/main`;
+  const small = randomPath('small', 10_000);
+  await nixProtocolUpload(url, token, small);
+  const usedBefore = bytesUnder(join(dataDir, 'store'));
+
+  // Bigger than the space left: both upload routes fail. The native one answers why (503, so a
+  // client retries later). The Nix-protocol NAR PUT still resets the connection when it refuses
+  // mid-body (issue 18, bug 1, being fixed): it is only required to fail for now.
+  for (const [kind, upload, reason] of [
+    ['nix', (p: TestPath) => nixProtocolUpload(url, token, p), /./],
+    ['native', (p: TestPath) => nativeUpload(server.url, 'main', token, p), /^Error: native PUT 503: .*STORAGE_ERROR/],
+  ] as const) {
+    const big = randomPath(`big-${kind}`, 30_000_000);
+    await assert.rejects(upload(big), reason, `${kind}: the full disk is reported`);
+    const visible = await checkVisible(url, server.publicKey, [small.hashPart, big.hashPart]);
+    assert.deepEqual([...visible], [small.hashPart], `${kind}: nothing of the failed upload is visible`);
+  }
+  // The failed uploads' bytes are gone, so the space is back without anyone cleaning up.
+  await sleep(200);
+  assert.ok(bytesUnder(join(dataDir, 'store')) < usedBefore + 1_000_000, 'no partial file is left in the store');
+  const after = [randomPath('after-1', 2_000_000), randomPath('after-2', 2_000_000)];
+  await nixProtocolUpload(url, token, after[0]!);
+  await nativeUpload(server.url, 'main', token, after[1]!);
+  const visible = await checkVisible(url, server.publicKey, [small.hashPart, ...after.map((p) => p.hashPart)]);
+  assert.equal(visible.size, 3);
+});
