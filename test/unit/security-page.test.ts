@@ -10,7 +10,9 @@ const page = readFileSync(new URL('docs/security.md', root), 'utf8');
 test('every test docs/security.md cites exists, under the title it quotes', () => {
   const text = page.replace(/\s*\n\s*/g, ' ');
   // A citation: `dir/file.test.ts` (or a shared .ts suite), then optionally `: "title", "title"`.
-  const citations = [...text.matchAll(/`((?:unit|integration|e2e|nixpkgs-lib)\/[\w/.-]+\.ts)`(?::((?:\s*"[^"]+",?)+))?/g)];
+  const citations = [
+    ...text.matchAll(/`((?:unit|integration|e2e|nixpkgs-lib)\/[\w/.-]+\.ts)`(?::((?:\s*"[^"]+",?)+))?/g),
+  ];
   assert.ok(citations.length >= 25, `found ${citations.length} citations`);
   const problems: string[] = [];
   for (const [, file, titles] of citations) {
