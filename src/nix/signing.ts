@@ -13,7 +13,10 @@ import type { NarInfo } from './narinfo.js';
 import { quote } from './quote.js';
 import { DEFAULT_STORE_DIR } from './store-path.js';
 
-/** A Nix signing key (docs/protocol.md, Signatures and keys): libsodium's 64-byte Ed25519 secret key, seed then public key. */
+/**
+ * A Nix signing key (docs/protocol.md, Signatures and keys): libsodium's 64-byte Ed25519 secret
+ * key, seed then public key.
+ */
 export interface SecretKey {
   name: string;
   secretKey: Uint8Array;

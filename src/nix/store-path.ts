@@ -20,7 +20,10 @@ export function isValidHashPart(text: string): boolean {
   return HASH_PART_RE.test(text);
 }
 
-/** Why `name` is not a valid store path name, or `undefined` if it is (Nix 2.19+ rules, docs/protocol.md, Store paths). */
+/**
+ * Why `name` is not a valid store path name, or `undefined` if it is (Nix 2.19+ rules,
+ * docs/protocol.md, Store paths).
+ */
 function storePathNameProblem(name: string): string | undefined {
   if (name.length === 0) return 'name is empty';
   if (name.length > MAX_NAME_LENGTH) return `name is ${name.length} characters, longer than ${MAX_NAME_LENGTH}`;

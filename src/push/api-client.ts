@@ -219,7 +219,8 @@ export function createApiClient(
           code === 0
             ? undefined
             : new PushFailure(
-                `nix-store --dump failed (${sig ?? `exit ${code}`}): ${stderr.trim().split('\n').slice(-2).join(' / ')}`,
+                `nix-store --dump failed (${sig ?? `exit ${code}`}): ` +
+                  stderr.trim().split('\n').slice(-2).join(' / '),
                 false,
               ),
         ),

@@ -36,7 +36,8 @@ export function lineProgress(out: ProgressStream): Progress {
     pushed(path, s) {
       const stored = s.stored ? `, ${formatBytes(s.fileSize)} stored` : ', already stored';
       out.write(
-        `pushed ${path} (${formatBytes(s.narSize)}${stored}, ${s.seconds.toFixed(1)} s, ${rate(s.narSize, s.seconds)})\n`,
+        `pushed ${path} (${formatBytes(s.narSize)}${stored}, ` +
+          `${s.seconds.toFixed(1)} s, ${rate(s.narSize, s.seconds)})\n`,
       );
     },
     retrying(path, r) {
@@ -69,7 +70,8 @@ export function ttyProgress(out: ProgressStream, now: () => number = () => perfo
     const bar = `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}]`;
     const failed = failures > 0 ? `, ${failures} failed` : '';
     out.write(
-      `\r\x1b[K${bar} ${donePaths}/${totalPaths} paths, ${formatBytes(sentBytes)} of ${formatBytes(totalBytes)}, ${rate(sentBytes, seconds)}${failed}`,
+      `\r\x1b[K${bar} ${donePaths}/${totalPaths} paths, ` +
+        `${formatBytes(sentBytes)} of ${formatBytes(totalBytes)}, ${rate(sentBytes, seconds)}${failed}`,
     );
   };
   const above = (line: string) => {

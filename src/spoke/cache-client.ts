@@ -88,7 +88,8 @@ export function createCacheClient(
         throw new CacheFetchError(`the cache answered for ${storePath} with ${info.storePath}`, false);
       if (!info.sigs.some((sig) => verifyNarInfoSig(keys, info, sig))) {
         throw new CacheFetchError(
-          `${storePath} in the cache has no signature by a trusted key (${trustedPublicKeys.map((k) => k.split(':')[0]).join(', ')})`,
+          `${storePath} in the cache has no signature by a trusted key ` +
+            `(${trustedPublicKeys.map((k) => k.split(':')[0]).join(', ')})`,
           false,
         );
       }

@@ -53,7 +53,9 @@ export async function cacheCommand(
         if (values.json) out.write(`${JSON.stringify(info, null, 2)}\n`);
         else {
           out.write(
-            `name:        ${info.name}\nvisibility:  ${info.private ? 'private' : 'public'}\npriority:    ${info.priority}\n`,
+            `name:        ${info.name}\n` +
+              `visibility:  ${info.private ? 'private' : 'public'}\n` +
+              `priority:    ${info.priority}\n`,
           );
           for (const k of info.publicKeys) out.write(`public key:  ${k}\n`);
         }

@@ -11,7 +11,8 @@ const FINISHED = new Set(['succeeded', 'failed', 'cancelled']);
 
 function summary(e: EvaluationView): string {
   const lines = [
-    `evaluation ${e.id} of ${e.project}: ${e.status}${e.revision ? ` at ${e.revision}` : ''}${e.error ? `: ${e.error}` : ''}`,
+    `evaluation ${e.id} of ${e.project}: ${e.status}` +
+      `${e.revision ? ` at ${e.revision}` : ''}${e.error ? `: ${e.error}` : ''}`,
   ];
   for (const j of e.jobs ?? []) {
     const outs = Object.values(j.outputs).join(' ');

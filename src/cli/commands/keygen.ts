@@ -4,7 +4,10 @@ import { parseCommand } from '../command-spec.js';
 import { KEYGEN } from '../specs/keygen.js';
 import { UsageError } from '../usage-error.js';
 
-/** `narhub keygen`: a signing key pair in Nix's own file formats (what nix-store --generate-binary-cache-key writes). */
+/**
+ * `narhub keygen`: a signing key pair in Nix's own file formats (what
+ * nix-store --generate-binary-cache-key writes).
+ */
 export function keygenCommand(argv: string[], out: NodeJS.WritableStream): void {
   const { values, positionals } = parseCommand(KEYGEN, argv);
   const secretFile = values['secret-key-file'];

@@ -34,7 +34,8 @@ export async function reindexCommand(
     if (summaries.length === 0) err.write(`narhub: warning: no cache found in ${runtime.store.kind} storage\n`);
     if (runtime.service.tokens.list().length === 0) {
       err.write(
-        'narhub: note: tokens live only in the database and cannot be restored; create new ones with `narhub token create`\n',
+        'narhub: note: tokens live only in the database and cannot be restored; ' +
+          'create new ones with `narhub token create`\n',
       );
     }
   } finally {

@@ -90,7 +90,8 @@ export async function serve(config: Config): Promise<void> {
   if (missingFlags.length > 0) {
     logger.warn(
       { missing: missingFlags },
-      `node was started without ${missingFlags.join(' ')}: full garbage collections will pause requests during uploads (npm start and the Nix package pass it)`,
+      `node was started without ${missingFlags.join(' ')}: full garbage collections will pause requests ` +
+        'during uploads (npm start and the Nix package pass it)',
     );
   }
   const redirecting = runtime.service.registry

@@ -21,7 +21,12 @@ and exits at once, and their jobs go to other spokes.`,
     },
     'token-file': { type: 'string', value: 'FILE', help: 'File holding the write token outputs are pushed with' },
     token: { type: 'string', value: 'TOKEN', default: '$NARHUB_TOKEN', help: 'The write token itself' },
-    features: { type: 'string', value: 'F,…', default: 'none', help: 'System features offered, e.g. kvm,big-parallel' },
+    features: {
+      type: 'string',
+      value: 'F,…',
+      default: 'none',
+      help: 'System features offered, e.g. kvm,big-parallel',
+    },
     'max-jobs': { type: 'string', value: 'N', default: String(SPOKE_DEFAULTS.maxJobs), help: 'Builds run at once' },
     store: {
       type: 'string',
@@ -79,6 +84,6 @@ and exits at once, and their jobs go to other spokes.`,
     },
   },
   examples: [
-    'narhub spoke --hub http://hub:8080 --redis-url redis://hub:6379 --systems x86_64-linux --token-file /run/spoke-token',
+    'narhub spoke --hub http://hub:8080 --redis-url redis://hub:6379 --systems x86_64-linux --token-file /run/token',
   ],
 });
