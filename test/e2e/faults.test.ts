@@ -1,16 +1,18 @@
 // Fault injection with real processes: the server is killed with SIGKILL at random points of many
 // concurrent uploads, or its disk fills mid-upload. After each fault, everything visible verifies
 // (signature, NAR hash and size, references), nothing committed is lost, and the service recovers
-// by itself: uploads work again without anyone cleaning up.
+// by itself: uploads work again without anyone cleaning up. S3 answering 500 and 503 in the middle
+// of a multipart upload is injected in front of s3rver (test/helpers/s3.ts).
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { test } from 'node:test';
 import type { TestPath } from '../helpers/build-app.js';
 import { checkVisible } from '../helpers/cache-check.js';
+import { startS3 } from '../helpers/s3.js';
 import { createToken, startServer } from '../helpers/server.js';
 import { makeTempDir } from '../helpers/tmp.js';
 import { nativeUpload, nixProtocolUpload, randomPath } from '../helpers/uploaders.js';
@@ -128,4 +130,41 @@ test('a disk that fills mid-upload: the upload fails with a reason, nothing part
   await nativeUpload(server.url, 'main', token, after[1]!);
   const visible = await checkVisible(url, server.publicKey, [small.hashPart, ...after.map((p) => p.hashPart)]);
   assert.equal(visible.size, 3);
+});
+
+test('S3 answering 500, then 503, mid-multipart: the upload fails, nothing is visible, and uploads work once S3 does', async (t) => {
+  const s3 = await startS3(t);
+  const dataDir = await makeTempDir(t, 'narhub-s3-fault-');
+  const configFile = join(dataDir, 'config.json');
+  writeFileSync(
+    configFile,
+    JSON.stringify({ storage: await s3.storageConfig(dataDir, { partSize: '5M', queueSize: 2 }) }),
+  );
+  const server = await startServer(t, { dataDir, args: ['--config', configFile] });
+  const { token } = await createToken(dataDir, 'main', 'write', ['--config', configFile]);
+  const url = `${server.url}/main`;
+  const attempted: string[] = [];
+  for (const [status, kind] of [
+    [500, 'nix'],
+    [503, 'native'],
+  ] as const) {
+    // 16 MB of random bytes: four parts; S3 starts failing at the second.
+    const big = randomPath(`s3-${status}-${kind}`, 16_000_000);
+    attempted.push(big.hashPart);
+    s3.failFrom({ status, afterParts: 2 });
+    const upload = kind === 'nix' ? nixProtocolUpload(url, token, big) : nativeUpload(server.url, 'main', token, big);
+    await assert.rejects(upload, /(PUT 5\d\d|fetch failed)/, `S3 ${status}: the ${kind} upload fails`);
+    s3.heal();
+    assert.ok(
+      s3.requests.some((r) => r.startsWith('PUT ') && r.includes('partNumber')),
+      'the upload was multipart when S3 failed',
+    );
+    assert.equal((await checkVisible(url, server.publicKey, attempted)).size, 0, `S3 ${status}: nothing is visible`);
+  }
+  // S3 works again: both uploads go through, without a restart, and verify.
+  const after = [randomPath('s3-after-nix', 12_000_000), randomPath('s3-after-native', 12_000_000)];
+  await nixProtocolUpload(url, token, after[0]!);
+  await nativeUpload(server.url, 'main', token, after[1]!);
+  const visible = await checkVisible(url, server.publicKey, [...attempted, ...after.map((p) => p.hashPart)]);
+  assert.deepEqual([...visible].sort(), after.map((p) => p.hashPart).sort());
 });

@@ -64,6 +64,12 @@ export interface S3Server {
    * deployment would have them), and extra settings merged in.
    */
   storageConfig(dir: string, extra?: Record<string, unknown>): Promise<Record<string, unknown>>;
+  /**
+   * From the `afterParts`-th UploadPart on, answer every request with `status` (S3's XML error
+   * `InternalError` or `SlowDown`), as a failing S3 does, until `heal()`.
+   */
+  failFrom(fault: { status: 500 | 503; afterParts: number }): void;
+  heal(): void;
   stop(): Promise<void>;
 }
 
@@ -103,6 +109,16 @@ export async function startS3(scope: Scope, opts: { bucket?: string } = {}): Pro
 
   const writing = new Map<string, Promise<void>>();
   const requests: string[] = [];
+  let fault: { status: 500 | 503; afterParts: number } | undefined;
+  let parts = 0;
+  const faults: Middleware = async (ctx, next) => {
+    if (ctx.method === 'PUT' && 'partNumber' in ctx.query) parts++;
+    if (fault === undefined || parts < fault.afterParts) return next();
+    const code = fault.status === 503 ? 'SlowDown' : 'InternalError';
+    ctx.status = fault.status;
+    ctx.type = 'application/xml';
+    ctx.body = `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>injected</Message></Error>`;
+  };
   const missingCalls: Middleware = async (ctx, next) => {
     requests.push(`${ctx.method} ${decodeURIComponent(ctx.path)} [${Object.keys(ctx.query).sort().join(',')}]`);
     const [, bucketName = '', ...rest] = ctx.path.split('/');
@@ -152,6 +168,7 @@ export async function startS3(scope: Scope, opts: { bucket?: string } = {}): Pro
     return next();
   };
   server.middleware.unshift(missingCalls);
+  server.middleware.unshift(faults);
 
   // s3rver makes ListObjectsV2 continuation tokens with DES, which OpenSSL 3 (Node 17+) refuses,
   // so every truncated V2 listing fails. This runs its V1 listing (`marker`) instead and answers
@@ -229,6 +246,13 @@ export async function startS3(scope: Scope, opts: { bucket?: string } = {}): Pro
         secretAccessKeyFile,
         ...extra,
       };
+    },
+    failFrom(f) {
+      parts = 0;
+      fault = f;
+    },
+    heal() {
+      fault = undefined;
     },
     stop,
   };
