@@ -110,11 +110,10 @@ test('a disk that fills mid-upload: the upload fails with a reason, nothing part
   await nixProtocolUpload(url, token, small);
   const usedBefore = bytesUnder(join(dataDir, 'store'));
 
-  // Bigger than the space left: both upload routes fail. The native one answers why (503, so a
-  // client retries later). The Nix-protocol NAR PUT still resets the connection when it refuses
-  // mid-body (issue 18, bug 1, being fixed): it is only required to fail for now.
+  // Bigger than the space left: both upload routes fail, and answer why (a storage error, 5xx, so a
+  // client may try again later) rather than dropping the connection.
   for (const [kind, upload, reason] of [
-    ['nix', (p: TestPath) => nixProtocolUpload(url, token, p), /./],
+    ['nix', (p: TestPath) => nixProtocolUpload(url, token, p), /^Error: NAR PUT 5\d\d: .*STORAGE_ERROR/],
     ['native', (p: TestPath) => nativeUpload(server.url, 'main', token, p), /^Error: native PUT 503: .*STORAGE_ERROR/],
   ] as const) {
     const big = randomPath(`big-${kind}`, 30_000_000);
