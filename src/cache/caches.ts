@@ -1,18 +1,10 @@
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { NarhubError } from '../errors.js';
 import { formatCacheInfo } from '../nix/cache-info.js';
-import {
-  formatPublicKey,
-  formatSecretKey,
-  generateKeyPair,
-  parseSecretKey,
-  publicKeyOf,
-  type SecretKey,
-} from '../nix/signing.js';
+import type { SecretKey } from '../nix/signing.js';
 import type { CacheRow, CacheSettingsRow, CachesRepo } from '../db/caches-repo.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { assertValidCacheName } from '../cache-name.js';
+import { generateKeyFile, keyFileOf, readSecretKeyFile } from './key-files.js';
 
 export interface CacheSettings {
   private: boolean;
@@ -32,6 +24,11 @@ function settingsRow(s: CacheSettings): CacheSettingsRow {
     redirectExpiry: s.redirectExpiry ?? 300,
     recompressToZstd: s.recompressToZstd ?? false,
   };
+}
+
+/** The generation of a cache's next key: one past its newest. */
+export function nextGeneration(caches: CachesRepo, cache: CacheRow): number {
+  return caches.keys(cache.id).reduce((g, k) => Math.max(g, k.generation), 0) + 1;
 }
 
 /** How long a looked-up cache row is reused before it is read from the database again. */
@@ -78,39 +75,17 @@ export function createCacheRegistry(deps: { caches: CachesRepo; store: BlobStore
   function readSecretKey(file: string): SecretKey {
     let key = loadedKeys.get(file);
     if (!key) {
-      let text: string;
-      try {
-        text = readFileSync(file, 'utf8');
-      } catch (err) {
-        throw new NarhubError(
-          'KEY_INVALID',
-          `cannot read signing key file ${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`,
-        );
-      }
-      key = parseSecretKey(text);
+      key = readSecretKeyFile(file);
       loadedKeys.set(file, key);
     }
     return key;
   }
 
   function addKey(cache: CacheRow, keyFile: string | undefined): string {
-    const generation = caches.keys(cache.id).reduce((g, k) => Math.max(g, k.generation), 0) + 1;
-    let file: string;
-    let secret: SecretKey;
-    if (keyFile) {
-      file = keyFile;
-      secret = readSecretKey(file);
-    } else {
-      const pair = generateKeyPair(`${cache.name}-${generation}`);
-      secret = pair.secret;
-      mkdirSync(keysDir, { recursive: true, mode: 0o700 });
-      file = join(keysDir, `${secret.name}.secret`);
-      writeFileSync(file, formatSecretKey(secret), { mode: 0o600, flag: 'wx' });
-      chmodSync(file, 0o600);
-    }
-    const publicKey = formatPublicKey(publicKeyOf(secret));
-    caches.insertKey(cache.id, secret.name, publicKey, file, generation);
-    return publicKey;
+    const generation = nextGeneration(caches, cache);
+    const key = keyFile ? keyFileOf(keyFile) : generateKeyFile(keysDir, cache.name, generation);
+    caches.insertKey(cache.id, key.name, key.publicKey, key.file, generation);
+    return key.publicKey;
   }
 
   async function writeCacheInfo(cache: CacheRow): Promise<void> {

@@ -11,6 +11,7 @@ import type { PathRow, PathsRepo } from '../db/paths-repo.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { createKeyedLock } from '../io/keyed-lock.js';
 import type { CacheRegistry } from './caches.js';
+import { narFileOfUrl, sameContent } from './narinfo-content.js';
 
 /** A Nix signature: key name, colon, base64 of 64 bytes. */
 const SIGNATURE = /^[^\s:]+:[A-Za-z0-9+/]{86}==$/;
@@ -107,12 +108,7 @@ export function createPathCommit(deps: {
 
   async function addSignatures(cache: CacheRow, existing: PathRow, info: NarInfo): Promise<CommitResult> {
     const stored = parseNarInfo(existing.narinfo);
-    const sameContent =
-      stored.storePath === info.storePath &&
-      hashesEqual(parseHash(stored.narHash), parseHash(info.narHash)) &&
-      stored.narSize === info.narSize &&
-      sameSet(stored.references, info.references);
-    if (!sameContent) {
+    if (!sameContent(stored, info)) {
       throw new NarhubError(
         'PATH_CONTENT_CONFLICT',
         `${info.storePath} is already in cache ${cache.name} with different content; narinfo PUTs may only add signatures`,
@@ -153,13 +149,12 @@ export function createPathCommit(deps: {
     const existing = paths.get(cache.id, hashPart);
     if (existing) return addSignatures(cache, existing, info);
 
-    const m = /^nar\/([^/?#]+)$/.exec(info.url);
-    if (!m)
+    const fileName = narFileOfUrl(info.url);
+    if (fileName === undefined)
       throw new NarhubError(
         'NARINFO_INVALID',
         `URL ${JSON.stringify(info.url)} must be nar/<file> as uploaded to this cache`,
       );
-    const fileName = m[1]!;
     const nar = nars.get(cache.id, fileName);
     if (!nar) throw new NarhubError('NAR_NOT_UPLOADED', `URL ${info.url} names no NAR uploaded to cache ${cache.name}`);
     checkAgainstNar(info, nar);
@@ -264,12 +259,6 @@ export function createPathCommit(deps: {
       return from(0);
     },
   };
-}
-
-function sameSet(a: string[], b: string[]): boolean {
-  const sa = new Set(a);
-  const sb = new Set(b);
-  return sa.size === sb.size && [...sa].every((x) => sb.has(x));
 }
 
 export type PathCommit = ReturnType<typeof createPathCommit>;
