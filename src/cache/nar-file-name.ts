@@ -1,5 +1,6 @@
 import { NarhubError } from '../errors.js';
 import { COMPRESSION_EXTENSION, compressionsWithExtension } from '../io/compression.js';
+import { formatHash, parseHash } from '../nix/hash.js';
 import { NIX32_ALPHABET } from '../nix/nix32.js';
 
 const NAME = new RegExp(`^([${NIX32_ALPHABET}]{52})\\.nar(\\.[a-z0-9]+)?$`);
@@ -33,4 +34,17 @@ export function parseNarFileName(fileName: string): NarFileName {
     );
   }
   return { fileName, fileHash: m[1]!, extension };
+}
+
+/**
+ * The name of a NAR file narhub compressed itself: `<nix32 sha256 of the uncompressed NAR>.nar.zst`.
+ * Nix names files by the hash of the *file*, which is only known once compression has finished,
+ * and a blob cannot be renamed; any name works for a narinfo `URL:`, and naming by NarHash lets
+ * the name be checked (in `beforeCommit`) before the file appears under it. The same NAR gets
+ * the same name whether it came as a native upload or from recompression, so they share a file.
+ */
+export function narHashFileName(narHash: string): string {
+  const hash = parseHash(narHash);
+  if (hash.algo !== 'sha256') throw new NarhubError('HASH_INVALID', `NarHash must be sha256, got ${hash.algo}`);
+  return `${formatHash(hash, 'nix32').slice('sha256:'.length)}.nar.zst`;
 }

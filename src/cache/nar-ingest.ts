@@ -12,6 +12,7 @@ import type { CacheRow } from '../db/caches-repo.js';
 import type { NarRow, NarsRepo } from '../db/nars-repo.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { parseNarFileName } from './nar-file-name.js';
+import { isAbortLike, mostTelling, rejections } from './upload-failure.js';
 
 export interface IngestOptions {
   signal?: AbortSignal | undefined;
@@ -151,20 +152,24 @@ export function createNarIngest(deps: { store: BlobStore; nars: NarsRepo }) {
   };
 }
 
-/** The most telling error: a NAR/format complaint beats the generic stream errors it causes. */
+/** The most telling error (mostTelling), a decompressor's own error read as a corrupt body. */
 function pickFailure(results: PromiseSettledResult<unknown>[]): unknown {
-  const errors = results
-    .filter((r): r is PromiseRejectedResult => r.status === 'rejected')
-    .map((r) => r.reason as unknown);
+  const errors = rejections(results);
   if (errors.length === 0) return undefined;
-  return (
-    errors.find((e) => isNarhubError(e) && e.code !== 'STORAGE_ERROR') ??
-    errors.find(isNarhubError) ??
-    wrapStreamError(errors[0])
-  );
+  const found = mostTelling(errors, 'body');
+  // Decompressors report corrupt input with their own errors.
+  if (
+    found instanceof Error &&
+    !isNarhubError(found) &&
+    !isAbortLike(found) &&
+    /(compress|format|corrupt|lzma|zstd|header|check|data|bzip|gzip|brotli)/i.test(found.message)
+  ) {
+    return new NarhubError('NAR_INVALID', `cannot decompress the body: ${found.message.split('\n')[0]}`, {
+      cause: found,
+    });
+  }
+  return found;
 }
-
-const ABORT_CODES = new Set(['ABORT_ERR', 'ERR_STREAM_PREMATURE_CLOSE', 'ECONNRESET']);
 
 /**
  * Whatever the decompressor throws is about the bytes it was fed, which came from the client:
@@ -173,27 +178,9 @@ const ABORT_CODES = new Set(['ABORT_ERR', 'ERR_STREAM_PREMATURE_CLOSE', 'ECONNRE
  * our own errors pass through unchanged.
  */
 function corruptInput(err: unknown, compression: Compression): unknown {
-  if (isNarhubError(err)) return err;
-  const code = (err as NodeJS.ErrnoException | undefined)?.code;
-  if (typeof code === 'string' && ABORT_CODES.has(code)) return err;
+  if (isNarhubError(err) || isAbortLike(err)) return err;
   const message = err instanceof Error ? err.message.split('\n')[0] : String(err);
   return new NarhubError('NAR_INVALID', `cannot decompress the body as ${compression}: ${message}`, { cause: err });
-}
-
-function wrapStreamError(err: unknown): unknown {
-  const code = (err as NodeJS.ErrnoException | undefined)?.code;
-  if (typeof code === 'string' && ABORT_CODES.has(code)) {
-    return new NarhubError('BAD_REQUEST', 'upload aborted before the body was complete', { cause: err });
-  }
-  // Decompressors report corrupt input with their own errors.
-  if (
-    err instanceof Error &&
-    !isNarhubError(err) &&
-    /(compress|format|corrupt|lzma|zstd|header|check|data|bzip|gzip|brotli)/i.test(err.message)
-  ) {
-    return new NarhubError('NAR_INVALID', `cannot decompress the body: ${err.message.split('\n')[0]}`, { cause: err });
-  }
-  return err;
 }
 
 export type NarIngest = ReturnType<typeof createNarIngest>;

@@ -11,8 +11,10 @@ import type { PathsRepo } from '../db/paths-repo.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import type { CacheRegistry } from './caches.js';
 import type { KeyedLock } from '../io/keyed-lock.js';
-import { narHashFileName, type ZstdOptions } from './native-upload.js';
+import { narHashFileName } from './nar-file-name.js';
+import type { ZstdOptions } from './native-upload.js';
 import { narStorageKey } from './nar-ingest.js';
+import { rejections } from './upload-failure.js';
 import { narInfoStorageKey, type PathCommit } from './narinfo-commit.js';
 
 /** Where the recompressor reports; the server passes its logger. */
@@ -22,6 +24,21 @@ export interface RecompressLog {
 }
 
 const RECOMPRESSIBLE = new Set(['xz', 'bzip2']);
+
+/** What recompression works with. */
+interface RecompressDeps {
+  db: Database;
+  store: BlobStore;
+  nars: NarsRepo;
+  paths: PathsRepo;
+  registry: CacheRegistry;
+  commit: PathCommit;
+  lock: KeyedLock;
+  zstd: ZstdOptions;
+  now: () => number;
+  /** Where it reports, once started. */
+  log: () => RecompressLog;
+}
 
 /**
  * Background recompression of xz and bzip2 NARs (what stock Nix uploads by default) to zstd,
@@ -36,19 +53,10 @@ const RECOMPRESSIBLE = new Set(['xz', 'bzip2']);
  * superseded. The old file stays valid and served for clients holding the old narinfo, until
  * `sweepSuperseded` removes it after its grace period if no path points at it again.
  */
-export function createRecompressor(deps: {
-  db: Database;
-  store: BlobStore;
-  nars: NarsRepo;
-  paths: PathsRepo;
-  registry: CacheRegistry;
-  commit: PathCommit;
-  lock: KeyedLock;
-  zstd: ZstdOptions;
-  now?: () => number;
-}) {
-  const { db, store, nars, paths, registry, commit, lock, zstd } = deps;
-  const now = deps.now ?? Date.now;
+export function createRecompressor(options: Omit<RecompressDeps, 'now' | 'log'> & { now?: () => number }) {
+  const deps: RecompressDeps = { ...options, now: options.now ?? Date.now, log: () => log };
+  const { nars, store } = deps;
+  const now = deps.now;
   const queue: number[] = [];
   const queued = new Set<number>();
   let started = false;
@@ -57,10 +65,6 @@ export function createRecompressor(deps: {
   let controller = new AbortController();
   let log: RecompressLog = { info: () => undefined, error: () => undefined };
   const idleWaiters: (() => void)[] = [];
-
-  function cacheById(id: number): CacheRow | undefined {
-    return registry.list().find((c) => c.id === id);
-  }
 
   function enqueue(narId: number): void {
     if (queued.has(narId)) return;
@@ -82,7 +86,7 @@ export function createRecompressor(deps: {
     while (queue.length > 0 && !stopping) {
       const narId = queue.shift()!;
       try {
-        await recompress(narId);
+        await recompress(deps, narId, controller.signal, enqueue);
       } catch (err) {
         // Left as it is (still valid, still served); the next start's scan tries again.
         if (!stopping) log.error({ err, narId }, 'recompression failed');
@@ -90,123 +94,6 @@ export function createRecompressor(deps: {
         queued.delete(narId);
       }
     }
-  }
-
-  async function recompress(narId: number): Promise<void> {
-    const old = nars.getById(narId);
-    if (old?.state !== 'valid' || !RECOMPRESSIBLE.has(old.compression)) return;
-    const cache = cacheById(old.cacheId);
-    if (!cache?.recompressToZstd) return;
-    if (paths.byNar(old.id).length === 0) return;
-    const fileName = narHashFileName(old.narHash);
-    const t0 = now();
-
-    const target = await lock.run(`${cache.id}/${fileName}`, async () => {
-      const existing = nars.get(cache.id, fileName);
-      if (existing?.state === 'valid') return existing;
-      return writeZstd(cache, old, fileName);
-    });
-    const moved = await switchPaths(cache, old, target);
-    log.info(
-      {
-        cache: cache.name,
-        from: old.fileName,
-        to: target.fileName,
-        paths: moved,
-        fileSize: old.fileSize,
-        newFileSize: target.fileSize,
-        ms: now() - t0,
-      },
-      'NAR recompressed to zstd',
-    );
-  }
-
-  async function writeZstd(cache: CacheRow, old: NarRow, fileName: string): Promise<NarRow> {
-    const signal = controller.signal;
-    const read = await store.get(old.storageKey, { signal });
-    if (!read) throw new NarhubError('STORAGE_ERROR', `valid NAR ${old.storageKey} is missing from storage`);
-    const key = narStorageKey(cache.name, fileName);
-    // Decoded on one codec thread, validated and compressed on another; the loop moves the
-    // stored file's bytes in and the compressed ones out.
-    const { input, pass } = createNarPass({
-      listing: false,
-      decompress: old.compression as Compression,
-      compress: { level: zstd.level, workers: zstd.workers },
-    });
-    const validated = pass.result();
-    const stored = store.put(key, pass, {
-      signal,
-      contentType: 'application/x-nix-nar',
-      beforeCommit: async () => {
-        const nar = await validated;
-        if (nar.narSize !== old.narSize || !hashesEqual(parseHash(nar.narHash), parseHash(old.narHash))) {
-          throw new NarhubError(
-            'NAR_HASH_MISMATCH',
-            `${old.storageKey} decompresses to ${nar.narHash} (${nar.narSize} bytes), not the recorded ${old.narHash} (${old.narSize} bytes)`,
-          );
-        }
-      },
-    });
-    stored.catch(() => undefined);
-    const decoded = pipeline(read.stream, input, { signal });
-    const results = await Promise.allSettled([decoded, validated, stored]);
-    const errors = results
-      .filter((r): r is PromiseRejectedResult => r.status === 'rejected')
-      .map((r) => r.reason as unknown);
-    if (errors.length > 0)
-      throw (
-        errors.find((e) => isNarhubError(e) && e.code === 'NAR_HASH_MISMATCH') ??
-        errors.find(isNarhubError) ??
-        errors[0]
-      );
-
-    return nars.putValid({
-      cacheId: cache.id,
-      fileName,
-      storageKey: key,
-      compression: 'zstd',
-      fileHash: formatHash(sha256Hash(pass.digest()), 'nix32'),
-      fileSize: pass.bytes,
-      narHash: old.narHash,
-      narSize: old.narSize,
-      // Same NAR, same listing.
-      listingKey: old.listingKey,
-    });
-  }
-
-  /** Points every path still on `old` at `target`, in one transaction; returns how many moved. */
-  async function switchPaths(cache: CacheRow, old: NarRow, target: NarRow): Promise<number> {
-    const hashParts = paths.byNar(old.id).map((p) => p.hashPart);
-    return commit.exclusive(cache, hashParts, async () => {
-      const locked = new Set(hashParts);
-      const switched = db.transaction(() => {
-        const out: { hashPart: string; narinfo: string }[] = [];
-        for (const p of paths.byNar(old.id)) {
-          // A path committed after the locks were taken waits for the next round.
-          if (!locked.has(p.hashPart)) continue;
-          const info = parseNarInfo(p.narinfo);
-          const narinfo = formatNarInfo({
-            ...info,
-            url: `nar/${target.fileName}`,
-            compression: target.compression,
-            fileHash: target.fileHash,
-            fileSize: target.fileSize,
-          });
-          paths.switchNar(p.id, target.id, narinfo);
-          out.push({ hashPart: p.hashPart, narinfo });
-        }
-        if (paths.byNar(old.id).length === 0) nars.markSuperseded(old.id, now());
-        return out;
-      })();
-      // The database serves from now on; the store's copies follow (as a commit writes them).
-      for (const { hashPart, narinfo } of switched) {
-        await store.put(narInfoStorageKey(cache.name, hashPart), Buffer.from(narinfo), {
-          contentType: 'text/x-nix-narinfo',
-        });
-      }
-      if (paths.byNar(old.id).length > 0) enqueue(old.id);
-      return switched.length;
-    });
   }
 
   return {
@@ -255,6 +142,140 @@ export function createRecompressor(deps: {
       return { removed };
     },
   };
+}
+
+/** Recompresses one file, if it still needs it, and moves its paths to the new one. */
+async function recompress(
+  deps: RecompressDeps,
+  narId: number,
+  signal: AbortSignal,
+  requeue: (narId: number) => void,
+): Promise<void> {
+  const { nars, paths, registry, lock, now } = deps;
+  const old = nars.getById(narId);
+  if (old?.state !== 'valid' || !RECOMPRESSIBLE.has(old.compression)) return;
+  const cache = registry.list().find((c) => c.id === old.cacheId);
+  if (!cache?.recompressToZstd) return;
+  if (paths.byNar(old.id).length === 0) return;
+  const fileName = narHashFileName(old.narHash);
+  const t0 = now();
+
+  const target = await lock.run(`${cache.id}/${fileName}`, async () => {
+    const existing = nars.get(cache.id, fileName);
+    if (existing?.state === 'valid') return existing;
+    return writeZstd(deps, cache, old, fileName, signal);
+  });
+  const moved = await switchPaths(deps, cache, old, target, requeue);
+  deps.log().info(
+    {
+      cache: cache.name,
+      from: old.fileName,
+      to: target.fileName,
+      paths: moved,
+      fileSize: old.fileSize,
+      newFileSize: target.fileSize,
+      ms: now() - t0,
+    },
+    'NAR recompressed to zstd',
+  );
+}
+
+/** Decodes, validates and zstd-compresses `old` into `nar/<narhash>.nar.zst`, recorded valid. */
+async function writeZstd(
+  deps: RecompressDeps,
+  cache: CacheRow,
+  old: NarRow,
+  fileName: string,
+  signal: AbortSignal,
+): Promise<NarRow> {
+  const { store, nars, zstd } = deps;
+  const read = await store.get(old.storageKey, { signal });
+  if (!read) throw new NarhubError('STORAGE_ERROR', `valid NAR ${old.storageKey} is missing from storage`);
+  const key = narStorageKey(cache.name, fileName);
+  // Decoded on one codec thread, validated and compressed on another; the loop moves the
+  // stored file's bytes in and the compressed ones out.
+  const { input, pass } = createNarPass({
+    listing: false,
+    decompress: old.compression as Compression,
+    compress: { level: zstd.level, workers: zstd.workers },
+  });
+  const validated = pass.result();
+  const stored = store.put(key, pass, {
+    signal,
+    contentType: 'application/x-nix-nar',
+    beforeCommit: async () => {
+      const nar = await validated;
+      if (nar.narSize !== old.narSize || !hashesEqual(parseHash(nar.narHash), parseHash(old.narHash))) {
+        throw new NarhubError(
+          'NAR_HASH_MISMATCH',
+          `${old.storageKey} decompresses to ${nar.narHash} (${nar.narSize} bytes), not the recorded ${old.narHash} (${old.narSize} bytes)`,
+        );
+      }
+    },
+  });
+  stored.catch(() => undefined);
+  const decoded = pipeline(read.stream, input, { signal });
+  const results = await Promise.allSettled([decoded, validated, stored]);
+  const errors = rejections(results);
+  if (errors.length > 0)
+    throw (
+      errors.find((e) => isNarhubError(e) && e.code === 'NAR_HASH_MISMATCH') ?? errors.find(isNarhubError) ?? errors[0]
+    );
+
+  return nars.putValid({
+    cacheId: cache.id,
+    fileName,
+    storageKey: key,
+    compression: 'zstd',
+    fileHash: formatHash(sha256Hash(pass.digest()), 'nix32'),
+    fileSize: pass.bytes,
+    narHash: old.narHash,
+    narSize: old.narSize,
+    // Same NAR, same listing.
+    listingKey: old.listingKey,
+  });
+}
+
+/** Points every path still on `old` at `target`, in one transaction; returns how many moved. */
+async function switchPaths(
+  deps: RecompressDeps,
+  cache: CacheRow,
+  old: NarRow,
+  target: NarRow,
+  requeue: (narId: number) => void,
+): Promise<number> {
+  const { db, store, nars, paths, commit, now } = deps;
+  const hashParts = paths.byNar(old.id).map((p) => p.hashPart);
+  return commit.exclusive(cache, hashParts, async () => {
+    const locked = new Set(hashParts);
+    const switched = db.transaction(() => {
+      const out: { hashPart: string; narinfo: string }[] = [];
+      for (const p of paths.byNar(old.id)) {
+        // A path committed after the locks were taken waits for the next round.
+        if (!locked.has(p.hashPart)) continue;
+        const info = parseNarInfo(p.narinfo);
+        const narinfo = formatNarInfo({
+          ...info,
+          url: `nar/${target.fileName}`,
+          compression: target.compression,
+          fileHash: target.fileHash,
+          fileSize: target.fileSize,
+        });
+        paths.switchNar(p.id, target.id, narinfo);
+        out.push({ hashPart: p.hashPart, narinfo });
+      }
+      if (paths.byNar(old.id).length === 0) nars.markSuperseded(old.id, now());
+      return out;
+    })();
+    // The database serves from now on; the store's copies follow (as a commit writes them).
+    for (const { hashPart, narinfo } of switched) {
+      await store.put(narInfoStorageKey(cache.name, hashPart), Buffer.from(narinfo), {
+        contentType: 'text/x-nix-narinfo',
+      });
+    }
+    if (paths.byNar(old.id).length > 0) requeue(old.id);
+    return switched.length;
+  });
 }
 
 export type Recompressor = ReturnType<typeof createRecompressor>;
