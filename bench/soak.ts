@@ -12,7 +12,7 @@ import { parseArgs } from 'node:util';
 import { formatDuration, parseDuration } from '../src/units.js';
 import { startNarhub } from './lib/narhub.js';
 import { createNixEnv, type NixEnv } from './lib/nix.js';
-import { exec, rmTree } from './lib/proc.js';
+import { exec, type ExecOptions, type ExecResult, rmTree } from './lib/proc.js';
 import { Scope } from './lib/scope.js';
 import { fmtBytes } from './lib/stats.js';
 
@@ -64,6 +64,16 @@ function options(argv: string[]): Options {
 }
 
 const log = (line: string) => process.stderr.write(`soak: ${line}\n`);
+
+/** A client run; undefined when it was still going at its time limit and was killed. */
+async function run(cmd: string, args: string[], opts: ExecOptions): Promise<ExecResult | undefined> {
+  try {
+    return await exec(cmd, args, opts);
+  } catch (err) {
+    if (/timed out after/.test((err as Error).message)) return undefined;
+    throw err;
+  }
+}
 
 /** `count` small paths and one path referring to them all: the closure clients substitute. */
 async function closure(nix: NixEnv, dir: string, count: number, tag: string): Promise<string> {
@@ -141,20 +151,20 @@ async function main(): Promise<void> {
     const stores = join(work, 'stores');
     await mkdir(stores, { recursive: true });
     let storeCount = 0;
-    /** Runs still going a minute past the deadline are killed, and counted apart from errors. */
+    /** Client runs still going a minute past the deadline are killed, and counted apart from errors. */
     let cut = 0;
     const untilDeadline = () => Math.max(0, deadline - Date.now()) + 60_000;
 
     const substituter = async () => {
       while (Date.now() < deadline) {
         const store = join(stores, `s${++storeCount}`);
-        const res = await exec(
+        const res = await run(
           'nix',
           ['copy', '--from', cache, '--to', store, top, '--option', 'trusted-public-keys', publicKey],
           { env: { ...nix.env, XDG_CACHE_HOME: join(store, '.cache') }, timeoutMs: untilDeadline() },
         );
-        if (res.code === 0) substitutions.push(res.seconds);
-        else if (res.signal === 'SIGKILL' && Date.now() >= deadline) cut++;
+        if (res === undefined) cut++;
+        else if (res.code === 0) substitutions.push(res.seconds);
         else errors.push(`substitute: exit ${res.code ?? res.signal}: ${res.stderr.trim().split('\n').at(-1)}`);
         await rmTree(store);
       }
@@ -165,12 +175,12 @@ async function main(): Promise<void> {
         await writeFile(file, `narhub soak pushed by ${n}, number ${i}, at ${Date.now()}\n`);
         const added = (await nix.run('nix-store', ['--add', file])).stdout.trim();
         // Each pusher has its own client cache: Nix 2.8's SQLite cache is not safe to share.
-        const res = await exec('nix', ['copy', '--to', cache, added], {
+        const res = await run('nix', ['copy', '--to', cache, added], {
           env: { ...nix.env, XDG_CACHE_HOME: join(work, `push-cache-${n}`) },
           timeoutMs: untilDeadline(),
         });
-        if (res.code === 0) pushes.push(res.seconds);
-        else if (res.signal === 'SIGKILL' && Date.now() >= deadline) cut++;
+        if (res === undefined) cut++;
+        else if (res.code === 0) pushes.push(res.seconds);
         else errors.push(`push: exit ${res.code ?? res.signal}: ${res.stderr.trim().split('\n').at(-1)}`);
       }
     };
@@ -230,7 +240,7 @@ async function main(): Promise<void> {
         pushes.map((s) => s * 1000),
       ),
       `errors: ${errors.length}${errors.length > 0 ? ` (first: ${errors[0]})` : ''}; ` +
-        `runs cut a minute past the deadline: ${cut}`,
+        `client runs still going a minute past the deadline, killed: ${cut}`,
       'server over time (every 5 s; shown each minute):',
       ...samples
         .filter(
