@@ -55,10 +55,12 @@ export function createCacheService(deps: CacheServiceDeps) {
   });
   const nativeUpload = createNativeUpload({ store, nars, paths, commit: pathCommit, lock: narLock, zstd });
 
+  const tokens = createTokenService({ tokens: createTokensRepo(db) });
   return {
     store,
     registry,
-    tokens: createTokenService({ tokens: createTokensRepo(db) }),
+    tokens,
+
     ingestNar: createNarIngest({ store, nars }),
     async commitNarInfo(cache: CacheRow, hashPart: string, text: string) {
       const result = await pathCommit.commitNarInfo(cache, hashPart, text);

@@ -4,7 +4,8 @@ import type { Permission, TokenRow, TokensRepo } from '../db/tokens-repo.js';
 
 export type { Permission, TokenRow };
 
-const RANK: Record<Permission, number> = { read: 1, write: 2, admin: 3 };
+// A trigger token has no rights on any cache.
+const RANK: Record<Permission, number> = { trigger: 0, read: 1, write: 2, admin: 3 };
 const TOKEN_PREFIX = 'nh_';
 
 export function hashToken(secret: string): string {
@@ -43,11 +44,20 @@ export function createTokenService(deps: { tokens: TokensRepo; now?: () => numbe
     create(input: {
       cachePattern: string;
       permission: Permission;
+      /** For `trigger`: the one project it may trigger (and no cache). */
+      project?: string | undefined;
       name?: string | undefined;
       expiresAt?: number | undefined;
     }): { token: string; row: TokenRow } {
-      assertValidCachePattern(input.cachePattern);
       if (!(input.permission in RANK)) throw new NarhubError('BAD_REQUEST', `unknown permission ${input.permission}`);
+      if (input.permission === 'trigger') {
+        if (!input.project || !/^[a-z0-9][a-z0-9_-]{0,62}$/.test(input.project))
+          throw new NarhubError('BAD_REQUEST', 'a trigger token needs the project it may trigger');
+        if (input.cachePattern !== '') throw new NarhubError('BAD_REQUEST', 'a trigger token has no cache');
+      } else {
+        if (input.project !== undefined) throw new NarhubError('BAD_REQUEST', 'only a trigger token names a project');
+        assertValidCachePattern(input.cachePattern);
+      }
       const token = TOKEN_PREFIX + randomBytes(32).toString('base64url');
       const id = `tk${randomBytes(6).toString('hex')}`;
       const row = tokens.insert({
@@ -56,6 +66,7 @@ export function createTokenService(deps: { tokens: TokensRepo; now?: () => numbe
         tokenHash: hashToken(token),
         cachePattern: input.cachePattern,
         permission: input.permission,
+        project: input.project ?? null,
         expiresAt: input.expiresAt ?? null,
       });
       return { token, row };
@@ -72,8 +83,21 @@ export function createTokenService(deps: { tokens: TokensRepo; now?: () => numbe
       return row;
     },
     allows(token: TokenRow | undefined, cacheName: string, permission: Permission): boolean {
-      if (!token) return false;
+      if (!token || token.permission === 'trigger' || permission === 'trigger') return false;
       return RANK[token.permission] >= RANK[permission] && cachePatternMatches(token.cachePattern, cacheName);
+    },
+    /** Whether the token may start evaluations of `project`: a trigger token for it, or admin on its cache. */
+    mayTrigger(token: TokenRow | undefined, project: string, projectCache: string): boolean {
+      if (!token) return false;
+      if (token.permission === 'trigger') return token.project === project;
+      return RANK[token.permission] >= RANK.admin && cachePatternMatches(token.cachePattern, projectCache);
+    },
+    /** The live token with this id (for browser sessions, which keep the id, never the secret). */
+    byId(id: string): TokenRow | undefined {
+      const row = tokens.get(id);
+      if (!row || row.revokedAt !== null) return undefined;
+      if (row.expiresAt !== null && row.expiresAt <= now()) return undefined;
+      return row;
     },
     list(): TokenRow[] {
       return tokens.list();

@@ -101,6 +101,10 @@ async function run(spec: CommandSpec, rest: string[]): Promise<number> {
       await (await import('./commands/build.js')).buildCommand(args, config, process.stdout);
       return 0;
     case 'spoke':
+      if (spec.name === 'spoke list') {
+        await (await import('./commands/spoke-list.js')).spokeListCommand(rest, config, process.stdout);
+        return 0;
+      }
       return (await import('./commands/spoke.js')).spokeCommand(args);
     case 'keygen':
       (await import('./commands/keygen.js')).keygenCommand(args, process.stdout);

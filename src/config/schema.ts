@@ -129,6 +129,29 @@ const Hub = Type.Object(
   { additionalProperties: false },
 );
 
+const GitHub = Type.Object(
+  {
+    apiUrl: Type.String({
+      default: 'https://api.github.com',
+      description: 'API base URL: GitHub Enterprise (`https://HOST/api/v3`), Gitea or Forgejo (`https://HOST/api/v1`).',
+    }),
+    appId: Type.Optional(Type.Integer({ minimum: 1, description: 'GitHub App id (with privateKeyFile).' })),
+    privateKeyFile: Type.Optional(Type.String({ description: "File holding the GitHub App's private key (PEM)." })),
+    tokenFile: Type.Optional(Type.String({ description: 'File holding a token, instead of an App.' })),
+    webhookSecretFile: Type.Optional(Type.String({ description: 'File holding the secret webhooks are signed with.' })),
+    report: Type.Union([Type.Literal('checks'), Type.Literal('statuses')], {
+      default: 'checks',
+      description: 'Check runs (GitHub), or commit statuses (forges without checks: Gitea, Forgejo).',
+    }),
+    minRequestInterval: Type.Integer({
+      default: 1000,
+      minimum: 0,
+      description: "Milliseconds between two status updates (GitHub's secondary rate limits).",
+    }),
+  },
+  { additionalProperties: false },
+);
+
 export const ConfigSchema = Type.Object(
   {
     dataDir: Type.String({ default: './narhub-data', description: 'Database, keys and local blobs.' }),
@@ -188,6 +211,7 @@ export const ConfigSchema = Type.Object(
     storage: Type.Union([LocalStorage, S3Storage]),
     zstd: Zstd,
     hub: Hub,
+    github: Type.Optional(GitHub),
   },
   { additionalProperties: false },
 );
@@ -197,3 +221,4 @@ export type CacheDeclaration = Static<typeof CacheDecl>;
 export type S3StorageConfig = Static<typeof S3Storage>;
 export type ZstdConfig = Static<typeof Zstd>;
 export type HubConfig = Static<typeof Hub>;
+export type GitHubConfig = Static<typeof GitHub>;

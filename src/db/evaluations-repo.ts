@@ -2,8 +2,19 @@ import type { Database } from 'better-sqlite3';
 
 export type EvaluationStatus = 'pending' | 'evaluating' | 'building' | 'succeeded' | 'failed' | 'cancelled';
 export const LIVE_EVALUATION_STATUSES: readonly EvaluationStatus[] = ['pending', 'evaluating', 'building'];
+/** What started an evaluation. */
+export type EvaluationTrigger = 'manual' | 'push' | 'pull_request' | 'poll' | 'trigger' | 'approval';
 
-export interface EvaluationRow {
+/** Where an evaluation belongs: its jobset (a branch, `pr-N`, or null for a bare commit), commit and trigger. */
+export interface EvaluationOrigin {
+  jobset: string | null;
+  commitSha: string | null;
+  trigger: EvaluationTrigger;
+  prNumber: number | null;
+  triggeredBy: string | null;
+}
+
+export interface EvaluationRow extends EvaluationOrigin {
   id: number;
   projectId: number;
   ref: string | null;
@@ -45,6 +56,11 @@ interface RawEvaluation {
   started_at: number | null;
   evaluated_at: number | null;
   finished_at: number | null;
+  jobset: string | null;
+  commit_sha: string | null;
+  trigger: EvaluationTrigger;
+  pr_number: number | null;
+  triggered_by: string | null;
 }
 interface RawJob {
   eval_id: number;
@@ -71,6 +87,11 @@ const toEvaluation = (r: RawEvaluation): EvaluationRow => ({
   startedAt: r.started_at,
   evaluatedAt: r.evaluated_at,
   finishedAt: r.finished_at,
+  jobset: r.jobset,
+  commitSha: r.commit_sha,
+  trigger: r.trigger,
+  prNumber: r.pr_number,
+  triggeredBy: r.triggered_by,
 });
 const toJob = (r: RawJob): EvalJobRow => ({
   evalId: r.eval_id,
@@ -84,8 +105,9 @@ const toJob = (r: RawJob): EvalJobRow => ({
 
 /** Evaluations, the job (attribute) rows they produced, and the builds each one needs. */
 export function createEvaluationsRepo(db: Database) {
-  const insert = db.prepare(`INSERT INTO evaluations (project_id, ref, flake_url, status, priority, created_at)
-    VALUES (@projectId, @ref, @flakeUrl, 'pending', @priority, @now)`);
+  const insert =
+    db.prepare(`INSERT INTO evaluations (project_id, ref, flake_url, status, priority, created_at, jobset, commit_sha, trigger,
+    pr_number, triggered_by) VALUES (@projectId, @ref, @flakeUrl, 'pending', @priority, @now, @jobset, @commitSha, @trigger, @prNumber, @triggeredBy)`);
   const byId = db.prepare<[number], RawEvaluation>('SELECT * FROM evaluations WHERE id = ?');
   const ofProject = db.prepare<[number, number], RawEvaluation>(
     'SELECT * FROM evaluations WHERE project_id = ? ORDER BY id DESC LIMIT ?',
@@ -93,18 +115,23 @@ export function createEvaluationsRepo(db: Database) {
   const live = db.prepare<[], RawEvaluation>(
     `SELECT * FROM evaluations WHERE status IN ('pending', 'evaluating', 'building') ORDER BY id`,
   );
+  const liveOfJobset = db.prepare<[number, string], RawEvaluation>(`SELECT * FROM evaluations
+    WHERE project_id = ? AND jobset = ? AND status IN ('pending', 'evaluating', 'building') ORDER BY id`);
   const setStatus = db.prepare('UPDATE evaluations SET status = ? WHERE id = ?');
   const start =
     db.prepare(`UPDATE evaluations SET status = 'evaluating', started_at = ?, error = NULL, locked_url = NULL, revision = NULL,
     evaluated_at = NULL, finished_at = NULL WHERE id = ?`);
   const locked = db.prepare('UPDATE evaluations SET locked_url = ?, revision = ? WHERE id = ?');
-  const evaluated = db.prepare(`UPDATE evaluations SET status = 'building', evaluated_at = ? WHERE id = ?`);
+  // Guarded: an evaluation cancelled while it evaluated (its pull request closed) stays cancelled.
+  const evaluated = db.prepare(
+    `UPDATE evaluations SET status = 'building', evaluated_at = ? WHERE id = ? AND status = 'evaluating'`,
+  );
   const finish = db.prepare(
     'UPDATE evaluations SET status = ?, error = COALESCE(?, error), finished_at = ? WHERE id = ?',
   );
   const supersede = db.prepare('UPDATE evaluations SET superseded_by = ? WHERE id = ? AND superseded_by IS NULL');
   const olderLive = db.prepare<[number, string | null, number], RawEvaluation>(`SELECT * FROM evaluations
-    WHERE project_id = ? AND ref IS ? AND id < ? AND status IN ('pending', 'evaluating', 'building') AND superseded_by IS NULL ORDER BY id`);
+    WHERE project_id = ? AND jobset = ? AND id < ? AND status IN ('pending', 'evaluating', 'building') AND superseded_by IS NULL ORDER BY id`);
   const clearJobs = db.prepare<[number]>('DELETE FROM eval_jobs WHERE eval_id = ?');
   const clearBuilds = db.prepare<[number]>('DELETE FROM eval_builds WHERE eval_id = ?');
   const insertJob =
@@ -142,8 +169,17 @@ export function createEvaluationsRepo(db: Database) {
     JOIN builds b ON b.drv_hash = eb.drv_hash WHERE eb.eval_id = ? GROUP BY b.status`);
 
   return {
-    insert(e: { projectId: number; ref: string | null; flakeUrl: string; priority: number }): EvaluationRow {
-      const id = Number(insert.run({ ...e, now: Date.now() }).lastInsertRowid);
+    insert(
+      e: { projectId: number; ref: string | null; flakeUrl: string; priority: number } & Partial<EvaluationOrigin>,
+    ): EvaluationRow {
+      const origin: EvaluationOrigin = {
+        jobset: e.jobset ?? null,
+        commitSha: e.commitSha ?? null,
+        trigger: e.trigger ?? 'manual',
+        prNumber: e.prNumber ?? null,
+        triggeredBy: e.triggeredBy ?? null,
+      };
+      const id = Number(insert.run({ ...e, ...origin, now: Date.now() }).lastInsertRowid);
       return toEvaluation(byId.get(id)!);
     },
     get(id: number): EvaluationRow | undefined {
@@ -155,6 +191,9 @@ export function createEvaluationsRepo(db: Database) {
     },
     live(): EvaluationRow[] {
       return live.all().map(toEvaluation);
+    },
+    liveOfJobset(projectId: number, jobset: string): EvaluationRow[] {
+      return liveOfJobset.all(projectId, jobset).map(toEvaluation);
     },
     /** Starts (or restarts, after a hub restart) an evaluation from scratch. */
     start(id: number): void {
@@ -179,9 +218,9 @@ export function createEvaluationsRepo(db: Database) {
     supersede(id: number, by: number): void {
       supersede.run(by, id);
     },
-    /** Live evaluations of the same project and ref older than `id`, not yet superseded. */
-    olderLive(projectId: number, ref: string | null, id: number): EvaluationRow[] {
-      return olderLive.all(projectId, ref, id).map(toEvaluation);
+    /** Live evaluations of the same project and jobset older than `id`, not yet superseded (none for a bare commit). */
+    olderLive(projectId: number, jobset: string | null, id: number): EvaluationRow[] {
+      return jobset === null ? [] : olderLive.all(projectId, jobset, id).map(toEvaluation);
     },
     insertJob(job: EvalJobRow): void {
       insertJob.run({ ...job, outputs: job.outputs === null ? null : JSON.stringify(job.outputs) });

@@ -1,12 +1,15 @@
 import type { Database } from 'better-sqlite3';
 
-export type Permission = 'read' | 'write' | 'admin';
+/** Rights on caches (read < write < admin), or `trigger`: starting evaluations of one project. */
+export type Permission = 'read' | 'write' | 'admin' | 'trigger';
 
 export interface TokenRow {
   id: string;
   name: string | null;
   cachePattern: string;
   permission: Permission;
+  /** The project a `trigger` token may trigger; null for cache tokens. */
+  project: string | null;
   expiresAt: number | null;
   revokedAt: number | null;
   createdAt: number;
@@ -19,6 +22,7 @@ interface RawToken {
   token_hash: string;
   cache_pattern: string;
   permission: Permission;
+  project: string | null;
   expires_at: number | null;
   revoked_at: number | null;
   created_at: number;
@@ -30,6 +34,7 @@ const toToken = (r: RawToken): TokenRow => ({
   name: r.name,
   cachePattern: r.cache_pattern,
   permission: r.permission,
+  project: r.project,
   expiresAt: r.expires_at,
   revokedAt: r.revoked_at,
   createdAt: r.created_at,
@@ -39,7 +44,7 @@ const toToken = (r: RawToken): TokenRow => ({
 /** Tokens, looked up by the SHA-256 of the secret; the secret itself is never stored. */
 export function createTokensRepo(db: Database) {
   const insert = db.prepare(
-    'INSERT INTO tokens (id, name, token_hash, cache_pattern, permission, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)',
+    'INSERT INTO tokens (id, name, token_hash, cache_pattern, permission, project, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
   );
   const byHash = db.prepare<[string], RawToken>('SELECT * FROM tokens WHERE token_hash = ?');
   const byId = db.prepare<[string], RawToken>('SELECT * FROM tokens WHERE id = ?');
@@ -54,15 +59,18 @@ export function createTokensRepo(db: Database) {
       tokenHash: string;
       cachePattern: string;
       permission: Permission;
+      project?: string | null;
       expiresAt: number | null;
     }): TokenRow {
       const now = Date.now();
-      insert.run(row.id, row.name, row.tokenHash, row.cachePattern, row.permission, row.expiresAt, now);
+      const project = row.project ?? null;
+      insert.run(row.id, row.name, row.tokenHash, row.cachePattern, row.permission, project, row.expiresAt, now);
       return {
         id: row.id,
         name: row.name,
         cachePattern: row.cachePattern,
         permission: row.permission,
+        project,
         expiresAt: row.expiresAt,
         revokedAt: null,
         createdAt: now,

@@ -16,6 +16,9 @@ import { hubApiRoutes } from './routes/hub-api.js';
 import { metricsRoutes } from './routes/metrics.js';
 import type { Hub } from '../hub/hub-service.js';
 import { createRequestMetrics, UNMATCHED_ROUTE } from './request-metrics.js';
+import type { Forge } from '../forge/forge-service.js';
+import { ciApiRoutes } from './routes/ci-api.js';
+import { createProjectAccess } from './project-access.js';
 
 export interface AppOptions {
   service: CacheService;
@@ -24,6 +27,10 @@ export interface AppOptions {
   maxSmallFileSize: number;
   /** The build hub, when it runs: adds its routes under /api/v1. */
   hub?: Hub | undefined;
+  /** The CI's forge side (webhooks, triggers, approvals), with the hub; with both, the web UI is served under /ui/. */
+  forge?: Forge | undefined;
+  /** The server's base URL (for substituter lines in the UI), once known. */
+  publicUrl?: (() => string) | undefined;
   /**
    * Log every request ("incoming request" / "request completed" at info). Off by default: at
    * tens of thousands of narinfo requests a second the two log lines cost more than the request.
@@ -159,6 +166,11 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     maxNarSize: options.maxNarSize,
   });
   if (options.hub) await app.register(hubApiRoutes, { prefix: '/api/v1', hub: options.hub, service: service, access });
+  if (options.hub && options.forge) {
+    const projectAccess = createProjectAccess(service);
+    const ci = { hub: options.hub, forge: options.forge, service, access, projectAccess };
+    await app.register(ciApiRoutes, { prefix: '/api/v1', ...ci });
+  }
   await app.register(binaryCacheRoutes, {
     service: service,
     access,

@@ -36,11 +36,11 @@ export function createCanceller(opts: CancellerOptions) {
   return {
     cancelBuild,
     /**
-     * A newer evaluation of the same project and ref supersedes the older live ones: builds that
+     * A newer evaluation of the same project and jobset supersedes the older live ones: builds that
      * only they still need are cancelled; a build any other live, current evaluation needs is not.
      */
     async supersede(newer: EvaluationRow): Promise<number> {
-      const older = evaluations.olderLive(newer.projectId, newer.ref, newer.id);
+      const older = evaluations.olderLive(newer.projectId, newer.jobset, newer.id);
       if (older.length === 0) return 0;
       for (const o of older) evaluations.supersede(o.id, newer.id);
       const wanted = new Set(evaluations.builds(newer.id));

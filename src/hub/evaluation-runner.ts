@@ -87,7 +87,7 @@ export function createEvaluationRunner(opts: EvaluationRunnerOptions) {
         phases[name] = now - mark;
         mark = now;
       };
-      const { lockedUrl, revision } = await lockFlake(flakeRefAt(project.flake, e.ref), limits);
+      const { lockedUrl, revision } = await lockFlake(flakeRefAt(project.flake, e.ref, e.commitSha), limits);
       evaluations.setLocked(id, lockedUrl, revision);
       phase('lockMs');
       const attrs = await evaluateJobs(lockedUrl, project.attrs, project.systems, limits);

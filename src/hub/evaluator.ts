@@ -40,19 +40,26 @@ export function attrPath(components: readonly string[]): string {
 }
 
 /** The flake reference to evaluate: the project's flake at `ref` (a branch, tag or 40-hex revision). */
-export function flakeRefAt(flake: string, ref: string | null): string {
+export function flakeRefAt(flake: string, ref: string | null, rev: string | null = null): string {
+  if (rev !== null) return withParams(flakeRefAt(flake, ref), { rev });
   if (ref === null || ref === '') return flake;
   if (/^path:/.test(flake) || flake.startsWith('/')) {
     throw new NarhubError('BAD_REQUEST', `${flake} is a path: flake; it has no branches or refs`);
   }
   const key = /^[0-9a-f]{40}$/.test(ref) ? 'rev' : 'ref';
+  return withParams(flake, { ref: undefined, rev: undefined, [key]: ref });
+}
+
+/** The flake URL (fragment dropped) with query parameters set (undefined: removed). */
+function withParams(flake: string, set: Record<string, string | undefined>): string {
   const hashAt = flake.indexOf('#');
   const base = hashAt >= 0 ? flake.slice(0, hashAt) : flake;
   const [path, query = ''] = base.split('?', 2) as [string, string?];
   const params = new URLSearchParams(query);
-  params.delete('ref');
-  params.delete('rev');
-  params.set(key, ref);
+  for (const [k, v] of Object.entries(set)) {
+    params.delete(k);
+    if (v !== undefined) params.set(k, v);
+  }
   return `${path}?${params.toString()}`;
 }
 

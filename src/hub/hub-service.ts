@@ -5,7 +5,8 @@ import { NarhubError } from '../errors.js';
 import type { CacheService } from '../cache/cache-service.js';
 import { createBuildsRepo, type BuildRow, type BuildStatus } from '../db/builds-repo.js';
 import { createCachesRepo } from '../db/caches-repo.js';
-import { createEvaluationsRepo } from '../db/evaluations-repo.js';
+import { createEvaluationsRepo, type EvaluationTrigger } from '../db/evaluations-repo.js';
+import { createHistoryRepo } from '../db/history-repo.js';
 import { createHubStateRepo } from '../db/hub-state-repo.js';
 import { createPathsRepo } from '../db/paths-repo.js';
 import { createProjectsRepo } from '../db/projects-repo.js';
@@ -20,8 +21,9 @@ import { createEvaluationRunner, type EvaluationRunner } from './evaluation-runn
 import { DrvTexts } from './drv-texts.js';
 import { createEventConsumer, type BuildEvent, type EventConsumer } from './event-consumer.js';
 import { followLogStream, readLogStream } from './logs.js';
-import { assertValidProjectName, projectFields, requireProject, type ProjectInput } from './projects.js';
+import { assertValidProjectName, mergeInput, projectFields, requireProject, type ProjectInput } from './projects.js';
 import { reconcile } from './reconciler.js';
+import { attrHistoryView, requesterView, type AttrHistoryView, type RequesterView } from './records.js';
 import { connectRedis, type HubRedis } from './redis.js';
 import { failureOf, resultOf } from './results.js';
 import { compatible, createSpokeDirectory, waitingReason } from './spokes.js';
@@ -47,6 +49,27 @@ export interface HubOptions {
   nixEnv?: NodeJS.ProcessEnv;
   /** Seconds finished jobs stay in Redis for a restarted hub to read. Default: one day. */
   keepFinishedSeconds?: number;
+}
+
+export interface TriggerOptions {
+  ref?: string | undefined;
+  priority?: number | undefined;
+  commit?: string | undefined;
+  /** Default: the branch; null for a bare commit. */
+  jobset?: string | null | undefined;
+  trigger?: EvaluationTrigger | undefined;
+  prNumber?: number | undefined;
+  triggeredBy?: string | undefined;
+}
+
+export interface BuildsQuery {
+  status?: BuildStatus | undefined;
+  project?: string | undefined;
+  /** A jobset: branch or pr-N. */
+  branch?: string | undefined;
+  attr?: string | undefined;
+  spoke?: string | undefined;
+  limit: number;
 }
 
 export interface QueueView {
@@ -94,6 +117,7 @@ export function createHub(opts: HubOptions) {
   const caches = createCachesRepo(db);
   const paths = createPathsRepo(db);
   const state = createHubStateRepo(db);
+  const history = createHistoryRepo(db);
 
   let redis: HubRedis | undefined;
   let dispatcher: Dispatcher | undefined;
@@ -336,14 +360,7 @@ export function createHub(opts: HubOptions) {
     },
     updateProject(name: string, input: Partial<ProjectInput>): ProjectView {
       const p = requireProject(projects, name);
-      const merged: ProjectInput = {
-        flake: input.flake ?? p.flake,
-        ref: input.ref === undefined ? p.ref : input.ref,
-        systems: input.systems ?? p.systems,
-        attrs: input.attrs ?? p.attrs,
-        cache: input.cache ?? p.cacheName,
-        priority: input.priority ?? p.priority,
-      };
+      const merged = mergeInput(p, input);
       const cacheRow = cache.registry.require(merged.cache);
       return projectView(projects.update(p.id, projectFields(merged, cacheRow.id)));
     },
@@ -363,21 +380,55 @@ export function createHub(opts: HubOptions) {
 
     // Evaluations
 
-    triggerEvaluation(
-      projectName: string,
-      o: { ref?: string | undefined; priority?: number | undefined } = {},
-    ): EvaluationView {
+    /**
+     * Starts an evaluation. `ref` is a branch or ref (default: the project's); a full commit id
+     * there, or `commit`, evaluates that commit, recorded against it. The jobset (which older
+     * evaluations a new one supersedes) is the branch, `pr-N`, or none for a bare commit.
+     */
+    triggerEvaluation(projectName: string, o: TriggerOptions = {}): EvaluationView {
       const { runner: r } = started();
       const p = requireProject(projects, projectName);
-      const ref = o.ref ?? p.ref;
-      if (ref && p.flake.startsWith('path:'))
+      const bareCommit = o.commit === undefined && o.ref !== undefined && /^[0-9a-f]{40}$/.test(o.ref);
+      const commit = o.commit ?? (bareCommit ? o.ref! : null);
+      const ref = bareCommit ? null : (o.ref ?? p.ref);
+      if ((ref || commit) && p.flake.startsWith('path:'))
         throw new NarhubError('BAD_REQUEST', 'a path: flake has no branches or refs');
+      if (commit !== null && !/^[0-9a-f]{40}$/.test(commit))
+        throw new NarhubError('BAD_REQUEST', 'a commit is 40 hexadecimal digits');
       const priority = o.priority ?? p.priority;
       if (!Number.isInteger(priority) || priority < -1000 || priority > 1000)
         throw new NarhubError('BAD_REQUEST', 'priority must be a whole number from -1000 to 1000');
-      const e = evaluations.insert({ projectId: p.id, ref: ref ?? null, flakeUrl: p.flake, priority });
+      const jobset = o.jobset !== undefined ? o.jobset : bareCommit ? null : (ref ?? 'default');
+      const e = evaluations.insert({
+        projectId: p.id,
+        ref: ref ?? null,
+        flakeUrl: p.flake,
+        priority,
+        jobset,
+        commitSha: commit,
+        trigger: o.trigger ?? 'manual',
+        prNumber: o.prNumber ?? null,
+        triggeredBy: o.triggeredBy ?? null,
+      });
       r.submit(e.id);
       return evaluationView(e, p.name, {});
+    },
+    /**
+     * Ends the live evaluations of a jobset (a closed pull request): they are cancelled, and so
+     * are the builds that no other live evaluation needs.
+     */
+    async cancelJobset(projectName: string, jobset: string, reason: string): Promise<number[]> {
+      const { canceller: c } = started();
+      const p = requireProject(projects, projectName);
+      const ended = evaluations.liveOfJobset(p.id, jobset);
+      const mine = new Set<string>();
+      for (const e of ended) {
+        for (const h of evaluations.builds(e.id)) mine.add(h);
+        evaluations.finish(e.id, 'cancelled', reason);
+      }
+      for (const h of mine)
+        if (evaluations.liveNeeding(h).length === 0) await c.cancelBuild(h, reason).catch(() => false);
+      return ended.map((e) => e.id);
     },
     evaluationCache(id: number): string {
       const e = evaluations.get(id);
@@ -393,13 +444,33 @@ export function createHub(opts: HubOptions) {
       const jobs = [];
       for (const j of evaluations.jobs(id)) {
         const b = j.drvHash ? builds.get(j.drvHash) : undefined;
-        jobs.push(jobView(j, b ? await viewOf(b, spokes) : undefined, j.drvHash !== null && linked.has(j.drvHash)));
+        jobs.push(
+          jobView(j, b ? await viewOf(b, spokes) : undefined, j.drvHash !== null && linked.has(j.drvHash), e.createdAt),
+        );
       }
       return evaluationView(e, project.name, evaluations.buildCounts(id), jobs);
     },
-    evaluations(projectName: string, limit = 20): EvaluationView[] {
+    /** A project's evaluations, newest first; of one jobset (branch or pr-N) when given. */
+    evaluations(projectName: string, limit = 20, jobset?: string): EvaluationView[] {
       const p = requireProject(projects, projectName);
-      return evaluations.ofProject(p.id, limit).map((e) => evaluationView(e, p.name, evaluations.buildCounts(e.id)));
+      const rows =
+        jobset === undefined
+          ? evaluations.ofProject(p.id, limit)
+          : history.evaluationsOfJobset(p.id, jobset, limit).map((id) => evaluations.get(id)!);
+      return rows.map((e) => evaluationView(e, p.name, evaluations.buildCounts(e.id)));
+    },
+    /** A project's jobsets (branches and pull requests), each with its latest evaluation. */
+    jobsets(projectName: string): { jobset: string; latest: EvaluationView }[] {
+      const p = requireProject(projects, projectName);
+      return history.jobsets(p.id).map((j) => {
+        const e = evaluations.get(j.latest)!;
+        return { jobset: j.jobset, latest: evaluationView(e, p.name, evaluations.buildCounts(e.id)) };
+      });
+    },
+    /** An attribute's outcome and duration per evaluation (per commit), newest first. */
+    attributeHistory(projectName: string, attr: string, limit = 50): AttrHistoryView[] {
+      const p = requireProject(projects, projectName);
+      return history.attrHistory(p.id, attr, limit).map(attrHistoryView);
     },
 
     // Builds
@@ -407,8 +478,10 @@ export function createHub(opts: HubOptions) {
     buildCache(key: string): string {
       return requireBuild(key).cacheName;
     },
-    async build(key: string): Promise<BuildView> {
-      return viewOf(requireBuild(key));
+    /** A build, with every evaluation (project, jobset, commit, attribute) that asked for it. */
+    async build(key: string): Promise<BuildView & { requestedBy: RequesterView[] }> {
+      const b = requireBuild(key);
+      return { ...(await viewOf(b)), requestedBy: history.requesters(b.drvHash).map(requesterView) };
     },
     /** Builds that produce this output path (full path, basename or hash part). */
     async buildsByOutput(path: string): Promise<BuildView[]> {
@@ -420,8 +493,17 @@ export function createHub(opts: HubOptions) {
       return Promise.all(builds.byOutput(hash).map((b) => viewOf(b, spokes)));
     },
     async builds(status: BuildStatus | undefined, limit = 100): Promise<BuildView[]> {
+      return this.filterBuilds({ status, limit });
+    },
+    /** Builds by status, project, branch (jobset), attribute and spoke; most recently changed first. */
+    async filterBuilds(q: BuildsQuery): Promise<BuildView[]> {
       const spokes = await listSpokes();
-      return Promise.all(builds.list(status, limit).map((b) => viewOf(b, spokes)));
+      const projectId = q.project === undefined ? undefined : requireProject(projects, q.project).id;
+      const rows =
+        projectId === undefined && q.branch === undefined && q.attr === undefined && q.spoke === undefined
+          ? builds.list(q.status, q.limit)
+          : history.filterBuilds({ ...q, project: projectId, jobset: q.branch }).flatMap((h) => builds.get(h) ?? []);
+      return Promise.all(rows.map((b) => viewOf(b, spokes)));
     },
     async restartBuild(key: string): Promise<BuildView> {
       await restart(drvHashOf(key));

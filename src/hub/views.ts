@@ -17,6 +17,14 @@ export interface ProjectView {
   attrs: string[];
   cache: string;
   priority: number;
+  /** OWNER/REPO on the configured forge, or null. */
+  github: string | null;
+  forkPolicy: string;
+  forkUsers: string[];
+  pollInterval: number | null;
+  notifyUrl: string | null;
+  /** Whether the outgoing webhook has its HMAC key yet. */
+  notifySecretSet: boolean;
   createdAt: string;
   updatedAt: string;
 }
@@ -30,6 +38,12 @@ export function projectView(p: ProjectRow): ProjectView {
     attrs: p.attrs,
     cache: p.cacheName,
     priority: p.priority,
+    github: p.forgeRepo,
+    forkPolicy: p.forkPolicy,
+    forkUsers: p.forkUsers,
+    pollInterval: p.pollInterval,
+    notifyUrl: p.notifyUrl,
+    notifySecretSet: p.notifySecretFile !== null,
     createdAt: iso(p.createdAt)!,
     updatedAt: iso(p.updatedAt)!,
   };
@@ -99,9 +113,25 @@ export interface JobView {
   outputs: Record<string, string>;
   error: string | null;
   waitingFor: string | null;
+  /** The build's attempt, spoke and times (null when the outputs were already in the cache). */
+  attempt: number | null;
+  spoke: string | null;
+  startedAt: string | null;
+  finishedAt: string | null;
+  durationMs: number | null;
+  failureKind: string | null;
+  /** For dependency-failed: the input derivation whose build failed. */
+  failedDependency: string | null;
+  /** The failure was already recorded before this evaluation (the failure cache), not built again. */
+  fromFailureCache: boolean;
 }
 
-export function jobView(j: EvalJobRow, build: BuildView | undefined, linked: boolean): JobView {
+export function jobView(
+  j: EvalJobRow,
+  build: BuildView | undefined,
+  linked: boolean,
+  evaluationCreatedAt = 0,
+): JobView {
   let status: string;
   if (j.error !== null || j.drvHash === null) status = 'eval-failed';
   else if (build && linked) status = build.status;
@@ -115,6 +145,34 @@ export function jobView(j: EvalJobRow, build: BuildView | undefined, linked: boo
     outputs: build && Object.keys(build.outputs).length > 0 ? build.outputs : fullMap(j.outputs),
     error: j.error ?? (linked ? (build?.error ?? null) : null),
     waitingFor: linked ? (build?.waitingFor ?? null) : null,
+    ...buildFacts(linked ? build : undefined, evaluationCreatedAt),
+  };
+}
+
+function buildFacts(b: BuildView | undefined, evaluationCreatedAt: number) {
+  if (!b)
+    return {
+      attempt: null,
+      spoke: null,
+      startedAt: null,
+      finishedAt: null,
+      durationMs: null,
+      failureKind: null,
+      failedDependency: null,
+      fromFailureCache: false,
+    };
+  const started = b.startedAt === null ? null : Date.parse(b.startedAt);
+  const finished = b.finishedAt === null ? null : Date.parse(b.finishedAt);
+  const failed = b.status === 'failed' || b.status === 'dependency-failed';
+  return {
+    attempt: b.attempt,
+    spoke: b.spoke,
+    startedAt: b.startedAt,
+    finishedAt: b.finishedAt,
+    durationMs: started !== null && finished !== null ? finished - started : null,
+    failureKind: b.failureKind,
+    failedDependency: b.failedDependency,
+    fromFailureCache: failed && finished !== null && finished < evaluationCreatedAt,
   };
 }
 
@@ -129,6 +187,13 @@ export interface EvaluationView {
   priority: number;
   error: string | null;
   supersededBy: number | null;
+  /** A branch, pr-N, or null for a bare commit. */
+  jobset: string | null;
+  /** The commit asked for, else the revision the flake locked to. */
+  commit: string | null;
+  trigger: string;
+  prNumber: number | null;
+  triggeredBy: string | null;
   createdAt: string;
   startedAt: string | null;
   evaluatedAt: string | null;
@@ -155,6 +220,11 @@ export function evaluationView(
     priority: e.priority,
     error: e.error,
     supersededBy: e.supersededBy,
+    jobset: e.jobset,
+    commit: e.commitSha ?? e.revision,
+    trigger: e.trigger,
+    prNumber: e.prNumber,
+    triggeredBy: e.triggeredBy,
     createdAt: iso(e.createdAt)!,
     startedAt: iso(e.startedAt),
     evaluatedAt: iso(e.evaluatedAt),

@@ -25,7 +25,8 @@ const LAYERS: Record<string, string[]> = {
   push: ['errors', 'nix', 'io'],
   hub: ['errors', 'cache-name', 'nix', 'io', 'db', 'cache', 'protocol', 'logger'],
   spoke: ['errors', 'cache-name', 'nix', 'io', 'protocol', 'push', 'logger'],
-  http: ['errors', 'cache-name', 'nix', 'io', 'cache', 'hub', 'protocol', 'logger'],
+  http: ['errors', 'cache-name', 'nix', 'io', 'cache', 'hub', 'forge', 'protocol', 'logger'],
+  forge: ['errors', 'db', 'hub', 'logger'],
   cli: ['*'],
 };
 const ALLOWED: Record<string, string[]> = Object.fromEntries(
@@ -34,6 +35,7 @@ const ALLOWED: Record<string, string[]> = Object.fromEntries(
 const TYPE_ONLY: Record<string, string[]> = {
   http: ['db', 'storage', 'config'],
   hub: ['storage', 'config'],
+  forge: ['config'],
   spoke: ['config'],
 };
 
@@ -44,14 +46,14 @@ function sources(dir: string): string[] {
   return readdirSync(dir).flatMap((entry) => {
     const full = join(dir, entry);
     if (statSync(full).isDirectory()) return sources(full);
-    return entry.endsWith('.ts') ? [full] : [];
+    return /\.tsx?$/.test(entry) ? [full] : [];
   });
 }
 
 function layerOf(file: string): string {
   const rel = relative(src, file);
   const first = rel.split('/')[0]!;
-  return first.replace(/\.ts$/, '');
+  return first.replace(/\.tsx?$/, '');
 }
 
 test('imports follow the layer rules of docs/architecture.md', () => {

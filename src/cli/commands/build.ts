@@ -1,4 +1,5 @@
 import type { Config } from '../../config/schema.js';
+import type { RequesterView } from '../../hub/records.js';
 import type { BuildView } from '../../hub/views.js';
 import { parseCommand } from '../command-spec.js';
 import { clientOptions, createHubClient } from '../hub-client.js';
@@ -16,6 +17,10 @@ function describe(b: BuildView): string {
   if (b.spoke) lines.push(`spoke:       ${b.spoke}`);
   if (b.error) lines.push(`error:       ${b.error}`);
   if (b.failedDependency) lines.push(`failed dependency: ${b.failedDependency}`);
+  for (const r of (b as { requestedBy?: RequesterView[] }).requestedBy ?? [])
+    lines.push(
+      `asked by:    evaluation ${r.evaluation} of ${r.project}${r.jobset ? ` on ${r.jobset}` : ''}${r.commit ? ` at ${r.commit.slice(0, 12)}` : ''}${r.attr ? ` (${r.attr})` : ''}`,
+    );
   if (b.startedAt) lines.push(`started:     ${b.startedAt}`);
   if (b.finishedAt) lines.push(`finished:    ${b.finishedAt}`);
   return lines.join('\n');
@@ -78,11 +83,19 @@ export async function buildCommand(
       const q = new URLSearchParams();
       if (values.status) q.set('status', values.status);
       if (values['out-path']) q.set('outPath', values['out-path']);
+      for (const k of ['project', 'branch', 'attr', 'spoke', 'limit'] as const) if (values[k]) q.set(k, values[k]);
       const { builds } = await (await client(values)).get<{ builds: BuildView[] }>(
         `/builds${q.size > 0 ? `?${q}` : ''}`,
       );
       if (values.json) out.write(`${JSON.stringify(builds, null, 2)}\n`);
-      else for (const b of builds) out.write(`${b.status}\t${b.drvPath}${b.waitingFor ? `\t${b.waitingFor}` : ''}\n`);
+      else
+        for (const b of builds) {
+          const took =
+            b.startedAt && b.finishedAt
+              ? `${Math.round((Date.parse(b.finishedAt) - Date.parse(b.startedAt)) / 1000)} s`
+              : '';
+          out.write(`${b.status}\t${b.drvPath}\t${b.spoke ?? ''}\t${took}${b.waitingFor ? `\t${b.waitingFor}` : ''}\n`);
+        }
       return;
     }
     case undefined:

@@ -66,5 +66,12 @@ async function checkSecretFiles(config: Config): Promise<void> {
     }
   }
   if (config.hub.redisUrlFile !== undefined) readable('hub.redisUrlFile', config.hub.redisUrlFile);
+  const gh = config.github;
+  if (gh) {
+    for (const key of ['privateKeyFile', 'tokenFile', 'webhookSecretFile'] as const)
+      if (gh[key] !== undefined) readable(`github.${key}`, gh[key]);
+    if (gh.appId !== undefined && gh.privateKeyFile === undefined)
+      problems.push('github.appId needs github.privateKeyFile');
+  }
   if (problems.length > 0) throw new NarhubError('CONFIG_INVALID', `invalid config: ${problems.join('; ')}`);
 }

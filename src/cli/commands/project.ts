@@ -1,9 +1,21 @@
 import type { Config } from '../../config/schema.js';
+import type { ApprovalView } from '../../forge/forge-service.js';
+import type { AttrHistoryView } from '../../hub/records.js';
 import type { EvaluationView, ProjectView } from '../../hub/views.js';
 import { parseInteger } from '../args.js';
 import { parseCommand } from '../command-spec.js';
 import { clientOptions, createHubClient } from '../hub-client.js';
-import { PROJECT_CREATE, PROJECT_DELETE, PROJECT_LIST, PROJECT_SHOW, PROJECT_UPDATE } from '../specs/project.js';
+import {
+  PROJECT_APPROVALS,
+  PROJECT_APPROVE,
+  PROJECT_CREATE,
+  PROJECT_DELETE,
+  PROJECT_HISTORY,
+  PROJECT_LIST,
+  PROJECT_NOTIFY_SECRET,
+  PROJECT_SHOW,
+  PROJECT_UPDATE,
+} from '../specs/project.js';
 import { UsageError } from '../usage-error.js';
 
 const list = (v: string | undefined) =>
@@ -14,6 +26,9 @@ const list = (v: string | undefined) =>
         .map((s) => s.trim())
         .filter((s) => s !== '');
 
+/** A flag that clears a setting when given as an empty string. */
+const orNull = (v: string | undefined) => (v === undefined ? undefined : v === '' ? null : v);
+
 function describe(p: ProjectView): string {
   return [
     `project:   ${p.name}`,
@@ -22,6 +37,13 @@ function describe(p: ProjectView): string {
     `attrs:     ${p.attrs.join(', ')}`,
     `cache:     ${p.cache}`,
     `priority:  ${p.priority}`,
+    ...(p.github
+      ? [
+          `github:    ${p.github} (forks: ${p.forkPolicy}${p.forkPolicy === 'users' ? ` ${p.forkUsers.join(', ')}` : ''})`,
+        ]
+      : []),
+    ...(p.pollInterval ? [`polls:     every ${p.pollInterval} s`] : []),
+    ...(p.notifyUrl ? [`notifies:  ${p.notifyUrl}`] : []),
   ].join('\n');
 }
 
@@ -47,18 +69,40 @@ export async function projectCommand(
         attrs: list(values.attrs),
         cache: values.cache,
         priority: values.priority === undefined ? undefined : parseInteger(values.priority, '--priority'),
+        github: orNull(values.github),
+        forkPolicy: values['fork-policy'],
+        forkUsers: list(values['fork-users']),
+        pollInterval:
+          values['poll-interval'] === undefined
+            ? undefined
+            : values['poll-interval'] === ''
+              ? null
+              : parseInteger(values['poll-interval'], '--poll-interval'),
+        notifyUrl: orNull(values['notify-url']),
       };
       let p: ProjectView;
       if (sub === 'create') {
         if (!values.flake) throw new UsageError('--flake must not be empty');
-        p = await (await client(values)).post<ProjectView>('/projects', { name, ...body, cache: body.cache ?? 'main' });
+        p = await (await client(values)).post<ProjectView>(
+          '/projects',
+          JSON.parse(JSON.stringify({ name, ...body, cache: body.cache ?? 'main' })) as object,
+        );
       } else {
         p = await (await client(values)).patch<ProjectView>(
           `/projects/${encodeURIComponent(name)}`,
           JSON.parse(JSON.stringify(body)) as object,
         );
       }
-      out.write(values.json ? `${JSON.stringify(p, null, 2)}\n` : `${describe(p)}\n`);
+      // A notification URL needs its HMAC key: made by the server, shown this once.
+      let notifySecret: string | undefined;
+      if (p.notifyUrl && !p.notifySecretSet) {
+        ({ secret: notifySecret } = await (await client(values)).post<{ secret: string }>(
+          `/projects/${encodeURIComponent(name)}/notify-secret`,
+        ));
+        p = { ...p, notifySecretSet: true };
+      }
+      if (values.json) out.write(`${JSON.stringify(notifySecret ? { ...p, notifySecret } : p, null, 2)}\n`);
+      else out.write(`${describe(p)}\n${notifySecret ? `notify secret: ${notifySecret} (shown once)\n` : ''}`);
       return;
     }
     case 'list': {
@@ -98,8 +142,53 @@ export async function projectCommand(
       out.write(`deleted project ${positionals[0]}\n`);
       return;
     }
+    case 'history': {
+      const { values, positionals } = parseCommand(PROJECT_HISTORY, rest);
+      const q = new URLSearchParams({ attr: positionals[1]! });
+      if (values.limit) q.set('limit', String(parseInteger(values.limit, '--limit')));
+      const { history } = await (await client(values)).get<{ history: AttrHistoryView[] }>(
+        `/projects/${encodeURIComponent(positionals[0]!)}/history?${q}`,
+      );
+      if (values.json) out.write(`${JSON.stringify(history, null, 2)}\n`);
+      else
+        for (const h of history) {
+          const took = h.durationMs === null ? '' : `${Math.round(h.durationMs / 1000)} s`;
+          out.write(
+            `${h.evaluation}\t${h.outcome}\t${h.jobset ?? '(commit)'}\t${h.commit ?? ''}\t${took}\t${h.spoke ?? ''}\t${h.createdAt}\n`,
+          );
+        }
+      return;
+    }
+    case 'approvals': {
+      const { values, positionals } = parseCommand(PROJECT_APPROVALS, rest);
+      const { approvals } = await (await client(values)).get<{ approvals: ApprovalView[] }>(
+        `/projects/${encodeURIComponent(positionals[0]!)}/approvals`,
+      );
+      if (values.json) out.write(`${JSON.stringify(approvals, null, 2)}\n`);
+      else
+        for (const a of approvals)
+          out.write(`#${a.pr}\t${a.status}\t${a.author}\t${a.headRepo}\t${a.headSha}\t${a.title}\n`);
+      return;
+    }
+    case 'approve': {
+      const { values, positionals } = parseCommand(PROJECT_APPROVE, rest);
+      const pr = parseInteger(values.pr!, '--pr');
+      const e = await (await client(values)).post<EvaluationView>(
+        `/projects/${encodeURIComponent(positionals[0]!)}/approvals/${pr}`,
+      );
+      out.write(values.json ? `${JSON.stringify(e, null, 2)}\n` : `approved #${pr}: evaluation ${e.id} started\n`);
+      return;
+    }
+    case 'notify-secret': {
+      const { values, positionals } = parseCommand(PROJECT_NOTIFY_SECRET, rest);
+      const { secret } = await (await client(values)).post<{ secret: string }>(
+        `/projects/${encodeURIComponent(positionals[0]!)}/notify-secret`,
+      );
+      out.write(`${secret}\n`);
+      return;
+    }
     case undefined:
-      throw new UsageError('missing project subcommand (create, update, list, show, delete)');
+      throw new UsageError('missing project subcommand (create, update, list, show, history, delete, approvals, approve, notify-secret)');
     default:
       throw new UsageError(`unknown project subcommand ${JSON.stringify(sub)}`);
   }

@@ -6,6 +6,7 @@ import { parseListen } from '../../config/load.js';
 import { createLogger, type Logger } from '../../logger.js';
 import type { Config } from '../../config/schema.js';
 import { openRuntime, type Runtime } from '../runtime.js';
+import { openForge } from '../forge-runtime.js';
 import { openHub } from '../hub-runtime.js';
 import { missingNodeFlags } from '../node-flags.js';
 
@@ -62,6 +63,8 @@ export async function serve(config: Config): Promise<void> {
   await ensureDeclaredCaches(runtime);
   // The build hub (when enabled) serves its API from this app and uploads through it.
   const hub = await openHub(config, runtime, logger);
+  let baseUrl = config.publicUrl?.replace(/\/+$/, '') ?? `http://${config.listen}`;
+  const forge = hub && (await openForge(config, runtime, hub, logger, () => baseUrl));
 
   const app = await buildApp({
     service: runtime.service,
@@ -69,15 +72,19 @@ export async function serve(config: Config): Promise<void> {
     maxNarSize: config.maxNarSize,
     maxSmallFileSize: config.maxSmallFileSize,
     hub,
+    forge,
+    publicUrl: () => baseUrl,
     logRequests: config.logRequests,
   });
   const address = await app.listen({ host, port });
-  const baseUrl = config.publicUrl?.replace(/\/+$/, '') ?? address;
+  baseUrl = config.publicUrl?.replace(/\/+$/, '') ?? address;
   await bootstrap(runtime, baseUrl, process.stdout);
   if (hub) {
     try {
       await hub.start();
+      forge?.start();
     } catch (err) {
+      await forge?.close();
       await app.close();
       await hub.close();
       await runtime.close();
@@ -137,6 +144,7 @@ export async function serve(config: Config): Promise<void> {
       clearInterval(sweeper);
       app
         .close()
+        .then(() => forge?.close())
         .then(() => hub?.close())
         .then(() => runtime.service.recompressor.stop())
         .then(() => runtime.close())

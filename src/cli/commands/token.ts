@@ -6,7 +6,7 @@ import { TOKEN_CREATE, TOKEN_LIST, TOKEN_REVOKE } from '../specs/token.js';
 import { openRuntime } from '../runtime.js';
 import { UsageError } from '../usage-error.js';
 
-const PERMISSIONS = new Set<Permission>(['read', 'write', 'admin']);
+const PERMISSIONS = new Set<Permission>(['read', 'write', 'admin', 'trigger']);
 
 /** `narhub token …`: tokens are shown once on creation; only their hashes are kept. */
 export async function tokenCommand(
@@ -18,15 +18,22 @@ export async function tokenCommand(
   switch (sub) {
     case 'create': {
       const { values } = parseCommand(TOKEN_CREATE, rest);
-      if (!values.cache) throw new UsageError('--cache must not be empty');
       if (!PERMISSIONS.has(values.perm as Permission))
-        throw new UsageError(`--perm must be read, write or admin, not ${JSON.stringify(values.perm)}`);
+        throw new UsageError(`--perm must be read, write, admin or trigger, not ${JSON.stringify(values.perm)}`);
+      if (values.perm === 'trigger') {
+        if (!values.project) throw new UsageError('--perm trigger needs --project NAME');
+        if (values.cache !== undefined) throw new UsageError('--perm trigger takes --project, not --cache');
+      } else {
+        if (!values.cache) throw new UsageError('missing --cache');
+        if (values.project !== undefined) throw new UsageError('--project is only for --perm trigger');
+      }
       const expiresAt = values.expires === undefined ? undefined : parseExpiry(values.expires);
       const runtime = await openRuntime(await loadConfig());
       try {
         const { token, row } = runtime.service.tokens.create({
-          cachePattern: values.cache,
+          cachePattern: values.cache ?? '',
           permission: values.perm as Permission,
+          project: values.project,
           name: values.name,
           expiresAt,
         });
@@ -43,7 +50,7 @@ export async function tokenCommand(
       try {
         const rows = runtime.service.tokens.list().map(view);
         if (values.json) out.write(`${JSON.stringify(rows, null, 2)}\n`);
-        else for (const t of rows) out.write(`${t.id}\t${t.permission}\t${t.cache}\t${t.status}\t${t.name ?? ''}\n`);
+        else for (const t of rows) out.write(`${t.id}\t${t.permission}\t${t.project ? `project ${t.project}` : t.cache}\t${t.status}\t${t.name ?? ''}\n`);
       } finally {
         await runtime.close();
       }
@@ -72,6 +79,7 @@ function view(row: {
   name: string | null;
   cachePattern: string;
   permission: Permission;
+  project: string | null;
   expiresAt: number | null;
   revokedAt: number | null;
   createdAt: number;
@@ -85,6 +93,7 @@ function view(row: {
     id: row.id,
     name: row.name,
     cache: row.cachePattern,
+    project: row.project,
     permission: row.permission,
     status,
     createdAt: iso(row.createdAt),

@@ -44,12 +44,17 @@ const LIST_FLAGS = {
     help: 'Only builds in this state: queued, running, succeeded, failed, dependency-failed or cancelled',
   },
   'out-path': { type: 'string', value: 'PATH', help: 'Only the build that produces this output path' },
+  project: { type: 'string', value: 'NAME', help: 'Only builds this project asked for' },
+  branch: { type: 'string', value: 'JOBSET', help: 'Only builds asked for on this branch (or pr-N)' },
+  attr: { type: 'string', value: 'ATTR', help: 'Only builds of this attribute, e.g. checks.x86_64-linux.test' },
+  spoke: { type: 'string', value: 'ID', help: 'Only builds this spoke ran' },
+  limit: { type: 'string', value: 'N', default: '100', help: 'At most this many, most recently changed first' },
 } as const satisfies Flags;
 
 export const BUILD_LIST = command({
   name: 'build list',
   positionals: { min: 0, max: 0 },
-  summary: 'List builds: status and derivation, and what a queued build waits for.',
+  summary: 'List builds: status, derivation, spoke and duration, and what a queued build waits for.',
   flags: { ...LIST_FLAGS, ...JSON_FLAG, ...CLIENT_FLAGS },
-  examples: ['narhub build list --status failed'],
+  examples: ['narhub build list --status failed', 'narhub build list --project web --branch main --spoke builder-1'],
 });

@@ -18,3 +18,33 @@ export const EVAL = command({
   },
   examples: ['narhub eval web --wait --timeout 2h'],
 });
+
+export const EVAL_LIST = command({
+  name: 'eval list',
+  args: 'PROJECT',
+  positionals: { min: 1, max: 1 },
+  summary: "A project's evaluations, newest first: status, jobset, commit, trigger and builds.",
+  flags: {
+    branch: { type: 'string', value: 'JOBSET', default: 'all', help: 'Only this branch (or pr-N)' },
+    limit: { type: 'string', value: 'N', default: '20', help: 'At most this many' },
+    ...JSON_FLAG,
+    ...CLIENT_FLAGS,
+  },
+  examples: ['narhub eval list web --branch main'],
+});
+
+export const EVAL_SHOW = command({
+  name: 'eval show',
+  args: 'ID',
+  positionals: { min: 1, max: 1 },
+  summary: 'Show an evaluation and its attributes; with --wait, follow it (e.g. one a push started) until it ends.',
+  description: 'With --wait it exits 0 when every build succeeded, else 1 (also when --timeout passes first).',
+  flags: {
+    wait: { type: 'boolean', help: 'Wait until every build has ended' },
+    timeout: { type: 'string', value: 'DURATION', default: 'none', help: 'With --wait: give up after this long' },
+    interval: { type: 'string', value: 'DURATION', default: '1s', help: 'With --wait: time between polls' },
+    ...JSON_FLAG,
+    ...CLIENT_FLAGS,
+  },
+  examples: ['narhub eval show 42 --wait'],
+});

@@ -2,13 +2,23 @@ import type { CommandSpec } from '../command-spec.js';
 import { BUILD_CANCEL, BUILD_LIST, BUILD_LOG, BUILD_RESTART, BUILD_SHOW } from './build.js';
 import { CACHE_CREATE, CACHE_INFO, CACHE_LIST } from './cache.js';
 import { CHECK_CONFIG } from './check-config.js';
-import { EVAL } from './eval.js';
+import { EVAL, EVAL_LIST, EVAL_SHOW } from './eval.js';
 import { KEYGEN } from './keygen.js';
-import { PROJECT_CREATE, PROJECT_DELETE, PROJECT_LIST, PROJECT_SHOW, PROJECT_UPDATE } from './project.js';
+import {
+  PROJECT_APPROVALS,
+  PROJECT_APPROVE,
+  PROJECT_CREATE,
+  PROJECT_DELETE,
+  PROJECT_HISTORY,
+  PROJECT_LIST,
+  PROJECT_NOTIFY_SECRET,
+  PROJECT_SHOW,
+  PROJECT_UPDATE,
+} from './project.js';
 import { PUSH } from './push.js';
 import { REINDEX } from './reindex.js';
 import { SERVE } from './serve.js';
-import { SPOKE } from './spoke.js';
+import { SPOKE, SPOKE_LIST } from './spoke.js';
 import { TOKEN_CREATE, TOKEN_LIST, TOKEN_REVOKE } from './token.js';
 
 /** Every command, in the order `narhub help` lists them. */
@@ -29,13 +39,20 @@ export const COMMANDS: readonly CommandSpec[] = [
   PROJECT_LIST,
   PROJECT_SHOW,
   PROJECT_DELETE,
+  PROJECT_HISTORY,
+  PROJECT_APPROVALS,
+  PROJECT_APPROVE,
+  PROJECT_NOTIFY_SECRET,
   EVAL,
+  EVAL_LIST,
+  EVAL_SHOW,
   BUILD_SHOW,
   BUILD_RESTART,
   BUILD_CANCEL,
   BUILD_LOG,
   BUILD_LIST,
   SPOKE,
+  SPOKE_LIST,
 ] as unknown as readonly CommandSpec[];
 
 /** The commands a word selects: `cache` gives cache create, list and info; `serve` gives serve. */
@@ -54,9 +71,10 @@ export function findCommand(
   if (word === undefined) return undefined;
   const group = commandsNamed(word);
   if (group.length === 0) return undefined;
-  const whole = group.find((c) => c.name === word);
-  if (whole) return { spec: whole, rest: argv.slice(1) };
+  // A subcommand wins over a whole command of the same word (`eval list` over `eval PROJECT`).
   const spec = group.find((c) => c.name === `${word} ${sub}`);
   if (spec) return { spec, rest: more };
+  const whole = group.find((c) => c.name === word);
+  if (whole) return { spec: whole, rest: argv.slice(1) };
   return { group, word, sub };
 }

@@ -1,6 +1,7 @@
 import { SPOKE_DEFAULTS } from '../../spoke/options.js';
 import { formatDuration } from '../../units.js';
 import { command } from '../command-spec.js';
+import { CLIENT_FLAGS, JSON_FLAG } from './common.js';
 
 const ms = (value: number) => `${value} ms`;
 
@@ -86,4 +87,12 @@ and exits at once, and their jobs go to other spokes.`,
   examples: [
     'narhub spoke --hub http://hub:8080 --redis-url redis://hub:6379 --systems x86_64-linux --token-file /run/token',
   ],
+});
+
+export const SPOKE_LIST = command({
+  name: 'spoke list',
+  positionals: { min: 0, max: 0 },
+  summary: 'The connected spokes: systems, features, load, and how many builds each runs.',
+  flags: { ...JSON_FLAG, ...CLIENT_FLAGS },
+  examples: ['narhub spoke list'],
 });

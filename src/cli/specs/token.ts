@@ -9,10 +9,15 @@ export const TOKEN_CREATE = command({
     cache: {
       type: 'string',
       value: 'NAME|GLOB',
-      required: true,
-      help: 'Caches it applies to: a name, or a glob such as team-* or *',
+      help: 'Caches it applies to: a name, or a glob such as team-* or * (for read, write and admin)',
     },
-    perm: { type: 'string', value: 'read|write|admin', required: true, help: 'What it may do' },
+    perm: {
+      type: 'string',
+      value: 'read|write|admin|trigger',
+      required: true,
+      help: 'What it may do; trigger: start evaluations of one project (--project), nothing else',
+    },
+    project: { type: 'string', value: 'NAME', help: 'With --perm trigger: the project it may trigger' },
     name: { type: 'string', value: 'LABEL', help: 'A label to recognise it by in token list' },
     expires: {
       type: 'string',
@@ -23,7 +28,10 @@ export const TOKEN_CREATE = command({
     ...JSON_FLAG,
     ...DATA_FLAGS,
   },
-  examples: ['narhub token create --cache main --perm write --name ci --expires 90d'],
+  examples: [
+    'narhub token create --cache main --perm write --name ci --expires 90d',
+    'narhub token create --perm trigger --project web --name gitea-webhook',
+  ],
 });
 
 export const TOKEN_LIST = command({

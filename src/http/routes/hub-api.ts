@@ -23,6 +23,21 @@ const ProjectBody = Type.Object(
     attrs: Type.Optional(Type.Array(AttrSet, { minItems: 1, maxItems: 3 })),
     cache: Type.String({ minLength: 1, maxLength: 63 }),
     priority: Type.Optional(Priority),
+    github: Type.Optional(
+      Type.Union([Type.String({ minLength: 3, maxLength: 201, description: 'OWNER/REPO on the forge' }), Type.Null()]),
+    ),
+    forkPolicy: Type.Optional(
+      Type.Union([Type.Literal('collaborators'), Type.Literal('users'), Type.Literal('everyone')], {
+        description: "Whose pull requests from forks run without an admin's approval",
+      }),
+    ),
+    forkUsers: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 50 }), { maxItems: 200 })),
+    pollInterval: Type.Optional(
+      Type.Union([Type.Integer({ minimum: 10, maximum: 86_400, description: 'Seconds between git ls-remote polls' }), Type.Null()]),
+    ),
+    notifyUrl: Type.Optional(
+      Type.Union([Type.String({ minLength: 8, maxLength: 2000, description: 'Outgoing webhook' }), Type.Null()]),
+    ),
   },
   { additionalProperties: false },
 );
@@ -49,13 +64,20 @@ const BuildsQuery = Type.Object(
         Type.Literal('cancelled'),
       ]),
     ),
+    project: Type.Optional(Type.String({ minLength: 1, maxLength: 63 })),
+    branch: Type.Optional(Type.String({ minLength: 1, maxLength: 200, description: 'A jobset: branch or pr-N' })),
+    attr: Type.Optional(Type.String({ minLength: 1, maxLength: 500 })),
+    spoke: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
     limit: Limit,
   },
   { additionalProperties: false },
 );
 const LogQuery = Type.Object({ follow: Type.Optional(Type.Boolean()) }, { additionalProperties: false });
 
-const LimitQuery = Type.Object({ limit: Limit }, { additionalProperties: false });
+const EvaluationsQuery = Type.Object(
+  { limit: Limit, jobset: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })) },
+  { additionalProperties: false },
+);
 
 /**
  * The hub's part of `/api/v1` (projects, evaluations, builds, logs, spokes, queues), beside the
@@ -95,7 +117,7 @@ export const hubApiRoutes: FastifyPluginAsyncTypebox<HubApiOptions> = async (app
     } else if (q.outPath !== undefined) {
       found = await hub.buildsByOutput(q.outPath);
     } else {
-      found = await hub.builds(q.status, q.limit ?? 100);
+      found = await hub.filterBuilds({ ...q, limit: q.limit ?? 100 });
     }
     return noStore(reply).send({ builds: found.filter((b) => access.canRead(request, b.cache)) });
   });
@@ -127,9 +149,10 @@ export const hubApiRoutes: FastifyPluginAsyncTypebox<HubApiOptions> = async (app
 
     read.get(
       '/projects/:name/evaluations',
-      { schema: { params: NameParams, querystring: LimitQuery } },
+      { schema: { params: NameParams, querystring: EvaluationsQuery } },
       async (request, reply) => {
-        return noStore(reply).send({ evaluations: hub.evaluations(request.params.name, request.query.limit ?? 20) });
+        const { limit, jobset } = request.query;
+        return noStore(reply).send({ evaluations: hub.evaluations(request.params.name, limit ?? 20, jobset) });
       },
     );
 
@@ -221,18 +244,6 @@ export const hubApiRoutes: FastifyPluginAsyncTypebox<HubApiOptions> = async (app
       return reply.code(204).send();
     });
 
-    admin.post(
-      '/projects/:name/evaluations',
-      { schema: { params: NameParams, body: Type.Union([EvalBody, Type.Undefined(), Type.Null()]) } },
-      async (request, reply) => {
-        const e = hub.triggerEvaluation(request.params.name, {
-          ref: request.body?.ref,
-          priority: request.body?.priority,
-        });
-        return noStore(reply).code(202).header('location', `/api/v1/evaluations/${e.id}`).send(e);
-      },
-    );
-
     admin.post('/builds/:drv/restart', { schema: { params: DrvParams } }, async (request, reply) => {
       return noStore(reply).send(await hub.restartBuild(request.params.drv));
     });
@@ -240,6 +251,29 @@ export const hubApiRoutes: FastifyPluginAsyncTypebox<HubApiOptions> = async (app
     admin.post('/builds/:drv/cancel', { schema: { params: DrvParams } }, async (request, reply) => {
       return noStore(reply).send(await hub.cancelBuild(request.params.drv));
     });
+  });
+
+  // Triggering an evaluation: admin rights on the project's cache, or a trigger token for it.
+  await app.register(async (trigger: TypeboxApp) => {
+    trigger.addHook('preHandler', async (request) => {
+      const cache = projectCache(request);
+      if (opts.service.tokens.mayTrigger(access.tokenOf(request), params(request).name, cache)) return;
+      request.cache = access.authorizeRequest(request, cache, 'admin');
+    });
+
+    trigger.post(
+      '/projects/:name/evaluations',
+      { schema: { params: NameParams, body: Type.Union([EvalBody, Type.Undefined(), Type.Null()]) } },
+      async (request, reply) => {
+        const t = access.tokenOf(request);
+        const e = hub.triggerEvaluation(request.params.name, {
+          ref: request.body?.ref,
+          priority: request.body?.priority,
+          triggeredBy: t?.name ?? t?.id,
+        });
+        return noStore(reply).code(202).header('location', `/api/v1/evaluations/${e.id}`).send(e);
+      },
+    );
   });
 
   // Spokes and queues: any valid token may look.

@@ -30,6 +30,11 @@ async function openRepos(t: Parameters<typeof makeTempDir>[0]) {
     systems: ['x86_64-linux'],
     attrs: ['checks'],
     cacheId: cache.id,
+    forgeRepo: null,
+    forkPolicy: 'collaborators',
+    forkUsers: [],
+    pollInterval: null,
+    notifyUrl: null,
     priority: 0,
   });
   const evaluations = createEvaluationsRepo(db);
