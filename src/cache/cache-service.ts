@@ -18,6 +18,9 @@ import { createPathCommit } from './narinfo-commit.js';
 import { createPendingSweep } from './pending-sweep.js';
 import { createRecompressor } from './recompress.js';
 import { createTokenService } from './tokens.js';
+import { createSessionService } from './sessions.js';
+import { createCacheBrowser } from './cache-browser.js';
+import { createSessionsRepo } from '../db/sessions-repo.js';
 
 export interface CacheServiceDeps {
   db: Database;
@@ -60,7 +63,10 @@ export function createCacheService(deps: CacheServiceDeps) {
     store,
     registry,
     tokens,
-
+    /** Web UI sessions, each standing for a token. */
+    sessions: createSessionService({ sessions: createSessionsRepo(db), tokens }),
+    /** Read-only views for people: sizes, recent uploads, search. */
+    browser: createCacheBrowser(db),
     ingestNar: createNarIngest({ store, nars }),
     async commitNarInfo(cache: CacheRow, hashPart: string, text: string) {
       const result = await pathCommit.commitNarInfo(cache, hashPart, text);

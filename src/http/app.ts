@@ -18,6 +18,7 @@ import type { Hub } from '../hub/hub-service.js';
 import { createRequestMetrics, UNMATCHED_ROUTE } from './request-metrics.js';
 import type { Forge } from '../forge/forge-service.js';
 import { ciApiRoutes } from './routes/ci-api.js';
+import { uiRoutes } from './ui/ui-routes.js';
 import { createProjectAccess } from './project-access.js';
 
 export interface AppOptions {
@@ -170,6 +171,9 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     const projectAccess = createProjectAccess(service);
     const ci = { hub: options.hub, forge: options.forge, service, access, projectAccess };
     await app.register(ciApiRoutes, { prefix: '/api/v1', ...ci });
+    const publicUrl = options.publicUrl ?? (() => '');
+    await app.register(uiRoutes, { prefix: '/ui', ...ci, publicUrl });
+    app.get('/', async (_request, reply) => reply.redirect('/ui/', 302));
   }
   await app.register(binaryCacheRoutes, {
     service: service,
