@@ -100,6 +100,9 @@ test('the web UI in Chromium: live log, a failed check with its reason, login an
   const hidden = await page.goto(`${url}/ui/projects/secret-project`);
   assert.equal(hidden?.status(), 404);
   assert.equal(await page.getByText('team').count(), 0);
+  // Spokes and queues belong to no project: like the API, they need a session.
+  assert.equal((await page.goto(`${url}/ui/spokes`))?.status(), 401);
+  assert.equal((await page.goto(`${url}/ui/queues`))?.status(), 401);
 
   // --- A live log grows on the page while a real build runs ---------------------------------
   const ev = await api.post('/projects/pub/evaluations', {});

@@ -188,7 +188,9 @@ export async function projectCommand(
       return;
     }
     case undefined:
-      throw new UsageError('missing project subcommand (create, update, list, show, history, delete, approvals, approve, notify-secret)');
+      throw new UsageError(
+        'missing project subcommand (create, update, list, show, history, delete, approvals, approve, notify-secret)',
+      );
     default:
       throw new UsageError(`unknown project subcommand ${JSON.stringify(sub)}`);
   }

@@ -50,7 +50,11 @@ export async function tokenCommand(
       try {
         const rows = runtime.service.tokens.list().map(view);
         if (values.json) out.write(`${JSON.stringify(rows, null, 2)}\n`);
-        else for (const t of rows) out.write(`${t.id}\t${t.permission}\t${t.project ? `project ${t.project}` : t.cache}\t${t.status}\t${t.name ?? ''}\n`);
+        else
+          for (const t of rows)
+            out.write(
+              `${t.id}\t${t.permission}\t${t.project ? `project ${t.project}` : t.cache}\t${t.status}\t${t.name ?? ''}\n`,
+            );
       } finally {
         await runtime.close();
       }

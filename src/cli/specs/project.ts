@@ -12,7 +12,11 @@ const SETTINGS = {
   },
   cache: { type: 'string', value: 'NAME', default: 'main', help: 'Cache the results are pushed to' },
   priority: { type: 'string', value: 'N', default: '0', help: "Queue priority of the project's builds" },
-  github: { type: 'string', value: 'OWNER/REPO', help: "The forge repository whose webhooks and checks are this project's ('' unbinds)" },
+  github: {
+    type: 'string',
+    value: 'OWNER/REPO',
+    help: "The forge repository whose webhooks and checks are this project's ('' unbinds)",
+  },
   'fork-policy': {
     type: 'string',
     value: 'collaborators|users|everyone',
@@ -92,7 +96,11 @@ export const PROJECT_HISTORY = command({
   args: 'NAME ATTR',
   positionals: { min: 2, max: 2 },
   summary: "An attribute's outcome, commit, duration and spoke in each evaluation, newest first.",
-  flags: { limit: { type: 'string', value: 'N', default: '50', help: 'At most this many evaluations' }, ...JSON_FLAG, ...CLIENT_FLAGS },
+  flags: {
+    limit: { type: 'string', value: 'N', default: '50', help: 'At most this many evaluations' },
+    ...JSON_FLAG,
+    ...CLIENT_FLAGS,
+  },
   examples: ['narhub project history web checks.x86_64-linux.test'],
 });
 
@@ -111,7 +119,11 @@ export const PROJECT_APPROVE = command({
   positionals: { min: 1, max: 1 },
   summary: "Approve a fork's pull request: its current head is evaluated as jobset pr-N.",
   description: 'A new push to the pull request needs a new approval: an approval is of one commit.',
-  flags: { pr: { type: 'string', value: 'N', required: true, help: 'The pull request' }, ...JSON_FLAG, ...CLIENT_FLAGS },
+  flags: {
+    pr: { type: 'string', value: 'N', required: true, help: 'The pull request' },
+    ...JSON_FLAG,
+    ...CLIENT_FLAGS,
+  },
   examples: ['narhub project approve web --pr 42'],
 });
 

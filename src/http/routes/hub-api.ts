@@ -33,7 +33,10 @@ const ProjectBody = Type.Object(
     ),
     forkUsers: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 50 }), { maxItems: 200 })),
     pollInterval: Type.Optional(
-      Type.Union([Type.Integer({ minimum: 10, maximum: 86_400, description: 'Seconds between git ls-remote polls' }), Type.Null()]),
+      Type.Union([
+        Type.Integer({ minimum: 10, maximum: 86_400, description: 'Seconds between git ls-remote polls' }),
+        Type.Null(),
+      ]),
     ),
     notifyUrl: Type.Optional(
       Type.Union([Type.String({ minLength: 8, maxLength: 2000, description: 'Outgoing webhook' }), Type.Null()]),

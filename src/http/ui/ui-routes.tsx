@@ -107,14 +107,16 @@ export const uiRoutes: FastifyPluginAsyncTypebox<UiOptions> = async (app, opts) 
             ? 400
             : code === 'UNAVAILABLE'
               ? 503
-              : 500;
+              : code === 'UNAUTHORIZED'
+                ? 401
+                : 500;
     if (status === 500) request.log.error({ err }, 'UI page failed');
     const message = status === 500 ? 'Something went wrong; it was logged.' : err.message;
     return html(
       reply,
       <MessagePage
         viewer={viewerOf(request, reply)}
-        title={status === 404 ? 'Not found' : 'Refused'}
+        title={status === 404 ? 'Not found' : status === 401 ? 'Log in' : 'Refused'}
         message={message}
       />,
       status,
@@ -292,7 +294,13 @@ export const uiRoutes: FastifyPluginAsyncTypebox<UiOptions> = async (app, opts) 
     }
   });
 
+  // Spokes and queues belong to no project: like the API, they need a session (any token).
+  const requireSession = (request: FastifyRequest) => {
+    if (!tokenOf(request)) throw new NarhubError('UNAUTHORIZED', 'Log in to see the spokes and queues.');
+  };
+
   app.get('/spokes', async (request, reply) => {
+    requireSession(request);
     const spokes = await hub.spokes().catch(() => []);
     const running = new Map<string, { drvPath: string; startedAt: string | null } | null>();
     for (const s of spokes)
@@ -304,6 +312,7 @@ export const uiRoutes: FastifyPluginAsyncTypebox<UiOptions> = async (app, opts) 
   });
 
   app.get('/queues', async (request, reply) => {
+    requireSession(request);
     const queues = await hub.queues().catch(() => []);
     const stuck: BuildView[] = (await hub.builds('queued', 200)).filter(
       (b) => readable(request, b.cache) && /no connected spoke|no spoke/i.test(b.waitingFor ?? ''),
