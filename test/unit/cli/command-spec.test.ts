@@ -56,7 +56,7 @@ describe('parseCommand', () => {
     assert.equal(message(cacheCreate, ['a', '--bogus']), 'unknown flag --bogus for narhub cache create');
     assert.equal(message(cacheCreate, ['a', '--priority']), '--priority needs a value');
     assert.equal(message(cacheCreate, ['a', '--private=yes']), '--private takes no value');
-    assert.equal(message(tokenCreate, ['--perm', 'read']), 'missing --cache');
+    assert.equal(message(tokenCreate, ['--cache', 'main']), 'missing --perm');
   });
 
   it('answers --help and -h before checking anything else', () => {

@@ -41,9 +41,9 @@ test('every narhub line in the README names a real command and only flags it tak
       problems.push(`${line}: no command ${words[0]}`);
       continue;
     }
-    const specs = group.some((c) => c.name === words[0])
-      ? group.filter((c) => c.name === words[0])
-      : (words[1] ?? '').split('|').map((sub) => group.find((c) => c.name === `${words[0]} ${sub}`));
+    // A subcommand wins over a whole command of the same word (`eval list` over `eval PROJECT`), as in findCommand.
+    const subs = (words[1] ?? '').split('|').map((sub) => group.find((c) => c.name === `${words[0]} ${sub}`));
+    const specs = subs.every((s) => s !== undefined) ? subs : group.filter((c) => c.name === words[0]);
     if (specs.length === 0 || specs.some((s) => s === undefined)) {
       problems.push(`${line}: no such subcommand of ${words[0]}`);
       continue;
