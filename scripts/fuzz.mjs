@@ -1,5 +1,5 @@
 // The long run of the property tests (`npm run fuzz`): every parser property with
-// NARHUB_FUZZ_RUNS cases (default 100,000 each: over a million in all), then the model-based upload
+// NARHUB_FUZZ_RUNS cases (default 100,000 each, eleven properties: 1.1 million), then the model-based upload
 // test with NARHUB_FUZZ_MODEL_RUNS command sequences (default 2,000). `npm test` runs the same
 // tests briefly. A failure prints a seed and a path; set NARHUB_FUZZ_SEED and NARHUB_FUZZ_PATH to
 // replay it.

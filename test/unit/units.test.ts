@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { formatDuration, formatSize, parseDuration, parseSize } from '../../src/units.js';
+import { fuzzRuns } from '../helpers/fuzz.js';
 
 describe('parseSize and formatSize', () => {
   it('reads bytes and K, M, G, T, P as powers of 1024', () => {
@@ -33,6 +34,7 @@ describe('parseSize and formatSize', () => {
         fc.pre(Number.isSafeInteger(bytes));
         assert.equal(parseSize(formatSize(bytes)), bytes);
       }),
+      fuzzRuns(100),
     );
   });
 });
@@ -65,6 +67,7 @@ describe('parseDuration and formatDuration', () => {
       fc.property(fc.integer({ min: 0, max: 100 * 365 * 86_400 }), (seconds) => {
         assert.equal(parseDuration(formatDuration(seconds)), seconds);
       }),
+      fuzzRuns(100),
     );
   });
 });
