@@ -22,6 +22,7 @@ export function parseConfig(raw: unknown): Config {
     input.storage ??= { type: 'local' };
     input.zstd ??= {};
     input.hub ??= {};
+    input.limits ??= {};
   }
   withUnits(ConfigSchema, input, '');
   const withDefaults = Value.Default(ConfigSchema, input);

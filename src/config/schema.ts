@@ -152,6 +152,44 @@ const GitHub = Type.Object(
   { additionalProperties: false },
 );
 
+/** What one client may hold of the server: connections, slow bodies, and when to shed load. */
+const Limits = Type.Object(
+  {
+    maxConnections: Type.Integer({
+      default: 4096,
+      minimum: 1,
+      description: 'Open connections at most; further ones are closed at once.',
+    }),
+    bodyTimeout: Type.Integer({
+      default: 60,
+      minimum: 1,
+      unit: 'duration',
+      description:
+        'A request body must deliver minBodyRate bytes a second over every window this long, or its ' +
+        'connection is closed: seconds, or a duration such as 1m.',
+    }),
+    minBodyRate: Type.Integer({
+      default: 1024,
+      minimum: 0,
+      unit: 'size',
+      description: 'Least bytes a second a request body may average over a bodyTimeout window (0: only silence).',
+    }),
+    maxEventLoopDelay: Type.Integer({
+      default: 1000,
+      minimum: 0,
+      description:
+        'Shed load: while the event loop lags more than this many milliseconds, answer 503 with ' +
+        'Retry-After (0: never).',
+    }),
+    missingPathsPerMinute: Type.Integer({
+      default: 60,
+      minimum: 1,
+      description: 'missing-paths requests a minute per address from callers without a token.',
+    }),
+  },
+  { additionalProperties: false },
+);
+
 export const ConfigSchema = Type.Object(
   {
     dataDir: Type.String({ default: './narhub-data', description: 'Database, keys and local blobs.' }),
@@ -212,10 +250,12 @@ export const ConfigSchema = Type.Object(
     zstd: Zstd,
     hub: Hub,
     github: Type.Optional(GitHub),
+    limits: Limits,
   },
   { additionalProperties: false },
 );
 
+export type LimitsConfig = Static<typeof Limits>;
 export type Config = Static<typeof ConfigSchema>;
 export type CacheDeclaration = Static<typeof CacheDecl>;
 export type S3StorageConfig = Static<typeof S3Storage>;

@@ -1,12 +1,15 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import swagger from '@fastify/swagger';
+import underPressure from '@fastify/under-pressure';
 import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { CacheService } from '../cache/cache-service.js';
 import type { CacheRow } from '../db/caches-repo.js';
+import type { LimitsConfig } from '../config/schema.js';
+import { bodyDeadline } from './body-deadline.js';
 import { createAccess } from './access.js';
-import { installErrorHandler, validationError } from './error-handler.js';
+import { installErrorHandler, loadShedError, validationError } from './error-handler.js';
 import { createNarinfoFastPath, type NarinfoFastPath } from './narinfo-fast-path.js';
 import { apiFallbackRoutes, apiIndexRoutes } from './routes/api-index.js';
 import { apiV1Routes } from './routes/api-v1.js';
@@ -42,7 +45,21 @@ export interface AppOptions {
    * default, always off with `logRequests`; tests turn it off to compare with the route.
    */
   narinfoFastPath?: boolean | undefined;
+  /** Connection cap, slow bodies, load shedding (`limits` in the config); the config's defaults if unset. */
+  limits?: Partial<LimitsConfig> | undefined;
 }
+
+/** The config schema's defaults for `limits`. */
+export const DEFAULT_LIMITS: LimitsConfig = {
+  maxConnections: 4096,
+  bodyTimeout: 60,
+  minBodyRate: 1024,
+  maxEventLoopDelay: 1000,
+  missingPathsPerMinute: 60,
+};
+
+/** Seconds a client shed for load is told to wait. */
+const RETRY_AFTER_SECONDS = 5;
 
 /** Where narhub's JSON API lives. */
 export const API_PREFIX = '/api/v1';
@@ -75,6 +92,7 @@ export function narinfoFastPathOf(app: FastifyInstance): NarinfoFastPath | undef
  */
 export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const { service } = options;
+  const limits = { ...DEFAULT_LIMITS, ...options.limits };
   const access = createAccess(service.tokens, service.registry);
   const metrics = createRequestMetrics();
   const fastPath =
@@ -112,6 +130,19 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   app.setValidatorCompiler(TypeBoxValidatorCompiler);
   app.decorateRequest('cache', null as unknown as CacheRow);
   installErrorHandler(app);
+  app.server.maxConnections = limits.maxConnections;
+  app.addHook('onRequest', bodyDeadline({ windowSeconds: limits.bodyTimeout, minBytesPerSecond: limits.minBodyRate }));
+  // Shed load before latency collapses: while the event loop lags, new requests get 503 with
+  // Retry-After (the fast path steps aside meanwhile, so its requests are shed too).
+  await app.register(underPressure, {
+    maxEventLoopDelay: limits.maxEventLoopDelay,
+    retryAfter: RETRY_AFTER_SECONDS,
+    pressureHandler: async (_request, reply, type, value) => {
+      reply.header('retry-after', String(RETRY_AFTER_SECONDS));
+      throw loadShedError(`overloaded (${type} ${Math.round(Number(value))}), retry later`);
+    },
+  });
+  fastPath?.shedWhile(() => app.isUnderPressure());
   const routes: ApiRoute[] = [];
   apiRoutes.set(app, routes);
   app.addHook('onRoute', (route) => {

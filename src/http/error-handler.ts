@@ -48,6 +48,15 @@ export const ErrorBody = Type.Object({
   message: Type.String({ description: 'One line saying why.' }),
 });
 
+const shed = new WeakSet<Error>();
+
+/** The refusal of a request shed for load: 503 like any UNAVAILABLE, but logged as a warning. */
+export function loadShedError(message: string): NarhubError {
+  const err = new NarhubError('UNAVAILABLE', message);
+  shed.add(err);
+  return err;
+}
+
 /** Fastify's own client errors that reach us, mapped to our codes. */
 const FASTIFY_CODES: Record<string, ErrorCode> = {
   FST_ERR_CTP_BODY_TOO_LARGE: 'BODY_TOO_LARGE',
@@ -90,7 +99,9 @@ export function installErrorHandler(app: FastifyInstance): void {
     if (isNarhubError(err)) {
       const status = STATUS[err.code];
       if (status >= 500) {
-        request.log.error({ err }, 'request failed');
+        // Shedding load is the server working as meant, not failing.
+        if (shed.has(err)) request.log.warn({ reason: err.message }, 'request shed');
+        else request.log.error({ err }, 'request failed');
         return sendError(reply, status, err.code, status === 503 ? 'temporarily unavailable' : 'internal error');
       }
       // A miss is routine (Nix asks for every path it might substitute), so only at debug.

@@ -34,6 +34,8 @@ export interface NarinfoFastPath {
   handle(req: IncomingMessage, res: ServerResponse): boolean;
   /** From now on answer nothing: Fastify's drain answers 503 while the server closes. */
   close(): void;
+  /** Step aside while `pressed()` is true, so that Fastify's load shedding answers (503). */
+  shedWhile(pressed: () => boolean): void;
   /** How many requests this path answered (tests check that it is really taken). */
   readonly served: number;
 }
@@ -95,6 +97,7 @@ export function createNarinfoFastPath(deps: {
   }
   let open = true;
   let served = 0;
+  let pressed = () => false;
 
   function send(
     req: IncomingMessage,
@@ -132,7 +135,7 @@ export function createNarinfoFastPath(deps: {
 
   function handle(req: IncomingMessage, res: ServerResponse): boolean {
     const method = req.method;
-    if ((method !== 'GET' && method !== 'HEAD') || !open) return false;
+    if ((method !== 'GET' && method !== 'HEAD') || !open || pressed()) return false;
     const started = performance.now();
     const url = req.url!;
     const slash = url.indexOf('/', 1);
@@ -163,6 +166,9 @@ export function createNarinfoFastPath(deps: {
     handle,
     close() {
       open = false;
+    },
+    shedWhile(fn) {
+      pressed = fn;
     },
     get served() {
       return served;

@@ -75,6 +75,7 @@ export async function serve(config: Config): Promise<void> {
     forge,
     publicUrl: () => baseUrl,
     logRequests: config.logRequests,
+    limits: config.limits,
   });
   const address = await app.listen({ host, port });
   baseUrl = config.publicUrl?.replace(/\/+$/, '') ?? address;
