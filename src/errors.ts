@@ -34,6 +34,7 @@ export type ErrorCode =
   // Auth
   | 'UNAUTHORIZED'
   | 'FORBIDDEN'
+  | 'RATE_LIMITED'
   // Config
   | 'CONFIG_INVALID'
   // Infrastructure

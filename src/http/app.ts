@@ -196,6 +196,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     service: service,
     access,
     maxNarSize: options.maxNarSize,
+    missingPathsPerMinute: limits.missingPathsPerMinute,
   });
   if (options.hub) await app.register(hubApiRoutes, { prefix: '/api/v1', hub: options.hub, service: service, access });
   if (options.hub && options.forge) {

@@ -5,8 +5,8 @@ import type { Progress } from './progress.js';
 import { type RetryPolicy, withRetries } from '../io/retry.js';
 import { PushFailure, pushRetries } from './retry.js';
 
-/** Store paths per missing-paths request (the server takes up to 100 000). */
-const MISSING_QUERY_BATCH = 50_000;
+/** Store paths per missing-paths request (the server takes up to 10 000). */
+const MISSING_QUERY_BATCH = 10_000;
 
 export interface PushOptions {
   location: CacheLocation;

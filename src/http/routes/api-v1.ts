@@ -1,7 +1,9 @@
+import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import rateLimit from '@fastify/rate-limit';
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { NarhubError } from '../../errors.js';
 import { isValidHashPart } from '../../nix/store-path.js';
-import { MAX_MISSING_PATHS_QUERY, type CacheService } from '../../cache/cache-service.js';
+import type { CacheService } from '../../cache/cache-service.js';
 import type { Access } from '../access.js';
 import type { TypeboxApp } from '../typebox-app.js';
 import { clientGoneSignal } from '../client-gone.js';
@@ -11,6 +13,8 @@ export interface ApiV1RouteOptions {
   service: CacheService;
   access: Access;
   maxNarSize: number;
+  /** missing-paths requests a minute per address from callers without a valid token. */
+  missingPathsPerMinute: number;
 }
 
 const CacheParams = Type.Object({ cache: Type.String({ minLength: 1, maxLength: 63 }) });
@@ -20,8 +24,17 @@ const PathParams = Type.Object({
 });
 const StorePath = Type.String({ maxLength: 500 });
 
+/**
+ * Store paths one missing-paths request may ask about. A bigger closure takes several requests
+ * (`narhub push` sends 10 000 at a time): one request then costs the loop a few milliseconds of
+ * JSON at most, and many of them interleave.
+ */
+export const MISSING_PATHS_PER_REQUEST = 10_000;
+/** Paths looked up between two turns of the event loop. */
+const MISSING_PATHS_CHUNK = 1_000;
+
 const MissingPathsBody = Type.Object(
-  { storePaths: Type.Array(StorePath, { maxItems: MAX_MISSING_PATHS_QUERY }) },
+  { storePaths: Type.Array(StorePath, { maxItems: MISSING_PATHS_PER_REQUEST }) },
   { additionalProperties: false },
 );
 const MissingPathsAnswer = Type.Object({
@@ -39,8 +52,8 @@ const UploadAnswer = Type.Object({
   narSize: Type.Integer(),
 });
 
-/** 100 000 store paths of ~90 bytes as JSON, with room to spare. */
-const MISSING_PATHS_BODY_LIMIT = 16 * 1024 * 1024;
+/** 10 000 store paths of the longest kind (~260 bytes) as JSON, with room to spare. */
+const MISSING_PATHS_BODY_LIMIT = 3 * 1024 * 1024;
 
 /**
  * narhub's own API for caches, at `/api/v1/caches/:cache`: JSON in and out (errors as
@@ -53,22 +66,59 @@ export const apiV1Routes: FastifyPluginAsyncTypebox<ApiV1RouteOptions> = async (
 
   await app.register(async (read: TypeboxApp) => {
     read.addHook('preHandler', access.cacheHook('read'));
+    // Callers without a valid token are limited per address; the limit answers before the body
+    // is read. Token holders are not: they are known and can be revoked.
+    await read.register(rateLimit, {
+      global: false,
+      allowList: (request) => access.tokenOf(request) !== undefined,
+      errorResponseBuilder: (_request, context) =>
+        new NarhubError(
+          'RATE_LIMITED',
+          `at most ${context.max} missing-paths requests a minute without a token; retry in ${context.after}`,
+        ),
+    });
 
     read.post(
       '/caches/:cache/missing-paths',
       {
         bodyLimit: MISSING_PATHS_BODY_LIMIT,
+        config: { rateLimit: { max: opts.missingPathsPerMinute, timeWindow: '1 minute' } },
         schema: {
           summary: 'Which of these store paths the cache lacks',
+          description: `At most ${MISSING_PATHS_PER_REQUEST} paths a request; without a token, a limited number of requests a minute per address (429 with Retry-After past it).`,
           params: CacheParams,
           body: MissingPathsBody,
           response: { 200: MissingPathsAnswer, '4xx': ErrorBody },
         },
       },
-      async (request, reply) =>
-        reply
-          .header('cache-control', 'no-store')
-          .send({ missing: service.missingPaths(request.cache, request.body.storePaths) }),
+      async (request, reply) => {
+        // In chunks, yielding between them, so that a large request never holds the loop long.
+        const { storePaths } = request.body;
+        const missing: string[] = [];
+        const seen = new Set<string>();
+        for (let start = 0; start < storePaths.length; start += MISSING_PATHS_CHUNK) {
+          if (start > 0) await yieldToLoop();
+          const chunk = storePaths.slice(start, start + MISSING_PATHS_CHUNK);
+          let found: string[];
+          try {
+            found = service.missingPaths(request.cache, chunk);
+          } catch (err) {
+            // Name the entry by its place in the whole request, not in the chunk.
+            if (err instanceof NarhubError && start > 0)
+              throw new NarhubError(
+                err.code,
+                err.message.replace(/^storePaths\[(\d+)\]/, (_m, i: string) => `storePaths[${Number(i) + start}]`),
+              );
+            throw err;
+          }
+          for (const path of found) {
+            if (seen.has(path)) continue;
+            seen.add(path);
+            missing.push(path);
+          }
+        }
+        return reply.header('cache-control', 'no-store').send({ missing });
+      },
     );
   });
 
