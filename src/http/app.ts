@@ -45,18 +45,13 @@ export interface AppOptions {
    * default, always off with `logRequests`; tests turn it off to compare with the route.
    */
   narinfoFastPath?: boolean | undefined;
-  /** Connection cap, slow bodies, load shedding (`limits` in the config); the config's defaults if unset. */
+  /**
+   * Connection cap, slow bodies, load shedding, anonymous rate limits (`limits` in the config,
+   * whose defaults `serve` passes). Each limit applies only when given: tests run the app in
+   * their own process, whose synchronous work would otherwise look like an overloaded loop.
+   */
   limits?: Partial<LimitsConfig> | undefined;
 }
-
-/** The config schema's defaults for `limits`. */
-export const DEFAULT_LIMITS: LimitsConfig = {
-  maxConnections: 4096,
-  bodyTimeout: 60,
-  minBodyRate: 1024,
-  maxEventLoopDelay: 1000,
-  missingPathsPerMinute: 60,
-};
 
 /** Seconds a client shed for load is told to wait. */
 const RETRY_AFTER_SECONDS = 5;
@@ -92,7 +87,7 @@ export function narinfoFastPathOf(app: FastifyInstance): NarinfoFastPath | undef
  */
 export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const { service } = options;
-  const limits = { ...DEFAULT_LIMITS, ...options.limits };
+  const limits = options.limits ?? {};
   const access = createAccess(service.tokens, service.registry);
   const metrics = createRequestMetrics();
   const fastPath =
@@ -130,19 +125,26 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   app.setValidatorCompiler(TypeBoxValidatorCompiler);
   app.decorateRequest('cache', null as unknown as CacheRow);
   installErrorHandler(app);
-  app.server.maxConnections = limits.maxConnections;
-  app.addHook('onRequest', bodyDeadline({ windowSeconds: limits.bodyTimeout, minBytesPerSecond: limits.minBodyRate }));
+  if (limits.maxConnections !== undefined) app.server.maxConnections = limits.maxConnections;
+  if (limits.bodyTimeout !== undefined) {
+    app.addHook(
+      'onRequest',
+      bodyDeadline({ windowSeconds: limits.bodyTimeout, minBytesPerSecond: limits.minBodyRate ?? 0 }),
+    );
+  }
   // Shed load before latency collapses: while the event loop lags, new requests get 503 with
   // Retry-After (the fast path steps aside meanwhile, so its requests are shed too).
-  await app.register(underPressure, {
-    maxEventLoopDelay: limits.maxEventLoopDelay,
-    retryAfter: RETRY_AFTER_SECONDS,
-    pressureHandler: async (_request, reply, type, value) => {
-      reply.header('retry-after', String(RETRY_AFTER_SECONDS));
-      throw loadShedError(`overloaded (${type} ${Math.round(Number(value))}), retry later`);
-    },
-  });
-  fastPath?.shedWhile(() => app.isUnderPressure());
+  if (limits.maxEventLoopDelay) {
+    await app.register(underPressure, {
+      maxEventLoopDelay: limits.maxEventLoopDelay,
+      retryAfter: RETRY_AFTER_SECONDS,
+      pressureHandler: async (_request, reply, type, value) => {
+        reply.header('retry-after', String(RETRY_AFTER_SECONDS));
+        throw loadShedError(`overloaded (${type} ${Math.round(Number(value))}), retry later`);
+      },
+    });
+    fastPath?.shedWhile(() => app.isUnderPressure());
+  }
   const routes: ApiRoute[] = [];
   apiRoutes.set(app, routes);
   app.addHook('onRoute', (route) => {

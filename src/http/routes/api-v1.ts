@@ -13,8 +13,8 @@ export interface ApiV1RouteOptions {
   service: CacheService;
   access: Access;
   maxNarSize: number;
-  /** missing-paths requests a minute per address from callers without a valid token. */
-  missingPathsPerMinute: number;
+  /** missing-paths requests a minute per address from callers without a valid token (unset: no limit). */
+  missingPathsPerMinute?: number | undefined;
 }
 
 const CacheParams = Type.Object({ cache: Type.String({ minLength: 1, maxLength: 63 }) });
@@ -82,7 +82,9 @@ export const apiV1Routes: FastifyPluginAsyncTypebox<ApiV1RouteOptions> = async (
       '/caches/:cache/missing-paths',
       {
         bodyLimit: MISSING_PATHS_BODY_LIMIT,
-        config: { rateLimit: { max: opts.missingPathsPerMinute, timeWindow: '1 minute' } },
+        config: opts.missingPathsPerMinute
+          ? { rateLimit: { max: opts.missingPathsPerMinute, timeWindow: '1 minute' } }
+          : {},
         schema: {
           summary: 'Which of these store paths the cache lacks',
           description: `At most ${MISSING_PATHS_PER_REQUEST} paths a request; without a token, a limited number of requests a minute per address (429 with Retry-After past it).`,
