@@ -22,6 +22,9 @@ const WORKERS = 12;
 /** Paths per worker: more than a round can upload before its kill. */
 const CHAIN = 30;
 
+/** Uploads answered with success so far, by every worker of every round. */
+let succeeded = 0;
+
 /** A chain of paths, each referring to the one before, uploaded in order until something fails. */
 async function uploadChain(
   kind: 'nix' | 'native',
@@ -46,6 +49,7 @@ async function uploadChain(
     }
     previous = p;
     done++;
+    succeeded++;
   }
   return done;
 }
@@ -61,7 +65,10 @@ test('kill -9 at random points of concurrent Nix-protocol and native uploads: wh
     const uploads = Array.from({ length: WORKERS }, (_, w) =>
       uploadChain(w % 2 ? 'native' : 'nix', server.url, token, round * 100 + w, attempted),
     );
-    await sleep(200 + Math.random() * 1000);
+    // Kill at a random point once uploads are going (on a loaded machine the first may take a while).
+    const before = succeeded;
+    for (let waited = 0; succeeded === before && waited < 30_000; waited += 50) await sleep(50);
+    await sleep(Math.random() * 1000);
     await server.stop('SIGKILL');
     const uploaded = (await Promise.all(uploads)).reduce((a, b) => a + b, 0);
     server = await startServer(t, { dataDir });
