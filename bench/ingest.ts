@@ -12,9 +12,9 @@ import { execOk, reapedChildrenSeconds, rmTree } from './lib/proc.js';
 import { passFail, type Result } from './lib/report.js';
 import { fmtRate, fmtRatio, fmtSeconds, median } from './lib/stats.js';
 
-export const PUSH_VS_ZSTD_TARGET = 0.85;
-export const PUSH_VS_FILE_TARGET = 2.0;
-export const HTTP_VS_FILE_TARGET = 1.2;
+const PUSH_VS_ZSTD_TARGET = 0.85;
+const PUSH_VS_FILE_TARGET = 2.0;
+const HTTP_VS_FILE_TARGET = 1.2;
 
 export async function measureIngest(ctx: BenchContext): Promise<Result[]> {
   const big = await ctx.big();

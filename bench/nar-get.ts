@@ -11,7 +11,7 @@ import { execOk } from './lib/proc.js';
 import { passFail, type Result } from './lib/report.js';
 import { alternate, fmtBytes, fmtRatio, fmtRate, median } from './lib/stats.js';
 
-export const NAR_GET_TARGET = 1.0;
+const NAR_GET_TARGET = 1.0;
 
 interface Download {
   bytes: number;

@@ -8,7 +8,7 @@ import { passFail, type Result } from './lib/report.js';
 import { fmtMs, fmtRps, median } from './lib/stats.js';
 import { runWrk, startWrk, writeUrlScript, type WrkResult } from './lib/wrk.js';
 
-export const UNDER_PUSH_P99_TARGET_MS = 20;
+const UNDER_PUSH_P99_TARGET_MS = 20;
 
 export async function measureNarinfoUnderPush(ctx: BenchContext): Promise<Result[]> {
   const big = await ctx.big();

@@ -11,7 +11,7 @@ interface Run extends WrkResult {
   cpuUsPerRequest: number;
 }
 
-export const NARINFO_TARGET = 0.6;
+const NARINFO_TARGET = 0.6;
 
 export async function measureNarinfo(ctx: BenchContext): Promise<Result[]> {
   const s = await ctx.served();

@@ -7,7 +7,7 @@ import { rmTree } from './lib/proc.js';
 import { passFail, type Result } from './lib/report.js';
 import { alternate, fmtRatio, fmtSeconds, median } from './lib/stats.js';
 
-export const SUBSTITUTE_TARGET = 1.1;
+const SUBSTITUTE_TARGET = 1.1;
 
 export async function measureSubstitute(ctx: BenchContext): Promise<Result[]> {
   const big = await ctx.big();

@@ -21,7 +21,7 @@ export interface Nginx {
  * `worker_processes auto`), access log off (narhub logs no requests by default either) and
  * keep-alive connections never recycled (narhub does not recycle them).
  */
-export function nginxConfig(dir: string, root: string, port: number): string {
+function nginxConfig(dir: string, root: string, port: number): string {
   // As root, workers would run as `nobody` and could not read narhub's 0750 data directory.
   const user = process.getuid?.() === 0 ? 'user root root;\n' : '';
   return `${user}worker_processes auto;

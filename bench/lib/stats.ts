@@ -7,7 +7,7 @@ export function median(values: number[]): number {
   return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
 
-export const MB = 1e6;
+const MB = 1e6;
 
 export function fmtRate(bytesPerSecond: number): string {
   return `${(bytesPerSecond / MB).toFixed(0)} MB/s`;

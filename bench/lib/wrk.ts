@@ -45,7 +45,7 @@ function toMs(value: string, unit: string): number {
   }
 }
 
-export function parseWrk(text: string): WrkResult {
+function parseWrk(text: string): WrkResult {
   const percentile = (p: string): number => {
     const m = new RegExp(`^\\s*${p}%\\s+([\\d.]+)(us|ms|s|m)\\s*$`, 'm').exec(text);
     if (!m) throw new Error(`no ${p}% latency in wrk output:\n${text}`);

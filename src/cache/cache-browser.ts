@@ -109,5 +109,3 @@ export function createCacheBrowser(db: Database) {
     },
   };
 }
-
-export type CacheBrowser = ReturnType<typeof createCacheBrowser>;

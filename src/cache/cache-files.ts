@@ -148,5 +148,3 @@ function safeBasename(text: string): boolean {
     return false;
   }
 }
-
-export type CacheFiles = ReturnType<typeof createCacheFiles>;

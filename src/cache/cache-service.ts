@@ -32,7 +32,7 @@ export interface CacheServiceDeps {
 }
 
 /** Most store paths a single missing-paths query may ask about. */
-export const MAX_MISSING_PATHS_QUERY = 100_000;
+const MAX_MISSING_PATHS_QUERY = 100_000;
 
 /** The cache domain, composed once at start and handed to the HTTP layer and the CLI. */
 export function createCacheService(deps: CacheServiceDeps) {

@@ -249,5 +249,3 @@ function pickFailure(results: PromiseSettledResult<unknown>[], narSize: number):
     return new NarhubError('NAR_SIZE_MISMATCH', `the NAR is longer than its NarSize ${narSize}`);
   return mostTelling(errors, 'NAR');
 }
-
-export type NativeUpload = ReturnType<typeof createNativeUpload>;

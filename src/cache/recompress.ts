@@ -277,5 +277,3 @@ async function switchPaths(
     return switched.length;
   });
 }
-
-export type Recompressor = ReturnType<typeof createRecompressor>;

@@ -32,5 +32,3 @@ export function createSessionService(deps: { sessions: SessionsRepo; tokens: Tok
     },
   };
 }
-
-export type SessionService = ReturnType<typeof createSessionService>;

@@ -8,12 +8,12 @@ export type { Permission, TokenRow };
 const RANK: Record<Permission, number> = { trigger: 0, read: 1, write: 2, admin: 3 };
 const TOKEN_PREFIX = 'nh_';
 
-export function hashToken(secret: string): string {
+function hashToken(secret: string): string {
   return createHash('sha256').update(secret).digest('hex');
 }
 
 /** `*` matches any run of characters, `?` one; everything else is literal. */
-export function cachePatternMatches(pattern: string, cacheName: string): boolean {
+function cachePatternMatches(pattern: string, cacheName: string): boolean {
   const re = new RegExp(
     `^${pattern
       .replace(/[.+^${}()|[\]\\]/g, '\\$&')
@@ -23,7 +23,7 @@ export function cachePatternMatches(pattern: string, cacheName: string): boolean
   return re.test(cacheName);
 }
 
-export function assertValidCachePattern(pattern: string): void {
+function assertValidCachePattern(pattern: string): void {
   if (!/^[a-z0-9_*?-]{1,63}$/.test(pattern)) {
     throw new NarhubError(
       'BAD_REQUEST',

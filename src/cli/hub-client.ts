@@ -8,7 +8,7 @@ export interface HubClientOptions {
   token: string | undefined;
 }
 
-export const DEFAULT_SERVER = 'http://127.0.0.1:8080';
+const DEFAULT_SERVER = 'http://127.0.0.1:8080';
 
 /**
  * `--server` (else $NARHUB_SERVER, else http://127.0.0.1:8080); the token from `--token`, else

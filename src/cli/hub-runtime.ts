@@ -6,7 +6,7 @@ import type { Logger } from '../logger.js';
 import type { Runtime } from './runtime.js';
 
 /** The Redis URL of the hub: `hub.redisUrl`, else the contents of `hub.redisUrlFile`. */
-export function hubRedisUrl(config: Config): string | undefined {
+function hubRedisUrl(config: Config): string | undefined {
   if (config.hub.redisUrl) return config.hub.redisUrl;
   if (!config.hub.redisUrlFile) return undefined;
   try {

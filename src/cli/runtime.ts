@@ -20,7 +20,7 @@ export interface Runtime {
 }
 
 /** The configured blob store; the S3 one (and the AWS SDK with it) is loaded only when configured. */
-export async function createBlobStore(config: Config): Promise<BlobStore> {
+async function createBlobStore(config: Config): Promise<BlobStore> {
   switch (config.storage.type) {
     case 'local':
       return createLocalBlobStore({ root: config.storage.path ?? join(config.dataDir, 'store') });

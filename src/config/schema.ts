@@ -257,8 +257,5 @@ export const ConfigSchema = Type.Object(
 
 export type LimitsConfig = Static<typeof Limits>;
 export type Config = Static<typeof ConfigSchema>;
-export type CacheDeclaration = Static<typeof CacheDecl>;
-export type S3StorageConfig = Static<typeof S3Storage>;
-export type ZstdConfig = Static<typeof Zstd>;
 export type HubConfig = Static<typeof Hub>;
 export type GitHubConfig = Static<typeof GitHub>;

@@ -2,7 +2,6 @@ import type { Database } from 'better-sqlite3';
 
 export type BuildStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'dependency-failed' | 'cancelled';
 export type FailureKind = 'build' | 'timeout' | 'infrastructure' | 'cancelled';
-export const OPEN_BUILD_STATUSES: readonly BuildStatus[] = ['queued', 'running'];
 
 export interface BuildRow {
   drvHash: string;

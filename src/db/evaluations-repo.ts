@@ -1,7 +1,6 @@
 import type { Database } from 'better-sqlite3';
 
 export type EvaluationStatus = 'pending' | 'evaluating' | 'building' | 'succeeded' | 'failed' | 'cancelled';
-export const LIVE_EVALUATION_STATUSES: readonly EvaluationStatus[] = ['pending', 'evaluating', 'building'];
 /** What started an evaluation. */
 export type EvaluationTrigger = 'manual' | 'push' | 'pull_request' | 'poll' | 'trigger' | 'approval';
 

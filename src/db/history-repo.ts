@@ -167,5 +167,3 @@ export function createHistoryRepo(db: Database) {
     },
   };
 }
-
-export type HistoryRepo = ReturnType<typeof createHistoryRepo>;

@@ -153,5 +153,3 @@ export function createForgeEvents(o: {
     },
   };
 }
-
-export type ForgeEvents = ReturnType<typeof createForgeEvents>;

@@ -20,7 +20,7 @@ const GIVE_UP_MS = 24 * 3600_000;
 const TIMEOUT_MS = 10_000;
 
 /** `sha256=<hex>` of the body under the project's key, as GitHub signs its webhooks. */
-export function signNotification(secret: string, body: string): string {
+function signNotification(secret: string, body: string): string {
   return `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
 }
 
@@ -192,5 +192,3 @@ export function createNotifier(o: {
     },
   };
 }
-
-export type Notifier = ReturnType<typeof createNotifier>;

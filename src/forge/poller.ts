@@ -17,7 +17,7 @@ export function remoteOf(flake: string): string | null {
 }
 
 /** `git ls-remote URL REF`: the commit the ref points at. */
-export function lsRemote(remote: string, ref: string, timeoutMs = 60_000): Promise<string> {
+function lsRemote(remote: string, ref: string, timeoutMs = 60_000): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(
       'git',

@@ -20,7 +20,7 @@ declare module 'fastify' {
  * The secret a request presents: the password of HTTP Basic auth (any user name, which is what
  * Nix's netrc sends) or a Bearer token.
  */
-export function presentedSecret(authorization: string | undefined): string | undefined {
+function presentedSecret(authorization: string | undefined): string | undefined {
   if (!authorization) return undefined;
   const space = authorization.indexOf(' ');
   if (space < 0) return undefined;

@@ -57,7 +57,7 @@ export interface AppOptions {
 const RETRY_AFTER_SECONDS = 5;
 
 /** Where narhub's JSON API lives. */
-export const API_PREFIX = '/api/v1';
+const API_PREFIX = '/api/v1';
 
 // Uploads of large NARs take as long as they take; idle sockets are still reaped.
 const SERVER_TIMEOUTS = { requestTimeout: 0, connectionTimeout: 0, keepAliveTimeout: 75_000 } as const;

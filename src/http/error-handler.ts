@@ -9,7 +9,7 @@ import type {
 import { isNarhubError, NarhubError, type ErrorCode } from '../errors.js';
 
 /** The one place error codes become HTTP statuses. Adding a code without a status fails to compile. */
-export const STATUS = {
+const STATUS = {
   BAD_REQUEST: 400,
   BODY_TOO_LARGE: 413,
   RANGE_NOT_SATISFIABLE: 416,
@@ -81,7 +81,7 @@ export function validationError(errors: FastifySchemaValidationError[], dataVar:
   return new NarhubError('BAD_REQUEST', `${dataVar}${where}: ${first?.message ?? 'invalid'}`);
 }
 
-export function sendError(reply: FastifyReply, status: number, code: string, message: string): FastifyReply {
+function sendError(reply: FastifyReply, status: number, code: string, message: string): FastifyReply {
   const oneLine = message.split('\n')[0]!.slice(0, 500);
   if (status === 401) reply.header('www-authenticate', 'Basic realm="narhub"');
   reply.code(status).header('cache-control', 'no-store').header('x-narhub-error', code);

@@ -53,8 +53,8 @@ export function narinfoMissedByFastPath(req: IncomingMessage, cache: CacheRow, h
 }
 
 /** The routes (`routes/binary-cache.ts`) the fast path stands in for, as metrics label them. */
-export const NARINFO_ROUTE = '/:cache/:file';
-export const CACHE_INFO_ROUTE = '/:cache/nix-cache-info';
+const NARINFO_ROUTE = '/:cache/:file';
+const CACHE_INFO_ROUTE = '/:cache/nix-cache-info';
 
 /**
  * The hottest request a cache serves, answered in the HTTP server's `request` listener before

@@ -8,7 +8,7 @@ import { NarhubError } from '../errors.js';
  * sends on regardless gets its socket closed past either bound.
  */
 export const DRAIN_MAX_BYTES = 64 * 1024 * 1024;
-export const DRAIN_MAX_MS = 30_000;
+const DRAIN_MAX_MS = 30_000;
 
 /**
  * Reads and discards the rest of a request body, so that the answer already sent reaches the
@@ -16,7 +16,7 @@ export const DRAIN_MAX_MS = 30_000;
  * kernel send RST, and the client may lose the answer with it). Bounded: past `maxBytes` or
  * `maxMs` the socket is destroyed.
  */
-export function drainBody(body: Readable, maxBytes = DRAIN_MAX_BYTES, maxMs = DRAIN_MAX_MS): void {
+function drainBody(body: Readable, maxBytes = DRAIN_MAX_BYTES, maxMs = DRAIN_MAX_MS): void {
   if (body.destroyed || body.readableEnded) return;
   const socket = (body as Partial<FastifyRequest['raw']>).socket;
   let bytes = 0;

@@ -31,7 +31,7 @@ const NIX_FLAGS = [
 ];
 
 /** `name` as one component of a Nix attribute path, quoted when it is not a plain identifier. */
-export function attrComponent(name: string): string {
+function attrComponent(name: string): string {
   return /^[A-Za-z_][A-Za-z0-9_'-]*$/.test(name) ? name : JSON.stringify(name);
 }
 

@@ -96,7 +96,7 @@ const DRV_BASENAME = /^[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+\-._?=]+\.drv$/;
 const HASH = /^[0-9a-df-np-sv-z]{32}$/;
 
 /** The drv hash named by a hash, a .drv basename or a full .drv path. */
-export function drvHashOf(key: string): string {
+function drvHashOf(key: string): string {
   const name = key.replace(/^\/nix\/store\//, '');
   if (HASH.test(name)) return name;
   if (DRV_BASENAME.test(name)) return name.slice(0, 32);

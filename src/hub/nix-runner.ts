@@ -19,7 +19,7 @@ export interface NixRunResult {
   stderr: string;
 }
 
-export class NixTimeoutError extends NarhubError {
+class NixTimeoutError extends NarhubError {
   constructor(command: string) {
     super('UNAVAILABLE', `${command} did not finish in time and was killed`);
     this.name = 'NixTimeoutError';

@@ -1,7 +1,7 @@
 import { NarhubError } from '../errors.js';
 import type { ForkPolicy, ProjectAttrSet, ProjectFields, ProjectRow, ProjectsRepo } from '../db/projects-repo.js';
 
-export const ATTR_SETS: readonly ProjectAttrSet[] = ['checks', 'packages', 'nixosConfigurations'];
+const ATTR_SETS: readonly ProjectAttrSet[] = ['checks', 'packages', 'nixosConfigurations'];
 
 export interface ProjectInput {
   flake: string;
@@ -20,12 +20,12 @@ export interface ProjectInput {
   notifyUrl?: string | null | undefined;
 }
 
-export const FORK_POLICIES: readonly ForkPolicy[] = ['collaborators', 'users', 'everyone'];
+const FORK_POLICIES: readonly ForkPolicy[] = ['collaborators', 'users', 'everyone'];
 const FORGE_REPO = /^[A-Za-z0-9_.-]{1,100}\/[A-Za-z0-9_.-]{1,100}$/;
 const FORGE_LOGIN = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:\[bot\])?$/;
 
 /** A project's stored settings as input, for merging an update over them. */
-export function inputOf(p: ProjectRow): ProjectInput {
+function inputOf(p: ProjectRow): ProjectInput {
   return {
     flake: p.flake,
     ref: p.ref,

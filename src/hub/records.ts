@@ -49,7 +49,7 @@ export function requesterView(r: BuildRequester): RequesterView {
 }
 
 /** Whether an outcome passed, failed, or is not decided yet. */
-export function passingOf(outcome: string): boolean | null {
+function passingOf(outcome: string): boolean | null {
   if (outcome === 'succeeded' || outcome === 'cached') return true;
   if (outcome === 'queued' || outcome === 'running') return null;
   return false;

@@ -3,7 +3,7 @@ import { PROTOCOL_VERSION } from '../protocol/version.js';
 import { REDIS_PREFIX, spokeCanServe, type SpokeHeartbeat } from '../protocol/build-jobs.js';
 
 /** Connected spokes, from their heartbeats (keys with a TTL: a spoke that stops beating disappears). */
-export async function readSpokes(redis: Redis): Promise<SpokeHeartbeat[]> {
+async function readSpokes(redis: Redis): Promise<SpokeHeartbeat[]> {
   const keys: string[] = [];
   let cursor = '0';
   do {

@@ -12,7 +12,7 @@ export const SERVE_MAGIC_2 = 0x5452eecb;
 /** 2.7: what Nix 2.3 … 2.x servers speak; minor 7 adds keepFailed to the build options. */
 export const SERVE_PROTOCOL_VERSION = (2 << 8) | 7;
 
-export const ServeCommand = {
+const ServeCommand = {
   QueryValidPaths: 1,
   QueryPathInfos: 2,
   DumpStorePath: 3,

@@ -18,7 +18,7 @@ export const storeArgs = (nix: NixCommands): string[] =>
   nix.store && nix.store !== 'auto' ? ['--store', nix.store] : [];
 
 /** Runs a command to completion, collecting stdout; rejects with its stderr on failure. */
-export function runCommand(cmd: string, args: string[], env?: NodeJS.ProcessEnv): Promise<string> {
+function runCommand(cmd: string, args: string[], env?: NodeJS.ProcessEnv): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { env: env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
     const out: Buffer[] = [];

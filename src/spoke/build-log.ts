@@ -4,11 +4,11 @@ import type { Redis } from 'ioredis';
 import { logStreamKey } from '../protocol/build-jobs.js';
 
 /** Largest log kept for the cache (narhub's default `maxSmallFileSize` is 64 MiB). */
-export const MAX_LOG_BYTES = 64 * 1024 * 1024 - 4096;
+const MAX_LOG_BYTES = 64 * 1024 * 1024 - 4096;
 /** Stream entries kept in Redis (`XADD … MAXLEN ~`); with ≤ 16 KiB per entry, at most ~32 MiB. */
-export const LOG_STREAM_MAXLEN = 2000;
+const LOG_STREAM_MAXLEN = 2000;
 /** A finished stream is kept this long for late readers, then Redis drops it. */
-export const LOG_STREAM_TTL_SECONDS = 24 * 3600;
+const LOG_STREAM_TTL_SECONDS = 24 * 3600;
 const ENTRY_CHARS = 16 * 1024;
 const FLUSH_MS = 200;
 /** Text waiting for Redis beyond this is dropped from the live view (never from the stored log). */

@@ -21,15 +21,6 @@ export interface StopReason {
   message: string;
 }
 
-export function isStopReason(value: unknown): value is StopReason {
-  return (
-    typeof value === 'object' &&
-    value !== null &&
-    typeof (value as StopReason).kind === 'string' &&
-    typeof (value as StopReason).message === 'string'
-  );
-}
-
 // eslint-disable-next-line no-control-regex
 const ANSI = /\u001b\[[0-9;]*[A-Za-z]/g;
 

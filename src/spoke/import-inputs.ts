@@ -56,7 +56,7 @@ export async function importInputs(
 }
 
 /** Paths ordered so each comes after those of its references that are in the set. */
-export function dependenciesFirst(infos: Map<string, NarInfo>): NarInfo[] {
+function dependenciesFirst(infos: Map<string, NarInfo>): NarInfo[] {
   const order: NarInfo[] = [];
   const state = new Map<string, 'visiting' | 'done'>();
   const visit = (path: string) => {

@@ -31,7 +31,7 @@ type Body = Readable | AsyncIterable<Uint8Array> | Uint8Array;
 
 const MIB = 1024 * 1024;
 /** S3's floor for every part but the last. */
-export const MIN_PART_SIZE = 5 * MIB;
+const MIN_PART_SIZE = 5 * MIB;
 /** SigV4 presigned URLs live at most a week. */
 const MAX_PRESIGN_SECONDS = 604_800;
 

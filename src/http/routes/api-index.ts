@@ -2,7 +2,7 @@ import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typ
 import { NarhubError } from '../../errors.js';
 
 /** The OpenAPI document's own route, relative to `/api/v1`. */
-export const OPENAPI_PATH = '/openapi.json';
+const OPENAPI_PATH = '/openapi.json';
 
 const ApiIndex = Type.Object({
   name: Type.Literal('narhub'),

@@ -14,7 +14,7 @@ export interface Viewer {
 }
 
 const since = (iso: string | null) => (iso === null ? '' : iso.replace('T', ' ').replace(/\.\d+Z$/, ' UTC'));
-export const duration = (ms: number | null): string => {
+const duration = (ms: number | null): string => {
   if (ms === null) return '';
   const s = Math.round(ms / 1000);
   return s < 90 ? `${s} s` : s < 5400 ? `${Math.round(s / 60)} min` : `${(s / 3600).toFixed(1)} h`;
@@ -29,7 +29,7 @@ const bytes = (n: number) =>
         : `${(n / 1024 ** 3).toFixed(2)} GiB`;
 const short = (sha: string | null) => (sha === null ? '' : sha.slice(0, 12));
 
-export function State({ s }: { s: string }) {
+function State({ s }: { s: string }) {
   return <span class={`state s-${s}`}>{s}</span>;
 }
 
@@ -56,7 +56,7 @@ function Action({
   );
 }
 
-export function Layout({
+function Layout({
   title,
   viewer,
   children,
