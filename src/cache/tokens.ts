@@ -8,6 +8,19 @@ export type { Permission, TokenRow };
 const RANK: Record<Permission, number> = { trigger: 0, read: 1, write: 2, admin: 3 };
 const TOKEN_PREFIX = 'nh_';
 
+/**
+ * The furthest a token's expiry may lie: 100 years. Past that it means nothing (and past year
+ * 275760 no Date can show it); a token meant never to expire has no expiry at all.
+ */
+const MAX_TOKEN_LIFETIME_MS = 100 * 365 * 86_400_000;
+
+/** An expiry must lie ahead, within MAX_TOKEN_LIFETIME_MS: a token dead on arrival or forever is a mistake. */
+export function expiryProblem(expiresAt: number, now: number): string | undefined {
+  if (!Number.isSafeInteger(expiresAt) || expiresAt <= now) return 'must be in the future';
+  if (expiresAt > now + MAX_TOKEN_LIFETIME_MS) return 'must be at most 100 years from now (leave it out for none)';
+  return undefined;
+}
+
 function hashToken(secret: string): string {
   return createHash('sha256').update(secret).digest('hex');
 }
@@ -58,6 +71,8 @@ export function createTokenService(deps: { tokens: TokensRepo; now?: () => numbe
         if (input.project !== undefined) throw new NarhubError('BAD_REQUEST', 'only a trigger token names a project');
         assertValidCachePattern(input.cachePattern);
       }
+      const problem = input.expiresAt === undefined ? undefined : expiryProblem(input.expiresAt, now());
+      if (problem) throw new NarhubError('BAD_REQUEST', `a token's expiry ${problem}`);
       const token = TOKEN_PREFIX + randomBytes(32).toString('base64url');
       const id = `tk${randomBytes(6).toString('hex')}`;
       const row = tokens.insert({

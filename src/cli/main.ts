@@ -82,7 +82,7 @@ async function run(spec: CommandSpec, rest: string[]): Promise<number> {
       await (await import('./commands/cache.js')).cacheCommand(args, config, process.stdout);
       return 0;
     case 'token':
-      await (await import('./commands/token.js')).tokenCommand(args, config, process.stdout);
+      await (await import('./commands/token.js')).tokenCommand(args, config, process.stdout, process.stderr);
       return 0;
     case 'reindex':
       await (await import('./commands/reindex.js')).reindexCommand(args, config, process.stdout, process.stderr);

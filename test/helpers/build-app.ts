@@ -61,7 +61,7 @@ export interface TestApp {
   /** Tokens scoped to each cache by name (including `main`). */
   tokensFor: Record<string, TokenSet>;
   cache(name: string): CacheRow;
-  /** Creates another token. */
+  /** Creates another token; an `expiresAt` already past gives a token whose expiry has lapsed. */
   token(cachePattern: string, permission: Permission, opts?: { expiresAt?: number }): { token: string; id: string };
   /** The cache's public keys, as `cache info` shows them. */
   publicKeys(cache?: string): PublicKey[];
@@ -130,7 +130,15 @@ export async function buildTestApp(t: Pick<TestContext, 'after'>, opts: TestAppO
     tokensFor,
     cache: (name) => service.registry.require(name),
     token(cachePattern, permission, tokenOpts = {}) {
-      const { token, row } = service.tokens.create({ cachePattern, permission, expiresAt: tokenOpts.expiresAt });
+      const { expiresAt } = tokenOpts;
+      const lapsed = expiresAt !== undefined && expiresAt <= Date.now();
+      const { token, row } = service.tokens.create({
+        cachePattern,
+        permission,
+        expiresAt: lapsed ? undefined : expiresAt,
+      });
+      // No token can be created already expired, so a lapsed one is written as it stands once its time has passed.
+      if (lapsed) db.prepare('UPDATE tokens SET expires_at = ? WHERE id = ?').run(expiresAt, row.id);
       return { token, id: row.id };
     },
     publicKeys: (cache = 'main') => service.registry.info(cache).publicKeys.map((k) => parsePublicKey(k)),

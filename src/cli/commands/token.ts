@@ -13,6 +13,7 @@ export async function tokenCommand(
   argv: string[],
   loadConfig: () => Promise<Config>,
   out: NodeJS.WritableStream,
+  err: NodeJS.WritableStream,
 ): Promise<void> {
   const [sub, ...rest] = argv;
   switch (sub) {
@@ -38,7 +39,11 @@ export async function tokenCommand(
           expiresAt,
         });
         if (values.json) out.write(`${JSON.stringify({ ...view(row), token }, null, 2)}\n`);
-        else out.write(`${token}\n`);
+        else {
+          out.write(`${token}\n`);
+          // The id is what `token revoke` takes; stdout holds the token alone, for `> file`.
+          err.write(`created token ${row.id}\n`);
+        }
       } finally {
         await runtime.close();
       }
@@ -92,7 +97,13 @@ function view(row: {
   const now = Date.now();
   const status =
     row.revokedAt !== null ? 'revoked' : row.expiresAt !== null && row.expiresAt <= now ? 'expired' : 'active';
-  const iso = (t: number | null) => (t === null ? null : new Date(t).toISOString());
+  // A stored time no Date can show (an older narhub took any expiry) is listed, not fatal.
+  const iso = (t: number | null) =>
+    t === null
+      ? null
+      : Number.isNaN(new Date(t).getTime())
+        ? `${t} ms since 1970 (out of range)`
+        : new Date(t).toISOString();
   return {
     id: row.id,
     name: row.name,

@@ -118,10 +118,50 @@ test('token create, list and revoke', async (t) => {
   assert.equal(unknown.code, 1);
   assert.match(unknown.stderr, /no token/);
 
+  // Every create says which id to revoke: on stderr, as stdout holds the token alone.
+  assert.match(plain.stderr, /^created token tk[0-9a-f]{12}\n$/);
+  const plainId = /tk[0-9a-f]{12}/.exec(plain.stderr)![0];
+  assert.ok(listed.some((row) => row.id === plainId));
+
   // Only hashes are stored.
   const db = await readFile(join(dataDir, 'narhub.sqlite'));
   assert.equal(db.includes(Buffer.from(json.token)), false);
   assert.equal(db.includes(Buffer.from(plain.stdout.trim())), false);
+});
+
+test('token create refuses an expiry that is not in the future or too far to mean anything; token list never breaks', async (t) => {
+  const dataDir = await makeTempDir(t);
+  await runCliOk(['cache', 'create', 'main'], { dataDir });
+  const past = new Date(Date.now() - 86_400_000).toISOString();
+  for (const expires of ['0d', '0s', past, '99999999999d', '200y', '9999999-01-01']) {
+    const res = await runCli(['token', 'create', '--cache', 'main', '--perm', 'read', '--expires', expires], {
+      dataDir,
+    });
+    assert.equal(res.code, 2, `--expires ${expires} should be a usage error, got ${res.code}: ${res.stderr}`);
+    assert.equal(res.stdout, '', `--expires ${expires} printed a token`);
+    assert.match(res.stderr, /--expires/, expires);
+  }
+  // The far end of the range is fine, and the list shows it.
+  await runCliOk(['token', 'create', '--cache', 'main', '--perm', 'read', '--expires', '100y'], { dataDir });
+  const listed = JSON.parse((await runCliOk(['token', 'list', '--json'], { dataDir })).stdout) as {
+    expiresAt: string;
+  }[];
+  assert.equal(listed.length, 1);
+  assert.ok(Date.parse(listed[0]!.expiresAt) > Date.now() + 99 * 365 * 86_400_000);
+
+  // A token written by an older narhub with an expiry no Date can show still lists, and can be revoked.
+  const Sqlite = (await import('better-sqlite3')).default;
+  const db = new Sqlite(join(dataDir, 'narhub.sqlite'));
+  db.prepare('UPDATE tokens SET expires_at = ?').run(99_999_999_999 * 86_400_000);
+  db.close();
+  const text = await runCliOk(['token', 'list'], { dataDir });
+  assert.match(text.stdout, /^tk[0-9a-f]{12}\tread\tmain\tactive\t\n$/);
+  const json = JSON.parse((await runCliOk(['token', 'list', '--json'], { dataDir })).stdout) as {
+    id: string;
+    expiresAt: string;
+  }[];
+  assert.match(json[0]!.expiresAt, /out of range/);
+  await runCliOk(['token', 'revoke', json[0]!.id], { dataDir });
 });
 
 test('keys made by narhub keygen load in Nix, and keys made by Nix sign for a narhub cache', async (t) => {
