@@ -13,6 +13,7 @@ import { formatDuration, parseDuration } from '../src/units.js';
 import { startNarhub } from './lib/narhub.js';
 import { createNixEnv, type NixEnv } from './lib/nix.js';
 import { exec, type ExecOptions, type ExecResult, rmTree } from './lib/proc.js';
+import { closureOf } from './lib/fixtures.js';
 import { Scope } from './lib/scope.js';
 import { fmtBytes } from './lib/stats.js';
 
@@ -77,30 +78,11 @@ async function run(cmd: string, args: string[], opts: ExecOptions): Promise<Exec
 
 /** `count` small paths and one path referring to them all: the closure clients substitute. */
 async function closure(nix: NixEnv, dir: string, count: number, tag: string): Promise<string> {
-  const src = join(dir, `closure-src-${tag}`);
-  await mkdir(src, { recursive: true });
-  const files: string[] = [];
-  for (let i = 0; i < count; i++) {
-    const file = join(src, `soak-${tag}-${i}`);
-    await writeFile(file, `narhub soak ${tag} path ${i}\n`);
-    files.push(file);
-  }
-  const added: string[] = [];
-  for (let i = 0; i < files.length; i += 200) {
-    const out = await nix.run('nix-store', ['--add', ...files.slice(i, i + 200)]);
-    added.push(...out.stdout.split('\n').filter((l) => l.startsWith('/nix/store/')));
-  }
-  await rmTree(src);
-  // builtins.toFile with the paths in its text: a store path whose references are all of them.
-  const expr = join(dir, `closure-${tag}.nix`);
-  await writeFile(
-    expr,
-    `builtins.toFile "soak-closure-${tag}" (builtins.concatStringsSep "\\n" (map builtins.storePath [\n${added
-      .map((p) => `  "${p}"`)
-      .join('\n')}\n]))\n`,
-  );
-  const top = await nix.run('nix-instantiate', ['--read-write-mode', '--eval', expr]);
-  return JSON.parse(top.stdout.trim()) as string;
+  const files = Array.from({ length: count }, (_, i) => ({
+    name: `soak-${tag}-${i}`,
+    content: `narhub soak ${tag} path ${i}\n`,
+  }));
+  return (await closureOf(nix, dir, `soak-closure-${tag}`, files)).top;
 }
 
 function percentile(sorted: number[], p: number): number {

@@ -155,3 +155,40 @@ export async function randomPath(nix: NixEnv, workDir: string, bytes: number, pa
 export async function dumpNar(nix: NixEnv, path: string, file: string): Promise<void> {
   await nix.run('nix-store', ['--dump', path], { stdoutFile: file });
 }
+
+/**
+ * Adds `files` (name → content) to the store as one-file paths and makes one more path whose
+ * text names them all, so its closure is all of them (`builtins.toFile` with the paths in its
+ * text). Returns that path and every path of the closure.
+ */
+export async function closureOf(
+  nix: NixEnv,
+  dir: string,
+  name: string,
+  files: { name: string; content: string }[],
+): Promise<{ top: string; paths: string[] }> {
+  const src = join(dir, `${name}-src`);
+  await rmTree(src);
+  await mkdir(src, { recursive: true });
+  const written: string[] = [];
+  for (const f of files) {
+    const file = join(src, f.name);
+    await writeFile(file, f.content);
+    written.push(file);
+  }
+  const added: string[] = [];
+  for (let i = 0; i < written.length; i += 200) {
+    const out = await nix.run('nix-store', ['--add', ...written.slice(i, i + 200)]);
+    added.push(...out.stdout.split('\n').filter((l) => l.startsWith('/nix/store/')));
+  }
+  await rmTree(src);
+  const expr = join(dir, `${name}.nix`);
+  const list = added.map((p) => `  "${p}"`).join('\n');
+  await writeFile(
+    expr,
+    `builtins.toFile "${name}" (builtins.concatStringsSep "\\n" (map builtins.storePath [\n${list}\n]))\n`,
+  );
+  const out = await nix.run('nix-instantiate', ['--read-write-mode', '--eval', expr]);
+  const top = JSON.parse(out.stdout.trim()) as string;
+  return { top, paths: [...added, top] };
+}

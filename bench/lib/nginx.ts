@@ -21,7 +21,7 @@ export interface Nginx {
  * `worker_processes auto`), access log off (narhub logs no requests by default either) and
  * keep-alive connections never recycled (narhub does not recycle them).
  */
-function nginxConfig(dir: string, root: string, port: number): string {
+function nginxConfig(dir: string, root: string, port: number, dav = false): string {
   // As root, workers would run as `nobody` and could not read narhub's 0750 data directory.
   const user = process.getuid?.() === 0 ? 'user root root;\n' : '';
   return `${user}worker_processes auto;
@@ -47,17 +47,29 @@ http {
   default_type application/x-nix-nar;
   server {
     listen 127.0.0.1:${port};
-    root ${root};
+    root ${root};${
+      dav
+        ? `
+    dav_methods PUT;
+    create_full_put_path on;
+    client_max_body_size 0;`
+        : ''
+    }
   }
 }
 `;
 }
 
-export async function startNginx(scope: Scope, opts: { dir: string; root: string }): Promise<Nginx> {
+/**
+ * nginx on a free port serving `root`; with `dav`, also a WebDAV PUT target (`dav_methods PUT`,
+ * directories made on demand): what a team without a cache server uploads to.
+ */
+export async function startNginx(scope: Scope, opts: { dir: string; root: string; dav?: boolean }): Promise<Nginx> {
   await mkdir(opts.dir, { recursive: true });
   const port = await freePort();
   const config = join(opts.dir, 'nginx.conf');
-  await writeFile(config, nginxConfig(opts.dir, opts.root, port));
+  await mkdir(opts.root, { recursive: true });
+  await writeFile(config, nginxConfig(opts.dir, opts.root, port, opts.dav));
   const child = spawn('nginx', ['-c', config, '-p', opts.dir, '-e', join(opts.dir, 'error.log')], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
