@@ -31,6 +31,8 @@ export type ErrorCode =
   | 'REFERENCE_MISSING'
   | 'PATH_CONTENT_CONFLICT'
   | 'TOKEN_NOT_FOUND'
+  | 'PIN_EXISTS'
+  | 'KEY_REWRITE_PENDING'
   // Auth
   | 'UNAUTHORIZED'
   | 'FORBIDDEN'

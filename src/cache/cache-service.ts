@@ -3,24 +3,31 @@ import { NarhubError } from '../errors.js';
 import { parseStorePath } from '../nix/store-path.js';
 import { createCachesRepo } from '../db/caches-repo.js';
 import { createFilesRepo } from '../db/files-repo.js';
+import { createGcRepo } from '../db/gc-repo.js';
+import { createPinsRepo } from '../db/pins-repo.js';
 import { createNarsRepo, type NarRow } from '../db/nars-repo.js';
 import { createPathsRepo } from '../db/paths-repo.js';
 import { createTokensRepo } from '../db/tokens-repo.js';
 import type { CacheRow } from '../db/caches-repo.js';
 import type { BlobStore } from '../storage/blob-store.js';
+import { createAccessLog } from './access-log.js';
 import { createCacheFiles } from './cache-files.js';
 import { createCacheRegistry } from './caches.js';
 import { createKeyedLock } from '../io/keyed-lock.js';
+import { createGarbageCollector, type GcOptions, type GcReport } from './gc.js';
 import { createNativeUpload, type ZstdOptions } from './native-upload.js';
 import { createNarIngest } from './nar-ingest.js';
 import { memoizeNarinfos } from './narinfo-memo.js';
 import { createPathCommit } from './narinfo-commit.js';
 import { createPendingSweep } from './pending-sweep.js';
+import { createPins } from './pins.js';
 import { createRecompressor } from './recompress.js';
+import { createSignatureRewriter } from './signature-rewrite.js';
 import { createTokenService } from './tokens.js';
 import { createSessionService } from './sessions.js';
 import { createCacheBrowser } from './cache-browser.js';
 import { createSessionsRepo } from '../db/sessions-repo.js';
+import { createUploadHolds } from './upload-holds.js';
 
 export interface CacheServiceDeps {
   db: Database;
@@ -29,6 +36,15 @@ export interface CacheServiceDeps {
   keysDir: string;
   /** How narhub compresses NARs itself (native uploads, recompression); level 3, 2 workers by default. */
   zstd?: ZstdOptions | undefined;
+}
+
+export interface GcRunReport {
+  dryRun: boolean;
+  /** Unclaimed uploads removed (every cache). */
+  pendingRemoved: number;
+  /** NAR files superseded by their recompression, removed (every cache). */
+  supersededRemoved: number;
+  caches: GcReport[];
 }
 
 /** Most store paths a single missing-paths query may ask about. */
@@ -44,8 +60,20 @@ export function createCacheService(deps: CacheServiceDeps) {
   const filesRepo = createFilesRepo(db);
   const registry = createCacheRegistry({ caches: cachesRepo, store, keysDir });
   const zstd = deps.zstd ?? { level: 3, workers: 2 };
-  const pathCommit = createPathCommit({ db, store, nars, paths, files: filesRepo, registry });
+  const gcRepo = createGcRepo(db);
+  const access = createAccessLog({ gc: gcRepo });
+  const holds = createUploadHolds({ gc: gcRepo });
+  const pathCommit = createPathCommit({ db, store, nars, paths, files: filesRepo, registry, holds, access });
   const narLock = createKeyedLock();
+  const collect = createGarbageCollector({ db, store, gc: gcRepo, nars, access, lock: narLock });
+  const sweepPending = createPendingSweep({ nars, store });
+  /** Narinfo reads per cache since start, for the metrics. */
+  const reads = new Map<number, { hits: number; misses: number }>();
+  const readsOf = (cacheId: number) => {
+    let r = reads.get(cacheId);
+    if (r === undefined) reads.set(cacheId, (r = { hits: 0, misses: 0 }));
+    return r;
+  };
   const recompressor = createRecompressor({
     db,
     store,
@@ -67,7 +95,12 @@ export function createCacheService(deps: CacheServiceDeps) {
     sessions: createSessionService({ sessions: createSessionsRepo(db), tokens }),
     /** Read-only views for people: sizes, recent uploads, search. */
     browser: createCacheBrowser(db),
-    ingestNar: createNarIngest({ store, nars }),
+    // Under the NAR's lock, as GC's deletion of a file of the same name (cache/gc.ts).
+    ingestNar: (
+      (ingest) =>
+      (...args: Parameters<typeof ingest>) =>
+        narLock.run(`${args[0].id}/${args[1]}`, () => ingest(...args))
+    )(createNarIngest({ store, nars })),
     async commitNarInfo(cache: CacheRow, hashPart: string, text: string) {
       const result = await pathCommit.commitNarInfo(cache, hashPart, text);
       recompressor.committed(cache, result.narId);
@@ -77,15 +110,54 @@ export function createCacheService(deps: CacheServiceDeps) {
     uploadPath: nativeUpload,
     recompressor,
     files: createCacheFiles({ store, files: filesRepo, paths }),
-    sweepPending: createPendingSweep({ nars, store }),
-    /** The signed narinfo of a committed path, or undefined. */
-    narinfo(cache: CacheRow, hashPart: string): string | undefined {
-      return paths.narinfo(cache.id, hashPart);
+    sweepPending,
+    pins: createPins({ pins: createPinsRepo(db), paths }),
+    /** Re-signing and signature removal after key changes, in the background. */
+    signatureRewriter: createSignatureRewriter({ store, caches: cachesRepo, paths, registry, commit: pathCommit }),
+    /** GC of one cache: its policy, pins, orphans and logs (cache/gc.ts). */
+    collectGarbage(cache: CacheRow, options: GcOptions): Promise<GcReport> {
+      return collect(cache, options);
     },
-    /** A NAR file, but only once a narinfo made it valid. */
+    /**
+     * A whole GC run: unclaimed uploads and superseded files past their grace periods (every
+     * cache), then each cache (or the one named) by its policy, pins, orphans and logs.
+     */
+    async runGc(options: {
+      cache?: string | undefined;
+      dryRun?: boolean | undefined;
+      pendingGraceMs: number;
+      supersededGraceMs: number;
+    }): Promise<GcRunReport> {
+      const targets = options.cache === undefined ? registry.list() : [registry.require(options.cache)];
+      const dryRun = options.dryRun ?? false;
+      const pending = dryRun ? { removed: 0 } : await sweepPending(options.pendingGraceMs);
+      const superseded = dryRun ? { removed: 0 } : await recompressor.sweepSuperseded(options.supersededGraceMs);
+      const caches: GcReport[] = [];
+      for (const cache of targets) caches.push(await collect(cache, { dryRun, orphanGraceMs: options.pendingGraceMs }));
+      return { dryRun, pendingRemoved: pending.removed, supersededRemoved: superseded.removed, caches };
+    },
+    /** Completed GC runs per cache (every process's), for the metrics. */
+    gcTotals: () => gcRepo.runTotals(),
+    /** Narinfo reads per cache id since this process started. */
+    narinfoReads: (): ReadonlyMap<number, { hits: number; misses: number }> => reads,
+    /** Writes recorded accesses now (shutdown). */
+    flushAccesses: () => access.flush(),
+    /** The signed narinfo of a committed path, or undefined. A read counts as an access for GC. */
+    narinfo(cache: CacheRow, hashPart: string): string | undefined {
+      const text = paths.narinfo(cache.id, hashPart);
+      if (text === undefined) readsOf(cache.id).misses++;
+      else {
+        readsOf(cache.id).hits++;
+        access.path(cache.id, hashPart);
+      }
+      return text;
+    },
+    /** A NAR file, but only once a narinfo made it valid. A read counts as an access for GC. */
     validNar(cache: CacheRow, fileName: string): NarRow | undefined {
       const row = nars.get(cache.id, fileName);
-      return row?.state === 'valid' ? row : undefined;
+      if (row?.state !== 'valid') return undefined;
+      access.nar(cache.id, fileName);
+      return row;
     },
     /**
      * Where to send a client for a valid NAR's bytes instead of streaming them: a presigned

@@ -1,10 +1,12 @@
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { NarhubError } from '../errors.js';
 import { formatCacheInfo } from '../nix/cache-info.js';
-import type { SecretKey } from '../nix/signing.js';
-import type { CacheRow, CacheSettingsRow, CachesRepo } from '../db/caches-repo.js';
+import { formatPublicKey, formatSecretKey, parseSecretKey, publicKeyOf, type SecretKey } from '../nix/signing.js';
+import type { CacheRow, CacheSettingsRow, CachesRepo, KeyState, SigningKeyRow } from '../db/caches-repo.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { assertValidCacheName } from '../cache-name.js';
-import { generateKeyFile, keyFileOf, readSecretKeyFile } from './key-files.js';
+import { generateKeyFile, keyFileOf, keyName, readSecretKeyFile } from './key-files.js';
 
 export interface CacheSettings {
   private: boolean;
@@ -14,16 +16,34 @@ export interface CacheSettings {
   redirectNars?: boolean | undefined;
   redirectExpiry?: number | undefined;
   recompressToZstd?: boolean | undefined;
+  /** GC: seconds without access after which a path goes; null keeps everything; undefined leaves it as it is. */
+  retention?: number | null | undefined;
+  /** GC: most bytes of NAR files; null: no limit; undefined leaves it as it is. */
+  quota?: number | null | undefined;
 }
 
-function settingsRow(s: CacheSettings): CacheSettingsRow {
+/** What may change on an existing cache (`cache update`); absent fields stay as they are. */
+export type CacheUpdate = Partial<Omit<CacheSettingsRow, 'redirectNars' | 'redirectExpiry' | 'recompressToZstd'>>;
+
+function settingsRow(s: CacheSettings, current?: CacheSettingsRow): CacheSettingsRow {
   return {
     private: s.private,
     priority: s.priority,
     redirectNars: s.redirectNars ?? false,
     redirectExpiry: s.redirectExpiry ?? 300,
     recompressToZstd: s.recompressToZstd ?? false,
+    retention: s.retention === undefined ? (current?.retention ?? null) : s.retention,
+    quota: s.quota === undefined ? (current?.quota ?? null) : s.quota,
   };
+}
+
+function checkPolicy(u: CacheUpdate): void {
+  if (u.priority !== undefined && u.priority !== null && (!Number.isInteger(u.priority) || u.priority < 0))
+    throw new NarhubError('BAD_REQUEST', `priority must be a whole number >= 0, got ${u.priority}`);
+  if (u.retention !== undefined && u.retention !== null && (!Number.isSafeInteger(u.retention) || u.retention <= 0))
+    throw new NarhubError('BAD_REQUEST', `retention must be a positive number of seconds, got ${u.retention}`);
+  if (u.quota !== undefined && u.quota !== null && (!Number.isSafeInteger(u.quota) || u.quota < 0))
+    throw new NarhubError('BAD_REQUEST', `quota must be a number of bytes >= 0, got ${u.quota}`);
 }
 
 /** The generation of a cache's next key: one past its newest. */
@@ -41,9 +61,28 @@ export interface CacheInfoView {
   redirectNars: boolean;
   redirectExpiry: number;
   recompressToZstd: boolean;
+  /** GC policy: seconds since the last access; null keeps everything. */
+  retention: number | null;
+  /** GC policy: most bytes of NAR files; null: no limit. */
+  quota: number | null;
+  /** The keys clients should trust (every key but retired ones), `name:base64`, oldest first. */
   publicKeys: string[];
+  keys: KeyView[];
+  /** @deprecated kept for scripts written against earlier versions; see `keys`. */
   signingKeys: { name: string; active: boolean }[];
   createdAt: string;
+}
+
+export interface KeyView {
+  name: string;
+  publicKey: string;
+  state: KeyState;
+  createdAt: string;
+  /**
+   * The rewrite of existing narinfos this key's last change asked for: re-signing every path
+   * (a key made active) or removing its signatures (a retired key). Null when none was asked.
+   */
+  rewrite: { done: number; total: number; complete: boolean } | null;
 }
 
 /**
@@ -81,11 +120,42 @@ export function createCacheRegistry(deps: { caches: CachesRepo; store: BlobStore
     return key;
   }
 
-  function addKey(cache: CacheRow, keyFile: string | undefined): string {
+  /**
+   * Adds a key and makes it active. A cache's first key is generated (or read from `keyFile`);
+   * later ones ask for every existing narinfo to be signed by them (`rewrite`).
+   */
+  function addKey(cache: CacheRow, keyFile: string | undefined, opts: { rewrite?: boolean } = {}): SigningKeyRow {
     const generation = nextGeneration(caches, cache);
+    if (keyFile) {
+      const name = keyFileOf(keyFile).name;
+      if (caches.keys(cache.id).some((k) => k.name === name))
+        throw new NarhubError('KEY_INVALID', `cache ${cache.name} already has a key named ${name}`);
+    }
     const key = keyFile ? keyFileOf(keyFile) : generateKeyFile(keysDir, cache.name, generation);
-    caches.insertKey(cache.id, key.name, key.publicKey, key.file, generation);
-    return key.publicKey;
+    caches.insertKey(cache.id, key.name, key.publicKey, key.file, generation, { rewrite: opts.rewrite ?? false });
+    return caches.keys(cache.id).find((k) => k.name === key.name)!;
+  }
+
+  function keyView(k: SigningKeyRow): KeyView {
+    let rewrite: KeyView['rewrite'] = null;
+    if (k.passTarget !== null) {
+      const total = caches.pathsUpTo(k.cacheId, k.passTarget);
+      const done = k.passCursor >= k.passTarget ? total : caches.pathsUpTo(k.cacheId, k.passCursor);
+      rewrite = { done, total, complete: k.passCursor >= k.passTarget };
+    }
+    return {
+      name: k.name,
+      publicKey: k.publicKey,
+      state: k.state,
+      createdAt: new Date(k.createdAt).toISOString(),
+      rewrite,
+    };
+  }
+
+  function requireKey(cache: CacheRow, name: string): SigningKeyRow {
+    const key = caches.keys(cache.id).find((k) => k.name === name);
+    if (!key) throw new NarhubError('NOT_FOUND', `cache ${cache.name} has no key named ${name}`);
+    return key;
   }
 
   async function writeCacheInfo(cache: CacheRow): Promise<void> {
@@ -108,8 +178,9 @@ export function createCacheRegistry(deps: { caches: CachesRepo; store: BlobStore
     async create(name: string, settings: CacheSettings): Promise<{ cache: CacheRow; publicKey: string }> {
       assertValidCacheName(name);
       if (caches.get(name)) throw new NarhubError('CACHE_EXISTS', `cache ${name} already exists`);
+      checkPolicy(settings);
       const cache = caches.insert(name, settingsRow(settings));
-      const publicKey = addKey(cache, settings.signingKeyFile);
+      const { publicKey } = addKey(cache, settings.signingKeyFile);
       await writeCacheInfo(cache);
       return { cache, publicKey };
     },
@@ -117,7 +188,8 @@ export function createCacheRegistry(deps: { caches: CachesRepo; store: BlobStore
     async ensure(name: string, settings: CacheSettings): Promise<{ cache: CacheRow; created: boolean }> {
       const existing = caches.get(name);
       if (!existing) return { cache: (await this.create(name, settings)).cache, created: true };
-      const wanted = settingsRow(settings);
+      checkPolicy(settings);
+      const wanted = settingsRow(settings, existing);
       const updated: CacheRow = { ...existing, ...wanted };
       if ((Object.keys(wanted) as (keyof CacheSettingsRow)[]).some((k) => existing[k] !== wanted[k]))
         caches.update(existing.id, wanted);
@@ -126,20 +198,95 @@ export function createCacheRegistry(deps: { caches: CachesRepo; store: BlobStore
         settings.signingKeyFile &&
         !caches.keys(existing.id).some((k) => k.secretKeyFile === settings.signingKeyFile)
       ) {
-        addKey(updated, settings.signingKeyFile);
+        addKey(updated, settings.signingKeyFile, { rewrite: true });
       }
       await writeCacheInfo(updated);
       return { cache: updated, created: false };
     },
-    /** The key new signatures are made with: the newest active one. */
-    signingKey(cache: CacheRow): SecretKey {
-      const active = caches.keys(cache.id).filter((k) => k.active);
-      const newest = active[active.length - 1];
-      if (!newest) throw new NarhubError('KEY_INVALID', `cache ${cache.name} has no active signing key`);
-      return readSecretKey(newest.secretKeyFile);
+    /**
+     * Changes an existing cache's visibility, priority or GC policy. Every process sees it within
+     * ROW_TTL_MS, so it takes effect without a restart.
+     */
+    async update(name: string, change: CacheUpdate): Promise<CacheRow> {
+      const existing = this.require(name);
+      checkPolicy(change);
+      const defined = Object.fromEntries(Object.entries(change).filter(([, v]) => v !== undefined));
+      const updated: CacheRow = { ...existing, ...defined };
+      caches.update(existing.id, updated);
+      rows.delete(name);
+      if (updated.priority !== existing.priority) await writeCacheInfo(updated);
+      return updated;
     },
+    /** The key new signatures are made with. */
+    signingKey(cache: CacheRow): SecretKey {
+      const active = caches.keys(cache.id).find((k) => k.state === 'active');
+      if (!active) throw new NarhubError('KEY_INVALID', `cache ${cache.name} has no active signing key`);
+      return readSecretKey(active.secretKeyFile);
+    },
+    /** Every key the cache ever had, retired ones included: a signature under their names must verify. */
     publicKeys(cache: CacheRow): string[] {
       return caches.keys(cache.id).map((k) => k.publicKey);
+    },
+    /** Names of retired keys, whose signatures narinfos no longer carry. */
+    retiredKeyNames(cache: CacheRow): Set<string> {
+      return new Set(
+        caches
+          .keys(cache.id)
+          .filter((k) => k.state === 'retired')
+          .map((k) => k.name),
+      );
+    },
+    keys(name: string): KeyView[] {
+      return caches.keys(this.require(name).id).map(keyView);
+    },
+    /**
+     * `key rotate`: a new generation (`main-1` → `main-2`) becomes active; the previous active
+     * key stays as `previous`, and every existing narinfo is re-signed in the background.
+     */
+    rotateKey(name: string): KeyView {
+      const cache = this.require(name);
+      return keyView(addKey(cache, undefined, { rewrite: true }));
+    },
+    /**
+     * `key import`: adopts an existing Nix secret key (one clients already trust) as the active
+     * key, copied into the keys directory; existing narinfos are re-signed with it.
+     */
+    importKey(name: string, secretKeyText: string): KeyView {
+      const cache = this.require(name);
+      const secret = parseSecretKey(secretKeyText);
+      if (caches.keys(cache.id).some((k) => k.name === secret.name))
+        throw new NarhubError('KEY_INVALID', `cache ${cache.name} already has a key named ${secret.name}`);
+      const generation = nextGeneration(caches, cache);
+      // Copied into the keys directory (the file given may be temporary), as `<cache>-<N>.secret`.
+      mkdirSync(keysDir, { recursive: true, mode: 0o700 });
+      const file = join(keysDir, `${keyName(cache.name, generation)}.secret`);
+      writeFileSync(file, formatSecretKey(secret), { mode: 0o600, flag: 'wx' });
+      chmodSync(file, 0o600);
+      caches.insertKey(cache.id, secret.name, formatPublicKey(publicKeyOf(secret)), file, generation, {
+        rewrite: true,
+      });
+      return keyView(requireKey(cache, secret.name));
+    },
+    /**
+     * `key retire`: refused while the active key has not re-signed every path (clients trusting
+     * only it could not substitute them). Then the key's signatures are removed in the background.
+     */
+    retireKey(name: string, keyName: string): KeyView {
+      const cache = this.require(name);
+      const key = requireKey(cache, keyName);
+      if (key.state === 'active')
+        throw new NarhubError('KEY_INVALID', `${keyName} is the active key of ${name}; rotate first`);
+      if (key.state === 'retired') return keyView(key);
+      const active = caches.keys(cache.id).find((k) => k.state === 'active');
+      if (active && active.passTarget !== null && active.passCursor < active.passTarget) {
+        const view = keyView(active);
+        throw new NarhubError(
+          'KEY_REWRITE_PENDING',
+          `re-signing with ${active.name} is not complete (${view.rewrite!.done} of ${view.rewrite!.total} paths); retire ${keyName} once it is`,
+        );
+      }
+      caches.setKeyState(key, 'retired', { rewrite: true });
+      return keyView(requireKey(cache, keyName));
     },
     info(name: string): CacheInfoView {
       const cache = this.require(name);
@@ -151,7 +298,10 @@ export function createCacheRegistry(deps: { caches: CachesRepo; store: BlobStore
         redirectNars: cache.redirectNars,
         redirectExpiry: cache.redirectExpiry,
         recompressToZstd: cache.recompressToZstd,
-        publicKeys: keys.map((k) => k.publicKey),
+        retention: cache.retention,
+        quota: cache.quota,
+        publicKeys: keys.filter((k) => k.state !== 'retired').map((k) => k.publicKey),
+        keys: keys.map(keyView),
         signingKeys: keys.map((k) => ({ name: k.name, active: k.active })),
         createdAt: new Date(cache.createdAt).toISOString(),
       };

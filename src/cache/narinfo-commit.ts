@@ -10,8 +10,10 @@ import type { NarRow, NarsRepo } from '../db/nars-repo.js';
 import type { PathRow, PathsRepo } from '../db/paths-repo.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { createKeyedLock } from '../io/keyed-lock.js';
+import type { AccessLog } from './access-log.js';
 import type { CacheRegistry } from './caches.js';
 import { narFileOfUrl, sameContent } from './narinfo-content.js';
+import type { UploadHolds } from './upload-holds.js';
 
 /** A Nix signature: key name, colon, base64 of 64 bytes. */
 const SIGNATURE = /^[^\s:]+:[A-Za-z0-9+/]{86}==$/;
@@ -41,8 +43,21 @@ export function createPathCommit(deps: {
   paths: PathsRepo;
   files: FilesRepo;
   registry: CacheRegistry;
+  holds: UploadHolds;
+  access: AccessLog;
 }) {
-  const { db, store, nars, paths, files, registry } = deps;
+  const { db, store, nars, paths, files, registry, holds, access } = deps;
+
+  /** GC must leave alone the path and the references of an upload in flight (docs/architecture.md). */
+  function hold(cache: CacheRow, hashPart: string, info: NarInfo): () => void {
+    return holds.acquire(cache.id, [hashPart, ...info.references.map((r) => r.slice(0, 32))]);
+  }
+
+  /** Signatures by retired keys are not kept, whoever sends them. */
+  function withoutRetired(cache: CacheRow, sigs: string[]): string[] {
+    const retired = registry.retiredKeyNames(cache);
+    return retired.size === 0 ? sigs : sigs.filter((s) => !retired.has(s.slice(0, s.indexOf(':'))));
+  }
 
   function ourKeys(cache: CacheRow) {
     return registry.publicKeys(cache).map((k) => parsePublicKey(k));
@@ -117,7 +132,9 @@ export function createPathCommit(deps: {
     // Signatures cover the fingerprint, which is the same for both, so checking against the
     // new text is checking against the stored content.
     checkSignatures(cache, info);
-    const added = info.sigs.filter((s) => !stored.sigs.includes(s));
+    // Uploading a path again is an access (GC's retention and quota).
+    access.path(cache.id, existing.hashPart);
+    const added = withoutRetired(cache, info.sigs).filter((s) => !stored.sigs.includes(s));
     if (added.length === 0) return { created: false, narinfo: existing.narinfo, narId: existing.narId };
     const merged: NarInfo = { ...stored, sigs: [...stored.sigs, ...added].sort() };
     const text = formatNarInfo(merged);
@@ -176,7 +193,7 @@ export function createPathCommit(deps: {
       ca: info.ca,
     };
     const ownSig = signNarInfo(registry.signingKey(cache), normalised);
-    normalised.sigs = [...new Set([...info.sigs, ownSig])].sort();
+    normalised.sigs = [...new Set([...withoutRetired(cache, info.sigs), ownSig])].sort();
     const narinfo = formatNarInfo(normalised);
 
     // The file in the store first: a crash before the database commit leaves a verified,
@@ -191,6 +208,9 @@ export function createPathCommit(deps: {
       if (!current || current.narHash !== nar.narHash) {
         throw new NarhubError('NAR_NOT_UPLOADED', `URL ${info.url} names no NAR uploaded to cache ${cache.name}`);
       }
+      // Held since the commit began, so GC cannot have removed them; checked again in the
+      // transaction that makes the path visible, which is what the closure invariant rests on.
+      checkReferences(cache, info, storePath.basename);
       paths.insert({
         cacheId: cache.id,
         hashPart,
@@ -230,15 +250,28 @@ export function createPathCommit(deps: {
     return outcome;
   }
 
+  async function held(cache: CacheRow, hashPart: string, info: NarInfo): Promise<CommitResult> {
+    placement(info, hashPart);
+    const release = hold(cache, hashPart, info);
+    try {
+      return await commit(cache, hashPart, info);
+    } finally {
+      release();
+    }
+  }
+
   return {
     /** A narinfo PUT of the Nix protocol. */
-    commitNarInfo(cache: CacheRow, hashPart: string, text: string): Promise<CommitResult> {
-      return pathLock.run(`${cache.id}/${hashPart}`, () => commit(cache, hashPart, parseNarInfo(text)));
+    async commitNarInfo(cache: CacheRow, hashPart: string, text: string): Promise<CommitResult> {
+      const info = parseNarInfo(text);
+      return pathLock.run(`${cache.id}/${hashPart}`, () => held(cache, hashPart, info));
     },
     /** The same commit, for a NarInfo built by narhub itself (native uploads). */
     commitInfo(cache: CacheRow, hashPart: string, info: NarInfo): Promise<CommitResult> {
-      return pathLock.run(`${cache.id}/${hashPart}`, () => commit(cache, hashPart, info));
+      return pathLock.run(`${cache.id}/${hashPart}`, () => held(cache, hashPart, info));
     },
+    /** Holds the path and its references against GC until the returned release is called. */
+    hold,
     /**
      * The checks that need no NAR (placement, deriver, references present, signatures), so an
      * upload bound to fail is refused before its body is read. The commit runs them again.

@@ -15,6 +15,7 @@ const READS: ReadonlySet<string> = new Set<keyof PathsRepo>([
   'count',
   'presentAmong',
   'byNar',
+  'idsBetween',
 ]);
 
 /**

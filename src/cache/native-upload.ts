@@ -87,6 +87,7 @@ export function createNativeUpload(deps: Receiver & { paths: PathsRepo; commit: 
     options: NativeUploadOptions,
   ): Promise<NativeUploadResult> {
     let info: NarInfo;
+    let release = (): void => undefined;
     try {
       info = parseUploadMetadata(await readFirstLine(body, MAX_METADATA_LINE));
       if (info.narSize > options.maxSize) {
@@ -96,6 +97,8 @@ export function createNativeUpload(deps: Receiver & { paths: PathsRepo; commit: 
         );
       }
       commit.precheck(cache, hashPart, info);
+      // From here to the commit, GC leaves the path and its references alone.
+      release = commit.hold(cache, hashPart, info);
     } catch (err) {
       drain(body);
       throw err;
@@ -104,6 +107,14 @@ export function createNativeUpload(deps: Receiver & { paths: PathsRepo; commit: 
     info.url = `nar/${fileName}`;
 
     return lock.run(`${cache.id}/${fileName}`, async () => {
+      try {
+        return await receiveAndCommit();
+      } finally {
+        release();
+      }
+    });
+
+    async function receiveAndCommit(): Promise<NativeUploadResult> {
       let nar = nars.get(cache.id, fileName);
       let stored = false;
       if (paths.get(cache.id, hashPart) || nar?.state === 'valid') {
@@ -121,7 +132,7 @@ export function createNativeUpload(deps: Receiver & { paths: PathsRepo; commit: 
       const result = await commit.commitInfo(cache, hashPart, withFile);
       const final = nars.getById(result.narId)!;
       return { ...result, info: withFile, nar: final, stored };
-    });
+    }
   };
 }
 

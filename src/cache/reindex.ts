@@ -141,6 +141,8 @@ async function ensureCache(run: Run, name: string): Promise<{ cache: CacheRow; c
   }
   const wanted = options.settingsFor?.(name) ?? {};
   const settings: CacheSettingsRow = {
+    retention: wanted.retention ?? null,
+    quota: wanted.quota ?? null,
     private: wanted.private ?? true,
     priority: wanted.priority ?? priority,
     redirectNars: wanted.redirectNars ?? false,

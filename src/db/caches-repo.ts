@@ -6,6 +6,10 @@ export interface CacheSettingsRow {
   redirectNars: boolean;
   redirectExpiry: number;
   recompressToZstd: boolean;
+  /** GC policy: seconds since the last access after which a path goes; null keeps everything. */
+  retention: number | null;
+  /** GC policy: most bytes of NAR files the cache's paths may point at; null: no limit. */
+  quota: number | null;
 }
 
 export interface CacheRow extends CacheSettingsRow {
@@ -14,6 +18,8 @@ export interface CacheRow extends CacheSettingsRow {
   createdAt: number;
 }
 
+export type KeyState = 'active' | 'previous' | 'retired';
+
 export interface SigningKeyRow {
   id: number;
   cacheId: number;
@@ -21,7 +27,14 @@ export interface SigningKeyRow {
   publicKey: string;
   secretKeyFile: string;
   generation: number;
+  /** Signs new paths: exactly one key of a cache is active. */
   active: boolean;
+  state: KeyState;
+  /** The narinfo rewrite this key's change asks for: paths with id <= passTarget; null: none. */
+  passTarget: number | null;
+  /** How far that rewrite has got (a path id). */
+  passCursor: number;
+  createdAt: number;
 }
 
 interface RawCache {
@@ -33,6 +46,8 @@ interface RawCache {
   redirect_nars: number;
   redirect_expiry: number;
   recompress_to_zstd: number;
+  retention: number | null;
+  quota: number | null;
 }
 interface RawKey {
   id: number;
@@ -42,6 +57,10 @@ interface RawKey {
   secret_key_file: string;
   generation: number;
   active: number;
+  state: KeyState;
+  pass_target: number | null;
+  pass_cursor: number;
+  created_at: number;
 }
 
 const toCache = (r: RawCache): CacheRow => ({
@@ -53,6 +72,8 @@ const toCache = (r: RawCache): CacheRow => ({
   redirectNars: r.redirect_nars === 1,
   redirectExpiry: r.redirect_expiry,
   recompressToZstd: r.recompress_to_zstd === 1,
+  retention: r.retention,
+  quota: r.quota,
 });
 const toKey = (r: RawKey): SigningKeyRow => ({
   id: r.id,
@@ -61,7 +82,11 @@ const toKey = (r: RawKey): SigningKeyRow => ({
   publicKey: r.public_key,
   secretKeyFile: r.secret_key_file,
   generation: r.generation,
-  active: r.active === 1,
+  active: r.state === 'active',
+  state: r.state,
+  passTarget: r.pass_target,
+  passCursor: r.pass_cursor,
+  createdAt: r.created_at,
 });
 
 function sqlSettings(s: CacheSettingsRow) {
@@ -71,6 +96,8 @@ function sqlSettings(s: CacheSettingsRow) {
     redirectNars: s.redirectNars ? 1 : 0,
     redirectExpiry: s.redirectExpiry,
     recompressToZstd: s.recompressToZstd ? 1 : 0,
+    retention: s.retention,
+    quota: s.quota,
   };
 }
 
@@ -79,13 +106,33 @@ export function createCachesRepo(db: Database) {
   const byName = db.prepare<[string], RawCache>('SELECT * FROM caches WHERE name = ?');
   const all = db.prepare<[], RawCache>('SELECT * FROM caches ORDER BY name');
   const insert =
-    db.prepare(`INSERT INTO caches (name, private, priority, redirect_nars, redirect_expiry, recompress_to_zstd, created_at)
-    VALUES (@name, @private, @priority, @redirectNars, @redirectExpiry, @recompressToZstd, @createdAt)`);
+    db.prepare(`INSERT INTO caches (name, private, priority, redirect_nars, redirect_expiry, recompress_to_zstd, retention, quota, created_at)
+    VALUES (@name, @private, @priority, @redirectNars, @redirectExpiry, @recompressToZstd, @retention, @quota, @createdAt)`);
   const update = db.prepare(`UPDATE caches SET private = @private, priority = @priority, redirect_nars = @redirectNars,
-    redirect_expiry = @redirectExpiry, recompress_to_zstd = @recompressToZstd WHERE id = @id`);
+    redirect_expiry = @redirectExpiry, recompress_to_zstd = @recompressToZstd, retention = @retention, quota = @quota
+    WHERE id = @id`);
   const keysOf = db.prepare<[number], RawKey>('SELECT * FROM signing_keys WHERE cache_id = ? ORDER BY generation');
   const insertKey = db.prepare(
-    'INSERT INTO signing_keys (cache_id, name, public_key, secret_key_file, generation, active, created_at) VALUES (?, ?, ?, ?, ?, 1, ?)',
+    `INSERT INTO signing_keys (cache_id, name, public_key, secret_key_file, generation, active, state, pass_target, created_at)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+  );
+  const demoteActive = db.prepare(
+    "UPDATE signing_keys SET state = 'previous', active = 0 WHERE cache_id = ? AND state = 'active'",
+  );
+  const setState = db.prepare(
+    'UPDATE signing_keys SET state = ?, active = ?, pass_target = ?, pass_cursor = 0 WHERE id = ?',
+  );
+  const advance = db.prepare(
+    'UPDATE signing_keys SET pass_cursor = min(pass_target, ?) WHERE cache_id = ? AND pass_target IS NOT NULL AND pass_cursor < ?',
+  );
+  const keysWithPass = db.prepare<[], RawKey>(
+    'SELECT * FROM signing_keys WHERE pass_target IS NOT NULL AND pass_cursor < pass_target ORDER BY cache_id, id',
+  );
+  const pathsUpTo = db.prepare<[number, number], { n: number }>(
+    'SELECT count(*) AS n FROM store_paths WHERE cache_id = ? AND id <= ?',
+  );
+  const maxPathId = db.prepare<[number], { m: number | null }>(
+    'SELECT max(id) AS m FROM store_paths WHERE cache_id = ?',
   );
 
   return {
@@ -107,8 +154,54 @@ export function createCachesRepo(db: Database) {
     keys(cacheId: number): SigningKeyRow[] {
       return keysOf.all(cacheId).map(toKey);
     },
-    insertKey(cacheId: number, name: string, publicKey: string, secretKeyFile: string, generation: number): void {
-      insertKey.run(cacheId, name, publicKey, secretKeyFile, generation, Date.now());
+    /**
+     * Records a key. An active one (the default) takes over from the cache's active key, which
+     * becomes previous; `rewrite` asks every existing narinfo to be signed by it (rotation).
+     */
+    insertKey(
+      cacheId: number,
+      name: string,
+      publicKey: string,
+      secretKeyFile: string,
+      generation: number,
+      opts: { state?: KeyState; rewrite?: boolean } = {},
+    ): void {
+      const state = opts.state ?? 'active';
+      db.transaction(() => {
+        if (state === 'active') demoteActive.run(cacheId);
+        const target = opts.rewrite ? (maxPathId.get(cacheId)?.m ?? 0) : null;
+        insertKey.run(
+          cacheId,
+          name,
+          publicKey,
+          secretKeyFile,
+          generation,
+          state === 'active' ? 1 : 0,
+          state,
+          target,
+          Date.now(),
+        );
+      })();
+    },
+    /** Changes a key's state; `rewrite` asks every existing narinfo to be rewritten for it. */
+    setKeyState(key: SigningKeyRow, state: KeyState, opts: { rewrite?: boolean } = {}): void {
+      db.transaction(() => {
+        if (state === 'active') demoteActive.run(key.cacheId);
+        const target = opts.rewrite ? (maxPathId.get(key.cacheId)?.m ?? 0) : null;
+        setState.run(state, state === 'active' ? 1 : 0, target, key.id);
+      })();
+    },
+    /** Records that every path of the cache with id <= pathId has been rewritten. */
+    advancePass(cacheId: number, pathId: number): void {
+      advance.run(pathId, cacheId, pathId);
+    },
+    /** How many of the cache's paths have an id <= pathId (rewrite progress). */
+    pathsUpTo(cacheId: number, pathId: number): number {
+      return pathsUpTo.get(cacheId, pathId)?.n ?? 0;
+    },
+    /** Keys whose narinfo rewrite is not finished, of every cache. */
+    keysWithPass(): SigningKeyRow[] {
+      return keysWithPass.all().map(toKey);
     },
   };
 }

@@ -55,14 +55,18 @@ export function createPathsRepo(db: Database) {
     'SELECT narinfo FROM store_paths WHERE cache_id = ? AND hash_part = ?',
   );
   const insert = db.prepare(`
-    INSERT INTO store_paths (cache_id, hash_part, name, nar_id, deriver, ca, system, narinfo, created_at, updated_at)
-    VALUES (@cacheId, @hashPart, @name, @narId, @deriver, @ca, @system, @narinfo, @now, @now)`);
+    INSERT INTO store_paths (cache_id, hash_part, name, nar_id, deriver, ca, system, narinfo, created_at, updated_at, accessed_at)
+    VALUES (@cacheId, @hashPart, @name, @narId, @deriver, @ca, @system, @narinfo, @now, @now, @now)`);
   const insertRef = db.prepare('INSERT OR IGNORE INTO path_references (path_id, reference) VALUES (?, ?)');
   const insertSig = db.prepare('INSERT OR IGNORE INTO signatures (path_id, sig) VALUES (?, ?)');
   const refsOf = db.prepare<[number], { reference: string }>(
     'SELECT reference FROM path_references WHERE path_id = ? ORDER BY reference',
   );
   const sigsOf = db.prepare<[number], { sig: string }>('SELECT sig FROM signatures WHERE path_id = ? ORDER BY sig');
+  const clearSigs = db.prepare('DELETE FROM signatures WHERE path_id = ?');
+  const batchAfter = db.prepare<[number, number, number, number], { id: number; hash_part: string }>(
+    'SELECT id, hash_part FROM store_paths WHERE cache_id = ? AND id > ? AND id <= ? ORDER BY id LIMIT ?',
+  );
   const setNarinfo = db.prepare('UPDATE store_paths SET narinfo = ?, updated_at = ? WHERE id = ?');
   const countIn = db.prepare<[number], { n: number }>('SELECT count(*) AS n FROM store_paths WHERE cache_id = ?');
   // One statement whatever the number of hashes: the list travels as one JSON array and each
@@ -100,6 +104,18 @@ export function createPathsRepo(db: Database) {
     addSignatures(pathId: number, sigs: string[], narinfo: string): void {
       for (const sig of sigs) insertSig.run(pathId, sig);
       setNarinfo.run(narinfo, Date.now(), pathId);
+    },
+    /** Replaces the path's signatures and served narinfo text (key rotation, retirement). */
+    setSignatures(pathId: number, sigs: string[], narinfo: string): void {
+      db.transaction(() => {
+        clearSigs.run(pathId);
+        for (const sig of sigs) insertSig.run(pathId, sig);
+        setNarinfo.run(narinfo, Date.now(), pathId);
+      })();
+    },
+    /** Up to `limit` paths of the cache with `after < id <= upTo`, by id. */
+    idsBetween(cacheId: number, after: number, upTo: number, limit: number): { id: number; hashPart: string }[] {
+      return batchAfter.all(cacheId, after, upTo, limit).map((r) => ({ id: r.id, hashPart: r.hash_part }));
     },
     count(cacheId: number): number {
       return countIn.get(cacheId)?.n ?? 0;

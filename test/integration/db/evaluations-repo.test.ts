@@ -23,6 +23,8 @@ async function openRepos(t: Parameters<typeof makeTempDir>[0]) {
     redirectNars: false,
     redirectExpiry: 600,
     recompressToZstd: false,
+    retention: null,
+    quota: null,
   });
   const project = createProjectsRepo(db).insert('p', {
     flake: 'path:/x',

@@ -5,6 +5,9 @@ import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
 import { setImmediate as turn } from 'node:timers/promises';
 import { createCacheRegistry } from '../../../src/cache/caches.js';
+import { createAccessLog } from '../../../src/cache/access-log.js';
+import { createUploadHolds } from '../../../src/cache/upload-holds.js';
+import { createGcRepo } from '../../../src/db/gc-repo.js';
 import { createPathCommit, narInfoStorageKey } from '../../../src/cache/narinfo-commit.js';
 import { createCachesRepo } from '../../../src/db/caches-repo.js';
 import { createFilesRepo } from '../../../src/db/files-repo.js';
@@ -38,7 +41,17 @@ async function setup(t: TestContext, wrapStore?: (store: BlobStore) => BlobStore
   const files = createFilesRepo(db);
   const registry = createCacheRegistry({ caches, store, keysDir: `${dir}/keys` });
   const { cache, publicKey } = await registry.create('main', { private: false, priority: 40 });
-  const commit = createPathCommit({ db, store, nars, paths, files, registry });
+  const gc = createGcRepo(db);
+  const commit = createPathCommit({
+    db,
+    store,
+    nars,
+    paths,
+    files,
+    registry,
+    holds: createUploadHolds({ gc }),
+    access: createAccessLog({ gc }),
+  });
   const ownKey = parsePublicKey(publicKey);
 
   /** The NAR of `path` as an upload leaves it: pending, with its facts (the bytes are not needed here). */
