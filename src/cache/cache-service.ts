@@ -12,6 +12,7 @@ import type { CacheRow } from '../db/caches-repo.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { createAccessLog } from './access-log.js';
 import { createCacheFiles } from './cache-files.js';
+import { type CacheStats, createStatsQueries } from './cache-stats.js';
 import { createCacheRegistry } from './caches.js';
 import { createKeyedLock } from '../io/keyed-lock.js';
 import { createGarbageCollector, type GcOptions, type GcReport } from './gc.js';
@@ -67,6 +68,7 @@ export function createCacheService(deps: CacheServiceDeps) {
   const narLock = createKeyedLock();
   const collect = createGarbageCollector({ db, store, gc: gcRepo, nars, access, lock: narLock });
   const sweepPending = createPendingSweep({ nars, store });
+  const statsQueries = createStatsQueries(db);
   /** Narinfo reads per cache since start, for the metrics. */
   const reads = new Map<number, { hits: number; misses: number }>();
   const readsOf = (cacheId: number) => {
@@ -136,6 +138,19 @@ export function createCacheService(deps: CacheServiceDeps) {
       for (const cache of targets) caches.push(await collect(cache, { dryRun, orphanGraceMs: options.pendingGraceMs }));
       return { dryRun, pendingRemoved: pending.removed, supersededRemoved: superseded.removed, caches };
     },
+    /** Paths, bytes and reads of one cache; `inServer` when this process serves the reads. */
+    stats(cache: CacheRow, inServer = false): CacheStats {
+      const s = statsQueries.all().get(cache.id) ?? { paths: 0, bytes: 0, pendingNars: 0, pendingBytes: 0 };
+      const r = reads.get(cache.id) ?? { hits: 0, misses: 0 };
+      return {
+        cache: cache.name,
+        ...s,
+        narinfoHits: inServer ? r.hits : null,
+        narinfoMisses: inServer ? r.misses : null,
+      };
+    },
+    /** Paths and bytes of every cache by id (for the metrics, at scrape time). */
+    allStats: () => statsQueries.all(),
     /** Completed GC runs per cache (every process's), for the metrics. */
     gcTotals: () => gcRepo.runTotals(),
     /** Narinfo reads per cache id since this process started. */

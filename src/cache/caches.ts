@@ -223,6 +223,16 @@ export function createCacheRegistry(deps: { caches: CachesRepo; store: BlobStore
       if (!active) throw new NarhubError('KEY_INVALID', `cache ${cache.name} has no active signing key`);
       return readSecretKey(active.secretKeyFile);
     },
+    /**
+     * The keys a new path is signed with: the active one and every previous one, so that during
+     * a rotation a client trusting either key can substitute every path, new ones included.
+     */
+    signingKeys(cache: CacheRow): SecretKey[] {
+      const keys = caches.keys(cache.id).filter((k) => k.state !== 'retired');
+      if (!keys.some((k) => k.state === 'active'))
+        throw new NarhubError('KEY_INVALID', `cache ${cache.name} has no active signing key`);
+      return keys.map((k) => readSecretKey(k.secretKeyFile));
+    },
     /** Every key the cache ever had, retired ones included: a signature under their names must verify. */
     publicKeys(cache: CacheRow): string[] {
       return caches.keys(cache.id).map((k) => k.publicKey);

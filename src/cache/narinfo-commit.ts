@@ -192,8 +192,8 @@ export function createPathCommit(deps: {
       sigs: [],
       ca: info.ca,
     };
-    const ownSig = signNarInfo(registry.signingKey(cache), normalised);
-    normalised.sigs = [...new Set([...withoutRetired(cache, info.sigs), ownSig])].sort();
+    const ownSigs = registry.signingKeys(cache).map((key) => signNarInfo(key, normalised));
+    normalised.sigs = [...new Set([...withoutRetired(cache, info.sigs), ...ownSigs])].sort();
     const narinfo = formatNarInfo(normalised);
 
     // The file in the store first: a crash before the database commit leaves a verified,

@@ -81,6 +81,15 @@ async function run(spec: CommandSpec, rest: string[]): Promise<number> {
     case 'cache':
       await (await import('./commands/cache.js')).cacheCommand(args, config, process.stdout);
       return 0;
+    case 'gc':
+      await (await import('./commands/gc.js')).gcCommand(args, config, process.stdout);
+      return 0;
+    case 'pin':
+      await (await import('./commands/pin.js')).pinCommand(args, config, process.stdout);
+      return 0;
+    case 'key':
+      await (await import('./commands/key.js')).keyCommand(args, config, process.stdout);
+      return 0;
     case 'token':
       await (await import('./commands/token.js')).tokenCommand(args, config, process.stdout, process.stderr);
       return 0;

@@ -11,6 +11,7 @@ import { bodyDeadline } from './body-deadline.js';
 import { createAccess } from './access.js';
 import { installErrorHandler, loadShedError, validationError } from './error-handler.js';
 import { createNarinfoFastPath, type NarinfoFastPath } from './narinfo-fast-path.js';
+import { adminApiRoutes } from './routes/admin-api.js';
 import { apiFallbackRoutes, apiIndexRoutes } from './routes/api-index.js';
 import { apiV1Routes } from './routes/api-v1.js';
 import { binaryCacheRoutes } from './routes/binary-cache.js';
@@ -45,12 +46,17 @@ export interface AppOptions {
    * default, always off with `logRequests`; tests turn it off to compare with the route.
    */
   narinfoFastPath?: boolean | undefined;
+<<<<<<< HEAD
   /**
    * Connection cap, slow bodies, load shedding, anonymous rate limits (`limits` in the config,
    * whose defaults `serve` passes). Each limit applies only when given: tests run the app in
    * their own process, whose synchronous work would otherwise look like an overloaded loop.
    */
   limits?: Partial<LimitsConfig> | undefined;
+=======
+  /** GC's grace periods for runs started through the admin API (default: a day, 40 days). */
+  gc?: { pendingGraceMs: number; supersededGraceMs: number } | undefined;
+>>>>>>> 3564e83 (CLI and API: gc, pin, key, cache update, on a data directory or a server (--server); admin API routes in TypeBox; serve runs GC every gcInterval and the signature rewriter)
 }
 
 /** Seconds a client shed for load is told to wait. */
@@ -199,6 +205,12 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     access,
     maxNarSize: options.maxNarSize,
     missingPathsPerMinute: limits.missingPathsPerMinute,
+  });
+  await app.register(adminApiRoutes, {
+    prefix: API_PREFIX,
+    service,
+    access,
+    gc: options.gc ?? { pendingGraceMs: 86_400_000, supersededGraceMs: 40 * 86_400_000 },
   });
   if (options.hub) await app.register(hubApiRoutes, { prefix: '/api/v1', hub: options.hub, service: service, access });
   if (options.hub && options.forge) {

@@ -1,6 +1,10 @@
+import type { CacheInfoView } from '../../cache/caches.js';
 import type { Config } from '../../config/schema.js';
+import { DURATION_SYNTAX, formatDuration, formatSize, parseDuration, parseSize, SIZE_SYNTAX } from '../../units.js';
+import { openAdminBackend } from '../admin-backend.js';
 import { parseInteger } from '../args.js';
 import { parseCommand } from '../command-spec.js';
+import { CACHE_UPDATE } from '../specs/admin.js';
 import { CACHE_CREATE, CACHE_INFO, CACHE_LIST } from '../specs/cache.js';
 import { openRuntime } from '../runtime.js';
 import { UsageError } from '../usage-error.js';
@@ -51,16 +55,32 @@ export async function cacheCommand(
       try {
         const info = runtime.service.registry.info(positionals[0]!);
         if (values.json) out.write(`${JSON.stringify(info, null, 2)}\n`);
-        else {
-          out.write(
-            `name:        ${info.name}\n` +
-              `visibility:  ${info.private ? 'private' : 'public'}\n` +
-              `priority:    ${info.priority}\n`,
-          );
-          for (const k of info.publicKeys) out.write(`public key:  ${k}\n`);
-        }
+        else out.write(describe(info));
       } finally {
         await runtime.close();
+      }
+      return;
+    }
+    case 'update': {
+      const { values, positionals } = parseCommand(CACHE_UPDATE, rest);
+      if (values.private && values.public) throw new UsageError('--private and --public contradict each other');
+      const change = {
+        private: values.private ? true : values.public ? false : undefined,
+        priority: values.priority === undefined ? undefined : parseInteger(values.priority, '--priority'),
+        retention:
+          values.retention === undefined
+            ? undefined
+            : policyValue(values.retention, '--retention', parseDuration, DURATION_SYNTAX),
+        quota: values.quota === undefined ? undefined : policyValue(values.quota, '--quota', parseSize, SIZE_SYNTAX),
+      };
+      if (Object.values(change).every((v) => v === undefined))
+        throw new UsageError('nothing to change: give --private, --public, --priority, --retention or --quota');
+      const admin = await openAdminBackend(values, loadConfig);
+      try {
+        const info = await admin.cacheUpdate(positionals[0]!, change);
+        out.write(values.json ? `${JSON.stringify(info, null, 2)}\n` : describe(info));
+      } finally {
+        await admin.close();
       }
       return;
     }
@@ -69,4 +89,35 @@ export async function cacheCommand(
         sub === undefined ? 'missing cache subcommand' : `unknown cache subcommand ${JSON.stringify(sub)}`,
       );
   }
+}
+
+/** `none` clears a policy; anything else must be a size or duration. */
+function policyValue(
+  text: string,
+  flag: string,
+  parse: (t: string) => number | undefined,
+  syntax: string,
+): number | null {
+  if (text === 'none') return null;
+  const value = parse(text);
+  if (value === undefined) throw new UsageError(`${flag} ${JSON.stringify(text)} is not ${syntax}, or none`);
+  return value;
+}
+
+function describe(info: CacheInfoView): string {
+  const lines = [
+    `name:        ${info.name}`,
+    `visibility:  ${info.private ? 'private' : 'public'}`,
+    `priority:    ${info.priority}`,
+    `retention:   ${info.retention === null ? 'none (keep everything)' : formatDuration(info.retention)}`,
+    `quota:       ${info.quota === null ? 'none' : formatSize(info.quota)}`,
+  ];
+  for (const k of info.publicKeys) lines.push(`public key:  ${k}`);
+  for (const k of info.keys) {
+    const r = k.rewrite;
+    const progress =
+      r === null ? '' : ` (${r.complete ? 'rewrite complete' : 'rewriting'}: ${r.done}/${r.total} paths)`;
+    lines.push(`key:         ${k.name} ${k.state}${progress}`);
+  }
+  return `${lines.join('\n')}\n`;
 }

@@ -76,6 +76,7 @@ export async function serve(config: Config): Promise<void> {
     publicUrl: () => baseUrl,
     logRequests: config.logRequests,
     limits: config.limits,
+    gc: { pendingGraceMs: config.pendingGracePeriod * 1000, supersededGraceMs: config.supersededGracePeriod * 1000 },
   });
   const address = await app.listen({ host, port });
   baseUrl = config.publicUrl?.replace(/\/+$/, '') ?? address;
@@ -113,18 +114,40 @@ export async function serve(config: Config): Promise<void> {
     );
   }
 
+  // GC (config gcInterval, default hourly): unclaimed uploads and superseded files everywhere,
+  // then every cache by its retention, quota and pins, with orphans and logs.
+  let collecting = false;
   const sweep = async () => {
+    if (collecting) return;
+    collecting = true;
     try {
-      const { removed } = await runtime.service.sweepPending(config.pendingGracePeriod * 1000);
-      if (removed > 0) logger.info({ removed }, 'removed unclaimed NAR uploads');
+      const run = await runtime.service.runGc({
+        pendingGraceMs: config.pendingGracePeriod * 1000,
+        supersededGraceMs: config.supersededGracePeriod * 1000,
+      });
+      for (const c of run.caches) {
+        if (c.pathsRemoved > 0 || c.orphansRemoved > 0 || c.logsRemoved > 0)
+          logger.info(
+            {
+              cache: c.cache,
+              paths: c.pathsRemoved,
+              bytes: c.bytesFreed,
+              logs: c.logsRemoved,
+              orphans: c.orphansRemoved,
+              kept: c.kept,
+            },
+            'garbage collected',
+          );
+      }
+      if (run.pendingRemoved > 0 || run.supersededRemoved > 0)
+        logger.info(
+          { pending: run.pendingRemoved, superseded: run.supersededRemoved },
+          'removed unclaimed and superseded NAR files',
+        );
     } catch (err) {
-      logger.error({ err }, 'sweep of unclaimed uploads failed');
-    }
-    try {
-      const { removed } = await runtime.service.recompressor.sweepSuperseded(config.supersededGracePeriod * 1000);
-      if (removed > 0) logger.info({ removed }, 'removed NAR files superseded by their zstd recompression');
-    } catch (err) {
-      logger.error({ err }, 'sweep of superseded NAR files failed');
+      logger.error({ err }, 'garbage collection failed');
+    } finally {
+      collecting = false;
     }
   };
   const sweeper = setInterval(() => void sweep(), config.gcInterval * 1000);
@@ -132,6 +155,8 @@ export async function serve(config: Config): Promise<void> {
   void sweep();
   // xz/bzip2 NARs of caches with recompressToZstd, one at a time in the background.
   runtime.service.recompressor.start(logger);
+  // Re-signing after `key rotate`/`import` and signature removal after `key retire`, from any process.
+  runtime.service.signatureRewriter.start(logger);
 
   await new Promise<void>((resolve) => {
     let stopping = false;
@@ -148,6 +173,8 @@ export async function serve(config: Config): Promise<void> {
         .then(() => forge?.close())
         .then(() => hub?.close())
         .then(() => runtime.service.recompressor.stop())
+        .then(() => runtime.service.signatureRewriter.stop())
+        .then(() => runtime.service.flushAccesses())
         .then(() => runtime.close())
         .then(() => logger.info('stopped'))
         .catch((err: unknown) => {

@@ -1,5 +1,16 @@
 import type { CommandSpec } from '../command-spec.js';
 import { BUILD_CANCEL, BUILD_LIST, BUILD_LOG, BUILD_RESTART, BUILD_SHOW } from './build.js';
+import {
+  CACHE_UPDATE,
+  GC,
+  KEY_IMPORT,
+  KEY_LIST,
+  KEY_RETIRE,
+  KEY_ROTATE,
+  PIN_ADD,
+  PIN_LIST,
+  PIN_REMOVE,
+} from './admin.js';
 import { CACHE_CREATE, CACHE_INFO, CACHE_LIST } from './cache.js';
 import { CHECK_CONFIG } from './check-config.js';
 import { EVAL, EVAL_LIST, EVAL_SHOW } from './eval.js';
@@ -27,6 +38,15 @@ export const COMMANDS: readonly CommandSpec[] = [
   CACHE_CREATE,
   CACHE_LIST,
   CACHE_INFO,
+  CACHE_UPDATE,
+  PIN_ADD,
+  PIN_LIST,
+  PIN_REMOVE,
+  KEY_LIST,
+  KEY_ROTATE,
+  KEY_RETIRE,
+  KEY_IMPORT,
+  GC,
   TOKEN_CREATE,
   TOKEN_LIST,
   TOKEN_REVOKE,

@@ -1,0 +1,100 @@
+import type { CacheSettings, CacheInfoView, CacheUpdate, KeyView } from '../cache/caches.js';
+import type { GcRunReport } from '../cache/cache-service.js';
+import type { PinView } from '../cache/pins.js';
+import type { CacheStats } from '../cache/cache-stats.js';
+import type { Config } from '../config/schema.js';
+import { clientOptions, createHubClient } from './hub-client.js';
+import { openRuntime } from './runtime.js';
+
+/**
+ * What the admin commands (`cache`, `pin`, `key`, `gc`) do, against the local data directory or a
+ * running narhub's `/api/v1` (`--server URL` or `$NARHUB_SERVER`, with an admin token).
+ */
+export interface AdminBackend {
+  cacheCreate(name: string, settings: CacheSettings): Promise<CacheInfoView>;
+  cacheList(): Promise<CacheInfoView[]>;
+  cacheInfo(name: string): Promise<CacheInfoView>;
+  cacheUpdate(name: string, change: CacheUpdate): Promise<CacheInfoView>;
+  cacheStats(name: string): Promise<CacheStats>;
+  gc(options: { cache?: string | undefined; dryRun?: boolean | undefined }): Promise<GcRunReport>;
+  pinAdd(
+    cache: string,
+    storePath: string,
+    opts: { name?: string | undefined; expiresAt?: number | null },
+  ): Promise<PinView>;
+  pinList(cache: string): Promise<PinView[]>;
+  pinRemove(cache: string, name: string): Promise<void>;
+  keyList(cache: string): Promise<KeyView[]>;
+  keyRotate(cache: string): Promise<KeyView>;
+  keyRetire(cache: string, key: string): Promise<KeyView>;
+  keyImport(cache: string, secretKey: string): Promise<KeyView>;
+  close(): Promise<void>;
+}
+
+const enc = encodeURIComponent;
+
+/** The server when `--server` or `$NARHUB_SERVER` names one, else the data directory. */
+export async function openAdminBackend(
+  values: { server?: string | undefined; token?: string | undefined },
+  loadConfig: () => Promise<Config>,
+  env = process.env,
+): Promise<AdminBackend> {
+  if (values.server === undefined && env.NARHUB_SERVER === undefined) return localBackend(loadConfig);
+  const api = createHubClient(await clientOptions(values, async () => (await loadConfig()).dataDir, env));
+  return {
+    cacheCreate: (name, s) => api.post('/caches', { name, ...s }),
+    cacheList: async () => (await api.get<{ caches: CacheInfoView[] }>('/caches')).caches,
+    cacheInfo: (name) => api.get(`/caches/${enc(name)}`),
+    cacheUpdate: (name, change) => api.patch(`/caches/${enc(name)}`, change),
+    cacheStats: (name) => api.get(`/caches/${enc(name)}/stats`),
+    gc: (o) => api.post('/gc', { ...(o.cache ? { cache: o.cache } : {}), dryRun: o.dryRun ?? false }),
+    pinAdd: (cache, storePath, o) =>
+      api.post(`/caches/${enc(cache)}/pins`, {
+        storePath,
+        ...(o.name ? { name: o.name } : {}),
+        ...(o.expiresAt ? { expiresAt: new Date(o.expiresAt).toISOString() } : {}),
+      }),
+    pinList: async (cache) => (await api.get<{ pins: PinView[] }>(`/caches/${enc(cache)}/pins`)).pins,
+    pinRemove: (cache, name) => api.delete(`/caches/${enc(cache)}/pins/${enc(name)}`),
+    keyList: async (cache) => (await api.get<{ keys: KeyView[] }>(`/caches/${enc(cache)}/keys`)).keys,
+    keyRotate: (cache) => api.post(`/caches/${enc(cache)}/keys/rotate`),
+    keyRetire: (cache, key) => api.post(`/caches/${enc(cache)}/keys/${enc(key)}/retire`),
+    keyImport: (cache, secretKey) => api.post(`/caches/${enc(cache)}/keys/import`, { secretKey }),
+    close: async () => undefined,
+  };
+}
+
+async function localBackend(loadConfig: () => Promise<Config>): Promise<AdminBackend> {
+  const config = await loadConfig();
+  const runtime = await openRuntime(config);
+  const { service } = runtime;
+  const { registry } = service;
+  return {
+    cacheCreate: async (name, s) => {
+      await registry.create(name, s);
+      return registry.info(name);
+    },
+    cacheList: async () => registry.list().map((c) => registry.info(c.name)),
+    cacheInfo: async (name) => registry.info(name),
+    cacheUpdate: async (name, change) => {
+      await registry.update(name, change);
+      return registry.info(name);
+    },
+    cacheStats: async (name) => service.stats(registry.require(name)),
+    gc: (o) =>
+      service.runGc({
+        cache: o.cache,
+        dryRun: o.dryRun,
+        pendingGraceMs: config.pendingGracePeriod * 1000,
+        supersededGraceMs: config.supersededGracePeriod * 1000,
+      }),
+    pinAdd: async (cache, storePath, o) => service.pins.add(registry.require(cache), storePath, o),
+    pinList: async (cache) => service.pins.list(registry.require(cache)),
+    pinRemove: async (cache, name) => service.pins.remove(registry.require(cache), name),
+    keyList: async (cache) => registry.keys(cache),
+    keyRotate: async (cache) => registry.rotateKey(cache),
+    keyRetire: async (cache, key) => registry.retireKey(cache, key),
+    keyImport: async (cache, secretKey) => registry.importKey(cache, secretKey),
+    close: () => runtime.close(),
+  };
+}
