@@ -1,5 +1,5 @@
 import type { Database } from 'better-sqlite3';
-import { NarhubError } from '../errors.js';
+import { isNarhubError, NarhubError } from '../errors.js';
 import { parseStorePath } from '../nix/store-path.js';
 import { createCachesRepo } from '../db/caches-repo.js';
 import { createFilesRepo } from '../db/files-repo.js';
@@ -69,6 +69,23 @@ export function createCacheService(deps: CacheServiceDeps) {
   const collect = createGarbageCollector({ db, store, gc: gcRepo, nars, access, lock: narLock });
   const sweepPending = createPendingSweep({ nars, store });
   const statsQueries = createStatsQueries(db);
+  /** Upload outcomes since start, `cache\toutcome\treason` → count, for the metrics. */
+  const uploadOutcomes = new Map<string, number>();
+  const outcome = (cache: CacheRow, what: 'committed' | 'rejected', reason: string) => {
+    const key = `${cache.name}\t${what}\t${reason}`;
+    uploadOutcomes.set(key, (uploadOutcomes.get(key) ?? 0) + 1);
+  };
+  /** Counts how an upload ended: committed (a new path), or rejected with its error code. */
+  async function counted<T>(cache: CacheRow, work: () => Promise<T>): Promise<T> {
+    try {
+      const result = await work();
+      if ((result as { created?: unknown }).created === true) outcome(cache, 'committed', '');
+      return result;
+    } catch (err) {
+      outcome(cache, 'rejected', isNarhubError(err) ? err.code : 'INTERNAL');
+      throw err;
+    }
+  }
   /** Narinfo reads per cache since start, for the metrics. */
   const reads = new Map<number, { hits: number; misses: number }>();
   const readsOf = (cacheId: number) => {
@@ -101,15 +118,15 @@ export function createCacheService(deps: CacheServiceDeps) {
     ingestNar: (
       (ingest) =>
       (...args: Parameters<typeof ingest>) =>
-        narLock.run(`${args[0].id}/${args[1]}`, () => ingest(...args))
+        narLock.run(`${args[0].id}/${args[1]}`, () => counted(args[0], () => ingest(...args)))
     )(createNarIngest({ store, nars })),
     async commitNarInfo(cache: CacheRow, hashPart: string, text: string) {
-      const result = await pathCommit.commitNarInfo(cache, hashPart, text);
+      const result = await counted(cache, () => pathCommit.commitNarInfo(cache, hashPart, text));
       recompressor.committed(cache, result.narId);
       return result;
     },
     /** narhub's native upload: metadata line, then the raw NAR; compressed to zstd and committed. */
-    uploadPath: nativeUpload,
+    uploadPath: (...args: Parameters<typeof nativeUpload>) => counted(args[0], () => nativeUpload(...args)),
     recompressor,
     files: createCacheFiles({ store, files: filesRepo, paths }),
     sweepPending,
@@ -153,6 +170,8 @@ export function createCacheService(deps: CacheServiceDeps) {
     allStats: () => statsQueries.all(),
     /** Completed GC runs per cache (every process's), for the metrics. */
     gcTotals: () => gcRepo.runTotals(),
+    /** Upload outcomes since this process started: `cache\tcommitted|rejected\treason` → count. */
+    uploadOutcomes: (): ReadonlyMap<string, number> => uploadOutcomes,
     /** Narinfo reads per cache id since this process started. */
     narinfoReads: (): ReadonlyMap<number, { hits: number; misses: number }> => reads,
     /** Writes recorded accesses now (shutdown). */

@@ -30,6 +30,22 @@ const CacheDecl = Type.Object(
       default: false,
       description: 'Recompress xz and bzip2 NARs uploaded by stock Nix to zstd in the background.',
     }),
+    retention: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        unit: 'duration',
+        description:
+          'GC removes paths not read or uploaded for this long (with what only they need): seconds, or a duration such as 30d. Unset: the value set with narhub cache update, else keep everything.',
+      }),
+    ),
+    quota: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        unit: 'size',
+        description:
+          'GC removes the least recently read paths while the NAR files exceed this: bytes, or a size such as 500G. Unset: the value set with narhub cache update, else no limit.',
+      }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -206,6 +222,12 @@ export const ConfigSchema = Type.Object(
         Type.Literal('silent'),
       ],
       { default: 'info', description: 'Log level (JSON lines on stdout).' },
+    ),
+    metricsListen: Type.Optional(
+      Type.String({
+        description:
+          'HOST:PORT of a second listener serving only GET /metrics, without a token (e.g. a private interface for Prometheus). /metrics on the main address stays: open on loopback, an admin token otherwise.',
+      }),
     ),
     logRequests: Type.Boolean({
       default: false,

@@ -4,6 +4,7 @@ import underPressure from '@fastify/under-pressure';
 import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
 import type { CacheService } from '../cache/cache-service.js';
 import type { CacheRow } from '../db/caches-repo.js';
 import type { LimitsConfig } from '../config/schema.js';
@@ -18,6 +19,8 @@ import { binaryCacheRoutes } from './routes/binary-cache.js';
 import { healthRoutes } from './routes/health.js';
 import { hubApiRoutes } from './routes/hub-api.js';
 import { metricsRoutes } from './routes/metrics.js';
+import { type HubStats, registerOpsMetrics } from './ops-metrics.js';
+import { requestLogBindings } from './request-log.js';
 import type { Hub } from '../hub/hub-service.js';
 import { createRequestMetrics, UNMATCHED_ROUTE } from './request-metrics.js';
 import type { Forge } from '../forge/forge-service.js';
@@ -46,17 +49,16 @@ export interface AppOptions {
    * default, always off with `logRequests`; tests turn it off to compare with the route.
    */
   narinfoFastPath?: boolean | undefined;
-<<<<<<< HEAD
   /**
    * Connection cap, slow bodies, load shedding, anonymous rate limits (`limits` in the config,
    * whose defaults `serve` passes). Each limit applies only when given: tests run the app in
    * their own process, whose synchronous work would otherwise look like an overloaded loop.
    */
   limits?: Partial<LimitsConfig> | undefined;
-=======
+  /** The hub's queues, spokes and builds for the metrics, when the hub runs. */
+  hubStats?: (() => Promise<HubStats>) | undefined;
   /** GC's grace periods for runs started through the admin API (default: a day, 40 days). */
   gc?: { pendingGraceMs: number; supersededGraceMs: number } | undefined;
->>>>>>> 3564e83 (CLI and API: gc, pin, key, cache update, on a data directory or a server (--server); admin API routes in TypeBox; serve runs GC every gcInterval and the signature rewriter)
 }
 
 /** Seconds a client shed for load is told to wait. */
@@ -80,6 +82,13 @@ export interface ApiRoute {
 /** Every route under `/api/v1`, as Fastify registered them (for the index and tests). */
 export function apiRoutesOf(app: FastifyInstance): readonly ApiRoute[] {
   return apiRoutes.get(app) ?? [];
+}
+
+const metricsRegistries = new WeakMap<FastifyInstance, Registry>();
+
+/** The registry `/metrics` serves (for a separate metrics listener, `metricsListen`). */
+export function metricsRegistryOf(app: FastifyInstance): Registry {
+  return metricsRegistries.get(app)!;
 }
 
 /** The app's narinfo fast path, if it has one (for tests). */
@@ -151,6 +160,10 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     });
     fastPath?.shedWhile(() => app.isUnderPressure());
   }
+  registerOpsMetrics(metrics.registry, service, options.hubStats).watch(app.server);
+  metricsRegistries.set(app, metrics.registry);
+  // Every log line of a request names its cache and store path (or NAR file) where the URL says.
+  app.addHook('onRequest', requestLogBindings);
   const routes: ApiRoute[] = [];
   apiRoutes.set(app, routes);
   app.addHook('onRoute', (route) => {

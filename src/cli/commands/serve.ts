@@ -1,7 +1,9 @@
 import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { buildApp } from '../../http/app.js';
+import { createServer } from 'node:http';
+import { buildApp, metricsRegistryOf } from '../../http/app.js';
+import type { HubStats } from '../../http/ops-metrics.js';
 import { parseListen } from '../../config/load.js';
 import { createLogger, type Logger } from '../../logger.js';
 import type { Config } from '../../config/schema.js';
@@ -77,8 +79,11 @@ export async function serve(config: Config): Promise<void> {
     logRequests: config.logRequests,
     limits: config.limits,
     gc: { pendingGraceMs: config.pendingGracePeriod * 1000, supersededGraceMs: config.supersededGracePeriod * 1000 },
+    hubStats: hub ? () => hubStats(hub, runtime) : undefined,
   });
   const address = await app.listen({ host, port });
+  const metricsServer = config.metricsListen === undefined ? undefined : await listenMetrics(app, config.metricsListen);
+  if (metricsServer) logger.info({ url: metricsServer.url }, 'metrics listening');
   baseUrl = config.publicUrl?.replace(/\/+$/, '') ?? address;
   await bootstrap(runtime, baseUrl, process.stdout);
   if (hub) {
@@ -168,6 +173,7 @@ export async function serve(config: Config): Promise<void> {
       stopping = true;
       logger.info({ signal }, 'shutting down: draining requests');
       clearInterval(sweeper);
+      metricsServer?.server.close();
       app
         .close()
         .then(() => forge?.close())
@@ -186,4 +192,38 @@ export async function serve(config: Config): Promise<void> {
     process.once('SIGTERM', stop);
     process.once('SIGINT', stop);
   });
+}
+
+/** The hub's side of the metrics: queue depths, live spokes, builds by status. */
+async function hubStats(hub: NonNullable<Awaited<ReturnType<typeof openHub>>>, runtime: Runtime): Promise<HubStats> {
+  const [queues, spokes] = await Promise.all([hub.queues(), hub.spokes()]);
+  const builds: Record<string, number> = {};
+  for (const r of runtime.db.prepare('SELECT status, count(*) AS n FROM builds GROUP BY status').all() as {
+    status: string;
+    n: number;
+  }[])
+    builds[r.status] = r.n;
+  return { queues, spokesOnline: spokes.length, builds };
+}
+
+/** `metricsListen`: a listener that serves GET /metrics only, for a scraper on another interface. */
+async function listenMetrics(
+  app: Parameters<typeof metricsRegistryOf>[0],
+  listen: string,
+): Promise<{ server: ReturnType<typeof createServer>; url: string }> {
+  const registry = metricsRegistryOf(app);
+  const { host, port } = parseListen(listen);
+  const server = createServer((req, res) => {
+    if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('NOT_FOUND: this listener serves GET /metrics only\n');
+      return;
+    }
+    registry.metrics().then(
+      (text) => res.writeHead(200, { 'content-type': registry.contentType, 'cache-control': 'no-store' }).end(text),
+      () => res.writeHead(500).end(),
+    );
+  });
+  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(port, host, () => resolve()));
+  const a = server.address() as { address: string; port: number };
+  return { server, url: `http://${a.address.includes(':') ? `[${a.address}]` : a.address}:${a.port}` };
 }

@@ -33,7 +33,7 @@ test('unknown paths under /api/ are JSON 404s, never the cache routes, whatever 
     `/api/nar/${'1'.repeat(52)}.nar`,
     `/api/log/${hash}-x.drv`,
     '/api/v1/nothing-here',
-    '/api/v1/caches/main',
+    '/api/v1/caches/main/nothing-here',
     '/api/v1/caches/main/missing-paths/extra',
   ];
   for (const url of urls) {
