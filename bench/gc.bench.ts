@@ -68,7 +68,7 @@ async function fixture(n: number): Promise<string> {
   const insPath =
     db.prepare(`INSERT INTO store_paths (cache_id, hash_part, name, nar_id, narinfo, created_at, updated_at, accessed_at)
     VALUES (?, ?, ?, ?, ?, 0, 0, ?)`);
-  const insRef = db.prepare('INSERT INTO path_references (path_id, reference) VALUES (?, ?)');
+  const insRef = db.prepare('INSERT OR IGNORE INTO path_references (path_id, reference) VALUES (?, ?)');
   const now = Date.now();
   const hash = () => encodeNix32(randomBytes(20));
   let base = '';

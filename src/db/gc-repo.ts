@@ -49,7 +49,7 @@ export function createGcRepo(db: Database) {
   const paths = db.prepare<[number], GcPathRow>(`
     SELECT sp.id AS id, sp.hash_part AS hashPart, sp.name AS name, sp.accessed_at AS accessedAt,
            sp.nar_id AS narId, n.file_size AS fileSize
-    FROM store_paths sp JOIN nars n ON n.id = sp.nar_id WHERE sp.cache_id = ? ORDER BY sp.id`);
+    FROM store_paths sp JOIN nars n ON n.id = sp.nar_id WHERE sp.cache_id = ?`);
   // References resolved to path ids through the (cache_id, hash_part) index; self-references dropped.
   const edges = db
     .prepare<[number], [number, number]>(`
@@ -77,9 +77,12 @@ export function createGcRepo(db: Database) {
       accessed_at: number;
     }
   >('SELECT id, cache_id, hash_part, name, nar_id, deriver, accessed_at FROM store_paths WHERE id = ?');
+  // Through the reverse index on the reference, never a scan of the cache's paths (which the
+  // planner picks for a plain join: quadratic over a GC run).
   const hasReferrer = db.prepare<[string, number, number], { one: number }>(`
-    SELECT 1 AS one FROM path_references r JOIN store_paths s ON s.id = r.path_id
-    WHERE r.reference = ? AND s.cache_id = ? AND s.id != ? LIMIT 1`);
+    SELECT 1 AS one FROM path_references r
+    WHERE r.reference = ? AND EXISTS (SELECT 1 FROM store_paths s WHERE s.id = r.path_id AND s.cache_id = ?)
+      AND r.path_id != ? LIMIT 1`);
   const isHeld = db.prepare<[number, string, number], { one: number }>(
     'SELECT 1 AS one FROM gc_holds WHERE cache_id = ? AND hash_part = ? AND expires_at > ? LIMIT 1',
   );
@@ -159,7 +162,7 @@ export function createGcRepo(db: Database) {
     dropExpiredHolds(now: number): void {
       expiredHolds.run(now);
     },
-    /** The cache's paths in id order, read one row at a time. */
+    /** The cache's paths, read one row at a time. */
     paths(cacheId: number): IterableIterator<GcPathRow> {
       return paths.iterate(cacheId);
     },
