@@ -124,12 +124,15 @@ const GcBody = Type.Object(
   { dryRun: Type.Optional(Type.Boolean({ default: false })) },
   { additionalProperties: false },
 );
-const PermissionSchema = Type.Union([Type.Literal('read'), Type.Literal('write'), Type.Literal('admin')]);
+// Tokens made here have rights on caches; `trigger` tokens (one project's evaluations) are made
+// with `narhub token create --project` and only listed here.
+const CachePermission = Type.Union([Type.Literal('read'), Type.Literal('write'), Type.Literal('admin')]);
 const TokenView = Type.Object({
   id: Type.String(),
   name: Nullable(Type.String()),
   cache: Type.String({ description: 'A cache name or glob (`*`, `team-*`).' }),
-  permission: PermissionSchema,
+  permission: Type.Union([CachePermission, Type.Literal('trigger')]),
+  project: Nullable(Type.String({ description: 'The project a `trigger` token may trigger.' })),
   createdAt: Type.String({ format: 'date-time' }),
   expiresAt: Nullable(Type.String({ format: 'date-time' })),
   revokedAt: Nullable(Type.String({ format: 'date-time' })),
@@ -138,7 +141,7 @@ const TokenView = Type.Object({
 const TokenCreate = Type.Object(
   {
     cache: Type.String({ minLength: 1, maxLength: 63 }),
-    permission: PermissionSchema,
+    permission: CachePermission,
     name: Type.Optional(Type.String({ maxLength: 200 })),
     expiresAt: Type.Optional(Type.String({ format: 'date-time' })),
   },
@@ -151,6 +154,7 @@ const tokenView = (row: TokenRow) => ({
   name: row.name,
   cache: row.cachePattern,
   permission: row.permission,
+  project: row.project,
   createdAt: iso(row.createdAt)!,
   expiresAt: iso(row.expiresAt),
   revokedAt: iso(row.revokedAt),

@@ -33,6 +33,8 @@ async function setup(t: Cleanup, mode: 'checks' | 'statuses', interval = 0) {
     redirectNars: false,
     redirectExpiry: 300,
     recompressToZstd: false,
+    retention: null,
+    quota: null,
   });
   const p = createProjectsRepo(db).insert('p', {
     flake: 'git+file:///r',

@@ -1,4 +1,4 @@
--- 0005: garbage collection (policies, access times, pins, holds, runs) and key rotation.
+-- 0006: garbage collection (policies, access times, pins, holds, runs) and key rotation.
 
 -- A cache's policy. NULL keeps everything: retention in seconds since the last access, quota in
 -- bytes of the NAR files its paths point at.
