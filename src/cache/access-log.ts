@@ -1,7 +1,7 @@
 import type { GcRepo } from '../db/gc-repo.js';
 
 /** How often recorded accesses are written to the database. */
-export const ACCESS_FLUSH_MS = 5_000;
+const ACCESS_FLUSH_MS = 5_000;
 /** Accesses held in memory before a write is due whatever the time (bounds memory). */
 const MAX_PENDING = 50_000;
 

@@ -83,7 +83,7 @@ export function planCollection(g: GcGraph, policy: GcPolicy): GcPlan {
  * paths by descending access time, each marking the part of its closure not yet marked, which
  * the first (latest) visitor owns. O(paths + edges).
  */
-export function effectiveAccess(g: GcGraph): Float64Array {
+function effectiveAccess(g: GcGraph): Float64Array {
   const n = g.accessedAt.length;
   const effective = new Float64Array(n).fill(Number.NEGATIVE_INFINITY);
   const seen = new Uint8Array(n);

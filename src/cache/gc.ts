@@ -260,5 +260,3 @@ export function createGarbageCollector(deps: {
     return report;
   };
 }
-
-export type GarbageCollector = ReturnType<typeof createGarbageCollector>;

@@ -62,5 +62,3 @@ export function createPins(deps: { pins: PinsRepo; paths: PathsRepo; now?: () =>
     },
   };
 }
-
-export type Pins = ReturnType<typeof createPins>;

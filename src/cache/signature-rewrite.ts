@@ -116,5 +116,3 @@ export function createSignatureRewriter(deps: {
     },
   };
 }
-
-export type SignatureRewriter = ReturnType<typeof createSignatureRewriter>;

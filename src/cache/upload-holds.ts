@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { GcRepo } from '../db/gc-repo.js';
 
 /** How long a hold outlives a process that died without releasing it. */
-export const HOLD_TTL_MS = 24 * 3_600_000;
+const HOLD_TTL_MS = 24 * 3_600_000;
 
 /**
  * Holds keep GC off the paths an upload in flight relies on: its references (a narinfo being
