@@ -257,7 +257,8 @@ export const ConfigSchema = Type.Object(
       // Node's timers hold at most 2^31 - 1 ms; a longer interval would fire every millisecond.
       maximum: 24 * 86_400,
       unit: 'duration',
-      description: 'Time between sweeps of unclaimed uploads: seconds, or a duration such as 1h.',
+      description:
+        'Time between GC runs of serve (unclaimed uploads, superseded files, then every cache by its retention, quota and pins): seconds, or a duration such as 1h.',
     }),
     supersededGracePeriod: Type.Integer({
       default: 40 * 86_400,
