@@ -49,6 +49,10 @@ export async function refuseUnreadBody<T>(request: FastifyRequest, work: (body: 
   const raw = request.raw;
   const body = new PassThrough({ highWaterMark: 1 << 20 });
   const aborted = () => body.destroy(new NarhubError('BAD_REQUEST', 'upload aborted before the body was complete'));
+  // The work may not read the body yet (it can wait for the NAR file's lock) when the client goes
+  // away: the error then stays on the stream, which the work finds destroyed when it reads, rather
+  // than being emitted with no listener, which would be an uncaught exception.
+  body.on('error', () => undefined);
   raw.once('aborted', aborted).once('error', aborted);
   raw.pipe(body);
   try {

@@ -115,3 +115,33 @@ test('a client that goes away mid-upload is logged below error level, and nothin
   assert.deepEqual(errors, []);
   assert.equal((await h.request('HEAD', `/main/${path.narUrl}`)).statusCode, 404);
 });
+
+test('a client that goes away while its upload waits for another upload of the same NAR file raises no uncaught error', async (t) => {
+  const { h, lines, port } = await server(t);
+  const path = makePath({ tree: { type: 'regular', contents: Buffer.alloc(8 << 20, 1) } });
+  // The first upload holds the NAR file's lock while it waits for the rest of its body.
+  const first = putHead(port, h.tokens.write, path.file.length);
+  first.on('error', () => undefined);
+  first.write(path.file.subarray(0, 1 << 20));
+  await sleep(200);
+  // The second waits for that lock, its body unread, when its client goes away.
+  const second = putHead(port, h.tokens.write, path.file.length);
+  second.on('error', () => undefined);
+  second.write(path.file.subarray(0, 1 << 20));
+  await sleep(200);
+  second.destroy();
+  await sleep(300);
+  first.destroy();
+  await sleep(300);
+  assert.deepEqual(
+    lines.filter((l) => l.level >= 50),
+    [],
+  );
+  // Neither left the file's lock held: a third upload of that name is answered (refused: invalid NAR).
+  const third = h.request('PUT', `/main/nar/${'1'.repeat(52)}.nar`, {
+    body: INVALID_START,
+    headers: { ...basic(h.tokens.write), 'content-type': 'application/x-nix-nar' },
+  });
+  const answered = await Promise.race([third.then((r) => r.statusCode), sleep(10_000, 'no answer in 10 s')]);
+  assert.equal(answered, 400);
+});
