@@ -21,6 +21,46 @@ export function expiryProblem(expiresAt: number, now: number): string | undefine
   return undefined;
 }
 
+/** What `token list` and `GET /api/v1/tokens` show of a token: never its secret nor its hash. */
+export interface TokenView {
+  id: string;
+  name: string | null;
+  /** The caches it applies to, a name or glob; empty for a `trigger` token. */
+  cache: string;
+  /** The project a `trigger` token may trigger; null for cache tokens. */
+  project: string | null;
+  permission: Permission;
+  status: 'active' | 'expired' | 'revoked';
+  createdAt: string;
+  expiresAt: string | null;
+  revokedAt: string | null;
+  lastUsedAt: string | null;
+}
+
+export function tokenView(row: TokenRow, now = Date.now()): TokenView {
+  // A stored time no Date can show (an older narhub took any expiry) is listed, not fatal.
+  const iso = (t: number | null) =>
+    t === null
+      ? null
+      : Number.isNaN(new Date(t).getTime())
+        ? `${t} ms since 1970 (out of range)`
+        : new Date(t).toISOString();
+  const status =
+    row.revokedAt !== null ? 'revoked' : row.expiresAt !== null && row.expiresAt <= now ? 'expired' : 'active';
+  return {
+    id: row.id,
+    name: row.name,
+    cache: row.cachePattern,
+    project: row.project,
+    permission: row.permission,
+    status,
+    createdAt: iso(row.createdAt)!,
+    expiresAt: iso(row.expiresAt),
+    revokedAt: iso(row.revokedAt),
+    lastUsedAt: iso(row.lastUsedAt),
+  };
+}
+
 function hashToken(secret: string): string {
   return createHash('sha256').update(secret).digest('hex');
 }

@@ -240,6 +240,17 @@ export interface TestPath {
   info(overrides?: Partial<NarInfo>): NarInfo;
 }
 
+/** The body of narhub's native upload of `p` (`PUT /api/v1/caches/C/paths/HASH`): its metadata line, then its NAR. */
+export function nativeUploadBody(p: TestPath): Buffer<ArrayBuffer> {
+  const meta = JSON.stringify({
+    storePath: p.storePath,
+    narHash: p.info().narHash,
+    narSize: p.nar.length,
+    references: p.references.map((r) => `/nix/store/${r}`),
+  });
+  return Buffer.concat([Buffer.from(`${meta}\n`), p.nar]) as Buffer<ArrayBuffer>;
+}
+
 export function makePath(
   opts: {
     name?: string;

@@ -2,7 +2,7 @@ import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typ
 import type { FastifyRequest } from 'fastify';
 import { NarhubError } from '../../errors.js';
 import type { CacheService } from '../../cache/cache-service.js';
-import type { TokenRow } from '../../cache/tokens.js';
+import { tokenView } from '../../cache/tokens.js';
 import type { Access } from '../access.js';
 import type { TypeboxApp } from '../typebox-app.js';
 import { ErrorBody } from '../error-handler.js';
@@ -124,15 +124,19 @@ const GcBody = Type.Object(
   { dryRun: Type.Optional(Type.Boolean({ default: false })) },
   { additionalProperties: false },
 );
-// Tokens made here have rights on caches; `trigger` tokens (one project's evaluations) are made
-// with `narhub token create --project` and only listed here.
-const CachePermission = Type.Union([Type.Literal('read'), Type.Literal('write'), Type.Literal('admin')]);
+const Permission = Type.Union([
+  Type.Literal('read'),
+  Type.Literal('write'),
+  Type.Literal('admin'),
+  Type.Literal('trigger'),
+]);
 const TokenView = Type.Object({
   id: Type.String(),
   name: Nullable(Type.String()),
-  cache: Type.String({ description: 'A cache name or glob (`*`, `team-*`).' }),
-  permission: Type.Union([CachePermission, Type.Literal('trigger')]),
-  project: Nullable(Type.String({ description: 'The project a `trigger` token may trigger.' })),
+  cache: Type.String({ description: 'A cache name or glob (`*`, `team-*`); empty for a trigger token.' }),
+  project: Nullable(Type.String({ description: 'The project a trigger token may trigger.' })),
+  permission: Permission,
+  status: Type.Union([Type.Literal('active'), Type.Literal('expired'), Type.Literal('revoked')]),
   createdAt: Type.String({ format: 'date-time' }),
   expiresAt: Nullable(Type.String({ format: 'date-time' })),
   revokedAt: Nullable(Type.String({ format: 'date-time' })),
@@ -140,26 +144,16 @@ const TokenView = Type.Object({
 });
 const TokenCreate = Type.Object(
   {
-    cache: Type.String({ minLength: 1, maxLength: 63 }),
-    permission: CachePermission,
+    cache: Type.Optional(
+      Type.String({ minLength: 1, maxLength: 63, description: 'For read, write and admin: a cache name or glob.' }),
+    ),
+    permission: Permission,
+    project: Type.Optional(Type.String({ minLength: 1, maxLength: 63, description: 'For trigger: its project.' })),
     name: Type.Optional(Type.String({ maxLength: 200 })),
     expiresAt: Type.Optional(Type.String({ format: 'date-time' })),
   },
   { additionalProperties: false },
 );
-
-const iso = (t: number | null) => (t === null ? null : new Date(t).toISOString());
-const tokenView = (row: TokenRow) => ({
-  id: row.id,
-  name: row.name,
-  cache: row.cachePattern,
-  permission: row.permission,
-  project: row.project,
-  createdAt: iso(row.createdAt)!,
-  expiresAt: iso(row.expiresAt),
-  revokedAt: iso(row.revokedAt),
-  lastUsedAt: iso(row.lastUsedAt),
-});
 
 function time(text: string | undefined, field: string): number | undefined {
   if (text === undefined) return undefined;
@@ -238,7 +232,7 @@ export const adminApiRoutes: FastifyPluginAsyncTypebox<AdminApiOptions> = async 
           response: { 200: Type.Object({ tokens: Type.Array(TokenView) }), '4xx': ErrorBody },
         },
       },
-      async () => ({ tokens: service.tokens.list().map(tokenView) }),
+      async () => ({ tokens: service.tokens.list().map((row) => tokenView(row)) }),
     );
     global.post(
       '/tokens',
@@ -252,8 +246,9 @@ export const adminApiRoutes: FastifyPluginAsyncTypebox<AdminApiOptions> = async 
       async (request, reply) => {
         const b = request.body;
         const { token, row } = service.tokens.create({
-          cachePattern: b.cache,
+          cachePattern: b.cache ?? '',
           permission: b.permission,
+          project: b.project,
           name: b.name,
           expiresAt: time(b.expiresAt, 'expiresAt'),
         });
