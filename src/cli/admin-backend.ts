@@ -2,12 +2,21 @@ import type { CacheSettings, CacheInfoView, CacheUpdate, KeyView } from '../cach
 import type { GcRunReport } from '../cache/cache-service.js';
 import type { PinView } from '../cache/pins.js';
 import type { CacheStats } from '../cache/cache-stats.js';
+import { type Permission, type TokenView, tokenView } from '../cache/tokens.js';
 import type { Config } from '../config/schema.js';
 import { clientOptions, createHubClient } from './hub-client.js';
 import { openRuntime } from './runtime.js';
 
+export interface TokenRequest {
+  cachePattern: string;
+  permission: Permission;
+  project?: string | undefined;
+  name?: string | undefined;
+  expiresAt?: number | undefined;
+}
+
 /**
- * What the admin commands (`cache`, `pin`, `key`, `gc`) do, against the local data directory or a
+ * What the admin commands (`cache`, `token`, `pin`, `key`, `gc`) do, against the local data directory or a
  * running narhub's `/api/v1` (`--server URL` or `$NARHUB_SERVER`, with an admin token).
  */
 export interface AdminBackend {
@@ -28,6 +37,9 @@ export interface AdminBackend {
   keyRotate(cache: string): Promise<KeyView>;
   keyRetire(cache: string, key: string): Promise<KeyView>;
   keyImport(cache: string, secretKey: string): Promise<KeyView>;
+  tokenCreate(request: TokenRequest): Promise<TokenView & { token: string }>;
+  tokenList(): Promise<TokenView[]>;
+  tokenRevoke(id: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -60,6 +72,16 @@ export async function openAdminBackend(
     keyRotate: (cache) => api.post(`/caches/${enc(cache)}/keys/rotate`),
     keyRetire: (cache, key) => api.post(`/caches/${enc(cache)}/keys/${enc(key)}/retire`),
     keyImport: (cache, secretKey) => api.post(`/caches/${enc(cache)}/keys/import`, { secretKey }),
+    tokenCreate: (r) =>
+      api.post('/tokens', {
+        ...(r.cachePattern ? { cache: r.cachePattern } : {}),
+        permission: r.permission,
+        ...(r.project ? { project: r.project } : {}),
+        ...(r.name ? { name: r.name } : {}),
+        ...(r.expiresAt ? { expiresAt: new Date(r.expiresAt).toISOString() } : {}),
+      }),
+    tokenList: async () => (await api.get<{ tokens: TokenView[] }>('/tokens')).tokens,
+    tokenRevoke: (id) => api.delete(`/tokens/${enc(id)}`),
     close: async () => undefined,
   };
 }
@@ -95,6 +117,12 @@ async function localBackend(loadConfig: () => Promise<Config>): Promise<AdminBac
     keyRotate: async (cache) => registry.rotateKey(cache),
     keyRetire: async (cache, key) => registry.retireKey(cache, key),
     keyImport: async (cache, secretKey) => registry.importKey(cache, secretKey),
+    tokenCreate: async (r) => {
+      const { token, row } = service.tokens.create(r);
+      return { ...tokenView(row), token };
+    },
+    tokenList: async () => service.tokens.list().map((row) => tokenView(row)),
+    tokenRevoke: async (id) => service.tokens.revoke(id),
     close: () => runtime.close(),
   };
 }

@@ -28,7 +28,8 @@ async function main(argv: string[]): Promise<number> {
   if (found === undefined)
     throw new NoCommand(word === undefined ? 'missing command' : `unknown command ${JSON.stringify(word)}`);
   if ('group' in found) {
-    if (found.sub === undefined && wantsHelp(argv)) {
+    // `narhub key --help` and `narhub key` + `-h`: the group's help, as `narhub help key`.
+    if ((found.sub === undefined || found.sub.startsWith('-')) && wantsHelp(argv)) {
       process.stdout.write(`${helpFor([found.word])}\n`);
       return 0;
     }

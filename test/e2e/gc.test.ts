@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { test } from 'node:test';
 import Sqlite from 'better-sqlite3';
-import { makePath, type TestPath } from '../helpers/build-app.js';
+import { makePath, nativeUploadBody, type TestPath } from '../helpers/build-app.js';
 import { buildClosure, createNixEnv } from '../helpers/nix.js';
 import { lines, uploadClosure } from '../helpers/scenario.js';
 import { createToken, runCliOk, startServer, type RunningServer } from '../helpers/server.js';
@@ -91,16 +91,10 @@ test('after GC, real Nix substitutes the pinned closure; the removed one is gone
 
 /** narhub's native upload of a synthetic path, over HTTP. */
 async function nativeUpload(server: RunningServer, token: string, p: TestPath): Promise<Response> {
-  const meta = JSON.stringify({
-    storePath: p.storePath,
-    narHash: p.info().narHash,
-    narSize: p.nar.length,
-    references: p.references.map((r) => `/nix/store/${r}`),
-  });
   return fetch(`${server.url}/api/v1/caches/main/paths/${p.hashPart}`, {
     method: 'PUT',
     headers: { authorization: `Bearer ${token}`, 'content-type': 'application/octet-stream' },
-    body: Buffer.concat([Buffer.from(`${meta}\n`), p.nar]),
+    body: nativeUploadBody(p),
   });
 }
 

@@ -5,8 +5,7 @@ import { openAdminBackend } from '../admin-backend.js';
 import { parseInteger } from '../args.js';
 import { parseCommand } from '../command-spec.js';
 import { CACHE_UPDATE } from '../specs/admin.js';
-import { CACHE_CREATE, CACHE_INFO, CACHE_LIST } from '../specs/cache.js';
-import { openRuntime } from '../runtime.js';
+import { CACHE_CREATE, CACHE_INFO, CACHE_LIST, CACHE_STATS } from '../specs/cache.js';
 import { UsageError } from '../usage-error.js';
 
 /** `narhub cache …`: manage caches in the data directory, also while the server runs. */
@@ -21,23 +20,21 @@ export async function cacheCommand(
       const { values, positionals } = parseCommand(CACHE_CREATE, rest);
       const priority = values.priority === undefined ? 40 : parseInteger(values.priority, '--priority');
       if (priority < 0) throw new UsageError('--priority must not be negative');
-      const runtime = await openRuntime(await loadConfig());
+      const admin = await openAdminBackend(values, loadConfig);
       try {
-        const { cache, publicKey } = await runtime.service.registry.create(positionals[0]!, {
-          private: values.private ?? false,
-          priority,
-        });
-        out.write(`${cache.name}\t${publicKey}\n`);
+        const info = await admin.cacheCreate(positionals[0]!, { private: values.private ?? false, priority });
+        // A new cache has one key, so its newest public key is the one it signs with.
+        out.write(`${info.name}\t${info.publicKeys.at(-1)}\n`);
       } finally {
-        await runtime.close();
+        await admin.close();
       }
       return;
     }
     case 'list': {
       const { values } = parseCommand(CACHE_LIST, rest);
-      const runtime = await openRuntime(await loadConfig());
+      const admin = await openAdminBackend(values, loadConfig);
       try {
-        const caches = runtime.service.registry.list().map((c) => runtime.service.registry.info(c.name));
+        const caches = await admin.cacheList();
         if (values.json) out.write(`${JSON.stringify(caches, null, 2)}\n`);
         else
           for (const c of caches)
@@ -45,19 +42,42 @@ export async function cacheCommand(
               `${c.name}\t${c.private ? 'private' : 'public'}\tpriority=${c.priority}\t${c.publicKeys.join(' ')}\n`,
             );
       } finally {
-        await runtime.close();
+        await admin.close();
       }
       return;
     }
     case 'info': {
       const { values, positionals } = parseCommand(CACHE_INFO, rest);
-      const runtime = await openRuntime(await loadConfig());
+      const admin = await openAdminBackend(values, loadConfig);
       try {
-        const info = runtime.service.registry.info(positionals[0]!);
+        const info = await admin.cacheInfo(positionals[0]!);
         if (values.json) out.write(`${JSON.stringify(info, null, 2)}\n`);
         else out.write(describe(info));
       } finally {
-        await runtime.close();
+        await admin.close();
+      }
+      return;
+    }
+    case 'stats': {
+      const { values, positionals } = parseCommand(CACHE_STATS, rest);
+      const admin = await openAdminBackend(values, loadConfig);
+      try {
+        const stats = await admin.cacheStats(positionals[0]!);
+        const count = (n: number | null) => (n === null ? 'unknown (ask a server: --server)' : String(n));
+        out.write(
+          values.json
+            ? `${JSON.stringify(stats, null, 2)}\n`
+            : [
+                `paths:          ${stats.paths}`,
+                `bytes:          ${formatSize(stats.bytes)}`,
+                `pending:        ${stats.pendingNars} NARs, ${formatSize(stats.pendingBytes)}`,
+                `narinfo hits:   ${count(stats.narinfoHits)}`,
+                `narinfo misses: ${count(stats.narinfoMisses)}`,
+                '',
+              ].join('\n'),
+        );
+      } finally {
+        await admin.close();
       }
       return;
     }

@@ -3,7 +3,7 @@ import type { Permission } from '../../cache/tokens.js';
 import { parseExpiry } from '../args.js';
 import { parseCommand } from '../command-spec.js';
 import { TOKEN_CREATE, TOKEN_LIST, TOKEN_REVOKE } from '../specs/token.js';
-import { openRuntime } from '../runtime.js';
+import { openAdminBackend } from '../admin-backend.js';
 import { UsageError } from '../usage-error.js';
 
 const PERMISSIONS = new Set<Permission>(['read', 'write', 'admin', 'trigger']);
@@ -29,31 +29,31 @@ export async function tokenCommand(
         if (values.project !== undefined) throw new UsageError('--project is only for --perm trigger');
       }
       const expiresAt = values.expires === undefined ? undefined : parseExpiry(values.expires);
-      const runtime = await openRuntime(await loadConfig());
+      const admin = await openAdminBackend(values, loadConfig);
       try {
-        const { token, row } = runtime.service.tokens.create({
+        const created = await admin.tokenCreate({
           cachePattern: values.cache ?? '',
           permission: values.perm as Permission,
           project: values.project,
           name: values.name,
           expiresAt,
         });
-        if (values.json) out.write(`${JSON.stringify({ ...view(row), token }, null, 2)}\n`);
+        if (values.json) out.write(`${JSON.stringify(created, null, 2)}\n`);
         else {
-          out.write(`${token}\n`);
+          out.write(`${created.token}\n`);
           // The id is what `token revoke` takes; stdout holds the token alone, for `> file`.
-          err.write(`created token ${row.id}\n`);
+          err.write(`created token ${created.id}\n`);
         }
       } finally {
-        await runtime.close();
+        await admin.close();
       }
       return;
     }
     case 'list': {
       const { values } = parseCommand(TOKEN_LIST, rest);
-      const runtime = await openRuntime(await loadConfig());
+      const admin = await openAdminBackend(values, loadConfig);
       try {
-        const rows = runtime.service.tokens.list().map(view);
+        const rows = await admin.tokenList();
         if (values.json) out.write(`${JSON.stringify(rows, null, 2)}\n`);
         else
           for (const t of rows)
@@ -61,18 +61,18 @@ export async function tokenCommand(
               `${t.id}\t${t.permission}\t${t.project ? `project ${t.project}` : t.cache}\t${t.status}\t${t.name ?? ''}\n`,
             );
       } finally {
-        await runtime.close();
+        await admin.close();
       }
       return;
     }
     case 'revoke': {
-      const { positionals } = parseCommand(TOKEN_REVOKE, rest);
-      const runtime = await openRuntime(await loadConfig());
+      const { values, positionals } = parseCommand(TOKEN_REVOKE, rest);
+      const admin = await openAdminBackend(values, loadConfig);
       try {
-        runtime.service.tokens.revoke(positionals[0]!);
+        await admin.tokenRevoke(positionals[0]!);
         out.write(`revoked ${positionals[0]}\n`);
       } finally {
-        await runtime.close();
+        await admin.close();
       }
       return;
     }
@@ -81,39 +81,4 @@ export async function tokenCommand(
         sub === undefined ? 'missing token subcommand' : `unknown token subcommand ${JSON.stringify(sub)}`,
       );
   }
-}
-
-function view(row: {
-  id: string;
-  name: string | null;
-  cachePattern: string;
-  permission: Permission;
-  project: string | null;
-  expiresAt: number | null;
-  revokedAt: number | null;
-  createdAt: number;
-  lastUsedAt: number | null;
-}) {
-  const now = Date.now();
-  const status =
-    row.revokedAt !== null ? 'revoked' : row.expiresAt !== null && row.expiresAt <= now ? 'expired' : 'active';
-  // A stored time no Date can show (an older narhub took any expiry) is listed, not fatal.
-  const iso = (t: number | null) =>
-    t === null
-      ? null
-      : Number.isNaN(new Date(t).getTime())
-        ? `${t} ms since 1970 (out of range)`
-        : new Date(t).toISOString();
-  return {
-    id: row.id,
-    name: row.name,
-    cache: row.cachePattern,
-    project: row.project,
-    permission: row.permission,
-    status,
-    createdAt: iso(row.createdAt),
-    expiresAt: iso(row.expiresAt),
-    revokedAt: iso(row.revokedAt),
-    lastUsedAt: iso(row.lastUsedAt),
-  };
 }

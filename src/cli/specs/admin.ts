@@ -1,22 +1,5 @@
-import { command, type Flags } from '../command-spec.js';
-import { DATA_FLAGS, JSON_FLAG } from './common.js';
-
-/** The admin commands work on the data directory, or on a running narhub when given a server. */
-const ADMIN_FLAGS = {
-  server: {
-    type: 'string',
-    value: 'URL',
-    default: '$NARHUB_SERVER, else none: the data directory',
-    help: 'Run against this narhub server through its admin API instead of the data directory',
-  },
-  token: {
-    type: 'string',
-    value: 'TOKEN',
-    default: '$NARHUB_TOKEN, else the file admin-token in the data directory',
-    help: 'Admin token, with --server',
-  },
-  ...DATA_FLAGS,
-} as const satisfies Flags;
+import { command } from '../command-spec.js';
+import { ADMIN_FLAGS, JSON_FLAG } from './common.js';
 
 export const CACHE_UPDATE = command({
   name: 'cache update',

@@ -1,5 +1,5 @@
 import { command } from '../command-spec.js';
-import { DATA_FLAGS, JSON_FLAG } from './common.js';
+import { ADMIN_FLAGS, JSON_FLAG } from './common.js';
 
 export const CACHE_CREATE = command({
   name: 'cache create',
@@ -9,7 +9,7 @@ export const CACHE_CREATE = command({
   flags: {
     private: { type: 'boolean', help: 'Reading needs a read token' },
     priority: { type: 'string', value: 'N', default: '40', help: 'Priority in nix-cache-info; lower is preferred' },
-    ...DATA_FLAGS,
+    ...ADMIN_FLAGS,
   },
   examples: ['narhub cache create team --private --priority 30'],
 });
@@ -18,7 +18,7 @@ export const CACHE_LIST = command({
   name: 'cache list',
   positionals: { min: 0, max: 0 },
   summary: 'List the caches: name, visibility, priority and public keys.',
-  flags: { ...JSON_FLAG, ...DATA_FLAGS },
+  flags: { ...JSON_FLAG, ...ADMIN_FLAGS },
   examples: ['narhub cache list --json'],
 });
 
@@ -26,7 +26,16 @@ export const CACHE_INFO = command({
   name: 'cache info',
   args: 'NAME',
   positionals: { min: 1, max: 1 },
-  summary: 'Show one cache: visibility, priority and public keys.',
-  flags: { ...JSON_FLAG, ...DATA_FLAGS },
+  summary: 'Show one cache: visibility, priority, GC policy, and its keys with their re-signing progress.',
+  flags: { ...JSON_FLAG, ...ADMIN_FLAGS },
   examples: ['narhub cache info main'],
+});
+
+export const CACHE_STATS = command({
+  name: 'cache stats',
+  args: 'NAME',
+  positionals: { min: 1, max: 1 },
+  summary: 'Paths and NAR bytes a cache holds, pending uploads, and (from a server) narinfo hits and misses.',
+  flags: { ...JSON_FLAG, ...ADMIN_FLAGS },
+  examples: ['narhub cache stats main --server https://cache.example.org --json'],
 });

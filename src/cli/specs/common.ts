@@ -11,6 +11,23 @@ export const DATA_FLAGS = {
   config: { type: 'string', value: 'FILE', help: 'JSON config file (check it with narhub check-config)' },
 } as const satisfies Flags;
 
+/** The admin commands work on the data directory, or on a running narhub when given a server. */
+export const ADMIN_FLAGS = {
+  server: {
+    type: 'string',
+    value: 'URL',
+    default: '$NARHUB_SERVER, else none: the data directory',
+    help: 'Run against this narhub server through its admin API instead of the data directory',
+  },
+  token: {
+    type: 'string',
+    value: 'TOKEN',
+    default: '$NARHUB_TOKEN, else the file admin-token in the data directory',
+    help: 'Admin token, with --server',
+  },
+  ...DATA_FLAGS,
+} as const satisfies Flags;
+
 /** Where the commands that talk to a running narhub find it, and the token they present. */
 export const CLIENT_FLAGS = {
   server: {

@@ -11,7 +11,7 @@ import {
   PIN_LIST,
   PIN_REMOVE,
 } from './admin.js';
-import { CACHE_CREATE, CACHE_INFO, CACHE_LIST } from './cache.js';
+import { CACHE_CREATE, CACHE_INFO, CACHE_LIST, CACHE_STATS } from './cache.js';
 import { CHECK_CONFIG } from './check-config.js';
 import { EVAL, EVAL_LIST, EVAL_SHOW } from './eval.js';
 import { KEYGEN } from './keygen.js';
@@ -38,6 +38,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   CACHE_CREATE,
   CACHE_LIST,
   CACHE_INFO,
+  CACHE_STATS,
   CACHE_UPDATE,
   PIN_ADD,
   PIN_LIST,

@@ -1,5 +1,5 @@
 import { command } from '../command-spec.js';
-import { DATA_FLAGS, JSON_FLAG } from './common.js';
+import { ADMIN_FLAGS, JSON_FLAG } from './common.js';
 
 export const TOKEN_CREATE = command({
   name: 'token create',
@@ -26,7 +26,7 @@ export const TOKEN_CREATE = command({
       help: 'When it stops working: a duration from now (12h, 30d, 1y) or an ISO date',
     },
     ...JSON_FLAG,
-    ...DATA_FLAGS,
+    ...ADMIN_FLAGS,
   },
   examples: [
     'narhub token create --cache main --perm write --name ci --expires 90d',
@@ -38,7 +38,7 @@ export const TOKEN_LIST = command({
   name: 'token list',
   positionals: { min: 0, max: 0 },
   summary: 'List the tokens: id, permission, caches, status and label (never the token itself).',
-  flags: { ...JSON_FLAG, ...DATA_FLAGS },
+  flags: { ...JSON_FLAG, ...ADMIN_FLAGS },
   examples: ['narhub token list'],
 });
 
@@ -47,6 +47,6 @@ export const TOKEN_REVOKE = command({
   args: 'ID',
   positionals: { min: 1, max: 1 },
   summary: 'Revoke a token; it stops working at the next request.',
-  flags: { ...DATA_FLAGS },
+  flags: { ...ADMIN_FLAGS },
   examples: ['narhub token revoke 3f2a9c'],
 });

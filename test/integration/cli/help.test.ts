@@ -29,6 +29,20 @@ test('narhub COMMAND --help and narhub help COMMAND print the same help: usage, 
     assert.match(group.stdout, new RegExp(`^usage: narhub cache ${sub}`, 'm'));
 });
 
+test('narhub GROUP --help (or -h) prints every subcommand’s help, as narhub help GROUP does', async () => {
+  for (const group of ['cache', 'key', 'pin', 'token']) {
+    const viaHelp = await runCli(['help', group]);
+    assert.equal(viaHelp.code, 0, viaHelp.stderr);
+    for (const flag of ['--help', '-h']) {
+      const viaFlag = await runCli([group, flag]);
+      assert.equal(viaFlag.code, 0, `${group} ${flag}: ${viaFlag.stderr}`);
+      assert.equal(viaFlag.stdout, viaHelp.stdout, `${group} ${flag}`);
+    }
+    for (const c of COMMANDS.filter((c) => c.name.startsWith(`${group} `)))
+      assert.match(viaHelp.stdout, new RegExp(`^usage: narhub ${c.name}`, 'm'));
+  }
+});
+
 test("a usage error names the one thing wrong and shows only that command's usage", async () => {
   const cases: [string[], RegExp, RegExp][] = [
     [['cache', 'create'], /^narhub: missing NAME$/m, /^usage: narhub cache create NAME/m],

@@ -86,7 +86,7 @@ describe('findCommand', () => {
     assert.ok(info && 'spec' in info && info.spec.name === 'cache info');
     assert.deepEqual(info.rest, ['main']);
     const group = findCommand(['cache', 'frob']);
-    assert.ok(group && 'group' in group && group.sub === 'frob' && group.group.length === 4);
+    assert.ok(group && 'group' in group && group.sub === 'frob' && group.group.length === 5);
     assert.equal(findCommand(['frobnicate']), undefined);
   });
 });
