@@ -1,12 +1,13 @@
 // `narhub serve` as an operator meets it: first start, shutdown, restart on the same data dir.
 import assert from 'node:assert/strict';
 import { readFileSync, statSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { getNarinfo } from '../helpers/http.js';
 import { createNixEnv } from '../helpers/nix.js';
 import { lines, uploadClosure } from '../helpers/scenario.js';
-import { jsonLines, startServer } from '../helpers/server.js';
+import { jsonLines, runCliOk, startServer } from '../helpers/server.js';
 
 test('first start prints the substituter URL, public key and admin token, and keeps the token 0600', async (t) => {
   const server = await startServer(t);
@@ -67,4 +68,49 @@ test("started without narhub's V8 flags, it says which and serves anyway", async
   assert.deepEqual(warnings[0]!.missing, ['--initial-old-space-size=64']);
   assert.match(String(warnings[0]!.msg), /^node was started without --initial-old-space-size=64: /);
   assert.equal((await fetch(`${server.url}/main/nix-cache-info`)).status, 200);
+});
+
+test('caches declared with retention and quota in the config get that GC policy; one declared without keeps what cache update set', async (t) => {
+  const policy = async (server: { url: string; adminToken: string }, cache: string) => {
+    const res = await runCliOk([
+      'cache',
+      'info',
+      cache,
+      '--json',
+      '--server',
+      server.url,
+      '--token',
+      server.adminToken,
+    ]);
+    const info = JSON.parse(res.stdout) as { retention: number | null; quota: number | null };
+    return [info.retention, info.quota];
+  };
+  // The first start makes main (and the admin token); the config then declares it and another.
+  const first = await startServer(t);
+  assert.deepEqual(await policy(first, 'main'), [null, null], 'no policy by default');
+  assert.equal(await first.stop(), 0);
+  const config = join(first.dataDir, 'config.json');
+  await writeFile(
+    config,
+    JSON.stringify({ caches: [{ name: 'main', retention: '30d', quota: '500G' }, { name: 'team' }] }),
+  );
+  const server = await startServer(t, { dataDir: first.dataDir, args: ['--config', config] });
+  assert.deepEqual(await policy(server, 'main'), [30 * 86_400, 500 * 1024 ** 3]);
+  assert.deepEqual(await policy(server, 'team'), [null, null]);
+  await runCliOk([
+    'cache',
+    'update',
+    'team',
+    '--retention',
+    '7d',
+    '--server',
+    server.url,
+    '--token',
+    server.adminToken,
+  ]);
+  assert.equal(await server.stop(), 0);
+
+  const again = await startServer(t, { dataDir: first.dataDir, args: ['--config', config] });
+  assert.deepEqual(await policy(again, 'team'), [7 * 86_400, null], 'the config says nothing of it');
+  assert.deepEqual(await policy(again, 'main'), [30 * 86_400, 500 * 1024 ** 3]);
 });
