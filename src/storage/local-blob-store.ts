@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { lstatSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
-import { mkdir, open, opendir, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, opendir, rename, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -20,6 +20,7 @@ import { createFileThreadPool, FileJobFailure, type FileThreadPool } from './fil
 import { fileRead } from './file-read-stream.js';
 import { errnoOf, fsStep, isMissing, messageOf, storageError } from './fs-errors.js';
 import { openTemp, TempFileSink } from './temp-file-sink.js';
+import { ownerState, ownTempDirName } from './temp-owners.js';
 
 /**
  * In-flight puts live here until renamed into place. It sits under the root so the rename stays
@@ -28,10 +29,11 @@ import { openTemp, TempFileSink } from './temp-file-sink.js';
 const TEMP_DIR = '.tmp~';
 
 /**
- * The server and admin CLI may open the same root at once, so start-up only sweeps temp files
- * nobody has written to for this long: a live put refreshes its file's mtime with every write.
+ * Loose files in TEMP_DIR come from narhub versions before per-process temp directories
+ * (temp-owners.ts), which a start cannot tie to a process: they are swept once nobody has written
+ * to them for this long (a live put refreshes its file's mtime with every write).
  */
-const STALE_TEMP_MS = 60 * 60 * 1000;
+const STALE_LOOSE_TEMP_MS = 60 * 60 * 1000;
 
 /**
  * Files up to this size are read whole by a file thread, in one trip, and handed out as bytes
@@ -64,13 +66,15 @@ interface LocalStore {
  */
 export function createLocalBlobStore(options: LocalBlobStoreOptions): BlobStore {
   const root = resolve(options.root);
-  const tempDir = join(root, TEMP_DIR);
+  const tempRoot = join(root, TEMP_DIR);
+  // The puts of this store write here; a start removes what processes no longer running left.
+  const tempDir = join(tempRoot, ownTempDirName());
   try {
     mkdirSync(tempDir, { recursive: true });
   } catch (err) {
     throw new NarhubError('CONFIG_INVALID', `cannot use storage root ${root}: ${messageOf(err)}`, { cause: err });
   }
-  removeStaleTemps(tempDir, Date.now() - STALE_TEMP_MS);
+  removeOrphanedTemps(tempRoot, Date.now() - STALE_LOOSE_TEMP_MS);
   const store: LocalStore = {
     root,
     tempDir,
@@ -100,7 +104,11 @@ export function createLocalBlobStore(options: LocalBlobStoreOptions): BlobStore 
       yield* walk(dirKey === '' ? root : pathOf(root, dirKey), dirKey, prefix);
     },
     // Read streams own and close their handles; the file threads finish what they were given.
-    close: () => store.files.close(),
+    async close() {
+      await store.files.close();
+      // Empty once every put has ended; a put still running keeps it (a later start removes it).
+      await rmdir(tempDir).catch(() => undefined);
+    },
   };
 }
 
@@ -290,11 +298,18 @@ function bytesRead(key: string, bytes: Uint8Array, range: BlobGetOptions['range'
   return { stream: Readable.from([buffer], { objectMode: false }), size: buffer.length, totalSize, bytes: buffer };
 }
 
-function removeStaleTemps(tempDir: string, olderThanMs: number): void {
-  for (const name of readdirSync(tempDir)) {
-    const path = join(tempDir, name);
+/**
+ * Removes the temp directories of stores whose process has ended, however recent (a crash, a
+ * kill), and loose files (older narhubs) untouched since `looseBeforeMs`.
+ */
+function removeOrphanedTemps(tempRoot: string, looseBeforeMs: number): void {
+  for (const name of readdirSync(tempRoot)) {
+    const path = join(tempRoot, name);
     try {
-      if (lstatSync(path).mtimeMs < olderThanMs) rmSync(path, { recursive: true, force: true });
+      const owner = ownerState(name);
+      if (owner === 'dead' || (owner === undefined && lstatSync(path).mtimeMs < looseBeforeMs)) {
+        rmSync(path, { recursive: true, force: true });
+      }
     } catch {
       // Another process swept it first, or it is not ours to remove; neither blocks start-up.
     }

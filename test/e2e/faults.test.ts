@@ -14,6 +14,7 @@ import type { TestPath } from '../helpers/build-app.js';
 import { checkVisible } from '../helpers/cache-check.js';
 import { startS3 } from '../helpers/s3.js';
 import { createToken, startServer } from '../helpers/server.js';
+import { tempFiles } from '../helpers/temp-files.js';
 import { makeTempDir } from '../helpers/tmp.js';
 import { nativeUpload, nixProtocolUpload, randomPath } from '../helpers/uploaders.js';
 
@@ -54,7 +55,7 @@ async function uploadChain(
   return done;
 }
 
-test('kill -9 at random points of concurrent Nix-protocol and native uploads: what is visible verifies, nothing committed is lost, and uploads work after a restart', async (t) => {
+test('kill -9 at random points of concurrent Nix-protocol and native uploads: what is visible verifies, nothing committed is lost, no temporary file outlives the restart, and uploads work after it', async (t) => {
   const dataDir = await makeTempDir(t, 'narhub-kill-');
   let server = await startServer(t, { dataDir });
   const { token } = await createToken(dataDir, 'main', 'write');
@@ -72,6 +73,8 @@ test('kill -9 at random points of concurrent Nix-protocol and native uploads: wh
     await server.stop('SIGKILL');
     const uploaded = (await Promise.all(uploads)).reduce((a, b) => a + b, 0);
     server = await startServer(t, { dataDir });
+    // Nothing uploads now: whatever the killed server was writing is gone, not left to age.
+    assert.deepEqual(tempFiles(join(dataDir, 'store')), [], "the restart removed the killed uploads' temporary files");
     const visible = await checkVisible(`${server.url}/main`, publicKey, attempted);
     for (const h of committed) assert.ok(visible.has(h), `${h} was visible before the kill and is still`);
     assert.ok(visible.size >= uploaded, `every upload that was answered with success is visible (${uploaded})`);

@@ -2,7 +2,7 @@
 // line + raw NAR, compressed to zstd by the server, committed under the narinfo PUT's rules).
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import type { LightMyRequestResponse } from 'fastify';
@@ -25,6 +25,7 @@ import {
   type TestApp,
   type TestPath,
 } from '../../helpers/build-app.js';
+import { tempFiles } from '../../helpers/temp-files.js';
 
 /**
  * The native upload takes NARs up to SMALL_NAR_SIZE whole, in memory, and streams larger ones
@@ -103,8 +104,7 @@ async function assertNothingVisible(h: TestApp, path: TestPath): Promise<void> {
   assert.equal((await h.request('GET', `/main/${path.hashPart}.narinfo`)).statusCode, 404, 'no narinfo');
   assert.equal((await h.request('HEAD', `/main/nar/${narHashName(path)}`)).statusCode, 404, 'no NAR');
   assert.equal(existsSync(join(h.storeRoot, 'main', 'nar', narHashName(path))), false, 'no bytes under the name');
-  const temp = join(h.storeRoot, '.tmp~');
-  assert.deepEqual(existsSync(temp) ? readdirSync(temp) : [], [], 'no temp files left behind');
+  assert.deepEqual(tempFiles(h.storeRoot), [], 'no temp files left behind');
 }
 
 // missing-paths --------------------------------------------------------------------------------

@@ -5,7 +5,7 @@
 // client that goes away leaves nothing behind, on disk or on the threads.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -26,6 +26,7 @@ import {
   randomHashPart,
   type NarTree,
 } from '../../helpers/build-app.js';
+import { tempFiles } from '../../helpers/temp-files.js';
 
 const ALL: Compression[] = ['none', 'gzip', 'zstd', 'xz', 'bzip2', 'br'];
 
@@ -143,10 +144,8 @@ test('a client that goes away mid-upload leaves nothing behind, and the threads 
       req.write(body.subarray(0, body.length >> 1), () => setTimeout(() => req.destroy(), 200));
     });
     // The server notices, fails the upload and removes its temporary file.
-    const temp = join(h.storeRoot, '.tmp~');
-    for (let i = 0; i < 100 && existsSync(temp) && readdirSync(temp).length > 0; i++)
-      await new Promise((r) => setTimeout(r, 100));
-    assert.deepEqual(existsSync(temp) ? readdirSync(temp) : [], [], `${what}: a temporary file was left behind`);
+    for (let i = 0; i < 100 && tempFiles(h.storeRoot).length > 0; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(tempFiles(h.storeRoot), [], `${what}: a temporary file was left behind`);
     assert.equal(existsSync(join(h.storeRoot, 'main', 'nar', big.fileName)), false, what);
     assert.equal(nars.get(h.main.id, big.fileName), undefined, what);
   }

@@ -1,7 +1,7 @@
 // Every refused upload: a 4xx the client does not retry, a one-line `CODE: reason`, and nothing
 // left visible afterwards.
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { test } from 'node:test';
@@ -27,6 +27,7 @@ import {
   type TestApp,
   type TestPath,
 } from '../../helpers/build-app.js';
+import { tempFiles } from '../../helpers/temp-files.js';
 
 function assertRejected(res: LightMyRequestResponse, status: number, code: string): void {
   assert.equal(res.statusCode, status, `expected ${status} ${code}, got ${res.statusCode} ${res.body}`);
@@ -50,8 +51,7 @@ function assertNotStored(h: TestApp, fileName: string, cache = 'main'): void {
     false,
     `${fileName} must not be in the blob store`,
   );
-  const temp = join(h.storeRoot, '.tmp~');
-  assert.deepEqual(existsSync(temp) ? readdirSync(temp) : [], [], 'no temp files left behind');
+  assert.deepEqual(tempFiles(h.storeRoot), [], 'no temp files left behind');
 }
 
 /** A NAR of one regular file `hello\n` (docs/protocol.md, NAR): contents at offset 96, padding at 102-103. */

@@ -8,11 +8,10 @@ import { describe, it } from 'node:test';
 import { NarhubError } from '../../../src/errors.js';
 import type { BlobStore } from '../../../src/storage/blob-store.js';
 import { createLocalBlobStore } from '../../../src/storage/local-blob-store.js';
+import { ownTempDirName } from '../../../src/storage/temp-owners.js';
+import { TEMP_DIR, tempFiles } from '../../helpers/temp-files.js';
 import { makeTempDir, removeTree } from '../../helpers/tmp.js';
 import { blobStoreContract } from './blob-store-contract.js';
-
-/** Mirrors the store's private temp dir name; the tests below pin it down. */
-const TEMP_DIR = '.tmp~';
 
 blobStoreContract('local', async () => {
   const root = await mkdtemp(join(tmpdir(), 'narhub-blob-'));
@@ -54,7 +53,7 @@ describe('local blob store', () => {
     await Promise.all(bodies.map((b, i) => store.put(`main/nar/${i}.nar`, b)));
     for (const [i, b] of bodies.entries())
       assert.ok((await readFile(join(root, 'main', 'nar', `${i}.nar`))).equals(b), `file ${i}`);
-    assert.deepEqual(await readdir(join(root, TEMP_DIR)), []);
+    assert.deepEqual(tempFiles(root), []);
   });
 
   it('a put still lands after its directory, known from an earlier put, was removed behind its back', async (t) => {
@@ -119,11 +118,11 @@ describe('local blob store', () => {
       store.put('main/e', Buffer.from('abc'), { beforeCommit: async () => Promise.reject(boom) }),
       (err) => err === boom,
     );
-    assert.deepEqual(await readdir(join(root, TEMP_DIR)), []);
+    assert.deepEqual(tempFiles(root), []);
     assert.deepEqual(await readdir(root).then((names) => names.sort()), [TEMP_DIR]);
   });
 
-  it('sweeps stale temp files at start and spares fresh ones', async (t) => {
+  it('at start, sweeps loose temp files (of older narhubs) untouched for an hour and spares fresh ones', async (t) => {
     const root = await makeTempDir(t, 'narhub-blob-');
     const temp = join(root, TEMP_DIR);
     await mkdir(temp);
@@ -132,12 +131,49 @@ describe('local blob store', () => {
     const dayAgo = new Date(Date.now() - 24 * 3600 * 1000);
     await utimes(join(temp, 'crashed'), dayAgo, dayAgo);
     await utimes(join(temp, 'crashed-dir'), dayAgo, dayAgo);
-    // Another process sharing the root may be writing this one right now.
+    // An older narhub sharing the root may be writing this one right now.
     await writeFile(join(temp, 'in-flight'), 'being written');
 
     const store = createLocalBlobStore({ root });
     t.after(() => store.close());
-    assert.deepEqual(await readdir(temp), ['in-flight']);
+    assert.deepEqual(tempFiles(root), [{ path: 'in-flight', size: 13 }]);
+    assert.equal(existsSync(join(temp, 'crashed-dir')), false);
+  });
+
+  it("at start, removes the temp directory of a process that ended or of another boot, however fresh, and spares a live one's", async (t) => {
+    const root = await makeTempDir(t, 'narhub-blob-');
+    const temp = join(root, TEMP_DIR);
+    // Names as ownTempDirName() makes them: boot, pid, start time in ticks, random.
+    const [boot, pid, ticks] = ownTempDirName().split('-') as [string, string, string];
+    const live = `${boot}-${pid}-${ticks}-0000000a`;
+    const gone = [
+      `${boot}-${2 ** 22 + 1}-${ticks}-0000000b`, // a pid no process has (above Linux's pid_max)
+      `${boot}-${pid}-${Number(ticks) + 1}-0000000c`, // this pid, but a process started later: pid reused
+      `${boot === '00000000' ? '00000001' : '00000000'}-${pid}-${ticks}-0000000d`, // another boot
+    ];
+    for (const dir of [live, ...gone]) {
+      await mkdir(join(temp, dir), { recursive: true });
+      await writeFile(join(temp, dir, 'part'), 'half a nar');
+    }
+
+    const store = createLocalBlobStore({ root });
+    t.after(() => store.close());
+    assert.deepEqual(tempFiles(root), [{ path: join(live, 'part'), size: 10 }]);
+  });
+
+  it('a closed store removes its temp directory', async (t) => {
+    const root = await makeTempDir(t, 'narhub-blob-');
+    const store = createLocalBlobStore({ root });
+    await store.put('main/a', randomBytes(300_000));
+    await store.put(
+      'main/b',
+      (async function* () {
+        yield randomBytes(300_000);
+      })(),
+    );
+    assert.equal((await readdir(join(root, TEMP_DIR))).length, 1, 'the store made its own');
+    await store.close();
+    assert.deepEqual(await readdir(join(root, TEMP_DIR)), []);
   });
 
   it('rejects keys that would escape root without touching the disk', async (t) => {
@@ -180,7 +216,7 @@ describe('local blob store', () => {
     const { root, store } = await setup(t);
     await store.put('main/a', Buffer.from('a'));
     await assert.rejects(store.put('main/a/b', Buffer.from('b')), { code: 'STORAGE_ERROR' });
-    assert.deepEqual(await readdir(join(root, TEMP_DIR)), []);
+    assert.deepEqual(tempFiles(root), []);
   });
 
   it('refuses a range outside the blob', async (t) => {
