@@ -12,6 +12,8 @@ export interface PathInfo {
   deriver?: string | undefined;
   ca?: string | undefined;
   signatures: string[];
+  /** Nix built this path in this store (its database's `ultimate` flag); false or unknown otherwise. */
+  ultimate?: boolean;
 }
 
 /**
@@ -51,6 +53,7 @@ export function parsePathInfoJson(text: string): PathInfo[] {
       deriver: typeof o.deriver === 'string' ? o.deriver : undefined,
       ca: typeof o.ca === 'string' ? o.ca : undefined,
       signatures: strings(o.signatures),
+      ultimate: o.ultimate === true,
     };
   });
 }

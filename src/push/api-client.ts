@@ -64,7 +64,7 @@ function answerFailure(answer: Answer): PushFailure {
   const transient = answer.status >= 500 || answer.status === 429;
   const header = answer.headers['retry-after'];
   const retryAfter = header !== undefined && /^\d+$/.test(header) ? Number(header) : undefined;
-  return new PushFailure(`HTTP ${answer.status}${reason ? ` ${reason}` : ''}`, transient, retryAfter);
+  return new PushFailure(`HTTP ${answer.status}${reason ? ` ${reason}` : ''}`, transient, retryAfter, answer.status);
 }
 
 /**

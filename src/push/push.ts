@@ -8,17 +8,33 @@ import { PushFailure, pushRetries } from './retry.js';
 /** Store paths per missing-paths request (the server takes up to 10 000). */
 const MISSING_QUERY_BATCH = 10_000;
 
-export interface PushOptions {
+/** How a closure is pushed, whoever found it. */
+export interface PushSettings {
   location: CacheLocation;
-  /** Store paths whose closures to push. */
-  paths: string[];
-  /** Value of the Authorization header, if any. */
-  authorization?: string | undefined;
   /** Uploads running at once (default 4). */
   jobs?: number;
   retry: RetryPolicy;
   progress: Progress;
+}
+
+export interface PushOptions extends PushSettings {
+  /** Store paths whose closures to push. */
+  paths: string[];
+  /** Value of the Authorization header, if any. */
+  authorization?: string | undefined;
   nix?: NixCommands;
+}
+
+/** A path that could not be pushed, and whether trying again later may help. */
+export interface FailedPath {
+  path: string;
+  reason: string;
+  /** Connection trouble, 5xx, 429, a failed dump: worth another try later. */
+  transient: boolean;
+  /** The HTTP status of the refusal that made it fail (its own, or a reference's), when a server refused. */
+  status?: number | undefined;
+  /** The reference whose failure made this path fail without being tried. */
+  dependsOn?: string | undefined;
 }
 
 export interface PushReport {
@@ -27,7 +43,7 @@ export interface PushReport {
   /** Paths the cache already had. */
   present: number;
   pushed: { path: string; narSize: number; fileSize: number }[];
-  failed: { path: string; reason: string }[];
+  failed: FailedPath[];
   seconds: number;
 }
 
@@ -44,17 +60,22 @@ export async function push(options: PushOptions): Promise<PushReport> {
   const closure = await queryClosure(options.paths, options.nix);
   const client = createApiClient(options.location, options.authorization, options.nix);
   try {
-    return await pushClosure(options, closure, client, started);
+    return await pushClosure(closure, client, options, started);
   } finally {
     client.close();
   }
 }
 
-async function pushClosure(
-  options: PushOptions,
+/**
+ * Pushes `closure` (every path with its metadata, closed under references) through `client`:
+ * one missing-paths question, then the uploads, dependencies first. Throws a PushFailure only when
+ * the cache cannot even say what it lacks; every other failure is in the report, path by path.
+ */
+export async function pushClosure(
   closure: PathInfo[],
   client: ApiClient,
-  started: number,
+  options: PushSettings,
+  started = performance.now(),
 ): Promise<PushReport> {
   const { progress } = options;
   const attempts = options.retry.retries + 1;
@@ -68,9 +89,12 @@ async function pushClosure(
       ({ attempt, delayMs, error }) =>
         progress.retrying('(missing-paths query)', { attempt, of: attempts, delayMs, reason: messageOf(error) }),
     ).catch((err: unknown) => {
+      const cause = err instanceof PushFailure ? err : undefined;
       throw new PushFailure(
         `cannot ask ${options.location.base}/${options.location.cache} which paths it lacks: ${(err as Error).message}`,
-        false,
+        cause?.transient ?? false,
+        cause?.retryAfter,
+        cause?.status,
       );
     });
     missingList.push(...answer);
@@ -112,13 +136,14 @@ async function pushClosure(
   progress.start(missing.size, totalBytes);
 
   const settled = new Set<string>();
-  const fail = (path: string, reason: string) => {
+  const fail = (path: string, reason: string, transient: boolean, status?: number, dependsOn?: string) => {
     if (settled.has(path)) return;
     settled.add(path);
-    report.failed.push({ path, reason });
+    report.failed.push({ path, reason, transient, status, dependsOn });
     progress.failed(path, reason);
-    // Everything that needed it cannot be committed either.
-    for (const d of dependents.get(path) ?? []) fail(d, `its reference ${path} was not pushed`);
+    // Everything that needed it cannot be committed either, for the same kind of reason.
+    for (const d of dependents.get(path) ?? [])
+      fail(d, `its reference ${path} was not pushed`, transient, status, path);
   };
 
   await new Promise<void>((resolve) => {
@@ -167,7 +192,8 @@ async function pushClosure(
           if (deps.size === 0) ready.push(d);
         }
       } catch (err) {
-        fail(info.path, err instanceof Error ? err.message : String(err));
+        const failure = err instanceof PushFailure ? err : undefined;
+        fail(info.path, err instanceof Error ? err.message : String(err), failure?.transient ?? false, failure?.status);
       }
     };
 
@@ -175,7 +201,7 @@ async function pushClosure(
   });
   // Only a reference cycle among the missing paths (which Nix cannot produce) leaves any behind.
   for (const path of missing.keys()) {
-    if (!settled.has(path)) fail(path, 'its references form a cycle');
+    if (!settled.has(path)) fail(path, 'its references form a cycle', false);
   }
   progress.finish();
   report.seconds = (performance.now() - started) / 1000;

@@ -7,6 +7,8 @@ export class PushFailure extends Error {
     readonly transient: boolean,
     /** Seconds the server asked us to wait (Retry-After), if it did. */
     readonly retryAfter?: number,
+    /** The HTTP status of the answer that refused, when a server refused. */
+    readonly status?: number,
   ) {
     super(message);
     this.name = 'PushFailure';

@@ -61,7 +61,7 @@ test('netrc: machine entries, default, comments and macdefs; first file with cre
   assert.deepEqual(defaultNetrcFiles({ XDG_CONFIG_HOME: '/x', HOME: '/home/u' }), ['/x/nix/netrc', '/etc/nix/netrc']);
 });
 
-test('nix path-info --json: the array of Nix 2.8 and the object of later versions', () => {
+test('nix path-info --json: the array of Nix 2.8 and the object of later versions, with the ultimate flag', () => {
   const p = '/nix/store/0c5q4bqbzvmh3h69b2xs8lqbrhqf4zyv-foo';
   const d = '/nix/store/1c5q4bqbzvmh3h69b2xs8lqbrhqf4zyv-foo.drv';
   const hash = 'sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s';
@@ -75,17 +75,44 @@ test('nix path-info --json: the array of Nix 2.8 and the object of later version
       signatures: ['k:x'],
       valid: true,
       registrationTime: 1,
+      ultimate: true,
     },
   ]);
   assert.deepEqual(parsePathInfoJson(old), [
-    { path: p, narHash: hash, narSize: 120, references: [p], deriver: d, ca: undefined, signatures: ['k:x'] },
+    {
+      path: p,
+      narHash: hash,
+      narSize: 120,
+      references: [p],
+      deriver: d,
+      ca: undefined,
+      signatures: ['k:x'],
+      ultimate: true,
+    },
   ]);
   const sri = 'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=';
   const current = JSON.stringify({
-    [p]: { narHash: sri, narSize: 8, references: [], deriver: null, ca: 'fixed:r:sha256:abc', signatures: [] },
+    [p]: {
+      narHash: sri,
+      narSize: 8,
+      references: [],
+      deriver: null,
+      ca: 'fixed:r:sha256:abc',
+      signatures: [],
+      ultimate: false,
+    },
   });
   assert.deepEqual(parsePathInfoJson(current), [
-    { path: p, narHash: sri, narSize: 8, references: [], deriver: undefined, ca: 'fixed:r:sha256:abc', signatures: [] },
+    {
+      path: p,
+      narHash: sri,
+      narSize: 8,
+      references: [],
+      deriver: undefined,
+      ca: 'fixed:r:sha256:abc',
+      signatures: [],
+      ultimate: false,
+    },
   ]);
   assert.throws(
     () => parsePathInfoJson('[{"path": "/tmp/x", "narHash": "sha256:x", "narSize": 1}]'),

@@ -190,7 +190,7 @@ test('an upload is the metadata line then the dump, in one PUT with Content-Leng
   assert.deepEqual(fake.dumpArgs(), [`--store /tmp/chroot --dump ${LEAF}`]);
 });
 
-test('push retries an upload answered 503 (with Retry-After) and then 201; a 400 is final', async (t) => {
+test('push retries an upload answered 503 (with Retry-After) and then 201; a 400 is final, and reported with its status', async (t) => {
   let refuse = 1;
   const { uploads, location } = await uploadServer(t, {
     answer: (req, res) => {
@@ -230,7 +230,9 @@ test('push retries an upload answered 503 (with Retry-After) and then 201; a 400
     progress: rec2.progress,
     nix: fake.nix,
   });
-  assert.deepEqual(failed.failed, [{ path: LEAF, reason: 'HTTP 400 NAR_INVALID: not a NAR' }]);
+  assert.deepEqual(failed.failed, [
+    { path: LEAF, reason: 'HTTP 400 NAR_INVALID: not a NAR', transient: false, status: 400, dependsOn: undefined },
+  ]);
   assert.equal(bad.uploads.length, 1, '4xx is not retried');
 });
 
@@ -254,8 +256,14 @@ test('a dump that dies mid-way fails its path (not retried) and its dependents; 
   });
   assert.deepEqual(report.pushed, []);
   assert.deepEqual(report.failed, [
-    { path: LEAF, reason: 'nix-store --dump failed (exit 3): error: boom' },
-    { path: TOP, reason: `its reference ${LEAF} was not pushed` },
+    {
+      path: LEAF,
+      reason: 'nix-store --dump failed (exit 3): error: boom',
+      transient: false,
+      status: undefined,
+      dependsOn: undefined,
+    },
+    { path: TOP, reason: `its reference ${LEAF} was not pushed`, transient: false, status: undefined, dependsOn: LEAF },
   ]);
   assert.equal(uploads.length, 1, 'one attempt, for the leaf only');
   await waitFor(() => uploads[0]!.body.length > 0);
