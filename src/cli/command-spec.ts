@@ -20,6 +20,8 @@ export interface FlagSpec {
   required?: boolean;
   /** Tuning flags (mostly for tests): parsed, listed in the help, but not in the usage line. */
   hidden?: boolean;
+  /** May be given several times (`--exclude A --exclude B`); its value is then a list. */
+  multiple?: boolean;
 }
 
 export type Flags = Record<string, FlagSpec>;
@@ -52,7 +54,9 @@ export class HelpRequested extends Error {
   }
 }
 
-type Values<F extends Flags> = { [K in keyof F]?: F[K]['type'] extends 'boolean' ? boolean : string };
+type Values<F extends Flags> = {
+  [K in keyof F]?: F[K]['type'] extends 'boolean' ? boolean : F[K]['multiple'] extends true ? string[] : string;
+};
 
 /** True when argv asks for help (before a `--`). */
 export function wantsHelp(argv: string[]): boolean {
@@ -75,7 +79,7 @@ export function parseCommand<F extends Flags>(
   const options = Object.fromEntries(
     Object.entries(spec.flags).map(([name, f]) => [
       name,
-      f.short ? { type: f.type, short: f.short } : { type: f.type },
+      { type: f.type, ...(f.short ? { short: f.short } : {}), ...(f.multiple ? { multiple: true } : {}) },
     ]),
   );
   let parsed: ReturnType<typeof parseArgs>;
@@ -116,6 +120,12 @@ function flagUsage(name: string, f: FlagSpec): string {
   return f.type === 'boolean' ? `--${name}` : `--${name} ${f.value ?? 'VALUE'}`;
 }
 
+/** `[--flag VALUE]`, `--flag VALUE` when required, and `…` after either when it repeats. */
+function flagInUsageLine(name: string, f: FlagSpec): string {
+  const one = f.required ? flagUsage(name, f) : `[${flagUsage(name, f)}]`;
+  return f.multiple ? `${one}…` : one;
+}
+
 /** Help is wrapped to this many columns, so it reads in an 80-column terminal. */
 const WIDTH = 80;
 
@@ -137,7 +147,7 @@ function wrap(words: string[], width: number, indent: number): string[] {
 export function usageLine(spec: CommandSpec, indent = 0): string {
   const flags = Object.entries(spec.flags)
     .filter(([, f]) => !f.hidden)
-    .map(([name, f]) => (f.required ? flagUsage(name, f) : `[${flagUsage(name, f)}]`));
+    .map(([name, f]) => flagInUsageLine(name, f));
   const head = ['narhub', spec.name, spec.args].filter((w) => w).join(' ');
   return wrap([head, ...flags], WIDTH - indent, indent + head.split(' ', 2).join(' ').length + 1).join('\n');
 }

@@ -102,6 +102,10 @@ async function run(spec: CommandSpec, rest: string[]): Promise<number> {
       return 0;
     case 'push':
       return (await import('./commands/push.js')).pushCommand(args, process.stderr);
+    case 'queue-push':
+      return (await import('./commands/queue-push.js')).queuePushCommand(args, process.stderr);
+    case 'push-daemon':
+      return (await import('./commands/push-daemon.js')).pushDaemonCommand(args, process.stderr);
     case 'project':
       await (await import('./commands/project.js')).projectCommand(args, config, process.stdout);
       return 0;

@@ -52,11 +52,35 @@ function lastLines(text: string): string {
  * shapes Nix has printed: an array of objects with `path` (Nix ≤ 2.18) and an object keyed by
  * path (2.19+); NarHash in any encoding (`sha256:` nix32 or SRI).
  */
-export async function queryClosure(paths: string[], nix: NixCommands = {}): Promise<PathInfo[]> {
+export function queryClosure(paths: string[], nix: NixCommands = {}): Promise<PathInfo[]> {
+  return pathInfo(['-r', ...paths], nix);
+}
+
+/** The metadata of `paths` themselves (`nix path-info --json`, no closure); all must be valid. */
+export function queryPathInfos(paths: string[], nix: NixCommands = {}): Promise<PathInfo[]> {
+  return pathInfo(paths, nix);
+}
+
+async function pathInfo(args: string[], nix: NixCommands): Promise<PathInfo[]> {
   const text = await runCommand(
     nix.nix ?? 'nix',
-    ['--extra-experimental-features', 'nix-command', 'path-info', ...storeArgs(nix), '--json', '-r', ...paths],
+    ['--extra-experimental-features', 'nix-command', 'path-info', ...storeArgs(nix), '--json', ...args],
     nix.env,
   );
   return parsePathInfoJson(text);
+}
+
+/**
+ * Which of `paths` are not valid in the store (collected since they were named, say), from
+ * `nix-store --check-validity --print-invalid`, which, unlike `nix path-info`, never tries to
+ * substitute them.
+ */
+export async function invalidPaths(paths: string[], nix: NixCommands = {}): Promise<Set<string>> {
+  if (paths.length === 0) return new Set();
+  const text = await runCommand(
+    nix.nixStore ?? 'nix-store',
+    [...storeArgs(nix), '--check-validity', '--print-invalid', ...paths],
+    nix.env,
+  );
+  return new Set(text.split('\n').filter((l) => l !== ''));
 }

@@ -1,10 +1,9 @@
 // `narhub push` with the real Nix client's store and the real server.
 import assert from 'node:assert/strict';
 import { readFileSync, readlinkSync } from 'node:fs';
-import { createServer, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { startCacheProxy, type CacheProxy } from '../helpers/cache-proxy.js';
 import { getNarinfo, verifyNarinfoSig } from '../helpers/http.js';
 import { buildClosure, createNixEnv } from '../helpers/nix.js';
 import { lines } from '../helpers/scenario.js';
@@ -116,42 +115,19 @@ test('narhub push with a bad token exits non-zero and names every path it could 
   assert.match(ro.stderr, new RegExp(`^  ${leaf.replace(/[.+]/g, '\\$&')}: HTTP 403 FORBIDDEN: `, 'm'));
 });
 
-/**
- * A reverse proxy in front of narhub that answers the first `failures` path uploads with 503
- * (after reading their body, as a busy server would), and forwards everything else.
- */
-async function flakyProxy(
-  t: Cleanup,
-  target: string,
-  failures: number,
-): Promise<{ url: string; refused: () => number }> {
-  const upstream = new URL(target);
-  let refused = 0;
-  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
-    if (req.method === 'PUT' && req.url?.includes('/api/v1/') && refused < failures) {
-      refused++;
-      req.resume();
-      req.on('end', () =>
-        res
-          .writeHead(503, { 'content-type': 'application/json', 'retry-after': '0' })
-          .end('{"code":"UNAVAILABLE","message":"temporarily unavailable"}'),
-      );
-      return;
-    }
-    const forward = httpRequest(
-      { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers },
-      (up) => {
-        res.writeHead(up.statusCode ?? 502, up.headers);
-        up.pipe(res);
-      },
-    );
-    forward.on('error', () => res.destroy());
-    req.pipe(forward);
+/** A proxy in front of narhub that answers the first `failures` path uploads with 503 (Retry-After: 0). */
+async function flakyProxy(t: Cleanup, target: string, failures: number): Promise<CacheProxy> {
+  const proxy = await startCacheProxy(t, target);
+  proxy.refuse({
+    method: 'PUT',
+    urlIncludes: '/api/v1/',
+    times: failures,
+    status: 503,
+    code: 'UNAVAILABLE',
+    message: 'temporarily unavailable',
+    headers: { 'retry-after': '0' },
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
-  const { port } = server.address() as AddressInfo;
-  return { url: `http://127.0.0.1:${port}`, refused: () => refused };
+  return proxy;
 }
 
 test('narhub push retries an upload the server answered with 503', async (t) => {

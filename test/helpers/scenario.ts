@@ -39,3 +39,8 @@ export function lines(text: string): string[] {
     .filter((l) => l !== '')
     .sort();
 }
+
+/** `text` as a regular expression source that matches it literally (store paths hold dots and pluses). */
+export function literal(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}

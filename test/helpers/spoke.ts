@@ -1,14 +1,11 @@
 // Starts real `narhub spoke` processes and drives the build queues the way the hub does.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Queue, type Job } from 'bullmq';
 import { Redis } from 'ioredis';
 import { buildJobId, queueName, type BuildJobData, type BuildJobResult } from '../../src/protocol/build-jobs.js';
-import { CLI_PATH, jsonLines } from './server.js';
+import { startCliDaemon } from './cli-daemon.js';
 import type { Cleanup } from './tmp.js';
-
-const debug = process.env.NARHUB_E2E_DEBUG === '1';
 
 export interface SpokeProcessOptions {
   id: string;
@@ -27,7 +24,6 @@ export interface SpokeProcessOptions {
 
 export interface SpokeProcess {
   id: string;
-  child: ChildProcess;
   /** stdout + stderr so far. */
   output(): string;
   /** Resolves with how the process ended. */
@@ -38,7 +34,6 @@ export interface SpokeProcess {
 /** Spawns `narhub spoke …` and waits for its `spoke ready` log line. */
 export async function startSpokeProcess(t: Cleanup, opts: SpokeProcessOptions): Promise<SpokeProcess> {
   const argv = [
-    CLI_PATH,
     'spoke',
     '--id',
     opts.id,
@@ -61,35 +56,13 @@ export async function startSpokeProcess(t: Cleanup, opts: SpokeProcessOptions): 
     ...(opts.maxJobs ? ['--max-jobs', String(opts.maxJobs)] : []),
     ...(opts.args ?? []),
   ];
-  const child = spawn(process.execPath, argv, { env: opts.env, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  const onData = (d: string) => {
-    out += d;
-    if (debug) process.stderr.write(`[spoke ${opts.id}] ${d}`);
-  };
-  child.stdout!.setEncoding('utf8').on('data', onData);
-  child.stderr!.setEncoding('utf8').on('data', onData);
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.once('exit', (code, signal) => resolve({ code, signal })),
-  );
-  t.after(async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGKILL');
-      await exited;
-    }
+  const spoke = startCliDaemon(t, argv, opts.env, {
+    label: `spoke ${opts.id}`,
     // A spoke killed with SIGKILL leaves its detached nix-store behind: end those (by store path).
-    killProcessesMentioning(opts.store);
+    cleanup: () => killProcessesMentioning(opts.store),
   });
-
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    if (jsonLines(out).some((r) => r.msg === 'spoke ready')) break;
-    if (child.exitCode !== null || child.signalCode !== null)
-      throw new Error(`spoke ${opts.id} exited before it was ready:\n${out}`);
-    if (Date.now() > deadline) throw new Error(`spoke ${opts.id} printed no "spoke ready" within 30 s:\n${out}`);
-    await sleep(50);
-  }
-  return { id: opts.id, child, output: () => out, exited, signal: (sig) => child.kill(sig) };
+  await spoke.waitFor(/^\{.*"msg":"spoke ready"/m, 30_000);
+  return { id: opts.id, output: spoke.output, exited: spoke.exited, signal: spoke.signal };
 }
 
 /** Command lines of the running processes (like `ps -eo args`). */

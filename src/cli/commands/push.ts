@@ -1,11 +1,11 @@
 import { isNarhubError } from '../../errors.js';
 import { parseCacheUrl } from '../../push/cache-url.js';
-import { defaultNetrcFiles, netrcCredentials } from '../../push/netrc.js';
 import { formatBytes, lineProgress, ttyProgress, type ProgressStream } from '../../push/progress.js';
 import { push } from '../../push/push.js';
 import { PushFailure } from '../../push/retry.js';
 import { parseInteger } from '../args.js';
 import { parseCommand } from '../command-spec.js';
+import { pushAuthorization } from '../push-auth.js';
 import { PUSH } from '../specs/push.js';
 import { UsageError } from '../usage-error.js';
 
@@ -34,16 +34,7 @@ export async function pushCommand(
   }
   const paths = positionals.slice(1);
 
-  // --token, then $NARHUB_TOKEN, then netrc (as Nix would find it; matched on the host).
-  let authorization: string | undefined;
-  const token = values.token ?? env.NARHUB_TOKEN;
-  if (token) {
-    authorization = `Bearer ${token}`;
-  } else {
-    const files = values.netrc ? [values.netrc] : defaultNetrcFiles(env);
-    const creds = netrcCredentials(location.host, files, values.netrc !== undefined);
-    if (creds) authorization = `Basic ${Buffer.from(`${creds.login}:${creds.password}`).toString('base64')}`;
-  }
+  const authorization = pushAuthorization(values, location.host, env);
 
   const progress = err.isTTY ? ttyProgress(err) : lineProgress(err);
   let report;

@@ -1,4 +1,5 @@
 import type { CommandSpec } from '../command-spec.js';
+import { PUSH_DAEMON, QUEUE_PUSH } from './auto-push.js';
 import { BUILD_CANCEL, BUILD_LIST, BUILD_LOG, BUILD_RESTART, BUILD_SHOW } from './build.js';
 import {
   CACHE_UPDATE,
@@ -55,6 +56,8 @@ export const COMMANDS: readonly CommandSpec[] = [
   REINDEX,
   CHECK_CONFIG,
   PUSH,
+  QUEUE_PUSH,
+  PUSH_DAEMON,
   PROJECT_CREATE,
   PROJECT_UPDATE,
   PROJECT_LIST,

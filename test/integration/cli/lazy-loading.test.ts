@@ -86,3 +86,20 @@ test('token and cache commands load neither Fastify, the AWS SDK nor BullMQ/iore
     for (const p of HEAVY) assert.ok(!packages.has(p), `${args.join(' ')} loaded ${p}`);
   }
 });
+
+test('queue-push, the post-build-hook, loads no HTTP client and no package: it cannot upload, and starts fast', async (t) => {
+  const log = await moduleLog(t, 'queue-push');
+  const queue = join(await makeTempDir(t, 'narhub-queue-'), 'queue');
+  const res = await runCli(['queue-push', '--queue', queue, '/nix/store/00000000000000000000000000000000-x'], {
+    env: log.env,
+  });
+  assert.equal(res.code, 0, res.stderr);
+  const { all, packages } = await log.loaded();
+  assert.ok(
+    all.some((l) => l.endsWith('/src/cli/commands/queue-push.js')),
+    'the log has the command',
+  );
+  for (const module of ['/src/push/api-client.js', '/src/push/push.js', 'node:http', 'node:https'])
+    assert.ok(!all.some((l) => l.endsWith(module)), `queue-push loaded ${module}`);
+  assert.deepEqual([...packages], [], 'queue-push loads no package');
+});

@@ -1,0 +1,26 @@
+import { defaultQueueDir } from '../../push/push-queue.js';
+import type { ProgressStream } from '../../push/progress.js';
+import { parseCommand } from '../command-spec.js';
+import { daemonSettings } from '../push-daemon-options.js';
+import { PUSH_DAEMON } from '../specs/auto-push.js';
+import { runDrainer } from '../push-daemon-runtime.js';
+
+/**
+ * `narhub push-daemon CACHE_URL [--queue DIR] …`: drains the queue `narhub queue-push` fills,
+ * closure by closure, through the native push, until SIGTERM. See `push/queue-drainer.ts`.
+ */
+export async function pushDaemonCommand(
+  argv: string[],
+  err: ProgressStream,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<number> {
+  const { values, positionals } = parseCommand(PUSH_DAEMON, argv);
+  const settings = daemonSettings(positionals[0]!, values, env);
+  const queueDir = values.queue ?? defaultQueueDir(env);
+  return runDrainer(queueDir, settings, err, {
+    start: async () => {
+      err.write(`push-daemon: pushing what is queued in ${queueDir} to ${positionals[0]}\n`);
+      return () => undefined;
+    },
+  });
+}

@@ -1,0 +1,67 @@
+import { createApiClient } from '../push/api-client.js';
+import { lineProgress, type ProgressStream } from '../push/progress.js';
+import { ensureQueueDir } from '../push/push-queue.js';
+import { startDrainer, type Drainer } from '../push/queue-drainer.js';
+import { lockQueue } from '../push/queue-lock.js';
+import type { DaemonSettings } from './push-daemon-options.js';
+
+/**
+ * Runs a drainer of `queueDir` until SIGTERM or SIGINT. The first signal lets the batch being
+ * pushed finish (its entries are then deleted); a second one exits at once, which loses nothing
+ * either: an entry leaves the queue only once its closure is in the cache.
+ */
+export async function runDrainer(
+  queueDir: string,
+  settings: DaemonSettings,
+  err: ProgressStream,
+  around: { start?: (drainer: Drainer) => Promise<() => void> } = {},
+): Promise<number> {
+  ensureQueueDir(queueDir);
+  const release = lockQueue(queueDir);
+  const client = createApiClient(settings.location, settings.authorization);
+  const log = (line: string) => err.write(`${line}\n`);
+  const drainer = startDrainer({
+    queueDir,
+    client,
+    push: {
+      location: settings.location,
+      jobs: settings.jobs,
+      retry: { retries: settings.retries },
+      progress: lineProgress(err),
+    },
+    filter: settings.filter,
+    log,
+    maxBackoffMs: settings.maxBackoffMs,
+  });
+  let stopProducer: (() => void) | undefined;
+  try {
+    stopProducer = await around.start?.(drainer);
+  } catch (e) {
+    await drainer.close();
+    client.close();
+    release();
+    throw e;
+  }
+
+  await new Promise<void>((resolve) => {
+    let signals = 0;
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (++signals === 1) {
+        log(`${signal}: finishing the batch being pushed (signal again to stop at once; nothing queued is lost)`);
+        resolve();
+        return;
+      }
+      log(`${signal}: stopping now`);
+      release();
+      process.exit(1);
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+  stopProducer?.();
+  await drainer.close();
+  client.close();
+  release();
+  log('stopped');
+  return 0;
+}

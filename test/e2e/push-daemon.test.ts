@@ -1,0 +1,202 @@
+// Automatic push from builders: Nix's post-build-hook runs `narhub queue-push`, and
+// `narhub push-daemon` drains that queue into a real narhub, with the real Nix 2.8 client.
+import assert from 'node:assert/strict';
+import { chmod, readdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { startCacheProxy } from '../helpers/cache-proxy.js';
+import { startCliDaemon } from '../helpers/cli-daemon.js';
+import { waitFor } from '../helpers/hub.js';
+import { getNarinfo, verifyNarinfoSig } from '../helpers/http.js';
+import { buildBigPath, buildClosure, createNixEnv, hashPart } from '../helpers/nix.js';
+import { CLI_PATH, createToken, runCli, runCliOk, startServer, type RunningServer } from '../helpers/server.js';
+import { literal } from '../helpers/scenario.js';
+import { makeTempDir, type Cleanup } from '../helpers/tmp.js';
+
+const PUSH_TIMEOUT_MS = 120_000;
+
+/** The entries waiting in a queue directory. */
+async function queued(dir: string): Promise<string[]> {
+  return (await readdir(dir).catch(() => [] as string[])).filter((n) => n.endsWith('.paths')).sort();
+}
+
+async function queueDrained(dir: string): Promise<void> {
+  await waitFor(`the queue ${dir} to be empty`, async () => (await queued(dir)).length === 0, PUSH_TIMEOUT_MS);
+}
+
+/** A server, a write token in a file (as LoadCredential hands it over), and a queue directory. */
+async function setUp(t: Cleanup): Promise<{ server: RunningServer; tokenFile: string; queueDir: string }> {
+  const server = await startServer(t);
+  const { token } = await createToken(server.dataDir, 'main', 'write');
+  const dir = await makeTempDir(t, 'narhub-autopush-');
+  const tokenFile = join(dir, 'token');
+  await writeFile(tokenFile, `${token}\n`, { mode: 0o600 });
+  return { server, tokenFile, queueDir: join(dir, 'queue') };
+}
+
+/** A fresh store trusting only the cache's key substitutes `path` from it. */
+async function substitutes(t: Cleanup, server: RunningServer, path: string): Promise<string> {
+  const client = await createNixEnv(t, { trustedPublicKeys: [server.publicKey] });
+  const store = client.freshPath('client-store');
+  await client.run('nix', ['copy', '--from', `${server.url}/main`, '--to', store, path]);
+  return store;
+}
+
+test('a post-build-hook running narhub queue-push queues each build with no server; push-daemon pushes every path once, signed, and a fresh store substitutes them', async (t) => {
+  const { server, tokenFile, queueDir } = await setUp(t);
+  const cacheUrl = `${server.url}/main`;
+  const hook = join(await makeTempDir(t, 'narhub-hook-'), 'post-build-hook');
+  await writeFile(hook, `#!/bin/sh\nexec ${process.execPath} ${CLI_PATH} queue-push --queue ${queueDir} $OUT_PATHS\n`);
+  await chmod(hook, 0o755);
+  const nix = await createNixEnv(t, { extraConf: [`post-build-hook = ${hook}`] });
+
+  // Nix runs the hook after each of the three builds; nothing listens for uploads yet.
+  const closure = await buildClosure(nix, 'hook');
+  const entries = await queued(queueDir);
+  assert.equal(entries.length, 3, `one entry per build: ${entries.join(', ')}`);
+  const texts = await Promise.all(entries.map((e) => readFile(join(queueDir, e), 'utf8')));
+  assert.deepEqual(texts.map((x) => x.trim()).sort(), [...closure.paths].sort());
+  for (const p of closure.paths) assert.equal((await getNarinfo(cacheUrl, p)).status, 404, `${p} is not pushed yet`);
+  // The same path queued a second time, by hand.
+  await runCliOk(['queue-push', '--queue', queueDir, closure.top]);
+
+  const proxy = await startCacheProxy(t, server.url);
+  const daemon = startCliDaemon(
+    t,
+    ['push-daemon', `${proxy.url}/main`, '--queue', queueDir, '--token-file', tokenFile],
+    nix.env,
+  );
+  await daemon.waitFor(/^push-daemon: pushing what is queued in /m);
+  await queueDrained(queueDir);
+  for (const p of closure.paths) {
+    const got = await getNarinfo(cacheUrl, p);
+    assert.equal(got.status, 200, `${p}: ${got.body}`);
+    assert.ok(verifyNarinfoSig(got.narinfo!, server.publicKey), `main-1 signs ${p}`);
+    assert.equal(proxy.uploads(hashPart(p)), 1, `${p} is uploaded once`);
+  }
+  assert.match(daemon.output(), /^4 queue entries, 3 paths with a closure of 3: 3 uploaded, 0 already in the cache$/m);
+
+  // Queued again once it is in the cache: asked about, not uploaded.
+  const mark = daemon.output().length;
+  await runCliOk(['queue-push', '--queue', queueDir, closure.top]);
+  await daemon.waitFor(
+    /^1 queue entry, 1 path with a closure of 3: 0 uploaded, 3 already in the cache$/m,
+    30_000,
+    mark,
+  );
+  for (const p of closure.paths) assert.equal(proxy.uploads(hashPart(p)), 1, `${p} is still uploaded once`);
+
+  const store = await substitutes(t, server, closure.top);
+  assert.equal(await readFile(join(store, closure.top, 'data'), 'utf8'), `top-${closure.nonce}\n`);
+
+  daemon.signal('SIGTERM');
+  assert.deepEqual(await daemon.exited, { code: 0, signal: null });
+  assert.match(daemon.output(), /^stopped$/m);
+});
+
+test('push-daemon killed with SIGKILL in the middle of an upload loses nothing: restarted, it pushes the path, which substitutes', async (t) => {
+  const { server, tokenFile, queueDir } = await setUp(t);
+  const nix = await createNixEnv(t);
+  const big = await buildBigPath(nix, 'sigkill', 8 * 1024 * 1024);
+  await runCliOk(['queue-push', '--queue', queueDir, big]);
+  const [entry] = await queued(queueDir);
+
+  // The proxy holds the upload once its first bytes arrived: the daemon is mid-push.
+  const proxy = await startCacheProxy(t, server.url);
+  const held = proxy.holdUploads();
+  const first = startCliDaemon(
+    t,
+    ['push-daemon', `${proxy.url}/main`, '--queue', queueDir, '--token-file', tokenFile],
+    nix.env,
+  );
+  assert.equal(await held, hashPart(big));
+  first.signal('SIGKILL');
+  assert.equal((await first.exited).signal, 'SIGKILL');
+  assert.deepEqual(await queued(queueDir), [entry], 'the entry is still queued');
+  assert.equal((await getNarinfo(`${server.url}/main`, big)).status, 404);
+
+  // A new daemon takes over the dead one's lock and finishes the job.
+  const second = startCliDaemon(
+    t,
+    ['push-daemon', `${server.url}/main`, '--queue', queueDir, '--token-file', tokenFile],
+    nix.env,
+  );
+  await queueDrained(queueDir);
+  assert.match(second.output(), /^pushed \/nix\/store\/\S+-sigkill-big \(8\.0 MiB/m);
+  const store = await substitutes(t, server, big);
+  const [original, copy] = await Promise.all([readFile(join(big, 'blob')), readFile(join(store, big, 'blob'))]);
+  assert.ok(original.equals(copy), 'the substituted blob is the built one');
+});
+
+test('push-daemon backs off while the cache cannot answer, keeps an entry whose upload failed, and moves one the cache refuses for good to failed/', async (t) => {
+  const { server, tokenFile, queueDir } = await setUp(t);
+  const nix = await createNixEnv(t);
+  const good = await buildClosure(nix, 'backoff-good');
+  const bad = await buildClosure(nix, 'backoff-bad');
+  const proxy = await startCacheProxy(t, server.url);
+  const unavailable = { status: 503, code: 'UNAVAILABLE', message: 'temporarily unavailable' };
+  proxy.refuse({ method: 'POST', urlIncludes: '/missing-paths', times: 2, ...unavailable });
+  proxy.refuse({ method: 'PUT', urlIncludes: hashPart(good.paths[0]!), times: 1, ...unavailable });
+  proxy.refuse({
+    method: 'PUT',
+    urlIncludes: hashPart(bad.paths[0]!),
+    times: 1,
+    status: 400,
+    code: 'NAR_INVALID',
+    message: 'refused by the test',
+  });
+  await runCliOk(['queue-push', '--queue', queueDir, good.top]);
+  await runCliOk(['queue-push', '--queue', queueDir, bad.top]);
+  const [goodEntry, badEntry] = await queued(queueDir);
+
+  const daemon = startCliDaemon(
+    t,
+    ['push-daemon', `${proxy.url}/main`, '--queue', queueDir, '--token-file', tokenFile, '--retries', '0'],
+    nix.env,
+  );
+  await queueDrained(queueDir);
+  const out = daemon.output();
+  const pauses = [
+    ...out.matchAll(/^cannot push now \(.*HTTP 503 UNAVAILABLE.*\); 2 queued, trying again in ([\d.]+) s$/gm),
+  ];
+  assert.equal(pauses.length, 2, out);
+  assert.ok(Number(pauses[1]![1]) >= Number(pauses[0]![1]), `the second wait is no shorter:\n${out}`);
+  assert.match(
+    out,
+    new RegExp(
+      `^keeping ${literal(goodEntry!)} \\(attempt 1 failed: ${literal(good.paths[0]!)}: HTTP 503 UNAVAILABLE`,
+      'm',
+    ),
+  );
+  for (const p of good.paths) assert.equal((await getNarinfo(`${server.url}/main`, p)).status, 200, p);
+
+  const failedDir = join(queueDir, 'failed');
+  assert.deepEqual((await readdir(failedDir)).sort(), [badEntry, `${badEntry}.why`]);
+  assert.equal((await readFile(join(failedDir, badEntry!), 'utf8')).trim(), bad.top);
+  const why = await readFile(join(failedDir, `${badEntry}.why`), 'utf8');
+  assert.match(why, new RegExp(`^${literal(bad.paths[0]!)}: HTTP 400 NAR_INVALID: refused by the test$`, 'm'));
+  assert.match(why, new RegExp(`^${literal(bad.top)}: its reference ${literal(bad.paths[1]!)} was not pushed$`, 'm'));
+  assert.equal((await getNarinfo(`${server.url}/main`, bad.paths[0]!)).status, 404);
+});
+
+test('queue-push and push-daemon refuse bad arguments with usage (exit 2); queue-push with no paths queues nothing', async (t) => {
+  const dir = await makeTempDir(t, 'narhub-autopush-args-');
+  const queue = join(dir, 'queue');
+  const cases: string[][] = [
+    ['queue-push', '--queue', queue, '/tmp/not-a-store-path'],
+    ['queue-push', '--queue', queue, '/nix/store/00000000000000000000000000000000-ok', 'relative'],
+    ['push-daemon', '--queue', queue],
+    ['push-daemon', 'ftp://x/main', '--queue', queue],
+    ['push-daemon', 'http://127.0.0.1:1/main', '--queue', queue, '--include', '/nix/store/*'],
+    ['push-daemon', 'http://127.0.0.1:1/main', '--queue', queue, '--token', 'a', '--token-file', '/x'],
+  ];
+  for (const args of cases) {
+    const res = await runCli(args);
+    assert.equal(res.code, 2, `${args.join(' ')}: ${res.stderr}`);
+    assert.match(res.stderr, /usage:/);
+  }
+  assert.deepEqual(await queued(queue), [], 'a refused queue-push queues nothing');
+  const none = await runCli(['queue-push', '--queue', queue]);
+  assert.equal(none.code, 0, none.stderr);
+  assert.deepEqual(await queued(queue), []);
+});
