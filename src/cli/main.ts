@@ -106,6 +106,8 @@ async function run(spec: CommandSpec, rest: string[]): Promise<number> {
       return (await import('./commands/queue-push.js')).queuePushCommand(args, process.stderr);
     case 'push-daemon':
       return (await import('./commands/push-daemon.js')).pushDaemonCommand(args, process.stderr);
+    case 'watch-store':
+      return (await import('./commands/watch-store.js')).watchStoreCommand(args, process.stderr);
     case 'project':
       await (await import('./commands/project.js')).projectCommand(args, config, process.stdout);
       return 0;

@@ -179,7 +179,7 @@ test('push-daemon backs off while the cache cannot answer, keeps an entry whose 
   assert.equal((await getNarinfo(`${server.url}/main`, bad.paths[0]!)).status, 404);
 });
 
-test('queue-push and push-daemon refuse bad arguments with usage (exit 2); queue-push with no paths queues nothing', async (t) => {
+test('queue-push, push-daemon and watch-store refuse bad arguments with usage (exit 2); queue-push with no paths queues nothing', async (t) => {
   const dir = await makeTempDir(t, 'narhub-autopush-args-');
   const queue = join(dir, 'queue');
   const cases: string[][] = [
@@ -189,6 +189,7 @@ test('queue-push and push-daemon refuse bad arguments with usage (exit 2); queue
     ['push-daemon', 'ftp://x/main', '--queue', queue],
     ['push-daemon', 'http://127.0.0.1:1/main', '--queue', queue, '--include', '/nix/store/*'],
     ['push-daemon', 'http://127.0.0.1:1/main', '--queue', queue, '--token', 'a', '--token-file', '/x'],
+    ['watch-store', 'http://127.0.0.1:1/main', '--state', dir, '--interval', '0'],
   ];
   for (const args of cases) {
     const res = await runCli(args);

@@ -1,6 +1,9 @@
 import { DEFAULT_QUEUE_DIR } from '../../push/push-queue.js';
 import { type Flags, command } from '../command-spec.js';
 
+/** Where watch-store keeps its cursor and its queue unless told otherwise. */
+export const DEFAULT_WATCH_STATE_DIR = '/var/lib/narhub-push/watch-store';
+
 const QUEUE_FLAG = {
   queue: {
     type: 'string',
@@ -87,4 +90,32 @@ backoff; an entry the cache refuses for good (a 4xx about the path) moves to fai
 queue, with a .why file beside it. ${FILTERS}`,
   flags: { ...QUEUE_FLAG, ...DAEMON_FLAGS },
   examples: ['narhub push-daemon http://127.0.0.1:8080/main --token-file /run/credentials/narhub-push.service/token'],
+});
+
+export const WATCH_STORE = command({
+  name: 'watch-store',
+  args: 'CACHE_URL',
+  positionals: { min: 1, max: 1 },
+  summary: 'Push every path that becomes valid in the local Nix store, with its closure, until SIGTERM or SIGINT.',
+  description: `New paths are read from Nix's database ($NIX_STATE_DIR/db/db.sqlite, read-only: run it as root),
+whenever it changes and every --interval, and queued in the state directory, which is drained as
+push-daemon drains its queue. The state directory remembers the last path seen, so paths added
+while watch-store was stopped are pushed when it starts again; the first start begins with the
+paths added from then on. ${FILTERS}`,
+  flags: {
+    state: {
+      type: 'string',
+      value: 'DIR',
+      default: DEFAULT_WATCH_STATE_DIR,
+      help: 'Where the last path seen (cursor) and the queue (queue/) are kept',
+    },
+    interval: {
+      type: 'string',
+      value: 'DURATION',
+      default: '10s',
+      help: "How often Nix's database is read even when no change was noticed",
+    },
+    ...DAEMON_FLAGS,
+  },
+  examples: ["narhub watch-store http://127.0.0.1:8080/main --token-file /run/secrets/narhub-token --exclude '*.drv'"],
 });

@@ -1,5 +1,5 @@
 import type { CommandSpec } from '../command-spec.js';
-import { PUSH_DAEMON, QUEUE_PUSH } from './auto-push.js';
+import { PUSH_DAEMON, QUEUE_PUSH, WATCH_STORE } from './auto-push.js';
 import { BUILD_CANCEL, BUILD_LIST, BUILD_LOG, BUILD_RESTART, BUILD_SHOW } from './build.js';
 import {
   CACHE_UPDATE,
@@ -58,6 +58,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   PUSH,
   QUEUE_PUSH,
   PUSH_DAEMON,
+  WATCH_STORE,
   PROJECT_CREATE,
   PROJECT_UPDATE,
   PROJECT_LIST,
