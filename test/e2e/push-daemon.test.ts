@@ -1,9 +1,10 @@
 // Automatic push from builders: Nix's post-build-hook runs `narhub queue-push`, and
 // `narhub push-daemon` drains that queue into a real narhub, with the real Nix 2.8 client.
 import assert from 'node:assert/strict';
-import { chmod, readdir, readFile, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { startCacheProxy } from '../helpers/cache-proxy.js';
 import { startCliDaemon } from '../helpers/cli-daemon.js';
 import { waitFor } from '../helpers/hub.js';
@@ -200,4 +201,106 @@ test('queue-push, push-daemon and watch-store refuse bad arguments with usage (e
   const none = await runCli(['queue-push', '--queue', queue]);
   assert.equal(none.code, 0, none.stderr);
   assert.deepEqual(await queued(queue), []);
+});
+
+test('push-daemon on a first SIGTERM finishes the upload under way, removes its entry and exits 0; a second SIGTERM exits 1 at once and leaves the entry queued', async (t) => {
+  const { server, tokenFile, queueDir } = await setUp(t);
+  const nix = await createNixEnv(t);
+  const [finished, abandoned] = await Promise.all([
+    buildBigPath(nix, 'sigterm-finished', 4 * 1024 * 1024),
+    buildBigPath(nix, 'sigterm-abandoned', 4 * 1024 * 1024),
+  ]);
+  const proxy = await startCacheProxy(t, server.url);
+  const args = ['push-daemon', `${proxy.url}/main`, '--queue', queueDir, '--token-file', tokenFile];
+
+  // One SIGTERM while the upload is held: the daemon waits for it, then stops cleanly.
+  await runCliOk(['queue-push', '--queue', queueDir, finished]);
+  let held = proxy.holdUploads();
+  const first = startCliDaemon(t, args, nix.env);
+  assert.equal(await held, hashPart(finished));
+  first.signal('SIGTERM');
+  await first.waitFor(/^SIGTERM: finishing the batch being pushed/m);
+  const early = await Promise.race([first.exited, sleep(1000).then(() => undefined)]);
+  assert.equal(early, undefined, `still running a second after SIGTERM while its upload is held:\n${first.output()}`);
+  proxy.releaseUploads();
+  assert.deepEqual(await first.exited, { code: 0, signal: null }, first.output());
+  assert.match(first.output(), /^pushed \/nix\/store\/\S+-sigterm-finished-big \(4\.0 MiB/m);
+  assert.deepEqual(await queued(queueDir), [], 'the finished entry is gone');
+  assert.equal((await getNarinfo(`${server.url}/main`, finished)).status, 200);
+
+  // Two SIGTERMs: the second does not wait for the held upload, and the entry stays.
+  await runCliOk(['queue-push', '--queue', queueDir, abandoned]);
+  const [entry] = await queued(queueDir);
+  held = proxy.holdUploads();
+  const second = startCliDaemon(t, args, nix.env);
+  assert.equal(await held, hashPart(abandoned));
+  second.signal('SIGTERM');
+  await second.waitFor(/^SIGTERM: finishing the batch being pushed/m);
+  second.signal('SIGTERM');
+  assert.deepEqual(await second.exited, { code: 1, signal: null }, second.output());
+  assert.match(second.output(), /^SIGTERM: stopping now$/m);
+  assert.deepEqual(await queued(queueDir), [entry]);
+  assert.equal((await getNarinfo(`${server.url}/main`, abandoned)).status, 404);
+});
+
+test('push-daemon drops a queued path collected before its turn, and keeps an entry answered 401 (a token not yet valid), waiting at most --max-backoff, until the cache takes it', async (t) => {
+  const { server, tokenFile, queueDir } = await setUp(t);
+  const nix = await createNixEnv(t);
+  const closure = await buildClosure(nix, 'unauthorized');
+  const dir = join(nix.workDir, 'collected');
+  await mkdir(dir);
+  await writeFile(join(dir, 'content'), `${closure.nonce}\n`);
+  const collected = (await nix.run('nix', ['store', 'add-path', dir, '--name', 'collected'])).stdout.trim();
+  await runCliOk(['queue-push', '--queue', queueDir, collected]);
+  await nix.run('nix-store', ['--delete', collected]);
+  await runCliOk(['queue-push', '--queue', queueDir, closure.top]);
+  const [collectedEntry, entry] = await queued(queueDir);
+
+  const proxy = await startCacheProxy(t, server.url);
+  proxy.refuse({
+    method: 'PUT',
+    urlIncludes: hashPart(closure.paths[0]!),
+    times: 3,
+    status: 401,
+    code: 'UNAUTHORIZED',
+    message: 'the token is not valid (yet)',
+  });
+  const daemon = startCliDaemon(
+    t,
+    [
+      'push-daemon',
+      `${proxy.url}/main`,
+      '--queue',
+      queueDir,
+      '--token-file',
+      tokenFile,
+      '--retries',
+      '0',
+      '--max-backoff',
+      '1s',
+    ],
+    nix.env,
+  );
+  await queueDrained(queueDir);
+  const out = daemon.output();
+  assert.match(out, new RegExp(`^skipping ${literal(collected)}: no longer in the store \\(collected\\?\\)$`, 'm'));
+  const waits = [
+    ...out.matchAll(
+      new RegExp(
+        `^keeping ${literal(entry!)} \\(attempt (\\d) failed: ${literal(closure.paths[0]!)}: HTTP 401 UNAUTHORIZED.*\\); trying again in ([\\d.]+) s$`,
+        'gm',
+      ),
+    ),
+  ];
+  assert.deepEqual(
+    waits.map((m) => m[1]),
+    ['1', '2', '3'],
+    out,
+  );
+  for (const m of waits) assert.ok(Number(m[2]) <= 1, `waits at most 1 s: ${m[0]}`);
+  assert.equal(proxy.refused(), 3);
+  for (const p of closure.paths) assert.equal((await getNarinfo(`${server.url}/main`, p)).status, 200, p);
+  assert.equal((await getNarinfo(`${server.url}/main`, collected)).status, 404);
+  assert.deepEqual(await readdir(queueDir).then((n) => n.filter((x) => x === collectedEntry)), []);
+  await assert.rejects(readdir(join(queueDir, 'failed')), { code: 'ENOENT' }, 'nothing moved to failed/');
 });

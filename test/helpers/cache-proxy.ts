@@ -26,10 +26,12 @@ export interface CacheProxy {
   refused(): number;
   refuse(refusal: Refusal): void;
   /**
-   * From now on, native uploads are held once their first body bytes arrived, never forwarded;
+   * From now on, native uploads are held once their first body bytes arrived, until `releaseUploads`;
    * resolves with the hash part of the first one held.
    */
   holdUploads(): Promise<string>;
+  /** Forwards the uploads held so far, whole, and stops holding new ones. */
+  releaseUploads(): void;
 }
 
 const NATIVE_UPLOAD = /^\/api\/v1\/caches\/[^/]+\/paths\/([^/?]+)/;
@@ -41,6 +43,21 @@ export async function startCacheProxy(t: Cleanup, target: string): Promise<Cache
   let refused = 0;
   let onHeld: ((hashPart: string) => void) | undefined;
   let holding = false;
+  const held: { req: IncomingMessage; res: ServerResponse; head: Buffer }[] = [];
+
+  /** Sends `req` on to the server (`head`: body bytes already read from it) and its answer back. */
+  const forward = (req: IncomingMessage, res: ServerResponse, head?: Buffer) => {
+    const out = httpRequest(
+      { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers },
+      (up) => {
+        res.writeHead(up.statusCode ?? 502, up.headers);
+        up.pipe(res);
+      },
+    );
+    out.on('error', () => res.destroy());
+    if (head) out.write(head);
+    req.pipe(out);
+  };
 
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     const upload = req.method === 'PUT' ? NATIVE_UPLOAD.exec(req.url ?? '') : null;
@@ -62,22 +79,15 @@ export async function startCacheProxy(t: Cleanup, target: string): Promise<Cache
     }
     if (upload && holding) {
       // Keep the connection open and the bytes unread: the client sees an upload in progress.
-      req.once('data', () => {
+      req.once('data', (head: Buffer) => {
         req.pause();
+        held.push({ req, res, head });
         onHeld?.(upload[1]!);
         onHeld = undefined;
       });
       return;
     }
-    const forward = httpRequest(
-      { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers },
-      (up) => {
-        res.writeHead(up.statusCode ?? 502, up.headers);
-        up.pipe(res);
-      },
-    );
-    forward.on('error', () => res.destroy());
-    req.pipe(forward);
+    forward(req, res);
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   t.after(
@@ -98,6 +108,10 @@ export async function startCacheProxy(t: Cleanup, target: string): Promise<Cache
       return new Promise((resolve) => {
         onHeld = resolve;
       });
+    },
+    releaseUploads: () => {
+      holding = false;
+      for (const { req, res, head } of held.splice(0)) forward(req, res, head);
     },
   };
 }

@@ -31,7 +31,8 @@ export function queuePushCommand(
   const dir = values.queue ?? defaultQueueDir(env);
   try {
     const name = appendToQueue(dir, paths);
-    out.write(`queued ${paths.length} path${paths.length === 1 ? '' : 's'} in ${dir}/${name}\n`);
+    const count = new Set(paths).size;
+    out.write(`queued ${count} path${count === 1 ? '' : 's'} in ${dir}/${name}\n`);
   } catch (e) {
     if (isNarhubError(e) && e.code === 'STORE_PATH_INVALID') throw new UsageError(e.message);
     throw e;
