@@ -183,31 +183,44 @@ export function registerOpsMetrics(registry: Registry, service: CacheService, hu
   });
 
   if (hub !== undefined) {
+    // prom-client collects every metric of a scrape at once, so each gauge reads the hub itself;
+    // one read serves the three gauges of a scrape.
+    let last: { at: number; stats: Promise<HubStats> } | undefined;
+    const hubStats = (): Promise<HubStats> => {
+      const at = Date.now();
+      if (last === undefined || at - last.at > 1000) last = { at, stats: hub() };
+      return last.stats;
+    };
     new Gauge({
       name: 'narhub_hub_spokes_online',
       help: 'Spokes whose heartbeat is live.',
       registers,
       async collect() {
-        const s = await hub();
-        this.set(s.spokesOnline);
-        depth.reset();
-        builds.reset();
-        for (const q of s.queues)
-          for (const state of ['waiting', 'active', 'delayed'] as const) depth.set({ queue: q.name, state }, q[state]);
-        for (const [status, n] of Object.entries(s.builds)) builds.set({ status }, n);
+        this.set((await hubStats()).spokesOnline);
       },
     });
-    const depth = new Gauge({
+    new Gauge({
       name: 'narhub_hub_queue_jobs',
       help: 'Build jobs in each hub queue, by state (waiting, active, delayed).',
       labelNames: ['queue', 'state'] as const,
       registers,
+      async collect() {
+        const { queues } = await hubStats();
+        this.reset();
+        for (const q of queues)
+          for (const state of ['waiting', 'active', 'delayed'] as const) this.set({ queue: q.name, state }, q[state]);
+      },
     });
-    const builds = new Gauge({
+    new Gauge({
       name: 'narhub_hub_builds',
       help: 'Builds the hub knows, by status (succeeded, failed, dependency-failed, cancelled, queued, running).',
       labelNames: ['status'] as const,
       registers,
+      async collect() {
+        const { builds } = await hubStats();
+        this.reset();
+        for (const [status, n] of Object.entries(builds)) this.set({ status }, n);
+      },
     });
   }
 

@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { Queue } from 'bullmq';
 import type { BuildJobData } from '../../src/protocol/build-jobs.js';
 import { freePort, hubApi, startSpoke, waitFor, type RunningSpoke } from '../helpers/hub.js';
+import { promtool, seriesValue } from '../helpers/prometheus.js';
 import { getNarinfo, verifyNarinfoSig } from '../helpers/http.js';
 import { createNixEnv, type NixEnv } from '../helpers/nix.js';
 import { startRedis } from '../helpers/redis.js';
@@ -203,6 +204,22 @@ test('the hub builds a flake on two spokes: once each, into the cache, surviving
   assert.deepEqual(gatedQueue.spokes, []);
   const { spokes } = (await api.get('/spokes')) as { spokes: { id: string }[] };
   assert.ok(spokes.some((s) => s.id === survivor.id));
+
+  // The same on /metrics (loopback: no token), which promtool accepts.
+  const metrics = await (await fetch(`${url}/metrics`)).text();
+  promtool(metrics);
+  assert.equal(
+    seriesValue(metrics, `narhub_hub_queue_jobs{queue="build-${SYSTEM}+narhub-test-unobtainium",state="waiting"}`),
+    1,
+    metrics,
+  );
+  assert.equal(seriesValue(metrics, 'narhub_hub_spokes_online'), spokes.length);
+  const byStatus: Record<string, number> = {};
+  for (const b of ((await api.get('/builds?limit=1000')) as { builds: BuildView[] }).builds)
+    byStatus[b.status] = (byStatus[b.status] ?? 0) + 1;
+  assert.ok(byStatus.succeeded! >= 7 && byStatus.failed! >= 1, JSON.stringify(byStatus));
+  for (const [status, n] of Object.entries(byStatus))
+    assert.equal(seriesValue(metrics, `narhub_hub_builds{status="${status}"}`), n, `${status}: ${metrics}`);
 
   // Every derivation built exactly once, all outputs in the cache, signed, and substitutable.
   const succeeded = ((await api.get('/builds?status=succeeded&limit=1000')) as { builds: BuildView[] }).builds;

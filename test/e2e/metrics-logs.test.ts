@@ -1,27 +1,14 @@
 // /metrics after real traffic (nix copy, reads, a rejected upload, GC, a key rotation), checked by
 // promtool; a separate metrics listener; and the request log: ids, caches, store paths, no token.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { test } from 'node:test';
 import { makeTempDir } from '../helpers/tmp.js';
+import { promtool, seriesValue as value } from '../helpers/prometheus.js';
 import { uploadClosure } from '../helpers/scenario.js';
 import { runCliOk, startServer } from '../helpers/server.js';
-
-/** `promtool check metrics` on the exposition; it must exit 0 (lint problems are errors too). */
-function promtool(text: string): void {
-  const res = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
-  assert.equal(res.error, undefined, `promtool could not run (apt-get install prometheus): ${res.error}`);
-  assert.equal(res.status, 0, `promtool check metrics:\n${res.stdout}${res.stderr}`);
-}
-
-/** The value of one series, by its exact name and labels as exposed. */
-function value(text: string, series: string): number | undefined {
-  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
-  return line === undefined ? undefined : Number(line.slice(series.length + 1));
-}
 
 test('/metrics after real traffic passes promtool and counts reads, uploads, bytes, GC and re-signing', async (t) => {
   const { server, closure, writeToken } = await uploadClosure(t, 'metrics');
