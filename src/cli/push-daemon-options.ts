@@ -4,6 +4,7 @@ import { createPathFilter, type PathFilter } from '../push/path-filter.js';
 import { parseDurationFlag, parseInteger } from './args.js';
 import { pushAuthorization } from './push-auth.js';
 import { UsageError } from './usage-error.js';
+import { parseSize, SIZE_SYNTAX } from '../units.js';
 
 /** The values of the flags push-daemon and watch-store share (`DAEMON_FLAGS` of specs/auto-push.ts). */
 export interface DaemonFlagValues {
@@ -16,6 +17,7 @@ export interface DaemonFlagValues {
   exclude?: string[] | undefined;
   'only-built-here'?: boolean | undefined;
   'max-backoff'?: string | undefined;
+  'max-size'?: string | undefined;
 }
 
 export interface DaemonSettings {
@@ -41,6 +43,12 @@ export function positiveDuration(text: string, flag: string): number {
   return seconds;
 }
 
+function sizeFlag(text: string, flag: string): number {
+  const bytes = parseSize(text);
+  if (bytes === undefined || bytes < 1) throw new UsageError(`${flag} must be ${SIZE_SYNTAX}, at least 1`);
+  return bytes;
+}
+
 /** Checks the shared flags and reads the token (once) for a daemon pushing to `cacheUrl`. */
 export function daemonSettings(
   cacheUrl: string,
@@ -55,6 +63,7 @@ export function daemonSettings(
       include: values.include,
       exclude: values.exclude,
       onlyBuiltHere: values['only-built-here'] === true,
+      maxNarSize: values['max-size'] === undefined ? undefined : sizeFlag(values['max-size'], '--max-size'),
     });
   } catch (e) {
     throw new UsageError(isNarhubError(e) ? e.message : String(e));

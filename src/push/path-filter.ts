@@ -1,6 +1,8 @@
 import { NarhubError } from '../errors.js';
 import type { PathInfo } from '../nix/path-info.js';
 import { parseStorePath } from '../nix/store-path.js';
+import { formatSize } from '../units.js';
+import { formatBytes } from './progress.js';
 
 /**
  * Which new store paths the automatic push takes. Patterns are shell globs (`*`, `?`, `[…]`,
@@ -12,6 +14,8 @@ export interface PathFilterOptions {
   exclude?: readonly string[] | undefined;
   /** Only paths Nix built on this machine (see `builtHere`). */
   onlyBuiltHere?: boolean;
+  /** Never upload a NAR larger than this many bytes (`--max-size`). */
+  maxNarSize?: number | undefined;
 }
 
 /** A glob as an anchored regular expression; a `[` without its `]` is a literal. */
@@ -70,6 +74,11 @@ export interface PathFilter {
   infoRejects(info: PathInfo): string | undefined;
   /** True when `infoRejects` needs the metadata of the paths the names let through. */
   needsInfo: boolean;
+  /**
+   * Why a path must not be uploaded whatever needs it (its NAR is over `maxNarSize`), or
+   * undefined. Unlike the others, this holds for every path of a closure the cache lacks.
+   */
+  uploadRejects(info: Pick<PathInfo, 'narSize'>): string | undefined;
 }
 
 export function createPathFilter(options: PathFilterOptions = {}): PathFilter {
@@ -93,5 +102,10 @@ export function createPathFilter(options: PathFilterOptions = {}): PathFilter {
       return 'not built here (substituted, copied or added: --only-built-here)';
     },
     needsInfo: onlyBuiltHere,
+    uploadRejects(info) {
+      const max = options.maxNarSize;
+      if (max === undefined || info.narSize <= max) return undefined;
+      return `its NAR is ${formatBytes(info.narSize)}, over --max-size ${formatSize(max)}`;
+    },
   };
 }

@@ -15,6 +15,12 @@ export interface PushSettings {
   jobs?: number;
   retry: RetryPolicy;
   progress: Progress;
+  /**
+   * Why a path the cache lacks must not be uploaded (e.g. over a size limit), or undefined. Such
+   * a path, and every path the cache lacks that needs it, is left out: not attempted, and
+   * reported in `leftOut`, not as a failure.
+   */
+  leaveOut?: ((info: PathInfo) => string | undefined) | undefined;
 }
 
 export interface PushOptions extends PushSettings {
@@ -44,6 +50,8 @@ export interface PushReport {
   present: number;
   pushed: { path: string; narSize: number; fileSize: number }[];
   failed: FailedPath[];
+  /** Paths the cache lacks that `leaveOut` kept back, or that need one of those, and why. */
+  leftOut: { path: string; reason: string }[];
   seconds: number;
 }
 
@@ -111,8 +119,15 @@ export async function pushClosure(
     present: closure.length - missing.size,
     pushed: [],
     failed: [],
+    leftOut: [],
     seconds: 0,
   };
+  if (options.leaveOut) {
+    for (const [path, reason] of leftOutOf(missing, options.leaveOut)) {
+      missing.delete(path);
+      report.leftOut.push({ path, reason });
+    }
+  }
   if (missing.size === 0) {
     report.seconds = (performance.now() - started) / 1000;
     return report;
@@ -206,6 +221,34 @@ export async function pushClosure(
   progress.finish();
   report.seconds = (performance.now() - started) / 1000;
   return report;
+}
+
+/**
+ * The paths among `missing` that `leaveOut` names, and those that need one of them (through
+ * references among `missing`: what the cache has already needs no upload), each with why.
+ */
+function leftOutOf(
+  missing: Map<string, PathInfo>,
+  leaveOut: (info: PathInfo) => string | undefined,
+): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const [path, info] of missing) {
+    const why = leaveOut(info);
+    if (why !== undefined) out.set(path, why);
+  }
+  // Until nothing changes: a closure is a few dozen references deep at most.
+  for (let grew = out.size > 0; grew; ) {
+    grew = false;
+    for (const [path, info] of missing) {
+      if (out.has(path)) continue;
+      const needed = info.references.find((r) => r !== path && out.has(r));
+      if (needed !== undefined) {
+        out.set(path, `needs ${needed}, which is left out`);
+        grew = true;
+      }
+    }
+  }
+  return out;
 }
 
 function messageOf(err: unknown): string {

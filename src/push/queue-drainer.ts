@@ -20,8 +20,9 @@ import { PushFailure } from './retry.js';
  * query and one missing-paths question, so a path queued twice is uploaded once), and an entry is
  * deleted only once every path of its closure is in the cache. Before a batch, the filter drops
  * paths by name and (with --only-built-here) by what Nix records, and paths no longer in the
- * store (collected since) are dropped. After it, each entry is one of:
- * - done: deleted;
+ * store (collected since) are dropped. In the push, a path the cache lacks whose NAR is over
+ * --max-size is left out, with every path that needs it. After it, each entry is one of:
+ * - done (every path of its closure in the cache, or left out): deleted;
  * - refused for good (a 4xx other than 401, 403, 404, 408 and 429: an invalid or oversized path,
  *   a conflicting one): moved to `failed/` with the reasons, so the queue does not stall on it;
  * - anything else (connection trouble, 5xx, a token the server does not take yet): kept, and
@@ -141,10 +142,14 @@ export function startDrainer(options: DrainerOptions): Drainer {
     }
 
     const closure = await queryClosure(roots, options.nix);
-    const report = await pushClosure(closure, options.client, options.push);
+    const report = await pushClosure(closure, options.client, { ...options.push, leaveOut: filter.uploadRejects });
+    for (const { path, reason } of report.leftOut.slice(0, SKIPS_SHOWN)) log(`leaving out ${path}: ${reason}`);
+    if (report.leftOut.length > SKIPS_SHOWN)
+      log(`leaving out ${report.leftOut.length - SKIPS_SHOWN} more paths the cache lacks (--max-size)`);
     log(
       `${entries.length} queue entr${entries.length === 1 ? 'y' : 'ies'}, ${roots.length} path${roots.length === 1 ? '' : 's'} ` +
         `with a closure of ${report.closure}: ${report.pushed.length} uploaded, ${report.present} already in the cache` +
+        (report.leftOut.length > 0 ? `, ${report.leftOut.length} left out` : '') +
         (report.failed.length > 0 ? `, ${report.failed.length} failed` : ''),
     );
     const infos = new Map(closure.map((i) => [i.path, i]));

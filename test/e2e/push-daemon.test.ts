@@ -1,6 +1,7 @@
 // Automatic push from builders: Nix's post-build-hook runs `narhub queue-push`, and
 // `narhub push-daemon` drains that queue into a real narhub, with the real Nix 2.8 client.
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -180,6 +181,62 @@ test('push-daemon backs off while the cache cannot answer, keeps an entry whose 
   assert.equal((await getNarinfo(`${server.url}/main`, bad.paths[0]!)).status, 404);
 });
 
+test('push-daemon --max-size leaves out a path whose NAR is over it and the path needing it, deletes their entry and pushes the rest; once the cache has the big path, a path needing it is pushed', async (t) => {
+  const { server, tokenFile, queueDir } = await setUp(t);
+  const nix = await createNixEnv(t);
+  const nonce = randomBytes(6).toString('hex');
+  const file = join(nix.workDir, `max-size-${nonce}.nix`);
+  const sh = (name: string, script: string, deps = '') =>
+    `derivation { name = "${name}-${nonce}"; system = builtins.currentSystem; builder = "/bin/sh"; ${deps} args = [ "-c" "export PATH=/usr/bin:/bin; ${script}" ]; }`;
+  await writeFile(
+    file,
+    `rec {
+  big = ${sh('max-size-big', 'head -c 2097152 /dev/urandom > $out')};
+  needsBig = ${sh('max-size-needs-big', 'mkdir $out; ln -s $big $out/big', 'inherit big;')};
+  alsoNeedsBig = ${sh('max-size-also-needs-big', 'mkdir $out; ln -s $big $out/big', 'inherit big;')};
+  small = ${sh('max-size-small', 'echo small > $out')};
+}
+`,
+  );
+  const attrs = ['big', 'needsBig', 'alsoNeedsBig', 'small'];
+  const built = await nix.run('nix-build', ['--no-out-link', file, ...attrs.flatMap((a) => ['-A', a])]);
+  const [big, needsBig, alsoNeedsBig, small] = built.stdout.trim().split('\n') as [string, string, string, string];
+  assert.match(needsBig, /-max-size-needs-big-/);
+
+  await runCliOk(['queue-push', '--queue', queueDir, needsBig, small]);
+  const args = [
+    'push-daemon',
+    `${server.url}/main`,
+    '--queue',
+    queueDir,
+    '--token-file',
+    tokenFile,
+    '--max-size',
+    '1M',
+  ];
+  const daemon = startCliDaemon(t, args, nix.env);
+  await queueDrained(queueDir);
+  const out = daemon.output();
+  assert.match(out, new RegExp(`^leaving out ${literal(big)}: its NAR is 2\\.0 MiB, over --max-size 1M$`, 'm'));
+  assert.match(out, new RegExp(`^leaving out ${literal(needsBig)}: needs ${literal(big)}, which is left out$`, 'm'));
+  assert.match(out, /^1 queue entry, 2 paths with a closure of 3: 1 uploaded, 0 already in the cache, 2 left out$/m);
+  const status = async (p: string) => (await getNarinfo(`${server.url}/main`, p)).status;
+  assert.deepEqual(await Promise.all([big, needsBig, small].map(status)), [404, 404, 200]);
+  await assert.rejects(readdir(join(queueDir, 'failed')), { code: 'ENOENT' }, 'left out is not failed');
+
+  // The big path pushed by hand: what needs it is no longer held back.
+  const token = (await readFile(tokenFile, 'utf8')).trim();
+  await runCliOk(['push', `${server.url}/main`, big, '--token', token], { env: nix.env });
+  const mark = daemon.output().length;
+  await runCliOk(['queue-push', '--queue', queueDir, alsoNeedsBig]);
+  await daemon.waitFor(
+    /^1 queue entry, 1 path with a closure of 2: 1 uploaded, 1 already in the cache$/m,
+    PUSH_TIMEOUT_MS,
+    mark,
+  );
+  assert.equal(await status(alsoNeedsBig), 200);
+});
+
 test('queue-push, push-daemon and watch-store refuse bad arguments with usage (exit 2); queue-push with no paths queues nothing', async (t) => {
   const dir = await makeTempDir(t, 'narhub-autopush-args-');
   const queue = join(dir, 'queue');
@@ -190,6 +247,8 @@ test('queue-push, push-daemon and watch-store refuse bad arguments with usage (e
     ['push-daemon', 'ftp://x/main', '--queue', queue],
     ['push-daemon', 'http://127.0.0.1:1/main', '--queue', queue, '--include', '/nix/store/*'],
     ['push-daemon', 'http://127.0.0.1:1/main', '--queue', queue, '--token', 'a', '--token-file', '/x'],
+    ['push-daemon', 'http://127.0.0.1:1/main', '--queue', queue, '--max-size', '0'],
+    ['push-daemon', 'http://127.0.0.1:1/main', '--queue', queue, '--max-size', 'big'],
     ['watch-store', 'http://127.0.0.1:1/main', '--state', dir, '--interval', '0'],
   ];
   for (const args of cases) {

@@ -56,6 +56,12 @@ const DAEMON_FLAGS = {
     type: 'boolean',
     help: 'Only paths Nix built on this machine (marked ultimate), not substituted, copied or added ones',
   },
+  'max-size': {
+    type: 'string',
+    value: 'SIZE',
+    default: 'no limit',
+    help: 'Never upload a NAR bigger than SIZE (e.g. 2G): such a path the cache lacks, and every path needing it, is left out',
+  },
   'max-backoff': {
     type: 'string',
     value: 'DURATION',
@@ -64,8 +70,9 @@ const DAEMON_FLAGS = {
   },
 } as const satisfies Flags;
 
-const FILTERS = `A path taken goes with its whole closure, which the cache needs. Paths no longer in the
-store when their turn comes are skipped.`;
+const FILTERS = `A path taken goes with its whole closure, which the cache needs, less what the cache
+already has; --include, --exclude and --only-built-here choose the paths taken, --max-size holds
+back every path of the closure. Paths no longer in the store when their turn comes are skipped.`;
 
 export const QUEUE_PUSH = command({
   name: 'queue-push',

@@ -4,6 +4,9 @@ import { test } from 'node:test';
 import { pathsFromHookEnvironment } from '../../../src/push/hook-paths.js';
 import { builtHere, createPathFilter, globToRegExp } from '../../../src/push/path-filter.js';
 import type { PathInfo } from '../../../src/nix/path-info.js';
+import type { ApiClient } from '../../../src/push/api-client.js';
+import type { Progress } from '../../../src/push/progress.js';
+import { pushClosure } from '../../../src/push/push.js';
 
 const path = (name: string) => `/nix/store/0c5q4bqbzvmh3h69b2xs8lqbrhqf4zyv-${name}`;
 
@@ -109,4 +112,61 @@ test('a post-build-hook environment: $OUT_PATHS, else the outputs $DRV_PATH fixe
   });
   assert.deepEqual(pathsFromHookEnvironment({}, read), { paths: [], skipped: [] });
   assert.throws(() => pathsFromHookEnvironment({ DRV_PATH: '/nix/store/missing.drv' }, read), /cannot be read: ENOENT/);
+});
+
+test('--max-size: a NAR over it is refused for upload, one at or under it is not; no limit refuses none', () => {
+  const filter = createPathFilter({ maxNarSize: 1024 * 1024 });
+  assert.equal(filter.uploadRejects({ narSize: 1024 * 1024 }), undefined);
+  assert.equal(filter.uploadRejects({ narSize: 1024 * 1024 + 1 }), 'its NAR is 1.0 MiB, over --max-size 1M');
+  assert.equal(filter.uploadRejects({ narSize: 3 * 1024 ** 3 }), 'its NAR is 3.0 GiB, over --max-size 1M');
+  assert.equal(createPathFilter().uploadRejects({ narSize: Number.MAX_SAFE_INTEGER }), undefined);
+});
+
+test('pushClosure with leaveOut uploads neither a path it names nor the paths the cache lacks that need it, directly or not; a present path needs no upload, so what needs it goes', async () => {
+  const info = (name: string, narSize: number, refs: string[] = []): PathInfo => ({
+    path: path(name),
+    narHash: 'sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s',
+    narSize,
+    references: [path(name), ...refs.map(path)],
+    signatures: [],
+  });
+  const closure = [
+    info('big', 5000),
+    info('needs-big', 10, ['big']),
+    info('needs-needs-big', 10, ['needs-big']),
+    info('small', 10),
+    info('big-present', 9000),
+    info('needs-big-present', 10, ['big-present']),
+  ];
+  const uploaded: string[] = [];
+  const client = {
+    missingPaths: async (paths: string[]) => paths.filter((p) => p !== path('big-present')),
+    uploadPath: async (i: PathInfo) => {
+      uploaded.push(i.path);
+      return { created: true, stored: true, fileSize: i.narSize, narSize: i.narSize };
+    },
+  } as unknown as ApiClient;
+  const silent: Progress = {
+    start: () => undefined,
+    bytes: () => undefined,
+    pushed: () => undefined,
+    retrying: () => undefined,
+    failed: () => undefined,
+    finish: () => undefined,
+  };
+  const report = await pushClosure(closure, client, {
+    location: { base: 'http://127.0.0.1:1', cache: 'main', host: '127.0.0.1' },
+    retry: { retries: 0 },
+    progress: silent,
+    leaveOut: (i) => (i.narSize > 1000 ? 'too big' : undefined),
+  });
+  assert.deepEqual(uploaded.sort(), [path('needs-big-present'), path('small')]);
+  assert.deepEqual(report.leftOut, [
+    { path: path('big'), reason: 'too big' },
+    { path: path('needs-big'), reason: `needs ${path('big')}, which is left out` },
+    { path: path('needs-needs-big'), reason: `needs ${path('needs-big')}, which is left out` },
+  ]);
+  assert.deepEqual(report.failed, []);
+  assert.equal(report.present, 1);
+  assert.equal(report.closure, 6);
 });
