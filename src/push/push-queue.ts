@@ -1,5 +1,15 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  fchmodSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeSync,
+} from 'node:fs';
 import { open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { NarhubError } from '../errors.js';
@@ -88,6 +98,9 @@ export function appendToQueue(dir: string, paths: readonly string[]): string {
   const fd = openSync(temp, 'wx', 0o644);
   try {
     try {
+      // Readable by a daemon of another user (NixOS runs the hook as root, push-daemon as
+      // narhub-push) whatever the writer's umask.
+      fchmodSync(fd, 0o644);
       writeSync(fd, `${[...new Set(paths)].join('\n')}\n`);
       fsyncSync(fd);
     } finally {

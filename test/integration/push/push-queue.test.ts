@@ -1,7 +1,7 @@
 // The on-disk push queue and its lock, on a real file system, with real queue-push processes.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { readdir, readFile, utimes, writeFile } from 'node:fs/promises';
+import { spawn, spawnSync } from 'node:child_process';
+import { readdir, readFile, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import {
@@ -13,7 +13,7 @@ import {
   removeStaleTemps,
 } from '../../../src/push/push-queue.js';
 import { lockQueue } from '../../../src/push/queue-lock.js';
-import { runCli } from '../../helpers/server.js';
+import { CLI_PATH, runCli } from '../../helpers/server.js';
 import { makeTempDir } from '../../helpers/tmp.js';
 
 const path = (i: number, name = 'p') => `/nix/store/${String(i).padStart(32, '0')}-${name}`;
@@ -39,6 +39,20 @@ test('16 queue-push processes at once leave 16 whole entries, oldest first, each
     [],
     'nothing but entries in the queue',
   );
+});
+
+test('a queue-push under umask 077 (a root hook) still writes entries mode 0644, readable by a daemon of another user', async (t) => {
+  const queue = join(await makeTempDir(t, 'narhub-queue-umask-'), 'queue');
+  const res = spawnSync(
+    'sh',
+    ['-c', `umask 077; exec "$0" "$1" queue-push --queue "$2" "$3"`, process.execPath, CLI_PATH, queue, path(1)],
+    {
+      encoding: 'utf8',
+    },
+  );
+  assert.equal(res.status, 0, res.stderr);
+  const [name] = await listEntries(queue);
+  assert.equal((await stat(join(queue, name!))).mode & 0o777, 0o644);
 });
 
 test('queue entries: comments and blank lines skipped, a line that is no store path reported; temporary files are never entries and go once an hour old; failed/ keeps an entry and why', async (t) => {
