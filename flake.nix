@@ -31,6 +31,7 @@
           imports = [ ./nixos/module.nix ];
           services.narhub.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.default;
           services.narhub-spoke.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.default;
+          services.narhub-push.package = lib.mkDefault self.packages.${pkgs.stdenv.hostPlatform.system}.default;
         };
       nixosModules.narhub = self.nixosModules.default;
 

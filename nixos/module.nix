@@ -1,5 +1,6 @@
 # NixOS module for narhub: `services.narhub` (the binary cache, optionally with the build hub
-# and its Redis) and `services.narhub-spoke` (a build worker for the hub).
+# and its Redis), `services.narhub-spoke` (a build worker for the hub) and, in ./push.nix,
+# `services.narhub-push` (this machine's new store paths pushed to a cache).
 #
 # `services.narhub.settings` is narhub's JSON config (RFC 42): its options are generated from
 # the config schema (nixos/settings.nix), and the unit is built from it (data directory,
@@ -313,34 +314,8 @@ let
     shim = adminShim;
   };
 
-  # Shared by both services. V8 compiles JavaScript at run time, so MemoryDenyWriteExecute
-  # stays off; builds happen in nix-daemon's sandbox, never in these processes.
-  hardening = {
-    NoNewPrivileges = true;
-    ProtectSystem = "strict";
-    ProtectHome = true;
-    PrivateTmp = true;
-    PrivateDevices = true;
-    DevicePolicy = "closed";
-    ProtectKernelTunables = true;
-    ProtectKernelModules = true;
-    ProtectKernelLogs = true;
-    ProtectControlGroups = true;
-    ProtectClock = true;
-    ProtectHostname = true;
-    ProtectProc = "invisible";
-    RestrictNamespaces = true;
-    RestrictRealtime = true;
-    RestrictSUIDSGID = true;
-    LockPersonality = true;
-    RemoveIPC = true;
-    SystemCallArchitectures = "native";
-    SystemCallFilter = [
-      "@system-service"
-      "~@privileged"
-    ];
-    UMask = "0077";
-  };
+  # Shared by every narhub unit (nixos/hardening.nix).
+  hardening = import ./hardening.nix;
 
   chrootStoreDir = if spokeCfg.store == null then null else lib.removePrefix "local?root=" spokeCfg.store;
   chrootStore = chrootStoreDir != null && lib.hasPrefix "/" chrootStoreDir;
@@ -398,6 +373,7 @@ let
 in
 {
   imports = [
+    ./push.nix
     (moved [ "dataDir" ] [ "dataDir" ])
     (moved [ "publicUrl" ] [ "publicUrl" ])
     (moved [ "logLevel" ] [ "logLevel" ])

@@ -312,6 +312,11 @@ let
     # Through the flake: the package defaults to the flake's.
     flakeModule = {
       services.narhub.enable = true;
+      services.narhub-push = {
+        enable = true;
+        cacheUrl = "http://hub:8080/main";
+        tokenFile = secret "push-token";
+      };
       services.narhub-spoke = {
         enable = true;
         hub = "http://hub:8080";
@@ -332,6 +337,44 @@ let
         systems = [
           "x86_64-linux"
           "i686-linux"
+        ];
+      };
+    };
+
+    # The push unit in its default mode, watch-store; the state directory is `pushStateDir`
+    # (module-eval.test.ts runs the unit's command against a real narhub).
+    pushWatchStore = {
+      services.narhub-push = {
+        enable = true;
+        package = narhubPackage;
+        cacheUrl = "http://127.0.0.1:8080/main";
+        tokenFile = secret "push-token";
+        include = [ "narhub-push-eval-*" ];
+      };
+    };
+
+    # The push unit fed by Nix's post-build-hook, with every option.
+    pushHook = {
+      services.narhub-push = {
+        enable = true;
+        package = narhubPackage;
+        mode = "post-build-hook";
+        cacheUrl = "http://127.0.0.1:8080/main";
+        tokenFile = secret "push-token";
+        include = [
+          "narhub-push-eval-*"
+          "my project-*"
+        ];
+        exclude = [
+          "*.drv"
+          "*-100%"
+        ];
+        onlyBuiltHere = true;
+        maxSize = "2G";
+        jobs = 2;
+        extraArgs = [
+          "--max-backoff"
+          "1m"
         ];
       };
     };
@@ -378,6 +421,24 @@ let
           maxNarSize = "50G";
           gcInterval = "1h30m";
         };
+      };
+    };
+
+    pushTokenInStore = {
+      services.narhub-push = {
+        enable = true;
+        package = narhubPackage;
+        cacheUrl = "http://127.0.0.1:8080/main";
+        tokenFile = "/nix/store/${fakeHash}-push-token";
+      };
+    };
+    pushBadMaxSize = {
+      services.narhub-push = {
+        enable = true;
+        package = narhubPackage;
+        cacheUrl = "http://127.0.0.1:8080/main";
+        tokenFile = secret "push-token";
+        maxSize = "lots";
       };
     };
 
@@ -548,7 +609,20 @@ in
   services = {
     narhub = service "narhub";
     narhub-spoke = service "narhub-spoke";
+    narhub-push = service "narhub-push";
   };
+  # The script nix.settings.post-build-hook names, if any.
+  postBuildHook =
+    let
+      hook = config.nix.settings.post-build-hook or null;
+    in
+    if builtins.isAttrs hook then
+      {
+        path = hook.outPath;
+        inherit (hook) text;
+      }
+    else
+      hook;
   generatedConfig = if narhub.enable then narhub.generatedConfig else null;
   configInputs = if narhub.enable then withoutModuleArgs narhub.configInputs else null;
   configFile = if narhub.enable then toString narhub.configFile else null;
