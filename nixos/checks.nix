@@ -1,6 +1,6 @@
 # The flake's checks: the package (its build runs `check-config` and loads every native addon),
 # `npm test` in a VM (the suites drive the real Nix client and build into /nix/store, which a
-# build sandbox cannot offer), and the NixOS VM tests of the module.
+# build sandbox cannot offer), and the NixOS VM tests of the module (cache, hub and spokes, push).
 { pkgs, self }:
 
 let
@@ -34,4 +34,5 @@ in
   npm-test = runTest (import ./tests/npm-test.nix { inherit buildTree; });
   vm-cache = runTest ./tests/cache.nix;
   vm-hub-spokes = runTest ./tests/hub-spokes.nix;
+  vm-push = runTest ./tests/push.nix;
 }

@@ -33,9 +33,12 @@ test('every .nix file parses with nix-instantiate --parse', async () => {
     'nixos/package.nix',
     'nixos/npm-lock.nix',
     'nixos/module.nix',
+    'nixos/push.nix',
+    'nixos/hardening.nix',
     'nixos/checks.nix',
     'nixos/tests/cache.nix',
     'nixos/tests/hub-spokes.nix',
+    'nixos/tests/push.nix',
     'nixos/tests/npm-test.nix',
     'test/integration/nixos/eval-module.nix',
   ]) {
