@@ -93,7 +93,12 @@ export function createNarIngest(deps: { store: BlobStore; nars: NarsRepo }) {
     }
 
     const toStore = new PassThrough({ highWaterMark: 1 << 20 });
-    const { input: narInput, pass: validator } = createNarPass({ listing: true, decompress: compression });
+    // The limit holds for the NAR itself too, not only for the bytes received.
+    const { input: narInput, pass: validator } = createNarPass({
+      listing: true,
+      decompress: compression,
+      maxSize: options.maxSize,
+    });
     const fileHasher = compression === 'none' ? undefined : new Sha256Sink();
     const validated = validator.result().catch((err: unknown) => {
       throw corruptInput(err, compression);

@@ -237,7 +237,8 @@ export const ConfigSchema = Type.Object(
       default: 64 * 1024 ** 3,
       minimum: 1,
       unit: 'size',
-      description: 'Largest accepted NAR upload: bytes, or a size such as 64G.',
+      description:
+        'Largest accepted NAR, both as uploaded and decoded (a compressed file counts as the NAR it expands to): bytes, or a size such as 64G.',
     }),
     maxSmallFileSize: Type.Integer({
       default: 64 * 1024 ** 2,

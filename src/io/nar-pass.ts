@@ -11,6 +11,8 @@ export interface NarPassOptions {
   listing: boolean;
   /** Compress the NAR with zstd: the stream's output, hashed and counted (`digest()`, `bytes`). */
   compress?: { level: number; workers: number };
+  /** Fail with BODY_TOO_LARGE once the NAR (decoded) passes this many bytes. */
+  maxSize?: number;
 }
 
 /**
@@ -28,7 +30,12 @@ export class NarPass extends CodecStream {
 
   constructor(opts: NarPassOptions) {
     super(
-      { codec: 'nar', listing: opts.listing, ...(opts.compress ? { compress: opts.compress } : {}) },
+      {
+        codec: 'nar',
+        listing: opts.listing,
+        ...(opts.compress ? { compress: opts.compress } : {}),
+        ...(opts.maxSize !== undefined ? { maxSize: opts.maxSize } : {}),
+      },
       { hashOutput: opts.compress !== undefined },
     );
     // A sink's readable side, flowing, ends by itself after the last write.

@@ -14,7 +14,7 @@ export type Decompression = 'zstd' | 'gzip' | 'br' | 'xz' | 'bzip2';
 export type CodecSpec =
   | { codec: 'decompress'; compression: Decompression }
   | { codec: 'sha256' }
-  | { codec: 'nar'; listing: boolean; compress?: { level: number; workers: number } };
+  | { codec: 'nar'; listing: boolean; compress?: { level: number; workers: number }; maxSize?: number };
 
 /** What `sha256` reports. */
 export interface Sha256Result {

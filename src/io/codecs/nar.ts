@@ -1,5 +1,6 @@
 // The `nar` codec: one pass over a NAR that validates, hashes and lists it and, if asked,
 // compresses it with zstd.
+import { NarhubError } from '../../errors.js';
 import { formatListing } from '../../nix/nar/listing.js';
 import { NarParser } from '../../nix/nar/nar-parser.js';
 import type { CodecSpec, NarResult } from '../codec-thread/protocol.js';
@@ -16,8 +17,14 @@ export function nar(emit: Emit, spec: Extract<CodecSpec, { codec: 'nar' }>): Cod
   const compressor = spec.compress ? zstdCompress(emit, spec.compress.level, spec.compress.workers) : undefined;
   let summary: NarResult | undefined;
   let ended = false;
+  let size = 0;
   return {
     write(input) {
+      size += input.byteLength;
+      // Checked on the decoded bytes: a small compressed file may expand to any size.
+      if (spec.maxSize !== undefined && size > spec.maxSize) {
+        throw new NarhubError('BODY_TOO_LARGE', `the NAR is larger than the limit of ${spec.maxSize} bytes`);
+      }
       parser.update(input);
       compressor?.write(input);
     },

@@ -392,6 +392,30 @@ test('bodies over the configured maxima are 413', async (t) => {
   assert.equal((await h.request('GET', `/main/log/${drv}`)).statusCode, 404);
 });
 
+test('a compressed NAR file under maxNarSize whose NAR is larger is 413, for every compression, and nothing is kept', async (t) => {
+  const maxNarSize = 1024 * 1024;
+  const h = await buildTestApp(t, { maxNarSize });
+  for (const compression of ['zstd', 'xz', 'bzip2', 'gzip', 'br'] as const) {
+    // 8 MiB of zeros: the file is a few kilobytes at most, the NAR eight times the limit.
+    const bomb = makePath({ tree: { type: 'regular', contents: Buffer.alloc(8 * maxNarSize) }, compression });
+    assert.ok(bomb.file.length < maxNarSize / 8, `${compression}: the file itself is far under the limit`);
+    const res = await putNar(h, bomb, basic(h.tokens.write));
+    assertRejected(res, 413, 'BODY_TOO_LARGE');
+    assert.match(res.body, /NAR is larger than the limit of 1048576 bytes/, compression);
+    assertNotStored(h, bomb.fileName);
+    await assertNothingVisible(h, bomb);
+  }
+  // A NAR of exactly the limit, compressed, is fine.
+  const edge = narBytes({ type: 'regular', contents: Buffer.alloc(1) }).length;
+  const fits = makePath({
+    tree: { type: 'regular', contents: Buffer.alloc(maxNarSize - edge + 1) },
+    compression: 'zstd',
+  });
+  assert.equal(fits.nar.length, maxNarSize);
+  await upload(h, fits);
+  assert.equal((await h.request('GET', `/main/${fits.hashPart}.narinfo`)).statusCode, 200);
+});
+
 test("writes need a write token for this cache: 401 without, 403 with read or another cache's token", async (t) => {
   const h = await buildTestApp(t, { caches: [{ name: 'other' }] });
   const path = makePath({ compression: 'zstd' });
