@@ -2,8 +2,9 @@
 // concurrent uploads, or its disk fills mid-upload. After each fault, everything visible verifies
 // (signature, NAR hash and size, references), nothing committed is lost, and the service recovers
 // by itself: uploads work again without anyone cleaning up. S3 answering 500 and 503 in the middle
-// of a multipart upload is injected in front of s3rver (test/helpers/s3.ts).
-import assert from 'node:assert/strict';
+// of a multipart upload is injected in front of s3rver (test/helpers/s3.ts); S3 dying outright is
+// s3rver in a process of its own, killed and started again (test/helpers/s3-process.ts).
+import assert, { AssertionError } from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,7 +13,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { test } from 'node:test';
 import type { TestPath } from '../helpers/build-app.js';
 import { checkVisible } from '../helpers/cache-check.js';
-import { startS3 } from '../helpers/s3.js';
+import { s3StorageConfig, startS3 } from '../helpers/s3.js';
+import { startS3Process } from '../helpers/s3-process.js';
 import { createToken, startServer } from '../helpers/server.js';
 import { tempFiles } from '../helpers/temp-files.js';
 import { makeTempDir } from '../helpers/tmp.js';
@@ -176,4 +178,108 @@ test('S3 answering 500, then 503, mid-multipart: the upload fails, nothing is vi
   await nativeUpload(server.url, 'main', token, after[1]!);
   const visible = await checkVisible(url, server.publicKey, [...attempted, ...after.map((p) => p.hashPart)]);
   assert.deepEqual([...visible].sort(), after.map((p) => p.hashPart).sort());
+});
+
+/**
+ * GETs a committed path's NAR over and over until stopped, failing the test on any response that
+ * comes whole (a 200 read to its end) with other bytes than the NAR as uploaded. An error status
+ * or a cut-off body is a failed read, which a client notices and retries; a wrong body is not.
+ */
+function readWhileFaulting(cacheUrl: string, p: TestPath) {
+  let stopping = false;
+  let whole = 0;
+  let failed = 0;
+  const loop = (async () => {
+    while (!stopping) {
+      try {
+        const res = await fetch(`${cacheUrl}/${p.narUrl}`);
+        const body = Buffer.from(await res.arrayBuffer());
+        if (res.status !== 200) failed++;
+        else {
+          assert.ok(body.equals(p.file), `a NAR served whole is the NAR as uploaded (${body.length} bytes)`);
+          whole++;
+        }
+      } catch (err) {
+        if (err instanceof AssertionError) throw err;
+        failed++;
+      }
+      await sleep(20);
+    }
+  })();
+  return {
+    async stop(): Promise<{ whole: number; failed: number }> {
+      stopping = true;
+      await loop;
+      return { whole, failed };
+    },
+  };
+}
+
+/** Keys of the objects under `prefix` in s3rver's data directory of `bucket`. */
+function objectKeys(dir: string, bucket: string, prefix: string): string[] {
+  const root = join(dir, bucket, prefix);
+  let names: string[];
+  try {
+    names = readdirSync(root);
+  } catch {
+    return [];
+  }
+  return names
+    .filter((n) => n.endsWith('._S3rver_object'))
+    .map((n) => `${prefix}${n.replace(/\._S3rver_object$/, '')}`);
+}
+
+test('S3 killed mid-multipart, then restarted: the upload fails, nothing partial is visible or served, and uploads work once S3 is back', async (t) => {
+  const s3 = await startS3Process(t);
+  const dataDir = await makeTempDir(t, 'narhub-s3-kill-');
+  const configFile = join(dataDir, 'config.json');
+  const storage = await s3StorageConfig(s3.endpoint, s3.bucket, dataDir, { partSize: '5M', queueSize: 2 });
+  writeFileSync(configFile, JSON.stringify({ storage }));
+  const server = await startServer(t, { dataDir, args: ['--config', configFile] });
+  const { token } = await createToken(dataDir, 'main', 'write', ['--config', configFile]);
+  const url = `${server.url}/main`;
+  // A committed path (itself a multipart upload), read all along while S3 dies and comes back.
+  const committed = randomPath('s3-kill-committed', 12_000_000);
+  await nixProtocolUpload(url, token, committed);
+  const reader = readWhileFaulting(url, committed);
+
+  const attempted: string[] = [];
+  for (const kind of ['nix', 'native'] as const) {
+    // 16 MB of random bytes: four parts, two in flight; S3 dies as the first part arrives.
+    const big = randomPath(`s3-kill-${kind}`, 16_000_000);
+    attempted.push(big.hashPart);
+    const partArrives = s3.nextRequest(/^PUT \S+ \[[^\]]*\bpartNumber\b/);
+    const upload = kind === 'nix' ? nixProtocolUpload(url, token, big) : nativeUpload(server.url, 'main', token, big);
+    upload.catch(() => undefined); // awaited below, once S3 is dead
+    await partArrives;
+    await s3.kill();
+    await assert.rejects(upload, /PUT 5\d\d: .*STORAGE_ERROR/, `S3 killed: the ${kind} upload fails with a reason`);
+    // While S3 is away, the server still answers, and the failed path is not there.
+    const missing = await fetch(`${url}/${big.hashPart}.narinfo`);
+    assert.equal(missing.status, 404, await missing.text());
+    await s3.restart();
+    const visible = await checkVisible(url, server.publicKey, [committed.hashPart, ...attempted]);
+    assert.deepEqual(
+      [...visible],
+      [committed.hashPart],
+      `S3 killed during the ${kind} upload: nothing of it is visible`,
+    );
+  }
+
+  // S3 is back: both uploads go through at once, without a restart of narhub, and verify.
+  const after = [randomPath('s3-back-nix', 12_000_000), randomPath('s3-back-native', 12_000_000)];
+  await nixProtocolUpload(url, token, after[0]!);
+  await nativeUpload(server.url, 'main', token, after[1]!);
+  const { whole } = await reader.stop();
+  assert.ok(whole > 0, 'the committed NAR was read whole');
+  const visible = await checkVisible(url, server.publicKey, [
+    committed.hashPart,
+    ...attempted,
+    ...after.map((p) => p.hashPart),
+  ]);
+  assert.deepEqual([...visible].sort(), [committed.hashPart, ...after.map((p) => p.hashPart)].sort());
+  // The bucket alone is a cache too: it holds the NARs of the committed paths and nothing of the failed uploads.
+  const nars = objectKeys(s3.dir, s3.bucket, 'main/nar/');
+  assert.equal(nars.length, 3, nars.join('\n'));
+  assert.ok(nars.includes(`main/${committed.narUrl}`) && nars.includes(`main/${after[0]!.narUrl}`), nars.join('\n'));
 });

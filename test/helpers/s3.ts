@@ -73,9 +73,20 @@ export interface S3Server {
   stop(): Promise<void>;
 }
 
+export interface S3Options {
+  bucket?: string;
+  /** s3rver's data directory, kept when the server stops (default: a fresh one, removed). */
+  dir?: string;
+  /** Default: a free one. */
+  port?: number;
+  /** Told each request as it arrives, in the form of `requests`. */
+  onRequest?(request: string): void;
+}
+
 /**
- * Starts s3rver on 127.0.0.1 and a free port, silent, in a fresh temp directory, with `bucket`
- * created; stops it and removes the directory when `scope` ends.
+ * Starts s3rver on 127.0.0.1 and a free port (or `opts.port`), silent, in a fresh temp directory
+ * (or `opts.dir`), with `bucket` created; stops it and removes the directory it made when `scope`
+ * ends.
  *
  * s3rver 3.7 lacks two calls narhub's tests need, so a small middleware in front adds them with
  * S3's semantics over s3rver's own upload directories: AbortMultipartUpload (DELETE
@@ -83,13 +94,14 @@ export interface S3Server {
  * also applies S3's atomic overwrite to PutObject and CompleteMultipartUpload, which s3rver
  * writes in place: writes to one key are serialised, so racing writers never interleave bytes.
  */
-export async function startS3(scope: Scope, opts: { bucket?: string } = {}): Promise<S3Server> {
+export async function startS3(scope: Scope, opts: S3Options = {}): Promise<S3Server> {
   const bucket = opts.bucket ?? 'narhub-test';
-  const dir = await mkdtemp(join(tmpdir(), 'narhub-s3rver-'));
+  const dir = opts.dir ?? (await mkdtemp(join(tmpdir(), 'narhub-s3rver-')));
+  const ownDir = opts.dir === undefined;
   const uploadsDir = join(dir, bucket, UPLOADS_DIR);
   const server = new S3rver({
     address: '127.0.0.1',
-    port: 0,
+    port: opts.port ?? 0,
     silent: true,
     directory: dir,
     // Path-style only: any Host header names no bucket.
@@ -120,7 +132,9 @@ export async function startS3(scope: Scope, opts: { bucket?: string } = {}): Pro
     ctx.body = `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>${code}</Code><Message>injected</Message></Error>`;
   };
   const missingCalls: Middleware = async (ctx, next) => {
-    requests.push(`${ctx.method} ${decodeURIComponent(ctx.path)} [${Object.keys(ctx.query).sort().join(',')}]`);
+    const request = `${ctx.method} ${decodeURIComponent(ctx.path)} [${Object.keys(ctx.query).sort().join(',')}]`;
+    requests.push(request);
+    opts.onRequest?.(request);
     const [, bucketName = '', ...rest] = ctx.path.split('/');
     const key = decodeURIComponent(rest.join('/'));
     const uploadId = typeof ctx.query.uploadId === 'string' ? ctx.query.uploadId : undefined;
@@ -203,7 +217,7 @@ export async function startS3(scope: Scope, opts: { bucket?: string } = {}): Pro
   try {
     address = await server.run();
   } catch (err) {
-    await removeTree(dir);
+    if (ownDir) await removeTree(dir);
     throw err;
   }
   const endpoint = `http://127.0.0.1:${address.port}`;
@@ -212,7 +226,7 @@ export async function startS3(scope: Scope, opts: { bucket?: string } = {}): Pro
   const stop = () =>
     (stopped ??= (async () => {
       await server.close().catch(() => undefined);
-      await removeTree(dir);
+      if (ownDir) await removeTree(dir);
     })());
   scope.after(stop);
 
@@ -230,23 +244,7 @@ export async function startS3(scope: Scope, opts: { bucket?: string } = {}): Pro
       prefix,
       credentials: S3_CREDENTIALS,
     }),
-    async storageConfig(credsDir, extra = {}) {
-      const accessKeyIdFile = join(credsDir, 's3-access-key-id');
-      const secretAccessKeyFile = join(credsDir, 's3-secret-access-key');
-      // Trailing newlines, as `echo … > file` leaves them: the store trims.
-      await writeFile(accessKeyIdFile, `${S3_CREDENTIALS.accessKeyId}\n`, { mode: 0o600 });
-      await writeFile(secretAccessKeyFile, `${S3_CREDENTIALS.secretAccessKey}\n`, { mode: 0o600 });
-      return {
-        type: 's3',
-        bucket,
-        region: S3_REGION,
-        endpoint,
-        forcePathStyle: true,
-        accessKeyIdFile,
-        secretAccessKeyFile,
-        ...extra,
-      };
-    },
+    storageConfig: (credsDir, extra = {}) => s3StorageConfig(endpoint, bucket, credsDir, extra),
     failFrom(f) {
       parts = 0;
       fault = f;
@@ -255,6 +253,33 @@ export async function startS3(scope: Scope, opts: { bucket?: string } = {}): Pro
       fault = undefined;
     },
     stop,
+  };
+}
+
+/**
+ * A narhub `storage` config for the S3 server at `endpoint`, credentials in files under `credsDir`
+ * (as a deployment would have them), and extra settings merged in.
+ */
+export async function s3StorageConfig(
+  endpoint: string,
+  bucket: string,
+  credsDir: string,
+  extra: Record<string, unknown> = {},
+): Promise<Record<string, unknown>> {
+  const accessKeyIdFile = join(credsDir, 's3-access-key-id');
+  const secretAccessKeyFile = join(credsDir, 's3-secret-access-key');
+  // Trailing newlines, as `echo … > file` leaves them: the store trims.
+  await writeFile(accessKeyIdFile, `${S3_CREDENTIALS.accessKeyId}\n`, { mode: 0o600 });
+  await writeFile(secretAccessKeyFile, `${S3_CREDENTIALS.secretAccessKey}\n`, { mode: 0o600 });
+  return {
+    type: 's3',
+    bucket,
+    region: S3_REGION,
+    endpoint,
+    forcePathStyle: true,
+    accessKeyIdFile,
+    secretAccessKeyFile,
+    ...extra,
   };
 }
 
