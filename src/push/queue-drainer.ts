@@ -44,6 +44,24 @@ export interface DrainerOptions {
   batchPaths?: number;
   /** A look at the queue directory at least this often, besides its inotify events (default 10 s). */
   rescanMs?: number;
+  /**
+   * Push what is queued, each entry once, then stop (`--drain`, for the end of a CI job): an
+   * entry whose push fails stays queued and is not tried again, and a batch the cache cannot
+   * answer at all ends the run.
+   */
+  drain?: boolean;
+}
+
+/** What a drainer did with the entries it took. */
+export interface DrainStats {
+  /** Entries whose closure is in the cache (deleted). */
+  done: number;
+  /** Entries moved to `failed/`. */
+  failed: number;
+  /** Entries kept after a failed push (still queued). */
+  kept: number;
+  /** Whether the last batch could not be pushed at all (the cache could not be asked). */
+  paused: boolean;
 }
 
 export interface Drainer {
@@ -53,6 +71,8 @@ export interface Drainer {
   idle(): Promise<void>;
   /** Stops taking batches, lets the running one finish, then resolves. */
   close(): Promise<void>;
+  /** Resolves once the drainer stopped: after `close()`, or, with `drain`, once nothing is left to try. */
+  finished: Promise<DrainStats>;
 }
 
 /** Refusals that say something about the path, not about the daemon's setup or the server's state. */
@@ -100,6 +120,8 @@ export function startDrainer(options: DrainerOptions): Drainer {
   /** When the whole queue waits for the cache (or Nix) to answer again. */
   let pause = { attempts: 0, until: 0 };
 
+  const drain = options.drain === true;
+  const stats: DrainStats = { done: 0, failed: 0, kept: 0, paused: false };
   let closing = false;
   let wakeUp: (() => void) | undefined;
   let idleWaiters: (() => void)[] = [];
@@ -181,6 +203,8 @@ export function startDrainer(options: DrainerOptions): Drainer {
 
   const settle = async (outcome: Outcome) => {
     await removeEntries(queueDir, outcome.done);
+    stats.done += outcome.done.length;
+    stats.failed += outcome.failedForGood.length;
     for (const name of outcome.done) waiting.delete(name);
     for (const { name, reasons } of outcome.failedForGood) {
       const file = await moveToFailed(queueDir, name, reasons);
@@ -189,6 +213,12 @@ export function startDrainer(options: DrainerOptions): Drainer {
     }
     for (const { name, reason } of outcome.retry) {
       const attempts = (waiting.get(name)?.attempts ?? 0) + 1;
+      if (drain) {
+        waiting.set(name, { attempts, dueAt: Number.POSITIVE_INFINITY });
+        stats.kept++;
+        log(`keeping ${name} (failed: ${reason}); not tried again before the next run`);
+        continue;
+      }
       const delayMs = backoffMs(attempts - 1, backoff);
       waiting.set(name, { attempts, dueAt: Date.now() + delayMs });
       log(`keeping ${name} (attempt ${attempts} failed: ${reason}); trying again in ${(delayMs / 1000).toFixed(1)} s`);
@@ -220,6 +250,12 @@ export function startDrainer(options: DrainerOptions): Drainer {
       pause = { attempts: 0, until: 0 };
     } catch (err) {
       // Nix or the cache could not be asked at all: nothing to tell entries apart by.
+      if (drain) {
+        stats.paused = true;
+        closing = true;
+        log(`cannot push now (${messageOf(err)}); ${names.length} queued, left for the next run`);
+        return true;
+      }
       const delayMs = backoffMs(pause.attempts, backoff, err instanceof PushFailure ? err.retryAfter : undefined);
       pause = { attempts: pause.attempts + 1, until: Date.now() + delayMs };
       log(
@@ -267,8 +303,12 @@ export function startDrainer(options: DrainerOptions): Drainer {
       } catch (err) {
         log(`cannot read the queue ${queueDir}: ${messageOf(err)}`);
       }
+      if (!worked && drain) break;
       if (!worked && !closing) await sleep();
     }
+    for (const resolve of idleWaiters) resolve();
+    idleWaiters = [];
+    return stats;
   })();
 
   return {
@@ -279,7 +319,7 @@ export function startDrainer(options: DrainerOptions): Drainer {
       watcher?.close();
       wake();
       await loop;
-      for (const resolve of idleWaiters) resolve();
     },
+    finished: loop.finally(() => watcher?.close()),
   };
 }

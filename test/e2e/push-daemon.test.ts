@@ -237,6 +237,61 @@ test('push-daemon --max-size leaves out a path whose NAR is over it and the path
   assert.equal(await status(alsoNeedsBig), 200);
 });
 
+test('push-daemon --drain pushes what is queued and exits 0; an entry whose upload fails is kept, tried once, and exits 1; with the cache unreachable it exits 1 at once and keeps the queue', async (t) => {
+  const { server, tokenFile, queueDir } = await setUp(t);
+  const nix = await createNixEnv(t);
+  const ok = await buildClosure(nix, 'drain-ok');
+  const flaky = await buildClosure(nix, 'drain-flaky');
+  const later = await buildClosure(nix, 'drain-later');
+  const proxy = await startCacheProxy(t, server.url);
+  proxy.refuse({
+    method: 'PUT',
+    urlIncludes: hashPart(flaky.paths[0]!),
+    times: 1,
+    status: 503,
+    code: 'UNAVAILABLE',
+    message: 'temporarily unavailable',
+  });
+  await runCliOk(['queue-push', '--queue', queueDir, ok.top]);
+  await runCliOk(['queue-push', '--queue', queueDir, flaky.top]);
+  const [, flakyEntry] = await queued(queueDir);
+  const drain = (url: string) =>
+    runCli(
+      ['push-daemon', `${url}/main`, '--queue', queueDir, '--token-file', tokenFile, '--retries', '0', '--drain'],
+      {
+        env: nix.env,
+      },
+    );
+  const status = async (p: string) => (await getNarinfo(`${server.url}/main`, p)).status;
+
+  const first = await drain(proxy.url);
+  assert.equal(first.code, 1, first.stderr);
+  assert.match(
+    first.stderr,
+    new RegExp(`^keeping ${literal(flakyEntry!)} \\(failed: ${literal(flaky.paths[0]!)}: HTTP 503`, 'm'),
+  );
+  assert.match(first.stderr, /^drained: 1 entry pushed; 1 kept after a failed push; 1 left in the queue$/m);
+  assert.equal(proxy.refused(), 1, 'the failed entry is tried once');
+  assert.deepEqual(await queued(queueDir), [flakyEntry]);
+  for (const p of ok.paths) assert.equal(await status(p), 200, p);
+
+  const second = await drain(proxy.url);
+  assert.equal(second.code, 0, second.stderr);
+  assert.match(second.stderr, /^drained: 1 entry pushed$/m);
+  assert.deepEqual(await queued(queueDir), []);
+  for (const p of flaky.paths) assert.equal(await status(p), 200, p);
+
+  await runCliOk(['queue-push', '--queue', queueDir, later.top]);
+  const down = await drain('http://127.0.0.1:1');
+  assert.equal(down.code, 1, down.stderr);
+  assert.match(down.stderr, /^cannot push now \(.*ECONNREFUSED.*\); 1 queued, left for the next run$/m);
+  assert.match(
+    down.stderr,
+    /^drained: 0 entries pushed; the cache could not be asked what it lacks; 1 left in the queue$/m,
+  );
+  assert.equal((await queued(queueDir)).length, 1);
+});
+
 test('queue-push, push-daemon and watch-store refuse bad arguments with usage (exit 2); queue-push with no paths queues nothing', async (t) => {
   const dir = await makeTempDir(t, 'narhub-autopush-args-');
   const queue = join(dir, 'queue');

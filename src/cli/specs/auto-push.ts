@@ -95,8 +95,18 @@ export const PUSH_DAEMON = command({
 moment loses nothing; a path queued twice is uploaded once. Failed pushes are tried again with a
 backoff; an entry the cache refuses for good (a 4xx about the path) moves to failed/ in the
 queue, with a .why file beside it. ${FILTERS}`,
-  flags: { ...QUEUE_FLAG, ...DAEMON_FLAGS },
-  examples: ['narhub push-daemon http://127.0.0.1:8080/main --token-file /run/credentials/narhub-push.service/token'],
+  flags: {
+    ...QUEUE_FLAG,
+    drain: {
+      type: 'boolean',
+      help: 'Push what is queued, each entry once, then exit: 1 when any entry is left or moved to failed/ (the end of a CI job)',
+    },
+    ...DAEMON_FLAGS,
+  },
+  examples: [
+    'narhub push-daemon http://127.0.0.1:8080/main --token-file /run/credentials/narhub-push.service/token',
+    'narhub push-daemon http://127.0.0.1:8080/main --drain',
+  ],
 });
 
 export const WATCH_STORE = command({
