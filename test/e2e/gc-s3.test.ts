@@ -11,7 +11,9 @@ import Sqlite from 'better-sqlite3';
 import { createNixEnv } from '../helpers/nix.js';
 import { startS3 } from '../helpers/s3.js';
 import { lines, uploadClosure } from '../helpers/scenario.js';
-import { runCliOk, startServer } from '../helpers/server.js';
+import { createToken, runCliOk, startServer } from '../helpers/server.js';
+import { makePath, nativeUploadBody } from '../helpers/build-app.js';
+import { createS3BlobStore } from '../../src/storage/s3-blob-store.js';
 import { makeTempDir } from '../helpers/tmp.js';
 
 test('on S3: GC removes objects and keeps the pinned closure; rotation re-signs in the bucket', async (t) => {
@@ -70,4 +72,56 @@ test('on S3: GC removes objects and keeps the pinned closure; rotation re-signs 
   await client.run('nix', ['copy', '--from', kept.cacheUrl, '--to', store, kept.closure.top]);
   const got = await client.run('nix', ['path-info', '--store', store, '-r', kept.closure.top]);
   assert.deepEqual(lines(got.stdout), [...kept.closure.paths].sort());
+});
+
+test('on S3: objects no row describes (NAR, narinfo, listing) are found by a dry run and removed once their grace period passed', async (t) => {
+  const s3 = await startS3(t);
+  const dataDir = await makeTempDir(t, 'narhub-data-');
+  const config = join(dataDir, 'config.json');
+  // No grace: an orphan goes at the first run that sees it (uploads here are over before GC runs).
+  await writeFile(
+    config,
+    JSON.stringify({ storage: await s3.storageConfig(dataDir, { prefix: 'gc/' }), pendingGracePeriod: 0 }),
+  );
+  const server = await startServer(t, { dataDir, args: ['--config', config] });
+  const { token } = await createToken(dataDir, 'main', 'write');
+  const kept = makePath({ name: 'kept' });
+  const up = await fetch(`${server.url}/api/v1/caches/main/paths/${kept.hashPart}`, {
+    method: 'PUT',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/octet-stream' },
+    body: nativeUploadBody(kept),
+  });
+  assert.equal(up.status, 201, await up.text());
+
+  const store = createS3BlobStore(s3.storeOptions('gc/'));
+  t.after(() => store.close());
+  const orphans = [
+    `main/nar/${'1'.repeat(52)}.nar.zst`,
+    `main/${'2'.repeat(32)}.narinfo`,
+    `main/listing/${'3'.repeat(52)}.nar.zst.ls`,
+  ];
+  for (const key of orphans) await store.put(key, Buffer.from('left behind'));
+  const object = (key: string) => join(s3.dir, s3.bucket, `gc/${key}._S3rver_object`);
+  const gc = async (dryRun: boolean) => {
+    const res = await fetch(`${server.url}/api/v1/caches/main/gc`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${server.adminToken}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ dryRun }),
+    });
+    assert.equal(res.status, 200);
+    return (await res.json()) as { caches: { orphansFound: number; orphansRemoved: number; pathsRemoved: number }[] };
+  };
+
+  const dry = (await gc(true)).caches[0]!;
+  assert.deepEqual([dry.orphansFound, dry.orphansRemoved], [3, 0]);
+  for (const key of orphans) assert.ok(existsSync(object(key)), `${key} stays through a dry run`);
+  const run = (await gc(false)).caches[0]!;
+  assert.deepEqual([run.orphansFound, run.orphansRemoved, run.pathsRemoved], [3, 3, 0]);
+  for (const key of orphans) assert.equal(existsSync(object(key)), false, `${key} removed`);
+  // What rows describe stays: the uploaded path is still served, NAR included.
+  const narinfo = await fetch(`${server.url}/main/${kept.hashPart}.narinfo`);
+  assert.equal(narinfo.status, 200);
+  const url = (await narinfo.text()).match(/^URL: (.*)$/m)![1]!;
+  assert.equal((await fetch(`${server.url}/main/${url}`)).status, 200);
+  assert.equal((await gc(false)).caches[0]!.orphansFound, 0);
 });
