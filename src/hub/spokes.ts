@@ -1,30 +1,10 @@
 import type { Redis } from 'ioredis';
 import { PROTOCOL_VERSION } from '../protocol/version.js';
-import { REDIS_PREFIX, spokeCanServe, type SpokeHeartbeat } from '../protocol/build-jobs.js';
+import { spokeCanServe, type SpokeHeartbeat } from '../protocol/build-jobs.js';
+import { readHeartbeats } from '../protocol/heartbeats.js';
 
-/** Connected spokes, from their heartbeats (keys with a TTL: a spoke that stops beating disappears). */
-async function readSpokes(redis: Redis): Promise<SpokeHeartbeat[]> {
-  const keys: string[] = [];
-  let cursor = '0';
-  do {
-    const [next, batch] = await redis.scan(cursor, 'MATCH', `${REDIS_PREFIX}:spoke:*`, 'COUNT', 500);
-    cursor = next;
-    keys.push(...batch);
-  } while (cursor !== '0');
-  if (keys.length === 0) return [];
-  const values = await redis.mget(...keys);
-  const spokes: SpokeHeartbeat[] = [];
-  for (const v of values) {
-    if (v === null) continue;
-    try {
-      const hb = JSON.parse(v) as SpokeHeartbeat;
-      if (typeof hb.id === 'string' && Array.isArray(hb.systems) && Array.isArray(hb.features)) spokes.push(hb);
-    } catch {
-      // not a heartbeat
-    }
-  }
-  return spokes.sort((a, b) => a.id.localeCompare(b.id));
-}
+/** Connected spokes, from their heartbeats. */
+const readSpokes = (redis: Redis): Promise<SpokeHeartbeat[]> => readHeartbeats(redis);
 
 /** Spokes the hub works with: those speaking this protocol version. */
 export function compatible(spoke: SpokeHeartbeat): boolean {

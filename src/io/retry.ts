@@ -19,6 +19,8 @@ export interface RetryOptions extends RetryPolicy {
   retryAfter?(err: unknown): number | undefined;
   /** Once aborted, no further attempt starts and a wait ends early: the last failure is thrown. */
   signal?: AbortSignal | undefined;
+  /** Time (ms since the epoch) after which no attempt starts; a wait is cut short to end by then. */
+  deadline?: number;
 }
 
 export interface RetryInfo {
@@ -63,7 +65,9 @@ export async function withRetries<T>(
       return await attempt(n);
     } catch (err) {
       if (n >= options.retries || options.signal?.aborted || !options.retryable(err)) throw err;
-      const delayMs = backoffMs(n, options, options.retryAfter?.(err));
+      const left = options.deadline === undefined ? Number.POSITIVE_INFINITY : options.deadline - Date.now();
+      if (left <= 0) throw err;
+      const delayMs = Math.min(left, backoffMs(n, options, options.retryAfter?.(err)));
       onRetry?.({ attempt: n + 1, delayMs, error: err });
       await (options.sleep ?? sleep)(delayMs, options.signal);
       if (options.signal?.aborted) throw err;

@@ -9,6 +9,7 @@ import { textStorePath } from '../nix/text-path.js';
 import { checkBuildJobData, type BuildJobData, type BuildJobResult } from '../protocol/build-jobs.js';
 import { PROTOCOL_VERSION } from '../protocol/version.js';
 import { BuildLog } from './build-log.js';
+import { outputsInCache, waitForOtherBuilder } from './built-elsewhere.js';
 import { CacheFetchError, createCacheClient, type CacheClient } from './cache-client.js';
 import { okStatus, type CacheHttp } from './cache-http.js';
 import { importInputs } from './import-inputs.js';
@@ -37,6 +38,8 @@ export interface BuildContext {
   maxSilent: number;
   networkRetries: number;
   retryDelay: number;
+  /** Seconds a successful build's outputs are offered to an unreachable cache before the job fails. */
+  pushRetryFor: number;
   logger: Logger;
 }
 
@@ -172,6 +175,33 @@ export async function runBuild(data: BuildJobData, ctx: BuildContext, signal: Ab
   const outputs = outputPaths(data, drv);
   phase('drvMs');
 
+  // 1b. Built once only. A job may reach this spoke while another still builds its derivation
+  // (that spoke lost its BullMQ lock) or after one built and pushed it (its result was lost):
+  // wait for the other build, and take outputs the cache has instead of building them again.
+  let reusedFrom: string | undefined;
+  try {
+    reusedFrom = await waitForOtherBuilder(ctx.redis, ctx.spokeId, data.drvHash, signal, (spoke) =>
+      log.info({ spoke }, 'another spoke is building this derivation: waiting for its outputs'),
+    );
+    if (signal.aborted) stopped();
+    if (await withRetries(() => outputsInCache(cache, outputs, signal), retry, onRetry)) {
+      log.info({ builtBy: reusedFrom ?? null }, 'the outputs are in the cache already: not building them again');
+      const logName = basename(data.drvPath);
+      const hasLog = await logToStore(ctx.http, data, false, Buffer.alloc(0), cacheUrl, ctx.token);
+      return {
+        protocol: PROTOCOL_VERSION,
+        spoke: reusedFrom ?? ctx.spokeId,
+        attempt: data.attempt,
+        outputs,
+        startedAt,
+        finishedAt: Date.now(),
+        logPath: hasLog === 'kept' ? `log/${logName}` : null,
+      };
+    }
+  } catch (err) {
+    return infrastructure(err);
+  }
+
   let conn: ServeConnection;
   try {
     conn = await ctx.serve.acquire();
@@ -236,7 +266,20 @@ export async function runBuild(data: BuildJobData, ctx: BuildContext, signal: Ab
     phase('buildMs');
     // 4. Push the outputs (what the cache has is skipped).
     try {
-      await withRetries(() => pushOutputs(conn, ctx.http, cacheUrl, ctx.token, outputs, signal), retry, onRetry);
+      // The outputs exist only here: an unreachable cache (narhub restarting) is waited for, far
+      // longer than other steps, since failing the job would have another spoke build them again.
+      await withRetries(
+        async () => {
+          if (!conn.alive) {
+            // A push cut off mid-NAR leaves `nix-store --serve` out of step: a fresh one reads the outputs.
+            ctx.serve.release(conn);
+            conn = await ctx.serve.acquire();
+          }
+          await pushOutputs(conn, ctx.http, cacheUrl, ctx.token, outputs, signal);
+        },
+        { ...retry, retries: Number.MAX_SAFE_INTEGER, deadline: Date.now() + ctx.pushRetryFor * 1000 },
+        onRetry,
+      );
     } catch (err) {
       if (signal.aborted)
         throw jobFailure(

@@ -59,6 +59,12 @@ export interface SpokeOptions {
    * @defaultValue 2
    */
   networkRetries: number;
+  /**
+   * Seconds the outputs of a successful build are offered to a cache that cannot be reached
+   * (narhub restarting) before the job fails and goes to another spoke, which would build them again.
+   * @defaultValue 900
+   */
+  pushRetryFor: number;
 }
 
 export const SPOKE_DEFAULTS = {
@@ -71,6 +77,7 @@ export const SPOKE_DEFAULTS = {
   discoverInterval: 5_000,
   retryDelay: 2_000,
   networkRetries: 2,
+  pushRetryFor: 900,
 } as const satisfies Partial<SpokeOptions>;
 
 /** The limit a build runs with: the job's when it sets one (> 0), else the spoke's (0 = none). */

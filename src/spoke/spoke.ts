@@ -99,6 +99,7 @@ export async function startSpoke(opts: SpokeOptions, logger: Logger): Promise<Sp
     timeout: opts.timeout,
     maxSilent: opts.maxSilent,
     networkRetries: opts.networkRetries,
+    pushRetryFor: opts.pushRetryFor,
     retryDelay: opts.retryDelay,
     logger: log,
   };

@@ -29,6 +29,7 @@ import {
   waitFor,
   type SpokeProcess,
 } from '../helpers/spoke.js';
+import { startTcpProxy } from '../helpers/tcp-proxy.js';
 import { makeTempDir, type Cleanup } from '../helpers/tmp.js';
 
 // One narhub server and one uploading Nix environment for the whole file; Redis and spokes per test.
@@ -149,7 +150,12 @@ interface Env {
   redisUrl: string;
   queues: TestQueues;
   redis: ReturnType<typeof testRedis>;
-  spoke(id: string, opts?: { features?: string[]; maxJobs?: number; args?: string[] }): Promise<SpokeProcess>;
+  spoke(
+    id: string,
+    opts?: { features?: string[]; maxJobs?: number; args?: string[]; hub?: string },
+  ): Promise<SpokeProcess>;
+  /** The chroot store of each spoke, by id. */
+  stores: Map<string, string>;
   /** All spokes' output, for failure messages. */
   outputs(): string;
 }
@@ -171,8 +177,10 @@ async function setup(test: Cleanup): Promise<Env> {
     redisUrl: redisServer.url,
     queues: new TestQueues(t, redisServer.url),
     redis: testRedis(t, redisServer.url),
+    stores: new Map(),
     async spoke(id, opts = {}) {
       const storeDir = await makeTempDir(t, `narhub-spoke-store-${id}-`);
+      env.stores.set(id, join(storeDir, 'store'));
       const s = await startSpokeProcess(t, {
         id,
         hub: server.url,
@@ -538,6 +546,79 @@ describe('narhub spoke', { concurrency: 1 }, () => {
     assert.equal(await job.getState(), 'completed', `${job.failedReason}\n${env.outputs()}`);
     assert.equal(job.returnvalue.spoke, 'spoke-heir');
     assert.deepEqual(job.returnvalue.outputs, { out: drv.out });
+  });
+
+  /** Whether `path` is valid in the spoke's store, built there rather than imported (`ultimate`). */
+  const builtIn = async (env: Env, id: string, path: string): Promise<boolean> => {
+    const res = await spokeNix.tryRun('nix', ['path-info', '--json', '--store', env.stores.get(id)!, path]);
+    const info = (res.stdout.trim().startsWith('[') ? JSON.parse(res.stdout) : []) as {
+      path: string;
+      valid?: boolean;
+      ultimate?: boolean;
+    }[];
+    return info.some((i) => i.path === path && i.valid !== false && i.ultimate === true);
+  };
+
+  test('narhub unreachable once the build is done: the spoke keeps pushing until it is back, and the job never fails over to be built again', async (t) => {
+    const env = await setup(t);
+    const target = new URL(server.url);
+    const proxy = await startTcpProxy(t, { host: target.hostname, port: Number(target.port) });
+    const drv = await makeDrv('push-later', 'sleep 2; echo built > $out');
+    const first = await env.spoke('spoke-pushing', {
+      hub: proxy.url,
+      args: ['--network-retries', '1', '--push-retry-for', '5m'],
+    });
+    await env.queues.add(drv.data, { attempts: 3 });
+    await buildRunning(env, drv);
+    await proxy.down();
+    // Another spoke, free to take the job should it come back to the queue.
+    await env.spoke('spoke-idle');
+    await waitFor(
+      'the push to fail',
+      () => (/pushing outputs failed/.test(first.output()) ? true : undefined),
+      60_000,
+      env.outputs,
+    );
+    // Far longer than --network-retries 1 with --retry-delay 100 lasts.
+    await sleep(4_000);
+    assert.equal(await env.queues.state(drv.data), 'active', `the job stays with its spoke\n${env.outputs()}`);
+    await proxy.up();
+    const job = await env.queues.finished(drv.data, 90_000, env.outputs);
+    assert.equal(await job.getState(), 'completed', `${job.failedReason}\n${env.outputs()}`);
+    assert.equal(job.returnvalue.spoke, 'spoke-pushing');
+    assert.equal(job.attemptsStarted, 1, 'the job was taken once');
+    assert.equal((await fetch(`${cacheUrl}/${hashPart(drv.out)}.narinfo`)).status, 200);
+    assert.equal(await builtIn(env, 'spoke-idle', drv.out), false, 'the other spoke never built it');
+  });
+
+  test('a spoke stopped past its lock: the job goes to another spoke, which waits for the first build and takes its outputs from the cache, so it is built once', async (t) => {
+    const env = await setup(t);
+    const drv = await makeDrv('stopped', 'sleep 4; echo built-once > $out');
+    const short = ['--lock-duration', '1000', '--stalled-interval', '300'];
+    const first = await env.spoke('spoke-stopped', { args: short });
+    await env.queues.add(drv.data, { attempts: 3 });
+    await buildRunning(env, drv);
+    await waitFor('the heartbeat to show the build', async () =>
+      (await heartbeatOf(env, 'spoke-stopped'))?.running.includes(drv.data.drvHash) ? true : undefined,
+    );
+    const second = await env.spoke('spoke-second', { args: short });
+    // SIGSTOP: the spoke's event loop stands still (as under CPU starvation) while Nix builds on.
+    first.signal('SIGSTOP');
+    t.after(() => first.signal('SIGCONT'));
+    await waitFor(
+      'the second spoke to take the job and wait',
+      () => (/another spoke is building this derivation/.test(second.output()) ? true : undefined),
+      60_000,
+      env.outputs,
+    );
+    first.signal('SIGCONT');
+    const job = await env.queues.finished(drv.data, 90_000, env.outputs);
+    assert.equal(await job.getState(), 'completed', `${job.failedReason}\n${env.outputs()}`);
+    assert.ok(job.attemptsStarted >= 2, 'the job did go to the second spoke');
+    assert.equal(job.returnvalue.spoke, 'spoke-stopped', 'the result names the spoke that built it');
+    assert.deepEqual(job.returnvalue.outputs, { out: drv.out });
+    assert.equal(await builtIn(env, 'spoke-stopped', drv.out), true);
+    assert.equal(await builtIn(env, 'spoke-second', drv.out), false, 'the second spoke did not build it again');
   });
 
   test('a cancel message kills the build process tree and fails the job with kind cancelled', async (t) => {

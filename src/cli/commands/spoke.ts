@@ -95,6 +95,10 @@ export function parseSpokeArgs(argv: string[], env: NodeJS.ProcessEnv = process.
     discoverInterval: whole(values['discover-interval'], '--discover-interval', SPOKE_DEFAULTS.discoverInterval, 100),
     retryDelay: whole(values['retry-delay'], '--retry-delay', SPOKE_DEFAULTS.retryDelay, 0),
     networkRetries: whole(values['network-retries'], '--network-retries', SPOKE_DEFAULTS.networkRetries, 0),
+    pushRetryFor:
+      values['push-retry-for'] === undefined
+        ? SPOKE_DEFAULTS.pushRetryFor
+        : parseDurationFlag(values['push-retry-for'], '--push-retry-for'),
   };
 }
 

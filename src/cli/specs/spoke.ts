@@ -47,6 +47,12 @@ and exits at once, and their jobs go to other spokes.`,
       default: formatDuration(SPOKE_DEFAULTS.maxSilent),
       help: 'Limit on a build printing nothing, when its job sets none; 0 for none',
     },
+    'push-retry-for': {
+      type: 'string',
+      value: 'DURATION',
+      default: formatDuration(SPOKE_DEFAULTS.pushRetryFor),
+      help: "How long a built job's outputs wait for an unreachable narhub before the job fails",
+    },
     id: { type: 'string', value: 'NAME', default: 'the host name', help: 'Name in heartbeats and build records' },
     'lock-duration': {
       type: 'string',

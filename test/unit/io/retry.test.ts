@@ -71,3 +71,37 @@ test('an abort ends the wait at once and starts no further attempt', async () =>
   assert.equal(calls, 1);
   assert.ok(Date.now() - started < 30_000, 'the 30-60 s wait ended with the abort');
 });
+
+test('a deadline bounds the retries by time: the last wait is cut to end by it, and none starts after it', async () => {
+  let now = 1_000_000;
+  const realNow = Date.now;
+  Date.now = () => now;
+  try {
+    const waits: number[] = [];
+    let calls = 0;
+    await assert.rejects(
+      withRetries(
+        async () => {
+          calls++;
+          throw new Error('down');
+        },
+        {
+          retries: Number.MAX_SAFE_INTEGER,
+          baseMs: 1000,
+          random: () => 1,
+          deadline: now + 2500,
+          sleep: async (ms: number) => {
+            waits.push(ms);
+            now += ms;
+          },
+          retryable: () => true,
+        },
+      ),
+      /down/,
+    );
+    assert.deepEqual(waits, [1000, 1500], 'the second wait of 2 s is cut to the 1.5 s left');
+    assert.equal(calls, 3);
+  } finally {
+    Date.now = realNow;
+  }
+});
