@@ -8,6 +8,9 @@ import { getNarinfo } from '../helpers/http.js';
 import { createNixEnv } from '../helpers/nix.js';
 import { lines, uploadClosure } from '../helpers/scenario.js';
 import { jsonLines, runCliOk, startServer } from '../helpers/server.js';
+import { seriesValue } from '../helpers/prometheus.js';
+import { makeTempDir } from '../helpers/tmp.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 test('first start prints the substituter URL, public key and admin token, and keeps the token 0600', async (t) => {
   const server = await startServer(t);
@@ -113,4 +116,20 @@ test('caches declared with retention and quota in the config get that GC policy;
   const again = await startServer(t, { dataDir: first.dataDir, args: ['--config', config] });
   assert.deepEqual(await policy(again, 'team'), [7 * 86_400, null], 'the config says nothing of it');
   assert.deepEqual(await policy(again, 'main'), [30 * 86_400, 500 * 1024 ** 3]);
+});
+
+test('serve runs GC every gcInterval: the GC runs of each cache rise on /metrics, with no request asking', async (t) => {
+  const dataDir = await makeTempDir(t, 'narhub-data-');
+  const config = join(dataDir, 'config.json');
+  await writeFile(config, JSON.stringify({ gcInterval: '1s' }));
+  const server = await startServer(t, { dataDir, args: ['--config', config] });
+  const runs = async () =>
+    seriesValue(await (await fetch(`${server.url}/metrics`)).text(), 'narhub_gc_runs{cache="main"}');
+  const first = (await runs()) ?? 0;
+  let now = first;
+  for (let i = 0; i < 100 && now < first + 3; i++) {
+    await sleep(200);
+    now = (await runs()) ?? 0;
+  }
+  assert.ok(now >= first + 3, `GC runs went from ${first} to ${now} in 20 s with gcInterval 1s`);
 });
