@@ -59,7 +59,8 @@ test('/metrics after real traffic passes promtool and counts reads, uploads, byt
     text,
     /narhub_http_request_duration_seconds_bucket\{method="PUT",route="\/:cache\/nar\/:file",status="20\d",le="[^"]+"\}/,
   );
-  // Off loopback it needs an admin token: a write token is refused.
+  // On loopback any caller may scrape, a write token included (off loopback it takes an admin
+  // token over every cache: test/integration/http/metrics.test.ts).
   assert.equal(
     (await fetch(`${server.url}/metrics`, { headers: { authorization: `Bearer ${writeToken}` } })).status,
     200,
