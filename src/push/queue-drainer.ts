@@ -67,8 +67,6 @@ export interface DrainStats {
 export interface Drainer {
   /** Looks at the queue now (a new entry was written). */
   wake(): void;
-  /** Resolves when the queue is empty of entries that are due, or at once if it already is. */
-  idle(): Promise<void>;
   /** Stops taking batches, lets the running one finish, then resolves. */
   close(): Promise<void>;
   /** Resolves once the drainer stopped: after `close()`, or, with `drain`, once nothing is left to try. */
@@ -124,7 +122,6 @@ export function startDrainer(options: DrainerOptions): Drainer {
   const stats: DrainStats = { done: 0, failed: 0, kept: 0, paused: false };
   let closing = false;
   let wakeUp: (() => void) | undefined;
-  let idleWaiters: (() => void)[] = [];
   const wake = () => {
     wakeUp?.();
     wakeUp = undefined;
@@ -272,8 +269,6 @@ export function startDrainer(options: DrainerOptions): Drainer {
     for (const { dueAt } of waiting.values()) until = Math.min(until, dueAt);
     // Nothing runs before a pause ends.
     until = Math.max(until, pause.until);
-    for (const resolve of idleWaiters) resolve();
-    idleWaiters = [];
     await new Promise<void>((resolve) => {
       const timer = setTimeout(resolve, Math.max(0, until - now));
       wakeUp = () => {
@@ -306,14 +301,11 @@ export function startDrainer(options: DrainerOptions): Drainer {
       if (!worked && drain) break;
       if (!worked && !closing) await sleep();
     }
-    for (const resolve of idleWaiters) resolve();
-    idleWaiters = [];
     return stats;
   })();
 
   return {
     wake,
-    idle: () => new Promise<void>((resolve) => idleWaiters.push(resolve)),
     async close() {
       closing = true;
       watcher?.close();
