@@ -1,4 +1,4 @@
-import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { linkSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { NarhubError } from '../errors.js';
 
@@ -22,29 +22,42 @@ function liveDaemon(pid: number): boolean {
   }
 }
 
+function lockHolder(file: string): number | undefined {
+  try {
+    return Number(readFileSync(file, 'utf8').trim());
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Makes this process the only one draining `dir`: two daemons on one queue would upload every
- * path twice. The lock is a pid file; a daemon killed with SIGKILL leaves one behind, which the
- * next start takes over once that pid is no longer a narhub daemon. Returns the release function.
+ * path twice. The lock is a pid file, created with link(), which fails when it exists, so of
+ * daemons starting at the same moment one wins. A daemon killed with SIGKILL leaves its file
+ * behind; the next start removes it once that pid is no longer a narhub daemon (unless it changed
+ * meanwhile) and tries again. Returns the release function.
  */
 export function lockQueue(dir: string): () => void {
   const file = join(dir, LOCK_FILE);
-  let holder: number | undefined;
-  try {
-    holder = Number(readFileSync(file, 'utf8').trim());
-  } catch {
-    // no lock yet
-  }
-  if (holder !== undefined && liveDaemon(holder))
-    throw new NarhubError('UNAVAILABLE', `the push queue ${dir} is already drained by process ${holder}`);
   const temp = join(dir, `.${LOCK_FILE}.${process.pid}.tmp`);
   writeFileSync(temp, `${process.pid}\n`, { mode: 0o644 });
-  renameSync(temp, file);
-  return () => {
-    try {
-      if (Number(readFileSync(file, 'utf8').trim()) === process.pid) rmSync(file, { force: true });
-    } catch {
-      // already gone
+  try {
+    for (;;) {
+      try {
+        linkSync(temp, file);
+        break;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+      const holder = lockHolder(file);
+      if (holder !== undefined && liveDaemon(holder))
+        throw new NarhubError('UNAVAILABLE', `the push queue ${dir} is already drained by process ${holder}`);
+      if (lockHolder(file) === holder) rmSync(file, { force: true });
     }
+  } finally {
+    rmSync(temp, { force: true });
+  }
+  return () => {
+    if (lockHolder(file) === process.pid) rmSync(file, { force: true });
   };
 }

@@ -104,3 +104,44 @@ test('the queue lock refuses a second daemon while the first lives, and is taken
   await writeFile(join(queue, 'daemon.pid'), '1\n');
   lockQueue(queue)();
 });
+
+test('8 daemons locking one queue at the same millisecond: exactly one gets it, the others are refused naming it', async (t) => {
+  const queue = await makeTempDir(t, 'narhub-queue-race-');
+  const lockModule = new URL('../../../src/push/queue-lock.js', import.meta.url).href;
+  const at = Date.now() + 1500;
+  // Each waits for the same instant, locks, and holds the lock until told to stop; its command
+  // line ends in push-daemon, as a running daemon's does.
+  const script = `
+    const { lockQueue } = await import(${JSON.stringify(lockModule)});
+    while (Date.now() < ${at}) {}
+    try { lockQueue(${JSON.stringify(queue)}); console.log('locked'); }
+    catch (e) { console.log('refused: ' + e.message); }
+    process.stdin.resume();
+    process.stdin.on('end', () => process.exit(0));`;
+  const children = Array.from({ length: 8 }, () =>
+    spawn(process.execPath, ['--input-type=module', '-e', script, 'push-daemon'], {
+      stdio: ['pipe', 'pipe', 'inherit'],
+    }),
+  );
+  t.after(() => {
+    for (const c of children) c.kill('SIGKILL');
+  });
+  const answers = await Promise.all(
+    children.map(
+      (c) =>
+        new Promise<string>((resolve) => {
+          let out = '';
+          c.stdout!.setEncoding('utf8').on('data', (d: string) => {
+            out += d;
+            if (out.includes('\n')) resolve(out.trim());
+          });
+        }),
+    ),
+  );
+  const holder = children[answers.indexOf('locked')];
+  assert.equal(answers.filter((a) => a === 'locked').length, 1, answers.join('\n'));
+  for (const a of answers.filter((x) => x !== 'locked'))
+    assert.equal(a, `refused: the push queue ${queue} is already drained by process ${holder!.pid}`);
+  assert.equal((await readFile(join(queue, 'daemon.pid'), 'utf8')).trim(), String(holder!.pid));
+  for (const c of children) c.stdin!.end();
+});
