@@ -109,6 +109,32 @@ export function createBuildGraph(opts: BuildGraphOptions) {
     return order;
   }
 
+  /**
+   * Reopens a finished build as a new attempt, with every build that never ran because of it
+   * (dependency-failed on it or cancelled with it, transitively), and the finished evaluations
+   * that need any of them. Returns the reopened builds, the restarted one first.
+   */
+  function reopen(b: BuildRow): string[] {
+    const reset = [b.drvHash];
+    db.transaction(() => {
+      builds.requeue(b.drvHash, { bump: true, cacheId: b.cacheId, priority: b.priority });
+      const todo = [b.drvHash];
+      const seen = new Set(todo);
+      while (todo.length > 0) {
+        const h = todo.shift()!;
+        for (const d of builds.dependents(h)) {
+          if (seen.has(d.hash) || (d.status !== 'dependency-failed' && d.status !== 'cancelled')) continue;
+          seen.add(d.hash);
+          builds.requeue(d.hash, { bump: d.status === 'cancelled', cacheId: b.cacheId, priority: b.priority });
+          reset.push(d.hash);
+          todo.push(d.hash);
+        }
+      }
+      for (const h of reset) for (const id of evaluations.finishedNeeding(h)) evaluations.reopen(id);
+    })();
+    return reset;
+  }
+
   return {
     settle,
     enqueue,
@@ -117,6 +143,10 @@ export function createBuildGraph(opts: BuildGraphOptions) {
     /** Settles builds and adds the jobs of those that became runnable. */
     async advance(hashes: Iterable<string>): Promise<void> {
       await enqueue(settle(hashes));
+    },
+    /** `build restart`: reopens a finished build and what never ran because of it, and starts what can run. */
+    async restart(b: BuildRow): Promise<void> {
+      await enqueue(settle(reopen(b)));
     },
     running(hash: string, attempt: number, spoke: string | null, startedAt: number | null): void {
       builds.markRunning(hash, attempt, startedAt ?? Date.now(), spoke);

@@ -1,7 +1,11 @@
 import { QueueEvents } from 'bullmq';
 import type { Logger } from 'pino';
+import type { BuildsRepo } from '../db/builds-repo.js';
 import type { HubStateRepo } from '../db/hub-state-repo.js';
+import type { BuildGraph } from './build-graph.js';
+import type { Dispatcher } from './dispatcher.js';
 import type { HubRedis } from './redis.js';
+import { failureOf, resultOf } from './results.js';
 
 /** A BullMQ event of a build queue, as the hub handles it. */
 export type BuildEvent =
@@ -12,6 +16,58 @@ export type BuildEvent =
   | { type: 'progress'; jobId: string; data: unknown }
   | { type: 'completed'; jobId: string; returnvalue: unknown }
   | { type: 'failed'; jobId: string; failedReason: string };
+
+/**
+ * What a build's event means for its record. Idempotent, and tied to the attempt: an event of an
+ * earlier attempt than the record's (a late result, a retry's leftovers) changes nothing.
+ */
+export async function handleBuildEvent(
+  deps: { builds: BuildsRepo; graph: BuildGraph; dispatcher: Dispatcher },
+  ev: BuildEvent,
+): Promise<void> {
+  const { builds, graph, dispatcher } = deps;
+  const hash = ev.jobId.replace(/^build-/, '');
+  const b = builds.get(hash);
+  if (!b) return;
+  switch (ev.type) {
+    case 'active': {
+      const job = await dispatcher.job(b.queue, hash);
+      if (job && job.data.attempt !== b.attempt) return;
+      graph.running(hash, b.attempt, job?.processedBy ?? null, job?.processedOn ?? Date.now());
+      return;
+    }
+    case 'waiting':
+      if (ev.prev === 'failed' || ev.prev === 'active') graph.waiting(hash, b.attempt);
+      return;
+    case 'delayed':
+    case 'stalled':
+      graph.waiting(hash, b.attempt);
+      return;
+    case 'progress':
+      builds.setProgress(hash, ev.data);
+      return;
+    case 'completed': {
+      // A result names its attempt (a result of an earlier attempt is ignored) and its spoke;
+      // one from a spoke that does not is matched with its job.
+      const result = resultOf(ev.returnvalue);
+      const job = result.attempt === null || result.spoke === null ? await dispatcher.job(b.queue, hash) : undefined;
+      await graph.succeeded(hash, result.attempt ?? job?.data.attempt ?? b.attempt, {
+        ...result,
+        spoke: result.spoke ?? job?.processedBy ?? null,
+      });
+      return;
+    }
+    case 'failed': {
+      // The job tells which attempt this failure belongs to; a failure of an earlier attempt is ignored.
+      const job = await dispatcher.job(b.queue, hash);
+      graph.failed(hash, job?.data.attempt ?? b.attempt, {
+        ...failureOf(ev.failedReason),
+        spoke: job?.processedBy ?? null,
+      });
+      return;
+    }
+  }
+}
 
 export interface EventConsumerOptions {
   redis: HubRedis;

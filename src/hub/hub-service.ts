@@ -12,29 +12,33 @@ import { createPathsRepo } from '../db/paths-repo.js';
 import { createProjectsRepo } from '../db/projects-repo.js';
 import type { HubConfig } from '../config/schema.js';
 import { compressionOfEncoding, createDecompressor } from '../io/compression.js';
-import { parseQueueName, spokeCanServe, type BuildJobData, type SpokeHeartbeat } from '../protocol/build-jobs.js';
-import { PROTOCOL_VERSION } from '../protocol/version.js';
+import { DEFAULT_STORE_DIR, isDerivationPath, isValidHashPart, parseStorePathBasename } from '../nix/store-path.js';
+import type { SpokeHeartbeat } from '../protocol/build-jobs.js';
 import { createBuildGraph, type BuildGraph } from './build-graph.js';
 import { createCanceller, type Canceller } from './cancel.js';
 import { createDispatcher, type Dispatcher } from './dispatcher.js';
 import { createEvaluationRunner, type EvaluationRunner } from './evaluation-runner.js';
 import { DrvTexts } from './drv-texts.js';
-import { createEventConsumer, type BuildEvent, type EventConsumer } from './event-consumer.js';
+import { createEventConsumer, handleBuildEvent, type EventConsumer } from './event-consumer.js';
+import { createJobData } from './job-data.js';
 import { followLogStream, readLogStream } from './logs.js';
 import { assertValidProjectName, mergeInput, projectFields, requireProject, type ProjectInput } from './projects.js';
 import { reconcile } from './reconciler.js';
 import { attrHistoryView, requesterView, type AttrHistoryView, type RequesterView } from './records.js';
 import { connectRedis, type HubRedis } from './redis.js';
-import { failureOf, resultOf } from './results.js';
-import { compatible, createSpokeDirectory, waitingReason } from './spokes.js';
+import { createSpokeDirectory } from './spokes.js';
 import {
-  buildView,
+  createBuildViews,
   evaluationView,
   jobView,
   projectView,
+  queueView,
+  spokeView,
   type BuildView,
   type EvaluationView,
   type ProjectView,
+  type QueueView,
+  type SpokeView,
 } from './views.js';
 
 export interface HubOptions {
@@ -72,34 +76,21 @@ export interface BuildsQuery {
   limit: number;
 }
 
-export interface QueueView {
-  name: string;
-  system: string;
-  requiredFeatures: string[];
-  waiting: number;
-  active: number;
-  delayed: number;
-  /** Ids of connected spokes that can take its jobs. */
-  spokes: string[];
-}
-
-export interface SpokeView extends SpokeHeartbeat {
-  compatible: boolean;
-}
-
 export type LogSource =
   | { kind: 'stored'; stream: Readable; contentType: string }
   | { kind: 'live'; text: string; eof: boolean }
   | { kind: 'none' };
 
-const DRV_BASENAME = /^[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+\-._?=]+\.drv$/;
-const HASH = /^[0-9a-df-np-sv-z]{32}$/;
-
 /** The drv hash named by a hash, a .drv basename or a full .drv path. */
 function drvHashOf(key: string): string {
-  const name = key.replace(/^\/nix\/store\//, '');
-  if (HASH.test(name)) return name;
-  if (DRV_BASENAME.test(name)) return name.slice(0, 32);
+  const name = key.startsWith(`${DEFAULT_STORE_DIR}/`) ? key.slice(DEFAULT_STORE_DIR.length + 1) : key;
+  if (isValidHashPart(name)) return name;
+  try {
+    const path = parseStorePathBasename(name);
+    if (isDerivationPath(path)) return path.hashPart;
+  } catch {
+    // not a store path at all: said below
+  }
   throw new NarhubError('STORE_PATH_INVALID', `${JSON.stringify(key.slice(0, 200))} is not a derivation hash or path`);
 }
 
@@ -137,95 +128,10 @@ export function createHub(opts: HubOptions) {
   }
 
   const drvTexts = new DrvTexts();
-  /** Output name -> basename, as build records keep them, to output name -> full store path. */
-  const inStore = (outputs: Record<string, string>) =>
-    Object.fromEntries(Object.entries(outputs).map(([k, v]) => [k, `/nix/store/${v}`]));
-  const withDrvText = (drvText: string | undefined) => (drvText === undefined ? {} : { drvText });
+  const jobData = createJobData({ builds, caches, config, drvTexts });
+  const viewOf = createBuildViews({ builds, spokes: listSpokes });
 
-  function jobData(b: BuildRow): BuildJobData {
-    const inputOutputs: Record<string, Record<string, string>> = {};
-    for (const input of builds.inputs(b.drvHash)) inputOutputs[`/nix/store/${input.drvPath}`] = inStore(input.outputs);
-    return {
-      protocol: PROTOCOL_VERSION,
-      drvHash: b.drvHash,
-      drvPath: `/nix/store/${b.drvPath}`,
-      system: b.system,
-      requiredFeatures: b.requiredFeatures,
-      outputs: inStore(b.outputs),
-      inputOutputs,
-      cacheName: b.cacheName,
-      trustedPublicKeys: caches.keys(b.cacheId).map((k) => k.publicKey),
-      ...withDrvText(drvTexts.take(b.drvHash)),
-      attempt: b.attempt,
-      timeout: config.buildTimeout,
-      maxSilent: config.maxSilent,
-    };
-  }
-
-  async function handle(_queue: string, ev: BuildEvent): Promise<void> {
-    const hash = ev.jobId.replace(/^build-/, '');
-    const b = builds.get(hash);
-    if (!b || !graph || !dispatcher) return;
-    switch (ev.type) {
-      case 'active': {
-        const job = await dispatcher.job(b.queue, hash);
-        if (job && job.data.attempt !== b.attempt) return;
-        graph.running(hash, b.attempt, job?.processedBy ?? null, job?.processedOn ?? Date.now());
-        return;
-      }
-      case 'waiting':
-        if (ev.prev === 'failed' || ev.prev === 'active') graph.waiting(hash, b.attempt);
-        return;
-      case 'delayed':
-      case 'stalled':
-        graph.waiting(hash, b.attempt);
-        return;
-      case 'progress':
-        builds.setProgress(hash, ev.data);
-        return;
-      case 'completed': {
-        // A result names its attempt (a result of an earlier attempt is ignored) and its spoke;
-        // one from a spoke that does not is matched with its job.
-        const result = resultOf(ev.returnvalue);
-        const job = result.attempt === null || result.spoke === null ? await dispatcher.job(b.queue, hash) : undefined;
-        await graph.succeeded(hash, result.attempt ?? job?.data.attempt ?? b.attempt, {
-          ...result,
-          spoke: result.spoke ?? job?.processedBy ?? null,
-        });
-        return;
-      }
-      case 'failed': {
-        // The job tells which attempt this failure belongs to; a failure of an earlier attempt is ignored.
-        const job = await dispatcher.job(b.queue, hash);
-        graph.failed(hash, job?.data.attempt ?? b.attempt, {
-          ...failureOf(ev.failedReason),
-          spoke: job?.processedBy ?? null,
-        });
-        return;
-      }
-    }
-  }
-
-  async function viewOf(b: BuildRow, spokes?: SpokeHeartbeat[]): Promise<BuildView> {
-    let waitingFor: string | null = null;
-    let spoke: string | null = null;
-    if (b.status === 'queued') {
-      if (!b.enqueued) {
-        const open = builds.deps(b.drvHash).filter((d) => d.status !== 'succeeded');
-        waitingFor =
-          open.length > 0
-            ? `waiting for ${open.length} input build${open.length === 1 ? '' : 's'}`
-            : 'about to be queued';
-      } else {
-        waitingFor = waitingReason(spokes ?? (await listSpokes()), b.system, b.requiredFeatures);
-      }
-    } else if (b.status === 'running' && !b.spoke) {
-      spoke = (spokes ?? (await listSpokes())).find((s) => s.running?.includes(b.drvHash))?.id ?? null;
-    }
-    const failed = b.failedDep ? builds.get(b.failedDep) : undefined;
-    return buildView(b, { waitingFor, spoke, failedDependencyPath: failed ? `/nix/store/${failed.drvPath}` : null });
-  }
-
+  /** Connected spokes; none while Redis is away (views then say so rather than fail). */
   async function listSpokes(): Promise<SpokeHeartbeat[]> {
     if (!spokeDirectory) return [];
     try {
@@ -241,34 +147,6 @@ export function createHub(opts: HubOptions) {
     return b;
   }
 
-  /** Reopens the given builds (and what waits on them) for another try. */
-  async function restart(hash: string): Promise<void> {
-    const { graph: g } = started();
-    const b = requireBuild(hash);
-    if (b.status === 'queued' || b.status === 'running')
-      throw new NarhubError('BAD_REQUEST', `the build of ${b.drvPath} is already ${b.status}`);
-    const reset: string[] = [];
-    db.transaction(() => {
-      builds.requeue(b.drvHash, { bump: true, cacheId: b.cacheId, priority: b.priority });
-      reset.push(b.drvHash);
-      // Dependents that never ran because of this build get another chance too.
-      const todo = [b.drvHash];
-      const seen = new Set(todo);
-      while (todo.length > 0) {
-        const h = todo.shift()!;
-        for (const d of builds.dependents(h)) {
-          if (seen.has(d.hash) || (d.status !== 'dependency-failed' && d.status !== 'cancelled')) continue;
-          seen.add(d.hash);
-          builds.requeue(d.hash, { bump: d.status === 'cancelled', cacheId: b.cacheId, priority: b.priority });
-          reset.push(d.hash);
-          todo.push(d.hash);
-        }
-      }
-      for (const h of reset) for (const id of evaluations.finishedNeeding(h)) evaluations.reopen(id);
-    })();
-    await g.advance(reset);
-  }
-
   return {
     get running(): boolean {
       return redis !== undefined && !closing;
@@ -277,7 +155,13 @@ export function createHub(opts: HubOptions) {
     async start(): Promise<void> {
       const log = logger.child({ component: 'hub' });
       redis = await connectRedis(opts.redisUrl);
-      events = createEventConsumer({ redis, state, logger: log, handle });
+      events = createEventConsumer({
+        redis,
+        state,
+        logger: log,
+        handle: (_queue, e) =>
+          graph && dispatcher ? handleBuildEvent({ builds, graph, dispatcher }, e) : Promise.resolve(),
+      });
       const ev = events;
       dispatcher = createDispatcher({
         redis,
@@ -485,9 +369,9 @@ export function createHub(opts: HubOptions) {
     },
     /** Builds that produce this output path (full path, basename or hash part). */
     async buildsByOutput(path: string): Promise<BuildView[]> {
-      const name = path.replace(/^\/nix\/store\//, '');
+      const name = path.startsWith(`${DEFAULT_STORE_DIR}/`) ? path.slice(DEFAULT_STORE_DIR.length + 1) : path;
       const hash = name.slice(0, 32);
-      if (!HASH.test(hash))
+      if (!isValidHashPart(hash))
         throw new NarhubError('STORE_PATH_INVALID', `${JSON.stringify(path.slice(0, 200))} is not a store path`);
       const spokes = await listSpokes();
       return Promise.all(builds.byOutput(hash).map((b) => viewOf(b, spokes)));
@@ -506,7 +390,11 @@ export function createHub(opts: HubOptions) {
       return Promise.all(rows.map((b) => viewOf(b, spokes)));
     },
     async restartBuild(key: string): Promise<BuildView> {
-      await restart(drvHashOf(key));
+      const { graph: g } = started();
+      const b = requireBuild(key);
+      if (b.status === 'queued' || b.status === 'running')
+        throw new NarhubError('BAD_REQUEST', `the build of ${b.drvPath} is already ${b.status}`);
+      await g.restart(b);
       return viewOf(requireBuild(key));
     },
     async cancelBuild(key: string): Promise<BuildView> {
@@ -556,26 +444,14 @@ export function createHub(opts: HubOptions) {
 
     async spokes(): Promise<SpokeView[]> {
       started();
-      return (await listSpokes()).map((s) => ({ ...s, compatible: compatible(s) }));
+      return (await listSpokes()).map(spokeView);
     },
     async queues(): Promise<QueueView[]> {
       const { dispatcher: d } = started();
       const names = [...new Set([...d.queueNames(), ...builds.open().map((b) => b.queue)])].sort();
       const depth = await d.depth(names);
-      const spokes = (await listSpokes()).filter(compatible);
-      return names.map((name) => {
-        const parsed = parseQueueName(name) ?? { system: name, requiredFeatures: [] };
-        const c = depth[name] ?? { waiting: 0, active: 0, delayed: 0 };
-        return {
-          name,
-          system: parsed.system,
-          requiredFeatures: parsed.requiredFeatures,
-          waiting: c.waiting,
-          active: c.active,
-          delayed: c.delayed,
-          spokes: spokes.filter((s) => spokeCanServe(s, parsed.system, parsed.requiredFeatures)).map((s) => s.id),
-        };
-      });
+      const spokes = await listSpokes();
+      return names.map((name) => queueView(name, depth[name], spokes));
     },
     /** For tests and benchmarks: resolves once received events are handled. */
     async settled(): Promise<void> {

@@ -1,6 +1,8 @@
-import type { BuildRow } from '../db/builds-repo.js';
+import type { BuildRow, BuildsRepo } from '../db/builds-repo.js';
 import type { EvalJobRow, EvaluationRow } from '../db/evaluations-repo.js';
 import type { ProjectRow } from '../db/projects-repo.js';
+import { parseQueueName, spokeCanServe, type SpokeHeartbeat } from '../protocol/build-jobs.js';
+import { compatible, waitingReason } from './spokes.js';
 
 /** The JSON shapes of the hub API (and of the CLI's --json output). Times are ISO strings. */
 const STORE = '/nix/store/';
@@ -74,7 +76,7 @@ export interface BuildView {
   finishedAt: string | null;
 }
 
-export function buildView(
+function buildView(
   b: BuildRow,
   extra: { waitingFor: string | null; spoke?: string | null; failedDependencyPath?: string | null },
 ): BuildView {
@@ -101,6 +103,73 @@ export function buildView(
     startedAt: iso(b.startedAt),
     finishedAt: iso(b.finishedAt),
   };
+}
+
+/**
+ * Build views with what only the moment knows: why a queued build waits (its inputs, or which
+ * spokes are connected) and which spoke runs it. `spokes` is read once per answer, and only
+ * when a view needs it.
+ */
+export function createBuildViews(deps: { builds: BuildsRepo; spokes(): Promise<SpokeHeartbeat[]> }) {
+  const { builds } = deps;
+  return async function viewOf(b: BuildRow, spokes?: SpokeHeartbeat[]): Promise<BuildView> {
+    let waitingFor: string | null = null;
+    let spoke: string | null = null;
+    if (b.status === 'queued') {
+      if (!b.enqueued) {
+        const open = builds.deps(b.drvHash).filter((d) => d.status !== 'succeeded');
+        waitingFor =
+          open.length > 0
+            ? `waiting for ${open.length} input build${open.length === 1 ? '' : 's'}`
+            : 'about to be queued';
+      } else {
+        waitingFor = waitingReason(spokes ?? (await deps.spokes()), b.system, b.requiredFeatures);
+      }
+    } else if (b.status === 'running' && !b.spoke) {
+      spoke = (spokes ?? (await deps.spokes())).find((s) => s.running?.includes(b.drvHash))?.id ?? null;
+    }
+    const failed = b.failedDep ? builds.get(b.failedDep) : undefined;
+    return buildView(b, { waitingFor, spoke, failedDependencyPath: failed ? STORE + failed.drvPath : null });
+  };
+}
+
+export interface QueueView {
+  name: string;
+  system: string;
+  requiredFeatures: string[];
+  waiting: number;
+  active: number;
+  delayed: number;
+  /** Ids of connected spokes that can take its jobs. */
+  spokes: string[];
+}
+
+export function queueView(
+  name: string,
+  depth: { waiting: number; active: number; delayed: number } | undefined,
+  spokes: readonly SpokeHeartbeat[],
+): QueueView {
+  const parsed = parseQueueName(name) ?? { system: name, requiredFeatures: [] };
+  const c = depth ?? { waiting: 0, active: 0, delayed: 0 };
+  return {
+    name,
+    system: parsed.system,
+    requiredFeatures: parsed.requiredFeatures,
+    waiting: c.waiting,
+    active: c.active,
+    delayed: c.delayed,
+    spokes: spokes
+      .filter((s) => compatible(s) && spokeCanServe(s, parsed.system, parsed.requiredFeatures))
+      .map((s) => s.id),
+  };
+}
+
+export interface SpokeView extends SpokeHeartbeat {
+  compatible: boolean;
+}
+
+export function spokeView(s: SpokeHeartbeat): SpokeView {
+  return { ...s, compatible: compatible(s) };
 }
 
 export interface JobView {

@@ -1,5 +1,5 @@
 import type { Config } from '../../config/schema.js';
-import type { SpokeView } from '../../hub/hub-service.js';
+import type { SpokeView } from '../../hub/views.js';
 import { parseCommand } from '../command-spec.js';
 import { clientOptions, createHubClient } from '../hub-client.js';
 import { SPOKE_LIST } from '../specs/spoke.js';

@@ -3,8 +3,7 @@
 import type { ComponentChildren, VNode } from 'preact';
 import type { ApprovalView } from '../../forge/forge-service.js';
 import type { BrowsedPath, CacheSummary, PathDetails } from '../../cache/cache-browser.js';
-import type { BuildView, EvaluationView, JobView, ProjectView } from '../../hub/views.js';
-import type { QueueView, SpokeView } from '../../hub/hub-service.js';
+import type { BuildView, EvaluationView, JobView, ProjectView, QueueView, SpokeView } from '../../hub/views.js';
 import type { AttrTransition, RequesterView } from '../../hub/records.js';
 
 export interface Viewer {
