@@ -1,4 +1,4 @@
-import type { Readable } from 'node:stream';
+import { pipeline, type Readable } from 'node:stream';
 import type { Database } from 'better-sqlite3';
 import type { Logger } from 'pino';
 import { NarhubError } from '../errors.js';
@@ -417,7 +417,9 @@ export function createHub(opts: HubOptions) {
         const read = await cache.store.get(file.storageKey);
         if (read) {
           const enc = compressionOfEncoding(file.contentEncoding ?? undefined);
-          const stream = enc !== 'none' ? read.stream.pipe(createDecompressor(enc)) : read.stream;
+          // pipeline, not pipe: a read that fails half-way must fail the decoded stream too, or the
+          // response waits for an end that never comes. Whoever sends it sees the error.
+          const stream = enc !== 'none' ? pipeline(read.stream, createDecompressor(enc), () => undefined) : read.stream;
           return { kind: 'stored', stream, contentType: 'text/plain; charset=utf-8' };
         }
       }
