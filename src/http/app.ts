@@ -209,7 +209,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       route,
     }),
   });
-  await app.register(healthRoutes, { service });
+  await app.register(healthRoutes, { service, hub: options.hub });
   await app.register(metricsRoutes, { registry: metrics.registry, access });
   await app.register(apiIndexRoutes, { prefix: API_PREFIX, base: API_PREFIX, routes: () => routes });
   await app.register(apiFallbackRoutes);

@@ -1,5 +1,4 @@
 import { Queue, type Job } from 'bullmq';
-import type { Logger } from 'pino';
 import { NarhubError } from '../errors.js';
 import {
   ACTIVE_QUEUES_KEY,
@@ -17,7 +16,6 @@ export type JobState = 'completed' | 'failed' | 'active' | 'waiting' | 'missing'
 
 export interface DispatcherOptions {
   redis: HubRedis;
-  logger: Logger;
   /** Tries per job on infrastructure failures (BullMQ `attempts`). */
   attempts: number;
   /** Seconds finished jobs are kept, so a restarted hub can still read their results. */
@@ -36,15 +34,17 @@ export function bullPriority(priority: number): number {
  * per derivation, its id derived from the derivation's hash.
  */
 export function createDispatcher(opts: DispatcherOptions) {
-  const { redis, logger } = opts;
+  const { redis } = opts;
   const queues = new Map<string, Queue<BuildJobData, BuildJobResult>>();
   const known = new Map<string, Promise<void>>();
 
   function queue(name: string): Queue<BuildJobData, BuildJobResult> {
     let q = queues.get(name);
     if (!q) {
+      // A queue made while Redis is away never becomes usable (BullMQ's set-up fails for good).
+      if (redis.state() !== 'ok') throw new NarhubError('UNAVAILABLE', 'Redis is not reachable');
       q = new Queue<BuildJobData, BuildJobResult>(name, { connection: redis.command, skipWaitingForReady: true });
-      q.on('error', (err) => logger.warn({ err, queue: name }, 'queue error'));
+      q.on('error', (err) => redis.reportError(`queue ${name}`, err));
       queues.set(name, q);
     }
     return q;
@@ -77,6 +77,11 @@ export function createDispatcher(opts: DispatcherOptions) {
 
   return {
     use,
+    /** Tells spokes again about every queue in use: after an outage Redis may have come back empty. */
+    async announce(): Promise<void> {
+      const names = [...known.keys()];
+      if (names.length > 0) await redis.command.sadd(ACTIVE_QUEUES_KEY, ...names);
+    },
     queueNames(): string[] {
       return [...queues.keys()];
     },

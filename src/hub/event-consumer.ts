@@ -1,4 +1,5 @@
 import { QueueEvents } from 'bullmq';
+import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { BuildsRepo } from '../db/builds-repo.js';
 import type { HubStateRepo } from '../db/hub-state-repo.js';
@@ -92,7 +93,7 @@ const SAVE_EVERY_MS = 250;
  */
 export function createEventConsumer(opts: EventConsumerOptions) {
   const { redis, state, logger } = opts;
-  const consumers = new Map<string, { events: QueueEvents; progress: QueueProgress }>();
+  const consumers = new Map<string, { events: QueueEvents; progress: QueueProgress; connection: Redis }>();
   const starting = new Map<string, Promise<void>>();
   let closed = false;
 
@@ -114,7 +115,7 @@ export function createEventConsumer(opts: EventConsumerOptions) {
     const connection = redis.blocking(`events-${queue}`);
     const events = new QueueEvents(queue, { connection, lastEventId, autorun: false, blockingTimeout: 5_000 });
     const progress = createQueueProgress((id) => state.set(KEY + queue, id));
-    consumers.set(queue, { events, progress });
+    consumers.set(queue, { events, progress, connection });
     const enqueue = (event: BuildEvent, id: string) =>
       progress.add(id, event.jobId, () =>
         opts
@@ -131,7 +132,7 @@ export function createEventConsumer(opts: EventConsumerOptions) {
     events.on('completed', ({ jobId, returnvalue }, id) => enqueue({ type: 'completed', jobId, returnvalue }, id));
     events.on('failed', ({ jobId, failedReason }, id) => enqueue({ type: 'failed', jobId, failedReason }, id));
     events.on('error', (err) => {
-      if (!closed) logger.warn({ err, queue }, 'queue events error');
+      if (!closed) redis.reportError(`events of ${queue}`, err);
     });
     void events.run().catch((err: unknown) => {
       if (!closed) logger.error({ err, queue }, 'queue events stopped');
@@ -160,7 +161,7 @@ export function createEventConsumer(opts: EventConsumerOptions) {
     },
     async close(): Promise<void> {
       closed = true;
-      await Promise.allSettled([...consumers.values()].map((c) => c.events.close()));
+      await Promise.allSettled([...consumers.values()].map((c) => closeQueueEvents(c.events, c.connection)));
       await Promise.allSettled([...consumers.values()].map((c) => c.progress.idle()));
       consumers.clear();
     },
@@ -168,6 +169,25 @@ export function createEventConsumer(opts: EventConsumerOptions) {
 }
 
 export type EventConsumer = ReturnType<typeof createEventConsumer>;
+
+/**
+ * Closes a QueueEvents, without waiting for Redis. Its connection is dropped first (that ends
+ * the blocking read); BullMQ's close then waits for the connection's 'end', which ioredis never
+ * emits for a connection dropped while it was reconnecting, so the wait is bounded.
+ */
+async function closeQueueEvents(events: QueueEvents, connection: Redis): Promise<void> {
+  const reachable = connection.status === 'ready';
+  if (!reachable) connection.disconnect();
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    events.close(),
+    new Promise((resolve) => {
+      timer = setTimeout(resolve, reachable ? 5_000 : 500);
+    }),
+  ]);
+  clearTimeout(timer);
+  connection.disconnect();
+}
 
 export interface QueueProgress {
   /**

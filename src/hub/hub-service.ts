@@ -25,7 +25,7 @@ import { followLogStream, readLogStream } from './logs.js';
 import { assertValidProjectName, mergeInput, projectFields, requireProject, type ProjectInput } from './projects.js';
 import { reconcile } from './reconciler.js';
 import { attrHistoryView, requesterView, type AttrHistoryView, type RequesterView } from './records.js';
-import { connectRedis, type HubRedis } from './redis.js';
+import { connectRedis, type HubRedis, type RedisState } from './redis.js';
 import { createSpokeDirectory } from './spokes.js';
 import {
   createBuildViews,
@@ -152,27 +152,35 @@ export function createHub(opts: HubOptions) {
       return redis !== undefined && !closing;
     },
 
+    /**
+     * Starts the hub. Redis need not be there: the cache serves without it, and the hub resumes
+     * (queues announced, open builds reconciled with their jobs) each time its connection becomes
+     * ready, at the start and after every outage. Resolves once that first happened, or once
+     * Redis has refused the first connection.
+     */
     async start(): Promise<void> {
       const log = logger.child({ component: 'hub' });
-      redis = await connectRedis(opts.redisUrl);
-      events = createEventConsumer({
-        redis,
+      const r = connectRedis(opts.redisUrl, log);
+      redis = r;
+      const ev = createEventConsumer({
+        redis: r,
         state,
         logger: log,
         handle: (_queue, e) =>
           graph && dispatcher ? handleBuildEvent({ builds, graph, dispatcher }, e) : Promise.resolve(),
       });
-      const ev = events;
-      dispatcher = createDispatcher({
-        redis,
-        logger: log,
+      events = ev;
+      const d = createDispatcher({
+        redis: r,
         attempts: config.buildAttempts,
         keepFinishedSeconds: opts.keepFinishedSeconds ?? 86_400,
         onQueue: (q) => ev.watch(q),
       });
-      graph = createBuildGraph({ db, builds, evaluations, dispatcher, logger: log, jobData });
-      canceller = createCanceller({ builds, evaluations, dispatcher, graph, redis, logger: log });
-      spokeDirectory = createSpokeDirectory(redis.command);
+      dispatcher = d;
+      const g = createBuildGraph({ db, builds, evaluations, dispatcher: d, logger: log, jobData });
+      graph = g;
+      canceller = createCanceller({ builds, evaluations, dispatcher: d, graph: g, redis: r, logger: log });
+      spokeDirectory = createSpokeDirectory(r.command);
       runner = createEvaluationRunner({
         db,
         config,
@@ -181,26 +189,65 @@ export function createHub(opts: HubOptions) {
         builds,
         caches,
         paths,
-        graph,
+        graph: g,
         canceller,
-        dispatcher,
+        dispatcher: d,
         logger: log,
         cache,
         maxNarSize: opts.maxNarSize ?? 64 * 1024 ** 3,
         nixEnv: opts.nixEnv,
         drvTexts,
       });
-      // Resume: consume every queue's events from where the last run stopped, then compare open builds with their jobs.
-      const open = builds.open();
-      for (const q of new Set([...events.knownQueues(), ...open.map((b) => b.queue)])) await dispatcher.use(q);
-      await reconcile({ builds, dispatcher, graph, logger: log });
+
+      // Resume: consume every queue's events from where the last run stopped, tell spokes about
+      // the queues, then compare open builds with their jobs. Once per connection, one at a time.
+      let resuming: Promise<void> | undefined;
+      let again = false;
+      const resume = async (): Promise<void> => {
+        const open = builds.open();
+        for (const q of new Set([...ev.knownQueues(), ...open.map((b) => b.queue)])) await d.use(q);
+        await d.announce();
+        await reconcile({ builds, dispatcher: d, graph: g, logger: log });
+      };
+      const resumeNow = (): Promise<void> => {
+        if (resuming) {
+          again = true;
+          return resuming;
+        }
+        resuming = resume()
+          .catch((err: unknown) => {
+            if (!closing) log.warn({ err }, 'resuming the hub failed; it tries again when Redis is ready');
+          })
+          .finally(() => {
+            resuming = undefined;
+            if (again && !closing && r.state() === 'ok') {
+              again = false;
+              void resumeNow();
+            }
+          });
+        return resuming;
+      };
+      const firstResume = new Promise<void>((resolve) => {
+        let first = true;
+        r.onReady(() => {
+          if (!closing) void resumeNow().finally(resolve);
+          first = false;
+        });
+        r.command.once('error', () => {
+          if (!first) return;
+          log.warn('Redis is not reachable: the cache serves, the hub resumes when Redis is back');
+          resolve();
+        });
+      });
+
+      // Evaluations need no Redis until their builds are enqueued, which the sweep below retries.
       for (const e of evaluations.live()) {
-        if (e.status === 'building') graph.checkEvaluation(e.id);
+        if (e.status === 'building') g.checkEvaluation(e.id);
         else runner.submit(e.id);
       }
-      // A safety net for jobs whose add failed (Redis blip, an earlier attempt still shutting down).
-      const g = graph;
+      // A safety net for jobs whose add failed (Redis away, an earlier attempt still shutting down).
       timer = setInterval(() => {
+        if (r.state() !== 'ok') return;
         const stuck = builds
           .open()
           .filter((b) => b.status === 'queued' && !b.enqueued)
@@ -209,7 +256,16 @@ export function createHub(opts: HubOptions) {
           void g.advance(stuck).catch((err: unknown) => log.warn({ err }, 'retrying builds failed'));
       }, 10_000);
       timer.unref();
-      log.info({ redis: opts.redisUrl.replace(/\/\/[^@]*@/, '//…@'), openBuilds: open.length }, 'build hub started');
+      await firstResume;
+      log.info(
+        { redis: opts.redisUrl.replace(/\/\/[^@]*@/, '//…@'), redisState: r.state(), openBuilds: builds.open().length },
+        'build hub started',
+      );
+    },
+
+    /** The hub's part of `/healthz`: whether its Redis connection is up. */
+    health(): { redis: RedisState | 'stopped' } {
+      return { redis: redis && !closing ? redis.state() : 'stopped' };
     },
 
     /** Stops evaluations, event consumers and queues, then Redis. Idempotent. */

@@ -48,6 +48,8 @@ export async function reconcile(deps: {
         if (b.status === 'running') graph.waiting(b.drvHash, b.attempt);
         break;
       case 'missing':
+        // Gone (removed, or Redis came back empty): queued again, as a new job of the same attempt.
+        if (b.status === 'running') graph.waiting(b.drvHash, b.attempt);
         builds.markUnenqueued(b.drvHash);
         toSettle.push(b.drvHash);
         break;

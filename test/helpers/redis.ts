@@ -9,11 +9,15 @@ export interface TestRedis {
   stop(): Promise<void>;
 }
 
-/** Fails (never skips) when redis-server is not installed: the hub's tests need the real thing. */
-export async function startRedis(t: Cleanup): Promise<TestRedis> {
+/**
+ * Fails (never skips) when redis-server is not installed: the hub's tests need the real thing.
+ * `port`: start on this port (a Redis coming back where it was); else a free one. Nothing is
+ * persisted, so a Redis started again comes back empty, as one without persistence does.
+ */
+export async function startRedis(t: Cleanup, opts: { port?: number } = {}): Promise<TestRedis> {
   const dir = await makeTempDir(t, 'narhub-redis-');
   for (let attempt = 0; ; attempt++) {
-    const port = await freePort();
+    const port = opts.port ?? (await freePort());
     const child = spawn(
       'redis-server',
       [
@@ -54,7 +58,7 @@ export async function startRedis(t: Cleanup): Promise<TestRedis> {
     });
     if (!ready) {
       child.kill('SIGKILL');
-      if (attempt < 3 && /Address already in use/.test(output)) continue;
+      if (attempt < 3 && opts.port === undefined && /Address already in use/.test(output)) continue;
       throw new Error(`redis-server did not start:\n${output}`);
     }
     const stop = async () => {

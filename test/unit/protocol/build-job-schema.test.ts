@@ -4,7 +4,6 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { createDispatcher } from '../../../src/hub/dispatcher.js';
 import type { HubRedis } from '../../../src/hub/redis.js';
-import { createLogger } from '../../../src/logger.js';
 import { checkBuildJobData, type BuildJobData } from '../../../src/protocol/build-jobs.js';
 import { PROTOCOL_VERSION } from '../../../src/protocol/version.js';
 import { runBuild, type BuildContext } from '../../../src/spoke/build-runner.js';
@@ -56,7 +55,6 @@ test('the hub refuses to enqueue a job that breaks the schema, before touching R
   });
   const dispatcher = createDispatcher({
     redis,
-    logger: createLogger('silent'),
     attempts: 1,
     keepFinishedSeconds: 60,
     onQueue: async () => {
