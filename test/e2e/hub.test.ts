@@ -91,7 +91,19 @@ test('the hub builds a flake on two spokes: once each, into the cache, surviving
   const newSpoke = async (id: string) => {
     const nix = await createNixEnv(t);
     spokeEnvs.push(nix);
-    return startSpoke(t, { id, hubUrl: url, redisUrl: redis.url, token, store: nix.freshPath('store'), env: nix.env });
+    // The server is restarted below while spokes push. A restart under a loaded machine (a
+    // node start took 7.7 s at a load average of 26) outlasts the default network retries
+    // (2, from 2 s: 3-6 s in all), after which a job fails as `infrastructure` and is built again
+    // elsewhere; five retries wait long enough, so "built exactly once" holds.
+    return startSpoke(t, {
+      id,
+      hubUrl: url,
+      redisUrl: redis.url,
+      token,
+      store: nix.freshPath('store'),
+      env: nix.env,
+      extraArgs: ['--network-retries', '5'],
+    });
   };
   const spokeA = await newSpoke('spoke-a');
   const spokeB = await newSpoke('spoke-b');
