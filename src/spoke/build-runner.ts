@@ -270,12 +270,14 @@ export async function runBuild(data: BuildJobData, ctx: BuildContext, signal: Ab
       // longer than other steps, since failing the job would have another spoke build them again.
       await withRetries(
         async () => {
+          // A push cut short (the cache answered or went away mid-NAR) leaves the serve
+          // connection out of step, and so killed: the next try reads from a fresh one.
           if (!conn.alive) {
-            // A push cut off mid-NAR leaves `nix-store --serve` out of step: a fresh one reads the outputs.
             ctx.serve.release(conn);
             conn = await ctx.serve.acquire();
+            if (signal.aborted) conn.kill();
           }
-          await pushOutputs(conn, ctx.http, cacheUrl, ctx.token, outputs, signal);
+          return pushOutputs(conn, ctx.http, cacheUrl, ctx.token, outputs, signal);
         },
         { ...retry, retries: Number.MAX_SAFE_INTEGER, deadline: Date.now() + ctx.pushRetryFor * 1000 },
         onRetry,

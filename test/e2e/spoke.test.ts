@@ -4,6 +4,8 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
+import { createServer, request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { basename, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -410,6 +412,42 @@ describe('narhub spoke', { concurrency: 1 }, () => {
     assert.equal(await job.getState(), 'failed');
     assert.equal(parseFailure(job.failedReason).kind, 'timeout', `${job.failedReason}\n${env.outputs()}`);
     assert.equal(job.attemptsMade, 1);
+  });
+
+  test('a push the cache cuts short is tried again on a fresh serve connection, and the job succeeds', async (t) => {
+    const env = await setup(t);
+    // 8 MB of output, so the first upload is cut while the NAR still streams.
+    const drv = await makeDrv('cut-push', 'head -c 8000000 /dev/urandom > $out');
+    // In front of narhub: the first path upload is answered 503 before its body is read, and
+    // the connection dropped; everything else goes through.
+    let cut = 0;
+    const proxy = createServer((req, res) => {
+      if (req.method === 'PUT' && req.url?.startsWith('/api/v1/caches/main/paths/') && cut++ === 0) {
+        res.writeHead(503, { connection: 'close', 'content-type': 'application/json' });
+        res.end('{"code":"UNAVAILABLE","message":"cut short by the test"}');
+        req.socket.destroySoon();
+        return;
+      }
+      const target = new URL(server.url);
+      const upstream = httpRequest(
+        { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers },
+        (up) => {
+          res.writeHead(up.statusCode ?? 502, up.headers);
+          up.pipe(res);
+        },
+      );
+      upstream.on('error', () => res.destroy());
+      req.pipe(upstream);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    t.after(() => new Promise<void>((resolve) => proxy.close(() => resolve())));
+    const { port } = proxy.address() as AddressInfo;
+    await env.spoke('spoke-cut', { hub: `http://127.0.0.1:${port}`, args: ['--retry-delay', '200'] });
+    await env.queues.add(drv.data, { attempts: 1 });
+    const job = await env.queues.finished(drv.data, 120_000, env.outputs);
+    assert.equal(await job.getState(), 'completed', `${job.failedReason}\n${env.outputs()}`);
+    assert.ok(cut >= 2, 'the first upload was cut and tried again');
+    assert.match(env.outputs(), /network step failed, retrying/);
   });
 
   test('an unreachable cache is an infrastructure failure, retried with backoff', async (t) => {
