@@ -71,7 +71,8 @@ async function webhookToDispatch(): Promise<Record<string, number[]>> {
     const nonce = randomBytes(8).toString('hex');
     writeFileSync(
       join(repo, 'flake.nix'),
-      `{ outputs = { self }: { checks.x86_64-linux.one = derivation { name = "ci-bench-${nonce}"; system = "x86_64-linux"; builder = "/bin/sh"; args = [ "-c" "echo > $out" ]; }; }; }\n`,
+      `{ outputs = { self }: { checks.x86_64-linux.one = derivation { name = "ci-bench-${nonce}"; ` +
+        `system = "x86_64-linux"; builder = "/bin/sh"; args = [ "-c" "echo > $out" ]; }; }; }\n`,
     );
     git('add', 'flake.nix');
     git('commit', '-q', '-m', nonce);
@@ -260,7 +261,8 @@ async function evaluationPage(): Promise<Record<string, number[]>> {
   const first = await time(`/ui/evaluations/${e.id}`);
   const json = await time(`/api/v1/evaluations/${e.id}`, { authorization: `Bearer ${token}` });
   console.log(
-    `evaluation page: ${ATTRS} attributes, ${(first.bytes / 1024).toFixed(0)} KiB of HTML; JSON ${(json.bytes / 1024).toFixed(0)} KiB`,
+    `evaluation page: ${ATTRS} attributes, ${(first.bytes / 1024).toFixed(0)} KiB of HTML; ` +
+      `JSON ${(json.bytes / 1024).toFixed(0)} KiB`,
   );
   const out: Record<string, number[]> = { html: [], json: [] };
   for (let i = 0; i < RENDERS; i++) {

@@ -300,13 +300,12 @@ async function main(): Promise<void> {
     }
 
     const ms = (x: number) => `${x.toFixed(1)} ms`.padStart(10);
-    console.log(
-      `${'measurement'.padEnd(50)} ${'time'.padStart(8)} ${'MiB/s'.padStart(8)} ${'p50'.padStart(10)} ${'p99'.padStart(10)} ${'max'.padStart(10)}`,
-    );
+    const header = ['measurement'.padEnd(50), 'time'.padStart(8), 'MiB/s'.padStart(8)];
+    console.log([...header, 'p50'.padStart(10), 'p99'.padStart(10), 'max'.padStart(10)].join(' '));
     for (const r of rows) {
-      console.log(
-        `${r.what.padEnd(50)} ${`${r.seconds.toFixed(2)} s`.padStart(8)} ${(r.throughput > 0 ? r.throughput.toFixed(1) : '-').padStart(8)} ${ms(r.p50Ms)} ${ms(r.p99Ms)} ${ms(r.maxMs)}`,
-      );
+      const time = `${r.seconds.toFixed(2)} s`.padStart(8);
+      const throughput = (r.throughput > 0 ? r.throughput.toFixed(1) : '-').padStart(8);
+      console.log([r.what.padEnd(50), time, throughput, ms(r.p50Ms), ms(r.p99Ms), ms(r.maxMs)].join(' '));
     }
     console.log(
       JSON.stringify({ bench: 'event-loop', nativeMiB: NATIVE_MB, zstdMiB: ZSTD_MB, bzip2MiB: BZIP2_MB, rows }),

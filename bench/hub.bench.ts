@@ -197,7 +197,8 @@ async function main(): Promise<void> {
       if (name !== 'redis') cpuSeconds[`${name} (node)`] = tenths(own - (cpuBefore.get(pid)?.own ?? 0));
     }
 
-    // Every job of this run, from BullMQ itself (kept after completion): when it was added, taken and finished, by whom.
+    // Every job of this run, from BullMQ itself (kept after completion): when it was added, taken and
+    // finished, by whom.
     const jobs = await queue.getJobs(['completed'], 0, -1);
     const byName = new Map(
       jobs.map((j) => [
@@ -287,12 +288,12 @@ async function main(): Promise<void> {
     if (!SKIP_LOCAL && rep % 2 === 0) local = await localRun(nonce);
     reps.push({ hub, local });
     const ratio = local ? `${(hub.hubTotalMs / local.ms).toFixed(2)}×` : '—';
+    const hubCpu = Object.entries(hub.cpuSeconds)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ');
     process.stdout.write(
-      `run ${rep + 1}/${REPS}: hub ${(hub.hubTotalMs / 1000).toFixed(1)} s (evaluation ${(hub.evalMs / 1000).toFixed(1)} s; CPU ${Object.entries(
-        hub.cpuSeconds,
-      )
-        .map(([k, v]) => `${k} ${v}`)
-        .join(', ')}), ` +
+      `run ${rep + 1}/${REPS}: hub ${(hub.hubTotalMs / 1000).toFixed(1)} s ` +
+        `(evaluation ${(hub.evalMs / 1000).toFixed(1)} s; CPU ${hubCpu}), ` +
         `nix-build ${local ? `${(local.ms / 1000).toFixed(1)} s (CPU ${local.cpuSeconds} s)` : '—'}, ratio ${ratio}\n`,
     );
   }
@@ -301,7 +302,9 @@ async function main(): Promise<void> {
   const hubs = reps.map((r) => r.hub);
   const ratios = reps.flatMap((r) => (r.local ? [r.hub.hubTotalMs / r.local.ms] : []));
   const result = {
-    machine: `${cpus().length} × ${cpus()[0]?.model.trim()}, ${(totalmem() / 1024 ** 3).toFixed(0)} GiB, Node ${process.version}`,
+    machine:
+      `${cpus().length} × ${cpus()[0]?.model.trim()}, ` +
+      `${(totalmem() / 1024 ** 3).toFixed(0)} GiB, Node ${process.version}`,
     derivations: WIDTH * LAYERS,
     spokes: SPOKES,
     maxJobs: MAX_JOBS,

@@ -91,8 +91,11 @@ export async function measureIngest(ctx: BenchContext): Promise<Result[]> {
   };
   const cores = availableParallelism();
   // What all processes of a run need, spread perfectly over every core: no run can be faster.
-  const cpuNote = (names: string[]) =>
-    `CPU of all processes (medians): ${names.map((n) => `${n} ${fmtSeconds(cpuOf(n))}`).join(', ')}; on ${cores} cores that alone takes at least ${names.map((n) => `${n} ${fmtSeconds(cpuOf(n) / cores)}`).join(', ')}`;
+  const cpuNote = (names: string[]) => {
+    const total = names.map((n) => `${n} ${fmtSeconds(cpuOf(n))}`).join(', ');
+    const spread = names.map((n) => `${n} ${fmtSeconds(cpuOf(n) / cores)}`).join(', ');
+    return `CPU of all processes (medians): ${total}; on ${cores} cores that alone takes at least ${spread}`;
+  };
   if (push) {
     const vsZstd = rate('push') / rate('zstd');
     const vsFile = rate('push') / rate('file');
@@ -156,8 +159,10 @@ export async function measureIngest(ctx: BenchContext): Promise<Result[]> {
       ? {}
       : {
           note:
-            `medians: Nix compressing ${fmtSeconds(phase('compressing'))}, reading its temp file back ${fmtSeconds(phase('readingBack'))}, ` +
-            `NAR PUT ${fmtSeconds(phase('upload'))} (narhub receiving, decoding, verifying), narinfo PUT and exit ${fmtSeconds(phase('after'))}; ` +
+            `medians: Nix compressing ${fmtSeconds(phase('compressing'))}, ` +
+            `reading its temp file back ${fmtSeconds(phase('readingBack'))}, ` +
+            `NAR PUT ${fmtSeconds(phase('upload'))} (narhub receiving, decoding, verifying), ` +
+            `narinfo PUT and exit ${fmtSeconds(phase('after'))}; ` +
             `Nix's own part before its first byte is sent is already ${fmtRatio(clientAlone)} the file:// time`,
         }),
   });

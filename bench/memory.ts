@@ -39,7 +39,9 @@ export async function measureMemory(ctx: BenchContext): Promise<Result[]> {
     {
       id: '5',
       measurement: 'memory',
-      what: `peak server RSS (VmHWM), ${push ? 'narhub push + ' : ''}nix copy of a ${fmtBytes(huge.narSize)} NAR, then GETs`,
+      what:
+        `peak server RSS (VmHWM), ${push ? 'narhub push + ' : ''}` +
+        `nix copy of a ${fmtBytes(huge.narSize)} NAR, then GETs`,
       narhub: fmtBytes(peak),
       reference: `at start ${fmtBytes(phases.started!)}`,
       ratio: '—',

@@ -70,7 +70,8 @@ export async function measureNarinfoUnderPush(ctx: BenchContext): Promise<Result
 
   const n = ctx.reps(3, 1);
   ctx.log(
-    `narinfo-under-push: ${n} × (${push ? 'narhub push' : 'nix copy'} of the big path, then nix-store --dump | zstd -T2 of it) under wrk`,
+    `narinfo-under-push: ${n} × (${push ? 'narhub push' : 'nix copy'} of the big path, ` +
+      'then nix-store --dump | zstd -T2 of it) under wrk',
   );
   const reps: Round[] = [];
   const foreign: Round[] = [];
@@ -81,13 +82,18 @@ export async function measureNarinfoUnderPush(ctx: BenchContext): Promise<Result
   const foreignP99 = median(foreign.map((r) => r.p99Ms));
   const p99 = median(reps.map((r) => r.p99Ms));
   const rps = median(reps.map((r) => r.requestsPerSecond));
+  const uploadStall = Math.max(...reps.map((r) => r.loopDelayMaxMs));
+  const foreignStall = Math.max(...foreign.map((r) => r.loopDelayMaxMs));
+  const rounds = reps.map((r, i) => `${fmtMs(r.p99Ms)} / ${fmtMs(foreign[i]!.p99Ms)}`).join(', ');
   return [
     {
       id: '6',
       measurement: 'narinfo-under-push',
       what: `narinfo p99, wrk -c64, during ${push ? 'narhub push' : 'nix copy'} of the big path`,
       narhub: `p99 ${fmtMs(p99)} (${fmtRps(rps)})`,
-      reference: `no upload: p99 ${fmtMs(idle.p99Ms)} (${fmtRps(idle.requestsPerSecond)}); dump | zstd -T2 outside narhub: p99 ${fmtMs(foreignP99)}`,
+      reference:
+        `no upload: p99 ${fmtMs(idle.p99Ms)} (${fmtRps(idle.requestsPerSecond)}); ` +
+        `dump | zstd -T2 outside narhub: p99 ${fmtMs(foreignP99)}`,
       ratio: '—',
       target: `< ${UNDER_PUSH_P99_TARGET_MS} ms`,
       status: passFail(p99 < UNDER_PUSH_P99_TARGET_MS),
@@ -100,9 +106,12 @@ export async function measureNarinfoUnderPush(ctx: BenchContext): Promise<Result
         uploader: push ? 'narhub push' : 'nix copy',
       },
       note:
-        `p99 of a round: of every request wrk made while the upload ran (from 0.5 s in to its end); median of ${n} rounds. ` +
-        `Longest event-loop stall during the uploads: ${fmtMs(Math.max(...reps.map((r) => r.loopDelayMaxMs)))}, during the outside load: ${fmtMs(Math.max(...foreign.map((r) => r.loopDelayMaxMs)))} ` +
-        `(the delay of the loop's timers: blocking and being descheduled alike). Rounds, upload / outside: ${reps.map((r, i) => `${fmtMs(r.p99Ms)} / ${fmtMs(foreign[i]!.p99Ms)}`).join(', ')}`,
+        'p99 of a round: of every request wrk made while the upload ran (from 0.5 s in to its end); ' +
+        `median of ${n} rounds. ` +
+        `Longest event-loop stall during the uploads: ${fmtMs(uploadStall)}, ` +
+        `during the outside load: ${fmtMs(foreignStall)} ` +
+        "(the delay of the loop's timers: blocking and being descheduled alike). " +
+        `Rounds, upload / outside: ${rounds}`,
     },
   ];
 }

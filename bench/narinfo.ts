@@ -65,7 +65,10 @@ export async function measureNarinfo(ctx: BenchContext): Promise<Result[]> {
         narhubRuns: runs.a,
         nginxRuns: runs.b,
       },
-      note: `CPU time per request (server process, all threads): narhub ${cpu(runs.a).toFixed(1)} µs, nginx ${cpu(runs.b).toFixed(1)} µs (nginx runs ${cpus().length} worker processes, narhub one event loop)`,
+      note:
+        'CPU time per request (server process, all threads): ' +
+        `narhub ${cpu(runs.a).toFixed(1)} µs, nginx ${cpu(runs.b).toFixed(1)} µs ` +
+        `(nginx runs ${cpus().length} worker processes, narhub one event loop)`,
     },
   ];
 }

@@ -147,7 +147,18 @@ let
         );
     in
     objectModule path (
-      lib.mapAttrs (name: s: s // { description = lib.concatStringsSep " " (lib.filter (d: d != "") [ (s.description or "") (only name) ]); }) keys
+      lib.mapAttrs (
+        name: s:
+        s
+        // {
+          description = lib.concatStringsSep " " (
+            lib.filter (d: d != "") [
+              (s.description or "")
+              (only name)
+            ]
+          );
+        }
+      ) keys
       // {
         type = {
           anyOf = map (v: { const = tag v; }) variants;

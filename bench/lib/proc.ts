@@ -71,7 +71,8 @@ export async function execOk(cmd: string, args: string[], opts: ExecOptions = {}
   const res = await exec(cmd, args, opts);
   if (res.code !== 0) {
     throw new Error(
-      `${describe(cmd, args)} exited with ${res.code ?? res.signal}\n--- stdout ---\n${res.stdout.slice(-4000)}\n--- stderr ---\n${res.stderr.slice(-4000)}`,
+      `${describe(cmd, args)} exited with ${res.code ?? res.signal}\n` +
+        `--- stdout ---\n${res.stdout.slice(-4000)}\n--- stderr ---\n${res.stderr.slice(-4000)}`,
     );
   }
   return res;

@@ -69,8 +69,10 @@ export async function machine(): Promise<Machine> {
 
 export function machineLine(m: Machine): string {
   return (
-    `${m.date.slice(0, 16).replace('T', ' ')} UTC · nproc ${m.nproc} (${m.cpuModel}) · ${m.memoryGiB} GiB RAM · Linux ${m.kernel} · ` +
-    `Node ${m.node} · Nix ${m.nix} · nginx ${m.nginx} · wrk ${m.wrk} · zstd ${m.zstd} · load average at start ${m.loadAverageAtStart.join(' ')}`
+    `${m.date.slice(0, 16).replace('T', ' ')} UTC · nproc ${m.nproc} (${m.cpuModel}) · ` +
+    `${m.memoryGiB} GiB RAM · Linux ${m.kernel} · ` +
+    `Node ${m.node} · Nix ${m.nix} · nginx ${m.nginx} · wrk ${m.wrk} · zstd ${m.zstd} · ` +
+    `load average at start ${m.loadAverageAtStart.join(' ')}`
   );
 }
 

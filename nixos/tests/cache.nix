@@ -6,7 +6,8 @@
 let
   # A throwaway key pair for this test only (`narhub keygen narhub-vm-test-1`). Real signing
   # keys never go into the Nix store; the module refuses store paths for them.
-  secretKey = "narhub-vm-test-1:AoqxGUQtouKHa0NpGoPpx0XjJbVQdM3cqeVg62n5fcLsUK8NhqIUS7W6+y7wZgpDW3XBZ1JmKPQtHawIYViCWA==";
+  secretKey =
+    "narhub-vm-test-1:AoqxGUQtouKHa0NpGoPpx0XjJbVQdM3cqeVg62n5fcLsUK8NhqIUS7W6+y7wZgpDW3XBZ1JmKPQtHawIYViCWA==";
   publicKey = "narhub-vm-test-1:7FCvDYaiFEu1uvsu8GYKQ1t1wWdSZij0LR2sCGFYglg=";
 
   # A two-path closure: the payload refers to its dependency.

@@ -123,7 +123,10 @@ in
 
     with subtest("the hub evaluates the flake and the spokes build its checks"):
         hub.succeed("mkdir -p /srv/demo && cp ${./hub-demo/flake.nix} /srv/demo/flake.nix && chmod -R a+rX /srv/demo")
-        hub.succeed("narhub-admin project create demo --flake path:/srv/demo --systems ${system} --attrs checks --cache main")
+        hub.succeed(
+            "narhub-admin project create demo --flake path:/srv/demo"
+            " --systems ${system} --attrs checks --cache main"
+        )
         evaluation = json.loads(hub.succeed("narhub-admin eval demo --wait --timeout 900 --json", timeout=960))
         assert evaluation["status"] == "succeeded", evaluation
         for name, out in expected.items():
@@ -140,7 +143,8 @@ in
         for name, out in expected.items():
             client.fail(f"nix-store --check-validity {out}")
             client.succeed(
-                f"nix-store --realise {out} --option substituters http://hub:8080/main --option trusted-public-keys '{key}'"
+                f"nix-store --realise {out} --option substituters http://hub:8080/main"
+                f" --option trusted-public-keys '{key}'"
             )
         client.succeed(f"grep -q ' chain {expected['base']}' {expected['chain']}")
         client.succeed(f"grep -x featured {expected['featured']}")

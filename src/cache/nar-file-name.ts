@@ -30,7 +30,8 @@ export function parseNarFileName(fileName: string): NarFileName {
   if (compressionsWithExtension(extension).length === 0) {
     throw new NarhubError(
       'COMPRESSION_UNSUPPORTED',
-      `NAR files ending in .nar${extension} are not accepted: narhub takes .nar${EXTENSIONS} (none, gzip, xz, bzip2, zstd, brotli)`,
+      `NAR files ending in .nar${extension} are not accepted: ` +
+        `narhub takes .nar${EXTENSIONS} (none, gzip, xz, bzip2, zstd, brotli)`,
     );
   }
   return { fileName, fileHash: m[1]!, extension };

@@ -208,7 +208,8 @@ async function writeZstd(
       if (nar.narSize !== old.narSize || !hashesEqual(parseHash(nar.narHash), parseHash(old.narHash))) {
         throw new NarhubError(
           'NAR_HASH_MISMATCH',
-          `${old.storageKey} decompresses to ${nar.narHash} (${nar.narSize} bytes), not the recorded ${old.narHash} (${old.narSize} bytes)`,
+          `${old.storageKey} decompresses to ${nar.narHash} (${nar.narSize} bytes), ` +
+            `not the recorded ${old.narHash} (${old.narSize} bytes)`,
         );
       }
     },

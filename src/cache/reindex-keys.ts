@@ -57,7 +57,8 @@ export function restoreKeys(
     caches.insertKey(cache.id, key.name, key.publicKey, key.file, generation);
     generated = key.name;
     warn(
-      `${cache.name}: no signing key to restore; generated ${generated} (clients must trust ${key.publicKey} for paths signed from now on)`,
+      `${cache.name}: no signing key to restore; generated ${generated} ` +
+        `(clients must trust ${key.publicKey} for paths signed from now on)`,
     );
   }
   const keys = caches.keys(cache.id).map((k) => parsePublicKey(k.publicKey));

@@ -112,41 +112,47 @@ export function createBuildsRepo(db: Database) {
   const listStatus = db.prepare<[string, number], RawBuild>(
     `${SELECT} WHERE b.status = ? ORDER BY b.updated_at DESC LIMIT ?`,
   );
-  const insert =
-    db.prepare(`INSERT INTO builds (drv_hash, drv_path, system, required_features, outputs, queue, cache_id, status, priority,
-    attempt, created_at, updated_at) VALUES (@drvHash, @drvPath, @system, @requiredFeatures, @outputs, @queue, @cacheId, 'queued', @priority, 1, @now, @now)`);
+  const insert = db.prepare(`
+    INSERT INTO builds (drv_hash, drv_path, system, required_features, outputs, queue, cache_id, status, priority,
+      attempt, created_at, updated_at)
+    VALUES (@drvHash, @drvPath, @system, @requiredFeatures, @outputs, @queue, @cacheId, 'queued', @priority,
+      1, @now, @now)`);
   const insertOutput = db.prepare('INSERT OR IGNORE INTO build_outputs (hash_part, drv_hash, name) VALUES (?, ?, ?)');
-  const requeue =
-    db.prepare(`UPDATE builds SET status = 'queued', enqueued = 0, attempt = attempt + @bump, cache_id = @cacheId,
-    priority = max(priority, @priority), spoke = NULL, failure_kind = NULL, error = NULL, failed_dep = NULL, progress = NULL,
-    enqueued_at = NULL, started_at = NULL, finished_at = NULL, updated_at = @now WHERE drv_hash = @drvHash`);
+  const requeue = db.prepare(`
+    UPDATE builds SET status = 'queued', enqueued = 0, attempt = attempt + @bump, cache_id = @cacheId,
+      priority = max(priority, @priority), spoke = NULL, failure_kind = NULL, error = NULL, failed_dep = NULL,
+      progress = NULL, enqueued_at = NULL, started_at = NULL, finished_at = NULL, updated_at = @now
+    WHERE drv_hash = @drvHash`);
   const raisePriority = db.prepare(
     'UPDATE builds SET priority = ?, updated_at = ? WHERE drv_hash = ? AND priority < ?',
   );
-  const markEnqueued = db.prepare(
-    `UPDATE builds SET enqueued = 1, enqueued_at = ?, updated_at = ? WHERE drv_hash = ? AND status = 'queued' AND enqueued = 0`,
-  );
+  const markEnqueued = db.prepare(`
+    UPDATE builds SET enqueued = 1, enqueued_at = ?, updated_at = ?
+    WHERE drv_hash = ? AND status = 'queued' AND enqueued = 0`);
   const markUnenqueued = db.prepare(
     `UPDATE builds SET enqueued = 0, updated_at = ? WHERE drv_hash = ? AND status = 'queued'`,
   );
-  const markRunning =
-    db.prepare(`UPDATE builds SET status = 'running', started_at = coalesce(?, started_at), spoke = coalesce(?, spoke), updated_at = ?
+  const markRunning = db.prepare(`
+    UPDATE builds SET status = 'running', started_at = coalesce(?, started_at), spoke = coalesce(?, spoke),
+      updated_at = ?
     WHERE drv_hash = ? AND attempt = ? AND status IN ('queued', 'running')`);
   const markWaiting = db.prepare(
     `UPDATE builds SET status = 'queued', updated_at = ? WHERE drv_hash = ? AND attempt = ? AND status = 'running'`,
   );
-  const succeed =
-    db.prepare(`UPDATE builds SET status = 'succeeded', outputs = coalesce(@outputs, outputs), spoke = coalesce(@spoke, spoke),
-    started_at = coalesce(@startedAt, started_at), finished_at = @finishedAt, log_path = @logPath, failure_kind = NULL, error = NULL,
-    updated_at = @now WHERE drv_hash = @drvHash AND attempt = @attempt AND status IN ('queued', 'running', 'cancelled')`);
-  const fail =
-    db.prepare(`UPDATE builds SET status = @status, failure_kind = @kind, error = @error, spoke = coalesce(@spoke, spoke),
-    finished_at = @now, updated_at = @now WHERE drv_hash = @drvHash AND attempt = @attempt AND status IN ('queued', 'running', 'cancelled')`);
+  const succeed = db.prepare(`
+    UPDATE builds SET status = 'succeeded', outputs = coalesce(@outputs, outputs), spoke = coalesce(@spoke, spoke),
+      started_at = coalesce(@startedAt, started_at), finished_at = @finishedAt, log_path = @logPath,
+      failure_kind = NULL, error = NULL, updated_at = @now
+    WHERE drv_hash = @drvHash AND attempt = @attempt AND status IN ('queued', 'running', 'cancelled')`);
+  const fail = db.prepare(`
+    UPDATE builds SET status = @status, failure_kind = @kind, error = @error, spoke = coalesce(@spoke, spoke),
+      finished_at = @now, updated_at = @now
+    WHERE drv_hash = @drvHash AND attempt = @attempt AND status IN ('queued', 'running', 'cancelled')`);
   const depFail =
     db.prepare(`UPDATE builds SET status = 'dependency-failed', failed_dep = ?, finished_at = ?, updated_at = ?
     WHERE drv_hash = ? AND status = 'queued' AND enqueued = 0`);
-  const cancel =
-    db.prepare(`UPDATE builds SET status = 'cancelled', failure_kind = 'cancelled', error = ?, finished_at = ?, updated_at = ?
+  const cancel = db.prepare(`
+    UPDATE builds SET status = 'cancelled', failure_kind = 'cancelled', error = ?, finished_at = ?, updated_at = ?
     WHERE drv_hash = ? AND status IN ('queued', 'running')`);
   const setProgress = db.prepare('UPDATE builds SET progress = ?, updated_at = ? WHERE drv_hash = ?');
   const addDep = db.prepare('INSERT OR IGNORE INTO build_deps (drv_hash, input_hash) VALUES (?, ?)');

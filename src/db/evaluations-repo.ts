@@ -104,9 +104,11 @@ const toJob = (r: RawJob): EvalJobRow => ({
 
 /** Evaluations, the job (attribute) rows they produced, and the builds each one needs. */
 export function createEvaluationsRepo(db: Database) {
-  const insert =
-    db.prepare(`INSERT INTO evaluations (project_id, ref, flake_url, status, priority, created_at, jobset, commit_sha, trigger,
-    pr_number, triggered_by) VALUES (@projectId, @ref, @flakeUrl, 'pending', @priority, @now, @jobset, @commitSha, @trigger, @prNumber, @triggeredBy)`);
+  const insert = db.prepare(`
+    INSERT INTO evaluations (project_id, ref, flake_url, status, priority, created_at, jobset, commit_sha, trigger,
+      pr_number, triggered_by)
+    VALUES (@projectId, @ref, @flakeUrl, 'pending', @priority, @now, @jobset, @commitSha, @trigger,
+      @prNumber, @triggeredBy)`);
   const byId = db.prepare<[number], RawEvaluation>('SELECT * FROM evaluations WHERE id = ?');
   const ofProject = db.prepare<[number, number], RawEvaluation>(
     'SELECT * FROM evaluations WHERE project_id = ? ORDER BY id DESC LIMIT ?',
@@ -117,9 +119,10 @@ export function createEvaluationsRepo(db: Database) {
   const liveOfJobset = db.prepare<[number, string], RawEvaluation>(`SELECT * FROM evaluations
     WHERE project_id = ? AND jobset = ? AND status IN ('pending', 'evaluating', 'building') ORDER BY id`);
   const setStatus = db.prepare('UPDATE evaluations SET status = ? WHERE id = ?');
-  const start =
-    db.prepare(`UPDATE evaluations SET status = 'evaluating', started_at = ?, error = NULL, locked_url = NULL, revision = NULL,
-    evaluated_at = NULL, finished_at = NULL WHERE id = ?`);
+  const start = db.prepare(`
+    UPDATE evaluations SET status = 'evaluating', started_at = ?, error = NULL, locked_url = NULL, revision = NULL,
+      evaluated_at = NULL, finished_at = NULL
+    WHERE id = ?`);
   const locked = db.prepare('UPDATE evaluations SET locked_url = ?, revision = ? WHERE id = ?');
   // Guarded: an evaluation cancelled while it evaluated (its pull request closed) stays cancelled.
   const evaluated = db.prepare(
@@ -130,7 +133,9 @@ export function createEvaluationsRepo(db: Database) {
   );
   const supersede = db.prepare('UPDATE evaluations SET superseded_by = ? WHERE id = ? AND superseded_by IS NULL');
   const olderLive = db.prepare<[number, string | null, number], RawEvaluation>(`SELECT * FROM evaluations
-    WHERE project_id = ? AND jobset = ? AND id < ? AND status IN ('pending', 'evaluating', 'building') AND superseded_by IS NULL ORDER BY id`);
+    WHERE project_id = ? AND jobset = ? AND id < ? AND status IN ('pending', 'evaluating', 'building')
+      AND superseded_by IS NULL
+    ORDER BY id`);
   const clearJobs = db.prepare<[number]>('DELETE FROM eval_jobs WHERE eval_id = ?');
   const clearBuilds = db.prepare<[number]>('DELETE FROM eval_builds WHERE eval_id = ?');
   const insertJob =

@@ -51,7 +51,8 @@ export function createHistoryRepo(db: Database) {
       created_at: number;
     }
   >(`SELECT e.id AS eval_id, p.name AS project, e.jobset, coalesce(e.commit_sha, e.revision) AS commit_id,
-      (SELECT j.attr FROM eval_jobs j WHERE j.eval_id = e.id AND j.drv_hash = eb.drv_hash ORDER BY j.attr LIMIT 1) AS attr,
+      (SELECT j.attr FROM eval_jobs j WHERE j.eval_id = e.id AND j.drv_hash = eb.drv_hash
+        ORDER BY j.attr LIMIT 1) AS attr,
       e.created_at
     FROM eval_builds eb JOIN evaluations e ON e.id = eb.eval_id JOIN projects p ON p.id = e.project_id
     WHERE eb.drv_hash = ? ORDER BY e.id DESC LIMIT ?`);
@@ -70,7 +71,8 @@ export function createHistoryRepo(db: Database) {
       finished_at: number | null;
       spoke: string | null;
     }
-  >(`SELECT e.id AS eval_id, e.jobset, coalesce(e.commit_sha, e.revision) AS commit_id, e.status AS eval_status, e.created_at,
+  >(`SELECT e.id AS eval_id, e.jobset, coalesce(e.commit_sha, e.revision) AS commit_id, e.status AS eval_status,
+      e.created_at,
       j.drv_hash, j.error, CASE WHEN eb.drv_hash IS NULL THEN NULL ELSE b.status END AS build_status,
       CASE WHEN eb.drv_hash IS NULL THEN NULL ELSE b.started_at END AS started_at,
       CASE WHEN eb.drv_hash IS NULL THEN NULL ELSE b.finished_at END AS finished_at,

@@ -60,8 +60,10 @@ export function createNarsRepo(db: Database) {
   // A re-upload of a pending file replaces its record; a valid one is immutable (the bytes are
   // addressed by their hash, so a valid record already describes them).
   const upsertPending = db.prepare(`
-    INSERT INTO nars (cache_id, file_name, storage_key, compression, file_hash, file_size, nar_hash, nar_size, listing_key, state, created_at)
-    VALUES (@cacheId, @fileName, @storageKey, @compression, @fileHash, @fileSize, @narHash, @narSize, @listingKey, 'pending', @createdAt)
+    INSERT INTO nars (cache_id, file_name, storage_key, compression, file_hash, file_size, nar_hash, nar_size,
+      listing_key, state, created_at)
+    VALUES (@cacheId, @fileName, @storageKey, @compression, @fileHash, @fileSize, @narHash, @narSize,
+      @listingKey, 'pending', @createdAt)
     ON CONFLICT (cache_id, file_name) DO UPDATE SET
       storage_key = excluded.storage_key, compression = excluded.compression, file_hash = excluded.file_hash,
       file_size = excluded.file_size, nar_hash = excluded.nar_hash, nar_size = excluded.nar_size,
@@ -73,8 +75,10 @@ export function createNarsRepo(db: Database) {
   // A file written and verified by narhub itself (recompression): valid at once. An existing
   // pending record of the same name is taken over; a valid one is kept as it is.
   const upsertValid = db.prepare(`
-    INSERT INTO nars (cache_id, file_name, storage_key, compression, file_hash, file_size, nar_hash, nar_size, listing_key, state, created_at)
-    VALUES (@cacheId, @fileName, @storageKey, @compression, @fileHash, @fileSize, @narHash, @narSize, @listingKey, 'valid', @createdAt)
+    INSERT INTO nars (cache_id, file_name, storage_key, compression, file_hash, file_size, nar_hash, nar_size,
+      listing_key, state, created_at)
+    VALUES (@cacheId, @fileName, @storageKey, @compression, @fileHash, @fileSize, @narHash, @narSize,
+      @listingKey, 'valid', @createdAt)
     ON CONFLICT (cache_id, file_name) DO UPDATE SET
       storage_key = excluded.storage_key, compression = excluded.compression, file_hash = excluded.file_hash,
       file_size = excluded.file_size, nar_hash = excluded.nar_hash, nar_size = excluded.nar_size,

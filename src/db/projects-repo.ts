@@ -79,14 +79,16 @@ export function createProjectsRepo(db: Database) {
   const byName = db.prepare<[string], RawProject>(`${SELECT} WHERE p.name = ?`);
   const byId = db.prepare<[number], RawProject>(`${SELECT} WHERE p.id = ?`);
   const all = db.prepare<[], RawProject>(`${SELECT} ORDER BY p.name`);
-  const insert =
-    db.prepare(`INSERT INTO projects (name, flake, ref, systems, attrs, cache_id, priority, forge_repo, fork_policy, fork_users,
-    poll_interval, notify_url, created_at, updated_at) VALUES (@name, @flake, @ref, @systems, @attrs, @cacheId, @priority, @forgeRepo,
-    @forkPolicy, @forkUsers, @pollInterval, @notifyUrl, @now, @now)`);
-  const update =
-    db.prepare(`UPDATE projects SET flake = @flake, ref = @ref, systems = @systems, attrs = @attrs, cache_id = @cacheId,
-    priority = @priority, forge_repo = @forgeRepo, fork_policy = @forkPolicy, fork_users = @forkUsers, poll_interval = @pollInterval,
-    notify_url = @notifyUrl, updated_at = @now WHERE id = @id`);
+  const insert = db.prepare(`
+    INSERT INTO projects (name, flake, ref, systems, attrs, cache_id, priority, forge_repo, fork_policy, fork_users,
+      poll_interval, notify_url, created_at, updated_at)
+    VALUES (@name, @flake, @ref, @systems, @attrs, @cacheId, @priority, @forgeRepo, @forkPolicy, @forkUsers,
+      @pollInterval, @notifyUrl, @now, @now)`);
+  const update = db.prepare(`
+    UPDATE projects SET flake = @flake, ref = @ref, systems = @systems, attrs = @attrs, cache_id = @cacheId,
+      priority = @priority, forge_repo = @forgeRepo, fork_policy = @forkPolicy, fork_users = @forkUsers,
+      poll_interval = @pollInterval, notify_url = @notifyUrl, updated_at = @now
+    WHERE id = @id`);
   const byForgeRepo = db.prepare<[string], RawProject>(
     `${SELECT} WHERE p.forge_repo = ? COLLATE NOCASE ORDER BY p.name`,
   );

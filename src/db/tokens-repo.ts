@@ -43,9 +43,9 @@ const toToken = (r: RawToken): TokenRow => ({
 
 /** Tokens, looked up by the SHA-256 of the secret; the secret itself is never stored. */
 export function createTokensRepo(db: Database) {
-  const insert = db.prepare(
-    'INSERT INTO tokens (id, name, token_hash, cache_pattern, permission, project, expires_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
-  );
+  const insert = db.prepare(`
+    INSERT INTO tokens (id, name, token_hash, cache_pattern, permission, project, expires_at, created_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?)`);
   const byHash = db.prepare<[string], RawToken>('SELECT * FROM tokens WHERE token_hash = ?');
   const byId = db.prepare<[string], RawToken>('SELECT * FROM tokens WHERE id = ?');
   const all = db.prepare<[], RawToken>('SELECT * FROM tokens ORDER BY created_at, id');

@@ -98,10 +98,11 @@ export function jobState(j: JobView): State {
       return { state: 'completed', conclusion: 'cancelled', title: 'Cancelled', summary: j.error ?? '', text: null };
     default: {
       const timedOut = j.failureKind === 'timeout';
+      const notRebuilt = j.fromFailureCache ? ' (failed before; not built again)' : '';
       return {
         state: 'completed',
         conclusion: timedOut ? 'timed_out' : 'failure',
-        title: `${timedOut ? 'Timed out' : 'Build failed'}${j.fromFailureCache ? ' (failed before; not built again)' : ''}`,
+        title: `${timedOut ? 'Timed out' : 'Build failed'}${notRebuilt}`,
         summary: clip((j.error ?? '').split('\n')[0] ?? '', 500),
         text: j.error ? clip(j.error, MAX_TEXT) : null,
       };

@@ -49,7 +49,8 @@ export function createReporter(opts: ReporterOptions) {
     { id: number; repo: string; sha: string | null; fp: string }
   >(`SELECT e.id, p.forge_repo AS repo, coalesce(e.commit_sha, e.revision) AS sha,
       e.status || ':' || coalesce(e.finished_at, 0) || ':' || coalesce(e.evaluated_at, 0) || ':' ||
-      coalesce((SELECT max(b.updated_at) FROM eval_builds eb JOIN builds b ON b.drv_hash = eb.drv_hash WHERE eb.eval_id = e.id), 0) AS fp
+      coalesce((SELECT max(b.updated_at) FROM eval_builds eb JOIN builds b ON b.drv_hash = eb.drv_hash
+        WHERE eb.eval_id = e.id), 0) AS fp
     FROM evaluations e JOIN projects p ON p.id = e.project_id
     WHERE p.forge_repo IS NOT NULL AND (e.status IN ('pending', 'evaluating', 'building') OR e.finished_at > ?)`);
 

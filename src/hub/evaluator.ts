@@ -144,7 +144,9 @@ export async function evaluateJobs(
     const members = (names.value as unknown[]).filter((n): n is string => typeof n === 'string');
     if (members.length === 0) continue;
     const inner = cat.inner.map((c) => `.${attrComponent(c)}`).join('');
-    const apply = `set: builtins.mapAttrs (n: v: let r = builtins.tryEval (v${inner}.drvPath or null); in if r.success then r.value else null) set`;
+    const apply =
+      `set: builtins.mapAttrs (n: v: let r = builtins.tryEval (v${inner}.drvPath or null); ` +
+      'in if r.success then r.value else null) set';
     const batch = await evalJson(`${lockedUrl}#${setPath}`, apply, limits);
     const found =
       batch.ok && batch.value !== null && typeof batch.value === 'object'

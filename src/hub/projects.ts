@@ -57,7 +57,8 @@ export function assertValidProjectName(name: string): void {
   if (!NAME.test(name))
     throw new NarhubError(
       'BAD_REQUEST',
-      `invalid project name ${JSON.stringify(name.slice(0, 80))}: 1-63 of a-z, 0-9, - and _, starting with a letter or digit`,
+      `invalid project name ${JSON.stringify(name.slice(0, 80))}: ` +
+        '1-63 of a-z, 0-9, - and _, starting with a letter or digit',
     );
 }
 
@@ -66,7 +67,8 @@ export function projectFields(input: ProjectInput, cacheId: number): ProjectFiel
   if (!FLAKE.test(input.flake)) {
     throw new NarhubError(
       'BAD_REQUEST',
-      `unsupported flake reference ${JSON.stringify(input.flake.slice(0, 200))}: use git+https://, git+file://, path: (or github:, gitlab:)`,
+      `unsupported flake reference ${JSON.stringify(input.flake.slice(0, 200))}: ` +
+        'use git+https://, git+file://, path: (or github:, gitlab:)',
     );
   }
   const ref = input.ref ?? null;

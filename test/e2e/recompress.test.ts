@@ -33,7 +33,7 @@ async function waitForZstd(cacheUrl: string, paths: string[], timeoutMs = 60_000
   }
 }
 
-test('xz NARs uploaded by nix copy are recompressed to zstd in the background; old and new URLs both serve', async (t) => {
+test('xz NARs from nix copy are recompressed to zstd in the background; old and new URLs both serve', async (t) => {
   const boot = await startServer(t);
   assert.equal(await boot.stop(), 0);
   const server = await startServer(t, { dataDir: boot.dataDir, args: ['--config', await configFile(t, true)] });

@@ -30,15 +30,17 @@ function flake(nonce: string): string {
     in {
       checks.${SYSTEM} = {
         ok = mk "ui-ok" "echo ok > $out";
-        html-fail = mk "ui-html-fail" "echo '<script>window.pwned = 1</script><b id=injected>bold</b>'; echo 'this check fails on purpose' >&2; exit 1";
-        slow = mk "ui-slow" "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do echo slow-line-$i; sleep 1; done; echo done > $out";
+        html-fail = mk "ui-html-fail" ("echo '<script>window.pwned = 1</script><b id=injected>bold</b>'; "
+          + "echo 'this check fails on purpose' >&2; exit 1");
+        slow = mk "ui-slow" ("for i in 1 2 3 4 5 6 7 8 9 10 11 12; do echo slow-line-$i; sleep 1; done; "
+          + "echo done > $out");
       };
     };
 }
 `;
 }
 
-test('the web UI in Chromium: live log, a failed check with its reason, login and logout, private projects hidden, logs as text', {
+test("the web UI in Chromium: live log, a failed check's reason, login/logout, private projects hidden, logs as text", {
   timeout: 600_000,
 }, async (t) => {
   const redis = await startRedis(t);

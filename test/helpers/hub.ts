@@ -8,7 +8,10 @@ const debug = process.env.NARHUB_E2E_DEBUG === '1';
 
 export { freePort } from './ports.js';
 
-/** Polls `fn` until it returns something other than undefined/false; fails with `what` and the last value on timeout. */
+/**
+ * Polls `fn` until it returns something other than undefined/false; fails with `what` and the last
+ * value on timeout.
+ */
 export async function waitFor<T>(
   what: string,
   fn: () => Promise<T | undefined | false>,

@@ -192,7 +192,8 @@ let
     args = [ "-c" ("export PATH=/usr/bin:/bin; echo narhub-build-log-${nonce}-" + name + "; " + script) ];
   } // deps);
   leaf = mk "${names[0]}" "echo leaf-${nonce} > $out" {};
-  mid = mk "${names[1]}" "mkdir $out; echo $leaf > $out/leaf-path; printf '#!/bin/sh\\\\necho ${nonce}\\\\n' > $out/run; chmod +x $out/run" { inherit leaf; };
+  mid = mk "${names[1]}" ("mkdir $out; echo $leaf > $out/leaf-path; "
+    + "printf '#!/bin/sh\\\\necho ${nonce}\\\\n' > $out/run; chmod +x $out/run") { inherit leaf; };
   top = mk "${names[2]}" "mkdir $out; ln -s $mid $out/mid; echo top-${nonce} > $out/data" { inherit mid; };
 in { inherit leaf mid top; }
 `;
@@ -253,7 +254,10 @@ export async function buildBigPath(nix: NixEnv, label: string, bytes: number): P
   name = "${name}";
   system = builtins.currentSystem;
   builder = "/bin/sh";
-  args = [ "-c" "export PATH=/usr/bin:/bin; mkdir $out; head -c ${bytes} /dev/urandom > $out/blob; echo ${nonce} > $out/nonce" ];
+  args = [
+    "-c"
+    "export PATH=/usr/bin:/bin; mkdir $out; head -c ${bytes} /dev/urandom > $out/blob; echo ${nonce} > $out/nonce"
+  ];
 }
 `;
   const file = join(nix.workDir, `${name}-${nonce}.nix`);

@@ -19,7 +19,8 @@ export async function nixProtocolUpload(cacheUrl: string, token: string, p: Test
   const auth = basicAuth(token);
   const nar = await fetch(`${cacheUrl}/${p.narUrl}`, {
     method: 'PUT',
-    body: p.file as Uint8Array<ArrayBuffer>, // a Buffer is a BodyInit; the DOM lib (preact's JSX types) wants an ArrayBuffer view
+    // A Buffer is a BodyInit; the DOM lib (preact's JSX types) wants an ArrayBuffer view.
+    body: p.file as Uint8Array<ArrayBuffer>,
     headers: { ...auth, 'content-type': 'application/x-nix-nar' },
     signal,
   });

@@ -17,10 +17,12 @@ function describe(b: BuildView): string {
   if (b.spoke) lines.push(`spoke:       ${b.spoke}`);
   if (b.error) lines.push(`error:       ${b.error}`);
   if (b.failedDependency) lines.push(`failed dependency: ${b.failedDependency}`);
-  for (const r of (b as { requestedBy?: RequesterView[] }).requestedBy ?? [])
-    lines.push(
-      `asked by:    evaluation ${r.evaluation} of ${r.project}${r.jobset ? ` on ${r.jobset}` : ''}${r.commit ? ` at ${r.commit.slice(0, 12)}` : ''}${r.attr ? ` (${r.attr})` : ''}`,
-    );
+  for (const r of (b as { requestedBy?: RequesterView[] }).requestedBy ?? []) {
+    const jobset = r.jobset ? ` on ${r.jobset}` : '';
+    const commit = r.commit ? ` at ${r.commit.slice(0, 12)}` : '';
+    const attr = r.attr ? ` (${r.attr})` : '';
+    lines.push(`asked by:    evaluation ${r.evaluation} of ${r.project}${jobset}${commit}${attr}`);
+  }
   if (b.startedAt) lines.push(`started:     ${b.startedAt}`);
   if (b.finishedAt) lines.push(`finished:    ${b.finishedAt}`);
   return lines.join('\n');

@@ -108,9 +108,8 @@ export async function evalCommand(
         const counts = Object.entries(e.builds)
           .map(([k, v]) => `${v} ${k}`)
           .join(', ');
-        out.write(
-          `${e.id}\t${e.status}\t${e.jobset ?? '(commit)'}\t${e.commit ?? ''}\t${e.trigger}\t${e.createdAt}${counts ? `\t${counts}` : ''}\n`,
-        );
+        const columns = [e.id, e.status, e.jobset ?? '(commit)', e.commit ?? '', e.trigger, e.createdAt];
+        out.write(`${[...columns, ...(counts ? [counts] : [])].join('\t')}\n`);
       }
     return 0;
   }

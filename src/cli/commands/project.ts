@@ -30,6 +30,7 @@ const list = (v: string | undefined) =>
 const orNull = (v: string | undefined) => (v === undefined ? undefined : v === '' ? null : v);
 
 function describe(p: ProjectView): string {
+  const forks = `${p.forkPolicy}${p.forkPolicy === 'users' ? ` ${p.forkUsers.join(', ')}` : ''}`;
   return [
     `project:   ${p.name}`,
     `flake:     ${p.flake}${p.ref ? ` (ref ${p.ref})` : ''}`,
@@ -37,11 +38,7 @@ function describe(p: ProjectView): string {
     `attrs:     ${p.attrs.join(', ')}`,
     `cache:     ${p.cache}`,
     `priority:  ${p.priority}`,
-    ...(p.github
-      ? [
-          `github:    ${p.github} (forks: ${p.forkPolicy}${p.forkPolicy === 'users' ? ` ${p.forkUsers.join(', ')}` : ''})`,
-        ]
-      : []),
+    ...(p.github ? [`github:    ${p.github} (forks: ${forks})`] : []),
     ...(p.pollInterval ? [`polls:     every ${p.pollInterval} s`] : []),
     ...(p.notifyUrl ? [`notifies:  ${p.notifyUrl}`] : []),
   ].join('\n');
@@ -153,9 +150,8 @@ export async function projectCommand(
       else
         for (const h of history) {
           const took = h.durationMs === null ? '' : `${Math.round(h.durationMs / 1000)} s`;
-          out.write(
-            `${h.evaluation}\t${h.outcome}\t${h.jobset ?? '(commit)'}\t${h.commit ?? ''}\t${took}\t${h.spoke ?? ''}\t${h.createdAt}\n`,
-          );
+          const columns = [h.evaluation, h.outcome, h.jobset ?? '(commit)', h.commit ?? ''];
+          out.write(`${[...columns, took, h.spoke ?? '', h.createdAt].join('\t')}\n`);
         }
       return;
     }

@@ -33,7 +33,9 @@ const SETTINGS = {
   'notify-url': {
     type: 'string',
     value: 'URL',
-    help: "Outgoing webhook for evaluation ends and attributes breaking or being fixed ('' stops); its HMAC key is printed once",
+    help:
+      "Outgoing webhook for evaluation ends and attributes breaking or being fixed ('' stops); " +
+      'its HMAC key is printed once',
   },
 } as const satisfies Flags;
 

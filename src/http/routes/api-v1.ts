@@ -87,7 +87,9 @@ export const apiV1Routes: FastifyPluginAsyncTypebox<ApiV1RouteOptions> = async (
           : {},
         schema: {
           summary: 'Which of these store paths the cache lacks',
-          description: `At most ${MISSING_PATHS_PER_REQUEST} paths a request; without a token, a limited number of requests a minute per address (429 with Retry-After past it).`,
+          description:
+            `At most ${MISSING_PATHS_PER_REQUEST} paths a request; without a token, a limited number of requests ` +
+            'a minute per address (429 with Retry-After past it).',
           params: CacheParams,
           body: MissingPathsBody,
           response: { 200: MissingPathsAnswer, '4xx': ErrorBody },
@@ -136,7 +138,9 @@ export const apiV1Routes: FastifyPluginAsyncTypebox<ApiV1RouteOptions> = async (
         schema: {
           summary: 'Upload one store path',
           description:
-            'The body is one line of compact JSON, at most 1 MiB, `{storePath, narHash, narSize, references, deriver?, ca?, sigs?}`, ended by `\\n`, then the raw, uncompressed NAR. 201 when the path was created, 200 when it was there.',
+            'The body is one line of compact JSON, at most 1 MiB, ' +
+            '`{storePath, narHash, narSize, references, deriver?, ca?, sigs?}`, ended by `\\n`, ' +
+            'then the raw, uncompressed NAR. 201 when the path was created, 200 when it was there.',
           params: PathParams,
           response: { 200: UploadAnswer, 201: UploadAnswer, '4xx': ErrorBody },
         },

@@ -4,7 +4,8 @@
 export const STYLE = `
 :root { color-scheme: light dark; --ok: #1a7f37; --bad: #cf222e; --wait: #9a6700; --run: #0969da; --muted: #6e7781; }
 body { font: 15px/1.45 system-ui, sans-serif; margin: 0; }
-header { display: flex; gap: 1.2em; align-items: center; padding: .6em 1.2em; border-bottom: 1px solid #8884; flex-wrap: wrap; }
+header { display: flex; gap: 1.2em; align-items: center; flex-wrap: wrap;
+  padding: .6em 1.2em; border-bottom: 1px solid #8884; }
 header .brand { font-weight: 700; }
 header form, header .login { margin-left: auto; }
 main { padding: 1em 1.2em; max-width: 80em; }

@@ -41,8 +41,16 @@ export interface UiOptions {
 const SESSION_COOKIE = 'narhub_session';
 const SESSION_TTL_MS = 7 * 86_400_000;
 const LOG_TAIL_BYTES = 64 * 1024;
-const CSP =
-  "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+const CSP = [
+  "default-src 'none'",
+  "script-src 'self'",
+  "style-src 'self'",
+  "img-src 'self'",
+  "connect-src 'self'",
+  "form-action 'self'",
+  "frame-ancestors 'none'",
+  "base-uri 'none'",
+].join('; ');
 
 const NameParams = Type.Object({ name: Type.String({ minLength: 1, maxLength: 63 }) });
 const IdParams = Type.Object({ id: Type.Integer({ minimum: 1 }) });

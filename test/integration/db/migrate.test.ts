@@ -50,7 +50,8 @@ function configInvalid(pattern: RegExp): (err: unknown) => boolean {
 const BASIC = {
   '0010-add-index.sql': "CREATE INDEX log_name ON log (name); INSERT INTO log (name) VALUES ('0010');",
   '0001-create-log.sql':
-    "CREATE TABLE log (seq INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL); INSERT INTO log (name) VALUES ('0001');",
+    'CREATE TABLE log (seq INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL); ' +
+    "INSERT INTO log (name) VALUES ('0001');",
   '0002-add-column.sql': "ALTER TABLE log ADD COLUMN note TEXT; INSERT INTO log (name, note) VALUES ('0002', 'x');",
 };
 
@@ -238,7 +239,8 @@ describe('migrate', () => {
     await f.write({
       '0001-tables.sql': `
         CREATE TABLE parent (id INTEGER PRIMARY KEY, label TEXT);
-        CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER NOT NULL REFERENCES parent (id) ON DELETE CASCADE);
+        CREATE TABLE child (id INTEGER PRIMARY KEY,
+          parent_id INTEGER NOT NULL REFERENCES parent (id) ON DELETE CASCADE);
         INSERT INTO parent VALUES (1, 'p'); INSERT INTO child VALUES (10, 1);`,
       // The documented 12-step rebuild; with foreign keys on, DROP TABLE would delete the child.
       '0002-rebuild-parent.sql': `

@@ -112,7 +112,7 @@ async function privateFixture(h: TestApp): Promise<{ path: TestPath; urls: strin
   };
 }
 
-test("a private cache: every read route is 401 without a token or with another cache's token, 200 with a read token", async (t) => {
+test("a private cache: each read route is 401 with no token or another cache's, 200 with a read token", async (t) => {
   const h = await buildTestApp(t, {
     caches: [
       { name: 'priv', private: true },
@@ -168,7 +168,7 @@ test("a private cache: every read route is 401 without a token or with another c
   }
 });
 
-test('a private cache refuses writes from its read token (403) and from tokens of other caches (401, as if absent)', async (t) => {
+test("a private cache refuses writes: its read token gets 403, other caches' tokens 401 (as if absent)", async (t) => {
   const h = await buildTestApp(t, { caches: [{ name: 'priv', private: true }] });
   const path = makePath();
   assert.equal((await putNar(h, path, basic(h.tokensFor.priv!.read), 'priv')).statusCode, 403);

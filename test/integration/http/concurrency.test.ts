@@ -36,7 +36,7 @@ test('concurrent re-PUTs adding different signatures keep every one of them', as
   assert.equal(storedNarinfo(h, path.hashPart), served, 'the blob store holds what is served');
 });
 
-test('two uploads of the same path with different content at once: one wins, the other is 409, the store agrees', async (t) => {
+test('racing uploads of one path with different content: one wins, the other is 409, the store agrees', async (t) => {
   const h = await buildTestApp(t);
   const a = makePath({ name: 'app', compression: 'xz' });
   const b = makePath({ name: 'app', hashPart: a.hashPart, compression: 'xz' });
@@ -84,7 +84,7 @@ test('the same race between two server instances sharing one database and store'
   }
 });
 
-test('concurrent identical uploads with different uploader signatures both succeed and both signatures stay', async (t) => {
+test('identical concurrent uploads signed by different uploaders both succeed; both signatures stay', async (t) => {
   const h = await buildTestApp(t);
   const path = makePath({ compression: 'br' });
   await putNar(h, path, basic(h.tokens.write));

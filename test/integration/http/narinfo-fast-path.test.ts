@@ -103,7 +103,7 @@ test('fast path: misses, bad names and other URL shapes go to the route', async 
   assert.equal((await p.same('DELETE', `/main/${path.hashPart}.narinfo`)).fastPath, false);
 });
 
-test('fast path: refusals are left to the route; tokens that may read are served, revocation seen at once', async (t) => {
+test('fast path: refusals left to the route; tokens that may read are served, revocation seen at once', async (t) => {
   const p = await pair(t);
   const path = makePath();
   await upload(p.h, path, { cache: 'priv' });

@@ -215,7 +215,7 @@ class Restart implements Cmd {
   toString = () => 'Restart';
 }
 
-test('no sequence of uploads, aborts and restarts shows a narinfo whose NAR or references are missing or differ', async () => {
+test('no run of uploads, aborts and restarts shows a narinfo with a missing or wrong NAR or reference', async () => {
   const index = fc.integer({ min: 0, max: 3 });
   const variant = fc.integer({ min: 0, max: 1 });
   const commands = [

@@ -146,7 +146,15 @@ test("the served narinfo is narhub's own: NarHash in any accepted encoding, File
   const info = path.info({ narHash: narHashHex });
   delete info.fileHash;
   delete info.fileSize;
-  const text = `StorePath: ${info.storePath}\nURL: ${info.url}\nCompression: zstd\nNarHash: ${narHashHex}\nNarSize: ${info.narSize}\nReferences: \n`;
+  const text = [
+    `StorePath: ${info.storePath}`,
+    `URL: ${info.url}`,
+    'Compression: zstd',
+    `NarHash: ${narHashHex}`,
+    `NarSize: ${info.narSize}`,
+    'References: ',
+    '',
+  ].join('\n');
   await putNar(h, path, basic(h.tokens.write));
   const res = await putNarinfo(h, path.hashPart, text, basic(h.tokens.write));
   assert.equal(res.statusCode, 204, res.body);
@@ -255,7 +263,7 @@ test('CA, System and Deriver survive normalisation; Deriver unknown-deriver mean
   assert.equal(parseNarInfo((await h.request('GET', `/main/${other.hashPart}.narinfo`)).body).deriver, undefined);
 });
 
-test('a narinfo uploaded with a Content-Encoding (Nix 2.32+ narinfo-compression) is decoded and served plain', async (t) => {
+test('a narinfo PUT with Content-Encoding (Nix 2.32+ narinfo-compression) is decoded and served plain', async (t) => {
   const h = await buildTestApp(t);
   for (const [encoding, encode] of [
     ['gzip', gzipSync],

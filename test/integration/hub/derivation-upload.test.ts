@@ -42,7 +42,12 @@ test('uploadDerivationClosure puts every .drv and source of the closure into the
   dir = builtins.path { path = ${srcDir}; name = "srcdir-${nonce}"; };
   refers = builtins.toFile "refers-${nonce}" "uses \${script}";
   dep = derivation { name = "dep-${nonce}"; system = "x86_64-linux"; builder = "/bin/sh"; args = [ script ]; };
-in derivation { name = "top-${nonce}"; system = "x86_64-linux"; builder = "/bin/sh"; args = [ "-c" "echo \${dep} \${dir} \${refers} > $out" ]; }
+in derivation {
+  name = "top-${nonce}";
+  system = "x86_64-linux";
+  builder = "/bin/sh";
+  args = [ "-c" "echo \${dep} \${dir} \${refers} > $out" ];
+}
 `,
   );
   const top = (await nix.run('nix-instantiate', [join(nix.workDir, 'graph.nix')])).stdout.trim();

@@ -67,7 +67,7 @@ async function setup(t: TestContext) {
   return { redis, call, token, hub, app, db, service };
 }
 
-test('projects: admin rights on the cache to write, read rights (or a public cache) to read, JSON errors', async (t) => {
+test('projects: admin on the cache to write, read rights (or a public cache) to read, JSON errors', async (t) => {
   const { call, token } = await setup(t);
   const project = { name: 'demo', flake: 'git+https://example.org/demo.git', ref: 'main', cache: 'main' };
 
@@ -210,7 +210,7 @@ test('an evaluation that cannot even lock its flake fails with the reason; build
   assert.deepEqual((await call('GET', '/queues', { token: reader })).body, { queues: [] });
 });
 
-test("a running build's log over HTTP: Server-Sent Events as the spoke writes, then the end; plain text at once", async (t) => {
+test("a running build's log: Server-Sent Events as the spoke writes, then the end; plain text at once", async (t) => {
   const { redis, app, db, service, token } = await setup(t);
   const drvHash = '1'.repeat(32);
   createBuildsRepo(db).insert({

@@ -26,8 +26,15 @@ async function setup(t: TestContext) {
   await writeFile(
     join(nix.workDir, 'graph.nix'),
     `let
-  mk = name: script: extra: derivation ({ inherit name; system = "x86_64-linux"; builder = "/bin/sh"; args = [ "-c" "export PATH=/bin:/usr/bin; \${script}" ]; nonce = "${nonce}"; } // extra);
-  dep = mk "dep" "echo building-dep-log-line; mkdir -p $out/sub; echo dep > $out/sub/file; ln -s file $out/sub/link" { };
+  mk = name: script: extra: derivation ({
+    inherit name;
+    system = "x86_64-linux";
+    builder = "/bin/sh";
+    args = [ "-c" "export PATH=/bin:/usr/bin; \${script}" ];
+    nonce = "${nonce}";
+  } // extra);
+  dep = mk "dep" ("echo building-dep-log-line; mkdir -p $out/sub; echo dep > $out/sub/file; "
+    + "ln -s file $out/sub/link") { };
 in {
   inherit dep;
   top = mk "top" "cat \${dep}/sub/file > $out" { inherit dep; };

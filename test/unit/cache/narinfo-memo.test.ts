@@ -16,7 +16,8 @@ function setup(now: () => number) {
   const narId = Number(
     db
       .prepare(
-        `INSERT INTO nars (cache_id, file_name, storage_key, compression, file_hash, file_size, nar_hash, nar_size, state, created_at)
+        `INSERT INTO nars (cache_id, file_name, storage_key, compression, file_hash, file_size, nar_hash, nar_size,
+           state, created_at)
          VALUES (?, 'x.nar', 'main/nar/x.nar', 'none', 'sha256:1', 1, 'sha256:2', 1, 'valid', 0)`,
       )
       .run(cacheId).lastInsertRowid,

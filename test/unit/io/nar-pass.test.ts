@@ -319,7 +319,7 @@ test('the SHA-256 sink hashes and counts what is written to it', async () => {
   assert.equal((await empty.result()).bytes, 0);
 });
 
-test('the event loop keeps turning while a NAR is decoded and validated on the thread; on the loop it does not', async () => {
+test('the event loop keeps turning while a thread decodes and validates a NAR; on the loop it does not', async () => {
   // 32 MiB in 64 KiB chunks: on the loop, zstd decodes and the validator parses and hashes each
   // chunk synchronously as it is handed over (microtasks, no turns), so the loop hardly turns; on
   // the thread, the loop must wait for the thread's answer at least every 4 MiB (4 slabs at a

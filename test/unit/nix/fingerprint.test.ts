@@ -24,11 +24,14 @@ describe('narInfoFingerprint', () => {
   it('matches the fingerprints Nix 2.8 signed for two paths', () => {
     assert.equal(
       narInfoFingerprint(WITHREF_PATH, WITHREF_HASH, 168, [DEP]),
-      '1;/nix/store/jhw685mlqjw2m5g0b5n7i789n70mjw4a-withref;sha256:0990xy6x3bx2hvwf0l93kwd1l2kvxz95nynqan53hbciz9qq71pg;168;/nix/store/7hdk8qb9nscfnjpv2h2fgsjia36908lr-dep.txt',
+      '1;/nix/store/jhw685mlqjw2m5g0b5n7i789n70mjw4a-withref;' +
+        'sha256:0990xy6x3bx2hvwf0l93kwd1l2kvxz95nynqan53hbciz9qq71pg;168;' +
+        '/nix/store/7hdk8qb9nscfnjpv2h2fgsjia36908lr-dep.txt',
     );
     assert.equal(
       narInfoFingerprint(HELLO_PATH, HELLO_HASH, 120, []),
-      '1;/nix/store/i9pmrzmpshapij2kin22pff6fc2adavx-hello.txt;sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw;120;',
+      '1;/nix/store/i9pmrzmpshapij2kin22pff6fc2adavx-hello.txt;' +
+        'sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw;120;',
     );
   });
 

@@ -73,7 +73,8 @@ describe('formatListing', () => {
     assert.equal(
       out,
       '{"version":1,"root":{"type":"directory","entries":{"__proto__":{"type":"regular","size":1,"narOffset":8},' +
-        '"constructor":{"type":"regular","size":1,"narOffset":16},"hasOwnProperty":{"type":"regular","size":1,"narOffset":24}}}}',
+        '"constructor":{"type":"regular","size":1,"narOffset":16},' +
+        '"hasOwnProperty":{"type":"regular","size":1,"narOffset":24}}}}',
     );
     assert.equal(Object.getPrototypeOf({}), Object.prototype);
   });

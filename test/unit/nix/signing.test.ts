@@ -147,7 +147,8 @@ describe('signatures', () => {
     assert.equal(
       signDetached(
         sk,
-        '1;/nix/store/i9pmrzmpshapij2kin22pff6fc2adavx-hello.txt;sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw;120;',
+        '1;/nix/store/i9pmrzmpshapij2kin22pff6fc2adavx-hello.txt;' +
+          'sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw;120;',
       ),
       HELLO_SIG,
     );

@@ -286,11 +286,11 @@ function writeDerivation(d: Derivation): string {
     Object.keys(o)
       .sort()
       .map((k) => [k, o[k]!] as const);
-  return `Derive(${list(sorted(d.outputs).map(([n, o]) => `(${q(n)},${q(o.path)},${q(o.hashAlgo)},${q(o.hash)})`))},${list(
-    sorted(d.inputDrvs).map(([p, outs]) => `(${q(p)},${list(outs.map(q))})`),
-  )},${list(d.inputSrcs.map(q))},${q(d.platform)},${q(d.builder)},${list(d.args.map(q))},${list(
-    sorted(d.env).map(([k, v]) => `(${q(k)},${q(v)})`),
-  )})`;
+  const outputs = sorted(d.outputs).map(([n, o]) => `(${q(n)},${q(o.path)},${q(o.hashAlgo)},${q(o.hash)})`);
+  const inputDrvs = sorted(d.inputDrvs).map(([p, outs]) => `(${q(p)},${list(outs.map(q))})`);
+  const env = sorted(d.env).map(([k, v]) => `(${q(k)},${q(v)})`);
+  const fields = [list(outputs), list(inputDrvs), list(d.inputSrcs.map(q)), q(d.platform), q(d.builder)];
+  return `Derive(${[...fields, list(d.args.map(q)), list(env)].join(',')})`;
 }
 
 describe('.drv parser', () => {
@@ -328,7 +328,8 @@ describe('netrc parser', () => {
         const text = entries
           .map(
             (e, i) =>
-              `machine${sp[i % 8]}${e.machine}${sp[(i + 1) % 8]}login ${e.login}${sp[(i + 2) % 8]}password ${e.password}${i % 2 ? ' # a comment' : ''}`,
+              `machine${sp[i % 8]}${e.machine}${sp[(i + 1) % 8]}login ${e.login}${sp[(i + 2) % 8]}` +
+              `password ${e.password}${i % 2 ? ' # a comment' : ''}`,
           )
           .join('\n');
         assert.deepEqual(plain(parseNetrc(text)), plain(entries));
