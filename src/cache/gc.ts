@@ -221,7 +221,7 @@ export function createGarbageCollector(deps: {
       // Reads recorded in this process count until the last moment.
       access.flush();
       const at = now();
-      const removed = db.transaction(() => {
+      const removeBatch = db.transaction(() => {
         const out: RemovedPath[] = [];
         for (const i of batch) {
           const r = gc.removePath(loaded.ids[i]!, loaded.graph.accessedAt[i]!, cache.name, at);
@@ -229,7 +229,9 @@ export function createGarbageCollector(deps: {
           else out.push(r.removed);
         }
         return out;
-      })();
+      });
+      // IMMEDIATE, as a commit's: each removal reads before it writes (see narinfo-commit.ts).
+      const removed = removeBatch.immediate();
       for (const r of removed) {
         const bytes = r.nar?.fileSize ?? 0;
         report.paths.push({ storePath: `/nix/store/${r.hashPart}-${r.name}`, bytes });

@@ -202,7 +202,7 @@ export function createPathCommit(deps: {
       contentType: 'text/x-nix-narinfo',
     });
 
-    const outcome = db.transaction((): CommitResult | 'raced' => {
+    const commitPath = db.transaction((): CommitResult | 'raced' => {
       if (paths.get(cache.id, hashPart)) return 'raced';
       const current = nars.get(cache.id, fileName);
       if (!current || current.narHash !== nar.narHash) {
@@ -233,7 +233,11 @@ export function createPathCommit(deps: {
         });
       }
       return { created: true, narinfo, narId: current.id };
-    })();
+    });
+    // IMMEDIATE: it reads before it writes, and a deferred transaction whose snapshot another
+    // process (an admin command, another narhub) wrote past fails at once with
+    // SQLITE_BUSY_SNAPSHOT instead of waiting for the busy timeout.
+    const outcome = commitPath.immediate();
     if (outcome === 'raced') {
       // Another writer (another process) committed the path first, and our file may have
       // replaced its file: whether or not this PUT may add signatures, the store must end up

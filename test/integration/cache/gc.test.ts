@@ -181,7 +181,7 @@ test('a path planned for removal stays if something refers to it by the time it 
   let raced = false;
   (h.db as { transaction: typeof h.db.transaction }).transaction = ((fn: (...a: unknown[]) => unknown) => {
     const tx = orig(fn);
-    return ((...args: unknown[]) => {
+    const race = () => {
       if (!raced && fn.toString().includes('removePath')) {
         raced = true;
         const ref = makePath({ name: 'referrer', references: [old.basename] });
@@ -196,8 +196,20 @@ test('a path planned for removal stays if something refers to it by the time it 
           .run(h.main.id, ref.hashPart, ref.name, narId, Date.now()).lastInsertRowid;
         h.db.prepare('INSERT INTO path_references (path_id, reference) VALUES (?, ?)').run(id, old.basename);
       }
-      return tx(...args);
-    }) as typeof tx;
+    };
+    // GC's removal runs as an IMMEDIATE transaction; either way the racing commit comes first.
+    return Object.assign(
+      (...args: unknown[]) => {
+        race();
+        return tx(...args);
+      },
+      {
+        immediate: (...args: unknown[]) => {
+          race();
+          return tx.immediate(...args);
+        },
+      },
+    ) as unknown as typeof tx;
   }) as typeof h.db.transaction;
   const run = (await h.service.runGc(GRACE)).caches[0]!;
   assert.ok(raced);
