@@ -1,4 +1,4 @@
-// `node dist/bench/small-paths.bench.js [--paths N] [--size BYTES] [--reps N] [--trace] [--work-dir DIR] [--keep]`:
+// `node dist/bench/small-paths.bench.js [--paths N] [--size BYTES] [--reps N] [--only upload,push,substitute] [--compare LABEL=CLI,…] [--trace] [--work-dir DIR] [--keep]`:
 // many small paths, the common case of a CI job (issue 15). A closure of N small paths (default
 // 500 of 20 KB each) and one path referring to them all, with stock Nix (Debian's 2.8), side by
 // side in one run, alternately, each upload into a fresh cache or directory:
@@ -40,7 +40,8 @@ const { values } = parseArgs({
     'work-dir': { type: 'string' },
     out: { type: 'string' },
     keep: { type: 'boolean', default: false },
-    only: { type: 'string', default: 'upload,substitute' },
+    only: { type: 'string', default: 'upload,push,substitute' },
+    compare: { type: 'string', default: '' },
   },
 });
 const PATHS = Number(values.paths);
@@ -92,6 +93,28 @@ async function rounds(n: number, steps: [string, () => Promise<number>][]): Prom
     }
   }
   return out;
+}
+
+/** A table row: medians, their ratio against `target` (at most, or below with `strict`), the loads. */
+function row(
+  what: string,
+  mine: Sample[] | undefined,
+  refName: string,
+  ref: Sample[] | undefined,
+  target: number,
+  strict = false,
+): string[] {
+  const ratio = med(mine) / med(ref);
+  const pass = strict ? ratio < target : ratio <= target;
+  return [
+    what,
+    fmtSeconds(med(mine)),
+    `${refName} ${fmtSeconds(med(ref))}`,
+    fmtRatio(ratio),
+    `${strict ? '<' : '≤'} ${target}×`,
+    pass ? 'PASS' : 'FAIL',
+    `${loads(mine)} / ${loads(ref)}`,
+  ];
 }
 
 const med = (samples: Sample[] | undefined) => median((samples ?? []).map((s) => s.seconds));
@@ -204,6 +227,31 @@ async function main(): Promise<void> {
       (await nixAuth.run('nix', ['copy', '--to', `${url}?compression=zstd`, top], { timeoutMs: 30 * 60_000 })).seconds;
     const toNarhub = async () => copyTo(await narhub.createCache(`copy-${++count}`));
     const toWebdav = async () => copyTo(`${dav.url}/c${++count}`);
+    // Other builds of narhub (`--compare before=/path/to/dist/src/cli/main.js,…`), each its own server.
+    const others: [string, () => Promise<number>][] = [];
+    for (const spec of values.compare!.split(',').filter((c) => c !== '')) {
+      const [label, cli] = spec.split('=') as [string, string];
+      const other = await startNarhub(scope, {
+        label,
+        cli,
+        dataDir: join(runDir, label, 'data'),
+        logFile: join(runDir, label, 'server.log'),
+      });
+      const otherNix = await createNixEnv(join(runDir, `nix-${label}`), {
+        netrc: [{ host: '127.0.0.1', password: other.adminToken }],
+      });
+      others.push([
+        label,
+        async () =>
+          (
+            await otherNix.run(
+              'nix',
+              ['copy', '--to', `${await other.createCache(`copy-${++count}`)}?compression=zstd`, top],
+              { timeoutMs: 30 * 60_000 },
+            )
+          ).seconds,
+      ]);
+    }
     const push = async () => {
       const url = await narhub.createCache(`push-${++count}`);
       return (
@@ -216,40 +264,29 @@ async function main(): Promise<void> {
     const figures: Record<string, unknown> = { machine: info, paths: paths.length, size: SIZE };
     const table: string[][] = [];
 
-    if (ONLY.has('upload')) {
-      log('upload: one warm-up of each');
-      await toNarhub();
-      await toWebdav();
-      await push();
-      log(`upload: ${REPS} rounds of nix copy to narhub, to nginx WebDAV, and narhub push`);
-      const up = await rounds(REPS, [
-        ['narhub', toNarhub],
-        ['webdav', toWebdav],
-        ['push', push],
-      ]);
+    if (ONLY.has('upload') || ONLY.has('push')) {
+      const steps: [string, () => Promise<number>][] = [['webdav', toWebdav]];
+      if (ONLY.has('upload')) steps.push(['narhub', toNarhub], ...others);
+      if (ONLY.has('push')) steps.push(['push', push]);
+      log(`upload: one warm-up of each, then ${REPS} rounds of ${steps.map(([name]) => name).join(', ')}`);
+      for (const [, step] of steps) await step();
+      const up = await rounds(REPS, steps);
       figures.upload = up;
-      const ratio = med(up.narhub) / med(up.webdav);
-      const pushRatio = med(up.push) / med(up.webdav);
-      table.push(
-        [
-          `nix copy --to narhub, ${paths.length} paths`,
-          fmtSeconds(med(up.narhub)),
-          `nginx WebDAV ${fmtSeconds(med(up.webdav))}`,
-          fmtRatio(ratio),
-          `≤ ${UPLOAD_VS_WEBDAV_TARGET}×`,
-          ratio <= UPLOAD_VS_WEBDAV_TARGET ? 'PASS' : 'FAIL',
-          `${loads(up.narhub)} / ${loads(up.webdav)}`,
-        ],
-        [
-          `narhub push, ${paths.length} paths`,
-          fmtSeconds(med(up.push)),
-          `nix copy to nginx WebDAV ${fmtSeconds(med(up.webdav))}`,
-          fmtRatio(pushRatio),
-          '< 1×',
-          pushRatio < 1 ? 'PASS' : 'FAIL',
-          `${loads(up.push)} / ${loads(up.webdav)}`,
-        ],
-      );
+      const uploads = ONLY.has('upload') ? ['narhub', ...others.map(([label]) => label)] : [];
+      for (const name of uploads) {
+        const label = name === 'narhub' ? 'narhub' : `narhub (${name})`;
+        table.push(
+          row(
+            `nix copy --to ${label}, ${paths.length} paths`,
+            up[name],
+            'nginx WebDAV',
+            up.webdav,
+            UPLOAD_VS_WEBDAV_TARGET,
+          ),
+        );
+      }
+      if (ONLY.has('push'))
+        table.push(row(`narhub push, ${paths.length} paths`, up.push, 'nix copy to nginx WebDAV', up.webdav, 1, true));
     }
 
     if (ONLY.has('substitute')) {
@@ -289,16 +326,15 @@ async function main(): Promise<void> {
         ['nginx', fromNginx],
       ]);
       figures.substitute = sub;
-      const ratio = med(sub.narhub) / med(sub.nginx);
-      table.push([
-        `nix copy --from narhub, ${paths.length} paths`,
-        fmtSeconds(med(sub.narhub)),
-        `nginx + file:// ${fmtSeconds(med(sub.nginx))}`,
-        fmtRatio(ratio),
-        `≤ ${SUBSTITUTE_VS_NGINX_TARGET}×`,
-        ratio <= SUBSTITUTE_VS_NGINX_TARGET ? 'PASS' : 'FAIL',
-        `${loads(sub.narhub)} / ${loads(sub.nginx)}`,
-      ]);
+      table.push(
+        row(
+          `nix copy --from narhub, ${paths.length} paths`,
+          sub.narhub,
+          'nginx + file://',
+          sub.nginx,
+          SUBSTITUTE_VS_NGINX_TARGET,
+        ),
+      );
     }
 
     if (values.trace) {

@@ -27,6 +27,11 @@ export interface NarhubOptions {
   config?: Record<string, unknown>;
   /** Have the server log every request (`logRequests`) and keep the records (`requests()`). */
   logRequests?: boolean;
+  /**
+   * The narhub CLI to run (default: this build's): another build's `dist/src/cli/main.js`, to
+   * compare two builds side by side in one run.
+   */
+  cli?: string;
   /** Write V8 CPU profiles of the server into `<this>/<label>/` when it stops. */
   cpuProfileDir?: string | undefined;
 }
@@ -90,7 +95,16 @@ export async function startNarhub(scope: Scope, opts: NarhubOptions): Promise<Na
     opts.cpuProfileDir === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${join(opts.cpuProfileDir, opts.label)}`];
   const child = spawn(
     process.execPath,
-    [...NODE_FLAGS, ...nodeArgs, '--import', LOOP_DELAY_MONITOR, NARHUB_CLI, 'serve', '--config', configFile],
+    [
+      ...NODE_FLAGS,
+      ...nodeArgs,
+      '--import',
+      LOOP_DELAY_MONITOR,
+      opts.cli ?? NARHUB_CLI,
+      'serve',
+      '--config',
+      configFile,
+    ],
     {
       stdio: ['ignore', 'pipe', 'pipe'],
     },
@@ -116,7 +130,8 @@ export async function startNarhub(scope: Scope, opts: NarhubOptions): Promise<Na
 
   const adminToken = (await readFile(join(opts.dataDir, 'admin-token'), 'utf8')).trim();
   const cli = async (args: string[]) =>
-    (await execOk(process.execPath, [NARHUB_CLI, ...args, '--config', configFile], { timeoutMs: 120_000 })).stdout;
+    (await execOk(process.execPath, [opts.cli ?? NARHUB_CLI, ...args, '--config', configFile], { timeoutMs: 120_000 }))
+      .stdout;
   return {
     label: opts.label,
     url,
