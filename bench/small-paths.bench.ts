@@ -12,18 +12,16 @@
 // path's time goes.
 // Never part of `npm test`. Prints a table; writes every sample as JSON (bench/results/).
 import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { spawn } from 'node:child_process';
 import { createNixEnv, generateKey, type NixEnv } from './lib/nix.js';
 import { NARHUB_CLI, startNarhub, type Narhub, type RequestRecord } from './lib/narhub.js';
 import { startNginx } from './lib/nginx.js';
 import { execOk, rmTree, which } from './lib/proc.js';
-import { machine, machineLine } from './lib/report.js';
+import { machine, machineLine, resultsFile } from './lib/report.js';
 import { closureOf } from './lib/fixtures.js';
 import { Scope } from './lib/scope.js';
 import { fmtRatio, fmtSeconds, median } from './lib/stats.js';
@@ -368,7 +366,7 @@ async function main(): Promise<void> {
     const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
     const text = [line(head), line(widths.map((w) => '-'.repeat(w))), ...table.map(line)].join('\n');
     process.stdout.write(`\n${machineLine(info)}\n\n${text}\n`);
-    const out = resolve(values.out ?? defaultOut());
+    const out = resolve(values.out ?? resultsFile('small-paths'));
     await mkdir(dirname(out), { recursive: true });
     await writeFile(out, `${JSON.stringify({ ...figures, table: text }, null, 2)}\n`);
     process.stdout.write(`\nresults: ${out}\n`);
@@ -376,15 +374,6 @@ async function main(): Promise<void> {
     await scope.close();
     if (!values.keep) await rmTree(runDir);
     else log(`kept ${runDir}`);
-  }
-}
-
-function defaultOut(): string {
-  const dir = fileURLToPath(new URL('../../bench/results/', import.meta.url));
-  const day = new Date().toISOString().slice(0, 10);
-  for (let i = 1; ; i++) {
-    const file = join(dir, `${day}-small-paths${i > 1 ? `-${i}` : ''}.json`);
-    if (!existsSync(file)) return file;
   }
 }
 

@@ -1,5 +1,8 @@
 // What a measurement reports, the one table, and the JSON written beside it.
 import { cpus, freemem, loadavg, release, totalmem } from 'node:os';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { exec } from './proc.js';
 
 /** `info`: a comparison the brief asks for without a target. */
@@ -99,4 +102,14 @@ export function formatNotes(results: Result[]): string {
     .filter((r) => r.note !== undefined)
     .map((r) => `${r.id}: ${r.note}`)
     .join('\n');
+}
+
+/** `bench/results/<date>-<tag>[-N].json`: the first such file that does not exist yet. */
+export function resultsFile(tag: string): string {
+  const dir = fileURLToPath(new URL('../../../bench/results/', import.meta.url));
+  const day = new Date().toISOString().slice(0, 10);
+  for (let i = 1; ; i++) {
+    const file = join(dir, `${day}-${tag}${i > 1 ? `-${i}` : ''}.json`);
+    if (!existsSync(file)) return file;
+  }
 }
