@@ -353,10 +353,22 @@ async function main(): Promise<void> {
       // strace slows every syscall down, so the request timings come from a copy of their own.
       await copy('logged');
       const breakdown = requestBreakdown(traced.requests(), 'logged');
+      // And what a substitution of the same closure asks, into a fresh store.
+      const uploadRequests = traced.requests().length;
+      const store = join(runDir, 'traced-store');
+      const key = await traced.publicKey('logged');
+      await tracedNix.run(
+        'nix',
+        ['copy', '--from', `${traced.url}/logged`, '--to', store, top, '--option', 'trusted-public-keys', key],
+        { timeoutMs: 30 * 60_000 },
+      );
+      await rmTree(store);
+      const substitution = requestBreakdown(traced.requests().slice(uploadRequests), 'logged');
       const syscalls = await straced(traced.pid, () => copy('straced'));
       const perPath = syscallsPerPath(syscalls, paths.length);
-      figures.trace = { requests: breakdown, perPath, strace: syscalls };
+      figures.trace = { requests: breakdown, substitution, perPath, strace: syscalls };
       process.stdout.write(`\nrequests of one nix copy (server side):\n${JSON.stringify(breakdown, null, 2)}\n`);
+      process.stdout.write(`\nrequests of one substitution:\n${JSON.stringify(substitution, null, 2)}\n`);
       process.stdout.write(`\nsyscalls per path (server, all threads):\n${JSON.stringify(perPath)}\n`);
       process.stdout.write(`\nstrace -f -c -w of the server during another copy:\n${syscalls}\n`);
     }
