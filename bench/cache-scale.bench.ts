@@ -166,13 +166,33 @@ async function main(): Promise<void> {
     await rmTree(runDir);
   }
   const base = rows[0]!;
-  const head =
-    '| narinfos | fill (s) | narinfo req/s | vs first | missing-paths 100k (s) | DB size | reindex paths/s | RSS / peak | load |';
-  const lines = rows.map(
-    (r) =>
-      `| ${r.size} | ${r.fillSeconds!.toFixed(1)} | ${r.narinfoRps!.toFixed(0)} | ${(r.narinfoRps! / base.narinfoRps!).toFixed(2)}× | ${r.missingPathsSeconds!.toFixed(2)} | ${fmtBytes(r.dbBytes!)} | ${r.reindexPathsPerSecond!.toFixed(0)} | ${fmtBytes(r.rssBytes!)} / ${fmtBytes(r.peakRssBytes!)} | ${r.load} |`,
-  );
-  const text = [head, `|${' --- |'.repeat(9)}`, ...lines].join('\n');
+  const columns = [
+    'narinfos',
+    'fill (s)',
+    'narinfo req/s',
+    'vs first',
+    'missing-paths 100k (s)',
+    'DB size',
+    'reindex paths/s',
+    'RSS / peak',
+    'load',
+  ];
+  const head = `| ${columns.join(' | ')} |`;
+  const lines = rows.map((r) => {
+    const cells = [
+      String(r.size),
+      r.fillSeconds!.toFixed(1),
+      r.narinfoRps!.toFixed(0),
+      `${(r.narinfoRps! / base.narinfoRps!).toFixed(2)}×`,
+      r.missingPathsSeconds!.toFixed(2),
+      fmtBytes(r.dbBytes!),
+      r.reindexPathsPerSecond!.toFixed(0),
+      `${fmtBytes(r.rssBytes!)} / ${fmtBytes(r.peakRssBytes!)}`,
+      String(r.load),
+    ];
+    return `| ${cells.join(' | ')} |`;
+  });
+  const text = [head, `|${' --- |'.repeat(columns.length)}`, ...lines].join('\n');
   process.stdout.write(`\n${machineLine(info)}\n\n${text}\n`);
   const out = resolve(values.out ?? resultsFile('cache-scale'));
   await mkdir(dirname(out), { recursive: true });

@@ -1,4 +1,5 @@
-// `node dist/bench/small-paths.bench.js [--paths N] [--size BYTES] [--reps N] [--only upload,push,substitute] [--compare LABEL=CLI,…] [--trace] [--work-dir DIR] [--keep]`:
+// `node dist/bench/small-paths.bench.js [--paths N] [--size BYTES] [--reps N] [--only upload,push,substitute]
+//  [--compare LABEL=CLI,…] [--trace] [--work-dir DIR] [--keep]`:
 // many small paths, the common case of a CI job (issue 15). A closure of N small paths (default
 // 500 of 20 KB each) and one path referring to them all, with stock Nix (Debian's 2.8), side by
 // side in one run, alternately, each upload into a fresh cache or directory:
