@@ -367,7 +367,9 @@ let
   spokeBesideLocalRedis = cfg.enable && localRedis;
 
   cacheOptions = types.submodule (
-    generated.objectModule [ "caches" "*" ] (removeAttrs schema.properties.caches.items.properties [ "name" ])
+    generated.objectModule [ "caches" "*" ] (removeAttrs schema.properties.caches.items.properties [ "name" ]) (
+      schema.properties.caches.items.required or [ ]
+    )
   );
   moved = from: to: lib.mkRenamedOptionModule ([ "services" "narhub" ] ++ from) ([ "services" "narhub" "settings" ] ++ to);
 in
@@ -399,7 +401,7 @@ in
     package = lib.mkPackageOption pkgs "narhub" { };
 
     settings = mkOption {
-      type = types.submodule (generated.objectModule [ ] (removeAttrs schema.properties [ "caches" ]));
+      type = types.submodule (generated.objectModule [ ] (removeAttrs schema.properties [ "caches" ]) schema.required);
       default = { };
       example = literalExpression ''
         {

@@ -84,7 +84,7 @@ let
     else if isUnion s then
       types.submodule (unionModule path s.anyOf)
     else if s.type == "object" then
-      types.submodule (objectModule path s.properties)
+      types.submodule (objectModule path s.properties (s.required or [ ]))
     else if s.type == "array" then
       types.listOf (typeOf (path ++ [ "*" ]) s.items)
     else if s.type == "boolean" then
@@ -97,13 +97,15 @@ let
       throw "nixos/settings.nix: ${lib.concatStringsSep "." path} has a schema this module cannot type";
 
   optionOf =
-    path: s:
+    required: path: s:
     let
       name = lib.last path;
       override = overrides.${lib.concatStringsSep "." path} or { };
       base = override.type or (if isSecret name then secretPath else typeOf path s);
-      # Objects default to their members' defaults; a key without a default is null (left out).
-      default = override.default or s.default or (if isObject s then { } else null);
+      # Objects the config must have default to their members' defaults; an optional object (say
+      # `github`) and a key without a default are null, which the config leaves out.
+      default =
+        override.default or s.default or (if isObject s && lib.elem name required then { } else null);
     in
     mkOption (
       {
@@ -124,9 +126,9 @@ let
       // lib.optionalAttrs (override ? example) { inherit (override) example; }
     );
 
-  objectModule = path: properties: {
+  objectModule = path: properties: required: {
     freeformType = types.attrsOf jsonValue;
-    options = lib.mapAttrs (name: optionOf (path ++ [ name ])) properties;
+    options = lib.mapAttrs (name: optionOf required (path ++ [ name ])) properties;
   };
 
   # A union of objects told apart by `type` (`storage`): one submodule with `type` and the keys
@@ -164,11 +166,14 @@ let
           anyOf = map (v: { const = tag v; }) variants;
         };
       }
-    );
+    ) (lib.attrNames keys);
 in
 {
   inherit jsonValue secretPath;
 
-  /** The submodule of an object of the schema (its `properties`), at `path` (for the overrides). */
+  /**
+    The submodule of an object of the schema (its `properties` and the names it `required`), at
+    `path` (for the overrides).
+  */
   inherit objectModule;
 }

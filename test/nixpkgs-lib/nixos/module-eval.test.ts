@@ -17,7 +17,7 @@ import { parseConfig } from '../../../src/config/load.js';
 import { ConfigSchema } from '../../../src/config/schema.js';
 import { formatSecretKey, generateKeyPair } from '../../../src/nix/signing.js';
 import { evalNixJson, nixpkgsLib } from '../../helpers/nix-eval.js';
-import { CLI_PATH, runCli } from '../../helpers/server.js';
+import { CLI_PATH, runCli, startServer } from '../../helpers/server.js';
 import { makeTempDir } from '../../helpers/tmp.js';
 
 const PACKAGE = '/nix/store/0123456789abcdfghijklmnpqrsvwxyz-narhub-0.1.0';
@@ -610,10 +610,16 @@ exec env -i "\${envs[@]}" CREDENTIALS_DIRECTORY="$creds" bash "$@"
     value.scripts[shimPath]!.replaceAll(`${PACKAGE}/bin/narhub`, narhub).replaceAll(CHECKED_CONFIG, config),
   );
   const replace = { [`${SYSTEMD}/bin/systemd-run`]: systemdRun, [shimPath]: shim };
+  // The admin commands talk to the running service ($NARHUB_SERVER, with the admin token the first
+  // serve wrote into the data directory): a server on this data directory stands in for the unit.
+  assert.ok(wrapperText.includes(`--setenv='NARHUB_SERVER=http://127.0.0.1:8081'`), 'the service address');
+  const server = await startServer(t, { dataDir });
   // The shim needs a coreutils mktemp; the stub store path of the unit's PATH does not exist.
   const admin = (...args: string[]) =>
     runScript(
-      wrapperText.replace(/--setenv='PATH=[^']*'/, `--setenv='PATH=${process.env.PATH}'`),
+      wrapperText
+        .replace(/--setenv='PATH=[^']*'/, `--setenv='PATH=${process.env.PATH}'`)
+        .replace(/--setenv='NARHUB_SERVER=[^']*'/, `--setenv='NARHUB_SERVER=${server.url}'`),
       { PATH: process.env.PATH },
       args,
       replace,
@@ -641,7 +647,7 @@ exec env -i "\${envs[@]}" CREDENTIALS_DIRECTORY="$creds" bash "$@"
     `--property=LoadCredential=storage.accessKeyIdFile:${join(secrets, 's3-access-key-id')}`,
     `--setenv=HOME=${dataDir}`,
     '--setenv=NODE_ENV=production',
-    '--setenv=NARHUB_SERVER=http://127.0.0.1:8081',
+    `--setenv=NARHUB_SERVER=${server.url}`,
   ])
     assert.ok(argv.includes(flag), `${flag} in ${argv.join(' ')}`);
   // Arguments reach narhub unexpanded, after the config.
