@@ -16,6 +16,7 @@ import { parseArgs } from 'node:util';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { freePort, hubApi, startSpoke, waitFor, type RunningSpoke } from '../test/helpers/hub.js';
+import { layeredFlakeNix, layeredGraphNix, layeredInputsOf } from '../test/helpers/layered-graph.js';
 import { createNixEnv } from '../test/helpers/nix.js';
 import { cpuPerChildTree, reapedChildrenSeconds } from './lib/proc.js';
 import { startRedis } from '../test/helpers/redis.js';
@@ -44,29 +45,6 @@ const CPUS = cpus().length;
 
 const cleanups: (() => unknown)[] = [];
 const t = { after: (fn: () => unknown) => void cleanups.push(fn) };
-
-function graphNix(): string {
-  return `{ nonce }:
-let
-  width = ${WIDTH};
-  layers = ${LAYERS};
-  mod = a: b: a - (a / b) * b;
-  mk = layer: i: derivation ({
-    name = "bench-\${toString layer}-\${toString i}";
-    system = "x86_64-linux";
-    builder = "/bin/sh";
-    args = [ "-c" "echo \${toString layer}-\${toString i}-\${nonce} > $out" ];
-  } // (if layer == 0 then { } else {
-    a = node (layer - 1) i;
-    b = node (layer - 1) (mod (i * 7 + 1) width);
-    c = node (layer - 1) (mod (i * 13 + 5) width);
-  }));
-  nodes = builtins.genList (layer: builtins.genList (i: mk layer i) width) layers;
-  node = layer: i: builtins.elemAt (builtins.elemAt nodes layer) i;
-in
-builtins.listToAttrs (builtins.genList (i: { name = "top-\${toString i}"; value = node (layers - 1) i; }) width)
-`;
-}
 
 const pct = (xs: number[], p: number) => {
   if (xs.length === 0) return NaN;
@@ -98,12 +76,8 @@ async function main(): Promise<void> {
   const listen = `127.0.0.1:${await freePort()}`;
   const server = await startServer(t, { args: ['--listen', listen, '--redis-url', redis.url], env: hubNix.env });
   const api = hubApi(() => server.url, server.adminToken);
-  await writeFile(join(dir, 'graph.nix'), graphNix());
-  const writeFlake = (nonce: string) =>
-    writeFile(
-      join(dir, 'flake.nix'),
-      `{ outputs = { self }: { checks.x86_64-linux = import ./graph.nix { nonce = "${nonce}"; }; }; }\n`,
-    );
+  await writeFile(join(dir, 'graph.nix'), layeredGraphNix(WIDTH, LAYERS));
+  const writeFlake = (nonce: string) => writeFile(join(dir, 'flake.nix'), layeredFlakeNix(nonce));
   await writeFlake('unused');
 
   const spokes: RunningSpoke[] = [];
@@ -208,12 +182,6 @@ async function main(): Promise<void> {
         j,
       ]),
     );
-    const depsOf = (name: string): string[] => {
-      const [, l, i] = /^bench-(\d+)-(\d+)$/.exec(name)!.map(Number) as [number, number, number];
-      if (l === 0) return [];
-      const wrap = (x: number) => x % WIDTH;
-      return [...new Set([i, wrap(i * 7 + 1), wrap(i * 13 + 5)])].map((k) => `bench-${l - 1}-${k}`);
-    };
     const dispatch: number[] = [];
     const react: number[] = [];
     const busy: number[] = [];
@@ -232,7 +200,7 @@ async function main(): Promise<void> {
       }
     }
     for (const [name, j] of byName) {
-      const deps = depsOf(name).map((d) => byName.get(d)!);
+      const deps = layeredInputsOf(name, WIDTH).map((d) => byName.get(d)!);
       // Runnable when the last input finished; a leaf, when its job was added after evaluation.
       const runnable = deps.length > 0 ? Math.max(...deps.map((d) => d.finishedOn!)) : j.timestamp;
       if (deps.length > 0) react.push(j.timestamp - runnable);

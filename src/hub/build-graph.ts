@@ -2,8 +2,12 @@ import type { Database } from 'better-sqlite3';
 import type { Logger } from 'pino';
 import type { BuildRow, BuildsRepo, FailureKind } from '../db/builds-repo.js';
 import type { EvaluationsRepo } from '../db/evaluations-repo.js';
+import { mapLimit } from '../io/map-limit.js';
 import type { BuildJobData } from '../protocol/build-jobs.js';
 import type { Dispatcher } from './dispatcher.js';
+
+/** Job adds in flight at once: enough to keep Redis busy, never one per build of a large plan. */
+const ENQUEUE_CONCURRENCY = 64;
 
 export interface BuildGraphOptions {
   db: Database;
@@ -76,20 +80,21 @@ export function createBuildGraph(opts: BuildGraphOptions) {
     return runnable;
   }
 
-  /** Adds the jobs of builds whose `enqueued` flag was just set. A failed add clears the flag for a later retry. */
+  /**
+   * Adds the jobs of builds whose `enqueued` flag was just set, ENQUEUE_CONCURRENCY at once (a
+   * plan's first wave may hold thousands). A failed add clears the flag for a later retry.
+   */
   async function enqueue(hashes: readonly string[]): Promise<void> {
-    await Promise.all(
-      hashes.map(async (hash) => {
-        const b = builds.get(hash);
-        if (b?.status !== 'queued') return;
-        try {
-          await dispatcher.enqueue(b.queue, opts.jobData(b), b.priority);
-        } catch (err) {
-          logger.warn({ err, drvHash: hash }, 'cannot add the build job; will retry');
-          builds.markUnenqueued(hash);
-        }
-      }),
-    );
+    await mapLimit(hashes, ENQUEUE_CONCURRENCY, async (hash) => {
+      const b = builds.get(hash);
+      if (b?.status !== 'queued') return;
+      try {
+        await dispatcher.enqueue(b.queue, opts.jobData(b), b.priority);
+      } catch (err) {
+        logger.warn({ err, drvHash: hash }, 'cannot add the build job; will retry');
+        builds.markUnenqueued(hash);
+      }
+    });
   }
 
   /** Every queued build, transitively, that waits on `hash`; inputs before dependents. */

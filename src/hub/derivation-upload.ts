@@ -7,11 +7,12 @@ import { formatHash, sha256Of } from '../nix/hash.js';
 import { narFromTree } from '../nix/nar/nar-writer.js';
 import { parsePathInfoJson } from '../nix/path-info.js';
 import { parseStorePath } from '../nix/store-path.js';
+import { mapLimit } from '../io/map-limit.js';
 import type { CacheRow } from '../db/caches-repo.js';
 import type { CacheService } from '../cache/cache-service.js';
 import { runNix, type NixRunOptions } from './nix-runner.js';
 
-/** Uploads running at once: small files, so what they wait for is fsync, not CPU. */
+/** Uploads and `.drv` reads in flight at once: small files, so what they wait for is fsync, not CPU. */
 const CONCURRENCY = 16;
 
 interface Upload {
@@ -44,18 +45,17 @@ export async function uploadDerivationClosure(
   let frontier = [...new Set(drvPaths)];
   while (frontier.length > 0) {
     const next: string[] = [];
-    await Promise.all(
-      frontier.map(async (p) => {
-        if (drvs.has(p)) return;
-        const text = await readFile(p).catch((err: NodeJS.ErrnoException) => {
-          throw new NarhubError('UNAVAILABLE', `cannot read ${p} to upload it: ${err.message}`);
-        });
-        const drv = parseDerivation(text.toString('utf8'));
-        const inputDrvs = Object.keys(drv.inputDrvs);
-        drvs.set(p, { text, inputDrvs, inputSrcs: drv.inputSrcs });
-        next.push(...inputDrvs);
-      }),
-    );
+    // CONCURRENCY files open at once, however wide the frontier (30,000 at once ran out of descriptors).
+    await mapLimit(frontier, CONCURRENCY, async (p) => {
+      if (drvs.has(p)) return;
+      const text = await readFile(p).catch((err: NodeJS.ErrnoException) => {
+        throw new NarhubError('UNAVAILABLE', `cannot read ${p} to upload it: ${err.message}`);
+      });
+      const drv = parseDerivation(text.toString('utf8'));
+      const inputDrvs = Object.keys(drv.inputDrvs);
+      drvs.set(p, { text, inputDrvs, inputSrcs: drv.inputSrcs });
+      next.push(...inputDrvs);
+    });
     frontier = [...new Set(next)].filter((p) => !drvs.has(p));
   }
   const sources = [...new Set([...drvs.values()].flatMap((d) => d.inputSrcs))];

@@ -26,6 +26,8 @@ export interface StartServerOptions {
   env?: NodeJS.ProcessEnv;
   /** Start node with narhub's V8 flags, as `npm start` and the Nix package do (default true). */
   nodeFlags?: boolean;
+  /** Soft and hard limit of open file descriptors (`ulimit -n`) of the server and its children. */
+  fdLimit?: number;
 }
 
 export interface RunningServer {
@@ -181,7 +183,12 @@ export async function startServer(t: Cleanup, opts: StartServerOptions = {}): Pr
   const dataDir = opts.dataDir ?? (await makeTempDir(t, 'narhub-data-'));
   const flags = opts.nodeFlags === false ? nodeArgs().filter((a) => !NODE_FLAGS.includes(a)) : nodeArgs();
   const argv = [...flags, CLI_PATH, 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', ...(opts.args ?? [])];
-  const child = spawn(process.execPath, argv, {
+  // Under a descriptor limit, through a shell that sets it and then becomes node (signals reach node).
+  const [command, commandArgs] =
+    opts.fdLimit === undefined
+      ? [process.execPath, argv]
+      : ['/bin/sh', ['-c', `ulimit -n ${opts.fdLimit} && exec "$@"`, 'sh', process.execPath, ...argv]];
+  const child = spawn(command, commandArgs, {
     env: { ...process.env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
