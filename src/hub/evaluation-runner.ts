@@ -169,6 +169,7 @@ export function createEvaluationRunner(opts: EvaluationRunnerOptions) {
         for (const input of b.inputs) builds.addDep(n.drvHash, input);
       };
 
+      phase('planMs');
       recordReadyWaves();
       if (toBuild.length > 0) {
         const uploadLimits = {
@@ -210,6 +211,7 @@ export function createEvaluationRunner(opts: EvaluationRunnerOptions) {
         }
         evaluations.setEvaluated(id);
       })();
+      phase('recordMs');
       log.info(
         {
           revision,
