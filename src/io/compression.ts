@@ -4,6 +4,7 @@ import { createBrotliDecompress, createGunzip } from 'node:zlib';
 import zstd from 'zstd-napi';
 import { NarhubError } from '../errors.js';
 import { CodecStream } from './codec-thread/codec-stream.js';
+import { XZ_MEMLIMIT } from './codecs/xz-memlimit.js';
 
 /** The compressions narhub accepts (docs/protocol.md, Compression); Nix's others need libarchive or external tools. */
 export const COMPRESSIONS = ['none', 'xz', 'bzip2', 'gzip', 'zstd', 'br'] as const;
@@ -48,9 +49,6 @@ const lzma = require('lzma-native') as { createDecompressor(options?: { memlimit
 const NAR_MAGIC = Uint8Array.from([0x0d, 0, 0, 0, 0, 0, 0, 0, ...Buffer.from('nix-arch')]);
 const XZ_MAGIC = Uint8Array.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]);
 const ZSTD_MAGIC = Uint8Array.from([0x28, 0xb5, 0x2f, 0xfd]);
-
-/** xz dictionaries are chosen by the uploader; Nix's presets need ≤ 64 MiB, refuse absurd ones. */
-const XZ_MEMLIMIT = 256 * 1024 * 1024;
 
 /**
  * Identifies a body from its first bytes (at least 8; 16 to be sure of a raw NAR). Magic bytes

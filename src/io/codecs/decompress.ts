@@ -3,6 +3,7 @@ import { createRequire } from 'node:module';
 import type { Transform } from 'node:stream';
 import { createBrotliDecompress, createGunzip } from 'node:zlib';
 import type { Decompression } from '../codec-thread/protocol.js';
+import { XZ_MEMLIMIT } from './xz-memlimit.js';
 import { Bzip2Decoder } from './bzip2-decoder.js';
 import { type Codec, DECODE_CHUNK, type DecoderOutput, type Host } from './codec.js';
 import { streamDecoder } from './stream-decoder.js';
@@ -14,13 +15,16 @@ interface Lzma {
   createDecompressor(options: { memlimit: number; bufsize: number }): Transform;
 }
 
-const XZ_MEMLIMIT = 256 * 1024 * 1024;
 /**
  * xz is fed in pieces this size: liblzma (through lzma-native) decodes all it is given at once,
- * queueing every output buffer, so a piece bounds what one write can pile up here (as the 64 KiB
- * socket chunks it was fed on the event loop did). zlib waits for its reader: whole slabs.
+ * queueing every output buffer whether or not anyone reads, so a piece bounds what one write can
+ * pile up here. xz expands up to ~7,000 times (zeros): a 64 KiB piece could queue ~440 MB, and a
+ * 160 KB .nar.xz of 1 GiB of zeros took the process to 1 GB RSS; 1 KiB queues at most ~7 MB (the
+ * same file: 150 MB peak, measured through createNarPass; an ordinary 33 MB .nar.xz decoded in
+ * about the same time either way).
+ * zlib waits for its reader: whole slabs.
  */
-const XZ_PIECE = 64 * 1024;
+const XZ_PIECE = 1024;
 
 /** Buffers input (a copy) and decodes one block per step. */
 function bzip2Decompress(output: DecoderOutput): Codec {

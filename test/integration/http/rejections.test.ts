@@ -1,6 +1,8 @@
 // Every refused upload: a 4xx the client does not retry, a one-line `CODE: reason`, and nothing
 // left visible afterwards.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -414,6 +416,22 @@ test('a compressed NAR file under maxNarSize whose NAR is larger is 413, for eve
   assert.equal(fits.nar.length, maxNarSize);
   await upload(h, fits);
   assert.equal((await h.request('GET', `/main/${fits.hashPart}.narinfo`)).statusCode, 200);
+});
+
+test("an xz NAR whose dictionary needs more than 80 MiB to decode is refused with the reason; Nix's largest preset (-9) is fine", async (t) => {
+  const h = await buildTestApp(t);
+  const nar = narBytes({ type: 'regular', contents: randomBytes(100_000) });
+  // xz chooses no smaller dictionary for input from a pipe: the header asks for what it is told.
+  const xz = (args: string[]) => execFileSync('xz', ['-c', ...args], { input: nar });
+  const fileOf = (file: Buffer) => ({ file, fileName: narFileNameFor(file, 'xz') });
+  const huge = fileOf(xz(['--lzma2=dict=128MiB']));
+  const res = await putNar(h, huge, basic(h.tokens.write));
+  assertRejected(res, 400, 'NAR_INVALID');
+  assert.match(res.body, /xz: .*[Mm]emory usage limit/);
+  assertNotStored(h, huge.fileName);
+
+  const preset9 = fileOf(xz(['-9']));
+  assert.equal((await putNar(h, preset9, basic(h.tokens.write))).statusCode, 204);
 });
 
 test("writes need a write token for this cache: 401 without, 403 with read or another cache's token", async (t) => {
