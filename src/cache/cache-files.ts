@@ -13,6 +13,9 @@ export interface SmallFile {
 }
 
 /** `sha256:<64 hex>!<output>`, the realisation id of Nix 2.8 – 2.34. */
+/** The type of every build log, stored and served. */
+export const LOG_CONTENT_TYPE = 'text/plain; charset=utf-8';
+
 export const REALISATION_ID = /^sha256:[0-9a-f]{64}!([A-Za-z0-9+._?=-]+)$/;
 export const BUILD_ID = /^[0-9a-f]{40}$/;
 
@@ -98,14 +101,8 @@ export function createCacheFiles(deps: { store: BlobStore; files: FilesRepo; pat
       const { name, key } = locate(kind, cache, rawName);
       switch (kind) {
         case 'log':
-          return save(
-            kind,
-            cache,
-            name,
-            key,
-            file,
-            file.contentType?.startsWith('text/') ? file.contentType : 'text/plain; charset=utf-8',
-          );
+          // Plain text whatever the uploader said: text/html would run a script in the cache's origin.
+          return save(kind, cache, name, key, file, LOG_CONTENT_TYPE);
         case 'listing': {
           const listing = requireJson(file, 'listing') as { version?: unknown } | undefined;
           if (listing !== undefined && listing?.version !== 1)

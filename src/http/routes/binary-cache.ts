@@ -7,6 +7,7 @@ import { compressionOfEncoding, createDecompressor } from '../../io/compression.
 import type { CacheRow } from '../../db/caches-repo.js';
 import type { FileKind } from '../../db/files-repo.js';
 import type { CacheService } from '../../cache/cache-service.js';
+import { LOG_CONTENT_TYPE } from '../../cache/cache-files.js';
 import type { Access } from '../access.js';
 import type { TypeboxApp } from '../typebox-app.js';
 import { clientGoneSignal } from '../client-gone.js';
@@ -66,14 +67,19 @@ export const binaryCacheRoutes: FastifyPluginAsyncTypebox<BinaryCacheRouteOption
   /** A small upload, decoded if the client compressed it. */
   async function smallBody(request: FastifyRequest): Promise<Buffer> {
     const raw = await readSmallBody(request.raw, opts.maxSmallFileSize, declaredLength(request));
-    const encoding = request.headers['content-encoding'];
     // Nix 2.32+ narinfo-compression.
+    return decoded(raw, request.headers['content-encoding']);
+  }
+
+  /** `raw` decoded as its Content-Encoding says (at most maxSmallFileSize); 400 if it is not that. */
+  async function decoded(raw: Buffer, encoding: string | undefined): Promise<Buffer> {
     const compression = compressionOfEncoding(encoding);
     if (compression === 'none') return raw;
     try {
       return await readSmallBody(Readable.from([raw]).pipe(createDecompressor(compression)), opts.maxSmallFileSize);
     } catch (err) {
-      if (err instanceof NarhubError) throw err;
+      // Past the limit is 413; anything else the decoder met is a body that is not `encoding`.
+      if (err instanceof NarhubError && err.code === 'BODY_TOO_LARGE') throw err;
       throw new NarhubError('BAD_REQUEST', `body is not valid ${encoding}`);
     }
   }
@@ -109,7 +115,10 @@ export const binaryCacheRoutes: FastifyPluginAsyncTypebox<BinaryCacheRouteOption
     const row = service.files.get(kind, cache, name);
     if (!row) throw new NarhubError('NOT_FOUND', `no ${kind} ${name.slice(0, 120)} in cache ${cache.name}`);
     const headers: Record<string, string> = {
-      'content-type': row.contentType,
+      // A log is text whatever type it was uploaded with (older narhubs kept the uploader's, text/html
+      // included), and no browser may sniff any stored file into something it runs.
+      'content-type': kind === 'log' ? LOG_CONTENT_TYPE : row.contentType,
+      'x-content-type-options': 'nosniff',
       'cache-control': cacheControl(cache, 'max-age=3600'),
     };
     if (row.contentEncoding) headers['content-encoding'] = row.contentEncoding;
@@ -118,6 +127,8 @@ export const binaryCacheRoutes: FastifyPluginAsyncTypebox<BinaryCacheRouteOption
 
   async function putSmallFile(request: FastifyRequest, reply: FastifyReply, kind: FileKind, name: string) {
     const body = await readSmallBody(request.raw, opts.maxSmallFileSize, declaredLength(request));
+    // Stored as sent, and served with its Content-Encoding: it must be what that says.
+    await decoded(body, request.headers['content-encoding']);
     await service.files.put(kind, request.cache, name, {
       body,
       contentType: request.headers['content-type'],

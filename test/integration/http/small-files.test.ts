@@ -76,6 +76,32 @@ test('logs uploaded with a Content-Encoding are served with it (Nix 2.32+ log-co
   assert.equal(brotliDecompressSync(got.rawPayload).toString(), log);
 });
 
+test('a log uploaded as text/html is served as text/plain with nosniff, and one whose body is not its Content-Encoding is 400', async (t) => {
+  const h = await buildTestApp(t);
+  const w = basic(h.tokens.write);
+  const html = '<html><script>alert(document.cookie)</script></html>\n';
+  for (const type of ['text/html', 'application/xhtml+xml', 'image/svg+xml', 'text/javascript']) {
+    const url = `/main/log/${randomHashPart()}-page.drv`;
+    const put = await h.request('PUT', url, { body: html, headers: { ...w, 'content-type': type } });
+    assert.equal(put.statusCode, 204, put.body);
+    const got = await getAndHead(h, url);
+    assert.equal(got.headers['content-type'], 'text/plain; charset=utf-8', `uploaded as ${type}`);
+    assert.equal(got.headers['x-content-type-options'], 'nosniff', `uploaded as ${type}`);
+    assert.equal(got.body, html);
+  }
+  // A body that is not gzip, declared gzip, would be served as gzip: refused, nothing stored.
+  for (const encoding of ['gzip', 'br', 'xz', 'zstd', 'bzip2']) {
+    const url = `/main/log/${randomHashPart()}-liar.drv`;
+    const put = await h.request('PUT', url, {
+      body: html,
+      headers: { ...w, 'content-type': 'text/plain', 'content-encoding': encoding },
+    });
+    assert.equal(put.statusCode, 400, `${encoding}: ${put.body}`);
+    assert.equal(put.body, `BAD_REQUEST: body is not valid ${encoding}\n`);
+    assert.equal((await h.request('GET', url)).statusCode, 404, encoding);
+  }
+});
+
 test('realisations: the 2.8 layout and build-trace-v2, PUT/GET/HEAD', async (t) => {
   const h = await buildTestApp(t);
   const w = { ...basic(h.tokens.write), 'content-type': 'application/json' };
