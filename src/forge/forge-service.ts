@@ -1,3 +1,4 @@
+import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { Database } from 'better-sqlite3';
 import type { Logger } from 'pino';
 import { Webhooks } from '@octokit/webhooks';
@@ -47,6 +48,13 @@ const approvalView = (a: ForkApprovalRow): ApprovalView => ({
   approvedBy: a.approvedBy,
   createdAt: new Date(a.createdAt).toISOString(),
 });
+
+/** Whether `signature` is the hex HMAC-SHA256 of `body` under `secret` (Gitea's and Forgejo's webhook signature). */
+function hmacMatches(secret: string, body: string, signature: string): boolean {
+  const expected = createHmac('sha256', secret).update(body).digest();
+  const given = Buffer.from(signature.trim().replace(/^sha256=/, ''), 'hex');
+  return given.length === expected.length && timingSafeEqual(given, expected);
+}
 
 /**
  * narhub as a team's CI on its forge: webhooks in (verified with `@octokit/webhooks`), polled
@@ -119,6 +127,38 @@ export function createForge(opts: ForgeOptions) {
       else if (d.event === 'pull_request') outcomes = await events.pullRequest(payload as PullRequestPayload);
       else if (d.event !== 'ping') return { event: d.event, outcomes, ignored: `event ${d.event} is not handled` };
       log.info({ event: d.event, outcomes }, 'webhook');
+      return { event: d.event, outcomes };
+    },
+
+    /**
+     * A Gitea or Forgejo webhook delivery (`X-Gitea-Event`/`X-Forgejo-Event`, signed in
+     * `X-Gitea-Signature`/`X-Forgejo-Signature` with the hex HMAC-SHA256 of the raw body under the
+     * same webhook secret), checked before anything is read from it. Their push and pull_request
+     * payloads have GitHub's shape but for a few names, translated here, and trigger alike.
+     */
+    async giteaWebhook(d: { event: string | undefined; signature: string | undefined; body: string }) {
+      if (secret === null)
+        throw new NarhubError('UNAVAILABLE', 'webhooks are not configured (github.webhookSecretFile)');
+      if (!d.signature) throw new NarhubError('UNAUTHORIZED', 'the delivery has no X-Gitea-Signature');
+      if (!hmacMatches(secret, d.body, d.signature))
+        throw new NarhubError('UNAUTHORIZED', 'the delivery signature does not match the webhook secret');
+      if (!d.event) throw new NarhubError('BAD_REQUEST', 'the delivery has no X-Gitea-Event');
+      let payload: Record<string, unknown>;
+      try {
+        payload = JSON.parse(d.body) as Record<string, unknown>;
+      } catch {
+        throw new NarhubError('BAD_REQUEST', 'the delivery body is not JSON');
+      }
+      if (typeof payload !== 'object' || payload === null || Array.isArray(payload))
+        throw new NarhubError('BAD_REQUEST', 'the delivery body is not a JSON object');
+      let outcomes: WebhookOutcome[];
+      if (d.event === 'push') outcomes = events.push(payload as unknown as PushPayload);
+      else if (d.event === 'pull_request') {
+        // Gitea says "synchronized" where GitHub says "synchronize".
+        const action = payload.action === 'synchronized' ? 'synchronize' : payload.action;
+        outcomes = await events.pullRequest({ ...payload, action } as unknown as PullRequestPayload);
+      } else return { event: d.event, outcomes: [], ignored: `event ${d.event} is not handled` };
+      log.info({ event: d.event, outcomes, forge: 'gitea' }, 'webhook');
       return { event: d.event, outcomes };
     },
 

@@ -10,6 +10,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { git, writeForgeConfig } from '../helpers/forge-hub.js';
 import { examplePayload, signWebhook, startGitHubStandIn, type GitHubStandIn } from '../helpers/github-standin.js';
 import { freePort, hubApi, startSpoke, waitFor } from '../helpers/hub.js';
 import { createNixEnv } from '../helpers/nix.js';
@@ -44,19 +45,6 @@ function flake(nonce: string, sleepSecs: number, failing = true): string {
 `;
 }
 
-function git(dir: string, ...args: string[]): string {
-  return execFileSync('git', ['-C', dir, ...args], {
-    encoding: 'utf8',
-    env: {
-      ...process.env,
-      GIT_AUTHOR_NAME: 't',
-      GIT_AUTHOR_EMAIL: 't@example.org',
-      GIT_COMMITTER_NAME: 't',
-      GIT_COMMITTER_EMAIL: 't@example.org',
-    },
-  }).trim();
-}
-
 async function deliver(url: string, secret: string | null, event: string, payload: unknown, signature?: string) {
   const body = JSON.stringify(payload);
   const res = await fetch(`${url}/api/v1/webhooks/github`, {
@@ -88,21 +76,7 @@ test('GitHub webhooks drive evaluations, and every attribute and the evaluation 
   const redis = await startRedis(t);
   const hubNix = await createNixEnv(t);
   const dir = await makeTempDir(t, 'narhub-forge-');
-  const secret = randomBytes(16).toString('hex');
-  await writeFile(join(dir, 'webhook-secret'), secret);
-  await writeFile(join(dir, 'gh-token'), 'ghp_standintoken');
-  const configFile = join(dir, 'narhub.json');
-  await writeFile(
-    configFile,
-    JSON.stringify({
-      github: {
-        apiUrl: gh.url,
-        tokenFile: join(dir, 'gh-token'),
-        webhookSecretFile: join(dir, 'webhook-secret'),
-        minRequestInterval: 5,
-      },
-    }),
-  );
+  const { configFile, secret } = await writeForgeConfig(dir, gh.url);
 
   // The repository the webhooks talk about: main, and a fork's pull request head.
   const repo = join(dir, 'repo');

@@ -39,10 +39,21 @@ export function pushedCommit(body: unknown): { branch?: string; commit?: string 
   };
 }
 
+/** The first of the named request headers that was sent (its first value). */
+function header(request: FastifyRequest, ...names: string[]): string | undefined {
+  for (const n of names) {
+    const v = request.headers[n];
+    const one = Array.isArray(v) ? v[0] : v;
+    if (one !== undefined) return one;
+  }
+  return undefined;
+}
+
 /**
- * The CI's part of `/api/v1`: forge webhooks (`/webhooks/github`), the trigger any forge's
- * webhook can call (`/projects/NAME/trigger`, a `trigger` token for that project), fork pull
- * requests waiting for approval, and the records behind the UI (jobsets, attribute history).
+ * The CI's part of `/api/v1`: forge webhooks (`/webhooks/github`, `/webhooks/gitea`,
+ * `/webhooks/forgejo`), the trigger any forge's webhook can call (`/projects/NAME/trigger`, a
+ * `trigger` token for that project), fork pull requests waiting for approval, and the records
+ * behind the UI (jobsets, attribute history).
  */
 export const ciApiRoutes: FastifyPluginAsyncTypebox<CiApiOptions> = async (app, opts) => {
   const { hub, forge, access, projectAccess, service } = opts;
@@ -53,7 +64,7 @@ export const ciApiRoutes: FastifyPluginAsyncTypebox<CiApiOptions> = async (app, 
   const requireRead = (request: FastifyRequest, project: string) =>
     projectAccess.requireRead(token(request), presented(request), hub.projectCache(project), `project ${project}`);
 
-  // GitHub signs the raw body: it is kept as text, verified, and only then parsed.
+  // Forges sign the raw body: it is kept as text, verified, and only then parsed.
   await app.register(async (hooks) => {
     hooks.removeAllContentTypeParsers();
     hooks.addContentTypeParser(
@@ -62,17 +73,24 @@ export const ciApiRoutes: FastifyPluginAsyncTypebox<CiApiOptions> = async (app, 
       (_r, body, done) => done(null, body),
     );
     hooks.post('/webhooks/github', async (request, reply) => {
-      const header = (n: string) => {
-        const v = request.headers[n];
-        return Array.isArray(v) ? v[0] : v;
-      };
       const result = await forge.githubWebhook({
-        event: header('x-github-event'),
-        signature: header('x-hub-signature-256'),
+        event: header(request, 'x-github-event'),
+        signature: header(request, 'x-hub-signature-256'),
         body: typeof request.body === 'string' ? request.body : '',
       });
       return noStore(reply).code(202).send(result);
     });
+    // Gitea and Forgejo (Forgejo also sends the X-Gitea-* headers; either route takes either).
+    const gitea = async (request: FastifyRequest, reply: FastifyReply) => {
+      const result = await forge.giteaWebhook({
+        event: header(request, 'x-forgejo-event', 'x-gitea-event'),
+        signature: header(request, 'x-forgejo-signature', 'x-gitea-signature'),
+        body: typeof request.body === 'string' ? request.body : '',
+      });
+      return noStore(reply).code(202).send(result);
+    };
+    hooks.post('/webhooks/gitea', gitea);
+    hooks.post('/webhooks/forgejo', gitea);
   });
 
   // Any forge: a push webhook (or a plain POST) with a token that may trigger this project.

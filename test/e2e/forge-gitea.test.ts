@@ -1,0 +1,228 @@
+// The hub as the CI of a Gitea or Forgejo repository, end to end without the internet: their
+// push and pull_request webhooks (signed with X-Gitea-Signature / X-Forgejo-Signature) delivered
+// to a real `narhub serve` with a real Redis and a real spoke; narhub reports commit statuses to
+// a local stand-in for the Gitea API that checks every request against Gitea's description of it.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { git, writeForgeConfig } from '../helpers/forge-hub.js';
+import { signGitea, startGiteaStandIn } from '../helpers/gitea-standin.js';
+import { freePort, hubApi, startSpoke, waitFor } from '../helpers/hub.js';
+import { createNixEnv } from '../helpers/nix.js';
+import { startRedis } from '../helpers/redis.js';
+import { runCliOk, startServer } from '../helpers/server.js';
+import { makeTempDir } from '../helpers/tmp.js';
+
+const SYSTEM = 'x86_64-linux';
+const REPO = 'team/hello';
+
+/** Checks that pass, fail, or sleep. */
+function flake(nonce: string, o: { sleepSecs?: number } = {}): string {
+  const checks = `{
+        ok = mk "gitea-ok" "echo ok > $out";
+        fails = mk "gitea-fails" "echo failing on purpose >&2; exit 1";
+        slow = mk "gitea-slow" "sleep ${o.sleepSecs ?? 1}; echo slow > $out";
+      }`;
+  return `{
+  outputs = { self }:
+    let
+      mk = name: script: derivation {
+        inherit name;
+        system = "${SYSTEM}";
+        builder = "/bin/sh";
+        args = [ "-c" "export PATH=/usr/bin:/bin; echo gitea-log ${nonce} \${name}; \${script}" ];
+      };
+    in { checks.${SYSTEM} = ${checks}; };
+}
+`;
+}
+
+/** A delivery as Gitea sends it, or as Forgejo does (its own headers, on its own route). */
+async function deliver(url: string, secret: string, forge: 'gitea' | 'forgejo', event: string, payload: unknown) {
+  const body = JSON.stringify(payload);
+  const res = await fetch(`${url}/api/v1/webhooks/${forge}`, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json',
+      [`x-${forge}-event`]: event,
+      [`x-${forge}-delivery`]: randomBytes(8).toString('hex'),
+      [`x-${forge}-signature`]: signGitea(secret, body),
+    },
+    body,
+  });
+  return { status: res.status, body: (await res.json()) as any };
+}
+
+const user = (login: string) => ({ id: 1, login, username: login, full_name: '', email: `${login}@example.org` });
+const repository = (dir: string) => ({
+  id: 7,
+  name: 'hello',
+  full_name: REPO,
+  owner: user('team'),
+  default_branch: 'main',
+  clone_url: `file://${dir}`,
+  private: false,
+});
+
+/** Gitea's push payload (modules/structs: PushPayload). */
+function pushPayload(dir: string, before: string, after: string) {
+  return {
+    ref: 'refs/heads/main',
+    before,
+    after,
+    compare_url: '',
+    commits: [{ id: after, message: 'a change\n', url: '' }],
+    head_commit: { id: after, message: 'a change\n', url: '' },
+    repository: repository(dir),
+    pusher: user('alice'),
+    sender: user('alice'),
+  };
+}
+
+/** Gitea's pull_request payload (PullRequestPayload), a branch of the same repository. */
+function prPayload(dir: string, action: string, n: number, sha: string) {
+  return {
+    action,
+    number: n,
+    pull_request: {
+      id: 100 + n,
+      number: n,
+      title: 'a pull request',
+      user: user('alice'),
+      state: action === 'closed' ? 'closed' : 'open',
+      head: { label: 'work', ref: 'work', sha, repo: repository(dir) },
+      base: { label: 'main', ref: 'main', sha, repo: repository(dir) },
+    },
+    repository: repository(dir),
+    sender: user('alice'),
+  };
+}
+
+test('Gitea and Forgejo webhooks, signed with X-Gitea-Signature or X-Forgejo-Signature, evaluate pushes and pull requests; statuses go to the commit-status API; a closed pull request cancels its running build', {
+  timeout: 600_000,
+}, async (t) => {
+  const gitea = await startGiteaStandIn(t);
+  const redis = await startRedis(t);
+  const hubNix = await createNixEnv(t);
+  const dir = await makeTempDir(t, 'narhub-gitea-');
+  const { configFile, secret } = await writeForgeConfig(dir, gitea.url, { report: 'statuses' });
+  const repo = join(dir, 'repo');
+  execFileSync('git', ['init', '-q', '-b', 'main', repo]);
+  const nonce = randomBytes(6).toString('hex');
+  await writeFile(join(repo, 'flake.nix'), flake(nonce));
+  git(repo, 'add', 'flake.nix');
+  git(repo, 'commit', '-q', '-m', 'first');
+  const mainSha = git(repo, 'rev-parse', 'HEAD');
+
+  const server = await startServer(t, {
+    args: ['--listen', `127.0.0.1:${await freePort()}`, '--redis-url', redis.url, '--config', configFile],
+    env: hubNix.env,
+  });
+  const { url, adminToken: token } = server;
+  const api = hubApi(() => url, token);
+  const cli = (args: string[]) => runCliOk([...args, '--server', url, '--token', token], { timeoutMs: 60_000 });
+  const spokeNix = await createNixEnv(t);
+  startSpoke(t, {
+    id: 'gitea-spoke',
+    hubUrl: url,
+    redisUrl: redis.url,
+    token,
+    store: spokeNix.freshPath('store'),
+    env: spokeNix.env,
+  });
+  await cli(['project', 'create', 'hello', '--flake', `git+file://${repo}`, '--ref', 'main', '--github', REPO]);
+  const done = (id: number) =>
+    waitFor(
+      `evaluation ${id} to end`,
+      async () => {
+        const e = await api.get(`/evaluations/${id}`);
+        return ['succeeded', 'failed', 'cancelled'].includes(e.status) ? e : undefined;
+      },
+      240_000,
+    );
+
+  // --- A bad signature does nothing; a signed push evaluates its commit ------------------------
+  const push = pushPayload(repo, '0'.repeat(40), mainSha);
+  const forged = await fetch(`${url}/api/v1/webhooks/gitea`, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json',
+      'x-gitea-event': 'push',
+      'x-gitea-signature': signGitea('not-the-secret', JSON.stringify(push)),
+    },
+    body: JSON.stringify(push),
+  });
+  assert.equal(forged.status, 401);
+  assert.match(((await forged.json()) as { message: string }).message, /signature/);
+  const unsigned = await fetch(`${url}/api/v1/webhooks/gitea`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-gitea-event': 'push' },
+    body: JSON.stringify(push),
+  });
+  assert.equal(unsigned.status, 401);
+  assert.deepEqual((await api.get('/projects/hello/evaluations')).evaluations, [], 'nothing from unsigned deliveries');
+
+  const pushed = await deliver(url, secret, 'gitea', 'push', push);
+  assert.equal(pushed.status, 202, JSON.stringify(pushed.body));
+  assert.equal(pushed.body.outcomes[0].action, 'evaluated');
+  const ev = await done(pushed.body.outcomes[0].evaluation);
+  assert.deepEqual([ev.status, ev.jobset, ev.commit, ev.trigger], ['failed', 'main', mainSha, 'push']);
+
+  // --- Commit statuses, one per attribute plus the evaluation's, on that commit ---------------
+  const ctx = (attr: string) => `narhub: checks.${SYSTEM}.${attr}`;
+  await waitFor(
+    'the final statuses',
+    async () =>
+      gitea.latest(mainSha, ctx('ok'))?.state === 'success' &&
+      gitea.latest(mainSha, ctx('fails'))?.state === 'failure' &&
+      gitea.latest(mainSha, 'narhub: evaluation')?.state === 'success',
+    60_000,
+  );
+  const okStatuses = gitea.statuses.filter((s) => s.sha === mainSha && s.context === ctx('ok'));
+  assert.equal(okStatuses[0]!.state, 'pending', 'pending first');
+  assert.equal(okStatuses.at(-1)!.repo, REPO);
+  assert.match(gitea.latest(mainSha, ctx('fails'))!.target_url ?? '', new RegExp(`^${url}/ui/builds/[0-9a-z]{32}$`));
+
+  // --- Forgejo's pull request webhooks: opened, synchronized (Gitea's word), closed ------------
+  git(repo, 'checkout', '-q', '-b', 'work');
+  await writeFile(join(repo, 'flake.nix'), flake(`${nonce}-pr`));
+  git(repo, 'commit', '-q', '-am', 'pr');
+  const prSha = git(repo, 'rev-parse', 'HEAD');
+  git(repo, 'update-ref', 'refs/pull/3/head', prSha);
+  const opened = await deliver(url, secret, 'forgejo', 'pull_request', prPayload(repo, 'opened', 3, prSha));
+  assert.equal(opened.status, 202, JSON.stringify(opened.body));
+  assert.equal(opened.body.outcomes[0].action, 'evaluated', JSON.stringify(opened.body));
+  const prEval = await api.get(`/evaluations/${opened.body.outcomes[0].evaluation}`);
+  assert.deepEqual([prEval.jobset, prEval.commit, prEval.prNumber], ['pr-3', prSha, 3]);
+
+  // synchronized (Gitea's word for a new head): evaluated as pr-3 again; closing the pull
+  // request then cancels its slow build.
+  await writeFile(join(repo, 'flake.nix'), flake(`${nonce}-pr2`, { sleepSecs: 60 }));
+  git(repo, 'commit', '-q', '-am', 'pr, a new head');
+  const prSha2 = git(repo, 'rev-parse', 'HEAD');
+  git(repo, 'update-ref', 'refs/pull/3/head', prSha2);
+  const synced = await deliver(url, secret, 'gitea', 'pull_request', prPayload(repo, 'synchronized', 3, prSha2));
+  assert.equal(synced.body.outcomes[0].action, 'evaluated', JSON.stringify(synced.body));
+  const syncedEval = await api.get(`/evaluations/${synced.body.outcomes[0].evaluation}`);
+  assert.deepEqual([syncedEval.jobset, syncedEval.commit], ['pr-3', prSha2]);
+  const building = await waitFor(
+    'the slow build of the new head to run',
+    async () => {
+      const e = await api.get(`/evaluations/${syncedEval.id}`);
+      return e.jobs?.find((j: any) => j.attr.endsWith('.slow'))?.status === 'running' ? e : undefined;
+    },
+    180_000,
+  );
+  const closed = await deliver(url, secret, 'forgejo', 'pull_request', prPayload(repo, 'closed', 3, prSha2));
+  assert.equal(closed.body.outcomes[0].action, 'cancelled', JSON.stringify(closed.body));
+  assert.ok(closed.body.outcomes[0].cancelled.includes(syncedEval.id), JSON.stringify(closed.body));
+  const slowJob = building.jobs.find((j: any) => j.attr.endsWith('.slow'));
+  await waitFor('the slow build to be cancelled', async () =>
+    (await api.get(`/builds/${slowJob.drvHash}`)).status === 'cancelled' ? true : undefined,
+  );
+  assert.equal((await api.get(`/evaluations/${syncedEval.id}`)).status, 'cancelled');
+  assert.deepEqual(gitea.violations, [], "every request matched Gitea's description");
+});
