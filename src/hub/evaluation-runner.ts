@@ -50,6 +50,8 @@ export function createEvaluationRunner(opts: EvaluationRunnerOptions) {
   const pending: number[] = [];
   const running = new Map<number, Promise<void>>();
   const stop = new AbortController();
+  /** One per running evaluation: aborted when it is cancelled, which kills its Nix processes. */
+  const cancels = new Map<number, AbortController>();
 
   function pump(): void {
     while (!stop.signal.aborted && running.size < config.evalWorkers && pending.length > 0) {
@@ -59,6 +61,7 @@ export function createEvaluationRunner(opts: EvaluationRunnerOptions) {
         .catch((err: unknown) => logger.error({ err, evaluation: id }, 'evaluation crashed'))
         .finally(() => {
           running.delete(id);
+          cancels.delete(id);
           pump();
         });
       running.set(id, p);
@@ -71,13 +74,20 @@ export function createEvaluationRunner(opts: EvaluationRunnerOptions) {
     const project = projects.byId(e.projectId);
     if (!project) return;
     evaluations.start(id);
+    const cancel = new AbortController();
+    cancels.set(id, cancel);
     const log = logger.child({ evaluation: id, project: project.name });
+    // Cancelled while evaluating (a closed pull request, an admin): nothing more is recorded for it.
+    const ended = () => {
+      const status = evaluations.get(id)?.status;
+      return cancel.signal.aborted || status === undefined || status === 'cancelled';
+    };
     const started = Date.now();
     const limits: EvalLimits = {
       deadline: started + config.evalTimeout * 1000,
       memoryMb: config.evalMemoryMb,
       env: opts.nixEnv,
-      signal: stop.signal,
+      signal: AbortSignal.any([stop.signal, cancel.signal]),
     };
     try {
       const phases: Record<string, number> = {};
@@ -103,9 +113,9 @@ export function createEvaluationRunner(opts: EvaluationRunnerOptions) {
         inCache: (out) => paths.get(project.cacheId, hashOf(out)) !== undefined,
         existing: (h) => builds.get(h),
       });
-      const ended = new Set(['failed', 'dependency-failed']);
+      const stayFailed = new Set(['failed', 'dependency-failed']);
       const toBuild = p.builds.filter(
-        (b) => !(b.action === 'keep' && ended.has(builds.get(b.node.drvHash)?.status ?? '')),
+        (b) => !(b.action === 'keep' && stayFailed.has(builds.get(b.node.drvHash)?.status ?? '')),
       );
 
       // Builds are recorded and started wave by wave (a wave's inputs are all in earlier waves)
@@ -133,9 +143,13 @@ export function createEvaluationRunner(opts: EvaluationRunnerOptions) {
       const recordReadyWaves = () => {
         while (recordedWaves < waves.length && waiting[recordedWaves] === 0) {
           const wave = waves[recordedWaves++] ?? [];
+          let recorded = false;
           db.transaction(() => {
+            if (ended()) return;
             for (const b of wave) recordBuild(b);
+            recorded = true;
           })();
+          if (!recorded) continue;
           // In order, one wave after the other; a failure to add a job is retried by the graph.
           advancing = advancing
             .then(() => graph.advance(wave.map((b) => b.node.drvHash)))
@@ -196,6 +210,7 @@ export function createEvaluationRunner(opts: EvaluationRunnerOptions) {
       // Every .drv is in the cache now.
       waiting.fill(0);
       recordReadyWaves();
+      if (ended()) throw new Error('the evaluation was cancelled');
       db.transaction(() => {
         for (const a of attrs) {
           const node = a.drvPath ? drvs.get(a.drvPath) : undefined;
@@ -238,6 +253,10 @@ export function createEvaluationRunner(opts: EvaluationRunnerOptions) {
         log.info('evaluation interrupted by shutdown; it resumes at the next start');
         return;
       }
+      if (ended()) {
+        log.info('evaluation cancelled while it was evaluating: none of its builds was started');
+        return;
+      }
       const message = err instanceof Error ? err.message : String(err);
       log.warn({ err }, 'evaluation failed');
       evaluations.finish(id, 'failed', message.slice(0, 4000));
@@ -245,6 +264,15 @@ export function createEvaluationRunner(opts: EvaluationRunnerOptions) {
   }
 
   return {
+    /**
+     * Stops an evaluation that was just ended (cancelled) while it is still being evaluated: its
+     * Nix processes are killed and none of the builds it had not recorded yet is recorded.
+     */
+    cancel(id: number): void {
+      const i = pending.indexOf(id);
+      if (i >= 0) pending.splice(i, 1);
+      cancels.get(id)?.abort();
+    },
     /** Queues an evaluation (pending or interrupted) to run. */
     submit(id: number): void {
       if (!pending.includes(id) && !running.has(id)) pending.push(id);

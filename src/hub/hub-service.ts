@@ -147,6 +147,23 @@ export function createHub(opts: HubOptions) {
     return b;
   }
 
+  /**
+   * Ends live evaluations as cancelled. One still being evaluated stops there (no build it had
+   * not recorded yet is started); the builds they recorded are cancelled unless another live
+   * evaluation needs them.
+   */
+  async function cancelEvaluations(ids: number[], reason: string): Promise<void> {
+    const { canceller: c, runner: r } = started();
+    const mine = new Set<string>();
+    for (const id of ids) {
+      for (const h of evaluations.builds(id)) mine.add(h);
+      evaluations.finish(id, 'cancelled', reason);
+      r.cancel(id);
+    }
+    for (const h of mine)
+      if (evaluations.liveNeeding(h).length === 0) await c.cancelBuild(h, reason).catch(() => false);
+  }
+
   return {
     get running(): boolean {
       return redis !== undefined && !closing;
@@ -358,17 +375,22 @@ export function createHub(opts: HubOptions) {
      * are the builds that no other live evaluation needs.
      */
     async cancelJobset(projectName: string, jobset: string, reason: string): Promise<number[]> {
-      const { canceller: c } = started();
       const p = requireProject(projects, projectName);
       const ended = evaluations.liveOfJobset(p.id, jobset);
-      const mine = new Set<string>();
-      for (const e of ended) {
-        for (const h of evaluations.builds(e.id)) mine.add(h);
-        evaluations.finish(e.id, 'cancelled', reason);
-      }
-      for (const h of mine)
-        if (evaluations.liveNeeding(h).length === 0) await c.cancelBuild(h, reason).catch(() => false);
+      await cancelEvaluations(
+        ended.map((e) => e.id),
+        reason,
+      );
       return ended.map((e) => e.id);
+    },
+    /** Cancels one live evaluation (its builds that no other live evaluation needs with it). */
+    async cancelEvaluation(id: number, reason: string): Promise<EvaluationView> {
+      const e = evaluations.get(id);
+      if (!e) throw new NarhubError('NOT_FOUND', `no evaluation ${id}`);
+      if (!['pending', 'evaluating', 'building'].includes(e.status))
+        throw new NarhubError('BAD_REQUEST', `evaluation ${id} has already ended (${e.status})`);
+      await cancelEvaluations([id], reason);
+      return this.evaluation(id);
     },
     evaluationCache(id: number): string {
       const e = evaluations.get(id);

@@ -8,24 +8,32 @@ import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { git, writeForgeConfig } from '../helpers/forge-hub.js';
 import { signGitea, startGiteaStandIn } from '../helpers/gitea-standin.js';
 import { freePort, hubApi, startSpoke, waitFor } from '../helpers/hub.js';
 import { createNixEnv } from '../helpers/nix.js';
 import { startRedis } from '../helpers/redis.js';
-import { runCliOk, startServer } from '../helpers/server.js';
+import { runCli, runCliOk, startServer } from '../helpers/server.js';
 import { makeTempDir } from '../helpers/tmp.js';
 
 const SYSTEM = 'x86_64-linux';
 const REPO = 'team/hello';
 
-/** Checks that pass, fail, or sleep. */
-function flake(nonce: string, o: { sleepSecs?: number } = {}): string {
+/**
+ * Checks that pass, fail, or sleep. With `slowEvalSecs`, listing the checks needs a derivation
+ * built while evaluating (import from derivation), which holds the evaluation that long.
+ */
+function flake(nonce: string, o: { sleepSecs?: number; slowEvalSecs?: number } = {}): string {
   const checks = `{
         ok = mk "gitea-ok" "echo ok > $out";
         fails = mk "gitea-fails" "echo failing on purpose >&2; exit 1";
         slow = mk "gitea-slow" "sleep ${o.sleepSecs ?? 1}; echo slow > $out";
       }`;
+  const slowEval = o.slowEvalSecs
+    ? `import (derivation { name = "gitea-slow-eval-${nonce}"; system = "${SYSTEM}"; builder = "/bin/sh";
+        args = [ "-c" "/bin/sleep ${o.slowEvalSecs}; echo '{ }' > $out" ]; }) // `
+    : '';
   return `{
   outputs = { self }:
     let
@@ -35,7 +43,7 @@ function flake(nonce: string, o: { sleepSecs?: number } = {}): string {
         builder = "/bin/sh";
         args = [ "-c" "export PATH=/usr/bin:/bin; echo gitea-log ${nonce} \${name}; \${script}" ];
       };
-    in { checks.${SYSTEM} = ${checks}; };
+    in { checks.${SYSTEM} = ${slowEval}${checks}; };
 }
 `;
 }
@@ -101,7 +109,7 @@ function prPayload(dir: string, action: string, n: number, sha: string) {
   };
 }
 
-test('Gitea and Forgejo webhooks, signed with X-Gitea-Signature or X-Forgejo-Signature, evaluate pushes and pull requests; statuses go to the commit-status API; a closed pull request cancels its running build', {
+test('Gitea and Forgejo webhooks, signed with X-Gitea-Signature or X-Forgejo-Signature, evaluate pushes and pull requests; statuses go to the commit-status API; a closed pull request or eval cancel stops an evaluation, even one still evaluating', {
   timeout: 600_000,
 }, async (t) => {
   const gitea = await startGiteaStandIn(t);
@@ -188,7 +196,7 @@ test('Gitea and Forgejo webhooks, signed with X-Gitea-Signature or X-Forgejo-Sig
 
   // --- Forgejo's pull request webhooks: opened, synchronized (Gitea's word), closed ------------
   git(repo, 'checkout', '-q', '-b', 'work');
-  await writeFile(join(repo, 'flake.nix'), flake(`${nonce}-pr`));
+  await writeFile(join(repo, 'flake.nix'), flake(`${nonce}-pr`, { sleepSecs: 60 }));
   git(repo, 'commit', '-q', '-am', 'pr');
   const prSha = git(repo, 'rev-parse', 'HEAD');
   git(repo, 'update-ref', 'refs/pull/3/head', prSha);
@@ -198,31 +206,55 @@ test('Gitea and Forgejo webhooks, signed with X-Gitea-Signature or X-Forgejo-Sig
   const prEval = await api.get(`/evaluations/${opened.body.outcomes[0].evaluation}`);
   assert.deepEqual([prEval.jobset, prEval.commit, prEval.prNumber], ['pr-3', prSha, 3]);
 
-  // synchronized (Gitea's word for a new head): evaluated as pr-3 again; closing the pull
-  // request then cancels its slow build.
-  await writeFile(join(repo, 'flake.nix'), flake(`${nonce}-pr2`, { sleepSecs: 60 }));
-  git(repo, 'commit', '-q', '-am', 'pr, a new head');
-  const prSha2 = git(repo, 'rev-parse', 'HEAD');
-  git(repo, 'update-ref', 'refs/pull/3/head', prSha2);
-  const synced = await deliver(url, secret, 'gitea', 'pull_request', prPayload(repo, 'synchronized', 3, prSha2));
-  assert.equal(synced.body.outcomes[0].action, 'evaluated', JSON.stringify(synced.body));
-  const syncedEval = await api.get(`/evaluations/${synced.body.outcomes[0].evaluation}`);
-  assert.deepEqual([syncedEval.jobset, syncedEval.commit], ['pr-3', prSha2]);
+  // A cancel from the CLI while its slow build runs: the evaluation and that build end cancelled.
   const building = await waitFor(
-    'the slow build of the new head to run',
+    'the slow PR build to run',
     async () => {
-      const e = await api.get(`/evaluations/${syncedEval.id}`);
+      const e = await api.get(`/evaluations/${prEval.id}`);
       return e.jobs?.find((j: any) => j.attr.endsWith('.slow'))?.status === 'running' ? e : undefined;
     },
     180_000,
   );
-  const closed = await deliver(url, secret, 'forgejo', 'pull_request', prPayload(repo, 'closed', 3, prSha2));
-  assert.equal(closed.body.outcomes[0].action, 'cancelled', JSON.stringify(closed.body));
-  assert.ok(closed.body.outcomes[0].cancelled.includes(syncedEval.id), JSON.stringify(closed.body));
+  // Cancelling needs admin rights on the project's cache; a trigger token is not enough.
+  const triggerToken = (
+    await runCliOk(['token', 'create', '--perm', 'trigger', '--project', 'hello'], { dataDir: server.dataDir })
+  ).stdout.trim();
+  const refused = await runCli(['eval', 'cancel', String(prEval.id), '--server', url, '--token', triggerToken]);
+  assert.equal(refused.code, 1, refused.stderr);
+  assert.match(refused.stderr, /FORBIDDEN/);
+  assert.equal((await api.get(`/evaluations/${prEval.id}`)).status, 'building', 'still building');
+  const cancelled = JSON.parse((await cli(['eval', 'cancel', String(prEval.id), '--json'])).stdout);
+  assert.equal(cancelled.status, 'cancelled');
   const slowJob = building.jobs.find((j: any) => j.attr.endsWith('.slow'));
   await waitFor('the slow build to be cancelled', async () =>
     (await api.get(`/builds/${slowJob.drvHash}`)).status === 'cancelled' ? true : undefined,
   );
-  assert.equal((await api.get(`/evaluations/${syncedEval.id}`)).status, 'cancelled');
+  const again = await runCli(['eval', 'cancel', String(prEval.id), '--server', url, '--token', token]);
+  assert.equal(again.code, 1, again.stderr);
+  assert.match(again.stderr, /already ended/);
+
+  // synchronized (a new head), evaluated as pr-3 again; it holds in `evaluating` while the
+  // flake's import-from-derivation builds, and a close then cancels it before any build starts.
+  await writeFile(join(repo, 'flake.nix'), flake(`${nonce}-pr2`, { slowEvalSecs: 20 }));
+  git(repo, 'commit', '-q', '-am', 'pr, slow to evaluate');
+  const prSha2 = git(repo, 'rev-parse', 'HEAD');
+  git(repo, 'update-ref', 'refs/pull/3/head', prSha2);
+  const synced = await deliver(url, secret, 'gitea', 'pull_request', prPayload(repo, 'synchronized', 3, prSha2));
+  assert.equal(synced.body.outcomes[0].action, 'evaluated', JSON.stringify(synced.body));
+  const slowEvalId = synced.body.outcomes[0].evaluation as number;
+  await waitFor('the evaluation to be evaluating', async () =>
+    (await api.get(`/evaluations/${slowEvalId}`)).status === 'evaluating' ? true : undefined,
+  );
+  const closed = await deliver(url, secret, 'forgejo', 'pull_request', prPayload(repo, 'closed', 3, prSha2));
+  assert.equal(closed.body.outcomes[0].action, 'cancelled');
+  assert.deepEqual(closed.body.outcomes[0].cancelled, [slowEvalId]);
+  // Longer than the evaluation would have taken: it stays cancelled and started no build.
+  await sleep(30_000);
+  const afterClose = await api.get(`/evaluations/${slowEvalId}`);
+  assert.equal(afterClose.status, 'cancelled');
+  assert.deepEqual(afterClose.builds, {}, 'no build was recorded for it');
+  assert.deepEqual(afterClose.jobs ?? [], [], 'nor any job');
+  assert.deepEqual((await api.get('/builds?status=running')).builds, [], 'nothing runs');
+  assert.deepEqual((await api.get('/builds?status=queued')).builds, [], 'nothing waits');
   assert.deepEqual(gitea.violations, [], "every request matched Gitea's description");
 });

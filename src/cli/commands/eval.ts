@@ -4,7 +4,7 @@ import type { EvaluationView } from '../../hub/views.js';
 import { formatDuration } from '../../units.js';
 import { parseDurationFlag, parseInteger } from '../args.js';
 import { parseCommand } from '../command-spec.js';
-import { EVAL, EVAL_LIST, EVAL_SHOW } from '../specs/eval.js';
+import { EVAL, EVAL_CANCEL, EVAL_LIST, EVAL_SHOW } from '../specs/eval.js';
 import { clientOptions, createHubClient, type HubClient } from '../hub-client.js';
 
 const FINISHED = new Set(['succeeded', 'failed', 'cancelled']);
@@ -111,6 +111,13 @@ export async function evalCommand(
         const columns = [e.id, e.status, e.jobset ?? '(commit)', e.commit ?? '', e.trigger, e.createdAt];
         out.write(`${[...columns, ...(counts ? [counts] : [])].join('\t')}\n`);
       }
+    return 0;
+  }
+  if (argv[0] === 'cancel') {
+    const { values, positionals } = parseCommand(EVAL_CANCEL, argv.slice(1));
+    const id = parseInteger(positionals[0]!, 'ID');
+    const e = await (await connect(values)).post<EvaluationView>(`/evaluations/${id}/cancel`, {});
+    out.write(values.json ? `${JSON.stringify(e, null, 2)}\n` : `evaluation ${e.id} of ${e.project} cancelled\n`);
     return 0;
   }
   if (argv[0] === 'show') {

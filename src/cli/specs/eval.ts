@@ -33,6 +33,15 @@ export const EVAL_LIST = command({
   examples: ['narhub eval list web --branch main'],
 });
 
+export const EVAL_CANCEL = command({
+  name: 'eval cancel',
+  args: 'ID',
+  positionals: { min: 1, max: 1 },
+  summary: 'Cancel an evaluation, while it evaluates or builds: its builds that nothing else needs are cancelled.',
+  flags: { ...JSON_FLAG, ...CLIENT_FLAGS },
+  examples: ['narhub eval cancel 42'],
+});
+
 export const EVAL_SHOW = command({
   name: 'eval show',
   args: 'ID',

@@ -14,7 +14,7 @@ import {
 } from './admin.js';
 import { CACHE_CREATE, CACHE_INFO, CACHE_LIST, CACHE_STATS } from './cache.js';
 import { CHECK_CONFIG } from './check-config.js';
-import { EVAL, EVAL_LIST, EVAL_SHOW } from './eval.js';
+import { EVAL, EVAL_CANCEL, EVAL_LIST, EVAL_SHOW } from './eval.js';
 import { KEYGEN } from './keygen.js';
 import {
   PROJECT_APPROVALS,
@@ -71,6 +71,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   EVAL,
   EVAL_LIST,
   EVAL_SHOW,
+  EVAL_CANCEL,
   BUILD_SHOW,
   BUILD_RESTART,
   BUILD_CANCEL,

@@ -228,12 +228,10 @@ export const hubApiRoutes: FastifyPluginAsyncTypebox<HubApiOptions> = async (app
   // Changing a project, triggering it, restarting or cancelling a build: admin rights on its cache.
   await app.register(async (admin: TypeboxApp) => {
     admin.addHook('preHandler', async (request) => {
-      const { name } = params(request);
-      request.cache = access.authorizeRequest(
-        request,
-        name !== undefined ? projectCache(request) : buildCache(request),
-        'admin',
-      );
+      const { name, id } = params(request);
+      const cache =
+        name !== undefined ? projectCache(request) : id !== undefined ? evaluationCache(request) : buildCache(request);
+      request.cache = access.authorizeRequest(request, cache, 'admin');
     });
 
     admin.patch('/projects/:name', { schema: { params: NameParams, body: ProjectPatch } }, async (request, reply) => {
@@ -245,6 +243,12 @@ export const hubApiRoutes: FastifyPluginAsyncTypebox<HubApiOptions> = async (app
     admin.delete('/projects/:name', { schema: { params: NameParams } }, async (request, reply) => {
       await hub.deleteProject(request.params.name);
       return reply.code(204).send();
+    });
+
+    admin.post('/evaluations/:id/cancel', { schema: { params: IdParams } }, async (request, reply) => {
+      const t = access.tokenOf(request);
+      const by = t?.name ?? t?.id ?? 'an administrator';
+      return noStore(reply).send(await hub.cancelEvaluation(request.params.id, `cancelled by ${by}`));
     });
 
     admin.post('/builds/:drv/restart', { schema: { params: DrvParams } }, async (request, reply) => {

@@ -364,7 +364,17 @@ function JobRow({ j }: { j: JobView }) {
   );
 }
 
-export function EvaluationPage({ viewer, e, live }: { viewer: Viewer; e: EvaluationView; live: boolean }) {
+export function EvaluationPage({
+  viewer,
+  e,
+  live,
+  canAdmin,
+}: {
+  viewer: Viewer;
+  e: EvaluationView;
+  live: boolean;
+  canAdmin: boolean;
+}) {
   const jobs = e.jobs ?? [];
   return (
     <Layout title={`Evaluation ${e.id}`} viewer={viewer} live={live ? `/ui/evaluations/${e.id}/events` : undefined}>
@@ -410,6 +420,9 @@ export function EvaluationPage({ viewer, e, live }: { viewer: Viewer; e: Evaluat
             .join(', ') || 'none'}
         </dd>
       </dl>
+      {canAdmin && live ? (
+        <Action action={`/ui/evaluations/${e.id}/cancel`} label="Cancel the evaluation" csrf={viewer.csrf} />
+      ) : null}
       {e.error ? <pre>{e.error}</pre> : null}
       <table>
         <thead>

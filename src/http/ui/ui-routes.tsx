@@ -210,7 +210,15 @@ export const uiRoutes: FastifyPluginAsyncTypebox<UiOptions> = async (app, opts) 
     if (!readable(request, cache)) throw hidden('evaluation');
     const e = await hub.evaluation(request.params.id);
     const live = ['pending', 'evaluating', 'building'].includes(e.status);
-    return html(reply, <EvaluationPage viewer={viewerOf(request, reply)} e={e} live={live} />);
+    return html(
+      reply,
+      <EvaluationPage
+        viewer={viewerOf(request, reply)}
+        e={e}
+        live={live}
+        canAdmin={pa.canAdmin(tokenOf(request), cache)}
+      />,
+    );
   });
 
   // SSE: "changed" whenever the evaluation or one of its builds changes; "end" once it ended.
@@ -389,6 +397,16 @@ export const uiRoutes: FastifyPluginAsyncTypebox<UiOptions> = async (app, opts) 
       requireAdminOf(request, hub.buildCache(request.params.hash));
       await hub.cancelBuild(request.params.hash);
       return reply.redirect(`/ui/builds/${request.params.hash}`, 303);
+    },
+  );
+  app.post(
+    '/evaluations/:id/cancel',
+    { preValidation: app.csrfProtection, schema: { params: IdParams } },
+    async (request, reply) => {
+      requireAdminOf(request, hub.evaluationCache(request.params.id));
+      const t = tokenOf(request);
+      await hub.cancelEvaluation(request.params.id, `cancelled by ${t?.name ?? t?.id ?? 'an administrator'}`);
+      return reply.redirect(`/ui/evaluations/${request.params.id}`, 303);
     },
   );
   app.post(
