@@ -120,6 +120,11 @@ export function createForgeRepo(db: Database) {
   const failed = db.prepare(
     'UPDATE forge_reports SET tries = tries + 1, next_try_at = ?, last_error = ? WHERE eval_id = ? AND name = ?',
   );
+  // A new version, so the row goes out again even when the re-run ends where it was.
+  const renew = db.prepare(
+    `UPDATE forge_reports SET remote_id = NULL, version = version + 1, tries = 0, next_try_at = 0, last_error = NULL
+     WHERE eval_id = ? AND name = ?`,
+  );
   const dropped = db.prepare(
     'UPDATE forge_reports SET sent_version = ?, last_error = ? WHERE eval_id = ? AND name = ? AND version = ?',
   );
@@ -201,6 +206,10 @@ export function createForgeRepo(db: Database) {
     },
     failed(evalId: number, name: string, nextTryAt: number, error: string): void {
       failed.run(nextTryAt, error.slice(0, 1000), evalId, name);
+    },
+    /** A check run asked to run again: its state goes out again as a new check run (GitHub keeps the old one). */
+    renew(evalId: number, name: string): void {
+      renew.run(evalId, name);
     },
     /** Gives up on a version the forge refuses for good (a 4xx other than rate limits). */
     dropped(evalId: number, name: string, version: number, error: string): void {

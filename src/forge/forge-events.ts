@@ -3,6 +3,7 @@ import { NarhubError } from '../errors.js';
 import type { ForgeRepo } from '../db/forge-repo.js';
 import type { ProjectRow, ProjectsRepo } from '../db/projects-repo.js';
 import type { Hub } from '../hub/hub-service.js';
+import type { EvaluationView } from '../hub/views.js';
 import { ForgeRequestError, type ForgeClient } from './forge-client.js';
 
 /** The parts of GitHub's `push` payload narhub reads. */
@@ -28,10 +29,28 @@ export interface PullRequestPayload {
   repository: { full_name: string };
 }
 
+/** The parts of GitHub's `check_run` payload narhub reads (action `rerequested`). */
+export interface CheckRunPayload {
+  action: string;
+  check_run: { name: string; head_sha: string; external_id?: string | null };
+  repository: { full_name: string };
+  sender?: { login: string } | null;
+}
+
+/** The parts of GitHub's `check_suite` payload narhub reads (action `rerequested`). */
+export interface CheckSuitePayload {
+  action: string;
+  check_suite: { head_sha: string };
+  repository: { full_name: string };
+  sender?: { login: string } | null;
+}
+
 /** What a webhook did, per project it concerned. */
 export interface WebhookOutcome {
   project: string;
-  action: 'evaluated' | 'waiting-for-approval' | 'cancelled' | 'ignored';
+  action: 'evaluated' | 'waiting-for-approval' | 'cancelled' | 'restarted' | 'ignored';
+  /** With `restarted`: the build run again. */
+  build?: string;
   evaluation?: number;
   cancelled?: number[];
   reason?: string;
@@ -69,6 +88,25 @@ export function createForgeEvents(o: {
       logger.warn({ err, author }, 'cannot ask the forge whether the author is a collaborator; waiting for approval');
       return false;
     }
+  }
+
+  /** The newest evaluation of the project on this commit, if any. */
+  function latestOfCommit(p: ProjectRow, sha: string) {
+    return hub.evaluations(p.name, 200).find((e) => e.commit === sha || e.revision === sha);
+  }
+
+  /** A new evaluation of the same commit, jobset and pull request as `e` (a re-run asked on the forge). */
+  function evaluateAgain(p: ProjectRow, e: EvaluationView, by: string | undefined): WebhookOutcome {
+    const commit = e.commit ?? e.revision ?? undefined;
+    const again = hub.triggerEvaluation(p.name, {
+      ref: e.ref ?? undefined,
+      commit,
+      jobset: e.jobset,
+      prNumber: e.prNumber ?? undefined,
+      trigger: 'manual',
+      triggeredBy: by ? `${by} (re-run on the forge)` : 're-run on the forge',
+    });
+    return { project: p.name, action: 'evaluated', evaluation: again.id };
   }
 
   function evaluatePr(p: ProjectRow, n: number, sha: string, trigger: 'pull_request' | 'approval', by: string) {
@@ -139,6 +177,55 @@ export function createForgeEvents(o: {
         out.push({ project: p.name, action: 'evaluated', evaluation: e.id });
       }
       return out;
+    },
+
+    /**
+     * "Re-run" of one check run: the evaluation's own check evaluates that commit again; an
+     * attribute whose build failed, timed out or was cancelled gets a new attempt (one that only
+     * failed because an input did: that input), and one that did not evaluate is evaluated again.
+     * Its state then goes out as a new check run. A check that succeeded has nothing to re-run.
+     */
+    async checkRunRerequested(payload: CheckRunPayload): Promise<WebhookOutcome[]> {
+      const run = payload.check_run;
+      const by = payload.sender?.login;
+      const name = run.name.startsWith('narhub: ') ? run.name.slice('narhub: '.length) : undefined;
+      const out: WebhookOutcome[] = [];
+      for (const p of projects.byForgeRepo(payload.repository.full_name)) {
+        // The external id narhub gave the check run (`<evaluation>/<attribute>`), else its commit and name.
+        const ext = /^(\d+)\/(.*)$/.exec(run.external_id ?? '');
+        const evalId = ext ? Number(ext[1]) : latestOfCommit(p, run.head_sha)?.id;
+        const attr = ext ? ext[2]! : name === 'evaluation' ? '' : name;
+        const e = evalId === undefined ? undefined : await hub.evaluation(evalId).catch(() => undefined);
+        if (!e || e.project !== p.name || attr === undefined || (e.commit ?? e.revision) !== run.head_sha) {
+          out.push({ project: p.name, action: 'ignored', reason: 'not a check run of this project' });
+          continue;
+        }
+        const job = attr === '' ? undefined : e.jobs?.find((j) => j.attr === attr);
+        if (attr === '' || job?.status === 'eval-failed') {
+          out.push(evaluateAgain(p, e, by));
+          continue;
+        }
+        if (!job?.drvHash || !['failed', 'dependency-failed', 'cancelled'].includes(job.status)) {
+          out.push({ project: p.name, action: 'ignored', reason: `${attr} is ${job?.status ?? 'unknown'}` });
+          continue;
+        }
+        const root = job.status === 'dependency-failed' && job.failedDependency ? job.failedDependency : job.drvHash;
+        const restarted = await hub.restartBuild(root);
+        forge.renew(e.id, attr);
+        logger.info({ project: p.name, evaluation: e.id, attr, build: restarted.drvPath, by }, 'check re-run');
+        out.push({ project: p.name, action: 'restarted', evaluation: e.id, build: restarted.drvPath });
+      }
+      return out;
+    },
+
+    /** "Re-run all checks" of a commit: its newest evaluation, evaluated again. */
+    checkSuiteRerequested(payload: CheckSuitePayload): WebhookOutcome[] {
+      return projects.byForgeRepo(payload.repository.full_name).map((p): WebhookOutcome => {
+        const e = latestOfCommit(p, payload.check_suite.head_sha);
+        return e
+          ? evaluateAgain(p, e, payload.sender?.login)
+          : { project: p.name, action: 'ignored', reason: 'no evaluation of this commit' };
+      });
     },
 
     /** An admin lets a waiting fork PR's head be evaluated. */

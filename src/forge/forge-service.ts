@@ -8,7 +8,14 @@ import { createForgeRepo, type ForkApprovalRow } from '../db/forge-repo.js';
 import { createProjectsRepo } from '../db/projects-repo.js';
 import type { Hub } from '../hub/hub-service.js';
 import { createForgeClient, webhookSecret, type ForgeClient } from './forge-client.js';
-import { createForgeEvents, type PullRequestPayload, type PushPayload, type WebhookOutcome } from './forge-events.js';
+import {
+  createForgeEvents,
+  type CheckRunPayload,
+  type CheckSuitePayload,
+  type PullRequestPayload,
+  type PushPayload,
+  type WebhookOutcome,
+} from './forge-events.js';
 import { createNotifier } from './notifier.js';
 import { createPoller } from './poller.js';
 import { createReporter, type Reporter } from './reporter.js';
@@ -125,6 +132,10 @@ export function createForge(opts: ForgeOptions) {
       let outcomes: WebhookOutcome[] = [];
       if (d.event === 'push') outcomes = events.push(payload as PushPayload);
       else if (d.event === 'pull_request') outcomes = await events.pullRequest(payload as PullRequestPayload);
+      else if (d.event === 'check_run' && (payload as CheckRunPayload).action === 'rerequested')
+        outcomes = await events.checkRunRerequested(payload as CheckRunPayload);
+      else if (d.event === 'check_suite' && (payload as CheckSuitePayload).action === 'rerequested')
+        outcomes = events.checkSuiteRerequested(payload as CheckSuitePayload);
       else if (d.event !== 'ping') return { event: d.event, outcomes, ignored: `event ${d.event} is not handled` };
       log.info({ event: d.event, outcomes }, 'webhook');
       return { event: d.event, outcomes };

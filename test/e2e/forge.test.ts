@@ -393,3 +393,113 @@ test('GitHub webhooks drive evaluations, and every attribute and the evaluation 
 
   assert.deepEqual(gh.violations, [], 'every request matched the OpenAPI description');
 });
+
+test('GitHub "Re-run" (check_run and check_suite rerequested): a failed attribute is built again and the commit evaluated again, each shown as new check runs', {
+  timeout: 600_000,
+}, async (t) => {
+  const gh = await startGitHubStandIn(t);
+  const redis = await startRedis(t);
+  const hubNix = await createNixEnv(t);
+  const dir = await makeTempDir(t, 'narhub-rerun-');
+  const { configFile, secret } = await writeForgeConfig(dir, gh.url);
+  const repo = join(dir, 'repo');
+  execFileSync('git', ['init', '-q', '-b', 'main', repo]);
+  await writeFile(join(repo, 'flake.nix'), flake(randomBytes(6).toString('hex'), 1));
+  git(repo, 'add', 'flake.nix');
+  git(repo, 'commit', '-q', '-m', 'first');
+  const sha = git(repo, 'rev-parse', 'HEAD');
+  const server = await startServer(t, {
+    args: ['--listen', `127.0.0.1:${await freePort()}`, '--redis-url', redis.url, '--config', configFile],
+    env: hubNix.env,
+  });
+  const { url, adminToken: token } = server;
+  const api = hubApi(() => url, token);
+  const spokeNix = await createNixEnv(t);
+  startSpoke(t, {
+    id: 'rerun-spoke',
+    hubUrl: url,
+    redisUrl: redis.url,
+    token,
+    store: spokeNix.freshPath('store'),
+    env: spokeNix.env,
+  });
+  await runCliOk(
+    ['project', 'create', 'hello', '--flake', `git+file://${repo}`, '--ref', 'main', '--github', REPO].concat([
+      '--server',
+      url,
+      '--token',
+      token,
+    ]),
+    { timeoutMs: 60_000 },
+  );
+  const done = (id: number) =>
+    waitFor(
+      `evaluation ${id} to end`,
+      async () => {
+        const e = await api.get(`/evaluations/${id}`);
+        return ['succeeded', 'failed', 'cancelled'].includes(e.status) ? e : undefined;
+      },
+      240_000,
+    );
+  const push = examplePayload('push', (p) => p.ref === 'refs/heads/master');
+  Object.assign(push, { ref: 'refs/heads/main', after: sha });
+  push.repository.full_name = REPO;
+  const first = await done((await deliver(url, secret, 'push', push)).body.outcomes[0].evaluation);
+  assert.equal(first.status, 'failed');
+  const check = (attr: string) => `narhub: checks.${SYSTEM}.${attr}`;
+  const runsNamed = (name: string) => [...gh.checkRuns.values()].filter((c) => c.name === name && c.head_sha === sha);
+  await waitFor('the first check runs to complete', async () =>
+    [check('fails'), check('ok'), 'narhub: evaluation'].every((n) => runsNamed(n).at(-1)?.status === 'completed')
+      ? true
+      : undefined,
+  );
+  const fails = first.jobs.find((j: any) => j.attr.endsWith('.fails'));
+  assert.equal((await api.get(`/builds/${fails.drvHash}`)).attempt, 1);
+
+  // "Re-run" of the failed check: GitHub's own check_run example, naming narhub's check run.
+  const rerun = (name: string, externalId: string) => {
+    const p = examplePayload('check_run', (x) => x.action === 'rerequested');
+    Object.assign(p.check_run, { name, external_id: externalId, head_sha: sha });
+    p.repository.full_name = REPO;
+    return deliver(url, secret, 'check_run', p);
+  };
+  const rerunFails = await rerun(check('fails'), `${first.id}/checks.${SYSTEM}.fails`);
+  assert.equal(rerunFails.status, 202, JSON.stringify(rerunFails.body));
+  assert.equal(rerunFails.body.outcomes[0].action, 'restarted', JSON.stringify(rerunFails.body));
+  await waitFor('the failed build to be built again and fail again', async () => {
+    const b = await api.get(`/builds/${fails.drvHash}`);
+    return b.attempt === 2 && b.status === 'failed' ? true : undefined;
+  });
+  await waitFor('a new check run for it', async () =>
+    runsNamed(check('fails')).length === 2 && runsNamed(check('fails')).at(-1)!.status === 'completed'
+      ? true
+      : undefined,
+  );
+  assert.equal(runsNamed(check('fails')).at(-1)!.conclusion, 'failure');
+  assert.equal(runsNamed(check('ok')).length, 1, 'the other checks are left alone');
+  // A check that succeeded has nothing to re-run.
+  const rerunOk = await rerun(check('ok'), `${first.id}/checks.${SYSTEM}.ok`);
+  assert.equal(rerunOk.body.outcomes[0].action, 'ignored');
+  // One that is not narhub's (GitHub's example as it is) is ignored too.
+  const foreign = examplePayload('check_run', (x) => x.action === 'rerequested');
+  foreign.repository.full_name = REPO;
+  assert.equal((await deliver(url, secret, 'check_run', foreign)).body.outcomes[0].action, 'ignored');
+
+  // "Re-run all checks": GitHub's check_suite example on this commit evaluates it again.
+  const suite = examplePayload('check_suite', (x) => x.action === 'rerequested');
+  suite.check_suite.head_sha = sha;
+  suite.repository.full_name = REPO;
+  const rerunAll = await deliver(url, secret, 'check_suite', suite);
+  assert.equal(rerunAll.body.outcomes[0].action, 'evaluated', JSON.stringify(rerunAll.body));
+  const second = await done(rerunAll.body.outcomes[0].evaluation);
+  assert.deepEqual([second.commit, second.jobset], [sha, 'main']);
+  assert.notEqual(second.id, first.id);
+  assert.equal(second.trigger, 'manual');
+  assert.equal(second.triggeredBy, `${suite.sender.login} (re-run on the forge)`);
+  await waitFor('the re-run evaluation check runs', async () =>
+    runsNamed('narhub: evaluation').length === 2 && runsNamed('narhub: evaluation').at(-1)!.status === 'completed'
+      ? true
+      : undefined,
+  );
+  assert.deepEqual(gh.violations, [], 'every request matched the OpenAPI description');
+});
