@@ -226,9 +226,10 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     access,
     gc: options.gc ?? { pendingGraceMs: 86_400_000, supersededGraceMs: 40 * 86_400_000 },
   });
-  if (options.hub) await app.register(hubApiRoutes, { prefix: '/api/v1', hub: options.hub, service: service, access });
+  const projectAccess = createProjectAccess(service);
+  if (options.hub)
+    await app.register(hubApiRoutes, { prefix: '/api/v1', hub: options.hub, service: service, access, projectAccess });
   if (options.hub && options.forge) {
-    const projectAccess = createProjectAccess(service);
     const ci = { hub: options.hub, forge: options.forge, service, access, projectAccess };
     await app.register(ciApiRoutes, { prefix: '/api/v1', ...ci });
     const publicUrl = options.publicUrl ?? (() => '');

@@ -1,4 +1,4 @@
-import { NarhubError } from '../errors.js';
+import { isNarhubError, NarhubError } from '../errors.js';
 import type { CacheService } from '../cache/cache-service.js';
 import type { TokenRow } from '../cache/tokens.js';
 
@@ -27,13 +27,26 @@ export function createProjectAccess(service: CacheService) {
   return {
     canRead,
     isPublic,
-    requireRead(token: TokenRow | undefined, presented: boolean, cache: string, what: string): void {
-      // Unreadable reads the same with or without a token scoped elsewhere: it reveals nothing.
-      if (!canRead(token, cache))
-        throw new NarhubError(
-          'UNAUTHORIZED',
-          presented && !token ? 'the token is unknown, expired or revoked' : `${what} needs a token with read rights`,
-        );
+    /**
+     * The cache a project, evaluation or build (`cacheOf` throws NOT_FOUND for a missing one)
+     * belongs to, when the caller may read it. One it may not read answers exactly as a missing
+     * one does, as for caches: only a token that reads every cache learns that there is none.
+     */
+    readableCache(token: TokenRow | undefined, presented: boolean, what: string, cacheOf: () => string): string {
+      let cache: string | undefined;
+      try {
+        cache = cacheOf();
+      } catch (err) {
+        if (!(isNarhubError(err) && err.code === 'NOT_FOUND')) throw err;
+        if (tokens.allows(token, '*', 'read')) throw err;
+      }
+      if (cache !== undefined && canRead(token, cache)) return cache;
+      throw new NarhubError(
+        'UNAUTHORIZED',
+        presented && !token
+          ? 'the token is unknown, expired or revoked'
+          : `${what} does not exist or needs a token with read rights`,
+      );
     },
     canAdmin(token: TokenRow | undefined, cache: string): boolean {
       return tokens.allows(token, cache, 'admin');

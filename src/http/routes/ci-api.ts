@@ -62,7 +62,9 @@ export const ciApiRoutes: FastifyPluginAsyncTypebox<CiApiOptions> = async (app, 
   const presented = (request: FastifyRequest) => request.headers.authorization !== undefined;
   const token = (request: FastifyRequest) => access.tokenOf(request);
   const requireRead = (request: FastifyRequest, project: string) =>
-    projectAccess.requireRead(token(request), presented(request), hub.projectCache(project), `project ${project}`);
+    projectAccess.readableCache(token(request), presented(request), `project ${project}`, () =>
+      hub.projectCache(project),
+    );
 
   // Forges sign the raw body: it is kept as text, verified, and only then parsed.
   await app.register(async (hooks) => {
@@ -156,8 +158,10 @@ export const ciApiRoutes: FastifyPluginAsyncTypebox<CiApiOptions> = async (app, 
     '/evaluations/:id/checks',
     { schema: { params: Type.Object({ id: Type.Integer({ minimum: 1 }) }) } },
     async (request, reply) => {
-      const cache = hub.evaluationCache(request.params.id);
-      projectAccess.requireRead(token(request), presented(request), cache, `evaluation ${request.params.id}`);
+      const id = request.params.id;
+      projectAccess.readableCache(token(request), presented(request), `evaluation ${id}`, () =>
+        hub.evaluationCache(id),
+      );
       const checks = forge.reports(request.params.id).map((r) => ({
         name: r.name,
         state: r.state,

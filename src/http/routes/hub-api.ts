@@ -4,12 +4,15 @@ import { NarhubError } from '../../errors.js';
 import type { CacheService } from '../../cache/cache-service.js';
 import type { Hub } from '../../hub/hub-service.js';
 import type { Access } from '../access.js';
+import { createHubVisibility } from '../hub-visibility.js';
+import type { ProjectAccess } from '../project-access.js';
 import type { TypeboxApp } from '../typebox-app.js';
 
 export interface HubApiOptions {
   hub: Hub;
   service: CacheService;
   access: Access;
+  projectAccess: ProjectAccess;
 }
 
 const AttrSet = Type.Union([Type.Literal('checks'), Type.Literal('packages'), Type.Literal('nixosConfigurations')]);
@@ -91,7 +94,9 @@ const EvaluationsQuery = Type.Object(
  * belongs to; lists are filtered to what the caller may read.
  */
 export const hubApiRoutes: FastifyPluginAsyncTypebox<HubApiOptions> = async (app, opts) => {
-  const { hub, access } = opts;
+  const { hub, access, projectAccess } = opts;
+  const visible = createHubVisibility(hub, projectAccess);
+  const presented = (request: FastifyRequest) => request.headers.authorization !== undefined;
   const streams = new Set<AbortController>();
 
   // Live logs hold their connection open: end them first, or closing the server would wait on them.
@@ -115,8 +120,12 @@ export const hubApiRoutes: FastifyPluginAsyncTypebox<HubApiOptions> = async (app
     const q = request.query;
     let found;
     if (q.drvPath !== undefined) {
-      access.authorizeRequest(request, hub.buildCache(q.drvPath), 'read');
-      found = [await hub.build(q.drvPath)];
+      const drvPath = q.drvPath;
+      projectAccess.readableCache(access.tokenOf(request), presented(request), `build ${drvPath}`, () =>
+        hub.buildCache(drvPath),
+      );
+      const b = await hub.build(drvPath);
+      found = [{ ...b, requestedBy: visible.requesters(access.tokenOf(request), b.requestedBy) }];
     } else if (q.outPath !== undefined) {
       found = await hub.buildsByOutput(q.outPath);
     } else {
@@ -140,9 +149,14 @@ export const hubApiRoutes: FastifyPluginAsyncTypebox<HubApiOptions> = async (app
   // Reading a project, an evaluation, a build: read rights on its cache.
   await app.register(async (read: TypeboxApp) => {
     read.addHook('preHandler', async (request) => {
-      const { name, id } = params(request);
-      const cache =
-        name !== undefined ? projectCache(request) : id !== undefined ? evaluationCache(request) : buildCache(request);
+      const { name, id, drv } = params(request);
+      const [what, cacheOf] =
+        name !== undefined
+          ? [`project ${name}`, () => projectCache(request)]
+          : id !== undefined
+            ? [`evaluation ${id}`, () => evaluationCache(request)]
+            : [`build ${drv}`, () => buildCache(request)];
+      const cache = projectAccess.readableCache(access.tokenOf(request), presented(request), what, cacheOf);
       request.cache = access.authorizeRequest(request, cache, 'read');
     });
 
@@ -164,7 +178,8 @@ export const hubApiRoutes: FastifyPluginAsyncTypebox<HubApiOptions> = async (app
     });
 
     read.get('/builds/:drv', { schema: { params: DrvParams } }, async (request, reply) => {
-      return noStore(reply).send(await hub.build(request.params.drv));
+      const b = await hub.build(request.params.drv);
+      return noStore(reply).send({ ...b, requestedBy: visible.requesters(access.tokenOf(request), b.requestedBy) });
     });
 
     // The log: stored in the cache once the build ended; live (Server-Sent Events) while it runs.
@@ -283,12 +298,13 @@ export const hubApiRoutes: FastifyPluginAsyncTypebox<HubApiOptions> = async (app
     );
   });
 
-  // Spokes and queues: any valid token may look.
+  // Spokes and queues belong to no project: any valid token may look, and a spoke shows only the
+  // builds the caller may read (the others are counted in `hiddenRunning`).
   await app.register(async (tokenHolders: TypeboxApp) => {
     tokenHolders.addHook('preHandler', access.anyTokenHook());
 
-    tokenHolders.get('/spokes', async (_request, reply) => {
-      return noStore(reply).send({ spokes: await hub.spokes() });
+    tokenHolders.get('/spokes', async (request, reply) => {
+      return noStore(reply).send({ spokes: visible.spokes(access.tokenOf(request), await hub.spokes()) });
     });
 
     tokenHolders.get('/queues', async (_request, reply) => {

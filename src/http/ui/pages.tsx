@@ -3,7 +3,8 @@
 import type { ComponentChildren, VNode } from 'preact';
 import type { ApprovalView } from '../../forge/forge-service.js';
 import type { BrowsedPath, CacheSummary, PathDetails } from '../../cache/cache-browser.js';
-import type { BuildView, EvaluationView, JobView, ProjectView, QueueView, SpokeView } from '../../hub/views.js';
+import type { BuildView, EvaluationView, JobView, ProjectView, QueueView } from '../../hub/views.js';
+import type { VisibleSpoke } from '../hub-visibility.js';
 import type { AttrTransition, RequesterView } from '../../hub/records.js';
 
 export interface Viewer {
@@ -568,7 +569,7 @@ export function SpokesPage({
   running,
 }: {
   viewer: Viewer;
-  spokes: SpokeView[];
+  spokes: VisibleSpoke[];
   running: Map<string, { drvPath: string; startedAt: string | null } | null>;
 }) {
   return (
@@ -599,7 +600,7 @@ export function SpokesPage({
               <td>{s.features.join(', ')}</td>
               <td>{s.load.toFixed(2)}</td>
               <td>
-                {s.running.length} / {s.maxJobs}
+                {s.running.length + s.hiddenRunning} / {s.maxJobs}
               </td>
               <td>
                 {s.running.map((h) => {
@@ -612,9 +613,14 @@ export function SpokesPage({
                       </span>
                     </div>
                   ) : (
-                    <div class="muted">a build you cannot see</div>
+                    <div class="muted">a build that ended</div>
                   );
                 })}
+                {s.hiddenRunning > 0 ? (
+                  <div class="muted">
+                    {s.hiddenRunning} build{s.hiddenRunning === 1 ? '' : 's'} you cannot see
+                  </div>
+                ) : null}
               </td>
             </tr>
           ))}

@@ -12,6 +12,7 @@ import type { Forge } from '../../forge/forge-service.js';
 import type { Hub } from '../../hub/hub-service.js';
 import { transitionOf } from '../../hub/records.js';
 import type { BuildView } from '../../hub/views.js';
+import { createHubVisibility } from '../hub-visibility.js';
 import type { ProjectAccess } from '../project-access.js';
 import { SCRIPT, STYLE } from './assets.js';
 import {
@@ -69,6 +70,7 @@ const PathParams = Type.Object({
  */
 export const uiRoutes: FastifyPluginAsyncTypebox<UiOptions> = async (app, opts) => {
   const { hub, forge, service, projectAccess: pa } = opts;
+  const visible = createHubVisibility(hub, pa);
   app.setValidatorCompiler(TypeBoxValidatorCompiler);
   await app.register(cookie);
   await app.register(formbody, { bodyLimit: 16 * 1024 });
@@ -251,7 +253,8 @@ export const uiRoutes: FastifyPluginAsyncTypebox<UiOptions> = async (app, opts) 
   const buildOf = async (request: FastifyRequest, hash: string) => {
     const cache = hub.buildCache(hash);
     if (!readable(request, cache)) throw hidden('build');
-    return hub.build(hash);
+    const b = await hub.build(hash);
+    return { ...b, requestedBy: visible.requesters(tokenOf(request), b.requestedBy) };
   };
 
   app.get('/builds/:hash', { schema: { params: HashParams } }, async (request, reply) => {
@@ -317,12 +320,12 @@ export const uiRoutes: FastifyPluginAsyncTypebox<UiOptions> = async (app, opts) 
 
   app.get('/spokes', async (request, reply) => {
     requireSession(request);
-    const spokes = await hub.spokes().catch(() => []);
+    const spokes = visible.spokes(tokenOf(request), await hub.spokes().catch(() => []));
     const running = new Map<string, { drvPath: string; startedAt: string | null } | null>();
     for (const s of spokes)
       for (const h of s.running) {
         const b = await hub.build(h).catch(() => undefined);
-        running.set(h, b && readable(request, b.cache) ? { drvPath: b.drvPath, startedAt: b.startedAt } : null);
+        running.set(h, b ? { drvPath: b.drvPath, startedAt: b.startedAt } : null);
       }
     return html(reply, <SpokesPage viewer={viewerOf(request, reply)} spokes={spokes} running={running} />);
   });

@@ -140,9 +140,13 @@ test('projects: admin on the cache to write, read rights (or a public cache) to 
 
   assert.equal((await call('DELETE', '/projects/demo', { token: token('main', 'read') })).status, 403);
   assert.equal((await call('DELETE', '/projects/demo', { token: admin })).status, 204);
-  const gone = await call('GET', '/projects/demo');
+  // Gone: a reader of every cache learns so; anyone else gets what an unreadable project answers.
+  const gone = await call('GET', '/projects/demo', { token: admin });
   assert.equal(gone.status, 404);
   assert.equal(gone.body.code, 'NOT_FOUND');
+  const goneAnon = await call('GET', '/projects/demo');
+  assert.equal(goneAnon.status, 401);
+  assert.match(goneAnon.body.message, /project demo does not exist or needs a token with read rights/);
 });
 
 test('an evaluation that cannot even lock its flake fails with the reason; builds, spokes and queues', async (t) => {
@@ -170,9 +174,11 @@ test('an evaluation that cannot even lock its flake fails with the reason; build
   assert.match(ended.error, /cannot lock/);
   assert.deepEqual(ended.jobs, []);
   assert.equal((await call('GET', '/projects/broken/evaluations')).body.evaluations[0].id, started.body.id);
-  assert.equal((await call('GET', '/evaluations/999')).status, 404);
+  const everyCache = token('*', 'read');
+  assert.equal((await call('GET', '/evaluations/999', { token: everyCache })).status, 404);
+  assert.equal((await call('GET', '/evaluations/999')).status, 401, 'to others, as an unreadable one');
 
-  const missing = await call('GET', '/builds/0123456789abcdfghijklmnpqrsvwxyz');
+  const missing = await call('GET', '/builds/0123456789abcdfghijklmnpqrsvwxyz', { token: everyCache });
   assert.equal(missing.status, 404);
   assert.equal(missing.body.code, 'NOT_FOUND');
   assert.equal((await call('GET', '/builds/not-a-derivation-path-at-all-no-no')).body.code, 'STORE_PATH_INVALID');
@@ -264,7 +270,93 @@ test("a running build's log: Server-Sent Events as the spoke writes, then the en
   assert.equal((await reader.read()).done, true);
 
   const other = await fetch(`${url}/api/v1/builds/${'2'.repeat(32)}/log`, {
-    headers: { accept: 'text/event-stream', authorization: `Bearer ${token('main', 'read')}` },
+    headers: { accept: 'text/event-stream', authorization: `Bearer ${token('*', 'read')}` },
   });
   assert.equal(other.status, 404);
+});
+
+test('read access on shared records: a spoke lists only the running builds a token may read, a build only the projects it may read, and an unreadable build answers as a missing one', async (t) => {
+  const { call, token, redis, db, service } = await setup(t);
+  const admin = token('*', 'admin');
+  const mainReader = token('main', 'read');
+  const secretReader = token('secret', 'read');
+  const builds = createBuildsRepo(db);
+  const insert = (drvHash: string, cache: string) =>
+    builds.insert({
+      drvHash,
+      drvPath: `${drvHash}-shared.drv`,
+      system: 'x86_64-linux',
+      requiredFeatures: [],
+      outputs: {},
+      queue: 'build-x86_64-linux',
+      cacheId: service.registry.require(cache).id,
+      priority: 0,
+    });
+  const shared = '2'.repeat(32); // in the public cache, asked for by both projects
+  const hidden = '3'.repeat(32); // in the private cache
+  const absent = '4'.repeat(32);
+  insert(shared, 'main');
+  insert(hidden, 'secret');
+
+  // A project in each cache, each with an evaluation (of a flake that cannot be locked) that asked for the builds.
+  const dir = mkdtempSync(join(tmpdir(), 'narhub-no-flake-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const asked = db.prepare('INSERT INTO eval_builds (eval_id, drv_hash) VALUES (?, ?)');
+  for (const [name, cache, hashes] of [
+    ['open', 'main', [shared]],
+    ['closed', 'secret', [shared, hidden]],
+  ] as const) {
+    const body = { name, flake: `path:${dir}`, cache };
+    assert.equal((await call('POST', '/projects', { body, token: admin })).status, 201);
+    const e = await call('POST', `/projects/${name}/evaluations`, { body: {}, token: admin });
+    assert.equal(e.status, 202);
+    for (const h of hashes) asked.run(e.body.id, h);
+  }
+
+  const requesters = async (tok?: string) =>
+    ((await call('GET', `/builds/${shared}`, tok ? { token: tok } : {})).body.requestedBy as { project: string }[])
+      .map((r) => r.project)
+      .sort();
+  assert.deepEqual(await requesters(), ['open'], 'anonymous: the public project only');
+  assert.deepEqual(await requesters(mainReader), ['open']);
+  assert.deepEqual(await requesters(secretReader), ['closed', 'open']);
+
+  // A build of a cache the token may not read answers exactly as one that does not exist.
+  const unreadable = await call('GET', `/builds/${hidden}`, { token: mainReader });
+  const missing = await call('GET', `/builds/${absent}`, { token: mainReader });
+  assert.deepEqual([unreadable.status, missing.status], [401, 401]);
+  assert.equal(unreadable.body.message, `build ${hidden} does not exist or needs a token with read rights`);
+  assert.equal(missing.body.message, `build ${absent} does not exist or needs a token with read rights`);
+  assert.equal((await call('GET', `/builds/${hidden}`, { token: secretReader })).status, 200);
+  assert.equal(
+    (await call('GET', `/builds/${absent}`, { token: admin })).status,
+    404,
+    'a reader of every cache learns it is missing',
+  );
+
+  // A spoke running both builds: each token sees the ids of those it may read, and a count of the others.
+  const r = new Redis(redis.url);
+  const hb: SpokeHeartbeat = {
+    protocol: 1,
+    id: 'sp1',
+    hostname: 'h',
+    systems: ['x86_64-linux'],
+    features: [],
+    maxJobs: 2,
+    load: 0.1,
+    running: [shared, hidden],
+    startedAt: 1,
+    seenAt: 2,
+  };
+  await r.set(spokeKey('sp1'), JSON.stringify(hb), 'EX', 20);
+  await r.quit();
+  const spoke = async (tok: string) => {
+    const { spokes } = (await call('GET', '/spokes', { token: tok })).body as {
+      spokes: { id: string; running: string[]; hiddenRunning: number }[];
+    };
+    return spokes.map((s) => [s.id, s.running, s.hiddenRunning]);
+  };
+  assert.deepEqual(await spoke(mainReader), [['sp1', [shared], 1]]);
+  assert.deepEqual(await spoke(secretReader), [['sp1', [shared, hidden], 0]]);
+  assert.deepEqual(await spoke(admin), [['sp1', [shared, hidden], 0]]);
 });
