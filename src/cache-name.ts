@@ -7,7 +7,7 @@ export const CACHE_NAME_PATTERN = '^[a-z0-9][a-z0-9_-]{0,62}$';
 const CACHE_NAME = new RegExp(CACHE_NAME_PATTERN);
 
 /** Names that would shadow narhub's own top-level routes. */
-const RESERVED = new Set(['api', 'healthz', 'metrics', 'static', 'nar', 'log']);
+const RESERVED = new Set(['api', 'healthz', 'metrics', 'static', 'nar', 'log', 'ui']);
 
 export function isValidCacheName(name: string): boolean {
   return CACHE_NAME.test(name) && !RESERVED.has(name);

@@ -232,10 +232,12 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   if (options.hub && options.forge) {
     const ci = { hub: options.hub, forge: options.forge, service, access, projectAccess };
     await app.register(ciApiRoutes, { prefix: '/api/v1', ...ci });
-    const publicUrl = options.publicUrl ?? (() => '');
-    await app.register(uiRoutes, { prefix: '/ui', ...ci, publicUrl });
-    app.get('/', async (_request, reply) => reply.redirect('/ui/', 302));
   }
+  // The web UI: the caches' pages always, the hub's with a hub.
+  const publicUrl = options.publicUrl ?? (() => '');
+  const ui = { hub: options.hub, forge: options.forge, service, projectAccess, publicUrl };
+  await app.register(uiRoutes, { prefix: '/ui', ...ui });
+  app.get('/', async (_request, reply) => reply.redirect('/ui/', 302));
   await app.register(binaryCacheRoutes, {
     service: service,
     access,

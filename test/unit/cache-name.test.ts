@@ -12,7 +12,7 @@ test('a cache name is 1-63 of a-z, 0-9, - and _, starting with a letter or digit
     assert.ok(!isValidCacheName(bad), bad);
     assert.throws(() => assertValidCacheName(bad), { code: 'CACHE_NAME_INVALID' });
   }
-  for (const reserved of ['api', 'healthz', 'metrics', 'static', 'nar', 'log']) {
+  for (const reserved of ['api', 'healthz', 'metrics', 'static', 'nar', 'log', 'ui']) {
     assert.ok(!isValidCacheName(reserved), reserved);
     assert.throws(() => assertValidCacheName(reserved), { code: 'CACHE_NAME_INVALID', message: /reserved/ });
   }

@@ -11,6 +11,8 @@ export interface Viewer {
   /** The session's token label (never the token), or null when nobody is logged in. */
   who: string | null;
   csrf: string;
+  /** Whether narhub runs a build hub: without one, the pages of projects, spokes and queues do not exist. */
+  hub: boolean;
 }
 
 const since = (iso: string | null) => (iso === null ? '' : iso.replace('T', ' ').replace(/\.\d+Z$/, ' UTC'));
@@ -82,7 +84,11 @@ function Layout({
             narhub
           </a>
           <nav>
-            <a href="/ui/">Projects</a> · <a href="/ui/spokes">Spokes</a> · <a href="/ui/queues">Queues</a> ·{' '}
+            {viewer.hub ? (
+              <>
+                <a href="/ui/">Projects</a> · <a href="/ui/spokes">Spokes</a> · <a href="/ui/queues">Queues</a> ·{' '}
+              </>
+            ) : null}
             <a href="/ui/caches">Caches</a>
           </nav>
           {viewer.who === null ? (

@@ -56,7 +56,6 @@ test('unknown paths are real 404s with a one-line reason, never 200', async (t) 
   for (const url of [
     '/main/foo',
     '/main/nar/',
-    '/',
     '/main',
     '/main/',
     '/main/nix-cache-info/',
