@@ -129,6 +129,14 @@ export function createPathCommit(deps: {
         `${info.storePath} is already in cache ${cache.name} with different content; narinfo PUTs may only add signatures`,
       );
     }
+    // A content address is a claim about the content too, though no signature covers it. (Deriver
+    // and System may differ and are ignored: one output path can come from several derivations.)
+    if ((stored.ca ?? '') !== (info.ca ?? '')) {
+      throw new NarhubError(
+        'PATH_CONTENT_CONFLICT',
+        `${info.storePath} is already in cache ${cache.name} with ${stored.ca === undefined ? 'no CA' : `CA ${stored.ca}`}; narinfo PUTs may only add signatures`,
+      );
+    }
     // Signatures cover the fingerprint, which is the same for both, so checking against the
     // new text is checking against the stored content.
     checkSignatures(cache, info);

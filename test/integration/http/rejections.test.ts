@@ -492,6 +492,7 @@ test("a narinfo PUT that changes an existing path's content is 409 and changes n
     ['another NAR', impostor.narinfo()],
     ['an added reference', path.narinfo({ references: [dep.basename] })],
     ['another name', path.narinfo({ storePath: `/nix/store/${path.hashPart}-other` })],
+    ['an added CA', path.narinfo({ ca: `fixed:r:sha256:${'0'.repeat(52)}` })],
   ];
   for (const [what, text] of cases) {
     const res = await putNarinfo(h, path.hashPart, text, basic(h.tokens.write));
