@@ -33,6 +33,8 @@ export type ErrorCode =
   | 'TOKEN_NOT_FOUND'
   | 'PIN_EXISTS'
   | 'KEY_REWRITE_PENDING'
+  | 'UPSTREAM_NOT_FOUND'
+  | 'UPSTREAM_DECLARED'
   // Auth
   | 'UNAUTHORIZED'
   | 'FORBIDDEN'
@@ -42,6 +44,7 @@ export type ErrorCode =
   // Infrastructure
   | 'STORAGE_ERROR'
   | 'UNAVAILABLE'
+  | 'UPSTREAM_FAILED'
   | 'INTERNAL';
 
 export class NarhubError extends Error {

@@ -1,5 +1,6 @@
 import type { Database } from 'better-sqlite3';
 import { isNarhubError, NarhubError } from '../errors.js';
+import { parseNarInfo } from '../nix/narinfo.js';
 import { parseStorePath } from '../nix/store-path.js';
 import { createCachesRepo } from '../db/caches-repo.js';
 import { createFilesRepo } from '../db/files-repo.js';
@@ -8,6 +9,7 @@ import { createPinsRepo } from '../db/pins-repo.js';
 import { createNarsRepo, type NarRow } from '../db/nars-repo.js';
 import { createPathsRepo } from '../db/paths-repo.js';
 import { createTokensRepo } from '../db/tokens-repo.js';
+import { createUpstreamsRepo } from '../db/upstreams-repo.js';
 import type { CacheRow } from '../db/caches-repo.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { createAccessLog } from './access-log.js';
@@ -29,6 +31,9 @@ import { createSessionService } from './sessions.js';
 import { createCacheBrowser } from './cache-browser.js';
 import { createSessionsRepo } from '../db/sessions-repo.js';
 import { createUploadHolds } from './upload-holds.js';
+import { createPullThrough, DEFAULT_UPSTREAM_SETTINGS, type UpstreamSettings } from './upstream/pull-through.js';
+import { createUpstreamAdmin } from './upstream/upstream-admin.js';
+import { createUpstreamStats } from './upstream/upstream-stats.js';
 
 export interface CacheServiceDeps {
   db: Database;
@@ -37,6 +42,10 @@ export interface CacheServiceDeps {
   keysDir: string;
   /** How narhub compresses NARs itself (native uploads, recompression); level 3, 2 workers by default. */
   zstd?: ZstdOptions | undefined;
+  /** Pull-through caching: timeouts and TTLs (defaults in `upstream/pull-through.ts`). */
+  upstream?: Partial<UpstreamSettings> | undefined;
+  /** Where upstream downloads are spooled (`<dataDir>/upstream-spool`); a temporary directory when unset. */
+  spoolDir?: string | undefined;
 }
 
 export interface GcRunReport {
@@ -104,6 +113,30 @@ export function createCacheService(deps: CacheServiceDeps) {
     zstd,
   });
   const nativeUpload = createNativeUpload({ store, nars, paths, commit: pathCommit, lock: narLock, zstd });
+  const ingest = createNarIngest({ store, nars });
+  // Under the NAR's lock, as GC's deletion of a file of the same name (cache/gc.ts).
+  const lockedIngest = (...args: Parameters<typeof ingest>) =>
+    narLock.run(`${args[0].id}/${args[1]}`, () => ingest(...args));
+  const upstreams = createUpstreamsRepo(db);
+  const upstreamStats = createUpstreamStats();
+  const pullThrough = createPullThrough({
+    upstreams,
+    nars,
+    paths,
+    store,
+    // Not counted as an upload: narhub fetched it.
+    ingestNar: lockedIngest,
+    ownKeyNames: (cache) => new Set(registry.publicKeys(cache).map((k) => k.slice(0, k.indexOf(':')))),
+    render: pathCommit.render,
+    checkAgainstNar: pathCommit.checkAgainstNar,
+    async commit(cache, hashPart, info) {
+      const result = await pathCommit.commitInfo(cache, hashPart, info);
+      recompressor.committed(cache, result.narId);
+    },
+    settings: { ...DEFAULT_UPSTREAM_SETTINGS, ...deps.upstream },
+    stats: upstreamStats,
+    spoolDir: deps.spoolDir,
+  });
 
   const tokens = createTokenService({ tokens: createTokensRepo(db) });
   return {
@@ -114,17 +147,32 @@ export function createCacheService(deps: CacheServiceDeps) {
     sessions: createSessionService({ sessions: createSessionsRepo(db), tokens }),
     /** Read-only views for people: sizes, recent uploads, search. */
     browser: createCacheBrowser(db),
-    // Under the NAR's lock, as GC's deletion of a file of the same name (cache/gc.ts).
-    ingestNar: (
-      (ingest) =>
-      (...args: Parameters<typeof ingest>) =>
-        narLock.run(`${args[0].id}/${args[1]}`, () => counted(args[0], () => ingest(...args)))
-    )(createNarIngest({ store, nars })),
+    ingestNar: (...args: Parameters<typeof ingest>) => counted(args[0], () => lockedIngest(...args)),
     async commitNarInfo(cache: CacheRow, hashPart: string, text: string) {
-      const result = await counted(cache, () => pathCommit.commitNarInfo(cache, hashPart, text));
+      const result = await counted(cache, async () => {
+        try {
+          return await pathCommit.commitNarInfo(cache, hashPart, text);
+        } catch (err) {
+          // Nix skipped uploading references an upstream offered (they looked present): fetch them.
+          if (!isNarhubError(err) || err.code !== 'REFERENCE_MISSING' || !pullThrough.enabled(cache)) throw err;
+          const info = parseNarInfo(text);
+          const self = info.storePath.slice(info.storePath.lastIndexOf('/') + 1);
+          await pullThrough.fetchPaths(
+            cache,
+            info.references.filter((r) => r !== self),
+          );
+          return pathCommit.commitNarInfo(cache, hashPart, text);
+        }
+      });
       recompressor.committed(cache, result.narId);
       return result;
     },
+    /** Managing each cache's upstreams. */
+    upstreams: createUpstreamAdmin({ upstreams }),
+    /** What a cache with upstreams does on a miss (`upstream/pull-through.ts`). */
+    pullThrough,
+    /** Counters per cache and upstream, for the metrics. */
+    upstreamStats,
     /** narhub's native upload: metadata line, then the raw NAR; compressed to zstd and committed. */
     uploadPath: (...args: Parameters<typeof nativeUpload>) => counted(args[0], () => nativeUpload(...args)),
     recompressor,

@@ -187,3 +187,5 @@ function corruptInput(err: unknown, compression: Compression): unknown {
   const message = err instanceof Error ? err.message.split('\n')[0] : String(err);
   return new NarhubError('NAR_INVALID', `cannot decompress the body as ${compression}: ${message}`, { cause: err });
 }
+
+export type NarIngest = ReturnType<typeof createNarIngest>;

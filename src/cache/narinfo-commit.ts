@@ -20,6 +20,9 @@ const SIGNATURE = /^[^\s:]+:[A-Za-z0-9+/]{86}==$/;
 
 export const narInfoStorageKey = (cache: string, hashPart: string) => `${cache}/${hashPart}.narinfo`;
 
+/** What narhub knows of a NAR file once it verified it (a `nars` row). */
+export type NarFacts = Pick<NarRow, 'fileName' | 'compression' | 'fileHash' | 'fileSize' | 'narHash' | 'narSize'>;
+
 export interface CommitResult {
   /** False when the path was already committed (signatures may have been added). */
   created: boolean;
@@ -77,7 +80,7 @@ export function createPathCommit(deps: {
     }
   }
 
-  function checkAgainstNar(info: NarInfo, nar: NarRow): void {
+  function checkAgainstNar(info: NarInfo, nar: NarFacts): void {
     if (!hashesEqual(parseHash(info.narHash), parseHash(nar.narHash))) {
       throw new NarhubError(
         'NAR_HASH_MISMATCH',
@@ -167,6 +170,32 @@ export function createPathCommit(deps: {
     return storePath;
   }
 
+  /**
+   * The narinfo narhub serves for a path: built from the verified facts of its NAR file, with the
+   * given signatures (less retired keys') and the cache's own. A commit writes exactly this; an
+   * upstream's path is offered with it before its NAR is here (`upstream/pull-through.ts`), so
+   * both read alike.
+   */
+  function render(cache: CacheRow, info: NarInfo, nar: NarFacts): { info: NarInfo; text: string } {
+    const normalised: NarInfo = {
+      storePath: info.storePath,
+      url: `nar/${nar.fileName}`,
+      compression: nar.compression,
+      fileHash: nar.fileHash,
+      fileSize: nar.fileSize,
+      narHash: nar.narHash,
+      narSize: nar.narSize,
+      references: [...new Set(info.references)].sort(),
+      deriver: info.deriver,
+      system: info.system,
+      sigs: [],
+      ca: info.ca,
+    };
+    const ownSigs = registry.signingKeys(cache).map((key) => signNarInfo(key, normalised));
+    normalised.sigs = [...new Set([...withoutRetired(cache, info.sigs), ...ownSigs])].sort();
+    return { info: normalised, text: formatNarInfo(normalised) };
+  }
+
   /** `info.url` names the NAR file, as uploaded to this cache (`nar/<file>`). */
   async function commit(cache: CacheRow, hashPart: string, info: NarInfo): Promise<CommitResult> {
     const storePath = placement(info, hashPart);
@@ -186,23 +215,7 @@ export function createPathCommit(deps: {
     checkReferences(cache, info, storePath.basename);
     checkSignatures(cache, info);
 
-    const normalised: NarInfo = {
-      storePath: info.storePath,
-      url: `nar/${fileName}`,
-      compression: nar.compression,
-      fileHash: nar.fileHash,
-      fileSize: nar.fileSize,
-      narHash: nar.narHash,
-      narSize: nar.narSize,
-      references: [...new Set(info.references)].sort(),
-      deriver: info.deriver,
-      system: info.system,
-      sigs: [],
-      ca: info.ca,
-    };
-    const ownSigs = registry.signingKeys(cache).map((key) => signNarInfo(key, normalised));
-    normalised.sigs = [...new Set([...withoutRetired(cache, info.sigs), ...ownSigs])].sort();
-    const narinfo = formatNarInfo(normalised);
+    const { info: normalised, text: narinfo } = render(cache, info, nar);
 
     // The file in the store first: a crash before the database commit leaves a verified,
     // signed narinfo that `reindex` can recover, never a visible path without one.
@@ -273,6 +286,12 @@ export function createPathCommit(deps: {
   }
 
   return {
+    render,
+    /**
+     * That a narinfo's claims (NarHash, NarSize, and FileHash, FileSize, Compression when given)
+     * are what narhub computed for the NAR file it names; throws the mismatch otherwise.
+     */
+    checkAgainstNar,
     /** A narinfo PUT of the Nix protocol. */
     async commitNarInfo(cache: CacheRow, hashPart: string, text: string): Promise<CommitResult> {
       const info = parseNarInfo(text);

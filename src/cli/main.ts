@@ -91,6 +91,9 @@ async function run(spec: CommandSpec, rest: string[]): Promise<number> {
     case 'key':
       await (await import('./commands/key.js')).keyCommand(args, config, process.stdout);
       return 0;
+    case 'upstream':
+      await (await import('./commands/upstream.js')).upstreamCommand(args, config, process.stdout);
+      return 0;
     case 'token':
       await (await import('./commands/token.js')).tokenCommand(args, config, process.stdout, process.stderr);
       return 0;

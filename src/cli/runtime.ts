@@ -61,7 +61,20 @@ export async function openRuntime(config: Config): Promise<Runtime> {
     db.close();
     throw err;
   }
-  const service = createCacheService({ db, store, keysDir: join(config.dataDir, 'keys'), zstd: config.zstd });
+  const service = createCacheService({
+    db,
+    store,
+    keysDir: join(config.dataDir, 'keys'),
+    zstd: config.zstd,
+    upstream: {
+      narinfoTimeoutMs: config.upstream.narinfoTimeout * 1000,
+      narTimeoutMs: config.upstream.narTimeout * 1000,
+      negativeTtlMs: config.upstream.negativeTtl * 1000,
+      offerTtlMs: config.upstream.offerTtl * 1000,
+      maxNarSize: config.maxNarSize,
+    },
+    spoolDir: join(config.dataDir, 'upstream-spool'),
+  });
   return {
     config,
     db,
@@ -69,6 +82,7 @@ export async function openRuntime(config: Config): Promise<Runtime> {
     service,
     fresh,
     async close() {
+      await service.pullThrough.close();
       await store.close();
       db.close();
     },

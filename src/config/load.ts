@@ -21,6 +21,7 @@ export function parseConfig(raw: unknown): Config {
   if (typeof input === 'object' && input !== null && !Array.isArray(input)) {
     input.storage ??= { type: 'local' };
     input.zstd ??= {};
+    input.upstream ??= {};
     input.hub ??= {};
     input.limits ??= {};
   }

@@ -7,6 +7,19 @@ import { Type, type Static } from '@sinclair/typebox';
  * Integers marked `unit: 'size'` or `unit: 'duration'` may also be written as `64G` or `30d`
  * (src/units.ts); config/load.ts turns those into bytes or seconds before validating.
  */
+const UpstreamDecl = Type.Object(
+  {
+    url: Type.String({ description: 'Base URL of a binary cache to pull through, e.g. https://cache.nixos.org.' }),
+    publicKeys: Type.Array(Type.String(), {
+      minItems: 1,
+      description:
+        "Keys it is trusted under (`name:base64`, as in nix.conf's trusted-public-keys); a narinfo it sends must carry a signature by one of them.",
+    }),
+    priority: Type.Integer({ default: 50, minimum: 0, description: 'Upstreams are asked in this order, lower first.' }),
+  },
+  { additionalProperties: false },
+);
+
 const CacheDecl = Type.Object(
   {
     name: Type.String({ description: 'Cache name, the first path segment of its URL.' }),
@@ -46,6 +59,49 @@ const CacheDecl = Type.Object(
           'GC removes the least recently read paths while the NAR files exceed this: bytes, or a size such as 500G. Unset: the value set with narhub cache update, else no limit.',
       }),
     ),
+    upstreams: Type.Array(UpstreamDecl, {
+      default: [],
+      description:
+        'Caches asked, verified, on a narinfo miss (pull-through); what they have is fetched once and kept. ' +
+        'These replace, at every start, the ones the config declared before; `narhub upstream add` adds others.',
+    }),
+  },
+  { additionalProperties: false },
+);
+
+const Upstream = Type.Object(
+  {
+    narinfoTimeout: Type.Integer({
+      default: 5,
+      minimum: 1,
+      maximum: 3_600,
+      unit: 'duration',
+      description: 'A narinfo miss asks the upstreams for at most this long, then answers 404: seconds, or a duration.',
+    }),
+    narTimeout: Type.Integer({
+      default: 30,
+      minimum: 1,
+      maximum: 86_400,
+      unit: 'duration',
+      description: 'A NAR download from an upstream fails after this long without a byte: seconds, or a duration.',
+    }),
+    negativeTtl: Type.Integer({
+      default: 30,
+      minimum: 0,
+      maximum: 86_400,
+      unit: 'duration',
+      description:
+        'How long a path no upstream has, or an upstream that failed, is remembered: seconds, or a duration.',
+    }),
+    offerTtl: Type.Integer({
+      default: 30 * 86_400,
+      minimum: 60,
+      maximum: 365 * 86_400,
+      unit: 'duration',
+      description:
+        "How long an upstream's narinfo, served but whose NAR nobody fetched yet, stays fetchable " +
+        '(Nix caches narinfos for 30 days): seconds, or a duration such as 30d.',
+    }),
   },
   { additionalProperties: false },
 );
@@ -272,6 +328,7 @@ export const ConfigSchema = Type.Object(
     caches: Type.Array(CacheDecl, { default: [], description: 'Caches to create (or update) at start.' }),
     storage: Type.Union([LocalStorage, S3Storage]),
     zstd: Zstd,
+    upstream: Upstream,
     hub: Hub,
     github: Type.Optional(GitHub),
     limits: Limits,
@@ -283,3 +340,5 @@ export type LimitsConfig = Static<typeof Limits>;
 export type Config = Static<typeof ConfigSchema>;
 export type HubConfig = Static<typeof Hub>;
 export type GitHubConfig = Static<typeof GitHub>;
+export type UpstreamConfig = Static<typeof Upstream>;
+export type UpstreamDeclaration = Static<typeof UpstreamDecl>;

@@ -22,6 +22,8 @@ import { hubApiRoutes } from './routes/hub-api.js';
 import { metricsRoutes } from './routes/metrics.js';
 import { type HubStats, registerOpsMetrics } from './ops-metrics.js';
 import { requestLogBindings } from './request-log.js';
+import { upstreamApiRoutes } from './routes/upstream-api.js';
+import { registerUpstreamMetrics } from './upstream-metrics.js';
 import type { Hub } from '../hub/hub-service.js';
 import { createRequestMetrics, UNMATCHED_ROUTE } from './request-metrics.js';
 import type { Forge } from '../forge/forge-service.js';
@@ -106,6 +108,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const limits = options.limits ?? {};
   const access = createAccess(service.tokens, service.registry);
   const metrics = createRequestMetrics();
+  registerUpstreamMetrics(metrics.registry, service.upstreamStats);
   const fastPath =
     options.logRequests !== true && options.narinfoFastPath !== false
       ? createNarinfoFastPath({ service, access, metrics })
@@ -226,6 +229,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     access,
     gc: options.gc ?? { pendingGraceMs: 86_400_000, supersededGraceMs: 40 * 86_400_000 },
   });
+  await app.register(upstreamApiRoutes, { prefix: API_PREFIX, service, access });
   const projectAccess = createProjectAccess(service);
   if (options.hub)
     await app.register(hubApiRoutes, { prefix: '/api/v1', hub: options.hub, service: service, access, projectAccess });

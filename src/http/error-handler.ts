@@ -36,12 +36,15 @@ const STATUS = {
   TOKEN_NOT_FOUND: 404,
   PIN_EXISTS: 409,
   KEY_REWRITE_PENDING: 409,
+  UPSTREAM_NOT_FOUND: 404,
+  UPSTREAM_DECLARED: 409,
   UNAUTHORIZED: 401,
   FORBIDDEN: 403,
   RATE_LIMITED: 429,
   CONFIG_INVALID: 500,
   STORAGE_ERROR: 503,
   UNAVAILABLE: 503,
+  UPSTREAM_FAILED: 502,
   INTERNAL: 500,
 } as const satisfies Record<ErrorCode, number>;
 
@@ -105,7 +108,9 @@ export function installErrorHandler(app: FastifyInstance): void {
         // Shedding load is the server working as meant, not failing.
         if (shed.has(err)) request.log.warn({ reason: err.message }, 'request shed');
         else request.log.error({ err }, 'request failed');
-        return sendError(reply, status, err.code, status === 503 ? 'temporarily unavailable' : 'internal error');
+        const reason =
+          status === 503 ? 'temporarily unavailable' : status === 502 ? 'an upstream failed' : 'internal error';
+        return sendError(reply, status, err.code, reason);
       }
       // A miss is routine (Nix asks for every path it might substitute), so only at debug.
       const level = err.code === 'NOT_FOUND' ? 'debug' : 'info';

@@ -12,6 +12,7 @@ import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import { compress as zstdCompress } from 'zstd-napi';
 import { createCacheService, type CacheService } from '../../src/cache/cache-service.js';
 import type { Permission } from '../../src/cache/tokens.js';
+import type { UpstreamSettings } from '../../src/cache/upstream/pull-through.js';
 import type { CacheRow } from '../../src/db/caches-repo.js';
 import { defaultMigrationsDir, migrate } from '../../src/db/migrate.js';
 import { openDatabase } from '../../src/db/open.js';
@@ -42,6 +43,8 @@ export interface TestAppOptions {
   caches?: TestCacheSpec[];
   /** Priority of `main`. */
   mainPriority?: number;
+  /** Pull-through settings (timeouts, TTLs). */
+  upstream?: Partial<UpstreamSettings>;
 }
 
 /** A token secret per permission, each scoped to exactly one cache. */
@@ -81,8 +84,10 @@ export async function buildTestApp(t: Pick<TestContext, 'after'>, opts: TestAppO
   const db = openDatabase(join(dataDir, 'narhub.sqlite'));
   let store: BlobStore | undefined;
   let app: FastifyInstance | undefined;
+  let service: CacheService | undefined;
   t.after(async () => {
     await app?.close();
+    await service?.pullThrough.close();
     await store?.close();
     db.close();
     if (process.env.NARHUB_KEEP_TMP !== '1') rmSync(dataDir, { recursive: true, force: true });
@@ -90,7 +95,13 @@ export async function buildTestApp(t: Pick<TestContext, 'after'>, opts: TestAppO
 
   migrate(db, defaultMigrationsDir());
   store = createLocalBlobStore({ root: storeRoot, fsync: false });
-  const service = createCacheService({ db, store, keysDir: join(dataDir, 'keys') });
+  service = createCacheService({
+    db,
+    store,
+    keysDir: join(dataDir, 'keys'),
+    upstream: opts.upstream,
+    spoolDir: join(dataDir, 'upstream-spool'),
+  });
 
   const specs: TestCacheSpec[] = [
     { name: 'main', private: false, priority: opts.mainPriority ?? 40 },

@@ -37,7 +37,8 @@ async function bootstrap(runtime: Runtime, baseUrl: string, out: NodeJS.Writable
 
 async function ensureDeclaredCaches(runtime: Runtime): Promise<void> {
   for (const decl of runtime.config.caches) {
-    await runtime.service.registry.ensure(decl.name, decl);
+    const { cache } = await runtime.service.registry.ensure(decl.name, decl);
+    runtime.service.upstreams.declare(cache, decl.upstreams);
   }
 }
 
@@ -154,6 +155,12 @@ export async function serve(config: Config): Promise<void> {
     } finally {
       collecting = false;
     }
+    try {
+      const removed = runtime.service.pullThrough.sweepOffers();
+      if (removed > 0) logger.info({ removed }, 'forgot upstream narinfos whose NAR nobody fetched');
+    } catch (err) {
+      logger.error({ err }, 'sweep of upstream offers failed');
+    }
   };
   const sweeper = setInterval(() => void sweep(), config.gcInterval * 1000);
   sweeper.unref();
@@ -162,6 +169,7 @@ export async function serve(config: Config): Promise<void> {
   runtime.service.recompressor.start(logger);
   // Re-signing after `key rotate`/`import` and signature removal after `key retire`, from any process.
   runtime.service.signatureRewriter.start(logger);
+  runtime.service.pullThrough.setLogger(logger);
 
   await new Promise<void>((resolve) => {
     let stopping = false;

@@ -32,6 +32,7 @@ import { REINDEX } from './reindex.js';
 import { SERVE } from './serve.js';
 import { SPOKE, SPOKE_LIST } from './spoke.js';
 import { TOKEN_CREATE, TOKEN_LIST, TOKEN_REVOKE } from './token.js';
+import { UPSTREAM_ADD, UPSTREAM_LIST, UPSTREAM_REMOVE } from './upstream.js';
 
 /** Every command, in the order `narhub help` lists them. */
 export const COMMANDS: readonly CommandSpec[] = [
@@ -49,6 +50,9 @@ export const COMMANDS: readonly CommandSpec[] = [
   KEY_RETIRE,
   KEY_IMPORT,
   GC,
+  UPSTREAM_ADD,
+  UPSTREAM_LIST,
+  UPSTREAM_REMOVE,
   TOKEN_CREATE,
   TOKEN_LIST,
   TOKEN_REVOKE,

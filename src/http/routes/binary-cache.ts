@@ -8,6 +8,7 @@ import type { CacheRow } from '../../db/caches-repo.js';
 import type { FileKind } from '../../db/files-repo.js';
 import type { CacheService } from '../../cache/cache-service.js';
 import { LOG_CONTENT_TYPE } from '../../cache/cache-files.js';
+import type { UpstreamNar } from '../../cache/upstream/pull-through.js';
 import type { Access } from '../access.js';
 import type { TypeboxApp } from '../typebox-app.js';
 import { clientGoneSignal } from '../client-gone.js';
@@ -98,6 +99,18 @@ export const binaryCacheRoutes: FastifyPluginAsyncTypebox<BinaryCacheRouteOption
     const read = await service.store.get(key, { signal: clientGoneSignal(reply) });
     if (!read) throw new NarhubError('NOT_FOUND', 'not found');
     return reply.headers({ ...headers, 'content-length': String(read.size) }).send(replyBody(read));
+  }
+
+  /**
+   * A NAR from an upstream. While it streams, its end is held back until narhub verified it, and
+   * a failure destroys the response: the client sees a broken transfer, never a complete-looking
+   * corrupt NAR. No Accept-Ranges, so no client resumes into a download that may still fail.
+   */
+  function sendUpstreamNar(reply: FastifyReply, cache: CacheRow, nar: UpstreamNar): FastifyReply {
+    reply.type('application/x-nix-nar').header('cache-control', cacheControl(cache, NAR_CACHE_CONTROL));
+    if (nar.kind === 'stored') return reply.header('content-length', nar.read.size).send(replyBody(nar.read));
+    if (nar.size !== undefined) reply.header('content-length', nar.size);
+    return reply.send(nar.stream);
   }
 
   function splitTopLevel(file: string): { hashPart: string; kind: 'narinfo' | 'listing' } {
@@ -195,7 +208,10 @@ export const binaryCacheRoutes: FastifyPluginAsyncTypebox<BinaryCacheRouteOption
           const { hashPart, kind } = splitTopLevel(request.params.file);
           if (kind === 'listing') return sendSmallFile(reply, head, cache, 'listing', hashPart);
           const missed = narinfoMissedByFastPath(request.raw, cache, hashPart);
-          const text = missed ? undefined : service.narinfo(cache, hashPart);
+          // A miss asks the cache's upstreams, if it has any (bounded in time; never an error).
+          const text =
+            (missed ? undefined : service.narinfo(cache, hashPart)) ??
+            (await service.pullThrough.narinfo(cache, hashPart));
           if (text === undefined) throw new NarhubError('NOT_FOUND', `no path ${hashPart} in cache ${cache.name}`);
           reply.type(NARINFO_TYPE).header('cache-control', cacheControl(cache, NARINFO_CACHE_CONTROL));
           return head ? reply.header('content-length', Buffer.byteLength(text)).send() : reply.send(text);
@@ -209,8 +225,13 @@ export const binaryCacheRoutes: FastifyPluginAsyncTypebox<BinaryCacheRouteOption
         handler: async (request, reply) => {
           const { cache } = request;
           const nar = service.validNar(cache, request.params.file);
-          if (!nar)
+          if (!nar) {
+            // An upstream's NAR this cache offered: streamed as it arrives. HEAD stays strict, so
+            // an uploader never skips a NAR narhub does not hold verified.
+            const upstream = head ? undefined : await service.pullThrough.nar(cache, request.params.file);
+            if (upstream !== undefined) return sendUpstreamNar(reply, cache, upstream);
             throw new NarhubError('NOT_FOUND', `no NAR ${request.params.file.slice(0, 100)} in cache ${cache.name}`);
+          }
           // GET may be sent to storage (read access is checked above); HEAD stays ours, so Nix's
           // upload-skip check keeps asking narhub.
           const location = head ? undefined : await service.narRedirect(cache, nar);
