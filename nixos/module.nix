@@ -431,8 +431,8 @@ in
       '';
       description = ''
         Caches to create (or update) at every start, by name (`a-z 0-9 - _`). When empty, narhub
-        creates a public cache `main` on its first start. narhub has no upstream (pull-through)
-        caches yet, so there is no option for them.
+        creates a public cache `main` on its first start. A cache's `upstreams` are the binary
+        caches it pulls missing paths through from (`{ url; publicKeys; priority; }`).
       '';
     };
 

@@ -9,8 +9,11 @@ import { Type, type Static } from '@sinclair/typebox';
  */
 const UpstreamDecl = Type.Object(
   {
-    url: Type.String({ description: 'Base URL of a binary cache to pull through, e.g. https://cache.nixos.org.' }),
-    publicKeys: Type.Array(Type.String(), {
+    url: Type.String({
+      pattern: '^https?://[^\\s]+$',
+      description: 'Base URL of a binary cache to pull through, e.g. https://cache.nixos.org.',
+    }),
+    publicKeys: Type.Array(Type.String({ pattern: '^[^:\\s]+:[A-Za-z0-9+/]{43}=$' }), {
       minItems: 1,
       description:
         "Keys it is trusted under (`name:base64`, as in nix.conf's trusted-public-keys); a narinfo it sends must carry a signature by one of them.",

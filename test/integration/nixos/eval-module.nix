@@ -211,6 +211,13 @@ let
             private = true;
             priority = 30;
             recompressToZstd = true;
+            upstreams = [
+              {
+                url = "https://cache.nixos.org";
+                publicKeys = [ "cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY=" ];
+                priority = 40;
+              }
+            ];
           };
         };
         hub.redis = {

@@ -245,8 +245,23 @@ test('everything on: credentials, S3, the hub with its Redis, a spoke; secrets s
       redirectExpiry: 300,
       recompressToZstd: false,
       signingKeyFile: `${CREDENTIALS}/caches.main.signingKeyFile`,
+      upstreams: [],
     },
-    { name: 'team', private: true, priority: 30, redirectNars: false, redirectExpiry: 300, recompressToZstd: true },
+    {
+      name: 'team',
+      private: true,
+      priority: 30,
+      redirectNars: false,
+      redirectExpiry: 300,
+      recompressToZstd: true,
+      upstreams: [
+        {
+          url: 'https://cache.nixos.org',
+          publicKeys: ['cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY='],
+          priority: 40,
+        },
+      ],
+    },
   ]);
   assert.deepEqual(config.storage, {
     type: 's3',
