@@ -157,7 +157,13 @@ export function createPullThrough(deps: {
   }
 
   function offerOf(cache: CacheRow, upstream: UpstreamRow, hashPart: string, text: string): Offer {
-    return acceptUpstreamNarinfo(upstream, cache.id, hashPart, text, deps.ownKeyNames(cache));
+    const offer = acceptUpstreamNarinfo(upstream, cache.id, hashPart, text, deps.ownKeyNames(cache));
+    if ((offer.fileSize ?? 0) > settings.maxNarSize)
+      throw new NarhubError(
+        'NARINFO_INVALID',
+        `its NAR file of ${offer.fileSize} bytes exceeds maxNarSize (${settings.maxNarSize} bytes)`,
+      );
+    return offer;
   }
 
   /** An offer made earlier and not yet committed, if its upstream is still trusted with it. */

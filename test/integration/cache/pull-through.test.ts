@@ -7,6 +7,7 @@ import http from 'node:http';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { createCacheService } from '../../../src/cache/cache-service.js';
 import { parseNarInfo } from '../../../src/nix/narinfo.js';
 import { verifyNarInfoSig } from '../../../src/nix/signing.js';
 import type { UpstreamSettings } from '../../../src/cache/upstream/pull-through.js';
@@ -329,4 +330,31 @@ test('an upload referring to a path no upstream has is still refused', async (t)
   const put = await putNarinfo(h, own.hashPart, own.narinfo(), auth);
   assert.equal(put.statusCode, 400);
   assert.match(put.body, /REFERENCE_MISSING/);
+});
+
+test('an offered NAR is still fetched by a process started after the one that offered it', async (t) => {
+  const { top, cacheDir, upstream } = await closureUpstream(t);
+  const h = await narhubInFront(t, [{ url: upstream.url, publicKey: cacheDir.publicKey }]);
+  assert.equal((await get(`${h.url}/main/${top.hashPart}.narinfo`)).status, 200);
+  // A client holds that narinfo (Nix keeps it for a month); narhub restarts.
+  const restarted = createCacheService({ db: h.db, store: h.store, keysDir: join(h.dataDir, 'keys'), upstream: FAST });
+  t.after(() => restarted.pullThrough.close());
+  const nar = await restarted.pullThrough.nar(h.main, top.fileName);
+  assert.equal(nar?.kind, 'streaming');
+  const chunks: Buffer[] = [];
+  for await (const chunk of nar.kind === 'streaming' ? nar.stream : []) chunks.push(chunk as Buffer);
+  assert.ok(Buffer.concat(chunks).equals(top.file));
+  for (let i = 0; i < 200 && restarted.narinfo(h.main, top.hashPart) === undefined; i++) await sleep(20);
+  assert.notEqual(restarted.narinfo(h.main, top.hashPart), undefined);
+  assert.equal(upstream.count(`/${top.hashPart}.narinfo`), 1, 'the offer was not asked for again');
+});
+
+test('an upstream path whose NAR file is larger than maxNarSize is a miss', async (t) => {
+  const { top, cacheDir, upstream } = await closureUpstream(t, { topBytes: 64 * 1024 });
+  const h = await narhubInFront(t, [{ url: upstream.url, publicKey: cacheDir.publicKey }], {
+    ...FAST,
+    maxNarSize: 32 * 1024,
+  });
+  assert.equal((await get(`${h.url}/main/${top.hashPart}.narinfo`)).status, 404);
+  assert.equal(upstream.count(`/nar/${top.fileName}`), 0);
 });
