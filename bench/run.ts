@@ -17,6 +17,7 @@ import { measureNarGet, measureNarGetS3 } from './nar-get.js';
 import { measureNarinfo } from './narinfo.js';
 import { measureNarinfoUnderPush } from './narinfo-under-push.js';
 import { measureSubstitute } from './substitute.js';
+import { measurePullThrough } from './pull-through.js';
 
 const USAGE = `usage: npm run bench -- [--quick] [--only NAME,…] [--out FILE] [--reps N] [--work-dir DIR] [--keep] [--cpu-prof]
 
@@ -42,6 +43,7 @@ const ALL: Measurement[] = [
   { id: 'narinfo', run: measureNarinfo, needs: ['nix', 'nginx', 'wrk'], label: '1' },
   { id: 'nar-get', run: measureNarGet, needs: ['nix', 'nginx', 'curl'], label: '2' },
   { id: 'substitute', run: measureSubstitute, needs: ['nix', 'nginx'], label: '3' },
+  { id: 'pull-through', run: measurePullThrough, needs: ['nix', 'nginx'], label: '7' },
   { id: 'narinfo-under-push', run: measureNarinfoUnderPush, needs: ['nix', 'nginx', 'wrk'], label: '6' },
   { id: 'ingest', run: measureIngest, needs: ['nix', 'zstd'], label: '4' },
   { id: 'nar-get-s3', run: measureNarGetS3, needs: ['nix', 'curl'], label: '2 S3' },

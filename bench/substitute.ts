@@ -1,9 +1,8 @@
 // 3. Substitution of the big path by the real Nix client into a fresh chroot store: from narhub
 // against nginx serving a cache directory Nix wrote itself with `nix copy --to file://…`.
-import { join } from 'node:path';
 import type { BenchContext } from './lib/context.js';
+import { chrootSubstituter } from './lib/nix.js';
 import { startNginx } from './lib/nginx.js';
-import { rmTree } from './lib/proc.js';
 import { passFail, type Result } from './lib/report.js';
 import { alternate, fmtRatio, fmtSeconds, median } from './lib/stats.js';
 
@@ -14,23 +13,7 @@ export async function measureSubstitute(ctx: BenchContext): Promise<Result[]> {
   const s = await ctx.served();
   const file = await ctx.fileCache();
   const nginx = await startNginx(ctx.scope, { dir: await ctx.dir('nginx-file-cache'), root: file.dir });
-  const nix = await ctx.nix();
-  const stores = await ctx.dir('client-stores');
-  let count = 0;
-  // Signatures are checked (no --no-check-sigs): each side trusts only its own key.
-  const substitute = async (cacheUrl: string, publicKey: string): Promise<number> => {
-    const store = join(stores, `store-${++count}`);
-    try {
-      const res = await nix.run(
-        'nix',
-        ['copy', '--from', cacheUrl, '--to', store, big.path, '--option', 'trusted-public-keys', publicKey],
-        { timeoutMs: 30 * 60_000 },
-      );
-      return res.seconds;
-    } finally {
-      await rmTree(store);
-    }
-  };
+  const substitute = chrootSubstituter(await ctx.nix(), await ctx.dir('client-stores'), big.path);
   const fromNarhub = () => substitute(`${s.narhub.url}/main`, s.publicKey);
   const fromNginx = () => substitute(nginx.url, file.publicKey);
   ctx.log('substitute: one warm-up substitution from each');

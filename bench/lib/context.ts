@@ -18,6 +18,7 @@ export const MEASUREMENTS = [
   'ingest',
   'memory',
   'narinfo-under-push',
+  'pull-through',
 ] as const;
 export type MeasurementId = (typeof MEASUREMENTS)[number];
 

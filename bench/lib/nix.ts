@@ -2,7 +2,7 @@
 // cache.nixos.org, and every operation can get a fresh narinfo disk cache.
 import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { execOk, type ExecOptions, type ExecResult } from './proc.js';
+import { execOk, rmTree, type ExecOptions, type ExecResult } from './proc.js';
 
 export interface NixEnv {
   dir: string;
@@ -55,6 +55,32 @@ export async function createNixEnv(dir: string, opts: { netrc?: NetrcEntry[] } =
       const cacheHome = await mkdtemp(join(caches, 'c-'));
       return execOk(cmd, args, { ...runOpts, env: { ...env, ...runOpts.env, XDG_CACHE_HOME: cacheHome } });
     },
+  };
+}
+
+/**
+ * A substituter of `path` into fresh chroot stores under `storesDir`: each call runs
+ * `nix copy --from CACHE --to <new store>` with signatures checked (trusting only `publicKey`),
+ * removes the store and resolves with the copy's seconds.
+ */
+export function chrootSubstituter(
+  nix: NixEnv,
+  storesDir: string,
+  path: string,
+): (cacheUrl: string, publicKey: string) => Promise<number> {
+  let count = 0;
+  return async (cacheUrl, publicKey) => {
+    const store = join(storesDir, `store-${++count}`);
+    try {
+      const res = await nix.run(
+        'nix',
+        ['copy', '--from', cacheUrl, '--to', store, path, '--option', 'trusted-public-keys', publicKey],
+        { timeoutMs: 30 * 60_000 },
+      );
+      return res.seconds;
+    } finally {
+      await rmTree(store);
+    }
   };
 }
 
