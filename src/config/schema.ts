@@ -343,5 +343,3 @@ export type LimitsConfig = Static<typeof Limits>;
 export type Config = Static<typeof ConfigSchema>;
 export type HubConfig = Static<typeof Hub>;
 export type GitHubConfig = Static<typeof GitHub>;
-export type UpstreamConfig = Static<typeof Upstream>;
-export type UpstreamDeclaration = Static<typeof UpstreamDecl>;

@@ -576,5 +576,3 @@ export function createPullThrough(deps: {
     return local === undefined ? undefined : openStored(local);
   }
 }
-
-export type PullThrough = ReturnType<typeof createPullThrough>;

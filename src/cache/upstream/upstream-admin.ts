@@ -74,5 +74,3 @@ export function createUpstreamAdmin(deps: { upstreams: UpstreamsRepo }) {
     },
   };
 }
-
-export type UpstreamAdmin = ReturnType<typeof createUpstreamAdmin>;

@@ -3,7 +3,7 @@ import { formatPublicKey, parsePublicKey } from '../../nix/signing.js';
 import type { NewUpstream } from '../../db/upstreams-repo.js';
 
 /** Nix's default substituter priority; cache.nixos.org says 40. */
-export const DEFAULT_UPSTREAM_PRIORITY = 50;
+const DEFAULT_UPSTREAM_PRIORITY = 50;
 
 /**
  * An upstream as the config file, the CLI or the API give it, checked and in its one spelling:
