@@ -82,9 +82,11 @@ function narFiles(server: RunningServer): string[] {
 async function missingFrom(server: RunningServer, paths: string[]): Promise<string[]> {
   const res = await fetch(`${server.url}/api/v1/caches/main/missing-paths`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    // With a token: anonymous missing-paths requests are rate-limited, and this polls.
+    headers: { authorization: `Bearer ${server.adminToken}`, 'content-type': 'application/json' },
     body: JSON.stringify({ storePaths: paths }),
   });
+  assert.equal(res.status, 200, await res.clone().text());
   return ((await res.json()) as { missing: string[] }).missing;
 }
 
