@@ -22,7 +22,13 @@ export type Fault =
   /** Every answer waits this long first. */
   | { kind: 'delay'; ms: number }
   /** NAR bodies are sent at about this many bytes per second. */
-  | { kind: 'throttle-nar'; bytesPerSecond: number };
+  | { kind: 'throttle-nar'; bytesPerSecond: number }
+  /** Requests for NARs (`nar`) or narinfos (`narinfo`) are answered with this status and a short body. */
+  | { kind: 'status'; status: number; for: 'nar' | 'narinfo' }
+  /** NAR GETs send the file and then these many more bytes, chunked (no Content-Length to hold them back). */
+  | { kind: 'extra-nar'; bytes: number }
+  /** NAR GETs send the file with a Content-Length this many bytes more than its size, and cut after the file. */
+  | { kind: 'lying-length'; extra: number };
 
 export interface UpstreamServer {
   url: string;
@@ -85,6 +91,11 @@ export async function serveCacheDirectory(t: Cleanup, dir: string): Promise<Upst
   }
 
   function serve(req: IncomingMessage, res: ServerResponse, path: string, fault: Fault | undefined): void {
+    const isNar = path.startsWith('/nar/');
+    if (fault?.kind === 'status' && (fault.for === 'nar') === isNar) {
+      res.writeHead(fault.status, { 'content-type': 'text/plain' }).end(`injected ${fault.status}\n`);
+      return;
+    }
     const file = normalize(join(dir, path));
     let size: number;
     try {
@@ -96,13 +107,26 @@ export async function serveCacheDirectory(t: Cleanup, dir: string): Promise<Upst
       return;
     }
     const type = path.endsWith('.narinfo') ? 'text/x-nix-narinfo' : 'application/octet-stream';
-    res.writeHead(200, { 'content-type': type, 'content-length': String(size) });
+    if (isNar && fault?.kind === 'extra-nar') {
+      res.writeHead(200, { 'content-type': type });
+      const extra = Buffer.alloc(fault.bytes, 0x61);
+      createReadStream(file)
+        .on('end', () => res.end(extra))
+        .pipe(res, { end: false });
+      return;
+    }
+    const length = isNar && fault?.kind === 'lying-length' ? size + fault.extra : size;
+    res.writeHead(200, { 'content-type': type, 'content-length': String(length) });
     if (req.method === 'HEAD') {
       res.end();
       return;
     }
     const body = createReadStream(file, { highWaterMark: 64 * 1024 });
-    const isNar = path.startsWith('/nar/');
+    if (isNar && fault?.kind === 'lying-length') {
+      body.on('end', () => setTimeout(() => res.socket?.destroy(), 50));
+      body.pipe(res, { end: false });
+      return;
+    }
     if (isNar && fault?.kind === 'break-nar') {
       let sent = 0;
       body.on('data', (data: string | Buffer) => {

@@ -287,6 +287,18 @@ export function createPullThrough(deps: {
 
   // NARs ------------------------------------------------------------------------------------
 
+  /**
+   * What the clients reading a failed download get: 502 with the reason when nothing was sent
+   * yet (the error handler's answer), else the transfer breaks off.
+   */
+  function upstreamFailed(offer: Offer, err: unknown): NarhubError {
+    if (isNarhubError(err) && err.code === 'UPSTREAM_FAILED') return err;
+    const reason = err instanceof Error ? err.message : String(err);
+    return new NarhubError('UPSTREAM_FAILED', `${offer.fileName} from ${offer.upstream.url}: ${reason}`, {
+      cause: err,
+    });
+  }
+
   /** A stored NAR file this offer can use as it is: the same bytes, verified. */
   function localNar(cache: CacheRow, offer: Offer): NarRow | undefined {
     const row = nars.get(cache.id, offer.fileName);
@@ -359,7 +371,10 @@ export function createPullThrough(deps: {
         throw new UpstreamTransportError(`sent ${spool.bytesWritten} of ${offer.fileSize} bytes`);
       spool.finish();
     })();
-    downloaded.catch((err: Error) => spool.fail(err));
+    // A download the ingest stopped failed for the ingest's reason (a hash that does not match).
+    downloaded.catch((err: unknown) =>
+      spool.fail(upstreamFailed(offer, stop.signal.aborted ? stop.signal.reason : err)),
+    );
     const reader = spool.reader(false);
     if (reader === undefined) throw new UpstreamTransportError('the download failed before it started');
     const ingested = deps.ingestNar(cache, offer.fileName, reader, { maxSize: limit });
@@ -414,7 +429,7 @@ export function createPullThrough(deps: {
         return await transfer(cache, offer, file);
       } catch (err) {
         spoolFailed(err);
-        file?.fail(err as Error);
+        file?.fail(upstreamFailed(offer, err));
         throw err;
       } finally {
         release?.();
