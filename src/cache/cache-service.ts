@@ -129,6 +129,7 @@ export function createCacheService(deps: CacheServiceDeps) {
     ownKeyNames: (cache) => new Set(registry.publicKeys(cache).map((k) => k.slice(0, k.indexOf(':')))),
     render: pathCommit.render,
     checkAgainstNar: pathCommit.checkAgainstNar,
+    hold: pathCommit.hold,
     async commit(cache, hashPart, info) {
       const result = await pathCommit.commitInfo(cache, hashPart, info);
       recompressor.committed(cache, result.narId);

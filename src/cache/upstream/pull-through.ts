@@ -108,6 +108,8 @@ export function createPullThrough(deps: {
   ownKeyNames(cache: CacheRow): ReadonlySet<string>;
   render(cache: CacheRow, info: NarInfo, nar: NarFacts): { text: string };
   checkAgainstNar(info: NarInfo, nar: NarFacts): void;
+  /** Holds a path and its references against GC until the release is called (`narinfo-commit.ts`). */
+  hold(cache: CacheRow, hashPart: string, info: NarInfo): () => void;
   /** Commits a path whose NAR is stored and whose references are committed. */
   commit(cache: CacheRow, hashPart: string, info: NarInfo): Promise<unknown>;
   settings: UpstreamSettings;
@@ -488,13 +490,19 @@ export function createPullThrough(deps: {
     const local = localNar(cache, offer);
     const download = local === undefined ? startDownload(cache, offer, forClient) : undefined;
     const done = (async () => {
-      if (download !== undefined) await download.stored;
       const self = basename(offer.info.storePath);
-      await fetchPaths(
-        cache,
-        offer.info.references.filter((r) => r !== self),
-      );
-      if (!present(cache, self)) await deps.commit(cache, offer.hashPart, offer.info);
+      // GC leaves the references alone from their commits until this path's.
+      const release = deps.hold(cache, offer.hashPart, offer.info);
+      try {
+        if (download !== undefined) await download.stored;
+        await fetchPaths(
+          cache,
+          offer.info.references.filter((r) => r !== self),
+        );
+        if (!present(cache, self)) await deps.commit(cache, offer.hashPart, offer.info);
+      } finally {
+        release();
+      }
       upstreams.removeOffer(cache.id, offer.hashPart);
       logger.info({ cache: cache.name, upstream: offer.upstream.url, path: self }, 'path fetched from upstream');
     })();
