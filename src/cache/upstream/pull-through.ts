@@ -160,10 +160,11 @@ export function createPullThrough(deps: {
 
   function offerOf(cache: CacheRow, upstream: UpstreamRow, hashPart: string, text: string): Offer {
     const offer = acceptUpstreamNarinfo(upstream, cache.id, hashPart, text, deps.ownKeyNames(cache));
-    if ((offer.fileSize ?? 0) > settings.maxNarSize)
+    const largest = Math.max(offer.fileSize ?? 0, offer.info.narSize);
+    if (largest > settings.maxNarSize)
       throw new NarhubError(
         'NARINFO_INVALID',
-        `its NAR file of ${offer.fileSize} bytes exceeds maxNarSize (${settings.maxNarSize} bytes)`,
+        `its NAR (${offer.info.narSize} bytes, file ${offer.fileSize ?? 'of unknown size'}) exceeds maxNarSize (${settings.maxNarSize} bytes)`,
       );
     return offer;
   }
@@ -379,7 +380,8 @@ export function createPullThrough(deps: {
     );
     const reader = spool.reader(false);
     if (reader === undefined) throw new UpstreamTransportError('the download failed before it started');
-    const ingested = deps.ingestNar(cache, offer.fileName, reader, { maxSize: limit });
+    // The file is bounded by the download's limit; maxSize bounds the NAR it decodes to.
+    const ingested = deps.ingestNar(cache, offer.fileName, reader, { maxSize: settings.maxNarSize });
     ingested.catch((err: unknown) => stop.abort(err));
     const [download, ingest] = await Promise.allSettled([downloaded, ingested]);
     try {

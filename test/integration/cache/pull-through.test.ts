@@ -9,7 +9,7 @@ import { parseNarInfo } from '../../../src/nix/narinfo.js';
 import { verifyNarInfoSig } from '../../../src/nix/signing.js';
 import { basic, makePath, putNar, putNarinfo } from '../../helpers/build-app.js';
 import { closureUpstream, committed, FAST, get, narhubInFront, storedNarFiles } from '../../helpers/pull-through.js';
-import { serveCacheDirectory, writeCacheDirectory } from '../../helpers/upstream-server.js';
+import { addToCacheDirectory, serveCacheDirectory, writeCacheDirectory } from '../../helpers/upstream-server.js';
 
 test('a narinfo miss is answered from an upstream under narhub URL and signature, keeping the upstream signature', async (t) => {
   const { top, mid, cacheDir, upstream } = await closureUpstream(t);
@@ -249,12 +249,27 @@ test('an offered NAR is still fetched by a process started after the one that of
   assert.equal(upstream.count(`/${top.hashPart}.narinfo`), 1, 'the offer was not asked for again');
 });
 
-test('an upstream path whose NAR file is larger than maxNarSize is a miss', async (t) => {
+test('an upstream path whose NAR file, or the NAR it decodes to, is larger than maxNarSize is a miss', async (t) => {
   const { top, cacheDir, upstream } = await closureUpstream(t, { topBytes: 64 * 1024 });
+  // 256 KiB of zeros: a zstd file of a few hundred bytes.
+  const zeros = makePath({
+    name: 'zeros',
+    compression: 'zstd',
+    tree: { type: 'regular', contents: Buffer.alloc(256 * 1024) },
+  });
+  const small = makePath({ name: 'small', compression: 'zstd' });
+  await addToCacheDirectory(cacheDir.dir, cacheDir.key, zeros);
+  await addToCacheDirectory(cacheDir.dir, cacheDir.key, small);
+  assert.ok(zeros.file.length < 32 * 1024);
   const h = await narhubInFront(t, [{ url: upstream.url, publicKey: cacheDir.publicKey }], {
     ...FAST,
     maxNarSize: 32 * 1024,
   });
   assert.equal((await get(`${h.url}/main/${top.hashPart}.narinfo`)).status, 404);
-  assert.equal(upstream.count(`/nar/${top.fileName}`), 0);
+  assert.equal((await get(`${h.url}/main/${zeros.hashPart}.narinfo`)).status, 404);
+  assert.equal(upstream.count(`/nar/${top.fileName}`) + upstream.count(`/nar/${zeros.fileName}`), 0);
+  // Under the limit, both ways: offered, fetched and committed.
+  assert.equal((await get(`${h.url}/main/${small.hashPart}.narinfo`)).status, 200);
+  assert.ok((await get(`${h.url}/main/nar/${small.fileName}`)).complete);
+  await committed(h, small);
 });
