@@ -19,6 +19,7 @@ import {
 import { lines, uploadClosure } from '../helpers/scenario.js';
 import { runCliOk, startServer, type RunningServer } from '../helpers/server.js';
 import { makeTempDir, type Cleanup } from '../helpers/tmp.js';
+import { startS3, type S3Server } from '../helpers/s3.js';
 import { serveCacheDirectory, type UpstreamServer } from '../helpers/upstream-server.js';
 
 interface DirectoryUpstream {
@@ -55,12 +56,17 @@ async function narhubWith(
   t: Cleanup,
   upstreams: { url: string; publicKeys: string[] }[],
   upstream: Record<string, number> = {},
+  /** More config for both starts (`storage`). */
+  extra: Record<string, unknown> = {},
 ): Promise<RunningServer & { cacheUrl: string }> {
-  // A first start with declared caches creates no admin token: boot once without the config.
-  const boot = await startServer(t);
+  // A first start with declared caches creates no admin token: boot once without them.
+  const configDir = await makeTempDir(t, 'narhub-config-');
+  const bootConfig = join(configDir, 'boot.json');
+  await writeFile(bootConfig, JSON.stringify(extra));
+  const boot = await startServer(t, { args: ['--config', bootConfig] });
   assert.equal(await boot.stop(), 0);
-  const config = join(await makeTempDir(t, 'narhub-config-'), 'config.json');
-  await writeFile(config, JSON.stringify({ caches: [{ name: 'main', upstreams }], upstream }));
+  const config = join(configDir, 'config.json');
+  await writeFile(config, JSON.stringify({ ...extra, caches: [{ name: 'main', upstreams }], upstream }));
   const server = await startServer(t, { dataDir: boot.dataDir, args: ['--config', config] });
   return { ...server, cacheUrl: `${server.url}/main` };
 }
@@ -247,4 +253,51 @@ test('nix copy --to narhub of a closure whose dependencies an upstream offers su
   // Nix uploaded top alone (the upstream made leaf and mid look present); narhub fetched them.
   assert.equal(up.server.count(`/${hashPart(top)}.narinfo`), 1);
   assert.deepEqual(await missingFrom(narhub, [leaf, mid, top]), []);
+});
+
+/** Keys of the objects in s3rver's bucket (its files `<key>._S3rver_object`). */
+function bucketObjects(s3: S3Server): string[] {
+  const root = join(s3.dir, s3.bucket);
+  if (!existsSync(root)) return [];
+  const suffix = '._S3rver_object';
+  return readdirSync(root, { recursive: true, encoding: 'utf8' })
+    .filter((f) => f.endsWith(suffix))
+    .map((f) => f.slice(0, -suffix.length))
+    .sort();
+}
+
+test('with S3 storage, Nix substitutes through narhub from an upstream; one breaking off mid-NAR leaves no object or multipart upload in the bucket', async (t) => {
+  const up = await directoryUpstream(t);
+  // Larger than a part: the ingest uploads it in parts.
+  const big = await buildBigPath(up.builder, 'pull-s3', 12 * 1024 * 1024);
+  await up.copy(big);
+  const s3 = await startS3(t);
+  const dataDir = await makeTempDir(t, 'narhub-s3-data-');
+  const storage = await s3.storageConfig(dataDir, { prefix: 'pull/', partSize: 5 * 1024 * 1024 });
+  const narhub = await narhubWith(t, [{ url: up.server.url, publicKeys: [up.key.publicKey] }], {}, { storage });
+  const narObjects = () => bucketObjects(s3).filter((k) => k.startsWith('pull/main/nar/'));
+
+  up.server.fault = { kind: 'break-nar', afterBytes: 7 * 1024 * 1024 };
+  const c = await client(t, narhub);
+  const failed = await realise(c, narhub.cacheUrl, big);
+  assert.notEqual(failed.code, 0, 'Nix must see the broken transfer');
+  for (let i = 0; i < 100 && (await s3.pendingUploads()).length > 0; i++) await sleep(50);
+  assert.deepEqual(await s3.pendingUploads(), [], 'the multipart upload was aborted');
+  assert.deepEqual(narObjects(), [], 'no NAR object');
+  assert.deepEqual(await missingFrom(narhub, [big]), [big]);
+
+  up.server.fault = undefined;
+  const ok = await realise(c, narhub.cacheUrl, big);
+  assert.equal(ok.code, 0, ok.stderr);
+  await c.nix.run('nix-store', ['--store', c.store, '--verify-path', big]);
+  await allCommitted(narhub, [big]);
+  assert.equal(narObjects().length, 1, narObjects().join('\n'));
+  assert.ok(bucketObjects(s3).includes(`pull/main/${hashPart(big)}.narinfo`));
+
+  const downloads = up.server.requests.filter((r) => r.startsWith('GET /nar/')).length;
+  const second = await client(t, narhub);
+  const again = await realise(second, narhub.cacheUrl, big);
+  assert.equal(again.code, 0, again.stderr);
+  await second.nix.run('nix-store', ['--store', second.store, '--verify-path', big]);
+  assert.equal(up.server.requests.filter((r) => r.startsWith('GET /nar/')).length, downloads, 'served from S3');
 });
