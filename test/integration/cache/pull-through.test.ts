@@ -1,6 +1,7 @@
 // Pull-through caching against real HTTP: narhub (in-process, listening on a loopback port) in
 // front of a binary-cache directory served by a local HTTP server that can misbehave.
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -272,4 +273,26 @@ test('an upstream path whose NAR file, or the NAR it decodes to, is larger than 
   assert.equal((await get(`${h.url}/main/${small.hashPart}.narinfo`)).status, 200);
   assert.ok((await get(`${h.url}/main/nar/${small.fileName}`)).complete);
   await committed(h, small);
+});
+
+test('/metrics counts, per upstream, the narinfos it had and lacked and the NAR bytes received, and passes promtool', async (t) => {
+  const { leaf, mid, top, cacheDir, upstream } = await closureUpstream(t);
+  const h = await narhubInFront(t, [{ url: upstream.url, publicKey: cacheDir.publicKey }]);
+  await get(`${h.url}/main/${top.hashPart}.narinfo`);
+  assert.ok((await get(`${h.url}/main/nar/${top.fileName}`)).complete);
+  await committed(h, top);
+  await get(`${h.url}/main/${makePath({ name: 'absent' }).hashPart}.narinfo`);
+  const res = await h.request('GET', '/metrics');
+  execFileSync('promtool', ['check', 'metrics'], { input: res.body });
+  const value = (name: string) =>
+    Number(
+      new RegExp(`^narhub_upstream_${name}_total\\{cache="main",upstream="${upstream.url}"\\} (\\d+)$`, 'm').exec(
+        res.body,
+      )?.[1],
+    );
+  // top asked by the client, mid and leaf by the fill; one path nobody has.
+  assert.equal(value('hits'), 3);
+  assert.equal(value('misses'), 1);
+  assert.equal(value('bytes'), leaf.file.length + mid.file.length + top.file.length);
+  assert.equal(value('errors'), 0);
 });
