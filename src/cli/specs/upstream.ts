@@ -22,7 +22,8 @@ export const UPSTREAM_ADD = command({
     ...DATA_FLAGS,
   },
   examples: [
-    'narhub upstream add main https://cache.nixos.org --public-key cache.nixos.org-1:6NCHdD59X431o0gWypbMrAURkbJ16ZPMQFGspcDShjY= --priority 40',
+    // The key from a file: cache.nixos.org's in full would pass the 120 columns of a help line.
+    'narhub upstream add main https://cache.nixos.org --public-key "$(cat cache.nixos.org.pub)" --priority 40',
   ],
 });
 
