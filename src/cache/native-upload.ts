@@ -16,7 +16,7 @@ import type { NarRow, NarsRepo } from '../db/nars-repo.js';
 import type { PathsRepo } from '../db/paths-repo.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { narHashFileName } from './nar-file-name.js';
-import { narStorageKey, storeGeneratedListing } from './nar-ingest.js';
+import { narStorageKey, putSmallNar, storeGeneratedListing } from './nar-ingest.js';
 import type { CommitResult, PathCommit } from './narinfo-commit.js';
 import { mostTelling, rejections } from './upload-failure.js';
 import { MAX_METADATA_LINE, parseUploadMetadata } from './upload-metadata.js';
@@ -139,7 +139,6 @@ export function createNativeUpload(deps: Receiver & { paths: PathsRepo; commit: 
 /** A NAR of at most SMALL_NAR_SIZE bytes: the same checks as `receive`, in memory. */
 async function receiveSmall(to: Receiver, upload: Upload): Promise<NarRow> {
   const { cache, fileName, info, body, options } = upload;
-  const key = narStorageKey(cache.name, fileName);
   let narBytes: Buffer;
   try {
     // Refused as soon as it runs past NarSize.
@@ -157,13 +156,8 @@ async function receiveSmall(to: Receiver, upload: Upload): Promise<NarRow> {
   const nar = parser.finish();
   checkNar(info, nar.narHash, nar.narSize);
   const file = zstdCompressSmall(narBytes, to.zstd.level);
-  // Side by side: the two writes share their wait for the disk.
-  const [, listingKey] = await Promise.all([
-    to.store.put(key, file, { signal: options.signal, size: file.length, contentType: 'application/x-nix-nar' }),
-    nar.listing === undefined
-      ? null
-      : storeGeneratedListing(to.store, cache.name, fileName, formatListing(nar.listing)),
-  ]);
+  const listing = nar.listing === undefined ? undefined : formatListing(nar.listing);
+  const listingKey = await putSmallNar(to.store, cache.name, fileName, file, listing, options.signal);
   const fileHash = formatHash(sha256Of(file), 'nix32');
   return recordPending(to.nars, cache, fileName, { fileHash, fileSize: file.length, ...nar, listingKey });
 }

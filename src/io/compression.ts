@@ -1,10 +1,11 @@
 import { createRequire } from 'node:module';
 import { PassThrough, type Transform } from 'node:stream';
-import { createBrotliDecompress, createGunzip } from 'node:zlib';
+import { brotliDecompressSync, createBrotliDecompress, createGunzip, gunzipSync } from 'node:zlib';
 import zstd from 'zstd-napi';
 import { NarhubError } from '../errors.js';
 import { CodecStream } from './codec-thread/codec-stream.js';
 import { XZ_MEMLIMIT } from './codecs/xz-memlimit.js';
+import { zstdDecompressSmall } from './codecs/zstd.js';
 
 /** The compressions narhub accepts (docs/protocol.md, Compression); Nix's others need libarchive or external tools. */
 export const COMPRESSIONS = ['none', 'xz', 'bzip2', 'gzip', 'zstd', 'br'] as const;
@@ -106,6 +107,32 @@ export function createDecompressor(c: Compression): Transform {
       return lzma.createDecompressor({ memlimit: XZ_MEMLIMIT });
     case 'bzip2':
       return new CodecStream({ codec: 'decompress', compression: 'bzip2' });
+  }
+}
+
+/**
+ * A small compressed body decoded in one call on the calling thread, where handing it to a
+ * decoder stream would cost far more than decoding (microseconds for a few KiB). Undefined when
+ * it would decode to more than `max` bytes, or for xz and bzip2, which only stream: the caller
+ * streams those. Corrupt input throws the decoder's own error, as the streams do.
+ */
+export function decompressSmall(data: Buffer, c: Compression, max: number): Buffer | undefined {
+  try {
+    switch (c) {
+      case 'none':
+        return data.length <= max ? data : undefined;
+      case 'zstd':
+        return zstdDecompressSmall(data, max);
+      case 'gzip':
+        return gunzipSync(data, { maxOutputLength: max });
+      case 'br':
+        return brotliDecompressSync(data, { maxOutputLength: max });
+      default:
+        return undefined;
+    }
+  } catch (err) {
+    if ((err as { code?: unknown }).code === 'ERR_BUFFER_TOO_LARGE') return undefined;
+    throw err;
   }
 }
 

@@ -110,3 +110,30 @@ export function zstdDecompress(emit: Emit, spare: () => ArrayBuffer | undefined)
     },
   };
 }
+
+/**
+ * Decodes a whole zstd stream held in memory, on the calling thread, or returns undefined as
+ * soon as it would decode to more than `max` bytes (the caller then streams it). Same rules as
+ * `zstdDecompress`: several and skippable frames, an error for input that ends inside a frame.
+ */
+export function zstdDecompressSmall(input: Uint8Array, max: number): Buffer | undefined {
+  const dctx = new (zstd().DCtx)();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  let rest = input;
+  for (;;) {
+    const out = new Uint8Array(Math.min(DECODE_CHUNK, max - total + 1));
+    const [hint, produced, used] = dctx.decompressStream(out, rest);
+    rest = rest.subarray(used);
+    total += produced;
+    if (total > max) return undefined;
+    if (produced > 0) chunks.push(out.subarray(0, produced));
+    // A full output buffer may leave more to flush even once the input is used up, unless the
+    // frame is done (hint 0; asked again, a finished decoder waits for another frame).
+    if (rest.length === 0 && (produced < out.length || hint === 0)) {
+      if (hint !== 0) throw new Error('Stream ended in middle of compressed data frame');
+      return Buffer.concat(chunks, total);
+    }
+    if (used === 0 && produced === 0) throw new Error('zstd made no progress');
+  }
+}

@@ -10,6 +10,7 @@ import {
   compressionOfEncoding,
   compressionsWithExtension,
   createDecompressor,
+  decompressSmall,
   isCompression,
   sniffCompression,
   zstdCompressSmall,
@@ -196,5 +197,41 @@ describe('zstdCompressSmall', () => {
     const fast = zstdCompressSmall(text, 1);
     const best = zstdCompressSmall(text, 19);
     assert.ok(best.length < fast.length, `${best.length} < ${fast.length}`);
+  });
+});
+
+describe('decompressSmall', () => {
+  const MAX = 64 * 1024;
+  const data = (n: number) => Buffer.from(randomBytes(n / 2).toString('hex'));
+
+  it('decodes zstd, gzip and brotli up to exactly max bytes, and gives up (undefined) one byte past it', () => {
+    for (const [name, compress] of [
+      ['zstd', (b: Buffer) => zstdCompressSmall(b, 3)],
+      ['gzip', gzipSync],
+      ['br', brotliCompressSync],
+    ] as const) {
+      const exact = data(MAX);
+      assert.ok(decompressSmall(compress(exact), name, MAX)?.equals(exact), `${name}: exactly max`);
+      assert.equal(decompressSmall(compress(Buffer.concat([exact, Buffer.from('x')])), name, MAX), undefined, name);
+    }
+  });
+
+  it('decodes a zstd stream that fills its 1 MiB output buffer exactly (the frame ends with the buffer)', () => {
+    const mib = Buffer.alloc(1024 * 1024, 7);
+    assert.ok(decompressSmall(zstdCompressSmall(mib, 3), 'zstd', 2 * mib.length)?.equals(mib));
+  });
+
+  it('decodes several zstd frames and a skippable frame as one stream, like the streaming decoder', () => {
+    const [a, b] = [data(1000), data(3000)];
+    const skippable = Buffer.from([0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, 1, 2, 3, 4]);
+    const file = Buffer.concat([zstdCompressSmall(a, 3), skippable, zstdCompressSmall(b, 3)]);
+    assert.ok(decompressSmall(file, 'zstd', MAX)?.equals(Buffer.concat([a, b])));
+  });
+
+  it('throws for a zstd stream cut inside its frame, and leaves xz and bzip2 to the streams', () => {
+    const file = zstdCompressSmall(data(5000), 3);
+    assert.throws(() => decompressSmall(file.subarray(0, file.length - 5), 'zstd', MAX), /ended in middle/);
+    assert.equal(decompressSmall(file, 'xz', MAX), undefined);
+    assert.equal(decompressSmall(file, 'bzip2', MAX), undefined);
   });
 });
