@@ -20,6 +20,7 @@ import { createKeyedLock } from '../io/keyed-lock.js';
 import { createGarbageCollector, type GcOptions, type GcReport } from './gc.js';
 import { createNativeUpload, type ZstdOptions } from './native-upload.js';
 import { createNarIngest } from './nar-ingest.js';
+import { createNarSync } from './nar-sync.js';
 import { memoizeNarinfos } from './narinfo-memo.js';
 import { createPathCommit } from './narinfo-commit.js';
 import { createPendingSweep } from './pending-sweep.js';
@@ -73,7 +74,18 @@ export function createCacheService(deps: CacheServiceDeps) {
   const gcRepo = createGcRepo(db);
   const access = createAccessLog({ gc: gcRepo });
   const holds = createUploadHolds({ gc: gcRepo });
-  const pathCommit = createPathCommit({ db, store, nars, paths, files: filesRepo, registry, holds, access });
+  const narSync = createNarSync(store);
+  const pathCommit = createPathCommit({
+    db,
+    store,
+    nars,
+    paths,
+    files: filesRepo,
+    registry,
+    holds,
+    access,
+    narSync,
+  });
   const narLock = createKeyedLock();
   const collect = createGarbageCollector({ db, store, gc: gcRepo, nars, access, lock: narLock });
   const sweepPending = createPendingSweep({ nars, store });
@@ -112,8 +124,8 @@ export function createCacheService(deps: CacheServiceDeps) {
     lock: narLock,
     zstd,
   });
-  const nativeUpload = createNativeUpload({ store, nars, paths, commit: pathCommit, lock: narLock, zstd });
-  const ingest = createNarIngest({ store, nars });
+  const nativeUpload = createNativeUpload({ store, nars, narSync, paths, commit: pathCommit, lock: narLock, zstd });
+  const ingest = createNarIngest({ store, nars, narSync });
   // Under the NAR's lock, as GC's deletion of a file of the same name (cache/gc.ts).
   const lockedIngest = (...args: Parameters<typeof ingest>) =>
     narLock.run(`${args[0].id}/${args[1]}`, () => ingest(...args));

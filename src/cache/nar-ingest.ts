@@ -15,6 +15,7 @@ import type { CacheRow } from '../db/caches-repo.js';
 import type { NarRow, NarsRepo } from '../db/nars-repo.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { parseNarFileName } from './nar-file-name.js';
+import type { NarSync } from './nar-sync.js';
 import { isAbortLike, mostTelling, rejections } from './upload-failure.js';
 
 export interface IngestOptions {
@@ -36,10 +37,11 @@ export async function storeGeneratedListing(
   cache: string,
   fileName: string,
   listing: string,
+  durable = true,
 ): Promise<string | null> {
   const key = generatedListingKey(cache, fileName);
   try {
-    await store.put(key, Buffer.from(listing), { contentType: 'application/json' });
+    await store.put(key, Buffer.from(listing), { contentType: 'application/json', durable });
     return key;
   } catch {
     // A listing is a convenience; the NAR itself is what must not be lost.
@@ -58,25 +60,24 @@ export const SMALL_UPLOAD_SIZE = 64 * 1024;
 const SMALL_DECODED = 1024 * 1024;
 
 /**
- * Stores a NAR file in hand and the listing narhub built for it, side by side (the two writes
- * share their wait for the disk); the listing's key, or null.
+ * Stores a NAR file in hand and the listing narhub built for it, side by side, without waiting
+ * for the disk, and starts their fsync (`nar-sync.ts`: the commit waits for it); the listing's
+ * key, or null.
  */
 export async function putSmallNar(
-  store: BlobStore,
-  cache: string,
+  to: { store: BlobStore; narSync: NarSync },
+  cache: CacheRow,
   fileName: string,
   file: Uint8Array,
   listing: string | undefined,
   signal: AbortSignal | undefined,
 ): Promise<string | null> {
+  const key = narStorageKey(cache.name, fileName);
   const [, listingKey] = await Promise.all([
-    store.put(narStorageKey(cache, fileName), file, {
-      signal,
-      size: file.length,
-      contentType: 'application/x-nix-nar',
-    }),
-    listing === undefined ? null : storeGeneratedListing(store, cache, fileName, listing),
+    to.store.put(key, file, { signal, size: file.length, contentType: 'application/x-nix-nar', durable: false }),
+    listing === undefined ? null : storeGeneratedListing(to.store, cache.name, fileName, listing, false),
   ]);
+  to.narSync.start(cache.id, fileName, listingKey === null ? [key] : [key, listingKey]);
   return listingKey;
 }
 
@@ -92,8 +93,8 @@ export async function putSmallNar(
  * loop only moves the uploaded bytes, to the store and to the threads; decoded bytes never
  * reach it. A raw NAR's file hash is its NarHash: it is hashed once.
  */
-export function createNarIngest(deps: { store: BlobStore; nars: NarsRepo }) {
-  const { store, nars } = deps;
+export function createNarIngest(deps: { store: BlobStore; nars: NarsRepo; narSync: NarSync }) {
+  const { store, nars, narSync } = deps;
 
   return async function ingestNar(
     cache: CacheRow,
@@ -176,6 +177,7 @@ export function createNarIngest(deps: { store: BlobStore; nars: NarsRepo }) {
     const listingKey =
       nar.listing === undefined ? null : await storeGeneratedListing(store, cache.name, fileName, nar.listing);
 
+    narSync.durable(cache.id, fileName);
     return recordPending(cache, fileName, compression, (await fileHashed).bytes, nar, listingKey);
   };
 
@@ -233,7 +235,7 @@ export function createNarIngest(deps: { store: BlobStore; nars: NarsRepo }) {
     }
     signal?.throwIfAborted();
     const listing = nar.listing === undefined ? undefined : formatListing(nar.listing);
-    const listingKey = await putSmallNar(store, cache.name, fileName, bytes, listing, signal);
+    const listingKey = await putSmallNar(deps, cache, fileName, bytes, listing, signal);
     return recordPending(cache, fileName, compression, bytes.length, nar, listingKey);
   }
 }

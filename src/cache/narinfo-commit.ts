@@ -12,6 +12,7 @@ import type { BlobStore } from '../storage/blob-store.js';
 import { createKeyedLock } from '../io/keyed-lock.js';
 import type { AccessLog } from './access-log.js';
 import type { CacheRegistry } from './caches.js';
+import type { NarSync } from './nar-sync.js';
 import { narFileOfUrl, sameContent } from './narinfo-content.js';
 import type { UploadHolds } from './upload-holds.js';
 
@@ -48,8 +49,9 @@ export function createPathCommit(deps: {
   registry: CacheRegistry;
   holds: UploadHolds;
   access: AccessLog;
+  narSync: NarSync;
 }) {
-  const { db, store, nars, paths, files, registry, holds, access } = deps;
+  const { db, store, nars, paths, files, registry, holds, access, narSync } = deps;
 
   /** GC must leave alone the path and the references of an upload in flight (docs/architecture.md). */
   function hold(cache: CacheRow, hashPart: string, info: NarInfo): () => void {
@@ -218,10 +220,22 @@ export function createPathCommit(deps: {
     const { info: normalised, text: narinfo } = render(cache, info, nar);
 
     // The file in the store first: a crash before the database commit leaves a verified,
-    // signed narinfo that `reindex` can recover, never a visible path without one.
-    await store.put(narInfoStorageKey(cache.name, hashPart), Buffer.from(narinfo), {
-      contentType: 'text/x-nix-narinfo',
-    });
+    // signed narinfo that `reindex` can recover, never a visible path without one. A small NAR
+    // may still be on its way to the disk (`nar-sync.ts`): the narinfo's write waits beside it,
+    // and nothing is committed before both are durable. One this process did not write is
+    // verified before any narinfo names it.
+    const narDurable = narSync.settle(nar);
+    if (!narSync.known(nar)) await narDurable;
+    const narinfoKey = narInfoStorageKey(cache.name, hashPart);
+    const [written, synced] = await Promise.allSettled([
+      store.put(narinfoKey, Buffer.from(narinfo), { contentType: 'text/x-nix-narinfo' }),
+      narDurable,
+    ]);
+    if (synced.status === 'rejected') {
+      if (written.status === 'fulfilled') await store.delete(narinfoKey).catch(() => undefined);
+      throw synced.reason;
+    }
+    if (written.status === 'rejected') throw written.reason;
 
     const commitPath = db.transaction((): CommitResult | 'raced' => {
       if (paths.get(cache.id, hashPart)) return 'raced';

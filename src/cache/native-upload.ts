@@ -18,6 +18,7 @@ import type { BlobStore } from '../storage/blob-store.js';
 import { narHashFileName } from './nar-file-name.js';
 import { narStorageKey, putSmallNar, storeGeneratedListing } from './nar-ingest.js';
 import type { CommitResult, PathCommit } from './narinfo-commit.js';
+import type { NarSync } from './nar-sync.js';
 import { mostTelling, rejections } from './upload-failure.js';
 import { MAX_METADATA_LINE, parseUploadMetadata } from './upload-metadata.js';
 
@@ -61,6 +62,7 @@ interface Upload {
 interface Receiver {
   store: BlobStore;
   nars: NarsRepo;
+  narSync: NarSync;
   zstd: ZstdOptions;
 }
 
@@ -157,7 +159,7 @@ async function receiveSmall(to: Receiver, upload: Upload): Promise<NarRow> {
   checkNar(info, nar.narHash, nar.narSize);
   const file = zstdCompressSmall(narBytes, to.zstd.level);
   const listing = nar.listing === undefined ? undefined : formatListing(nar.listing);
-  const listingKey = await putSmallNar(to.store, cache.name, fileName, file, listing, options.signal);
+  const listingKey = await putSmallNar(to, cache, fileName, file, listing, options.signal);
   const fileHash = formatHash(sha256Of(file), 'nix32');
   return recordPending(to.nars, cache, fileName, { fileHash, fileSize: file.length, ...nar, listingKey });
 }
@@ -205,6 +207,7 @@ async function receive(to: Receiver, upload: Upload): Promise<NarRow> {
   const listingKey =
     nar.listing === undefined ? null : await storeGeneratedListing(to.store, cache.name, fileName, nar.listing);
   const fileHash = formatHash(sha256Hash(pass.digest()), 'nix32');
+  to.narSync.durable(cache.id, fileName);
   return recordPending(to.nars, cache, fileName, { fileHash, fileSize: pass.bytes, ...nar, listingKey });
 }
 

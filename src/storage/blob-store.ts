@@ -33,6 +33,13 @@ export interface BlobStore {
    */
   get(key: string, options?: BlobGetOptions): Promise<BlobRead | null>;
 
+  /**
+   * Optional, for stores whose puts can skip waiting for the disk (local): makes keys put with
+   * `durable: false` durable, contents and names, in one batch. Stores that leave it out put
+   * durably whatever `durable` says.
+   */
+  sync?(keys: string[]): Promise<void>;
+
   /** Size of `key`, or `null` when absent. */
   stat(key: string): Promise<BlobInfo | null>;
 
@@ -65,6 +72,13 @@ export interface BlobPutOptions {
   /** Exact length, when known up front (lets object stores skip multipart for small bodies). */
   size?: number;
   contentType?: string;
+  /**
+   * False: the blob is visible under `key` when the put resolves, but survives a power cut only
+   * once `sync` has run for it (a process crash loses nothing either way). For a file nobody
+   * reads before it is synced, so its fsync can overlap other work and share a batch. A body of
+   * bytes only; default true.
+   */
+  durable?: boolean;
   /**
    * Runs once every byte is written (or, for a body of bytes, is in hand) but before the blob
    * becomes visible under `key`. If it throws, the write is abandoned exactly as if the body had

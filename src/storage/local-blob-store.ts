@@ -92,6 +92,15 @@ export function createLocalBlobStore(options: LocalBlobStoreOptions): BlobStore 
         ? putBytes(store, key, target, body, opts)
         : putStream(store, key, target, body, opts);
     },
+    // Without fsync nothing is ever waited for, so there is nothing to sync.
+    ...(store.durable
+      ? {
+          async sync(keys: string[]) {
+            const paths = keys.map((key) => pathOf(root, key));
+            if (paths.length > 0) await onThread(keys.join(', '), store.files.sync(paths));
+          },
+        }
+      : {}),
     get: async (key, opts = {}) => get(store, key, pathOf(root, key), opts),
     stat: async (key) => statFile(key, pathOf(root, key)),
     delete: async (key) => deleteFile(key, pathOf(root, key)),
@@ -141,7 +150,8 @@ async function putBytes(
     opts.signal?.throwIfAborted();
   }
   // Handed to the thread in the same tick as the put, unless a beforeCommit ran first.
-  const { tempDir, durable } = store;
+  const { tempDir } = store;
+  const durable = store.durable && opts.durable !== false;
   await onThread(key, store.files.write({ tempDir, temp: tempName(store), target, data: body, durable }));
   return { size: body.byteLength };
 }

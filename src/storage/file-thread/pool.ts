@@ -3,6 +3,7 @@ import type { FileJob, FileJobError, FileJobResult, WholeRead } from './protocol
 
 type WriteJob = Omit<Extract<FileJob, { type: 'write' }>, 'id' | 'type'>;
 type ReadJob = Omit<Extract<FileJob, { type: 'read' }>, 'id'>;
+type SyncJob = Omit<Extract<FileJob, { type: 'sync' }>, 'id'>;
 type Answer = Exclude<FileJobResult, { error: FileJobError }>;
 
 /** A job's failure on its thread: `step` names it, `code` is the errno code if any. */
@@ -20,6 +21,8 @@ export class FileJobFailure extends Error {
 export interface FileThreadPool {
   /** Resolves once the file is in place (and durable, if asked). */
   write(job: WriteJob): Promise<void>;
+  /** Resolves once files written without fsync, and their names, are durable. */
+  sync(paths: string[]): Promise<void>;
   /** The file's bytes if it is a regular file of at most `maxSize` bytes. */
   read(path: string, maxSize: number): Promise<WholeRead>;
   close(): Promise<void>;
@@ -70,7 +73,7 @@ export function createFileThreadPool(count = 2): FileThreadPool {
     return thread;
   }
 
-  function run(job: (WriteJob & { type: 'write' }) | ReadJob): Promise<Answer> {
+  function run(job: (WriteJob & { type: 'write' }) | ReadJob | SyncJob): Promise<Answer> {
     if (closed) return Promise.reject(new Error('file threads are closed'));
     // Round robin: each thread batches what queues up for it while it works.
     if (threads.length < count) threads.push(spawn());
@@ -99,6 +102,9 @@ export function createFileThreadPool(count = 2): FileThreadPool {
   return {
     async write(job) {
       await run({ type: 'write', ...job });
+    },
+    async sync(paths) {
+      await run({ type: 'sync', paths });
     },
     async read(path, maxSize) {
       const answer = await run({ type: 'read', path, maxSize });

@@ -5,9 +5,11 @@
  * renamed to `target`, making the target's directory (and the temp dir) on demand, then the
  * target's directory fsynced (and the ones just made): durable and visible when answered.
  * `read`: the whole file if it is a regular file of at most `maxSize` bytes.
+ * `sync`: files written earlier without fsync (`durable: false`) fsynced, then their directories.
  */
 export type FileJob =
   | { type: 'write'; id: number; tempDir: string; temp: string; target: string; data: Uint8Array; durable: boolean }
+  | { type: 'sync'; id: number; paths: string[] }
   | { type: 'read'; id: number; path: string; maxSize: number };
 
 /** A failed step, with the errno code (`ENOSPC`, …) when there was one. */

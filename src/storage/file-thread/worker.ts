@@ -97,6 +97,19 @@ function writeFile(job: Extract<FileJob, { type: 'write' }>): string[] {
   }
 }
 
+/** fsyncs files written without it; returns their directories, whose fsync makes the names durable. */
+function syncFiles(job: Extract<FileJob, { type: 'sync' }>): string[] {
+  for (const path of job.paths) {
+    const fd = step('open', () => openSync(path, 'r'));
+    try {
+      step('fsync', () => fsyncSync(fd));
+    } finally {
+      closeSync(fd);
+    }
+  }
+  return [...new Set(job.paths.map((p) => dirname(p)))];
+}
+
 function syncDir(dir: string): void {
   const fd = openSync(dir, 'r');
   try {
@@ -135,9 +148,9 @@ function readFile(job: Extract<FileJob, { type: 'read' }>): FileJobResult {
 }
 
 /**
- * Runs every job waiting, then fsyncs each directory they renamed into once: puts arriving
- * together share their directory fsyncs (group commit), and no put is answered before the
- * fsync of its directory that started after its rename.
+ * Runs every job waiting, then fsyncs each directory they renamed into once: puts and syncs
+ * arriving together share their directory fsyncs (group commit), and no put or sync is answered
+ * before the fsync of its directory that started after its rename.
  */
 function runBatch(first: FileJob): void {
   const jobs = [first];
@@ -149,6 +162,8 @@ function runBatch(first: FileJob): void {
     try {
       if (job.type === 'read') {
         results.push(readFile(job));
+      } else if (job.type === 'sync') {
+        waiting.push({ id: job.id, dirs: syncFiles(job) });
       } else {
         const dirs = writeFile(job);
         if (job.durable) waiting.push({ id: job.id, dirs });

@@ -8,6 +8,7 @@ import { createCacheRegistry } from '../../../src/cache/caches.js';
 import { createAccessLog } from '../../../src/cache/access-log.js';
 import { createUploadHolds } from '../../../src/cache/upload-holds.js';
 import { createGcRepo } from '../../../src/db/gc-repo.js';
+import { createNarSync } from '../../../src/cache/nar-sync.js';
 import { createPathCommit, narInfoStorageKey } from '../../../src/cache/narinfo-commit.js';
 import { createCachesRepo } from '../../../src/db/caches-repo.js';
 import { createFilesRepo } from '../../../src/db/files-repo.js';
@@ -28,11 +29,11 @@ import { createLocalBlobStore } from '../../../src/storage/local-blob-store.js';
 import { makePath, type TestPath } from '../../helpers/build-app.js';
 import { makeTempDir } from '../../helpers/tmp.js';
 
-async function setup(t: TestContext, wrapStore?: (store: BlobStore) => BlobStore) {
+async function setup(t: TestContext, wrapStore?: (store: BlobStore) => BlobStore, opts: { fsync?: boolean } = {}) {
   const dir = await makeTempDir(t);
   const db = openDatabase(':memory:');
   migrate(db, defaultMigrationsDir());
-  const local = createLocalBlobStore({ root: `${dir}/store`, fsync: false });
+  const local = createLocalBlobStore({ root: `${dir}/store`, fsync: opts.fsync ?? false });
   t.after(() => local.close());
   const store = wrapStore ? wrapStore(local) : local;
   const caches = createCachesRepo(db);
@@ -41,6 +42,7 @@ async function setup(t: TestContext, wrapStore?: (store: BlobStore) => BlobStore
   const files = createFilesRepo(db);
   const registry = createCacheRegistry({ caches, store, keysDir: `${dir}/keys` });
   const { cache, publicKey } = await registry.create('main', { private: false, priority: 40 });
+  const narSync = createNarSync(store);
   const gc = createGcRepo(db);
   const commit = createPathCommit({
     db,
@@ -51,6 +53,7 @@ async function setup(t: TestContext, wrapStore?: (store: BlobStore) => BlobStore
     registry,
     holds: createUploadHolds({ gc }),
     access: createAccessLog({ gc }),
+    narSync,
   });
   const ownKey = parsePublicKey(publicKey);
 
@@ -76,7 +79,7 @@ async function setup(t: TestContext, wrapStore?: (store: BlobStore) => BlobStore
     return read ? Buffer.concat(await read.stream.toArray()).toString('utf8') : undefined;
   }
 
-  return { db, cache, commit, nars, paths, files, ownKey, uploaded, stored };
+  return { db, cache, commit, nars, paths, files, ownKey, uploaded, stored, local, narSync };
 }
 
 test('a path whose NAR was uploaded is committed: signed by the cache, recorded, its NAR made valid', async (t) => {
@@ -275,4 +278,54 @@ test('a commit that another writer beat leaves the store holding what the databa
   assert.equal(result.created, false);
   assert.equal(s.paths.narinfo(s.cache.id, path.hashPart), theirText);
   assert.equal(await s.stored(path.hashPart), theirText);
+});
+
+test('a small pending NAR no sync of this process covers (an earlier process wrote it) is read back first: cut short, as by a power cut before its fsync, it is refused with NAR_NOT_UPLOADED and nothing is written or recorded; whole, it commits', async (t) => {
+  const s = await setup(t, undefined, { fsync: true });
+  const path = makePath();
+  const key = `main/nar/${path.fileName}`;
+  await s.local.put(key, path.file.subarray(0, path.file.length - 10));
+  s.uploaded(path);
+  await assert.rejects(s.commit.commitNarInfo(s.cache, path.hashPart, path.narinfo()), { code: 'NAR_NOT_UPLOADED' });
+  assert.equal(s.paths.get(s.cache.id, path.hashPart), undefined);
+  assert.equal(await s.stored(path.hashPart), undefined, 'no narinfo file names the lost NAR');
+  assert.equal(s.nars.get(s.cache.id, path.fileName)!.state, 'pending');
+  // The bytes again, whole (a re-upload): the next commit verifies them afresh and succeeds.
+  await s.local.put(key, path.file);
+  const result = await s.commit.commitNarInfo(s.cache, path.hashPart, path.narinfo());
+  assert.equal(result.created, true);
+  assert.equal(s.nars.get(s.cache.id, path.fileName)!.state, 'valid');
+});
+
+test('a commit waits for the sync of its small NAR: nothing is recorded before the sync ends, and a failed sync fails the commit and leaves no narinfo file', async (t) => {
+  let release: (() => void) | undefined;
+  let failing = false;
+  const s = await setup(t, (store) => ({
+    ...store,
+    sync: async () => {
+      await new Promise<void>((r) => (release = r));
+      if (failing) throw new Error('EIO: fsync failed');
+    },
+  }));
+  const path = makePath();
+  s.uploaded(path);
+  s.narSync.start(s.cache.id, path.fileName, [`main/nar/${path.fileName}`]);
+  const committing = s.commit.commitNarInfo(s.cache, path.hashPart, path.narinfo());
+  for (let i = 0; i < 20; i++) await turn();
+  assert.equal(s.paths.get(s.cache.id, path.hashPart), undefined, 'not committed while its NAR is not durable');
+  assert.equal(s.nars.get(s.cache.id, path.fileName)!.state, 'pending');
+  release!();
+  assert.equal((await committing).created, true);
+  assert.equal(s.nars.get(s.cache.id, path.fileName)!.state, 'valid');
+
+  failing = true;
+  const lost = makePath();
+  s.uploaded(lost);
+  s.narSync.start(s.cache.id, lost.fileName, [`main/nar/${lost.fileName}`]);
+  const refused = s.commit.commitNarInfo(s.cache, lost.hashPart, lost.narinfo());
+  for (let i = 0; i < 20; i++) await turn();
+  release!();
+  await assert.rejects(refused, /EIO: fsync failed/);
+  assert.equal(s.paths.get(s.cache.id, lost.hashPart), undefined);
+  assert.equal(await s.stored(lost.hashPart), undefined, 'its narinfo file was removed');
 });
