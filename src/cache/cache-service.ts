@@ -87,7 +87,15 @@ export function createCacheService(deps: CacheServiceDeps) {
     narSync,
   });
   const narLock = createKeyedLock();
-  const collect = createGarbageCollector({ db, store, gc: gcRepo, nars, access, lock: narLock });
+  const collect = createGarbageCollector({
+    db,
+    store,
+    gc: gcRepo,
+    nars,
+    access,
+    lock: narLock,
+    forgetNarinfos: paths.forgetNarinfos,
+  });
   const sweepPending = createPendingSweep({ nars, store });
   const statsQueries = createStatsQueries(db);
   /** Upload outcomes since start, `cache\toutcome\treason` → count, for the metrics. */

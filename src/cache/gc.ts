@@ -62,9 +62,11 @@ export function createGarbageCollector(deps: {
   nars: NarsRepo;
   access: AccessLog;
   lock: KeyedLock;
+  /** Drops narinfos held in memory (`narinfo-memo.ts`): called after removals, before their blobs go. */
+  forgetNarinfos: () => void;
   now?: () => number;
 }) {
-  const { db, store, gc, nars, access, lock } = deps;
+  const { db, store, gc, nars, access, lock, forgetNarinfos } = deps;
   const now = deps.now ?? Date.now;
 
   function load(cache: CacheRow, at: number): LoadedGraph {
@@ -232,6 +234,7 @@ export function createGarbageCollector(deps: {
       });
       // IMMEDIATE, as a commit's: each removal reads before it writes (see narinfo-commit.ts).
       const removed = removeBatch.immediate();
+      if (removed.length > 0) forgetNarinfos();
       for (const r of removed) {
         const bytes = r.nar?.fileSize ?? 0;
         report.paths.push({ storePath: `/nix/store/${r.hashPart}-${r.name}`, bytes });

@@ -28,9 +28,11 @@ const READS: ReadonlySet<string> = new Set<keyof PathsRepo>([
  * process never serves an outdated text; a change made by another process (`narhub reindex`
  * adding signatures) is served within NARINFO_MEMO_MS, while clients are told to keep a
  * narinfo for an hour anyway. The memo is dropped whole every NARINFO_MEMO_MS, which also
- * bounds its memory along with NARINFO_MEMO_MAX_CHARS.
+ * bounds its memory along with NARINFO_MEMO_MAX_CHARS. What removes paths by another way (GC's
+ * own repository) calls `forgetNarinfos` once it has, before it deletes their blobs, so a
+ * removed narinfo is never served beside a NAR that is already gone.
  */
-export function memoizeNarinfos(paths: PathsRepo, now: () => number = Date.now): PathsRepo {
+export function memoizeNarinfos(paths: PathsRepo, now: () => number = Date.now): MemoizedPathsRepo {
   // Per cache, then per hash part: no key string is built per lookup.
   let memo = new Map<number, Map<string, string>>();
   let chars = 0;
@@ -66,5 +68,8 @@ export function memoizeNarinfos(paths: PathsRepo, now: () => number = Date.now):
     }
     return text;
   };
-  return wrapped as PathsRepo;
+  wrapped.forgetNarinfos = forget;
+  return wrapped as MemoizedPathsRepo;
 }
+
+export type MemoizedPathsRepo = PathsRepo & { forgetNarinfos(): void };

@@ -98,6 +98,34 @@ async function nativeUpload(server: RunningServer, token: string, p: TestPath): 
   });
 }
 
+test('right after GC over the API, a removed narinfo the server had just served is 404 with its NAR, not served from memory', async (t) => {
+  const server = await startServer(t);
+  const { token } = await createToken(server.dataDir, 'main', 'write');
+  const paths = [makePath({ name: 'memo-a' }), makePath({ name: 'memo-b' })];
+  for (const p of paths) assert.equal((await nativeUpload(server, token, p)).status, 201);
+  const narinfoOf = (p: TestPath) => fetch(`${server.url}/main/${p.hashPart}.narinfo`);
+  // Each narinfo is read (and so held in the server's narinfo memo) just before GC.
+  const urls: string[] = [];
+  for (const p of paths) {
+    const res = await narinfoOf(p);
+    assert.equal(res.status, 200);
+    urls.push(/^URL: (.*)$/m.exec(await res.text())![1]!);
+  }
+  // A quota of 0 bytes: GC removes every unpinned path, however recently read.
+  await runCliOk(['cache', 'update', 'main', '--quota', '0'], { dataDir: server.dataDir });
+  // Within the memo's lifetime (1 s) of those reads.
+  const run = await gcOverApi(server);
+  assert.equal(run.caches[0]!.pathsRemoved, 2);
+  for (const [i, p] of paths.entries()) {
+    const narinfo = await narinfoOf(p);
+    await narinfo.arrayBuffer();
+    assert.equal(narinfo.status, 404, `${p.basename}'s narinfo after GC removed it`);
+    const nar = await fetch(`${server.url}/main/${urls[i]}`);
+    await nar.arrayBuffer();
+    assert.equal(nar.status, 404, `${p.basename}'s NAR after GC removed it`);
+  }
+});
+
 test('uploads running during GC: none fails for a reference GC removed under it, and nothing ever dangles', async (t) => {
   const server = await startServer(t);
   const { token } = await createToken(server.dataDir, 'main', 'write');
