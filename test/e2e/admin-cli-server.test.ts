@@ -32,6 +32,9 @@ test('cache, token, pin, key and gc with --server change the server, and the loc
     { private: info.private, priority: info.priority, retention: info.retention, quota: info.quota },
     { private: false, priority: 30, retention: 30 * 86_400, quota: 50 * 1024 ** 3 },
   );
+  await remote(['cache', 'create', 'ci', '--retention', '7d', '--quota', '1G']);
+  const ci = await json<{ retention: number; quota: number }>(['cache', 'info', 'ci']);
+  assert.deepEqual([ci.retention, ci.quota], [7 * 86_400, 1024 ** 3], 'cache create --retention --quota on the server');
   const cacheInfo = await fetch(`${server.url}/team/nix-cache-info`);
   assert.equal(cacheInfo.status, 200, 'public without a restart');
   assert.match(await cacheInfo.text(), /^Priority: 30$/m);
@@ -113,10 +116,10 @@ test('cache, token, pin, key and gc with --server change the server, and the loc
   const text = await remote(['cache', 'stats', 'main']);
   assert.match(text.stdout, /^paths: +1$/m);
 
-  // GC: a dry run over both caches.
+  // GC: a dry run over every cache.
   const gc = await json<{ dryRun: boolean; caches: { cache: string }[] }>(['gc', '--dry-run']);
   assert.equal(gc.dryRun, true);
-  assert.deepEqual(gc.caches.map((c) => c.cache).sort(), ['main', 'team']);
+  assert.deepEqual(gc.caches.map((c) => c.cache).sort(), ['ci', 'main', 'team']);
 
   // Nothing of this reached the local data directory.
   const local = await runCliOk(['cache', 'list', '--json'], { dataDir: elsewhere });

@@ -20,9 +20,14 @@ export async function cacheCommand(
       const { values, positionals } = parseCommand(CACHE_CREATE, rest);
       const priority = values.priority === undefined ? 40 : parseInteger(values.priority, '--priority');
       if (priority < 0) throw new UsageError('--priority must not be negative');
+      const policy = policyOf(values);
       const admin = await openAdminBackend(values, loadConfig);
       try {
-        const info = await admin.cacheCreate(positionals[0]!, { private: values.private ?? false, priority });
+        const info = await admin.cacheCreate(positionals[0]!, {
+          private: values.private ?? false,
+          priority,
+          ...policy,
+        });
         // A new cache has one key, so its newest public key is the one it signs with.
         out.write(`${info.name}\t${info.publicKeys.at(-1)}\n`);
       } finally {
@@ -87,11 +92,7 @@ export async function cacheCommand(
       const change = {
         private: values.private ? true : values.public ? false : undefined,
         priority: values.priority === undefined ? undefined : parseInteger(values.priority, '--priority'),
-        retention:
-          values.retention === undefined
-            ? undefined
-            : policyValue(values.retention, '--retention', parseDuration, DURATION_SYNTAX),
-        quota: values.quota === undefined ? undefined : policyValue(values.quota, '--quota', parseSize, SIZE_SYNTAX),
+        ...policyOf(values),
       };
       if (Object.values(change).every((v) => v === undefined))
         throw new UsageError('nothing to change: give --private, --public, --priority, --retention or --quota');
@@ -109,6 +110,20 @@ export async function cacheCommand(
         sub === undefined ? 'missing cache subcommand' : `unknown cache subcommand ${JSON.stringify(sub)}`,
       );
   }
+}
+
+/** `--retention` and `--quota` as given; undefined when absent. */
+function policyOf(values: { retention?: string | undefined; quota?: string | undefined }): {
+  retention: number | null | undefined;
+  quota: number | null | undefined;
+} {
+  return {
+    retention:
+      values.retention === undefined
+        ? undefined
+        : policyValue(values.retention, '--retention', parseDuration, DURATION_SYNTAX),
+    quota: values.quota === undefined ? undefined : policyValue(values.quota, '--quota', parseSize, SIZE_SYNTAX),
+  };
 }
 
 /** `none` clears a policy; anything else must be a size or duration. */

@@ -1,5 +1,5 @@
 import { command } from '../command-spec.js';
-import { ADMIN_FLAGS, JSON_FLAG } from './common.js';
+import { ADMIN_FLAGS, JSON_FLAG, POLICY_FLAGS } from './common.js';
 
 export const CACHE_UPDATE = command({
   name: 'cache update',
@@ -10,16 +10,7 @@ export const CACHE_UPDATE = command({
     private: { type: 'boolean', help: 'Reading needs a read token' },
     public: { type: 'boolean', help: 'Anyone may read' },
     priority: { type: 'string', value: 'N', help: 'Priority in nix-cache-info; lower is preferred' },
-    retention: {
-      type: 'string',
-      value: '30d',
-      help: 'GC removes paths not read or uploaded for this long (with everything only they need); none: keep',
-    },
-    quota: {
-      type: 'string',
-      value: '50G',
-      help: 'GC removes the least recently read paths while the NAR files exceed this; none: no limit',
-    },
+    ...POLICY_FLAGS,
     ...JSON_FLAG,
     ...ADMIN_FLAGS,
   },

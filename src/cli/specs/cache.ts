@@ -1,5 +1,5 @@
 import { command } from '../command-spec.js';
-import { ADMIN_FLAGS, JSON_FLAG } from './common.js';
+import { ADMIN_FLAGS, JSON_FLAG, POLICY_FLAGS } from './common.js';
 
 export const CACHE_CREATE = command({
   name: 'cache create',
@@ -9,9 +9,10 @@ export const CACHE_CREATE = command({
   flags: {
     private: { type: 'boolean', help: 'Reading needs a read token' },
     priority: { type: 'string', value: 'N', default: '40', help: 'Priority in nix-cache-info; lower is preferred' },
+    ...POLICY_FLAGS,
     ...ADMIN_FLAGS,
   },
-  examples: ['narhub cache create team --private --priority 30'],
+  examples: ['narhub cache create team --private --priority 30', 'narhub cache create ci --retention 30d --quota 200G'],
 });
 
 export const CACHE_LIST = command({

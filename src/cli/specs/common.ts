@@ -28,6 +28,20 @@ export const ADMIN_FLAGS = {
   ...DATA_FLAGS,
 } as const satisfies Flags;
 
+/** A cache's GC policy (`cache create`, `cache update`). */
+export const POLICY_FLAGS = {
+  retention: {
+    type: 'string',
+    value: '30d',
+    help: 'GC removes paths not read or uploaded for this long (with everything only they need); none: keep',
+  },
+  quota: {
+    type: 'string',
+    value: '50G',
+    help: 'GC removes the least recently read paths while the NAR files exceed this; none: no limit',
+  },
+} as const satisfies Flags;
+
 /** Where the commands that talk to a running narhub find it, and the token they present. */
 export const CLIENT_FLAGS = {
   server: {

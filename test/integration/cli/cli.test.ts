@@ -33,6 +33,27 @@ test('usage errors print usage to stderr and exit 2', async (t) => {
   }
 });
 
+test('cache create --retention --quota sets the GC policy at once; a bad value is a usage error naming the flag', async (t) => {
+  const dataDir = await makeTempDir(t);
+  await runCliOk(['cache', 'create', 'ci', '--retention', '30d', '--quota', '200G'], { dataDir });
+  const info = JSON.parse((await runCliOk(['cache', 'info', 'ci', '--json'], { dataDir })).stdout) as {
+    retention: number | null;
+    quota: number | null;
+  };
+  assert.deepEqual([info.retention, info.quota], [30 * 86_400, 200 * 1024 ** 3]);
+  await runCliOk(['cache', 'create', 'plain', '--quota', 'none'], { dataDir });
+  const plain = JSON.parse((await runCliOk(['cache', 'info', 'plain', '--json'], { dataDir })).stdout) as {
+    retention: number | null;
+    quota: number | null;
+  };
+  assert.deepEqual([plain.retention, plain.quota], [null, null]);
+  const bad = await runCli(['cache', 'create', 'oops', '--retention', 'forever'], { dataDir });
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /^narhub: --retention "forever" is not/m);
+  const none = await runCli(['cache', 'info', 'oops', '--json'], { dataDir });
+  assert.equal(none.code, 1, 'a refused create made no cache');
+});
+
 test('cache create, list and info', async (t) => {
   const dataDir = await makeTempDir(t);
   const created = await runCliOk(['cache', 'create', 'team', '--private', '--priority', '30'], { dataDir });
