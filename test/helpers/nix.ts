@@ -1,8 +1,10 @@
-// Drives the real Nix 2.8 client with an isolated configuration per environment.
+// Drives the real Nix client (Debian 12's 2.8, or a current one: modern-nix.ts) with an isolated
+// configuration per environment.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
+import type { NixClient } from './modern-nix.js';
 import { makeTempDir, type Cleanup } from './tmp.js';
 
 const debug = process.env.NARHUB_E2E_DEBUG === '1';
@@ -23,6 +25,8 @@ export interface NixEnvOptions {
   substituters?: string[];
   /** Extra nix.conf lines. */
   extraConf?: string[];
+  /** A current Nix client instead of the machine's 2.8 (`nix` and friends come from its binDir). */
+  client?: NixClient;
 }
 
 export interface RunOptions {
@@ -102,7 +106,12 @@ export async function createNixEnv(t: Cleanup, opts: NixEnvOptions = {}): Promis
   const dir = await makeTempDir(t, 'narhub-nix-');
   const confDir = join(dir, 'conf');
   const workDir = join(dir, 'work');
-  const xdg = { cache: join(dir, 'xdg-cache'), config: join(dir, 'xdg-config'), data: join(dir, 'xdg-data') };
+  const xdg = {
+    cache: join(dir, 'xdg-cache'),
+    config: join(dir, 'xdg-config'),
+    data: join(dir, 'xdg-data'),
+    state: join(dir, 'xdg-state'),
+  };
   for (const d of [confDir, workDir, ...Object.values(xdg)]) await mkdir(d, { recursive: true });
 
   const conf = [
@@ -122,6 +131,11 @@ export async function createNixEnv(t: Cleanup, opts: NixEnvOptions = {}): Promis
   if (opts.trustedPublicKeys !== undefined) {
     conf.push(`trusted-public-keys = ${opts.trustedPublicKeys.join(' ')}`);
   }
+  if (opts.client !== undefined) {
+    // A newer Nix must never open the machine's /nix: it would upgrade the database 2.8 uses.
+    // It gets a store of its own; building there runs in Nix's sandbox, with the host's /bin/sh.
+    conf.push(`store = ${join(dir, 'store')}`, 'sandbox-paths = /bin /lib /lib64 /usr');
+  }
   conf.push(...(opts.extraConf ?? []));
   await writeFile(join(confDir, 'nix.conf'), `${conf.join('\n')}\n`);
 
@@ -136,9 +150,11 @@ export async function createNixEnv(t: Cleanup, opts: NixEnvOptions = {}): Promis
     XDG_CACHE_HOME: xdg.cache,
     XDG_CONFIG_HOME: xdg.config,
     XDG_DATA_HOME: xdg.data,
+    XDG_STATE_HOME: xdg.state,
     NO_PROXY: '127.0.0.1,localhost',
     no_proxy: '127.0.0.1,localhost',
   });
+  if (opts.client !== undefined) env.PATH = `${opts.client.binDir}:${env.PATH ?? ''}`;
 
   let counter = 0;
   return {

@@ -1,0 +1,262 @@
+// The current Nix clients against narhub: Debian trixie's nix-bin (Nix 2.26) and sid's (2.34 and
+// later), unpacked by scripts/setup-modern-nix.sh, each with a store of its own. Every other e2e
+// test drives Debian 12's Nix 2.8. One narhub serves the whole file; each client gets its own
+// caches on it. A test that depends on one version's behaviour says so in its title.
+import assert from 'node:assert/strict';
+import { readFileSync, readlinkSync, existsSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { getNarinfo, verifyNarinfoSig } from '../helpers/http.js';
+import { atLeast, modernNix, type ModernSuite, type NixClient } from '../helpers/modern-nix.js';
+import {
+  buildClosure,
+  createNixEnv,
+  generateKey,
+  hashPart,
+  type Closure,
+  type NixEnv,
+  type SigningKey,
+} from '../helpers/nix.js';
+import { lines, literal } from '../helpers/scenario.js';
+import { cacheInfo, createToken, runCliOk, startServer, type RunningServer } from '../helpers/server.js';
+import { makeTempDir, type Cleanup } from '../helpers/tmp.js';
+import { serveCacheDirectory } from '../helpers/upstream-server.js';
+
+const HOST = '127.0.0.1';
+const cleanups: (() => unknown)[] = [];
+const file: Cleanup = { after: (fn) => void cleanups.push(fn as () => unknown) };
+
+let server: RunningServer;
+
+before(async () => {
+  server = await startServer(file);
+});
+
+after(async () => {
+  for (const fn of cleanups.reverse()) await fn();
+});
+
+const NAR_MAGIC = Buffer.concat([Buffer.from([13, 0, 0, 0, 0, 0, 0, 0]), Buffer.from('nix-archive-1')]);
+const MAGIC: Record<'none' | 'zstd' | 'xz', { ext: string; magic: Buffer }> = {
+  none: { ext: '.nar', magic: NAR_MAGIC },
+  zstd: { ext: '.nar.zst', magic: Buffer.from([0x28, 0xb5, 0x2f, 0xfd]) },
+  xz: { ext: '.nar.xz', magic: Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]) },
+};
+
+/** A cache on the shared server, with its public key. */
+async function newCache(name: string, flags: string[] = []): Promise<{ url: string; key: string }> {
+  await runCliOk(['cache', 'create', name, ...flags], { dataDir: server.dataDir });
+  const key = (await cacheInfo(server.dataDir, name)).publicKeys[0];
+  assert.ok(key, `cache ${name} has no key`);
+  return { url: `${server.url}/${name}`, key };
+}
+
+const EXPECTED: Record<ModernSuite, { title: string; check: (c: NixClient) => boolean }> = {
+  trixie: { title: 'Nix 2.26 (Debian 13, trixie)', check: (c) => c.version.startsWith('2.26.') },
+  sid: { title: 'Nix 2.34 or newer (Debian unstable, sid)', check: (c) => atLeast(c, '2.34') },
+};
+
+for (const suite of ['trixie', 'sid'] as const) {
+  describe(`current Nix from Debian ${suite}`, () => {
+    let client: NixClient;
+    /** Builds and uploads, with the admin token in netrc (netrc cannot tell caches on one host apart). */
+    let writer: NixEnv;
+    let uploaderKey: SigningKey;
+    let closure: Closure;
+    /** The closure, uploaded with Nix's default compression and the uploader's signature. */
+    let signed: { url: string; key: string };
+
+    const env = (opts: Parameters<typeof createNixEnv>[1] = {}) => createNixEnv(file, { ...opts, client });
+
+    before(async () => {
+      client = modernNix(suite);
+      writer = await env({ netrc: [{ host: HOST, password: server.adminToken }] });
+      uploaderKey = await generateKey(writer, `uploader-${suite}-1`);
+      closure = await buildClosure(writer, `modern-${suite}`);
+      signed = await newCache(`${suite}-signed`);
+    });
+
+    test(`is ${EXPECTED[suite].title}`, () => {
+      assert.ok(EXPECTED[suite].check(client), `${suite}'s client is Nix ${client.version} (${client.debVersion})`);
+    });
+
+    test('nix store info --store narhub reads nix-cache-info, and an unknown cache is not a binary cache', async () => {
+      const reader = await env();
+      const res = await reader.run('nix', ['store', 'info', '--store', `${server.url}/main`]);
+      assert.match(res.stdout + res.stderr, new RegExp(`Store URL: ${literal(server.url)}/main`));
+      const ping = await reader.run('nix', ['store', 'ping', '--store', `${server.url}/main`]);
+      assert.match(ping.stdout + ping.stderr, /Store URL:/);
+      const none = await reader.tryRun('nix', ['store', 'info', '--store', `${server.url}/no-such-cache`]);
+      assert.notEqual(none.code, 0, `an unknown cache must not pass for a binary cache:\n${none.stderr}`);
+    });
+
+    test("nix copy --to with the default compression (xz) and ?secret-key=: narhub's and the uploader's signatures", async () => {
+      await writer.run('nix', ['copy', '--to', `${signed.url}?secret-key=${uploaderKey.secretKeyFile}`, closure.top]);
+      const local = (await writer.run('nix', ['path-info', '-r', closure.top])).stdout;
+      assert.deepEqual(lines(local), [...closure.paths].sort());
+      for (const p of closure.paths) {
+        const got = await getNarinfo(signed.url, p);
+        assert.equal(got.status, 200, `${p}: ${got.body}`);
+        const ni = got.narinfo!;
+        assert.equal(ni.get('StorePath'), p);
+        assert.equal(ni.get('Compression'), 'xz', got.body);
+        assert.deepEqual(
+          ni
+            .all('Sig')
+            .map((s) => s.split(':')[0])
+            .sort(),
+          [`${suite}-signed-1`, uploaderKey.name].sort(),
+        );
+        assert.ok(verifyNarinfoSig(ni, signed.key), `narhub's signature does not verify:\n${got.body}`);
+        assert.ok(
+          verifyNarinfoSig(ni, uploaderKey.publicKey),
+          `the uploader's signature does not verify:\n${got.body}`,
+        );
+        await assertNar(signed.url, ni.get('URL'), 'xz');
+      }
+    });
+
+    for (const compression of ['zstd', 'none'] as const) {
+      test(`nix copy --to ?compression=${compression} uploads the closure, compressed as asked`, async () => {
+        const cache = await newCache(`${suite}-${compression}`);
+        await writer.run('nix', ['copy', '--to', `${cache.url}?compression=${compression}`, closure.top]);
+        for (const p of closure.paths) {
+          const got = await getNarinfo(cache.url, p);
+          assert.equal(got.status, 200, `${p}: ${got.body}`);
+          assert.equal(got.narinfo!.get('Compression'), compression, got.body);
+          assert.ok(verifyNarinfoSig(got.narinfo!, cache.key), got.body);
+          await assertNar(cache.url, got.narinfo!.get('URL'), compression);
+        }
+        // A second copy finds everything there and changes nothing.
+        const before = await Promise.all(closure.paths.map(async (p) => (await getNarinfo(cache.url, p)).body));
+        await writer.run('nix', ['copy', '--to', `${cache.url}?compression=${compression}`, closure.top]);
+        const again = await Promise.all(closure.paths.map(async (p) => (await getNarinfo(cache.url, p)).body));
+        assert.deepEqual(again, before);
+      });
+    }
+
+    test("nix copy --from narhub into a fresh store checks narhub's signature, and refuses an unknown key", async () => {
+      const reader = await env({ trustedPublicKeys: [signed.key] });
+      const store = reader.freshPath('client-store');
+      await reader.run('nix', ['copy', '--from', signed.url, '--to', store, closure.top]);
+      assertClosureIn(store, closure);
+      for (const p of closure.paths) await reader.run('nix-store', ['--store', store, '--verify-path', p]);
+
+      const other = await generateKey(reader, `other-${suite}-1`);
+      const distrustful = await env({ trustedPublicKeys: [other.publicKey] });
+      const store2 = distrustful.freshPath('client-store');
+      const res = await distrustful.tryRun('nix', ['copy', '--from', signed.url, '--to', store2, closure.top]);
+      assert.notEqual(res.code, 0, `a copy trusting only ${other.name} must fail:\n${res.stderr}`);
+      // 2.8 said "lacks a valid signature"; these say "lacks a signature by a trusted key".
+      assert.match(res.stderr, /lacks a (valid )?signature|not signed by any of the keys/);
+      assert.equal(existsSync(join(store2, closure.top)), false);
+    });
+
+    test('nix-store -r substitutes the closure into a fresh store with narhub as its only substituter', async () => {
+      const reader = await env({ trustedPublicKeys: [signed.key], substituters: [signed.url] });
+      const store = reader.freshPath('client-store');
+      const res = await reader.run('nix-store', ['--store', store, '-r', closure.top]);
+      assert.match(res.stdout, new RegExp(literal(closure.top)));
+      assertClosureIn(store, closure);
+      const listed = await reader.run('nix-store', ['--store', store, '-qR', closure.top]);
+      assert.deepEqual(lines(listed.stdout), [...closure.paths].sort());
+    });
+
+    test('nix path-info --store narhub lists the closure, with sizes and signatures in --json', async () => {
+      const reader = await env();
+      const listed = await reader.run('nix', ['path-info', '--store', signed.url, '-r', closure.top]);
+      assert.deepEqual(lines(listed.stdout), [...closure.paths].sort());
+      const json = JSON.parse(
+        (await reader.run('nix', ['path-info', '--json', '--store', signed.url, closure.top])).stdout,
+      ) as unknown;
+      // 2.19 made --json an object keyed by path (2.8 printed a list).
+      const info = (json as Record<string, { narSize: number; signatures: string[] }>)[closure.top];
+      assert.ok(info, `no ${closure.top} in ${JSON.stringify(json)}`);
+      assert.ok(info.narSize > 0);
+      assert.ok(
+        info.signatures.some((s) => s.startsWith(`${suite}-signed-1:`)),
+        JSON.stringify(info),
+      );
+      const missing = await reader.tryRun('nix', [
+        'path-info',
+        '--store',
+        signed.url,
+        `/nix/store/${'0'.repeat(32)}-x`,
+      ]);
+      assert.notEqual(missing.code, 0, 'a path narhub does not have is not valid there');
+    });
+
+    test('nix store copy-log --to narhub, then nix log --store narhub prints the build log', async () => {
+      const reader = await env();
+      const before = await reader.tryRun('nix', ['log', '--store', signed.url, closure.top]);
+      assert.notEqual(before.code, 0, `no log yet:\n${before.stdout}`);
+      await writer.run('nix', ['store', 'copy-log', '--to', signed.url, closure.drvs[2]!]);
+      const log = await (await env()).run('nix', ['log', '--store', signed.url, closure.top]);
+      assert.match(log.stdout, new RegExp(literal(closure.logLines[2]!)));
+    });
+
+    test('a private cache: no token is refused and nothing lands; a read token in netrc substitutes', async () => {
+      const priv = await newCache(`${suite}-priv`, ['--private']);
+      await writer.run('nix', ['copy', '--to', `${priv.url}?compression=zstd`, closure.top]);
+
+      const anon = await env({ trustedPublicKeys: [priv.key] });
+      const anonStore = anon.freshPath('client-store');
+      const refused = await anon.tryRun('nix', ['copy', '--from', priv.url, '--to', anonStore, closure.top]);
+      assert.notEqual(refused.code, 0, `an anonymous copy from a private cache must fail:\n${refused.stderr}`);
+      assert.equal(existsSync(join(anonStore, closure.top)), false);
+
+      const { token } = await createToken(server.dataDir, `${suite}-priv`, 'read');
+      const reader = await env({ trustedPublicKeys: [priv.key], netrc: [{ host: HOST, password: token }] });
+      const store = reader.freshPath('client-store');
+      await reader.run('nix', ['copy', '--from', priv.url, '--to', store, closure.top]);
+      assertClosureIn(store, closure);
+      const info = await reader.run('nix', ['store', 'info', '--store', priv.url]);
+      assert.match(info.stdout + info.stderr, /Store URL:/);
+    });
+
+    test('pull-through: the client substitutes through narhub a closure it wrote to a file:// cache upstream', async () => {
+      const upstreamWriter = await env();
+      const upKey = await generateKey(upstreamWriter, `upstream-${suite}-1`);
+      const fresh = await buildClosure(upstreamWriter, `modern-up-${suite}`);
+      const dir = await makeTempDir(file, 'narhub-file-cache-');
+      await writeFile(join(dir, 'nix-cache-info'), 'StoreDir: /nix/store\n');
+      await upstreamWriter.run('nix', [
+        'copy',
+        '--to',
+        `file://${dir}?compression=zstd&secret-key=${upKey.secretKeyFile}`,
+        fresh.top,
+      ]);
+      const upstream = await serveCacheDirectory(file, dir);
+      const front = await newCache(`${suite}-front`);
+      await runCliOk(['upstream', 'add', `${suite}-front`, upstream.url, '--public-key', upKey.publicKey], {
+        dataDir: server.dataDir,
+      });
+
+      const reader = await env({ trustedPublicKeys: [front.key], substituters: [front.url] });
+      const store = reader.freshPath('client-store');
+      await reader.run('nix-store', ['--store', store, '-r', fresh.top]);
+      assertClosureIn(store, fresh);
+      for (const p of fresh.paths) assert.equal(upstream.count(`/${hashPart(p)}.narinfo`) >= 1, true, p);
+    });
+  });
+}
+
+/** The file at a narinfo's URL is served, and starts with the magic of `compression`. */
+async function assertNar(cacheUrl: string, url: string | undefined, compression: keyof typeof MAGIC): Promise<void> {
+  const { ext, magic } = MAGIC[compression];
+  assert.ok(url?.startsWith('nar/') && url.endsWith(ext), `URL ${url} should end in ${ext}`);
+  const res = await fetch(`${cacheUrl}/${url}`);
+  assert.equal(res.status, 200, `GET ${url}`);
+  const body = Buffer.from(await res.arrayBuffer());
+  assert.ok(body.subarray(0, magic.length).equals(magic), `${url} does not start with the ${compression} magic`);
+}
+
+/** The closure's files, as built, are in the chroot store `store`. */
+function assertClosureIn(store: string, c: Closure): void {
+  const [leaf, mid, top] = c.paths as [string, string, string];
+  assert.equal(readFileSync(join(store, top, 'data'), 'utf8'), `top-${c.nonce}\n`);
+  assert.equal(readlinkSync(join(store, top, 'mid')), mid);
+  assert.equal(readFileSync(join(store, mid, 'leaf-path'), 'utf8'), `${leaf}\n`);
+  assert.equal(readFileSync(join(store, leaf), 'utf8'), `leaf-${c.nonce}\n`);
+}
