@@ -181,7 +181,7 @@ let
 
   # The config and the credentials it names (nixos/config.nix).
   configInputs = {
-    inherit settings;
+    settings = removeAttrs settings (lib.attrNames movedGcSettings);
     inherit (cfg) caches;
     credentialsDir = credentialsDir "narhub";
     hub =
@@ -372,6 +372,29 @@ let
     )
   );
   moved = from: to: lib.mkRenamedOptionModule ([ "services" "narhub" ] ++ from) ([ "services" "narhub" "settings" ] ++ to);
+  # Settings of earlier versions and their keys in `settings.gc` now. mkRenamedOptionModule
+  # cannot reach into the settings submodule, so they are hidden options of it that set the new
+  # ones (both at once is a conflict), left out of the config, with a warning each.
+  movedGcSettings = {
+    gcInterval = "interval";
+    pendingGracePeriod = "pendingGracePeriod";
+    supersededGracePeriod = "supersededGracePeriod";
+  };
+  movedGcModule =
+    { config, ... }:
+    {
+      options = lib.mapAttrs (
+        old: _:
+        mkOption {
+          type = generated.jsonValue;
+          default = null;
+          visible = false;
+        }
+      ) movedGcSettings;
+      config.gc = lib.mapAttrs' (
+        old: new: lib.nameValuePair new (mkIf (config.${old} != null) config.${old})
+      ) movedGcSettings;
+    };
 in
 {
   imports = [
@@ -380,9 +403,9 @@ in
     (moved [ "publicUrl" ] [ "publicUrl" ])
     (moved [ "logLevel" ] [ "logLevel" ])
     (moved [ "maxNarSize" ] [ "maxNarSize" ])
-    (moved [ "gc" "pendingGracePeriod" ] [ "pendingGracePeriod" ])
-    (moved [ "gc" "supersededGracePeriod" ] [ "supersededGracePeriod" ])
-    (moved [ "gc" "interval" ] [ "gcInterval" ])
+    (moved [ "gc" "pendingGracePeriod" ] [ "gc" "pendingGracePeriod" ])
+    (moved [ "gc" "supersededGracePeriod" ] [ "gc" "supersededGracePeriod" ])
+    (moved [ "gc" "interval" ] [ "gc" "interval" ])
     (moved [ "storage" "type" ] [ "storage" "type" ])
     (moved [ "storage" "local" "path" ] [ "storage" "path" ])
     (moved [ "hub" "enable" ] [ "hub" "enable" ])
@@ -401,7 +424,10 @@ in
     package = lib.mkPackageOption pkgs "narhub" { };
 
     settings = mkOption {
-      type = types.submodule (generated.objectModule [ ] (removeAttrs schema.properties [ "caches" ]) schema.required);
+      type = types.submodule [
+        (generated.objectModule [ ] (removeAttrs schema.properties [ "caches" ]) schema.required)
+        movedGcModule
+      ];
       default = { };
       example = literalExpression ''
         {
@@ -628,6 +654,10 @@ in
 
   config = mkMerge [
     (mkIf cfg.enable {
+      warnings = lib.mapAttrsToList (
+        old: new:
+        "The option `services.narhub.settings.${old}' has been renamed to `services.narhub.settings.gc.${new}'."
+      ) (lib.filterAttrs (old: _: settings.${old} != null) movedGcSettings);
       assertions = [
         {
           assertion = !(settings ? caches);

@@ -107,8 +107,8 @@ async function localBackend(loadConfig: () => Promise<Config>): Promise<AdminBac
       service.runGc({
         cache: o.cache,
         dryRun: o.dryRun,
-        pendingGraceMs: config.pendingGracePeriod * 1000,
-        supersededGraceMs: config.supersededGracePeriod * 1000,
+        pendingGraceMs: config.gc.pendingGracePeriod * 1000,
+        supersededGraceMs: config.gc.supersededGracePeriod * 1000,
       }),
     pinAdd: async (cache, storePath, o) => service.pins.add(registry.require(cache), storePath, o),
     pinList: async (cache) => service.pins.list(registry.require(cache)),

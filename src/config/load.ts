@@ -4,7 +4,7 @@ import type { TSchema } from '@sinclair/typebox';
 import { Value, type ValueError } from '@sinclair/typebox/value';
 import { NarhubError } from '../errors.js';
 import { DURATION_SYNTAX, parseDuration, parseSize, SIZE_SYNTAX } from '../units.js';
-import { ConfigSchema, type Config } from './schema.js';
+import { ConfigSchema, type Config, MOVED_KEYS } from './schema.js';
 
 export interface ConfigSources {
   /** Path of a JSON config file. */
@@ -12,18 +12,25 @@ export interface ConfigSources {
   /** Command-line overrides, already parsed. */
   overrides?: Partial<Pick<Config, 'dataDir' | 'listen'>>;
   env?: NodeJS.ProcessEnv;
+  /** Where warnings go (a deprecated key); stderr by default. */
+  warn?: (message: string) => void;
 }
 
-/** Validates a raw config object; every problem is reported with its key path. */
-export function parseConfig(raw: unknown): Config {
+/**
+ * Validates a raw config object; every problem is reported with its key path. A key of an
+ * earlier version (`MOVED_KEYS`) is read at its new place, with a warning.
+ */
+export function parseConfig(raw: unknown, warn: (message: string) => void = () => {}): Config {
   const input = Value.Clone(raw ?? {}) as Record<string, unknown>;
   // Nested objects must exist for TypeBox to fill their defaults in.
   if (typeof input === 'object' && input !== null && !Array.isArray(input)) {
+    moveKeys(input, warn);
     input.storage ??= { type: 'local' };
     input.zstd ??= {};
     input.upstream ??= {};
     input.hub ??= {};
     input.limits ??= {};
+    input.gc ??= {};
   }
   withUnits(ConfigSchema, input, '');
   const withDefaults = Value.Default(ConfigSchema, input);
@@ -55,6 +62,24 @@ export function parseConfig(raw: unknown): Config {
   }
   parseListen(config.listen);
   return config;
+}
+
+function moveKeys(input: Record<string, unknown>, warn: (message: string) => void): void {
+  for (const [old, [section, key]] of Object.entries(MOVED_KEYS)) {
+    if (!(old in input)) continue;
+    const target = input[section] ?? {};
+    if (typeof target !== 'object' || target === null || Array.isArray(target)) continue; // the schema says why
+    const into = target as Record<string, unknown>;
+    if (key in into)
+      throw new NarhubError(
+        'CONFIG_INVALID',
+        `invalid config: ${old} and ${section}.${key} are both set; ${old} is the old name of ${section}.${key}: keep only that`,
+      );
+    into[key] = input[old];
+    input[section] = into;
+    delete input[old];
+    warn(`config key ${old} is deprecated: it is ${section}.${key} now (read as such)`);
+  }
 }
 
 /**
@@ -132,7 +157,8 @@ export function loadConfig(sources: ConfigSources): Config {
   }
   if (env.NARHUB_DATA_DIR && raw.dataDir === undefined) raw.dataDir = env.NARHUB_DATA_DIR;
   for (const [k, v] of Object.entries(sources.overrides ?? {})) if (v !== undefined) raw[k] = v;
-  const config = parseConfig(raw);
+  const warn = sources.warn ?? ((message: string) => process.stderr.write(`narhub: warning: ${message}\n`));
+  const config = parseConfig(raw, warn);
   return Object.freeze({ ...config, dataDir: resolve(config.dataDir) });
 }
 

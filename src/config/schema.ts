@@ -265,6 +265,47 @@ const Limits = Type.Object(
   { additionalProperties: false },
 );
 
+/** Garbage collection: how often serve runs it, and how long what no path claims is kept. */
+const Gc = Type.Object(
+  {
+    interval: Type.Integer({
+      default: 3_600,
+      minimum: 1,
+      // Node's timers hold at most 2^31 - 1 ms; a longer interval would fire every millisecond.
+      maximum: 24 * 86_400,
+      unit: 'duration',
+      description:
+        'Time between GC runs of serve (unclaimed uploads, superseded files, then every cache by its retention, quota and pins): seconds, or a duration such as 1h.',
+    }),
+    pendingGracePeriod: Type.Integer({
+      default: 86_400,
+      minimum: 0,
+      unit: 'duration',
+      description:
+        'How long an unclaimed NAR upload (and any blob no row describes) is kept: seconds, or a duration such as 1d.',
+    }),
+    supersededGracePeriod: Type.Integer({
+      default: 40 * 86_400,
+      minimum: 0,
+      unit: 'duration',
+      description:
+        'How long a NAR replaced by its zstd recompression stays served (Nix caches narinfos for 30 days): ' +
+        'seconds, or a duration such as 40d.',
+    }),
+  },
+  { additionalProperties: false },
+);
+
+/**
+ * Keys of earlier versions and where they live now (`gcInterval` is `gc.interval`): the config
+ * still takes them, with a warning (`config/load.ts`).
+ */
+export const MOVED_KEYS: Readonly<Record<string, readonly [string, string]>> = {
+  gcInterval: ['gc', 'interval'],
+  pendingGracePeriod: ['gc', 'pendingGracePeriod'],
+  supersededGracePeriod: ['gc', 'supersededGracePeriod'],
+};
+
 export const ConfigSchema = Type.Object(
   {
     dataDir: Type.String({ default: './narhub-data', description: 'Database, keys and local blobs.' }),
@@ -305,29 +346,7 @@ export const ConfigSchema = Type.Object(
       unit: 'size',
       description: 'Largest narinfo, log, listing or realisation upload: bytes, or a size such as 64M.',
     }),
-    pendingGracePeriod: Type.Integer({
-      default: 86_400,
-      minimum: 0,
-      unit: 'duration',
-      description: 'How long an unclaimed NAR upload is kept: seconds, or a duration such as 1d.',
-    }),
-    gcInterval: Type.Integer({
-      default: 3_600,
-      minimum: 1,
-      // Node's timers hold at most 2^31 - 1 ms; a longer interval would fire every millisecond.
-      maximum: 24 * 86_400,
-      unit: 'duration',
-      description:
-        'Time between GC runs of serve (unclaimed uploads, superseded files, then every cache by its retention, quota and pins): seconds, or a duration such as 1h.',
-    }),
-    supersededGracePeriod: Type.Integer({
-      default: 40 * 86_400,
-      minimum: 0,
-      unit: 'duration',
-      description:
-        'How long a NAR replaced by its zstd recompression stays served (Nix caches narinfos for 30 days): ' +
-        'seconds, or a duration such as 40d.',
-    }),
+    gc: Gc,
     caches: Type.Array(CacheDecl, { default: [], description: 'Caches to create (or update) at start.' }),
     storage: Type.Union([LocalStorage, S3Storage]),
     zstd: Zstd,

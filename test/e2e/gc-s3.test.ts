@@ -81,7 +81,7 @@ test('on S3: objects no row describes (NAR, narinfo, listing) are found by a dry
   // No grace: an orphan goes at the first run that sees it (uploads here are over before GC runs).
   await writeFile(
     config,
-    JSON.stringify({ storage: await s3.storageConfig(dataDir, { prefix: 'gc/' }), pendingGracePeriod: 0 }),
+    JSON.stringify({ storage: await s3.storageConfig(dataDir, { prefix: 'gc/' }), gc: { pendingGracePeriod: 0 } }),
   );
   const server = await startServer(t, { dataDir, args: ['--config', config] });
   const { token } = await createToken(dataDir, 'main', 'write');

@@ -118,10 +118,10 @@ test('caches declared with retention and quota in the config get that GC policy;
   assert.deepEqual(await policy(again, 'main'), [30 * 86_400, 500 * 1024 ** 3]);
 });
 
-test('serve runs GC every gcInterval: the GC runs of each cache rise on /metrics, with no request asking', async (t) => {
+test('serve runs GC every gc.interval: the GC runs of each cache rise on /metrics, with no request asking', async (t) => {
   const dataDir = await makeTempDir(t, 'narhub-data-');
   const config = join(dataDir, 'config.json');
-  await writeFile(config, JSON.stringify({ gcInterval: '1s' }));
+  await writeFile(config, JSON.stringify({ gc: { interval: '1s' } }));
   const server = await startServer(t, { dataDir, args: ['--config', config] });
   const runs = async () =>
     seriesValue(await (await fetch(`${server.url}/metrics`)).text(), 'narhub_gc_runs{cache="main"}');
@@ -131,5 +131,5 @@ test('serve runs GC every gcInterval: the GC runs of each cache rise on /metrics
     await sleep(200);
     now = (await runs()) ?? 0;
   }
-  assert.ok(now >= first + 3, `GC runs went from ${first} to ${now} in 20 s with gcInterval 1s`);
+  assert.ok(now >= first + 3, `GC runs went from ${first} to ${now} in 20 s with gc.interval 1s`);
 });

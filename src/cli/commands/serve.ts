@@ -79,7 +79,10 @@ export async function serve(config: Config): Promise<void> {
     publicUrl: () => baseUrl,
     logRequests: config.logRequests,
     limits: config.limits,
-    gc: { pendingGraceMs: config.pendingGracePeriod * 1000, supersededGraceMs: config.supersededGracePeriod * 1000 },
+    gc: {
+      pendingGraceMs: config.gc.pendingGracePeriod * 1000,
+      supersededGraceMs: config.gc.supersededGracePeriod * 1000,
+    },
     hubStats: hub ? () => hubStats(hub, runtime) : undefined,
   });
   const address = await app.listen({ host, port });
@@ -120,7 +123,7 @@ export async function serve(config: Config): Promise<void> {
     );
   }
 
-  // GC (config gcInterval, default hourly): unclaimed uploads and superseded files everywhere,
+  // GC (config gc.interval, default hourly): unclaimed uploads and superseded files everywhere,
   // then every cache by its retention, quota and pins, with orphans and logs.
   let collecting = false;
   const sweep = async () => {
@@ -128,8 +131,8 @@ export async function serve(config: Config): Promise<void> {
     collecting = true;
     try {
       const run = await runtime.service.runGc({
-        pendingGraceMs: config.pendingGracePeriod * 1000,
-        supersededGraceMs: config.supersededGracePeriod * 1000,
+        pendingGraceMs: config.gc.pendingGracePeriod * 1000,
+        supersededGraceMs: config.gc.supersededGracePeriod * 1000,
       });
       for (const c of run.caches) {
         if (c.pathsRemoved > 0 || c.orphansRemoved > 0 || c.logsRemoved > 0)
@@ -162,7 +165,7 @@ export async function serve(config: Config): Promise<void> {
       logger.error({ err }, 'sweep of upstream offers failed');
     }
   };
-  const sweeper = setInterval(() => void sweep(), config.gcInterval * 1000);
+  const sweeper = setInterval(() => void sweep(), config.gc.interval * 1000);
   sweeper.unref();
   void sweep();
   // xz/bzip2 NARs of caches with recompressToZstd, one at a time in the background.

@@ -112,7 +112,7 @@ export const GC = command({
   positionals: { min: 0, max: 0 },
   summary: 'Collect garbage: each cache by its retention, quota and pins, plus orphaned files; prints what it removes.',
   description:
-    'A path goes only together with every path that refers to it. narhub serve also runs this every gcInterval (default 1h).',
+    'A path goes only together with every path that refers to it. narhub serve also runs this every gc.interval (default 1h).',
   flags: {
     cache: { type: 'string', value: 'NAME', default: 'every cache', help: 'Only this cache' },
     'dry-run': { type: 'boolean', help: 'Print what would be removed, remove nothing' },

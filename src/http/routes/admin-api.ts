@@ -10,7 +10,7 @@ import { ErrorBody } from '../error-handler.js';
 export interface AdminApiOptions {
   service: CacheService;
   access: Access;
-  /** GC's grace periods (config `pendingGracePeriod`, `supersededGracePeriod`), in ms. */
+  /** GC's grace periods (config `gc.pendingGracePeriod`, `gc.supersededGracePeriod`), in ms. */
   gc: { pendingGraceMs: number; supersededGraceMs: number };
 }
 

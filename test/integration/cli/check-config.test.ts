@@ -26,9 +26,7 @@ function everyKey(secrets: string): Record<string, unknown> {
     logLevel: 'warn',
     maxNarSize: 1024 ** 3,
     maxSmallFileSize: 1024 ** 2,
-    pendingGracePeriod: 0,
-    gcInterval: 60,
-    supersededGracePeriod: 86400,
+    gc: { pendingGracePeriod: 0, interval: 60, supersededGracePeriod: 86400 },
     caches: [
       {
         name: 'main',
@@ -81,6 +79,24 @@ test('a valid config prints ok and exits 0; an empty one too', async (t) => {
   const res = await runCli(['check-config', '--config', await writeConfig(dir, {})]);
   assert.equal(res.code, 0, res.stderr);
   assert.equal(res.stdout, 'ok\n');
+});
+
+test('a config with gcInterval (the old name of gc.interval) passes with a warning on stderr; with both it fails', async (t) => {
+  const dir = await makeTempDir(t);
+  const old = await runCli(['check-config', await writeConfig(dir, { gcInterval: '2h' }), '--no-secrets']);
+  assert.equal(old.code, 0, old.stderr);
+  assert.equal(old.stdout, 'ok\n');
+  assert.equal(
+    old.stderr,
+    'narhub: warning: config key gcInterval is deprecated: it is gc.interval now (read as such)\n',
+  );
+  const both = await runCli([
+    'check-config',
+    await writeConfig(dir, { gcInterval: 60, gc: { interval: 60 } }, 'both.json'),
+    '--no-secrets',
+  ]);
+  assert.equal(both.code, 1);
+  assert.match(both.stderr, /gcInterval and gc\.interval are both set/);
 });
 
 test('every config the NixOS module produces is accepted', async (t) => {

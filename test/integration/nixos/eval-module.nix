@@ -185,8 +185,10 @@ let
           logLevel = "debug";
           maxNarSize = 1073741824;
           maxSmallFileSize = 1048576;
-          pendingGracePeriod = 7200;
-          gcInterval = 600;
+          gc = {
+            pendingGracePeriod = 7200;
+            interval = 600;
+          };
           zstd.level = 9;
           storage = {
             type = "s3";
@@ -301,6 +303,18 @@ let
         gc.interval = 60;
         storage.local.path = "/srv/narhub-store";
         hub.enable = true;
+      };
+    };
+
+    # The GC settings of earlier versions, at the top of settings.
+    renamedSettings = {
+      services.narhub = {
+        enable = true;
+        package = narhubPackage;
+        settings = {
+          gcInterval = "2h";
+          pendingGracePeriod = 60;
+        };
       };
     };
 
@@ -426,7 +440,7 @@ let
         package = narhubPackage;
         settings = {
           maxNarSize = "50G";
-          gcInterval = "1h30m";
+          gc.interval = "1h30m";
         };
       };
     };
@@ -454,7 +468,7 @@ let
       services.narhub = {
         enable = true;
         package = narhubPackage;
-        settings.gcInterval = "soon";
+        settings.gc.interval = "soon";
       };
     };
     zstdLevelOutOfRange = {

@@ -280,7 +280,7 @@ test('everything on: credentials, S3, the hub with its Redis, a spoke; secrets s
   assert.equal((config.hub as Obj).evalWorkers, 2);
   assert.equal(config.listen, '0.0.0.0:8443');
   assert.equal(config.publicUrl, 'https://cache.example.org');
-  assert.equal(config.gcInterval, 600);
+  assert.deepEqual(config.gc, { interval: 600, pendingGracePeriod: 7200, supersededGracePeriod: 40 * 86_400 });
   assert.deepEqual(config.zstd, { level: 9, workers: 2 });
 
   // The local Redis: persistent, never evicting, password from a file, reachable by narhub.
@@ -423,7 +423,32 @@ test('settings drive the unit: dataDir, listen and storage.path outside /var/lib
   for (const w of renamed.warnings) assert.match(w, /has been renamed to `services\.narhub\.settings\./);
   assert.equal(renamed.generatedConfig?.dataDir, '/srv/narhub');
   assert.equal(renamed.generatedConfig?.logLevel, 'warn');
-  assert.equal(renamed.generatedConfig?.gcInterval, 60);
+  assert.deepEqual((renamed.generatedConfig as Obj | undefined)?.gc, {
+    interval: 60,
+    pendingGracePeriod: 86_400,
+    supersededGracePeriod: 40 * 86_400,
+  });
+  assert.equal(renamed.generatedConfig?.gcInterval, undefined);
+  // settings.gcInterval and the grace periods of earlier versions went to settings.gc.
+  const settingsRenamed = (await evaluate('renamedSettings')).value;
+  assert.deepEqual(settingsRenamed.failedAssertions, []);
+  assert.equal(settingsRenamed.warnings.length, 2, settingsRenamed.warnings.join('\n'));
+  const [w1, w2] = settingsRenamed.warnings.sort();
+  assert.match(
+    w1!,
+    /services\.narhub\.settings\.gcInterval' [\s\S]*renamed to `services\.narhub\.settings\.gc\.interval'/,
+  );
+  assert.match(
+    w2!,
+    /services\.narhub\.settings\.pendingGracePeriod' [\s\S]*renamed to `services\.narhub\.settings\.gc\.pendingGracePeriod'/,
+  );
+  const moved = settingsRenamed.generatedConfig as Obj;
+  assert.deepEqual(moved.gc, { interval: '2h', pendingGracePeriod: 60, supersededGracePeriod: 40 * 86_400 });
+  assert.equal(moved.gcInterval, undefined);
+  assert.equal(moved.pendingGracePeriod, undefined);
+  const movedOk = await checkConfig(dir, moved, '--no-secrets');
+  assert.equal(movedOk.code, 0, movedOk.stderr);
+  assert.equal(movedOk.stderr, '', 'nothing deprecated reaches narhub');
   assert.deepEqual(renamed.generatedConfig?.storage, { type: 'local', path: '/srv/narhub-store' });
   assert.deepEqual(service(renamed, 'narhub').serviceConfig.ReadWritePaths, ['/srv/narhub', '/srv/narhub-store']);
   assert.ok(
@@ -449,10 +474,10 @@ test('settings options come from the schema; caches add up across modules and ar
   const units = (await evaluate('unitStrings')).value;
   assert.deepEqual(units.failedAssertions, []);
   assert.equal(units.generatedConfig?.maxNarSize, '50G');
-  assert.equal(units.generatedConfig?.gcInterval, '1h30m');
+  assert.equal(((units.generatedConfig as Obj).gc as Obj).interval, '1h30m');
   const unitsOk = await checkConfig(dir, units.generatedConfig, '--no-secrets');
   assert.equal(unitsOk.code, 0, unitsOk.stderr);
-  assert.match(await evaluationError('badDuration'), /services\.narhub\.settings\.gcInterval[\s\S]*not of type/);
+  assert.match(await evaluationError('badDuration'), /services\.narhub\.settings\.gc\.interval[\s\S]*not of type/);
   const level = (ConfigSchema.properties.zstd.properties.level as { maximum: number }).maximum;
   assert.equal(level, 19, 'the bound the message above names is the schema’s');
 

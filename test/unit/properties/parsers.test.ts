@@ -357,6 +357,7 @@ describe('config parser', () => {
       'listen',
       'maxNarSize',
       'gcInterval',
+      'gc',
       'caches',
       'storage',
       'hub',
@@ -373,8 +374,8 @@ describe('config parser', () => {
         try {
           const config = parseConfig(raw);
           assert.ok(Number.isSafeInteger(config.maxNarSize) && config.maxNarSize >= 1);
-          assert.ok(Number.isSafeInteger(config.gcInterval) && config.gcInterval >= 1);
-          assert.ok(config.gcInterval * 1000 < 2 ** 31, 'a timer can hold the sweep interval');
+          assert.ok(Number.isSafeInteger(config.gc.interval) && config.gc.interval >= 1);
+          assert.ok(config.gc.interval * 1000 < 2 ** 31, 'a timer can hold the sweep interval');
         } catch (err) {
           assert.ok(isNarhubError(err) && err.code === 'CONFIG_INVALID', String(err));
           assert.match(err.message, /^[^\n]+$/, 'one line');
