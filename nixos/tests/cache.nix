@@ -4,11 +4,9 @@
 { lib, pkgs, ... }:
 
 let
-  # A throwaway key pair for this test only (`narhub keygen narhub-vm-test-1`). Real signing
-  # keys never go into the Nix store; the module refuses store paths for them.
-  secretKey =
-    "narhub-vm-test-1:AoqxGUQtouKHa0NpGoPpx0XjJbVQdM3cqeVg62n5fcLsUK8NhqIUS7W6+y7wZgpDW3XBZ1JmKPQtHawIYViCWA==";
-  publicKey = "narhub-vm-test-1:7FCvDYaiFEu1uvsu8GYKQ1t1wWdSZij0LR2sCGFYglg=";
+  # The cache node and its throwaway key pair.
+  cacheNode = import ./cache-node.nix;
+  inherit (cacheNode) secretKey publicKey;
 
   # A two-path closure: the payload refers to its dependency.
   dependency = pkgs.writeText "narhub-vm-dependency" "a dependency\n";
@@ -32,19 +30,7 @@ in
   name = "narhub-cache";
 
   nodes = {
-    cache = {
-      environment.etc."narhub/main.secret" = {
-        text = secretKey;
-        mode = "0400";
-      };
-      services.narhub = {
-        enable = true;
-        settings.listen = "0.0.0.0:8080";
-        openFirewall = true;
-        caches.main.signingKeyFile = "/etc/narhub/main.secret";
-      };
-      environment.systemPackages = [ pkgs.curl ];
-    };
+    cache = cacheNode.node;
 
     uploader = {
       # Valid in this machine's store, so `nix copy` can upload it.

@@ -2,12 +2,11 @@
 # without anyone running `nix copy`, one through Nix's post-build-hook (narhub queue-push, then
 # push-daemon), the other with watch-store; a client trusting only the cache's key substitutes
 # both, and what is queued while the push unit is stopped goes up once it runs again.
-{ lib, pkgs, ... }:
+{ lib, ... }:
 
 let
-  # The throwaway key pair of cache.nix (`narhub keygen narhub-vm-test-1`), for tests only.
-  secretKey = "narhub-vm-test-1:AoqxGUQtouKHa0NpGoPpx0XjJbVQdM3cqeVg62n5fcLsUK8NhqIUS7W6+y7wZgpDW3XBZ1JmKPQtHawIYViCWA==";
-  publicKey = "narhub-vm-test-1:7FCvDYaiFEu1uvsu8GYKQ1t1wWdSZij0LR2sCGFYglg=";
+  # The cache node of cache.nix and its throwaway key pair.
+  cacheNode = import ./cache-node.nix;
 
   pushesWith = mode: {
     nix.settings.experimental-features = [ "nix-command" ];
@@ -22,25 +21,16 @@ let
   };
 
   # A derivation with no input but the sandbox's /bin/sh.
-  derivationOf = name: ''derivation { name = "${name}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo ${name} > $out" ]; }'';
+  derivationOf =
+    name:
+    ''derivation { name = "${name}"; system = builtins.currentSystem; builder = "/bin/sh"; ''
+    + ''args = [ "-c" "echo ${name} > $out" ]; }'';
 in
 {
   name = "narhub-push";
 
   nodes = {
-    cache = {
-      environment.etc."narhub/main.secret" = {
-        text = secretKey;
-        mode = "0400";
-      };
-      services.narhub = {
-        enable = true;
-        settings.listen = "0.0.0.0:8080";
-        openFirewall = true;
-        caches.main.signingKeyFile = "/etc/narhub/main.secret";
-      };
-      environment.systemPackages = [ pkgs.curl ];
-    };
+    cache = cacheNode.node;
 
     builder = pushesWith "post-build-hook";
     watcher = pushesWith "watch-store";
@@ -48,7 +38,7 @@ in
     client = {
       nix.settings = {
         substituters = lib.mkForce [ "http://cache:8080/main" ];
-        trusted-public-keys = lib.mkForce [ publicKey ];
+        trusted-public-keys = lib.mkForce [ cacheNode.publicKey ];
       };
     };
   };
@@ -64,7 +54,10 @@ in
     with subtest("the push units start once their token exists, as root (watch-store) and narhub-push"):
         for machine in [builder, watcher]:
             machine.wait_for_unit("multi-user.target")
-            machine.succeed(f"mkdir -p /var/lib/secrets && (umask 077 && printf '%s' '{token}' > /var/lib/secrets/narhub-push-token)")
+            machine.succeed(
+                "mkdir -p /var/lib/secrets && "
+                + f"(umask 077 && printf '%s' '{token}' > /var/lib/secrets/narhub-push-token)"
+            )
             machine.systemctl("restart narhub-push.service")
             machine.wait_for_unit("narhub-push.service")
         assert builder.succeed("systemctl show -P User narhub-push.service").strip() == "narhub-push"
