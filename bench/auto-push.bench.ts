@@ -66,7 +66,8 @@ async function buildFresh(dir: string, env: NodeJS.ProcessEnv): Promise<void> {
   const file = join(dir, `d-${randomBytes(6).toString('hex')}.nix`);
   await writeFile(
     file,
-    `derivation { name = "auto-push-bench-${randomBytes(6).toString('hex')}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo x > $out" ]; }`,
+    `derivation { name = "auto-push-bench-${randomBytes(6).toString('hex')}"; system = builtins.currentSystem; ` +
+      `builder = "/bin/sh"; args = [ "-c" "echo x > $out" ]; }`,
   );
   await run('nix-build', ['--no-out-link', file], env);
 }
@@ -105,7 +106,8 @@ async function hookCost(dir: string) {
 }
 
 const SCHEMA = `CREATE TABLE ValidPaths (id integer primary key autoincrement not null, path text unique not null,
-  hash text not null, registrationTime integer not null, deriver text, narSize integer, ultimate integer, sigs text, ca text);`;
+  hash text not null, registrationTime integer not null, deriver text, narSize integer, ultimate integer, sigs text,
+  ca text);`;
 
 /** Measurement 2: ms per readNewPaths of the 100 newest paths, by store size. */
 async function databaseLook(dir: string) {
@@ -181,10 +183,12 @@ try {
       .join(' ')}`,
   );
   console.log(
-    `1. nix-build with post-build-hook = queue-push: ${f(median(hook.buildHook))} ms; without a hook: ${f(median(hook.buildPlain))} ms; difference ${f(median(hook.buildHook) - median(hook.buildPlain))} ms`,
+    `1. nix-build with post-build-hook = queue-push: ${f(median(hook.buildHook))} ms; without a hook: ` +
+      `${f(median(hook.buildPlain))} ms; difference ${f(median(hook.buildHook) - median(hook.buildPlain))} ms`,
   );
   console.log(
-    `   queue-push alone: ${f(median(hook.queuePush))} ms; node -e '': ${f(median(hook.node))} ms; ratio ${(median(hook.queuePush) / median(hook.node)).toFixed(2)}`,
+    `   queue-push alone: ${f(median(hook.queuePush))} ms; node -e '': ${f(median(hook.node))} ms; ratio ` +
+      `${(median(hook.queuePush) / median(hook.node)).toFixed(2)}`,
   );
   for (const r of look)
     console.log(`2. readNewPaths (100 newest) in a store of ${r.paths} paths: ${r.medianMs.toFixed(2)} ms`);

@@ -62,11 +62,11 @@ async function fixture(n: number): Promise<string> {
   const root = join(dataDir, 'store', 'main');
   mkdirSync(join(root, 'nar'), { recursive: true });
   mkdirSync(join(root, 'listing'), { recursive: true });
-  const insNar =
-    db.prepare(`INSERT INTO nars (cache_id, file_name, storage_key, compression, file_hash, file_size, nar_hash, nar_size, listing_key, state, created_at)
+  const insNar = db.prepare(`INSERT INTO nars (cache_id, file_name, storage_key, compression, file_hash, file_size,
+    nar_hash, nar_size, listing_key, state, created_at)
     VALUES (?, ?, ?, 'zstd', ?, ?, ?, ?, ?, 'valid', 0)`);
-  const insPath =
-    db.prepare(`INSERT INTO store_paths (cache_id, hash_part, name, nar_id, narinfo, created_at, updated_at, accessed_at)
+  const insPath = db.prepare(`INSERT INTO store_paths (cache_id, hash_part, name, nar_id, narinfo, created_at,
+    updated_at, accessed_at)
     VALUES (?, ?, ?, ?, ?, 0, 0, ?)`);
   const insRef = db.prepare('INSERT OR IGNORE INTO path_references (path_id, reference) VALUES (?, ?)');
   const now = Date.now();
@@ -130,7 +130,8 @@ async function main(): Promise<void> {
       const gc = run(dataDir, 'gc');
       rows.push({ n, list, dry, gc });
       console.log(
-        `${n} | ${list.seconds.toFixed(2)} | ${dry.seconds.toFixed(2)} | ${gc.seconds.toFixed(2)} | ${gc.removed} | ${mb(list.maxRss)} / ${mb(dry.maxRss)} / ${mb(gc.maxRss)}`,
+        `${n} | ${list.seconds.toFixed(2)} | ${dry.seconds.toFixed(2)} | ${gc.seconds.toFixed(2)} | ${gc.removed} | ` +
+          `${mb(list.maxRss)} / ${mb(dry.maxRss)} / ${mb(gc.maxRss)}`,
       );
     } finally {
       rmSync(dataDir, { recursive: true, force: true });

@@ -109,14 +109,18 @@ export async function measurePullThrough(ctx: BenchContext): Promise<Result[]> {
     {
       id: '7',
       measurement: 'pull-through',
-      what: `nix copy --from (Nix 2.8) of the big path through narhub, cold: narhub fetches it from the upstream meanwhile (${fmtBytes(fileSize)} zstd)`,
+      what:
+        `nix copy --from (Nix 2.8) of the big path through narhub, cold: narhub fetches it from the upstream ` +
+        `meanwhile (${fmtBytes(fileSize)} zstd)`,
       narhub: fmtSeconds(median(runs.cold)),
       reference,
       ratio: fmtRatio(coldRatio),
       target: `≤ ${PULL_THROUGH_COLD_TARGET.toFixed(2)}× the direct time`,
       status: passFail(coldRatio <= PULL_THROUGH_COLD_TARGET),
       figures,
-      note: `upstream bytes counted by narhub: ${bytes} for ${runs.cold.length + 1} cold runs of ${fileSize}; narhub peak RSS ${fmtBytes(peakRss)}`,
+      note:
+        `upstream bytes counted by narhub: ${bytes} for ${runs.cold.length + 1} cold runs of ${fileSize}; ` +
+        `narhub peak RSS ${fmtBytes(peakRss)}`,
     },
     {
       id: '7w',

@@ -19,7 +19,8 @@ import { measureNarinfoUnderPush } from './narinfo-under-push.js';
 import { measureSubstitute } from './substitute.js';
 import { measurePullThrough } from './pull-through.js';
 
-const USAGE = `usage: npm run bench -- [--quick] [--only NAME,…] [--out FILE] [--reps N] [--work-dir DIR] [--keep] [--cpu-prof]
+const USAGE = `usage: npm run bench -- [--quick] [--only NAME,…] [--out FILE] [--reps N] [--work-dir DIR] [--keep]
+                           [--cpu-prof]
 
   --quick      small data (200 MB path, 100 small paths, 500 MB memory test), fewer repetitions
   --only       some of: ${MEASUREMENTS.join(', ')}
@@ -118,7 +119,8 @@ async function main(): Promise<number> {
   const needed = options.hugeBytes * 3 + options.bigBytes * 6;
   if (options.only.includes('memory') && free < needed) {
     process.stderr.write(
-      `bench: only ${fmtBytes(free)} free under ${options.workDir}; the memory measurement needs about ${fmtBytes(needed)}\n`,
+      `bench: only ${fmtBytes(free)} free under ${options.workDir}; the memory measurement needs about ` +
+        `${fmtBytes(needed)}\n`,
     );
   }
   const runDir = await mkdtemp(join(options.workDir, 'run-'));

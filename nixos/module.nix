@@ -173,6 +173,7 @@ let
   hub = cfg.hub;
   hubEnabled = settings.hub.enable;
   localRedis = hubEnabled && hub.redis.createLocally;
+  externalRedis = settings.hub.redisUrl != null || settings.hub.redisUrlFile != null;
   redisServer = config.services.redis.servers.narhub;
   redisGroup = redisServer.group or redisServer.user;
   redisPassword = localRedis && hub.redis.passwordFile != null;
@@ -234,11 +235,13 @@ let
     password=$(cat "$CREDENTIALS_DIRECTORY/redis-password")
     case "$password" in
       "" | *[!A-Za-z0-9._~-]*)
-        echo "narhub: services.narhub.hub.redis.passwordFile must hold a non-empty password of A-Z a-z 0-9 . _ ~ - only (e.g. openssl rand -hex 32)" >&2
+        echo "narhub: services.narhub.hub.redis.passwordFile must hold a non-empty password" \
+          "of A-Z a-z 0-9 . _ ~ - only (e.g. openssl rand -hex 32)" >&2
         exit 1 ;;
     esac
     umask 077
-    printf 'redis://:%s@localhost/0?path=%s\n' "$password" ${escapeShellArg redisServer.unixSocket} > "$RUNTIME_DIRECTORY/redis-url"
+    printf 'redis://:%s@localhost/0?path=%s\n' "$password" ${escapeShellArg redisServer.unixSocket} \
+      > "$RUNTIME_DIRECTORY/redis-url"
   '';
 
   # The hub runs `nix` for evaluations (under hub.evalMemoryMb) and uploads. When memory runs
@@ -371,7 +374,9 @@ let
       schema.properties.caches.items.required or [ ]
     )
   );
-  moved = from: to: lib.mkRenamedOptionModule ([ "services" "narhub" ] ++ from) ([ "services" "narhub" "settings" ] ++ to);
+  useListen = "Use services.narhub.settings.listen = \"ADDRESS:PORT\".";
+  moved =
+    from: to: lib.mkRenamedOptionModule ([ "services" "narhub" ] ++ from) ([ "services" "narhub" "settings" ] ++ to);
   # Settings of earlier versions and their keys in `settings.gc` now. mkRenamedOptionModule
   # cannot reach into the settings submodule, so they are hidden options of it that set the new
   # ones (both at once is a conflict), left out of the config, with a warning each.
@@ -411,8 +416,8 @@ in
     (moved [ "hub" "enable" ] [ "hub" "enable" ])
     (moved [ "hub" "redisUrl" ] [ "hub" "redisUrl" ])
     (moved [ "hub" "redisUrlFile" ] [ "hub" "redisUrlFile" ])
-    (lib.mkRemovedOptionModule [ "services" "narhub" "address" ] "Use services.narhub.settings.listen = \"ADDRESS:PORT\".")
-    (lib.mkRemovedOptionModule [ "services" "narhub" "port" ] "Use services.narhub.settings.listen = \"ADDRESS:PORT\".")
+    (lib.mkRemovedOptionModule [ "services" "narhub" "address" ] useListen)
+    (lib.mkRemovedOptionModule [ "services" "narhub" "port" ] useListen)
     (lib.mkRemovedOptionModule [ "services" "narhub" "storage" "s3" ] ''
       Its keys are in services.narhub.settings.storage (with type = "s3"); credentialsFile is
       services.narhub.awsSharedCredentialsFile.'')
@@ -433,7 +438,12 @@ in
         {
           listen = "0.0.0.0:8080";
           publicUrl = "https://cache.example.org";
-          storage = { type = "s3"; bucket = "narhub"; accessKeyIdFile = "/var/lib/secrets/s3-id"; secretAccessKeyFile = "/var/lib/secrets/s3-key"; };
+          storage = {
+            type = "s3";
+            bucket = "narhub";
+            accessKeyIdFile = "/var/lib/secrets/s3-id";
+            secretAccessKeyFile = "/var/lib/secrets/s3-key";
+          };
           hub = { enable = true; buildTimeout = 7200; };
         }
       '';
@@ -607,7 +617,10 @@ in
       type = types.listOf types.str;
       default = config.nix.settings.system-features or [ ];
       defaultText = literalExpression "config.nix.settings.system-features";
-      description = "System features this spoke offers (`requiredSystemFeatures` of the derivations it may take). The local nix-daemon must offer them too.";
+      description = ''
+        System features this spoke offers (`requiredSystemFeatures` of the derivations it may take).
+        The local nix-daemon must offer them too.
+      '';
     };
 
     maxJobs = mkOption {
@@ -632,13 +645,15 @@ in
     timeout = mkOption {
       type = types.nullOr types.ints.positive;
       default = null;
-      description = "Default wall-clock limit of a build in seconds, for jobs that set none; the spoke's default when null.";
+      description =
+        "Default wall-clock limit of a build in seconds, for jobs that set none; the spoke's default when null.";
     };
 
     maxSilent = mkOption {
       type = types.nullOr types.ints.positive;
       default = null;
-      description = "Default limit in seconds on a build printing nothing, for jobs that set none; the spoke's default when null.";
+      description =
+        "Default limit in seconds on a build printing nothing, for jobs that set none; the spoke's default when null.";
     };
 
     stopTimeout = mkOption {
@@ -665,14 +680,16 @@ in
         }
         {
           assertion = listenValid;
-          message = "services.narhub.settings.listen must be HOST:PORT or [IPv6]:PORT, not ${builtins.toJSON settings.listen}.";
+          message =
+            "services.narhub.settings.listen must be HOST:PORT or [IPv6]:PORT, not ${builtins.toJSON settings.listen}.";
         }
         {
           assertion = isS3 -> settings.storage.bucket != null;
           message = "services.narhub.settings.storage.type = \"s3\" needs services.narhub.settings.storage.bucket.";
         }
         {
-          assertion = isS3 -> ((settings.storage.accessKeyIdFile == null) == (settings.storage.secretAccessKeyFile == null));
+          assertion =
+            isS3 -> ((settings.storage.accessKeyIdFile == null) == (settings.storage.secretAccessKeyFile == null));
           message = "services.narhub.settings.storage.accessKeyIdFile and secretAccessKeyFile go together.";
         }
         {
@@ -681,14 +698,20 @@ in
         }
         {
           assertion = cfg.awsSharedCredentialsFile == null || !isS3 || settings.storage.accessKeyIdFile == null;
-          message = "services.narhub: give either awsSharedCredentialsFile or settings.storage.accessKeyIdFile/secretAccessKeyFile, not both.";
+          message =
+            "services.narhub: give either awsSharedCredentialsFile or "
+            + "settings.storage.accessKeyIdFile/secretAccessKeyFile, not both.";
         }
         {
-          assertion = lib.all (name: builtins.match "[a-z0-9][a-z0-9_-]{0,62}" name != null) (builtins.attrNames cfg.caches);
-          message = "services.narhub.caches: a cache name is 1-63 of a-z, 0-9, - and _, starting with a letter or digit.";
+          assertion =
+            lib.all (name: builtins.match "[a-z0-9][a-z0-9_-]{0,62}" name != null) (builtins.attrNames cfg.caches);
+          message =
+            "services.narhub.caches: a cache name is 1-63 of a-z, 0-9, - and _, starting with a letter or digit.";
         }
         {
-          assertion = lib.all (d: isNormalPath d && !(builtins.elem d sharedDirectories)) ([ dataDir ] ++ optional (storagePath != null) storagePath);
+          assertion = lib.all (d: isNormalPath d && !(builtins.elem d sharedDirectories)) (
+            [ dataDir ] ++ optional (storagePath != null) storagePath
+          );
           message = ''
             services.narhub.settings.dataDir and storage.path must each be a directory of narhub's own,
             written without a trailing slash, `.` or `..` (not ${concatStringsSep ", " sharedDirectories}):
@@ -700,19 +723,26 @@ in
         }
         {
           assertion = settings.hub.redisUrl == null || !(hasPassword settings.hub.redisUrl);
-          message = "services.narhub.settings.hub.redisUrl carries a password, which would land in the Nix store: put the URL in a file and name it in settings.hub.redisUrlFile.";
+          message =
+            "services.narhub.settings.hub.redisUrl carries a password, which would land in the Nix store: "
+            + "put the URL in a file and name it in settings.hub.redisUrlFile.";
         }
         {
-          assertion = hubEnabled -> (hub.redis.createLocally || settings.hub.redisUrl != null || settings.hub.redisUrlFile != null);
-          message = "services.narhub.settings.hub needs Redis: keep hub.redis.createLocally or set settings.hub.redisUrl / redisUrlFile.";
+          assertion = hubEnabled -> (hub.redis.createLocally || externalRedis);
+          message =
+            "services.narhub.settings.hub needs Redis: keep hub.redis.createLocally "
+            + "or set settings.hub.redisUrl / redisUrlFile.";
         }
         {
-          assertion = hubEnabled -> !(hub.redis.createLocally && (settings.hub.redisUrl != null || settings.hub.redisUrlFile != null));
-          message = "services.narhub.hub.redis.createLocally and an external settings.hub.redisUrl / redisUrlFile exclude each other.";
+          assertion = hubEnabled -> !(hub.redis.createLocally && externalRedis);
+          message =
+            "services.narhub.hub.redis.createLocally and an external settings.hub.redisUrl / redisUrlFile "
+            + "exclude each other.";
         }
         {
           assertion = localRedis -> (hub.redis.port != 0 -> hub.redis.passwordFile != null);
-          message = "services.narhub.hub.redis.port exposes Redis over TCP: set services.narhub.hub.redis.passwordFile.";
+          message =
+            "services.narhub.hub.redis.port exposes Redis over TCP: set services.narhub.hub.redis.passwordFile.";
         }
       ];
 
@@ -733,7 +763,8 @@ in
       environment.systemPackages = [ adminWrapper ];
 
       networking.firewall.allowedTCPPorts =
-        optional cfg.openFirewall port ++ optional (localRedis && hub.redis.openFirewall && hub.redis.port != 0) hub.redis.port;
+        optional cfg.openFirewall port
+        ++ optional (localRedis && hub.redis.openFirewall && hub.redis.port != 0) hub.redis.port;
 
       systemd.tmpfiles.rules = map (d: "d ${d} 0750 narhub narhub - -") ownDirectories;
 
@@ -809,7 +840,9 @@ in
         }
         {
           assertion = spokeCfg.redisUrl == null || !(hasPassword spokeCfg.redisUrl);
-          message = "services.narhub-spoke.redisUrl carries a password, which would land in the Nix store and on a command line: put the URL in a file and name it in redisUrlFile.";
+          message =
+            "services.narhub-spoke.redisUrl carries a password, which would land in the Nix store and on a "
+            + "command line: put the URL in a file and name it in redisUrlFile.";
         }
       ];
 

@@ -132,7 +132,8 @@ in
       type = types.listOf types.str;
       default = [ ];
       example = [ "myproject-*" ];
-      description = "Push only paths whose name (after the hash) matches one of these shell globs; every path when empty.";
+      description =
+        "Push only paths whose name (after the hash) matches one of these shell globs; every path when empty.";
     };
 
     exclude = mkOption {
@@ -197,7 +198,10 @@ in
 
     systemd.services.narhub-push = {
       description =
-        if watchStore then "narhub: push new store paths (watch-store)" else "narhub: push what Nix's post-build-hook queued";
+        if watchStore then
+          "narhub: push new store paths (watch-store)"
+        else
+          "narhub: push what Nix's post-build-hook queued";
       wantedBy = [ "multi-user.target" ];
       wants = [ "network-online.target" ];
       after = [

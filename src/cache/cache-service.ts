@@ -282,7 +282,8 @@ export function createCacheService(deps: CacheServiceDeps) {
       if (storePaths.length > MAX_MISSING_PATHS_QUERY) {
         throw new NarhubError(
           'BAD_REQUEST',
-          `storePaths has ${storePaths.length} entries, more than the ${MAX_MISSING_PATHS_QUERY} one query may ask about`,
+          `storePaths has ${storePaths.length} entries, ` +
+            `more than the ${MAX_MISSING_PATHS_QUERY} one query may ask about`,
         );
       }
       const parsed = storePaths.map((p, i) => {

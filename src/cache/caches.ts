@@ -292,7 +292,8 @@ export function createCacheRegistry(deps: { caches: CachesRepo; store: BlobStore
         const view = keyView(active);
         throw new NarhubError(
           'KEY_REWRITE_PENDING',
-          `re-signing with ${active.name} is not complete (${view.rewrite!.done} of ${view.rewrite!.total} paths); retire ${keyName} once it is`,
+          `re-signing with ${active.name} is not complete (${view.rewrite!.done} of ${view.rewrite!.total} paths); ` +
+            `retire ${keyName} once it is`,
         );
       }
       caches.setKeyState(key, 'retired', { rewrite: true });

@@ -131,7 +131,8 @@ export function createPathCommit(deps: {
     if (!sameContent(stored, info)) {
       throw new NarhubError(
         'PATH_CONTENT_CONFLICT',
-        `${info.storePath} is already in cache ${cache.name} with different content; narinfo PUTs may only add signatures`,
+        `${info.storePath} is already in cache ${cache.name} with different content; ` +
+          'narinfo PUTs may only add signatures',
       );
     }
     // A content address is a claim about the content too, though no signature covers it. (Deriver
@@ -139,7 +140,8 @@ export function createPathCommit(deps: {
     if ((stored.ca ?? '') !== (info.ca ?? '')) {
       throw new NarhubError(
         'PATH_CONTENT_CONFLICT',
-        `${info.storePath} is already in cache ${cache.name} with ${stored.ca === undefined ? 'no CA' : `CA ${stored.ca}`}; narinfo PUTs may only add signatures`,
+        `${info.storePath} is already in cache ${cache.name} with ` +
+          `${stored.ca === undefined ? 'no CA' : `CA ${stored.ca}`}; narinfo PUTs may only add signatures`,
       );
     }
     // Signatures cover the fingerprint, which is the same for both, so checking against the

@@ -151,7 +151,8 @@ async function ensureCache(run: Run, name: string): Promise<{ cache: CacheRow; c
   };
   if (wanted.private === undefined) {
     options.warn(
-      `${name}: recreated as a private cache (storage does not record visibility); declare it in the config or reindex with --public to make it public`,
+      `${name}: recreated as a private cache (storage does not record visibility); declare it in the config or ` +
+        `reindex with --public to make it public`,
     );
   }
   return { cache: run.caches.insert(name, settings), created: true };

@@ -16,7 +16,8 @@ const UpstreamDecl = Type.Object(
     publicKeys: Type.Array(Type.String({ pattern: '^[^:\\s]+:[A-Za-z0-9+/]{43}=$' }), {
       minItems: 1,
       description:
-        "Keys it is trusted under (`name:base64`, as in nix.conf's trusted-public-keys); a narinfo it sends must carry a signature by one of them.",
+        "Keys it is trusted under (`name:base64`, as in nix.conf's trusted-public-keys); a narinfo it sends must " +
+        'carry a signature by one of them.',
     }),
     priority: Type.Integer({ default: 50, minimum: 0, description: 'Upstreams are asked in this order, lower first.' }),
   },
@@ -51,7 +52,8 @@ const CacheDecl = Type.Object(
         minimum: 1,
         unit: 'duration',
         description:
-          'GC removes paths not read or uploaded for this long (with what only they need): seconds, or a duration such as 30d. Unset: the value set with narhub cache update, else keep everything.',
+          'GC removes paths not read or uploaded for this long (with what only they need): seconds, or a duration ' +
+          'such as 30d. Unset: the value set with narhub cache update, else keep everything.',
       }),
     ),
     quota: Type.Optional(
@@ -59,7 +61,8 @@ const CacheDecl = Type.Object(
         minimum: 0,
         unit: 'size',
         description:
-          'GC removes the least recently read paths while the NAR files exceed this: bytes, or a size such as 500G. Unset: the value set with narhub cache update, else no limit.',
+          'GC removes the least recently read paths while the NAR files exceed this: bytes, or a size such as 500G. ' +
+          'Unset: the value set with narhub cache update, else no limit.',
       }),
     ),
     upstreams: Type.Array(UpstreamDecl, {
@@ -326,7 +329,8 @@ export const ConfigSchema = Type.Object(
     metricsListen: Type.Optional(
       Type.String({
         description:
-          'HOST:PORT of a second listener serving only GET /metrics, without a token (e.g. a private interface for Prometheus). /metrics on the main address stays: open on loopback, an admin token otherwise.',
+          'HOST:PORT of a second listener serving only GET /metrics, without a token (e.g. a private interface for ' +
+          'Prometheus). /metrics on the main address stays: open on loopback, an admin token otherwise.',
       }),
     ),
     logRequests: Type.Boolean({
@@ -338,7 +342,8 @@ export const ConfigSchema = Type.Object(
       minimum: 1,
       unit: 'size',
       description:
-        'Largest accepted NAR, both as uploaded and decoded (a compressed file counts as the NAR it expands to): bytes, or a size such as 64G.',
+        'Largest accepted NAR, both as uploaded and decoded (a compressed file counts as the NAR it expands to): ' +
+        'bytes, or a size such as 64G.',
     }),
     maxSmallFileSize: Type.Integer({
       default: 64 * 1024 ** 2,

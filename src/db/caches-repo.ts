@@ -106,14 +106,17 @@ export function createCachesRepo(db: Database) {
   const byName = db.prepare<[string], RawCache>('SELECT * FROM caches WHERE name = ?');
   const all = db.prepare<[], RawCache>('SELECT * FROM caches ORDER BY name');
   const insert =
-    db.prepare(`INSERT INTO caches (name, private, priority, redirect_nars, redirect_expiry, recompress_to_zstd, retention, quota, created_at)
-    VALUES (@name, @private, @priority, @redirectNars, @redirectExpiry, @recompressToZstd, @retention, @quota, @createdAt)`);
+    db.prepare(`INSERT INTO caches (name, private, priority, redirect_nars, redirect_expiry, recompress_to_zstd,
+      retention, quota, created_at)
+    VALUES (@name, @private, @priority, @redirectNars, @redirectExpiry, @recompressToZstd, @retention, @quota,
+      @createdAt)`);
   const update = db.prepare(`UPDATE caches SET private = @private, priority = @priority, redirect_nars = @redirectNars,
     redirect_expiry = @redirectExpiry, recompress_to_zstd = @recompressToZstd, retention = @retention, quota = @quota
     WHERE id = @id`);
   const keysOf = db.prepare<[number], RawKey>('SELECT * FROM signing_keys WHERE cache_id = ? ORDER BY generation');
   const insertKey = db.prepare(
-    `INSERT INTO signing_keys (cache_id, name, public_key, secret_key_file, generation, active, state, pass_target, created_at)
+    `INSERT INTO signing_keys (cache_id, name, public_key, secret_key_file, generation, active, state, pass_target,
+       created_at)
      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
   );
   const demoteActive = db.prepare(
@@ -123,7 +126,8 @@ export function createCachesRepo(db: Database) {
     'UPDATE signing_keys SET state = ?, active = ?, pass_target = ?, pass_cursor = 0 WHERE id = ?',
   );
   const advance = db.prepare(
-    'UPDATE signing_keys SET pass_cursor = min(pass_target, ?) WHERE cache_id = ? AND pass_target IS NOT NULL AND pass_cursor < ?',
+    'UPDATE signing_keys SET pass_cursor = min(pass_target, ?) ' +
+      'WHERE cache_id = ? AND pass_target IS NOT NULL AND pass_cursor < ?',
   );
   const keysWithPass = db.prepare<[], RawKey>(
     'SELECT * FROM signing_keys WHERE pass_target IS NOT NULL AND pass_cursor < pass_target ORDER BY cache_id, id',

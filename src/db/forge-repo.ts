@@ -83,14 +83,17 @@ export function createForgeRepo(db: Database) {
     `SELECT * FROM fork_approvals WHERE project_id = ? ORDER BY pr_number DESC`,
   );
   const upsertApproval =
-    db.prepare(`INSERT INTO fork_approvals (project_id, pr_number, head_sha, head_repo, author, title, status, created_at, updated_at)
+    db.prepare(`INSERT INTO fork_approvals (project_id, pr_number, head_sha, head_repo, author, title, status,
+      created_at, updated_at)
     VALUES (@projectId, @prNumber, @headSha, @headRepo, @author, @title, 'waiting', @now, @now)
     ON CONFLICT (project_id, pr_number) DO UPDATE SET
       status = CASE WHEN head_sha = excluded.head_sha THEN status ELSE 'waiting' END,
       approved_by = CASE WHEN head_sha = excluded.head_sha THEN approved_by ELSE NULL END,
-      head_sha = excluded.head_sha, head_repo = excluded.head_repo, title = excluded.title, updated_at = excluded.updated_at`);
+      head_sha = excluded.head_sha, head_repo = excluded.head_repo, title = excluded.title,
+      updated_at = excluded.updated_at`);
   const approve = db.prepare(
-    `UPDATE fork_approvals SET status = 'approved', approved_by = ?, updated_at = ? WHERE project_id = ? AND pr_number = ?`,
+    `UPDATE fork_approvals SET status = 'approved', approved_by = ?, updated_at = ? ` +
+      'WHERE project_id = ? AND pr_number = ?',
   );
   const removeApproval = db.prepare('DELETE FROM fork_approvals WHERE project_id = ? AND pr_number = ?');
   const head = db.prepare<[number, string], { sha: string }>(
@@ -101,14 +104,16 @@ export function createForgeRepo(db: Database) {
   const report = db.prepare<[number, string], RawReport>('SELECT * FROM forge_reports WHERE eval_id = ? AND name = ?');
   const reportsOf = db.prepare<[number], RawReport>('SELECT * FROM forge_reports WHERE eval_id = ? ORDER BY name');
   const insertReport =
-    db.prepare(`INSERT INTO forge_reports (eval_id, name, repo, sha, state, conclusion, title, summary, text, details_url, updated_at)
+    db.prepare(`INSERT INTO forge_reports (eval_id, name, repo, sha, state, conclusion, title, summary, text,
+      details_url, updated_at)
     VALUES (@evalId, @name, @repo, @sha, @state, @conclusion, @title, @summary, @text, @detailsUrl, @now)`);
   const changeReport =
     db.prepare(`UPDATE forge_reports SET state = @state, conclusion = @conclusion, title = @title, summary = @summary,
     text = @text, details_url = @detailsUrl, version = version + 1, tries = 0, next_try_at = 0, updated_at = @now
     WHERE eval_id = @evalId AND name = @name`);
   const due = db.prepare<[number, number], RawReport>(
-    'SELECT * FROM forge_reports WHERE version > sent_version AND next_try_at <= ? ORDER BY next_try_at, eval_id, name LIMIT ?',
+    'SELECT * FROM forge_reports WHERE version > sent_version AND next_try_at <= ? ' +
+      'ORDER BY next_try_at, eval_id, name LIMIT ?',
   );
   const nextDue = db.prepare<[], { at: number | null }>(
     'SELECT min(next_try_at) AS at FROM forge_reports WHERE version > sent_version',
@@ -167,7 +172,10 @@ export function createForgeRepo(db: Database) {
       setHead.run(projectId, ref, sha, Date.now());
     },
 
-    /** Records the wanted state of a check; a change bumps its version (so it is sent again). Returns whether it changed. */
+    /**
+     * Records the wanted state of a check; a change bumps its version (so it is sent again). Returns whether it
+     * changed.
+     */
     want(evalId: number, w: WantedReport): boolean {
       const old = report.get(evalId, w.name);
       const row = { evalId, ...w, now: Date.now() };

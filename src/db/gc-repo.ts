@@ -87,7 +87,8 @@ export function createGcRepo(db: Database) {
     'SELECT 1 AS one FROM gc_holds WHERE cache_id = ? AND hash_part = ? AND expires_at > ? LIMIT 1',
   );
   const isPinned = db.prepare<[number, string, number], { one: number }>(
-    'SELECT 1 AS one FROM pins WHERE cache_id = ? AND store_path = ? AND (expires_at IS NULL OR expires_at > ?) LIMIT 1',
+    'SELECT 1 AS one FROM pins ' +
+      'WHERE cache_id = ? AND store_path = ? AND (expires_at IS NULL OR expires_at > ?) LIMIT 1',
   );
   const deletePath = db.prepare('DELETE FROM store_paths WHERE id = ?');
   const listingOf = db.prepare<[number, string], { storage_key: string }>(

@@ -49,13 +49,15 @@ export interface NewPath {
 /** Committed store paths, their references and signatures. */
 export function createPathsRepo(db: Database) {
   const byHash = db.prepare<[number, string], RawPath>(
-    'SELECT id, cache_id, hash_part, name, nar_id, deriver, ca, narinfo FROM store_paths WHERE cache_id = ? AND hash_part = ?',
+    'SELECT id, cache_id, hash_part, name, nar_id, deriver, ca, narinfo FROM store_paths ' +
+      'WHERE cache_id = ? AND hash_part = ?',
   );
   const narinfoByHash = db.prepare<[number, string], { narinfo: string }>(
     'SELECT narinfo FROM store_paths WHERE cache_id = ? AND hash_part = ?',
   );
   const insert = db.prepare(`
-    INSERT INTO store_paths (cache_id, hash_part, name, nar_id, deriver, ca, system, narinfo, created_at, updated_at, accessed_at)
+    INSERT INTO store_paths (cache_id, hash_part, name, nar_id, deriver, ca, system, narinfo, created_at, updated_at,
+      accessed_at)
     VALUES (@cacheId, @hashPart, @name, @narId, @deriver, @ca, @system, @narinfo, @now, @now, @now)`);
   const insertRef = db.prepare('INSERT OR IGNORE INTO path_references (path_id, reference) VALUES (?, ?)');
   const insertSig = db.prepare('INSERT OR IGNORE INTO signatures (path_id, sig) VALUES (?, ?)');

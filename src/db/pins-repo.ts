@@ -28,7 +28,8 @@ const toPin = (r: RawPin): PinRow => ({
 /** Named pins: each keeps a path's closure from GC until it expires or is removed. */
 export function createPinsRepo(db: Database) {
   const insert = db.prepare(
-    'INSERT INTO pins (cache_id, name, store_path, expires_at, created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING',
+    'INSERT INTO pins (cache_id, name, store_path, expires_at, created_at) ' +
+      'VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING',
   );
   const list = db.prepare<[number], RawPin>('SELECT * FROM pins WHERE cache_id = ? ORDER BY name');
   const remove = db.prepare('DELETE FROM pins WHERE cache_id = ? AND name = ?');

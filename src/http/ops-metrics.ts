@@ -118,7 +118,9 @@ export function registerOpsMetrics(registry: Registry, service: CacheService, hu
 
   const uploads = new Counter({
     name: 'narhub_uploads_total',
-    help: 'Uploads (narinfo PUTs, native uploads, NAR PUTs) by outcome: committed, or rejected with the error code as reason.',
+    help:
+      'Uploads (narinfo PUTs, native uploads, NAR PUTs) by outcome: committed, or rejected with the error code ' +
+      'as reason.',
     labelNames: ['cache', 'outcome', 'reason'] as const,
     registers,
   });

@@ -19,7 +19,9 @@ const COUNTERS: { name: string; help: string; field: keyof UpstreamCounts }[] = 
   },
   {
     name: 'narhub_upstream_errors_total',
-    help: 'Narinfo lookups and NAR downloads of an upstream that failed (down, slow, refused, bad signature, bytes that did not verify).',
+    help:
+      'Narinfo lookups and NAR downloads of an upstream that failed (down, slow, refused, bad signature, bytes ' +
+      'that did not verify).',
     field: 'errors',
   },
 ];

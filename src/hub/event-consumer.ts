@@ -97,7 +97,9 @@ export function createEventConsumer(opts: EventConsumerOptions) {
   const starting = new Map<string, Promise<void>>();
   let closed = false;
 
-  /** The id of the newest event of a queue's stream, so a queue met for the first time starts from now, without a gap. */
+  /**
+   * The id of the newest event of a queue's stream, so a queue met for the first time starts from now, without a gap.
+   */
   async function newestEventId(queue: string): Promise<string> {
     const newest = (await redis.command.xrevrange(`bull:${queue}:events`, '+', '-', 'COUNT', 1)) as [
       string,

@@ -42,7 +42,8 @@ function withDatabase<T>(file: string, read: (db: Sqlite.Database) => T): T {
     const e = err as NodeJS.ErrnoException;
     throw new NarhubError(
       'UNAVAILABLE',
-      `cannot read Nix's database ${file} (${e.code ?? 'error'}: ${e.message}); watch-store needs read access to it (run it as root, as Nix's daemon runs)`,
+      `cannot read Nix's database ${file} (${e.code ?? 'error'}: ${e.message}); watch-store needs read access to it ` +
+        `(run it as root, as Nix's daemon runs)`,
     );
   }
   try {

@@ -190,7 +190,8 @@ export function ensureQueueDir(dir: string): void {
     const e = err as NodeJS.ErrnoException;
     throw new NarhubError(
       'BAD_REQUEST',
-      `cannot create the push queue ${dir} (${e.code ?? e.message}): give another with --queue DIR or $NARHUB_PUSH_QUEUE`,
+      `cannot create the push queue ${dir} (${e.code ?? e.message}): ` +
+        'give another with --queue DIR or $NARHUB_PUSH_QUEUE',
     );
   }
 }

@@ -166,8 +166,9 @@ export function startDrainer(options: DrainerOptions): Drainer {
     if (report.leftOut.length > SKIPS_SHOWN)
       log(`leaving out ${report.leftOut.length - SKIPS_SHOWN} more paths the cache lacks (--max-size)`);
     log(
-      `${entries.length} queue entr${entries.length === 1 ? 'y' : 'ies'}, ${roots.length} path${roots.length === 1 ? '' : 's'} ` +
-        `with a closure of ${report.closure}: ${report.pushed.length} uploaded, ${report.present} already in the cache` +
+      `${entries.length} queue entr${entries.length === 1 ? 'y' : 'ies'}, ` +
+        `${roots.length} path${roots.length === 1 ? '' : 's'} with a closure of ${report.closure}: ` +
+        `${report.pushed.length} uploaded, ${report.present} already in the cache` +
         (report.leftOut.length > 0 ? `, ${report.leftOut.length} left out` : '') +
         (report.failed.length > 0 ? `, ${report.failed.length} failed` : ''),
     );

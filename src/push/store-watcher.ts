@@ -92,7 +92,8 @@ export async function startStoreWatcher(options: StoreWatcherOptions): Promise<S
       const { paths, sequence } = readNewPaths(options.database, lastId!, PATHS_PER_ENTRY);
       if (sequence < lastId!) {
         options.log(
-          `watch-store: Nix's database restarted its path ids (highest ${sequence}, below the ${lastId} seen): every path in it is new`,
+          `watch-store: Nix's database restarted its path ids (highest ${sequence}, below the ${lastId} seen): ` +
+            `every path in it is new`,
         );
         lastId = 0;
         await writeCursor(cursorFile, 0);
@@ -151,7 +152,8 @@ export async function startStoreWatcher(options: StoreWatcherOptions): Promise<S
       });
     } catch (err) {
       options.log(
-        `watch-store: cannot watch ${dirname(options.database)} (${(err as Error).message}); looking every ${Math.round(intervalMs / 1000)} s`,
+        `watch-store: cannot watch ${dirname(options.database)} (${(err as Error).message}); looking every ` +
+          `${Math.round(intervalMs / 1000)} s`,
       );
       setTimeout(startWatch, intervalMs).unref();
     }

@@ -143,7 +143,9 @@ export async function startS3(scope: Scope, opts: S3Options = {}): Promise<S3Ser
       if (!/^[A-Za-z0-9_-]+$/.test(uploadId) || !existsSync(upload)) {
         ctx.status = 404;
         ctx.type = 'application/xml';
-        ctx.body = `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>NoSuchUpload</Code><Message>The specified upload does not exist.</Message></Error>`;
+        ctx.body =
+          `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>NoSuchUpload</Code><Message>The specified ` +
+          `upload does not exist.</Message></Error>`;
         return;
       }
       await rm(upload, { recursive: true, force: true });
@@ -157,7 +159,9 @@ export async function startS3(scope: Scope, opts: S3Options = {}): Promise<S3Ser
         .join('');
       ctx.status = 200;
       ctx.type = 'application/xml';
-      ctx.body = `<?xml version="1.0" encoding="UTF-8"?>\n<ListMultipartUploadsResult><Bucket>${bucket}</Bucket><IsTruncated>false</IsTruncated>${uploads}</ListMultipartUploadsResult>`;
+      ctx.body =
+        `<?xml version="1.0" encoding="UTF-8"?>\n<ListMultipartUploadsResult><Bucket>${bucket}</Bucket>` +
+        `<IsTruncated>false</IsTruncated>${uploads}</ListMultipartUploadsResult>`;
       return;
     }
     const isPut = ctx.method === 'PUT' && uploadId === undefined && key !== '';

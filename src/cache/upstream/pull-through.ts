@@ -164,7 +164,8 @@ export function createPullThrough(deps: {
     if (largest > settings.maxNarSize)
       throw new NarhubError(
         'NARINFO_INVALID',
-        `its NAR (${offer.info.narSize} bytes, file ${offer.fileSize ?? 'of unknown size'}) exceeds maxNarSize (${settings.maxNarSize} bytes)`,
+        `its NAR (${offer.info.narSize} bytes, file ${offer.fileSize ?? 'of unknown size'}) exceeds maxNarSize ` +
+          `(${settings.maxNarSize} bytes)`,
       );
     return offer;
   }

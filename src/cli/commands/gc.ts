@@ -23,7 +23,8 @@ export async function gcCommand(
       for (const p of c.paths) out.write(`${verb}\t${c.cache}\t${p.storePath}\t${p.bytes}\n`);
       out.write(
         `${c.cache}: ${verb} ${c.pathsRemoved} paths, ${formatSize(c.bytesFreed)} of NARs` +
-          ` (${formatSize(c.bytesAfter)} left), ${c.logsRemoved} logs, ${c.orphansRemoved} of ${c.orphansFound} orphaned files\n`,
+          ` (${formatSize(c.bytesAfter)} left), ${c.logsRemoved} logs, ${c.orphansRemoved} of ${c.orphansFound} ` +
+          `orphaned files\n`,
       );
     }
     if (!run.dryRun && (run.pendingRemoved > 0 || run.supersededRemoved > 0))

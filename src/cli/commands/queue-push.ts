@@ -23,7 +23,8 @@ export function queuePushCommand(
     const hook = pathsFromHookEnvironment(env);
     if (hook.skipped.length > 0)
       out.write(
-        `narhub: not queued: the floating content-addressed outputs ${hook.skipped.join(', ')} of ${env.DRV_PATH} (no path in the .drv, and $OUT_PATHS is empty)\n`,
+        `narhub: not queued: the floating content-addressed outputs ${hook.skipped.join(', ')} of ${env.DRV_PATH} ` +
+          `(no path in the .drv, and $OUT_PATHS is empty)\n`,
       );
     paths = hook.paths;
   }

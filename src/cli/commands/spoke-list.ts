@@ -19,6 +19,8 @@ export async function spokeListCommand(
   }
   for (const s of spokes)
     out.write(
-      `${s.id}\t${s.hostname}\t${s.systems.join(',')}\t${s.features.join(',') || '-'}\t${s.running.length}/${s.maxJobs} building\tload ${s.load.toFixed(2)}${s.compatible ? '' : '\t(other protocol version)'}\n`,
+      `${s.id}\t${s.hostname}\t${s.systems.join(',')}\t${s.features.join(',') || '-'}\t` +
+        `${s.running.length}/${s.maxJobs} building\tload ${s.load.toFixed(2)}` +
+        `${s.compatible ? '' : '\t(other protocol version)'}\n`,
     );
 }

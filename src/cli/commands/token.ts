@@ -58,7 +58,8 @@ export async function tokenCommand(
         else
           for (const t of rows)
             out.write(
-              `${t.id}\t${t.permission}\t${t.project ? `project ${t.project}` : t.cache}\t${t.status}\t${t.name ?? ''}\n`,
+              `${t.id}\t${t.permission}\t${t.project ? `project ${t.project}` : t.cache}\t` +
+                `${t.status}\t${t.name ?? ''}\n`,
             );
       } finally {
         await admin.close();

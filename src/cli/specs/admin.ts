@@ -74,7 +74,8 @@ export const KEY_ROTATE = command({
   positionals: { min: 1, max: 1 },
   summary: 'Make a new key generation (main-1 → main-2) active; the server re-signs every path in the background.',
   description:
-    'The old key becomes previous: its signatures stay and new paths are signed by both, so clients trusting either key substitute every path. Retire it once re-signing is complete (key list shows progress).',
+    'The old key becomes previous: its signatures stay and new paths are signed by both, so clients trusting either ' +
+    'key substitute every path. Retire it once re-signing is complete (key list shows progress).',
   flags: { ...JSON_FLAG, ...ADMIN_FLAGS },
   examples: ['narhub key rotate main'],
 });
@@ -112,7 +113,8 @@ export const GC = command({
   positionals: { min: 0, max: 0 },
   summary: 'Collect garbage: each cache by its retention, quota and pins, plus orphaned files; prints what it removes.',
   description:
-    'A path goes only together with every path that refers to it. narhub serve also runs this every gc.interval (default 1h).',
+    'A path goes only together with every path that refers to it. narhub serve also runs this every gc.interval ' +
+    '(default 1h).',
   flags: {
     cache: { type: 'string', value: 'NAME', default: 'every cache', help: 'Only this cache' },
     'dry-run': { type: 'boolean', help: 'Print what would be removed, remove nothing' },

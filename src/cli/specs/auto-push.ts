@@ -60,7 +60,9 @@ const DAEMON_FLAGS = {
     type: 'string',
     value: 'SIZE',
     default: 'no limit',
-    help: 'Never upload a NAR bigger than SIZE (e.g. 2G): such a path the cache lacks, and every path needing it, is left out',
+    help:
+      'Never upload a NAR bigger than SIZE (e.g. 2G): such a path the cache lacks, and every path needing it, ' +
+      'is left out',
   },
   'max-backoff': {
     type: 'string',
@@ -99,7 +101,9 @@ queue, with a .why file beside it. ${FILTERS}`,
     ...QUEUE_FLAG,
     drain: {
       type: 'boolean',
-      help: 'Push what is queued, each entry once, then exit: 1 when any entry is left or moved to failed/ (the end of a CI job)',
+      help:
+        'Push what is queued, each entry once, then exit: 1 when any entry is left or moved to failed/ (the end ' +
+        'of a CI job)',
     },
     ...DAEMON_FLAGS,
   },

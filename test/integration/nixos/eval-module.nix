@@ -53,7 +53,9 @@ let
     self = flake;
     nixpkgs = {
       inherit lib;
-      legacyPackages = lib.genAttrs [ "x86_64-linux" "aarch64-linux" ] (_: pkgs // { callPackage = _: _: flakePackage; });
+      legacyPackages = lib.genAttrs [ "x86_64-linux" "aarch64-linux" ] (
+        _: pkgs // { callPackage = _: _: flakePackage; }
+      );
     };
   };
 
