@@ -7,7 +7,7 @@ import { makePath, nativeUploadBody } from '../helpers/build-app.js';
 import { runCli, runCliOk, startServer } from '../helpers/server.js';
 import { makeTempDir } from '../helpers/tmp.js';
 
-test('cache, token, pin, key and gc with --server change the server, and the local data directory stays empty', async (t) => {
+test('cache, token, pin, key and gc with --server change the server; the data directory stays empty', async (t) => {
   const server = await startServer(t);
   const elsewhere = await makeTempDir(t, 'narhub-elsewhere-');
   const remote = (args: string[]) =>

@@ -57,7 +57,7 @@ async function uploadChain(
   return done;
 }
 
-test('kill -9 at random points of concurrent Nix-protocol and native uploads: what is visible verifies, nothing committed is lost, no temporary file outlives the restart, and uploads work after it', async (t) => {
+test('kill -9 amid uploads: the visible verifies, nothing committed is lost, no temp file survives', async (t) => {
   const dataDir = await makeTempDir(t, 'narhub-kill-');
   let server = await startServer(t, { dataDir });
   const { token } = await createToken(dataDir, 'main', 'write');
@@ -113,7 +113,7 @@ function bytesUnder(dir: string): number {
   }, 0);
 }
 
-test('a disk that fills mid-upload: the upload fails with a reason, nothing partial is visible or left, and uploads work again', async (t) => {
+test('a full disk mid-upload: the upload fails with a reason, nothing partial left, uploads work again', async (t) => {
   const dataDir = smallDisk(t, '24m');
   const server = await startServer(t, { dataDir });
   const { token } = await createToken(dataDir, 'main', 'write');
@@ -143,7 +143,7 @@ test('a disk that fills mid-upload: the upload fails with a reason, nothing part
   assert.equal(visible.size, 3);
 });
 
-test('S3 answering 500, then 503, mid-multipart: the upload fails, nothing is visible, and uploads work once S3 does', async (t) => {
+test('S3 answering 500, then 503, mid-multipart: the upload fails, nothing visible, then uploads work', async (t) => {
   const s3 = await startS3(t);
   const dataDir = await makeTempDir(t, 'narhub-s3-fault-');
   const configFile = join(dataDir, 'config.json');
@@ -229,7 +229,7 @@ function objectKeys(dir: string, bucket: string, prefix: string): string[] {
     .map((n) => `${prefix}${n.replace(/\._S3rver_object$/, '')}`);
 }
 
-test('S3 killed mid-multipart, then restarted: the upload fails, nothing partial is visible or served, and uploads work once S3 is back', async (t) => {
+test('S3 killed mid-multipart: the upload fails, nothing partial visible; once S3 is back uploads work', async (t) => {
   const s3 = await startS3Process(t);
   const dataDir = await makeTempDir(t, 'narhub-s3-kill-');
   const configFile = join(dataDir, 'config.json');

@@ -109,7 +109,7 @@ function prPayload(dir: string, action: string, n: number, sha: string) {
   };
 }
 
-test('Gitea and Forgejo webhooks, signed with X-Gitea-Signature or X-Forgejo-Signature, evaluate pushes and pull requests; statuses go to the commit-status API; a closed pull request or eval cancel stops an evaluation, even one still evaluating', {
+test('Gitea/Forgejo: signed webhooks evaluate pushes and PRs, statuses reported; close or cancel stops', {
   timeout: 600_000,
 }, async (t) => {
   const gitea = await startGiteaStandIn(t);

@@ -23,6 +23,7 @@ const REPO = 'Codertocat/Hello-World';
 
 /** A flake whose checks pass, fail, need a failing one, or sleep (so a build can be caught running). */
 function flake(nonce: string, sleepSecs: number, failing = true): string {
+  const failScript = failing ? "echo '<b>this check fails on purpose</b>' >&2; exit 1" : 'echo fixed > $out';
   return `{
   outputs = { self }:
     let
@@ -32,7 +33,7 @@ function flake(nonce: string, sleepSecs: number, failing = true): string {
         builder = "/bin/sh";
         args = [ "-c" "export PATH=/usr/bin:/bin; echo forge-log ${nonce} \${name}; \${script}" ];
       } // deps);
-      fails = mk "forge-fails" "${failing ? "echo '<b>this check fails on purpose</b>' >&2; exit 1" : 'echo fixed > $out'}" { };
+      fails = mk "forge-fails" "${failScript}" { };
     in {
       checks.${SYSTEM} = {
         ok = mk "forge-ok" "echo ok > $out" { };
@@ -394,7 +395,7 @@ test('GitHub webhooks drive evaluations, and every attribute and the evaluation 
   assert.deepEqual(gh.violations, [], 'every request matched the OpenAPI description');
 });
 
-test('GitHub "Re-run" (check_run and check_suite rerequested): a failed attribute is built again and the commit evaluated again, each shown as new check runs', {
+test('GitHub "Re-run" (one, all): a failed attribute rebuilt, the commit re-evaluated, new runs shown', {
   timeout: 600_000,
 }, async (t) => {
   const gh = await startGitHubStandIn(t);

@@ -74,7 +74,7 @@ test('on S3: GC removes objects and keeps the pinned closure; rotation re-signs 
   assert.deepEqual(lines(got.stdout), [...kept.closure.paths].sort());
 });
 
-test('on S3: objects no row describes (NAR, narinfo, listing) are found by a dry run and removed once their grace period passed', async (t) => {
+test('on S3: objects no row describes are found by a dry run and removed after their grace period', async (t) => {
   const s3 = await startS3(t);
   const dataDir = await makeTempDir(t, 'narhub-data-');
   const config = join(dataDir, 'config.json');

@@ -23,7 +23,8 @@ function dangling(db: Sqlite.Database): string[] {
     db
       .prepare(`SELECT p.hash_part || ' -> ' || r.reference AS d FROM store_paths p
         JOIN path_references r ON r.path_id = p.id
-        WHERE NOT EXISTS (SELECT 1 FROM store_paths q WHERE q.cache_id = p.cache_id AND q.hash_part = substr(r.reference, 1, 32))`)
+        WHERE NOT EXISTS (SELECT 1 FROM store_paths q
+          WHERE q.cache_id = p.cache_id AND q.hash_part = substr(r.reference, 1, 32))`)
       .all() as { d: string }[]
   ).map((r) => r.d);
 }
@@ -98,7 +99,7 @@ async function nativeUpload(server: RunningServer, token: string, p: TestPath): 
   });
 }
 
-test('right after GC over the API, a removed narinfo the server had just served is 404 with its NAR, not served from memory', async (t) => {
+test('after GC over the API, a narinfo just served and removed is 404 with its NAR, not served from memory', async (t) => {
   const server = await startServer(t);
   const { token } = await createToken(server.dataDir, 'main', 'write');
   const paths = [makePath({ name: 'memo-a' }), makePath({ name: 'memo-b' })];
@@ -126,7 +127,7 @@ test('right after GC over the API, a removed narinfo the server had just served 
   }
 });
 
-test('uploads running during GC: none fails for a reference GC removed under it, and nothing ever dangles', async (t) => {
+test('uploads during GC: none fails for a reference GC removed under it, and nothing ever dangles', async (t) => {
   const server = await startServer(t);
   const { token } = await createToken(server.dataDir, 'main', 'write');
   await runCliOk(['cache', 'update', 'main', '--retention', '1d'], { dataDir: server.dataDir });

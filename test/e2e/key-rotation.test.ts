@@ -41,7 +41,7 @@ async function substitute(t: Parameters<typeof createNixEnv>[0], cacheUrl: strin
   return res;
 }
 
-test('rotate, re-sign, retire: real Nix substitutes with either key during the overlap and with the new one after', async (t) => {
+test('rotate, re-sign, retire: Nix substitutes with either key during the overlap, the new one after', async (t) => {
   const first = await uploadClosure(t, 'rotate-before');
   const { dataDir } = first.server;
   const key1 = first.server.publicKey;

@@ -44,7 +44,7 @@ async function substitutes(t: Cleanup, server: RunningServer, path: string): Pro
   return store;
 }
 
-test('a post-build-hook running narhub queue-push queues each build with no server; push-daemon pushes every path once, signed, and a fresh store substitutes them', async (t) => {
+test('queue-push as hook queues builds, no server; push-daemon pushes each once, signed, substitutable', async (t) => {
   const { server, tokenFile, queueDir } = await setUp(t);
   const cacheUrl = `${server.url}/main`;
   const hook = join(await makeTempDir(t, 'narhub-hook-'), 'post-build-hook');
@@ -96,7 +96,7 @@ test('a post-build-hook running narhub queue-push queues each build with no serv
   assert.match(daemon.output(), /^stopped$/m);
 });
 
-test('push-daemon killed with SIGKILL in the middle of an upload loses nothing: restarted, it pushes the path, which substitutes', async (t) => {
+test('push-daemon SIGKILLed mid-upload loses nothing: restarted, it pushes the path, which substitutes', async (t) => {
   const { server, tokenFile, queueDir } = await setUp(t);
   const nix = await createNixEnv(t);
   const big = await buildBigPath(nix, 'sigkill', 8 * 1024 * 1024);
@@ -130,7 +130,7 @@ test('push-daemon killed with SIGKILL in the middle of an upload loses nothing: 
   assert.ok(original.equals(copy), 'the substituted blob is the built one');
 });
 
-test('push-daemon backs off while the cache cannot answer, keeps an entry whose upload failed, and moves one the cache refuses for good to failed/', async (t) => {
+test('push-daemon backs off from a mute cache, keeps a failed entry, moves a refused one to failed/', async (t) => {
   const { server, tokenFile, queueDir } = await setUp(t);
   const nix = await createNixEnv(t);
   const good = await buildClosure(nix, 'backoff-good');
@@ -181,13 +181,14 @@ test('push-daemon backs off while the cache cannot answer, keeps an entry whose 
   assert.equal((await getNarinfo(`${server.url}/main`, bad.paths[0]!)).status, 404);
 });
 
-test('push-daemon --max-size leaves out a path whose NAR is over it and the path needing it, deletes their entry and pushes the rest; once the cache has the big path, a path needing it is pushed', async (t) => {
+test('push-daemon --max-size leaves out a big NAR and what needs it, until the cache has it', async (t) => {
   const { server, tokenFile, queueDir } = await setUp(t);
   const nix = await createNixEnv(t);
   const nonce = randomBytes(6).toString('hex');
   const file = join(nix.workDir, `max-size-${nonce}.nix`);
   const sh = (name: string, script: string, deps = '') =>
-    `derivation { name = "${name}-${nonce}"; system = builtins.currentSystem; builder = "/bin/sh"; ${deps} args = [ "-c" "export PATH=/usr/bin:/bin; ${script}" ]; }`;
+    `derivation { name = "${name}-${nonce}"; system = builtins.currentSystem; builder = "/bin/sh"; ${deps} args = [ ` +
+    `"-c" "export PATH=/usr/bin:/bin; ${script}" ]; }`;
   await writeFile(
     file,
     `rec {
@@ -237,7 +238,7 @@ test('push-daemon --max-size leaves out a path whose NAR is over it and the path
   assert.equal(await status(alsoNeedsBig), 200);
 });
 
-test('push-daemon --drain pushes what is queued and exits 0; an entry whose upload fails is kept, tried once, and exits 1; with the cache unreachable it exits 1 at once and keeps the queue', async (t) => {
+test('push-daemon --drain: 0 once the queue is pushed; 1 with a kept entry, tried once, or no cache', async (t) => {
   const { server, tokenFile, queueDir } = await setUp(t);
   const nix = await createNixEnv(t);
   const ok = await buildClosure(nix, 'drain-ok');
@@ -292,7 +293,7 @@ test('push-daemon --drain pushes what is queued and exits 0; an entry whose uplo
   assert.equal((await queued(queueDir)).length, 1);
 });
 
-test('queue-push, push-daemon and watch-store refuse bad arguments with usage (exit 2); queue-push with no paths queues nothing', async (t) => {
+test('queue-push, push-daemon, watch-store: bad arguments exit 2 with usage; no paths queue nothing', async (t) => {
   const dir = await makeTempDir(t, 'narhub-autopush-args-');
   const queue = join(dir, 'queue');
   const cases: string[][] = [
@@ -317,7 +318,7 @@ test('queue-push, push-daemon and watch-store refuse bad arguments with usage (e
   assert.deepEqual(await queued(queue), []);
 });
 
-test('push-daemon on a first SIGTERM finishes the upload under way, removes its entry and exits 0; a second SIGTERM exits 1 at once and leaves the entry queued', async (t) => {
+test('push-daemon: a SIGTERM finishes the upload and exits 0; a second exits 1 at once, entry kept', async (t) => {
   const { server, tokenFile, queueDir } = await setUp(t);
   const nix = await createNixEnv(t);
   const [finished, abandoned] = await Promise.all([
@@ -357,7 +358,7 @@ test('push-daemon on a first SIGTERM finishes the upload under way, removes its 
   assert.equal((await getNarinfo(`${server.url}/main`, abandoned)).status, 404);
 });
 
-test('push-daemon drops a queued path collected before its turn, and keeps an entry answered 401 (a token not yet valid), waiting at most --max-backoff, until the cache takes it', async (t) => {
+test('push-daemon drops a collected path, and retries a 401 entry (every --max-backoff) until taken', async (t) => {
   const { server, tokenFile, queueDir } = await setUp(t);
   const nix = await createNixEnv(t);
   const closure = await buildClosure(nix, 'unauthorized');
@@ -401,7 +402,8 @@ test('push-daemon drops a queued path collected before its turn, and keeps an en
   const waits = [
     ...out.matchAll(
       new RegExp(
-        `^keeping ${literal(entry!)} \\(attempt (\\d) failed: ${literal(closure.paths[0]!)}: HTTP 401 UNAUTHORIZED.*\\); trying again in ([\\d.]+) s$`,
+        `^keeping ${literal(entry!)} \\(attempt (\\d) failed: ${literal(closure.paths[0]!)}: HTTP 401 ` +
+          `UNAUTHORIZED.*\\); trying again in ([\\d.]+) s$`,
         'gm',
       ),
     ),

@@ -17,7 +17,7 @@ interface PathInfoJson {
   signatures?: string[];
 }
 
-test('narhub push uploads a closure, signed, that a fresh client substitutes; a second push uploads nothing', async (t) => {
+test('narhub push uploads a signed closure a fresh client substitutes; a second push uploads nothing', async (t) => {
   const server = await startServer(t);
   const cacheUrl = `${server.url}/main`;
   const { token } = await createToken(server.dataDir, 'main', 'write');

@@ -73,7 +73,7 @@ test("started without narhub's V8 flags, it says which and serves anyway", async
   assert.equal((await fetch(`${server.url}/main/nix-cache-info`)).status, 200);
 });
 
-test('caches declared with retention and quota in the config get that GC policy; one declared without keeps what cache update set', async (t) => {
+test("caches declared with retention and quota get that GC policy; one without keeps cache update's", async (t) => {
   const policy = async (server: { url: string; adminToken: string }, cache: string) => {
     const res = await runCliOk([
       'cache',
@@ -118,7 +118,7 @@ test('caches declared with retention and quota in the config get that GC policy;
   assert.deepEqual(await policy(again, 'main'), [30 * 86_400, 500 * 1024 ** 3]);
 });
 
-test('serve runs GC every gc.interval: the GC runs of each cache rise on /metrics, with no request asking', async (t) => {
+test("serve runs GC every gc.interval: each cache's GC runs rise on /metrics, with no request asking", async (t) => {
   const dataDir = await makeTempDir(t, 'narhub-data-');
   const config = join(dataDir, 'config.json');
   await writeFile(config, JSON.stringify({ gc: { interval: '1s' } }));

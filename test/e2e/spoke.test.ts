@@ -251,7 +251,7 @@ describe('narhub spoke', { concurrency: 1 }, () => {
     assert.match(both.stderr, /narhub spoke --hub URL/);
   });
 
-  test('builds a job: input substituted from narhub, output pushed and signed, log stored and streamed, heartbeat', async (t) => {
+  test('builds a job: input substituted, output pushed and signed, log stored and streamed, heartbeat', async (t) => {
     const env = await setup(t);
     const drv = await makeDrv(
       'ok',
@@ -351,7 +351,7 @@ describe('narhub spoke', { concurrency: 1 }, () => {
     await assertBuiltAndPushed(env, drv);
   });
 
-  test('the .drv text sent with the job is used once checked against its path: the cache copy is not read', async (t) => {
+  test("the .drv text sent with the job is used once checked against its path; the cache's is not read", async (t) => {
     const env = await setup(t);
     const drv = await makeDrv('carried-drv', 'touch $out');
     const text = (await uploader.run('nix', ['store', 'cat', drv.data.drvPath])).stdout;
@@ -597,7 +597,7 @@ describe('narhub spoke', { concurrency: 1 }, () => {
     return info.some((i) => i.path === path && i.valid !== false && i.ultimate === true);
   };
 
-  test('narhub unreachable once the build is done: the spoke keeps pushing until it is back, and the job never fails over to be built again', async (t) => {
+  test('narhub away after a build: the spoke keeps pushing until it is back; the job is not built again', async (t) => {
     const env = await setup(t);
     const target = new URL(server.url);
     const proxy = await startTcpProxy(t, { host: target.hostname, port: Number(target.port) });
@@ -629,7 +629,7 @@ describe('narhub spoke', { concurrency: 1 }, () => {
     assert.equal(await builtIn(env, 'spoke-idle', drv.out), false, 'the other spoke never built it');
   });
 
-  test('a spoke stopped past its lock: the job goes to another spoke, which waits for the first build and takes its outputs from the cache, so it is built once', async (t) => {
+  test('a spoke stopped past its lock: the next spoke waits, then takes the outputs from the cache', async (t) => {
     const env = await setup(t);
     const drv = await makeDrv('stopped', 'sleep 4; echo built-once > $out');
     const short = ['--lock-duration', '1000', '--stalled-interval', '300'];

@@ -104,7 +104,7 @@ async function allCommitted(server: RunningServer, paths: string[]): Promise<voi
   assert.deepEqual(await missingFrom(server, paths), [], 'every path committed');
 }
 
-test('Nix substitutes through narhub a closure narhub never received, from a nix copy --to file:// cache; the next client is served locally', async (t) => {
+test('Nix substitutes through narhub a closure only a file:// upstream has; then it is served locally', async (t) => {
   const up = await directoryUpstream(t);
   const closure = await buildClosure(up.builder, 'pull-closure');
   await up.copy(closure.top);
@@ -155,7 +155,7 @@ test('Nix substitutes through narhub from a second narhub, with both signatures 
   await originClient.run('nix', ['copy', '--from', narhub.cacheUrl, '--to', store, closure.top]);
 });
 
-test('a narinfo not signed by the key the upstream is trusted under is never served, and Nix finds no substitute', async (t) => {
+test("a narinfo not signed by the upstream's trusted key is never served; Nix finds no substitute", async (t) => {
   const up = await directoryUpstream(t);
   const closure = await buildClosure(up.builder, 'pull-wrong-key');
   await up.copy(closure.top);
@@ -170,7 +170,7 @@ test('a narinfo not signed by the key the upstream is trusted under is never ser
   assert.deepEqual(await missingFrom(narhub, closure.paths), [...closure.paths]);
 });
 
-test('an upstream dying mid-NAR, or sending wrong bytes, makes Nix report a broken transfer; nothing is stored, and a later substitution succeeds', async (t) => {
+test('an upstream dying mid-NAR or sending wrong bytes: a broken transfer, nothing stored, then success', async (t) => {
   const up = await directoryUpstream(t);
   const big = await buildBigPath(up.builder, 'pull-break', 4 * 1024 * 1024);
   await up.copy(big);
@@ -235,7 +235,7 @@ test('20 Nix clients substituting the same path at once cause one upstream downl
   for (const c of clients.slice(0, 3)) await c.nix.run('nix-store', ['--store', c.store, '--verify-path', big]);
 });
 
-test('nix copy --to narhub of a closure whose dependencies an upstream offers succeeds, narhub fetching them', async (t) => {
+test('nix copy --to narhub succeeds when an upstream offers the dependencies, narhub fetching them', async (t) => {
   const up = await directoryUpstream(t);
   const closure = await buildClosure(up.builder, 'pull-push');
   const [leaf, mid, top] = closure.paths as [string, string, string];
@@ -266,7 +266,7 @@ function bucketObjects(s3: S3Server): string[] {
     .sort();
 }
 
-test('with S3 storage, Nix substitutes through narhub from an upstream; one breaking off mid-NAR leaves no object or multipart upload in the bucket', async (t) => {
+test('on S3, Nix substitutes from an upstream; one breaking off mid-NAR leaves no object or upload', async (t) => {
   const up = await directoryUpstream(t);
   // Larger than a part: the ingest uploads it in parts.
   const big = await buildBigPath(up.builder, 'pull-s3', 12 * 1024 * 1024);

@@ -45,7 +45,7 @@ function watchStore(t: Cleanup, nix: NixEnv, server: RunningServer, args: string
   return startCliDaemon(t, ['watch-store', `${server.url}/main`, '--interval', '2', ...args], nix.env);
 }
 
-test('watch-store pushes what nix store add-path and nix-build add, with its closure; killed and restarted it pushes what came meanwhile, and it carries on after the server restarts', async (t) => {
+test('watch-store pushes new closures, what came while it was killed, and after a server restart', async (t) => {
   const server = await startServer(t);
   const token = await tokenFile(t, server);
   const state = join(await makeTempDir(t, 'narhub-watch-state-'), 'state');
@@ -96,7 +96,7 @@ test('watch-store pushes what nix store add-path and nix-build add, with its clo
   assert.deepEqual(await second.exited, { code: 0, signal: null });
 });
 
-test('watch-store --only-built-here --exclude pushes what Nix built here, and leaves out a path copied in from another cache, one added by hand and an excluded one', async (t) => {
+test('watch-store --only-built-here --exclude: builds only, not copied, hand-added or excluded paths', async (t) => {
   const target = await startServer(t);
   const other = await startServer(t);
   const token = await tokenFile(t, target);

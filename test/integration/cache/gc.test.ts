@@ -191,7 +191,8 @@ test('a path planned for removal stays if something refers to it by the time it 
         ).nar_id;
         const id = h.db
           .prepare(
-            "INSERT INTO store_paths (cache_id, hash_part, name, nar_id, narinfo, created_at, updated_at, accessed_at) VALUES (?, ?, ?, ?, '', 0, 0, ?)",
+            'INSERT INTO store_paths (cache_id, hash_part, name, nar_id, narinfo, created_at, updated_at, ' +
+              "accessed_at) VALUES (?, ?, ?, ?, '', 0, 0, ?)",
           )
           .run(h.main.id, ref.hashPart, ref.name, narId, Date.now()).lastInsertRowid;
         h.db.prepare('INSERT INTO path_references (path_id, reference) VALUES (?, ?)').run(id, old.basename);
@@ -218,7 +219,7 @@ test('a path planned for removal stays if something refers to it by the time it 
   assert.equal(await status(h, old), 200);
 });
 
-test('a build log goes with the last visible output of its derivation; orphans go after their grace period', async (t) => {
+test('a build log goes with the last visible output of its derivation; orphans after their grace period', async (t) => {
   const h = await buildTestApp(t);
   await h.service.registry.update('main', { retention: 86_400 });
   const drv = '0000000000000000000000000000000a-thing.drv';

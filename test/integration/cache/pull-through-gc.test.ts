@@ -11,7 +11,7 @@ import { closureUpstream, committed, get, narhubInFront, storedNarFiles } from '
 const DAY = 86_400_000;
 const GRACE = { pendingGraceMs: DAY, supersededGraceMs: DAY };
 
-test('paths fetched from an upstream are removed by retention like uploaded ones, and fetched again on the next request', async (t) => {
+test('fetched paths are removed by retention like uploaded ones, and fetched again on the next request', async (t) => {
   const { leaf, mid, top, cacheDir, upstream } = await closureUpstream(t);
   const h = await narhubInFront(t, [{ url: upstream.url, publicKey: cacheDir.publicKey }]);
   await get(`${h.url}/main/${top.hashPart}.narinfo`);
@@ -36,7 +36,7 @@ test('paths fetched from an upstream are removed by retention like uploaded ones
   assert.equal(upstream.count(`/nar/${top.fileName}`), 2);
 });
 
-test('GC with a quota of 0 running all through a fetch keeps a fetched reference until the path referring to it is committed', async (t) => {
+test('GC with quota 0 during a fetch keeps a fetched reference until its referrer is committed', async (t) => {
   // top refers to a (small: committed at once) and b (slow): for half a second a is committed
   // with nothing visible referring to it, which a quota of 0 would remove but for the fill's hold.
   const a = makePath({ name: 'a', compression: 'zstd' });

@@ -27,7 +27,7 @@ function assertBroken(answer: Answer, file: Buffer): void {
   assert.ok(!(answer.status === 200 && answer.complete), `a 200 that ended cleanly (${answer.body.length} bytes)`);
 }
 
-test('an upstream answering 500 for a narinfo is a 404, counted as an error, and skipped for negativeTtl', async (t) => {
+test("an upstream's 500 for a narinfo is a 404, counted as an error, and skipped for negativeTtl", async (t) => {
   const { top, mid, cacheDir, upstream } = await closureUpstream(t);
   const h = await narhubInFront(t, [{ url: upstream.url, publicKey: cacheDir.publicKey }]);
   upstream.fault = { kind: 'status', status: 500, for: 'narinfo' };
@@ -39,7 +39,7 @@ test('an upstream answering 500 for a narinfo is a 404, counted as an error, and
   assert.match(metrics, /narhub_upstream_errors_total\{cache="main",upstream="[^"]+"\} 1/);
 });
 
-test('an upstream answering 503 for an offered NAR gives its client a 502, stores nothing, and a later request tries again', async (t) => {
+test("an upstream's 503 for an offered NAR: the client gets 502, nothing stored, the next one retries", async (t) => {
   const { top, cacheDir, upstream } = await closureUpstream(t);
   const h = await narhubInFront(t, [{ url: upstream.url, publicKey: cacheDir.publicKey }]);
   assert.equal((await get(`${h.url}/main/${top.hashPart}.narinfo`)).status, 200);
@@ -58,7 +58,7 @@ test('an upstream answering 503 for an offered NAR gives its client a 502, store
   await committed(h, top);
 });
 
-test('an upstream sending more bytes than the narinfo FileSize (chunked) fails the transfer before its end and stores nothing', async (t) => {
+test('an upstream sending over FileSize (chunked) fails the transfer before its end; nothing stored', async (t) => {
   const { top, cacheDir, upstream } = await closureUpstream(t, { topBytes: 256 * 1024 });
   const h = await narhubInFront(t, [{ url: upstream.url, publicKey: cacheDir.publicKey }]);
   await get(`${h.url}/main/${top.hashPart}.narinfo`);
@@ -71,7 +71,7 @@ test('an upstream sending more bytes than the narinfo FileSize (chunked) fails t
   assert.equal(h.service.narinfo(h.main, top.hashPart), undefined);
 });
 
-test('an upstream whose Content-Length is not the narinfo FileSize gives its client a 502 and stores nothing', async (t) => {
+test('an upstream Content-Length other than the FileSize gives its client a 502 and stores nothing', async (t) => {
   const { top, cacheDir, upstream } = await closureUpstream(t, { topBytes: 64 * 1024 });
   const h = await narhubInFront(t, [{ url: upstream.url, publicKey: cacheDir.publicKey }]);
   await get(`${h.url}/main/${top.hashPart}.narinfo`);
@@ -86,7 +86,7 @@ test('an upstream whose Content-Length is not the narinfo FileSize gives its cli
   assert.match(metrics, /narhub_upstream_errors_total\{cache="main",upstream="[^"]+"\} 1/);
 });
 
-test('a compressed NAR whose narinfo has no FileSize is cut off at maxNarSize when the upstream sends more', async (t) => {
+test('a compressed NAR with no FileSize is cut off at maxNarSize when the upstream sends more', async (t) => {
   const cacheDir = await writeCacheDirectory(t, []);
   /** A zstd path in the upstream directory, its narinfo signed but without FileSize. */
   const publishWithoutSize = async (name: string) => {
@@ -130,7 +130,8 @@ test('a narinfo larger than 4 MiB from an upstream is a 404; the same padded to 
     const path = makePath({ name });
     const info = path.info();
     const line = 'X-Padding: yyyyyyyyyyyyyyyyyy\n';
-    const text = `${formatNarInfo({ ...info, sigs: [signNarInfo(cacheDir.key, info)] })}${line.repeat(Math.ceil(bytes / line.length))}`;
+    const signed = formatNarInfo({ ...info, sigs: [signNarInfo(cacheDir.key, info)] });
+    const text = `${signed}${line.repeat(Math.ceil(bytes / line.length))}`;
     await writeFile(join(cacheDir.dir, `${path.hashPart}.narinfo`), text);
     return path;
   };

@@ -12,7 +12,7 @@ import { basic, makePath, putNar, putNarinfo } from '../../helpers/build-app.js'
 import { closureUpstream, committed, FAST, get, narhubInFront, storedNarFiles } from '../../helpers/pull-through.js';
 import { addToCacheDirectory, serveCacheDirectory, writeCacheDirectory } from '../../helpers/upstream-server.js';
 
-test('a narinfo miss is answered from an upstream under narhub URL and signature, keeping the upstream signature', async (t) => {
+test("a narinfo miss is answered from an upstream with narhub's URL and signature, and the upstream's", async (t) => {
   const { top, mid, cacheDir, upstream } = await closureUpstream(t);
   const h = await narhubInFront(t, [{ url: upstream.url, publicKey: cacheDir.publicKey }]);
 
@@ -40,7 +40,7 @@ test('a narinfo miss is answered from an upstream under narhub URL and signature
   assert.equal(head.statusCode, 404);
 });
 
-test('fetching an offered NAR commits its path with the whole closure, and the next requests are served locally', async (t) => {
+test('fetching an offered NAR commits its path with its closure; the next requests are served locally', async (t) => {
   const { leaf, mid, top, cacheDir, upstream } = await closureUpstream(t);
   const h = await narhubInFront(t, [{ url: upstream.url, publicKey: cacheDir.publicKey }]);
 
@@ -77,7 +77,7 @@ test('the first client gets the first bytes of a NAR before the upstream has sen
   assert.equal(upstreamDoneAtFirstByte, false, 'the first byte came while the upstream was still sending');
 });
 
-test('20 concurrent clients asking for the same path cause one upstream fetch and all get the same bytes', async (t) => {
+test('20 concurrent clients of one path cause one upstream fetch and all get the same bytes', async (t) => {
   const { top, cacheDir, upstream } = await closureUpstream(t, { topBytes: 1024 * 1024 });
   // Slow enough that every client asks while the one download runs.
   upstream.fault = { kind: 'throttle-nar', bytesPerSecond: 1024 * 1024 };
@@ -97,7 +97,7 @@ test('20 concurrent clients asking for the same path cause one upstream fetch an
   await committed(h, top);
 });
 
-test('an upstream that breaks off mid-NAR fails the transfer visibly, stores nothing, and a later request tries again', async (t) => {
+test('an upstream breaking off mid-NAR fails the transfer visibly, stores nothing; the next retries', async (t) => {
   const { top, cacheDir, upstream } = await closureUpstream(t, { topBytes: 512 * 1024 });
   const h = await narhubInFront(t, [{ url: upstream.url, publicKey: cacheDir.publicKey }]);
   await get(`${h.url}/main/${top.hashPart}.narinfo`);
@@ -118,7 +118,7 @@ test('an upstream that breaks off mid-NAR fails the transfer visibly, stores not
   await committed(h, top);
 });
 
-test('an upstream whose NAR bytes do not match fails the transfer before its last byte and stores nothing', async (t) => {
+test("an upstream's mismatching NAR bytes fail the transfer before its last byte; nothing stored", async (t) => {
   const { top, cacheDir, upstream } = await closureUpstream(t, { topBytes: 256 * 1024 });
   const h = await narhubInFront(t, [{ url: upstream.url, publicKey: cacheDir.publicKey }]);
   await get(`${h.url}/main/${top.hashPart}.narinfo`);
@@ -275,7 +275,7 @@ test('an upstream path whose NAR file, or the NAR it decodes to, is larger than 
   await committed(h, small);
 });
 
-test('/metrics counts, per upstream, the narinfos it had and lacked and the NAR bytes received, and passes promtool', async (t) => {
+test('/metrics counts per upstream narinfos had and lacked and NAR bytes received; promtool passes', async (t) => {
   const { leaf, mid, top, cacheDir, upstream } = await closureUpstream(t);
   const h = await narhubInFront(t, [{ url: upstream.url, publicKey: cacheDir.publicKey }]);
   await get(`${h.url}/main/${top.hashPart}.narinfo`);

@@ -87,7 +87,7 @@ test('token and cache commands load neither Fastify, the AWS SDK nor BullMQ/iore
   }
 });
 
-test('queue-push, the post-build-hook, loads no HTTP client and no package: it cannot upload, and starts fast', async (t) => {
+test('queue-push, the post-build-hook, loads no HTTP client and no package: it cannot upload', async (t) => {
   const log = await moduleLog(t, 'queue-push');
   const queue = join(await makeTempDir(t, 'narhub-queue-'), 'queue');
   const res = await runCli(['queue-push', '--queue', queue, '/nix/store/00000000000000000000000000000000-x'], {

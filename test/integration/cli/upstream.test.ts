@@ -63,7 +63,7 @@ test('upstream refuses a bad key, URL or priority, and a missing --public-key, s
   assert.deepEqual(JSON.parse((await runCliOk(['upstream', 'list', 'main', '--json'], { dataDir })).stdout), []);
 });
 
-test('upstreams declared in the config file are set at start, replace earlier declarations, and are changed only there', async (t) => {
+test('upstreams declared in the config are set at start, replace earlier ones, and change only there', async (t) => {
   const boot = await startServer(t);
   assert.equal(await boot.stop(), 0);
   const { dataDir } = boot;

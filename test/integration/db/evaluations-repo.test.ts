@@ -74,7 +74,7 @@ test("a build's inputs, as the hub puts them in its job: their .drv and outputs"
   assert.deepEqual(builds.inputs(a), []);
 });
 
-test('hasOpenBuilds: true while any build of the evaluation is queued or running, whatever other evaluations hold', async (t) => {
+test('hasOpenBuilds: true while a build of the evaluation is queued or running, whatever others hold', async (t) => {
   const { cache, project, evaluations, builds } = await openRepos(t);
   const mine = evaluations.insert({ projectId: project.id, ref: null, flakeUrl: 'path:/x', priority: 0 });
   const other = evaluations.insert({ projectId: project.id, ref: null, flakeUrl: 'path:/x', priority: 0 });

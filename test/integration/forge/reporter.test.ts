@@ -129,7 +129,7 @@ const job: JobView = {
   fromFailureCache: false,
 };
 
-test('states that change faster than they are sent are coalesced: only the newest is sent, never an older one after it', async (t) => {
+test('states changing faster than sent are coalesced: the newest is sent, never an older one after it', async (t) => {
   const { gh, reporter, show } = await setup(t, 'checks', 300);
   reporter.start();
   show([{ status: 'queued' }]);
@@ -165,7 +165,7 @@ test('states that change faster than they are sent are coalesced: only the newes
   assert.deepEqual(gh.violations, []);
 });
 
-test('a rate-limited answer pauses every update until Retry-After; a forge that is down is retried until it is back', async (t) => {
+test('a rate limit pauses every update until Retry-After; a forge that is down is retried until back', async (t) => {
   const { gh, reporter, show } = await setup(t, 'checks');
   gh.rateLimitNext(1, 2);
   reporter.start();

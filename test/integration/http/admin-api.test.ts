@@ -5,7 +5,7 @@ import { bearer, buildTestApp, makePath, nativeUploadBody } from '../../helpers/
 
 const json = { 'content-type': 'application/json' };
 
-test('admin API: 401 without a token, 403 for a write token or a cache admin on global routes, each with a reason', async (t) => {
+test('admin API: 401 without a token, 403 for write tokens or cache admins on global routes, reasons', async (t) => {
   const h = await buildTestApp(t);
   const cases: [string, string, Record<string, string>, number][] = [
     ['GET', '/api/v1/caches/main', {}, 401],
@@ -25,7 +25,7 @@ test('admin API: 401 without a token, 403 for a write token or a cache admin on 
   }
 });
 
-test('admin API: an expiry that is not an RFC 3339 date-time is a 400 naming the field; a valid one is kept', async (t) => {
+test('admin API: an expiry not in RFC 3339 date-time is a 400 naming the field; a valid one is kept', async (t) => {
   const h = await buildTestApp(t);
   const admin = h.token('*', 'admin').token;
   const p = makePath({ name: 'pinned' });

@@ -116,7 +116,7 @@ test('a client that goes away mid-upload is logged below error level, and nothin
   assert.equal((await h.request('HEAD', `/main/${path.narUrl}`)).statusCode, 404);
 });
 
-test('a client that goes away while its upload waits for another upload of the same NAR file raises no uncaught error', async (t) => {
+test('a client leaving while its upload waits for another of the same NAR file raises no uncaught error', async (t) => {
   const { h, lines, port } = await server(t);
   const path = makePath({ tree: { type: 'regular', contents: Buffer.alloc(8 << 20, 1) } });
   // The first upload holds the NAR file's lock while it waits for the rest of its body.

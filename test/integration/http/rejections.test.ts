@@ -394,7 +394,7 @@ test('bodies over the configured maxima are 413', async (t) => {
   assert.equal((await h.request('GET', `/main/log/${drv}`)).statusCode, 404);
 });
 
-test('a compressed NAR file under maxNarSize whose NAR is larger is 413, for every compression, and nothing is kept', async (t) => {
+test('a compressed NAR file under maxNarSize whose NAR is larger is 413 in every compression; none kept', async (t) => {
   const maxNarSize = 1024 * 1024;
   const h = await buildTestApp(t, { maxNarSize });
   for (const compression of ['zstd', 'xz', 'bzip2', 'gzip', 'br'] as const) {
@@ -418,7 +418,7 @@ test('a compressed NAR file under maxNarSize whose NAR is larger is 413, for eve
   assert.equal((await h.request('GET', `/main/${fits.hashPart}.narinfo`)).statusCode, 200);
 });
 
-test("an xz NAR whose dictionary needs more than 80 MiB to decode is refused with the reason; Nix's largest preset (-9) is fine", async (t) => {
+test("an xz NAR needing over 80 MiB to decode is refused with the reason; Nix's preset -9 is fine", async (t) => {
   const h = await buildTestApp(t);
   const nar = narBytes({ type: 'regular', contents: randomBytes(100_000) });
   // xz chooses no smaller dictionary for input from a pipe: the header asks for what it is told.

@@ -25,7 +25,7 @@ import {
 
 const ALL: Compression[] = ['none', 'gzip', 'zstd', 'xz', 'bzip2', 'br'];
 
-test('a NAR PUT of at most SMALL_UPLOAD_SIZE bytes in every compression records the parser hashes, sizes and listing, and its narinfo commits', async (t) => {
+test("small NAR PUTs in every compression record the parser's hashes, sizes and listing, and commit", async (t) => {
   const h = await buildTestApp(t);
   const auth = basic(h.tokens.write);
   const nars = createNarsRepo(h.db);
@@ -63,7 +63,7 @@ test('a NAR PUT of at most SMALL_UPLOAD_SIZE bytes in every compression records 
   }
 });
 
-test('a NAR PUT of at most SMALL_UPLOAD_SIZE bytes that is invalid, cut short, corrupt or misnamed is refused with the streaming pass words, and nothing is recorded', async (t) => {
+test("small NAR PUTs invalid, cut short, corrupt or misnamed: the streaming pass's refusal, none kept", async (t) => {
   const h = await buildTestApp(t);
   const auth = basic(h.tokens.write);
   const nars = createNarsRepo(h.db);

@@ -10,7 +10,7 @@ function cookiesOf(res: { headers: Record<string, unknown> }): string {
   return all.map((c: string) => c.split(';')[0]).join('; ');
 }
 
-test('without a hub the UI serves the caches and the login: public caches to anyone, private ones to a session, and no hub page or link', async (t) => {
+test('without a hub the UI serves caches (private ones to a session) and login, no hub page or link', async (t) => {
   const h = await buildTestApp(t, { caches: [{ name: 'team', private: true }] });
 
   const root = await h.request('GET', '/');

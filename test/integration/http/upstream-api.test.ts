@@ -51,7 +51,7 @@ test('an admin token of the cache adds, lists and removes its upstreams', async 
   });
 });
 
-test('the upstream API refuses tokens without admin rights and malformed upstreams, with a one-line reason', async (t) => {
+test('the upstream API refuses non-admin tokens and malformed upstreams, with a one-line reason', async (t) => {
   const h = await buildTestApp(t, { caches: [{ name: 'other' }] });
   const k = key('up-1');
   const post = (body: unknown, auth: Record<string, string>, cache = 'main') =>

@@ -97,7 +97,7 @@ async function readLog(url: string): Promise<{ status: number; bytes: number; en
 }
 
 for (const encoding of ['gzip', undefined] as const) {
-  test(`a stored log${encoding ? ` (${encoding})` : ''} whose read fails half-way: the response is cut with an error, at once`, async (t) => {
+  test(`a stored log${encoding ? ` (${encoding})` : ''} failing half-way: the response is cut at once`, async (t) => {
     const { url, service, main } = await setup(t);
     await service.files.put('log', main, DRV, {
       body: encoding === 'gzip' ? gzipSync(LOG) : LOG,

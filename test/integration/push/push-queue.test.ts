@@ -18,7 +18,7 @@ import { makeTempDir } from '../../helpers/tmp.js';
 
 const path = (i: number, name = 'p') => `/nix/store/${String(i).padStart(32, '0')}-${name}`;
 
-test('16 queue-push processes at once leave 16 whole entries, oldest first, each path once, no temporary file', async (t) => {
+test('16 queue-push processes at once leave 16 whole entries, oldest first, each path once, no temp', async (t) => {
   const queue = join(await makeTempDir(t, 'narhub-queue-'), 'queue');
   const runs = await Promise.all(
     Array.from({ length: 16 }, (_, i) => runCli(['queue-push', '--queue', queue, path(i), path(i, 'q'), path(i)])),
@@ -41,7 +41,7 @@ test('16 queue-push processes at once leave 16 whole entries, oldest first, each
   );
 });
 
-test('a queue-push under umask 077 (a root hook) still writes entries mode 0644, readable by a daemon of another user', async (t) => {
+test("queue-push under umask 077 (a root hook) writes entries 0644, readable by another user's daemon", async (t) => {
   const queue = join(await makeTempDir(t, 'narhub-queue-umask-'), 'queue');
   const res = spawnSync(
     'sh',
@@ -55,7 +55,7 @@ test('a queue-push under umask 077 (a root hook) still writes entries mode 0644,
   assert.equal((await stat(join(queue, name!))).mode & 0o777, 0o644);
 });
 
-test('queue entries: comments and blank lines skipped, a line that is no store path reported; temporary files are never entries and go once an hour old; failed/ keeps an entry and why', async (t) => {
+test('queue entries: comments skipped, bad lines reported; temp files go in an hour; failed/ keeps why', async (t) => {
   const queue = join(await makeTempDir(t, 'narhub-queue-'), 'queue');
   const name = appendToQueue(queue, [path(1), path(2)]);
   assert.throws(() => appendToQueue(queue, [path(3), 'not/a/store/path']), /invalid store path/);
@@ -105,7 +105,7 @@ test('the queue lock refuses a second daemon while the first lives, and is taken
   lockQueue(queue)();
 });
 
-test('8 daemons locking one queue at the same millisecond: exactly one gets it, the others are refused naming it', async (t) => {
+test('8 daemons locking one queue at once: exactly one gets it, the others are refused naming it', async (t) => {
   const queue = await makeTempDir(t, 'narhub-queue-race-');
   const lockModule = new URL('../../../src/push/queue-lock.js', import.meta.url).href;
   const at = Date.now() + 1500;

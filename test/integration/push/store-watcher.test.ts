@@ -83,7 +83,7 @@ async function setUp(t: Cleanup) {
   return { dir, database, queue: join(dir, 'queue'), lines, start };
 }
 
-test('watch-store queues the paths Nix registers after it started, as inotify tells it, and resumes after a restart with what came meanwhile', async (t) => {
+test('watch-store queues paths Nix registers, on inotify, and after a restart what came meanwhile', async (t) => {
   const { dir, database, queue, lines, start } = await setUp(t);
   const nix = nixDatabase(database);
   nix.register(2);
@@ -114,7 +114,7 @@ test('watch-store queues the paths Nix registers after it started, as inotify te
   assert.equal((await queuedPaths(queue)).length, 2, 'nothing is queued twice');
 });
 
-test('watch-store finds a database Nix recreated (ids restarted) and queues everything in it; an unreadable database fails the start', async (t) => {
+test('watch-store queues all of a recreated Nix database; an unreadable one fails the start', async (t) => {
   const { dir, database, queue, lines, start } = await setUp(t);
   const nix = nixDatabase(database);
   nix.register(5);

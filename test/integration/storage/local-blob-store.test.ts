@@ -140,7 +140,7 @@ describe('local blob store', () => {
     assert.equal(existsSync(join(temp, 'crashed-dir')), false);
   });
 
-  it("at start, removes the temp directory of a process that ended or of another boot, however fresh, and spares a live one's", async (t) => {
+  it('at start, removes temp directories of ended processes or other boots, however fresh, not live', async (t) => {
     const root = await makeTempDir(t, 'narhub-blob-');
     const temp = join(root, TEMP_DIR);
     // Names as ownTempDirName() makes them: boot, pid, start time in ticks, random.

@@ -116,7 +116,7 @@ async function inCache(server: RunningServer, path: string): Promise<void> {
   );
 }
 
-test("narhub-push watch-store: a root unit under the shared hardening that may write only Nix's database directory and its own; its ExecStart, run as written, pushes a path added to the store", async (t) => {
+test("narhub-push watch-store: hardened root unit, writes its dir and Nix's db dir; ExecStart pushes", async (t) => {
   const value = await evaluate('pushWatchStore');
   assert.deepEqual(value.failedAssertions, []);
   const unit = pushUnit(value);
@@ -131,7 +131,8 @@ test("narhub-push watch-store: a root unit under the shared hardening that may w
   const execStart = unit.serviceConfig.ExecStart as string;
   assert.equal(
     execStart,
-    `${PACKAGE}/bin/narhub watch-store ${CACHE_URL} --state ${STATE}/watch-store --token-file %d/token --jobs 4 --include 'narhub-push-eval-*'`,
+    `${PACKAGE}/bin/narhub watch-store ${CACHE_URL} --state ${STATE}/watch-store --token-file %d/token --jobs 4 ` +
+      `--include 'narhub-push-eval-*'`,
   );
   assert.equal(value.postBuildHook, null, 'no post-build-hook in watch-store mode');
   assert.equal(value.users['narhub-push'], undefined, 'no user of its own: it runs as root');
@@ -152,7 +153,7 @@ test("narhub-push watch-store: a root unit under the shared hardening that may w
   await inCache(server, added);
 });
 
-test('narhub-push post-build-hook: the hook script only queues, the narhub-push user owns the queue and runs push-daemon with every option; run as written, a built path reaches the cache', async (t) => {
+test('narhub-push post-build-hook: the hook queues, push-daemon as narhub-push; builds reach the cache', async (t) => {
   const value = await evaluate('pushHook');
   assert.deepEqual(value.failedAssertions, []);
   const unit = pushUnit(value);
@@ -180,7 +181,8 @@ test('narhub-push post-build-hook: the hook script only queues, the narhub-push 
   const file = join(nix.workDir, 'built.nix');
   await writeFile(
     file,
-    `derivation { name = "${name}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo built > $out" ]; }`,
+    `derivation { name = "${name}"; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" "echo built ` +
+      `> $out" ]; }`,
   );
   const built = (await nix.run('nix-build', ['--no-out-link', file])).stdout.trim();
   // As nix-daemon runs it after a build (Nix 2.8 leaves $OUT_PATHS empty and sets $DRV_PATH).
@@ -196,7 +198,7 @@ test('narhub-push post-build-hook: the hook script only queues, the narhub-push 
   await inCache(server, built);
 });
 
-test('narhub-push refuses a token file in the Nix store and a --max-size narhub cannot read; through the flake it runs the flake package', async () => {
+test("narhub-push refuses a token in the store and a bad --max-size; the flake's runs the flake package", async () => {
   const refused = async (scenario: string) => {
     await assert.rejects(evaluate(scenario), (err: { stderr?: string }) => {
       assert.match(err.stderr ?? '', /services\.narhub-push\./);

@@ -160,7 +160,7 @@ test("a signature under the cache's own key name must verify; a self-reference n
   assert.deepEqual(parseNarInfo(result.narinfo).references, [path.basename]);
 });
 
-test('a later PUT of a committed path adds signatures and nothing else; a change of content is a conflict', async (t) => {
+test('a later PUT of a committed path adds signatures only; a change of content is a conflict', async (t) => {
   const s = await setup(t);
   const path = makePath();
   s.uploaded(path);
@@ -280,7 +280,7 @@ test('a commit that another writer beat leaves the store holding what the databa
   assert.equal(await s.stored(path.hashPart), theirText);
 });
 
-test('a small pending NAR no sync of this process covers (an earlier process wrote it) is read back first: cut short, as by a power cut before its fsync, it is refused with NAR_NOT_UPLOADED and nothing is written or recorded; whole, it commits', async (t) => {
+test("another process's unsynced small NAR is read back: cut short, NAR_NOT_UPLOADED; whole, it commits", async (t) => {
   const s = await setup(t, undefined, { fsync: true });
   const path = makePath();
   const key = `main/nar/${path.fileName}`;
@@ -297,7 +297,7 @@ test('a small pending NAR no sync of this process covers (an earlier process wro
   assert.equal(s.nars.get(s.cache.id, path.fileName)!.state, 'valid');
 });
 
-test('a commit waits for the sync of its small NAR: nothing is recorded before the sync ends, and a failed sync fails the commit and leaves no narinfo file', async (t) => {
+test("a commit records nothing before its small NAR's sync ends; a failed sync fails it, no narinfo", async (t) => {
   let release: (() => void) | undefined;
   let failing = false;
   const s = await setup(t, (store) => ({

@@ -26,7 +26,7 @@ function signed(info: NarInfo, ...keys: (typeof upstreamKey)[]): string {
   return formatNarInfo({ ...info, sigs: [...info.sigs, ...keys.map((k) => signNarInfo(k.secret, info))] });
 }
 
-test('a signed narinfo becomes an offer named by its FileHash, with hashes in nix32 and the upstream signature kept', () => {
+test("a signed narinfo becomes an offer named by its FileHash, hashes in nix32, the upstream's signature kept", () => {
   const p = makePath({ compression: 'xz', references: [] });
   const info = p.info({
     url: 'nar/whatever-the-upstream-calls-it.nar.xz',

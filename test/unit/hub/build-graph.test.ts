@@ -41,7 +41,7 @@ test("a result of another attempt than the record's changes nothing", async (t) 
   assert.deepEqual(g.added, [h('a')]);
 });
 
-test('a failure makes everything waiting on it dependency-failed, naming the root, and fails the evaluation', async (t) => {
+test('a failure makes all waiting on it dependency-failed, naming the root, and fails the evaluation', async (t) => {
   const g = graphFixture(t);
   await g.graph.advance(g.record({ a: [], b: ['a'], c: ['b'], x: [] }));
   g.graph.failed(h('a'), 1, { kind: 'build', error: 'exit 1', spoke: 'spoke-1' });
@@ -86,7 +86,7 @@ test('a job that cannot be added leaves the build flagged for a retry, which a l
   assert.deepEqual(g.added, [h('a')]);
 });
 
-test('restart: a new attempt of the failed build, its dependency-failed dependents reset, the evaluation reopened', async (t) => {
+test('restart: a new attempt, its dependency-failed dependents reset, the evaluation reopened', async (t) => {
   const g = graphFixture(t);
   await g.graph.advance(g.record({ a: [], b: ['a'], c: ['b'] }));
   g.graph.failed(h('a'), 1, { kind: 'build', error: 'exit 1', spoke: null });

@@ -22,7 +22,7 @@ test('a job that completed while the hub was away: the build succeeds and its de
   assert.equal(g.jobs.get(h('b'))?.state, 'waiting', 'b got its job');
 });
 
-test('a job that failed while the hub was away: the build fails with the kind of its reason, dependents with it', async (t) => {
+test("a job that failed while the hub was away: the build fails with its reason's kind, dependents too", async (t) => {
   const g = graphFixture(t);
   await g.graph.advance(g.record({ a: [], b: ['a'] }));
   g.jobs.set(h('a'), {
@@ -37,7 +37,7 @@ test('a job that failed while the hub was away: the build fails with the kind of
   assert.equal(g.status('b'), 'dependency-failed');
 });
 
-test('an active job marks its build running on its spoke; a waiting one puts a running build back in the queue', async (t) => {
+test('an active job marks its build running on its spoke; a waiting one puts a running build back', async (t) => {
   const g = graphFixture(t);
   await g.graph.advance(g.record({ a: [], c: [] }));
   g.jobs.set(h('a'), { state: 'active', data: data('a'), processedBy: 'spoke-3', processedOn: 1234 });
@@ -49,7 +49,7 @@ test('an active job marks its build running on its spoke; a waiting one puts a r
   assert.equal(g.status('c'), 'queued', 'its spoke lost it (stalled): waiting again');
 });
 
-test('a vanished job is added again, for a queued build and for one that was running (Redis came back empty)', async (t) => {
+test('a vanished job is added again, for a queued build and a running one (Redis came back empty)', async (t) => {
   const g = graphFixture(t);
   await g.graph.advance(g.record({ a: [], c: [] }));
   g.graph.running(h('c'), 1, 'spoke-1', 1000);

@@ -85,7 +85,7 @@ test('"built here" is what Nix marks ultimate: not substituted, copied or added 
   assert.equal(createPathFilter().infoRejects(info({ signatures: ['c-1:s'] })), undefined);
 });
 
-test('a post-build-hook environment: $OUT_PATHS, else the outputs $DRV_PATH fixes (Nix 2.8.0 leaves $OUT_PATHS empty)', () => {
+test('post-build-hook environment: $OUT_PATHS, else the outputs $DRV_PATH fixes (Nix 2.8.0 leaves it empty)', () => {
   const out = path('hello');
   const dev = '/nix/store/1c5q4bqbzvmh3h69b2xs8lqbrhqf4zyv-hello-dev';
   const drvPath = '/nix/store/2c5q4bqbzvmh3h69b2xs8lqbrhqf4zyv-hello.drv';
@@ -122,7 +122,7 @@ test('--max-size: a NAR over it is refused for upload, one at or under it is not
   assert.equal(createPathFilter().uploadRejects({ narSize: Number.MAX_SAFE_INTEGER }), undefined);
 });
 
-test('pushClosure with leaveOut uploads neither a path it names nor the paths the cache lacks that need it, directly or not; a present path needs no upload, so what needs it goes', async () => {
+test('pushClosure leaveOut holds back a path and what the cache lacks needing it; present ones hold none', async () => {
   const info = (name: string, narSize: number, refs: string[] = []): PathInfo => ({
     path: path(name),
     narHash: 'sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s',

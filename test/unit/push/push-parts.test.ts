@@ -30,7 +30,8 @@ test('cache URLs split into the server base and the cache name', () => {
 
 test('netrc: machine entries, default, comments and macdefs; first file with credentials wins', () => {
   const entries = parseNetrc(
-    '# creds\nmachine a.example login u password p1\nmacdef init\ncd /\n\nmachine b password p2 account x\ndefault login d password pd\n',
+    '# creds\nmachine a.example login u password p1\nmacdef init\ncd /\n\nmachine b password p2 account x\ndefault ' +
+      'login d password pd\n',
   );
   assert.deepEqual(entries, [
     { machine: 'a.example', login: 'u', password: 'p1' },

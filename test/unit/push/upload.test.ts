@@ -162,7 +162,7 @@ function recorder() {
 
 const noWait = { sleep: async () => undefined };
 
-test('an upload is the metadata line then the dump, in one PUT with Content-Length; --store reaches nix-store', async (t) => {
+test('an upload is the metadata line, then the dump, one PUT with Content-Length; --store reaches nix', async (t) => {
   const { uploads, location } = await uploadServer(t);
   const fake = await fakeNix(t, [{ path: LEAF, size: 300_000 }]);
   const client = createApiClient(location, 'Bearer nh_x', { ...fake.nix, store: '/tmp/chroot' });
@@ -190,7 +190,7 @@ test('an upload is the metadata line then the dump, in one PUT with Content-Leng
   assert.deepEqual(fake.dumpArgs(), [`--store /tmp/chroot --dump ${LEAF}`]);
 });
 
-test('push retries an upload answered 503 (with Retry-After) and then 201; a 400 is final, and reported with its status', async (t) => {
+test('push retries a 503 (Retry-After) until a 201; a 400 is final, reported with its status', async (t) => {
   let refuse = 1;
   const { uploads, location } = await uploadServer(t, {
     answer: (req, res) => {
@@ -236,7 +236,7 @@ test('push retries an upload answered 503 (with Retry-After) and then 201; a 400
   assert.equal(bad.uploads.length, 1, '4xx is not retried');
 });
 
-test('a dump that dies mid-way fails its path (not retried) and its dependents; the server never gets a whole body', async (t) => {
+test('a dump dying mid-way fails its path (no retry) and dependents; the server never gets a whole body', async (t) => {
   const { uploads, location } = await uploadServer(t);
   const fake = await fakeNix(
     t,
