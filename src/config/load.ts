@@ -73,7 +73,8 @@ function moveKeys(input: Record<string, unknown>, warn: (message: string) => voi
     if (key in into)
       throw new NarhubError(
         'CONFIG_INVALID',
-        `invalid config: ${old} and ${section}.${key} are both set; ${old} is the old name of ${section}.${key}: keep only that`,
+        `invalid config: ${old} and ${section}.${key} are both set; ` +
+          `${old} is the old name of ${section}.${key}: keep only that`,
       );
     into[key] = input[old];
     input[section] = into;

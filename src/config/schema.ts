@@ -278,7 +278,8 @@ const Gc = Type.Object(
       maximum: 24 * 86_400,
       unit: 'duration',
       description:
-        'Time between GC runs of serve (unclaimed uploads, superseded files, then every cache by its retention, quota and pins): seconds, or a duration such as 1h.',
+        'Time between GC runs of serve (unclaimed uploads, superseded files, then every cache by its retention, ' +
+        'quota and pins): seconds, or a duration such as 1h.',
     }),
     pendingGracePeriod: Type.Integer({
       default: 86_400,

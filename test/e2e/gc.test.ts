@@ -99,7 +99,7 @@ async function nativeUpload(server: RunningServer, token: string, p: TestPath): 
   });
 }
 
-test('after GC over the API, a narinfo just served and removed is 404 with its NAR, not served from memory', async (t) => {
+test('after GC over the API, a narinfo just served and removed is 404 with its NAR, not from memory', async (t) => {
   const server = await startServer(t);
   const { token } = await createToken(server.dataDir, 'main', 'write');
   const paths = [makePath({ name: 'memo-a' }), makePath({ name: 'memo-b' })];

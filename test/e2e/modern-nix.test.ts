@@ -91,7 +91,7 @@ for (const suite of ['trixie', 'sid'] as const) {
       assert.notEqual(none.code, 0, `an unknown cache must not pass for a binary cache:\n${none.stderr}`);
     });
 
-    test("nix copy --to with the default compression (xz) and ?secret-key=: narhub's and the uploader's signatures", async () => {
+    test("nix copy --to, default compression (xz), ?secret-key=: narhub's and the uploader's signatures", async () => {
       await writer.run('nix', ['copy', '--to', `${signed.url}?secret-key=${uploaderKey.secretKeyFile}`, closure.top]);
       const local = (await writer.run('nix', ['path-info', '-r', closure.top])).stdout;
       assert.deepEqual(lines(local), [...closure.paths].sort());
@@ -136,7 +136,7 @@ for (const suite of ['trixie', 'sid'] as const) {
       });
     }
 
-    test("nix copy --from narhub into a fresh store checks narhub's signature, and refuses an unknown key", async () => {
+    test("nix copy --from narhub into a fresh store checks narhub's signature, refuses an unknown key", async () => {
       const reader = await env({ trustedPublicKeys: [signed.key] });
       const store = reader.freshPath('client-store');
       await reader.run('nix', ['copy', '--from', signed.url, '--to', store, closure.top]);
@@ -215,7 +215,7 @@ for (const suite of ['trixie', 'sid'] as const) {
       assert.match(info.stdout + info.stderr, /Store URL:/);
     });
 
-    test('pull-through: the client substitutes through narhub a closure it wrote to a file:// cache upstream', async () => {
+    test('pull-through: the client substitutes through narhub a closure it wrote to a file:// upstream', async () => {
       const upstreamWriter = await env();
       const upKey = await generateKey(upstreamWriter, `upstream-${suite}-1`);
       const fresh = await buildClosure(upstreamWriter, `modern-up-${suite}`);

@@ -81,7 +81,7 @@ test('a valid config prints ok and exits 0; an empty one too', async (t) => {
   assert.equal(res.stdout, 'ok\n');
 });
 
-test('a config with gcInterval (the old name of gc.interval) passes with a warning on stderr; with both it fails', async (t) => {
+test('a config with gcInterval (old name of gc.interval) passes, warning on stderr; with both it fails', async (t) => {
   const dir = await makeTempDir(t);
   const old = await runCli(['check-config', await writeConfig(dir, { gcInterval: '2h' }), '--no-secrets']);
   assert.equal(old.code, 0, old.stderr);

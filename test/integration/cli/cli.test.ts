@@ -33,7 +33,7 @@ test('usage errors print usage to stderr and exit 2', async (t) => {
   }
 });
 
-test('cache create --retention --quota sets the GC policy at once; a bad value is a usage error naming the flag', async (t) => {
+test('cache create --retention --quota sets the GC policy at once; a bad value is a usage error', async (t) => {
   const dataDir = await makeTempDir(t);
   await runCliOk(['cache', 'create', 'ci', '--retention', '30d', '--quota', '200G'], { dataDir });
   const info = JSON.parse((await runCliOk(['cache', 'info', 'ci', '--json'], { dataDir })).stdout) as {

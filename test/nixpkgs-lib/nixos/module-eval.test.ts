@@ -442,7 +442,10 @@ test('settings drive the unit: dataDir, listen, storage.path outside /var/lib, a
   );
   assert.match(
     w2!,
-    /services\.narhub\.settings\.pendingGracePeriod' [\s\S]*renamed to `services\.narhub\.settings\.gc\.pendingGracePeriod'/,
+    new RegExp(
+      "services\\.narhub\\.settings\\.pendingGracePeriod' [\\s\\S]*" +
+        "renamed to `services\\.narhub\\.settings\\.gc\\.pendingGracePeriod'",
+    ),
   );
   const moved = settingsRenamed.generatedConfig as Obj;
   assert.deepEqual(moved.gc, { interval: '2h', pendingGracePeriod: 60, supersededGracePeriod: 40 * 86_400 });

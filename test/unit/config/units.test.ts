@@ -45,7 +45,7 @@ test('integers past 2^53, and a sweep interval past what a timer can hold, are r
   assert.equal(parseConfig({ gc: { interval: '24d' } }).gc.interval, 24 * 86_400);
 });
 
-test('the GC keys of earlier versions (gcInterval, pendingGracePeriod, supersededGracePeriod) are read into gc, each with a warning', () => {
+test('old GC keys (gcInterval, pendingGracePeriod, supersededGracePeriod) are read into gc, each warned', () => {
   const warnings: string[] = [];
   const config = parseConfig({ gcInterval: '2h', pendingGracePeriod: 60, supersededGracePeriod: '1d', gc: {} }, (w) =>
     warnings.push(w),
