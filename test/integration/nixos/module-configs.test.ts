@@ -1,30 +1,31 @@
 // test/fixtures/nixos/module-configs.json holds the configs the NixOS module writes for four
-// scenarios; check-config.test.ts feeds them to `narhub check-config` on every run. Two halves
-// keep the fixture true:
-// - without nixpkgs: nixos/config.nix (the module's config writer, builtins only) turns the
-//   recorded inputs (module-config-inputs.json) into exactly those configs;
-// - with nixpkgs' lib: the module, evaluated, passes config.nix exactly those inputs and writes
-//   exactly those configs (test/nixpkgs-lib/nixos/module-configs.test.ts, `npm run test:nixpkgs-lib`).
-// A change to config.nix fails this half anywhere; a change to the module's options or their
-// defaults fails the other, which needs NIXPKGS_LIB (see test/helpers/nix-eval.ts).
-import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
+// scenarios; check-config.test.ts feeds them to `narhub check-config` on every run. Three checks
+// keep the fixture true, two of them here, on every run:
+// - nixos/config.nix (the module's config writer, builtins only) turns the recorded inputs
+//   (module-config-inputs.json) into exactly those configs;
+// - the module's sources (module.nix, settings.nix, the schema, the scenarios) are the ones the
+//   fixture was last checked against with nixpkgs' lib, by SHA-256 (module-configs-sources.json);
+// - with nixpkgs' lib, the module, evaluated, passes config.nix exactly those inputs and writes
+//   exactly those configs (test/nixpkgs-lib/nixos/module-configs.test.ts, `npm run
+//   test:nixpkgs-lib`), and that run records the digests.
+// CI cannot evaluate the module (no nixpkgs' lib there: test/helpers/nix-eval.ts), but a change
+// to config.nix fails the first check, and one to the module, its options or their defaults
+// fails the second, until the module half has been run on it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import {
+  CONFIGS,
+  INPUTS,
+  type Json,
+  moduleSourceDigests,
+  RECHECK,
+  readJson,
+  SCENARIOS,
+  SOURCES,
+} from '../../helpers/module-fixture.js';
 import { evalNixJson } from '../../helpers/nix-eval.js';
-import { repoRoot } from '../../helpers/repo.js';
 
-type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
-
-const FIXTURES = join(repoRoot(), 'test', 'fixtures', 'nixos');
-const CONFIGS = join(FIXTURES, 'module-configs.json');
-const INPUTS = join(FIXTURES, 'module-config-inputs.json');
-const SCENARIOS = ['minimal', 'full', 'external', 'localHub'];
 const CREDENTIALS = '/run/credentials/narhub.service/';
-
-async function readJson<T>(file: string): Promise<T> {
-  return JSON.parse(await readFile(file, 'utf8')) as T;
-}
 
 /** Every string in a JSON value, with the path of keys that leads to it. */
 function strings(value: Json, path: string[] = []): [string[], string][] {
@@ -33,6 +34,14 @@ function strings(value: Json, path: string[] = []): [string[], string][] {
   if (value && typeof value === 'object') return Object.entries(value).flatMap(([k, v]) => strings(v, [...path, k]));
   return [];
 }
+
+test('the module sources are those module-configs.json was last checked against with nixpkgs lib', async () => {
+  const recorded = await readJson<Record<string, string>>(SOURCES);
+  const now = await moduleSourceDigests();
+  const changed = Object.keys(now).filter((path) => recorded[path] !== now[path]);
+  assert.deepEqual(changed, [], `changed since the fixture was checked against the evaluated module: ${RECHECK}`);
+  assert.deepEqual(Object.keys(recorded).sort(), Object.keys(now).sort());
+});
 
 test('nixos/config.nix writes the committed module configs from the committed inputs', async () => {
   const configs = await readJson<Record<string, Json>>(CONFIGS);

@@ -1,26 +1,25 @@
 // The module half of the check on test/fixtures/nixos/module-configs.json (the other half,
 // test/integration/nixos/module-configs.test.ts, runs everywhere): the module, evaluated with
 // nixpkgs' lib, passes nixos/config.nix exactly the recorded inputs and writes exactly the
-// recorded configs. NARHUB_UPDATE_FIXTURES=1 rewrites both files.
-import { readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+// recorded configs, from the module sources whose digests are recorded beside them (which the
+// other half compares with the sources of every run). NARHUB_UPDATE_FIXTURES=1 rewrites the three files.
+import { writeFile } from 'node:fs/promises';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import {
+  CONFIGS,
+  INPUTS,
+  type Json,
+  moduleSourceDigests,
+  RECHECK,
+  readJson,
+  SCENARIOS,
+  SOURCES,
+} from '../../helpers/module-fixture.js';
 import { evalNixJson, nixpkgsLib } from '../../helpers/nix-eval.js';
-import { repoRoot } from '../../helpers/repo.js';
-
-type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
-
-const FIXTURES = join(repoRoot(), 'test', 'fixtures', 'nixos');
-const CONFIGS = join(FIXTURES, 'module-configs.json');
-const INPUTS = join(FIXTURES, 'module-config-inputs.json');
-const SCENARIOS = ['minimal', 'full', 'external', 'localHub'];
-
-async function readJson<T>(file: string): Promise<T> {
-  return JSON.parse(await readFile(file, 'utf8')) as T;
-}
 
 test('the module passes config.nix the committed inputs and writes the committed configs', async () => {
+  const sources = await moduleSourceDigests();
   const configs: Record<string, Json> = {};
   const inputs: Record<string, Json> = {};
   for (const scenario of SCENARIOS) {
@@ -31,11 +30,15 @@ test('the module passes config.nix the committed inputs and writes the committed
     configs[scenario] = value.generatedConfig;
     inputs[scenario] = value.configInputs;
   }
+  // The sources must not have changed while they were evaluated, or the digests would vouch for
+  // something that was not.
+  assert.deepEqual(await moduleSourceDigests(), sources, 'a module source changed during the evaluation');
   if (process.env.NARHUB_UPDATE_FIXTURES === '1') {
     await writeFile(CONFIGS, `${JSON.stringify(configs, null, 2)}\n`);
     await writeFile(INPUTS, `${JSON.stringify(inputs, null, 2)}\n`);
+    await writeFile(SOURCES, `${JSON.stringify(sources, null, 2)}\n`);
   }
-  const stale = 'is stale: rerun this test with NARHUB_UPDATE_FIXTURES=1';
-  assert.deepEqual(await readJson(CONFIGS), configs, `${CONFIGS} ${stale}`);
-  assert.deepEqual(await readJson(INPUTS), inputs, `${INPUTS} ${stale}`);
+  assert.deepEqual(await readJson(CONFIGS), configs, `${CONFIGS} is stale: ${RECHECK}`);
+  assert.deepEqual(await readJson(INPUTS), inputs, `${INPUTS} is stale: ${RECHECK}`);
+  assert.deepEqual(await readJson(SOURCES), sources, `${SOURCES} is stale: ${RECHECK}`);
 });
