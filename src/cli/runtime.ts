@@ -69,6 +69,8 @@ export async function openRuntime(config: Config): Promise<Runtime> {
     upstream: {
       narinfoTimeoutMs: config.upstream.narinfoTimeout * 1000,
       narTimeoutMs: config.upstream.narTimeout * 1000,
+      narMinRate: config.upstream.narMinRate,
+      narMaxTimeMs: config.upstream.narMaxTime * 1000,
       negativeTtlMs: config.upstream.negativeTtl * 1000,
       offerTtlMs: config.upstream.offerTtl * 1000,
       maxNarSize: config.maxNarSize,

@@ -91,6 +91,21 @@ const Upstream = Type.Object(
       unit: 'duration',
       description: 'A NAR download from an upstream fails after this long without a byte: seconds, or a duration.',
     }),
+    narMinRate: Type.Integer({
+      default: 16 * 1024,
+      minimum: 0,
+      unit: 'size',
+      description:
+        'A NAR download from an upstream fails when it averages fewer bytes a second than this over a ' +
+        'narTimeout window (an upstream that trickles a byte now and then): bytes, or a size such as 16K; 0: only silence.',
+    }),
+    narMaxTime: Type.Integer({
+      default: 6 * 3_600,
+      minimum: 1,
+      maximum: 24 * 86_400,
+      unit: 'duration',
+      description: 'A NAR download from an upstream fails after this long in all: seconds, or a duration such as 6h.',
+    }),
     negativeTtl: Type.Integer({
       default: 30,
       minimum: 0,

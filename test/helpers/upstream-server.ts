@@ -1,7 +1,7 @@
 // A binary cache served over HTTP from a directory (what `nix copy --to file://DIR` writes), standing
 // in for cache.nixos.org, with faults a test can switch on: a NAR that breaks off, bytes that do
 // not match, no answer at all, a slow transfer. It records every request it gets.
-import { createReadStream, statSync } from 'node:fs';
+import { createReadStream, readFileSync, statSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
@@ -23,6 +23,8 @@ export type Fault =
   | { kind: 'delay'; ms: number }
   /** NAR bodies are sent at about this many bytes per second. */
   | { kind: 'throttle-nar'; bytesPerSecond: number }
+  /** NAR bodies are sent one byte every `everyMs`: never silent for long, never done. */
+  | { kind: 'trickle-nar'; everyMs: number }
   /** Requests for NARs (`nar`) or narinfos (`narinfo`) are answered with this status and a short body. */
   | { kind: 'status'; status: number; for: 'nar' | 'narinfo' }
   /** NAR GETs send the file and then these many more bytes, chunked (no Content-Length to hold them back). */
@@ -160,6 +162,17 @@ export async function serveCacheDirectory(t: Cleanup, dir: string): Promise<Upst
           }),
         )
         .pipe(res);
+      return;
+    }
+    if (isNar && fault?.kind === 'trickle-nar') {
+      body.destroy();
+      const bytes = readFileSync(file);
+      let sent = 0;
+      const timer = setInterval(() => {
+        if (sent < bytes.length) res.write(bytes.subarray(sent, ++sent));
+        else res.end();
+      }, fault.everyMs);
+      res.on('close', () => clearInterval(timer));
       return;
     }
     if (isNar && fault?.kind === 'throttle-nar') {

@@ -27,6 +27,10 @@ export interface UpstreamSettings {
   narinfoTimeoutMs: number;
   /** A NAR download fails after this long without a byte (connecting and the headers included). */
   narTimeoutMs: number;
+  /** A NAR download fails when fewer bytes a second than this arrive, on average, over a narTimeoutMs window. */
+  narMinRate: number;
+  /** A NAR download fails after this long in all, however it goes. */
+  narMaxTimeMs: number;
   /** How long a miss of every upstream, or an upstream that failed, is remembered. */
   negativeTtlMs: number;
   /** How long an offered narinfo whose NAR nobody fetched is kept. */
@@ -38,6 +42,8 @@ export interface UpstreamSettings {
 export const DEFAULT_UPSTREAM_SETTINGS: UpstreamSettings = {
   narinfoTimeoutMs: 5_000,
   narTimeoutMs: 30_000,
+  narMinRate: 16 * 1024,
+  narMaxTimeMs: 6 * 3_600_000,
   negativeTtlMs: 30_000,
   offerTtlMs: 30 * 86_400_000,
   maxNarSize: 64 * 1024 ** 3,
@@ -345,6 +351,17 @@ export function createPullThrough(deps: {
     const stop = new AbortController();
     const signal = AbortSignal.any([stop.signal, closed.signal]);
     const limit = offer.fileSize ?? settings.maxNarSize;
+    // An upstream that trickles (a byte every few seconds) never trips the idle timeout: the
+    // download must also keep a least rate, and end within a total time.
+    const failAfter = setTimeout(
+      () =>
+        stop.abort(
+          new UpstreamTransportError(`took longer than upstream.narMaxTime (${settings.narMaxTimeMs / 1000} s)`),
+        ),
+      settings.narMaxTimeMs,
+    );
+    let received = 0;
+    let rateCheck: NodeJS.Timeout | undefined;
     const downloaded = (async () => {
       const response = await upstreamGet(offer.narUrl, { signal, idleTimeoutMs: settings.narTimeoutMs });
       const status = response.statusCode ?? 0;
@@ -367,14 +384,32 @@ export function createPullThrough(deps: {
       const counter = new Transform({
         transform(chunk: Buffer, _encoding, callback) {
           counts.bytes += chunk.length;
+          received += chunk.length;
           callback(null, chunk);
         },
       });
+      if (settings.narMinRate > 0) {
+        const least = Math.ceil((settings.narMinRate * settings.narTimeoutMs) / 1000);
+        let before = 0;
+        rateCheck = setInterval(() => {
+          const got = received - before;
+          before = received;
+          if (got < least)
+            stop.abort(
+              new UpstreamTransportError(
+                `sent ${got} bytes in ${settings.narTimeoutMs / 1000} s, under upstream.narMinRate (${settings.narMinRate} bytes/s)`,
+              ),
+            );
+        }, settings.narTimeoutMs);
+      }
       await pipeline(response, counter, createByteLimit(limit), spool.writable(), { signal });
       if (offer.fileSize !== undefined && spool.bytesWritten !== offer.fileSize)
         throw new UpstreamTransportError(`sent ${spool.bytesWritten} of ${offer.fileSize} bytes`);
       spool.finish();
-    })();
+    })().finally(() => {
+      clearTimeout(failAfter);
+      clearInterval(rateCheck);
+    });
     // A download the ingest stopped failed for the ingest's reason (a hash that does not match).
     downloaded.catch((err: unknown) =>
       spool.fail(upstreamFailed(offer, stop.signal.aborted ? stop.signal.reason : err)),
@@ -386,7 +421,8 @@ export function createPullThrough(deps: {
     ingested.catch((err: unknown) => stop.abort(err));
     const [download, ingest] = await Promise.allSettled([downloaded, ingested]);
     try {
-      if (download.status === 'rejected') throw download.reason;
+      // Stopped (too slow, too long, or by the ingest): the reason it was stopped for.
+      if (download.status === 'rejected') throw stop.signal.aborted ? stop.signal.reason : download.reason;
       if (ingest.status === 'rejected') throw ingest.reason;
       deps.checkAgainstNar(offer.info, ingest.value);
       // Verified: the clients reading along may have the end now.

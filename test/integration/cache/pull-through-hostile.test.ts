@@ -4,8 +4,9 @@
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { type TestContext, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { UpstreamSettings } from '../../../src/cache/upstream/pull-through.js';
 import { formatNarInfo } from '../../../src/nix/narinfo.js';
 import { signNarInfo } from '../../../src/nix/signing.js';
 import { makePath } from '../../helpers/build-app.js';
@@ -141,4 +142,47 @@ test('a narinfo larger than 4 MiB from an upstream is a 404; the same padded to 
   assert.equal((await get(`${h.url}/main/${large.hashPart}.narinfo`)).status, 200);
   assert.equal((await get(`${h.url}/main/${huge.hashPart}.narinfo`)).status, 404);
   assert.equal(upstream.count(`/${huge.hashPart}.narinfo`), 1);
+});
+
+/**
+ * A narhub in front of an upstream that trickles the NAR of `top` a byte every `everyMs`; the NAR
+ * is asked for once, and the answer is checked to be broken, with nothing stored.
+ */
+async function trickledNar(t: TestContext, settings: Partial<UpstreamSettings>, everyMs: number) {
+  const { top, cacheDir, upstream } = await closureUpstream(t, { topBytes: 64 * 1024 });
+  const h = await narhubInFront(t, [{ url: upstream.url, publicKey: cacheDir.publicKey }], { ...FAST, ...settings });
+  assert.equal((await get(`${h.url}/main/${top.hashPart}.narinfo`)).status, 200);
+  upstream.fault = { kind: 'trickle-nar', everyMs };
+  const started = Date.now();
+  const answer = await get(`${h.url}/main/nar/${top.fileName}`);
+  const took = Date.now() - started;
+  assertBroken(answer, top.file);
+  await sleep(100);
+  assert.deepEqual(storedNarFiles(h), []);
+  assert.equal((h.db.prepare('SELECT count(*) AS n FROM nars').get() as { n: number }).n, 0);
+  assert.equal(h.service.narinfo(h.main, top.hashPart), undefined);
+  return { h, top, upstream, answer, took };
+}
+
+test('an upstream that trickles a NAR (a byte every 200 ms, never silent for narTimeout) is cut under narMinRate: the client sees a broken transfer, nothing is stored, a later request succeeds', {
+  timeout: 30_000,
+}, async (t) => {
+  const { h, top, upstream, answer, took } = await trickledNar(t, { narTimeoutMs: 1_000, narMinRate: 1024 }, 200);
+  assert.ok(answer.body.length < 100, `${answer.body.length} bytes went out`);
+  // One window of 1 s, with slack for a loaded machine; the trickle alone would take 3.6 hours.
+  assert.ok(took < 5_000, `cut after ${took} ms`);
+  const metrics = (await h.request('GET', '/metrics')).body;
+  assert.match(metrics, /narhub_upstream_errors_total\{cache="main",upstream="[^"]+"\} 1/);
+
+  upstream.fault = undefined;
+  const retried = await get(`${h.url}/main/nar/${top.fileName}`);
+  assert.ok(retried.status === 200 && retried.complete && retried.body.equals(top.file));
+  await committed(h, top);
+});
+
+test('a NAR download that keeps above narMinRate still ends at narMaxTime: the client sees a broken transfer and nothing is stored', {
+  timeout: 30_000,
+}, async (t) => {
+  const { took } = await trickledNar(t, { narMinRate: 0, narMaxTimeMs: 1_500 }, 100);
+  assert.ok(took >= 1_400 && took < 6_000, `cut after ${took} ms`);
 });
