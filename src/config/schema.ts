@@ -97,7 +97,8 @@ const Upstream = Type.Object(
       unit: 'size',
       description:
         'A NAR download from an upstream fails when it averages fewer bytes a second than this over a ' +
-        'narTimeout window (an upstream that trickles a byte now and then): bytes, or a size such as 16K; 0: only silence.',
+        'narTimeout window (an upstream that trickles a byte now and then): bytes, or a size such as 16K; ' +
+        '0: only silence.',
     }),
     narMaxTime: Type.Integer({
       default: 6 * 3_600,

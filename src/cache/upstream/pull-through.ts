@@ -394,12 +394,9 @@ export function createPullThrough(deps: {
         rateCheck = setInterval(() => {
           const got = received - before;
           before = received;
-          if (got < least)
-            stop.abort(
-              new UpstreamTransportError(
-                `sent ${got} bytes in ${settings.narTimeoutMs / 1000} s, under upstream.narMinRate (${settings.narMinRate} bytes/s)`,
-              ),
-            );
+          const window = `${settings.narTimeoutMs / 1000} s`;
+          const rule = `upstream.narMinRate (${settings.narMinRate} bytes/s)`;
+          if (got < least) stop.abort(new UpstreamTransportError(`sent ${got} bytes in ${window}, under ${rule}`));
         }, settings.narTimeoutMs);
       }
       await pipeline(response, counter, createByteLimit(limit), spool.writable(), { signal });

@@ -164,7 +164,10 @@ async function trickledNar(t: TestContext, settings: Partial<UpstreamSettings>, 
   return { h, top, upstream, answer, took };
 }
 
-test('an upstream that trickles a NAR (a byte every 200 ms, never silent for narTimeout) is cut under narMinRate: the client sees a broken transfer, nothing is stored, a later request succeeds', {
+const TRICKLE_CUT =
+  'an upstream that trickles a NAR (a byte every 200 ms, never silent for narTimeout) is cut under narMinRate: ' +
+  'the client sees a broken transfer, nothing is stored, a later request succeeds';
+test(TRICKLE_CUT, {
   timeout: 30_000,
 }, async (t) => {
   const { h, top, upstream, answer, took } = await trickledNar(t, { narTimeoutMs: 1_000, narMinRate: 1024 }, 200);
@@ -180,7 +183,7 @@ test('an upstream that trickles a NAR (a byte every 200 ms, never silent for nar
   await committed(h, top);
 });
 
-test('a NAR download that keeps above narMinRate still ends at narMaxTime: the client sees a broken transfer and nothing is stored', {
+test('a download above narMinRate still ends at narMaxTime: its client sees a broken transfer, nothing is stored', {
   timeout: 30_000,
 }, async (t) => {
   const { took } = await trickledNar(t, { narMinRate: 0, narMaxTimeMs: 1_500 }, 100);
