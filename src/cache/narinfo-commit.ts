@@ -8,10 +8,12 @@ import type { CacheRow } from '../db/caches-repo.js';
 import type { FilesRepo } from '../db/files-repo.js';
 import type { NarRow, NarsRepo } from '../db/nars-repo.js';
 import type { PathRow, PathsRepo } from '../db/paths-repo.js';
+import type { ContentHashResult } from '../nix/nar/content-hasher.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { createKeyedLock } from '../io/keyed-lock.js';
 import type { AccessLog } from './access-log.js';
 import type { CacheRegistry } from './caches.js';
+import { checkContentHash, claimedContentAddress, hashStoredNar } from './content-address-check.js';
 import type { NarSync } from './nar-sync.js';
 import { narFileOfUrl, sameContent } from './narinfo-content.js';
 import type { UploadHolds } from './upload-holds.js';
@@ -200,8 +202,17 @@ export function createPathCommit(deps: {
     return { info: normalised, text: formatNarInfo(normalised) };
   }
 
-  /** `info.url` names the NAR file, as uploaded to this cache (`nar/<file>`). */
-  async function commit(cache: CacheRow, hashPart: string, info: NarInfo): Promise<CommitResult> {
+  /**
+   * `info.url` names the NAR file, as uploaded to this cache (`nar/<file>`). `contentHash` is
+   * the hash its `CA` needs if the upload computed it on the way in; otherwise it is computed
+   * from the stored NAR.
+   */
+  async function commit(
+    cache: CacheRow,
+    hashPart: string,
+    info: NarInfo,
+    contentHash: ContentHashResult | undefined,
+  ): Promise<CommitResult> {
     const storePath = placement(info, hashPart);
 
     const existing = paths.get(cache.id, hashPart);
@@ -216,8 +227,14 @@ export function createPathCommit(deps: {
     const nar = nars.get(cache.id, fileName);
     if (!nar) throw new NarhubError('NAR_NOT_UPLOADED', `URL ${info.url} names no NAR uploaded to cache ${cache.name}`);
     checkAgainstNar(info, nar);
+    const claim = claimedContentAddress(info);
     checkReferences(cache, info, storePath.basename);
     checkSignatures(cache, info);
+    if (claim !== undefined) {
+      const computed =
+        claim.needs === undefined ? undefined : (contentHash ?? (await hashStoredNar(store, nar, claim.needs)));
+      checkContentHash(claim, nar.narHash, computed);
+    }
 
     const { info: normalised, text: narinfo } = render(cache, info, nar);
 
@@ -291,11 +308,16 @@ export function createPathCommit(deps: {
     return outcome;
   }
 
-  async function held(cache: CacheRow, hashPart: string, info: NarInfo): Promise<CommitResult> {
+  async function held(
+    cache: CacheRow,
+    hashPart: string,
+    info: NarInfo,
+    contentHash?: ContentHashResult,
+  ): Promise<CommitResult> {
     placement(info, hashPart);
     const release = hold(cache, hashPart, info);
     try {
-      return await commit(cache, hashPart, info);
+      return await commit(cache, hashPart, info, contentHash);
     } finally {
       release();
     }
@@ -313,21 +335,32 @@ export function createPathCommit(deps: {
       const info = parseNarInfo(text);
       return pathLock.run(`${cache.id}/${hashPart}`, () => held(cache, hashPart, info));
     },
-    /** The same commit, for a NarInfo built by narhub itself (native uploads). */
-    commitInfo(cache: CacheRow, hashPart: string, info: NarInfo): Promise<CommitResult> {
-      return pathLock.run(`${cache.id}/${hashPart}`, () => held(cache, hashPart, info));
+    /**
+     * The same commit, for a NarInfo built by narhub itself (native uploads, pull-through), with
+     * the hash its `CA` needs when the upload computed it (`content-address-check.ts`).
+     */
+    commitInfo(
+      cache: CacheRow,
+      hashPart: string,
+      info: NarInfo,
+      contentHash?: ContentHashResult,
+    ): Promise<CommitResult> {
+      return pathLock.run(`${cache.id}/${hashPart}`, () => held(cache, hashPart, info, contentHash));
     },
     /** Holds the path and its references against GC until the returned release is called. */
     hold,
     /**
-     * The checks that need no NAR (placement, deriver, references present, signatures), so an
-     * upload bound to fail is refused before its body is read. The commit runs them again.
+     * The checks that need no NAR (placement, deriver, the store path its CA gives, references
+     * present, signatures), so an upload bound to fail is refused before its body is read. The
+     * commit runs them again. Returns the content address claimed, if any.
      */
-    precheck(cache: CacheRow, hashPart: string, info: NarInfo): void {
+    precheck(cache: CacheRow, hashPart: string, info: NarInfo) {
       const storePath = placement(info, hashPart);
-      if (paths.get(cache.id, hashPart)) return;
+      if (paths.get(cache.id, hashPart)) return undefined;
+      const claim = claimedContentAddress(info);
       checkReferences(cache, info, storePath.basename);
       checkSignatures(cache, info);
+      return claim;
     },
     /**
      * Runs `work` while no commit of these paths runs, e.g. to point them at another NAR file

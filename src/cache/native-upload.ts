@@ -4,6 +4,7 @@ import { NarhubError, isNarhubError } from '../errors.js';
 import { formatHash, hashesEqual, parseHash, sha256Hash, sha256Of } from '../nix/hash.js';
 import type { NarInfo } from '../nix/narinfo.js';
 import { formatListing } from '../nix/nar/listing.js';
+import { NarContentHasher, type ContentHashResult, type ContentHashSpec } from '../nix/nar/content-hasher.js';
 import { NarParser } from '../nix/nar/nar-parser.js';
 import { createByteLimit } from '../io/byte-limit.js';
 import { zstdCompressSmall } from '../io/compression.js';
@@ -49,13 +50,23 @@ export interface NativeUploadResult extends CommitResult {
   stored: boolean;
 }
 
-/** One native upload on its way in: the NAR still to be read from `body`, stored as `fileName`. */
+/**
+ * One native upload on its way in: the NAR still to be read from `body`, stored as `fileName`;
+ * `contentHash`, the hash its CA needs beyond the NarHash, computed in the same pass.
+ */
 interface Upload {
   cache: CacheRow;
   fileName: string;
   info: NarInfo;
   body: Readable;
   options: NativeUploadOptions;
+  contentHash: ContentHashSpec | undefined;
+}
+
+/** A NAR received and recorded, with the content-address hash computed on the way (if asked). */
+interface Received {
+  nar: NarRow;
+  contentHash: ContentHashResult | undefined;
 }
 
 /** Where a received NAR goes. */
@@ -89,6 +100,7 @@ export function createNativeUpload(deps: Receiver & { paths: PathsRepo; commit: 
     options: NativeUploadOptions,
   ): Promise<NativeUploadResult> {
     let info: NarInfo;
+    let contentHash: ContentHashSpec | undefined;
     let release = (): void => undefined;
     try {
       info = parseUploadMetadata(await readFirstLine(body, MAX_METADATA_LINE));
@@ -98,7 +110,7 @@ export function createNativeUpload(deps: Receiver & { paths: PathsRepo; commit: 
           `NAR of ${info.narSize} bytes exceeds the limit of ${options.maxSize} bytes`,
         );
       }
-      commit.precheck(cache, hashPart, info);
+      contentHash = commit.precheck(cache, hashPart, info)?.needs;
       // From here to the commit, GC leaves the path and its references alone.
       release = commit.hold(cache, hashPart, info);
     } catch (err) {
@@ -118,20 +130,22 @@ export function createNativeUpload(deps: Receiver & { paths: PathsRepo; commit: 
 
     async function receiveAndCommit(): Promise<NativeUploadResult> {
       let nar = nars.get(cache.id, fileName);
+      let computed: ContentHashResult | undefined;
       let stored = false;
       if (paths.get(cache.id, hashPart) || nar?.state === 'valid') {
         // Already committed (the commit may still add signatures or refuse a change), or a
         // verified copy of this very NAR is here: the body adds nothing.
         drain(body);
       } else {
-        nar =
-          info.narSize <= SMALL_NAR_SIZE
-            ? await receiveSmall(deps, { cache, fileName, info, body, options })
-            : await receive(deps, { cache, fileName, info, body, options });
+        const upload = { cache, fileName, info, body, options, contentHash };
+        const received =
+          info.narSize <= SMALL_NAR_SIZE ? await receiveSmall(deps, upload) : await receive(deps, upload);
+        nar = received.nar;
+        computed = received.contentHash;
         stored = true;
       }
       const withFile: NarInfo = nar ? { ...info, fileHash: nar.fileHash, fileSize: nar.fileSize } : info;
-      const result = await commit.commitInfo(cache, hashPart, withFile);
+      const result = await commit.commitInfo(cache, hashPart, withFile, computed);
       const final = nars.getById(result.narId)!;
       return { ...result, info: withFile, nar: final, stored };
     }
@@ -139,7 +153,7 @@ export function createNativeUpload(deps: Receiver & { paths: PathsRepo; commit: 
 }
 
 /** A NAR of at most SMALL_NAR_SIZE bytes: the same checks as `receive`, in memory. */
-async function receiveSmall(to: Receiver, upload: Upload): Promise<NarRow> {
+async function receiveSmall(to: Receiver, upload: Upload): Promise<Received> {
   const { cache, fileName, info, body, options } = upload;
   let narBytes: Buffer;
   try {
@@ -157,18 +171,25 @@ async function receiveSmall(to: Receiver, upload: Upload): Promise<NarRow> {
   parser.update(narBytes);
   const nar = parser.finish();
   checkNar(info, nar.narHash, nar.narSize);
+  let contentHash: ContentHashResult | undefined;
+  if (upload.contentHash !== undefined) {
+    const hasher = new NarContentHasher(upload.contentHash);
+    hasher.update(narBytes);
+    contentHash = hasher.finish();
+  }
   const file = zstdCompressSmall(narBytes, to.zstd.level);
   const listing = nar.listing === undefined ? undefined : formatListing(nar.listing);
   const listingKey = await putSmallNar(to, cache, fileName, file, listing, options.signal);
   const fileHash = formatHash(sha256Of(file), 'nix32');
-  return recordPending(to.nars, cache, fileName, { fileHash, fileSize: file.length, ...nar, listingKey });
+  const row = recordPending(to.nars, cache, fileName, { fileHash, fileSize: file.length, ...nar, listingKey });
+  return { nar: row, contentHash };
 }
 
 /**
  * A larger NAR, in one pass: byte limit (NarSize) → a codec thread that validates, hashes and
  * compresses it → the blob store, which names the file only once the NAR verified.
  */
-async function receive(to: Receiver, upload: Upload): Promise<NarRow> {
+async function receive(to: Receiver, upload: Upload): Promise<Received> {
   const { cache, fileName, info, body, options } = upload;
   const key = narStorageKey(cache.name, fileName);
   // `pipe`, not pipeline: a failure must not destroy the request (and with it the socket).
@@ -179,7 +200,11 @@ async function receive(to: Receiver, upload: Upload): Promise<NarRow> {
   body.pipe(limit);
 
   const { level, workers } = to.zstd;
-  const { pass } = createNarPass({ listing: true, compress: { level, workers } });
+  const { pass } = createNarPass({
+    listing: true,
+    compress: { level, workers },
+    ...(upload.contentHash ? { contentHash: upload.contentHash } : {}),
+  });
   const validated = pass.result();
 
   // The compressed bytes go straight to storage; their hash and length come from the thread.
@@ -208,7 +233,14 @@ async function receive(to: Receiver, upload: Upload): Promise<NarRow> {
     nar.listing === undefined ? null : await storeGeneratedListing(to.store, cache.name, fileName, nar.listing);
   const fileHash = formatHash(sha256Hash(pass.digest()), 'nix32');
   to.narSync.durable(cache.id, fileName);
-  return recordPending(to.nars, cache, fileName, { fileHash, fileSize: pass.bytes, ...nar, listingKey });
+  const row = recordPending(to.nars, cache, fileName, {
+    fileHash,
+    fileSize: pass.bytes,
+    narHash: nar.narHash,
+    narSize: nar.narSize,
+    listingKey,
+  });
+  return { nar: row, contentHash: nar.contentHash };
 }
 
 /** Records a zstd file narhub wrote as pending, until the commit makes it valid. */

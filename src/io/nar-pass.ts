@@ -3,6 +3,7 @@ import { pipeline } from 'node:stream/promises';
 import { CodecStream } from './codec-thread/codec-stream.js';
 import type { NarResult } from './codec-thread/protocol.js';
 import type { Compression } from './compression.js';
+import type { ContentHashSpec } from '../nix/nar/content-hasher.js';
 
 export type { NarResult };
 
@@ -13,6 +14,8 @@ export interface NarPassOptions {
   compress?: { level: number; workers: number };
   /** Fail with BODY_TOO_LARGE once the NAR (decoded) passes this many bytes. */
   maxSize?: number;
+  /** Also compute this content-address hash (`result().contentHash`), in the same pass. */
+  contentHash?: ContentHashSpec;
 }
 
 /**
@@ -35,6 +38,7 @@ export class NarPass extends CodecStream {
         listing: opts.listing,
         ...(opts.compress ? { compress: opts.compress } : {}),
         ...(opts.maxSize !== undefined ? { maxSize: opts.maxSize } : {}),
+        ...(opts.contentHash !== undefined ? { contentHash: opts.contentHash } : {}),
       },
       { hashOutput: opts.compress !== undefined },
     );

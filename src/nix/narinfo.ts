@@ -1,5 +1,6 @@
 import { NarhubError } from '../errors.js';
 import { decodeBase64Strict } from './base64.js';
+import { parseContentAddress } from './content-address.js';
 import { parseHash } from './hash.js';
 import { quote } from './quote.js';
 import { DEFAULT_STORE_DIR, isDerivationPath, parseStorePath, parseStorePathBasename } from './store-path.js';
@@ -103,30 +104,14 @@ function signatureProblem(value: string): string | undefined {
   return undefined;
 }
 
-/** `text:sha256:<hash>`, `fixed:[r:|git:]<algo>:<hash>` (the CA field). */
+/** `text:sha256:<hash>`, `fixed:[r:|git:]<algo>:<hash>` (the CA field), as Nix parses it. */
 function contentAddressProblem(value: string): string | undefined {
-  let method: string;
-  let rest: string;
-  if (value.startsWith('text:')) {
-    method = 'text';
-    rest = value.slice('text:'.length);
-  } else if (value.startsWith('fixed:')) {
-    method = 'fixed';
-    rest = value.slice('fixed:'.length);
-    if (rest.startsWith('r:')) rest = rest.slice(2);
-    else if (rest.startsWith('git:')) rest = rest.slice(4);
-  } else {
-    return `${quote(value)} is not a content address ("text:…" or "fixed:…")`;
-  }
-  // Nix parses the hash here as "<algo>:<digest>" only; SRI is not accepted.
-  if (!/^[a-z0-9]+:/.test(rest)) return `${quote(value)}: expected "<algo>:<hash>" after "${method}:"`;
   try {
-    const hash = parseHash(rest);
-    if (method === 'text' && hash.algo !== 'sha256') return `text content addresses must use sha256, got ${hash.algo}`;
+    parseContentAddress(value);
+    return undefined;
   } catch (err) {
     return errorText(err);
   }
-  return undefined;
 }
 
 /** Byte-wise (UTF-8) order, as Nix's std::set<std::string> sorts. */

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { encodeNix32 } from './nix32.js';
+import { makeStorePath } from './content-address.js';
 import { DEFAULT_STORE_DIR } from './store-path.js';
 
 /**
@@ -15,12 +15,7 @@ export function textStorePath(
   references: readonly string[],
   storeDir = DEFAULT_STORE_DIR,
 ): string {
-  const inner = createHash('sha256').update(text).digest('hex');
+  const inner = createHash('sha256').update(text).digest();
   const type = ['text', ...[...new Set(references)].sort()].join(':');
-  const fingerprint = `${type}:sha256:${inner}:${storeDir}:${name}`;
-  const digest = createHash('sha256').update(fingerprint).digest();
-  // Nix's compressHash: the 32-byte digest XOR-folded into 20.
-  const folded = new Uint8Array(20);
-  for (let i = 0; i < digest.length; i++) folded[i % 20] = folded[i % 20]! ^ digest[i]!;
-  return `${storeDir}/${encodeNix32(folded)}-${name}`;
+  return makeStorePath(type, inner, name, storeDir);
 }

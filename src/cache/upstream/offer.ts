@@ -5,6 +5,7 @@ import { parsePublicKey, verifyNarInfoSig } from '../../nix/signing.js';
 import { parseStorePath } from '../../nix/store-path.js';
 import { COMPRESSION_EXTENSION, type Compression } from '../../io/compression.js';
 import type { UpstreamRow } from '../../db/upstreams-repo.js';
+import { checkContentHash, claimedContentAddress } from '../content-address-check.js';
 
 /** Compressions narhub can verify (and so store); an upstream narinfo naming another is refused. */
 const VERIFIABLE = new Set<string>(Object.keys(COMPRESSION_EXTENSION));
@@ -93,6 +94,23 @@ export function acceptUpstreamNarinfo(
   if (fileSize !== undefined) ownInfo.fileSize = fileSize;
   if (info.deriver !== undefined) ownInfo.deriver = info.deriver;
   if (info.system !== undefined) ownInfo.system = info.system;
-  if (info.ca !== undefined) ownInfo.ca = info.ca;
+  if (info.ca !== undefined) {
+    ownInfo.ca = info.ca;
+    checkOfferedContentAddress(ownInfo);
+  }
   return { cacheId, hashPart, upstream, upstreamText: text, info: ownInfo, fileName, narUrl: narUrl.href, fileSize };
+}
+
+/**
+ * What can be checked of an offered path's CA before its NAR is here: the store path it gives,
+ * and, for `fixed:r:sha256`, the NarHash. Other content addresses are checked by the commit,
+ * once the NAR is stored; a client substituting meanwhile checks them itself.
+ */
+function checkOfferedContentAddress(info: NarInfo): void {
+  try {
+    const claim = claimedContentAddress(info);
+    if (claim !== undefined && claim.needs === undefined) checkContentHash(claim, info.narHash, undefined);
+  } catch (err) {
+    throw new NarhubError('NARINFO_INVALID', (err as Error).message);
+  }
 }

@@ -1,6 +1,7 @@
 // The messages between a codec stream on the main thread (codec-stream.ts), its codec thread
 // (worker.ts), and two linked streams' threads; and what each codec reports.
 import type { MessagePort } from 'node:worker_threads';
+import type { ContentHashResult, ContentHashSpec } from '../../nix/nar/content-hasher.js';
 
 /** What a thread decodes: every compression narhub accepts. */
 export type Decompression = 'zstd' | 'gzip' | 'br' | 'xz' | 'bzip2';
@@ -9,12 +10,19 @@ export type Decompression = 'zstd' | 'gzip' | 'br' | 'xz' | 'bzip2';
  * What a thread can run: `decompress`; `sha256`, a sink (hash and length of the input); and
  * `nar`, one pass over a NAR that validates it against every NAR rule while hashing and listing
  * it and, with `compress`, compresses it with zstd, which is then its output (without, it is a
- * sink). Sinks report their result with the end.
+ * sink), and with `contentHash` also computes a content address's hash (nix/nar/content-hasher.ts).
+ * Sinks report their result with the end.
  */
 export type CodecSpec =
   | { codec: 'decompress'; compression: Decompression }
   | { codec: 'sha256' }
-  | { codec: 'nar'; listing: boolean; compress?: { level: number; workers: number }; maxSize?: number };
+  | {
+      codec: 'nar';
+      listing: boolean;
+      compress?: { level: number; workers: number };
+      maxSize?: number;
+      contentHash?: ContentHashSpec;
+    };
 
 /** What `sha256` reports. */
 export interface Sha256Result {
@@ -29,6 +37,8 @@ export interface NarResult {
   narSize: number;
   /** The `.ls` listing as `formatListing` writes it; undefined without `listing`. */
   listing: string | undefined;
+  /** With `contentHash`: the hash, or why the NAR has none. */
+  contentHash?: ContentHashResult;
 }
 
 /**

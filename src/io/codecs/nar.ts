@@ -2,6 +2,7 @@
 // compresses it with zstd.
 import { NarhubError } from '../../errors.js';
 import { formatListing } from '../../nix/nar/listing.js';
+import { NarContentHasher } from '../../nix/nar/content-hasher.js';
 import { NarParser } from '../../nix/nar/nar-parser.js';
 import type { CodecSpec, NarResult } from '../codec-thread/protocol.js';
 import type { Codec, Emit } from './codec.js';
@@ -14,6 +15,7 @@ import { zstdCompress } from './zstd.js';
  */
 export function nar(emit: Emit, spec: Extract<CodecSpec, { codec: 'nar' }>): Codec {
   const parser = new NarParser<boolean>({ listing: spec.listing });
+  const contentHasher = spec.contentHash ? new NarContentHasher(spec.contentHash) : undefined;
   const compressor = spec.compress ? zstdCompress(emit, spec.compress.level, spec.compress.workers) : undefined;
   let summary: NarResult | undefined;
   let ended = false;
@@ -26,6 +28,7 @@ export function nar(emit: Emit, spec: Extract<CodecSpec, { codec: 'nar' }>): Cod
         throw new NarhubError('BODY_TOO_LARGE', `the NAR is larger than the limit of ${spec.maxSize} bytes`);
       }
       parser.update(input);
+      contentHasher?.update(input);
       compressor?.write(input);
     },
     end: () => void (ended = true),
@@ -38,6 +41,7 @@ export function nar(emit: Emit, spec: Extract<CodecSpec, { codec: 'nar' }>): Cod
           narHash: s.narHash,
           narSize: s.narSize,
           listing: s.listing === undefined ? undefined : formatListing(s.listing),
+          ...(contentHasher ? { contentHash: contentHasher.finish() } : {}),
         };
         compressor?.end();
         return true;

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import { test } from 'node:test';
 import { brotliCompressSync, gzipSync } from 'node:zlib';
+import { contentAddressedStorePath, parseContentAddress } from '../../../src/nix/content-address.js';
 import { formatHash, parseHash } from '../../../src/nix/hash.js';
 import { parseNarInfo } from '../../../src/nix/narinfo.js';
 import { generateKeyPair, publicKeyOf, signNarInfo, verifyNarInfoSig } from '../../../src/nix/signing.js';
@@ -245,8 +246,11 @@ test('re-PUT of the identical narinfo is idempotent', async (t) => {
 
 test('CA, System and Deriver survive normalisation; Deriver unknown-deriver means none', async (t) => {
   const h = await buildTestApp(t);
-  const path = makePath({ compression: 'gzip' });
-  const ca = `fixed:r:${fileHashOf(path.nar)}`;
+  // A content-addressed path: its store path is the one its CA gives (checked since issue 18).
+  const draft = makePath({ compression: 'gzip' });
+  const ca = `fixed:r:${fileHashOf(draft.nar)}`;
+  const storePath = contentAddressedStorePath(draft.name, parseContentAddress(ca), [], false);
+  const path = makePath({ compression: 'gzip', tree: draft.tree, hashPart: storePath.slice(11, 43) });
   const deriver = `${randomHashPart()}-x.drv`;
   await upload(h, path, { narinfo: path.narinfo({ ca, system: 'x86_64-linux', deriver }) });
   const text = (await h.request('GET', `/main/${path.hashPart}.narinfo`)).body;
