@@ -11,7 +11,7 @@ import { createNixEnv } from '../helpers/nix.js';
 import { lines } from '../helpers/scenario.js';
 import { createToken, startServer } from '../helpers/server.js';
 
-test('nix copy --to uploads fixed-output (flat, recursive) and toFile text paths with their CA; a fresh store substitutes them', async (t) => {
+test('Nix-made CA paths (flat, recursive, toFile) upload with nix copy --to and substitute', async (t) => {
   const server = await startServer(t);
   const cacheUrl = `${server.url}/main`;
   const { token } = await createToken(server.dataDir, 'main', 'write');
@@ -30,7 +30,9 @@ test('nix copy --to uploads fixed-output (flat, recursive) and toFile text paths
   const flat = await add('sha256', flatFile);
   const recursive = await add('--recursive', 'sha256', dir);
   const recursiveSha512 = await add('--recursive', 'sha512', dir);
-  const expr = `let a = builtins.toFile "ca-a-${nonce}.txt" "text ${nonce}\\n"; in builtins.toFile "ca-b-${nonce}.txt" "uses \${a}\\n"`;
+  const expr =
+    `let a = builtins.toFile "ca-a-${nonce}.txt" "text ${nonce}\\n"; ` +
+    `in builtins.toFile "ca-b-${nonce}.txt" "uses \${a}\\n"`;
   const textB = JSON.parse(
     (await nix.run('nix-instantiate', ['--eval', '--read-write-mode', '--json', '-E', expr])).stdout,
   ) as string;

@@ -168,7 +168,7 @@ function assertMismatch(res: LightMyRequestResponse, reason: RegExp, what: strin
   assert.match(message, reason, what);
 }
 
-test('a CA that contradicts the NAR or the store path is refused on a narinfo PUT, with the reason, and nothing appears', async (t) => {
+test('narinfo PUT: a CA contradicting the NAR or store path is 400 with the reason, nothing visible', async (t) => {
   const h = await buildTestApp(t);
   const w = basic(h.tokens.write);
   for (const [what, p, reason] of contradicting('nix')) {
@@ -180,7 +180,7 @@ test('a CA that contradicts the NAR or the store path is refused on a narinfo PU
   }
 });
 
-test('a CA that contradicts the NAR or the store path is refused on a native upload, with the reason, and nothing appears', async (t) => {
+test('native upload: a CA contradicting the NAR or store path is 400 with the reason, nothing visible', async (t) => {
   const h = await buildTestApp(t);
   for (const [what, p, reason] of contradicting('native')) {
     for (const ref of p.path.references) await uploadRef(h, ref);
@@ -199,7 +199,7 @@ async function uploadRef(h: TestApp, basename: string): Promise<void> {
 
 for (const big of [false, true]) {
   const size = big ? 'streamed NARs' : 'small NARs';
-  test(`honest content-addressed paths of every kind commit on both routes, CA kept (${size})`, async (t) => {
+  test(`honest CA paths of every kind commit on both routes, CA kept (${size})`, async (t) => {
     const h = await buildTestApp(t);
     const w = basic(h.tokens.write);
     for (const p of honest(`nix-${big}`, big)) {
@@ -218,7 +218,7 @@ for (const big of [false, true]) {
   });
 }
 
-test('a text path with its reference commits; the same text without the reference is a different path, refused', async (t) => {
+test('a text path commits with its reference; claiming none is another store path, refused', async (t) => {
   const h = await buildTestApp(t);
   const w = basic(h.tokens.write);
   const ref = makePath({ name: 'dep' });

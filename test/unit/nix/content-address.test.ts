@@ -57,7 +57,9 @@ const VECTORS: Vector[] = [
   },
   {
     path: '/nix/store/6wxsw75hj6pbgs7834ag3z4636k1c22j-flat.txt',
-    ca: 'fixed:sha512:1h825ii3ir49bn2jvd4cniakb6vw33s5gappy3xljn0yy47qna0hsrqhkqzxmqa4x655w8m4kvp1zycdj9yvpbdw9fzv6kdnmwlwndm',
+    ca:
+      'fixed:sha512:1h825ii3ir49bn2jvd4cniakb6vw33s5gappy3xljn0yy47qna0' +
+      'hsrqhkqzxmqa4x655w8m4kvp1zycdj9yvpbdw9fzv6kdnmwlwndm',
     tree: { type: 'regular', contents: FLAT },
     narHash: FLAT_NAR_HASH,
   },
@@ -94,7 +96,9 @@ const VECTORS: Vector[] = [
   },
   {
     path: '/nix/store/l8gh95w7j8a7h1r39dqh4v7ajkkwcgxm-dir',
-    ca: 'fixed:r:sha512:0afn13qxh02a73xxmdf0ama1cm34whsdr6ai8zx4sy0carhi5d2235qwb630wa6rsnw2knz4wfrya2b9ix94xfr43xr7v25q3nsmdnd',
+    ca:
+      'fixed:r:sha512:0afn13qxh02a73xxmdf0ama1cm34whsdr6ai8zx4sy0carhi5d2' +
+      '235qwb630wa6rsnw2knz4wfrya2b9ix94xfr43xr7v25q3nsmdnd',
     tree: DIR,
     narHash: DIR_NAR_HASH,
   },
@@ -135,7 +139,8 @@ function contentHashOf(tree: NarTree, ca: string) {
 }
 
 for (const v of VECTORS) {
-  test(`Nix 2.8's ${v.ca.split(':').slice(0, -1).join(':')} path ${nameOf(v.path)}: its path and content hash agree`, () => {
+  const kind = v.ca.split(':').slice(0, -1).join(':');
+  test(`Nix 2.8's ${kind} path ${nameOf(v.path)}: path and content hash agree`, () => {
     const ca = parseContentAddress(v.ca);
     const refs = v.references ?? [];
     assert.equal(contentAddressedStorePath(nameOf(v.path), ca, refs, false), v.path);
