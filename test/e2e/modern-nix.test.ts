@@ -260,3 +260,36 @@ function assertClosureIn(store: string, c: Closure): void {
   assert.equal(readFileSync(join(store, mid, 'leaf-path'), 'utf8'), `${leaf}\n`);
   assert.equal(readFileSync(join(store, leaf), 'utf8'), `leaf-${c.nonce}\n`);
 }
+
+// log-compression on HTTP caches is Nix 2.32+; 2.34+ decode only the codings libcurl knows.
+test('a log Nix 2.34 uploads with ?log-compression=xz or br is read by nix log of 2.34, 2.26, 2.8', async () => {
+  const sid = modernNix('sid');
+  const writer = await createNixEnv(file, { client: sid, netrc: [{ host: HOST, password: server.adminToken }] });
+  const built = await buildClosure(writer, 'modern-log-compression');
+  const readers = [
+    { name: 'sid', env: await createNixEnv(file, { client: sid }) },
+    { name: 'trixie', env: await createNixEnv(file, { client: modernNix('trixie') }) },
+    { name: '2.8', env: await createNixEnv(file) },
+  ];
+  for (const compression of ['xz', 'br'] as const) {
+    const cache = await newCache(`logs-${compression}`);
+    await writer.run('nix', ['copy', '--to', `${cache.url}?compression=zstd`, built.top]);
+    await writer.run('nix', [
+      'store',
+      'copy-log',
+      '--to',
+      `${cache.url}?log-compression=${compression}`,
+      built.drvs[2]!,
+    ]);
+    // Stored as the client sent it: asked for in that coding, it comes back in it.
+    const stored = await fetch(`${cache.url}/log/${built.drvs[2]!.slice('/nix/store/'.length)}`, {
+      headers: { 'accept-encoding': compression },
+    });
+    assert.equal(stored.headers.get('content-encoding'), compression);
+    for (const reader of readers) {
+      const res = await reader.env.tryRun('nix', ['log', '--store', cache.url, built.top]);
+      assert.equal(res.code, 0, `${reader.name} reading a ${compression} log:\n${res.stderr}`);
+      assert.match(res.stdout, new RegExp(literal(built.logLines[2]!)), `${reader.name}, ${compression}`);
+    }
+  }
+});

@@ -25,6 +25,7 @@ import { parseRange } from '../range.js';
 import { readSmallBody } from '../../io/read-small-body.js';
 import { replyBody } from '../recycling-body.js';
 import { refuseUnreadBody } from '../unread-body.js';
+import { acceptsStoredEncoding } from '../stored-encoding.js';
 
 export interface BinaryCacheRouteOptions {
   service: CacheService;
@@ -134,8 +135,33 @@ export const binaryCacheRoutes: FastifyPluginAsyncTypebox<BinaryCacheRouteOption
       'x-content-type-options': 'nosniff',
       'cache-control': cacheControl(cache, 'max-age=3600'),
     };
-    if (row.contentEncoding) headers['content-encoding'] = row.contentEncoding;
+    if (row.contentEncoding) {
+      headers.vary = 'Accept-Encoding';
+      if (!acceptsStoredEncoding(reply.request.headers, row.contentEncoding)) {
+        return sendDecoded(reply, head, row.storageKey, row.contentEncoding, headers);
+      }
+      headers['content-encoding'] = row.contentEncoding;
+    }
     return sendFile(reply, head, row.storageKey, headers);
+  }
+
+  /** A small file decoded from the coding it was stored in, for a client that does not take that coding. */
+  async function sendDecoded(
+    reply: FastifyReply,
+    head: boolean,
+    key: string,
+    encoding: string,
+    headers: Record<string, string>,
+  ): Promise<FastifyReply> {
+    const read = await service.store.get(key, { signal: clientGoneSignal(reply) });
+    if (!read) throw new NarhubError('NOT_FOUND', 'not found');
+    const raw =
+      read.bytes === undefined
+        ? await readSmallBody(read.stream, opts.maxSmallFileSize)
+        : Buffer.from(read.bytes.buffer, read.bytes.byteOffset, read.bytes.byteLength);
+    const body = await decoded(raw, encoding);
+    reply.headers({ ...headers, 'content-length': String(body.length) });
+    return head ? reply.send() : reply.send(body);
   }
 
   async function putSmallFile(request: FastifyRequest, reply: FastifyReply, kind: FileKind, name: string) {

@@ -5,6 +5,7 @@ import { brotliCompressSync, brotliDecompressSync } from 'node:zlib';
 import {
   basic,
   buildTestApp,
+  compressBytes,
   makePath,
   putNar,
   putNarinfo,
@@ -74,6 +75,44 @@ test('logs uploaded with a Content-Encoding are served with it (Nix 2.32+ log-co
   assert.equal(got.headers['content-encoding'], 'br');
   assert.ok(got.rawPayload.equals(body), 'the stored bytes, not re-encoded');
   assert.equal(brotliDecompressSync(got.rawPayload).toString(), log);
+});
+
+// Nix 2.34+ let libcurl name and decode the codings: gzip, deflate, br, zstd, never xz.
+test('a log stored as xz goes out decoded when Accept-Encoding lacks xz (Nix 2.34+), else as stored', async (t) => {
+  const h = await buildTestApp(t);
+  const url = `/main/log/${randomHashPart()}-xz.drv`;
+  const log = `${'building\n'.repeat(300)}done\n`;
+  const body = compressBytes(Buffer.from(log), 'xz');
+  const put = await h.request('PUT', url, {
+    body,
+    headers: { ...basic(h.tokens.write), 'content-type': 'text/plain; charset=utf-8', 'content-encoding': 'xz' },
+  });
+  assert.equal(put.statusCode, 204, put.body);
+
+  // Nix 2.34's own request, one that refuses xz outright, and one that takes anything but xz.
+  for (const accept of ['deflate, gzip, br, zstd', 'gzip, xz;q=0', '*, xz;q=0']) {
+    const get = await h.request('GET', url, { headers: { 'accept-encoding': accept } });
+    assert.equal(get.statusCode, 200, accept);
+    assert.equal(get.headers['content-encoding'], undefined, accept);
+    assert.equal(get.headers.vary, 'Accept-Encoding', accept);
+    assert.equal(get.body, log, accept);
+    assert.equal(Number(get.headers['content-length']), Buffer.byteLength(log), accept);
+    const head = await h.request('HEAD', url, { headers: { 'accept-encoding': accept } });
+    assert.equal(head.headers['content-encoding'], undefined, accept);
+    assert.equal(Number(head.headers['content-length']), Buffer.byteLength(log), `HEAD, ${accept}`);
+  }
+  // Nix 2.26 names xz; Nix 2.8 names nothing (and decodes every compression Nix writes): stored bytes.
+  const asStored: Record<string, string>[] = [
+    { 'accept-encoding': 'zstd, br, gzip, deflate, bzip2, xz' },
+    { 'accept-encoding': '*' },
+    {},
+  ];
+  for (const headers of asStored) {
+    const get = await h.request('GET', url, { headers });
+    assert.equal(get.headers['content-encoding'], 'xz', JSON.stringify(headers));
+    assert.equal(get.headers.vary, 'Accept-Encoding');
+    assert.ok(get.rawPayload.equals(body), `the stored bytes for ${JSON.stringify(headers)}`);
+  }
 });
 
 test('a log uploaded as text/html is served as text/plain, nosniff; a false Content-Encoding is 400', async (t) => {
