@@ -45,8 +45,25 @@ export interface AdminBackend {
 
 const enc = encodeURIComponent;
 
+/**
+ * Runs `work` against the admin backend (see `openAdminBackend`) and closes it afterwards, whether
+ * `work` succeeded or threw.
+ */
+export async function withAdminBackend<T>(
+  values: { server?: string | undefined; token?: string | undefined },
+  loadConfig: () => Promise<Config>,
+  work: (admin: AdminBackend) => Promise<T>,
+): Promise<T> {
+  const admin = await openAdminBackend(values, loadConfig);
+  try {
+    return await work(admin);
+  } finally {
+    await admin.close();
+  }
+}
+
 /** The server when `--server` or `$NARHUB_SERVER` names one, else the data directory. */
-export async function openAdminBackend(
+async function openAdminBackend(
   values: { server?: string | undefined; token?: string | undefined },
   loadConfig: () => Promise<Config>,
   env = process.env,

@@ -1,7 +1,7 @@
 import type { CacheInfoView } from '../../cache/caches.js';
 import type { Config } from '../../config/schema.js';
 import { DURATION_SYNTAX, formatDuration, formatSize, parseDuration, parseSize, SIZE_SYNTAX } from '../../units.js';
-import { openAdminBackend } from '../admin-backend.js';
+import { withAdminBackend } from '../admin-backend.js';
 import { parseInteger } from '../args.js';
 import { parseCommand } from '../command-spec.js';
 import { CACHE_UPDATE } from '../specs/admin.js';
@@ -21,8 +21,7 @@ export async function cacheCommand(
       const priority = values.priority === undefined ? 40 : parseInteger(values.priority, '--priority');
       if (priority < 0) throw new UsageError('--priority must not be negative');
       const policy = policyOf(values);
-      const admin = await openAdminBackend(values, loadConfig);
-      try {
+      await withAdminBackend(values, loadConfig, async (admin) => {
         const info = await admin.cacheCreate(positionals[0]!, {
           private: values.private ?? false,
           priority,
@@ -30,15 +29,12 @@ export async function cacheCommand(
         });
         // A new cache has one key, so its newest public key is the one it signs with.
         out.write(`${info.name}\t${info.publicKeys.at(-1)}\n`);
-      } finally {
-        await admin.close();
-      }
+      });
       return;
     }
     case 'list': {
       const { values } = parseCommand(CACHE_LIST, rest);
-      const admin = await openAdminBackend(values, loadConfig);
-      try {
+      await withAdminBackend(values, loadConfig, async (admin) => {
         const caches = await admin.cacheList();
         if (values.json) out.write(`${JSON.stringify(caches, null, 2)}\n`);
         else
@@ -46,27 +42,21 @@ export async function cacheCommand(
             out.write(
               `${c.name}\t${c.private ? 'private' : 'public'}\tpriority=${c.priority}\t${c.publicKeys.join(' ')}\n`,
             );
-      } finally {
-        await admin.close();
-      }
+      });
       return;
     }
     case 'info': {
       const { values, positionals } = parseCommand(CACHE_INFO, rest);
-      const admin = await openAdminBackend(values, loadConfig);
-      try {
+      await withAdminBackend(values, loadConfig, async (admin) => {
         const info = await admin.cacheInfo(positionals[0]!);
         if (values.json) out.write(`${JSON.stringify(info, null, 2)}\n`);
         else out.write(describe(info));
-      } finally {
-        await admin.close();
-      }
+      });
       return;
     }
     case 'stats': {
       const { values, positionals } = parseCommand(CACHE_STATS, rest);
-      const admin = await openAdminBackend(values, loadConfig);
-      try {
+      await withAdminBackend(values, loadConfig, async (admin) => {
         const stats = await admin.cacheStats(positionals[0]!);
         const count = (n: number | null) => (n === null ? 'unknown (ask a server: --server)' : String(n));
         out.write(
@@ -81,9 +71,7 @@ export async function cacheCommand(
                 '',
               ].join('\n'),
         );
-      } finally {
-        await admin.close();
-      }
+      });
       return;
     }
     case 'update': {
@@ -96,13 +84,10 @@ export async function cacheCommand(
       };
       if (Object.values(change).every((v) => v === undefined))
         throw new UsageError('nothing to change: give --private, --public, --priority, --retention or --quota');
-      const admin = await openAdminBackend(values, loadConfig);
-      try {
+      await withAdminBackend(values, loadConfig, async (admin) => {
         const info = await admin.cacheUpdate(positionals[0]!, change);
         out.write(values.json ? `${JSON.stringify(info, null, 2)}\n` : describe(info));
-      } finally {
-        await admin.close();
-      }
+      });
       return;
     }
     default:

@@ -1,6 +1,6 @@
 import type { Config } from '../../config/schema.js';
 import { formatSize } from '../../units.js';
-import { openAdminBackend } from '../admin-backend.js';
+import { withAdminBackend } from '../admin-backend.js';
 import { parseCommand } from '../command-spec.js';
 import { GC } from '../specs/admin.js';
 
@@ -11,8 +11,7 @@ export async function gcCommand(
   out: NodeJS.WritableStream,
 ): Promise<void> {
   const { values } = parseCommand(GC, argv);
-  const admin = await openAdminBackend(values, loadConfig);
-  try {
+  await withAdminBackend(values, loadConfig, async (admin) => {
     const run = await admin.gc({ cache: values.cache, dryRun: values['dry-run'] });
     if (values.json) {
       out.write(`${JSON.stringify(run, null, 2)}\n`);
@@ -29,7 +28,5 @@ export async function gcCommand(
     }
     if (!run.dryRun && (run.pendingRemoved > 0 || run.supersededRemoved > 0))
       out.write(`removed ${run.pendingRemoved} unclaimed uploads and ${run.supersededRemoved} superseded NAR files\n`);
-  } finally {
-    await admin.close();
-  }
+  });
 }

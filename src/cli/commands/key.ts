@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import type { KeyView } from '../../cache/caches.js';
 import type { Config } from '../../config/schema.js';
 import { NarhubError } from '../../errors.js';
-import { openAdminBackend } from '../admin-backend.js';
+import { type AdminBackend, withAdminBackend } from '../admin-backend.js';
 import { parseCommand } from '../command-spec.js';
 import { KEY_IMPORT, KEY_LIST, KEY_RETIRE, KEY_ROTATE } from '../specs/admin.js';
 import { UsageError } from '../usage-error.js';
@@ -24,16 +24,11 @@ export async function keyCommand(
   const [sub, ...rest] = argv;
   const run = async (
     values: { server?: string; token?: string; json?: boolean },
-    work: (a: Awaited<ReturnType<typeof openAdminBackend>>) => Promise<KeyView | KeyView[]>,
+    work: (a: AdminBackend) => Promise<KeyView | KeyView[]>,
   ) => {
-    const admin = await openAdminBackend(values, loadConfig);
-    try {
-      const result = await work(admin);
-      if (values.json) out.write(`${JSON.stringify(result, null, 2)}\n`);
-      else for (const k of Array.isArray(result) ? result : [result]) out.write(line(k));
-    } finally {
-      await admin.close();
-    }
+    const result = await withAdminBackend(values, loadConfig, work);
+    if (values.json) out.write(`${JSON.stringify(result, null, 2)}\n`);
+    else for (const k of Array.isArray(result) ? result : [result]) out.write(line(k));
   };
   switch (sub) {
     case 'list': {

@@ -1,5 +1,5 @@
 import type { Config } from '../../config/schema.js';
-import { openAdminBackend } from '../admin-backend.js';
+import { withAdminBackend } from '../admin-backend.js';
 import { parseExpiry } from '../args.js';
 import { parseCommand } from '../command-spec.js';
 import { PIN_ADD, PIN_LIST, PIN_REMOVE } from '../specs/admin.js';
@@ -16,37 +16,28 @@ export async function pinCommand(
     case 'add': {
       const { values, positionals } = parseCommand(PIN_ADD, rest);
       const expiresAt = values.expires === undefined ? null : parseExpiry(values.expires);
-      const admin = await openAdminBackend(values, loadConfig);
-      try {
+      await withAdminBackend(values, loadConfig, async (admin) => {
         const pin = await admin.pinAdd(positionals[0]!, positionals[1]!, { name: values.name, expiresAt });
         out.write(values.json ? `${JSON.stringify(pin, null, 2)}\n` : `${pin.name}\t${pin.storePath}\n`);
-      } finally {
-        await admin.close();
-      }
+      });
       return;
     }
     case 'list': {
       const { values, positionals } = parseCommand(PIN_LIST, rest);
-      const admin = await openAdminBackend(values, loadConfig);
-      try {
+      await withAdminBackend(values, loadConfig, async (admin) => {
         const pins = await admin.pinList(positionals[0]!);
         if (values.json) out.write(`${JSON.stringify(pins, null, 2)}\n`);
         else
           for (const p of pins)
             out.write(`${p.name}\t${p.storePath}\t${p.expiresAt ?? 'never'}${p.expired ? '\texpired' : ''}\n`);
-      } finally {
-        await admin.close();
-      }
+      });
       return;
     }
     case 'remove': {
       const { values, positionals } = parseCommand(PIN_REMOVE, rest);
-      const admin = await openAdminBackend(values, loadConfig);
-      try {
+      await withAdminBackend(values, loadConfig, async (admin) => {
         await admin.pinRemove(positionals[0]!, positionals[1]!);
-      } finally {
-        await admin.close();
-      }
+      });
       return;
     }
     default:

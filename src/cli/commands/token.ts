@@ -3,7 +3,7 @@ import type { Permission } from '../../cache/tokens.js';
 import { parseExpiry } from '../args.js';
 import { parseCommand } from '../command-spec.js';
 import { TOKEN_CREATE, TOKEN_LIST, TOKEN_REVOKE } from '../specs/token.js';
-import { openAdminBackend } from '../admin-backend.js';
+import { withAdminBackend } from '../admin-backend.js';
 import { UsageError } from '../usage-error.js';
 
 const PERMISSIONS = new Set<Permission>(['read', 'write', 'admin', 'trigger']);
@@ -29,8 +29,7 @@ export async function tokenCommand(
         if (values.project !== undefined) throw new UsageError('--project is only for --perm trigger');
       }
       const expiresAt = values.expires === undefined ? undefined : parseExpiry(values.expires);
-      const admin = await openAdminBackend(values, loadConfig);
-      try {
+      await withAdminBackend(values, loadConfig, async (admin) => {
         const created = await admin.tokenCreate({
           cachePattern: values.cache ?? '',
           permission: values.perm as Permission,
@@ -44,15 +43,12 @@ export async function tokenCommand(
           // The id is what `token revoke` takes; stdout holds the token alone, for `> file`.
           err.write(`created token ${created.id}\n`);
         }
-      } finally {
-        await admin.close();
-      }
+      });
       return;
     }
     case 'list': {
       const { values } = parseCommand(TOKEN_LIST, rest);
-      const admin = await openAdminBackend(values, loadConfig);
-      try {
+      await withAdminBackend(values, loadConfig, async (admin) => {
         const rows = await admin.tokenList();
         if (values.json) out.write(`${JSON.stringify(rows, null, 2)}\n`);
         else
@@ -61,20 +57,15 @@ export async function tokenCommand(
               `${t.id}\t${t.permission}\t${t.project ? `project ${t.project}` : t.cache}\t` +
                 `${t.status}\t${t.name ?? ''}\n`,
             );
-      } finally {
-        await admin.close();
-      }
+      });
       return;
     }
     case 'revoke': {
       const { values, positionals } = parseCommand(TOKEN_REVOKE, rest);
-      const admin = await openAdminBackend(values, loadConfig);
-      try {
+      await withAdminBackend(values, loadConfig, async (admin) => {
         await admin.tokenRevoke(positionals[0]!);
         out.write(`revoked ${positionals[0]}\n`);
-      } finally {
-        await admin.close();
-      }
+      });
       return;
     }
     default:
