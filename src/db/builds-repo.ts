@@ -171,6 +171,9 @@ export function createBuildsRepo(db: Database) {
     { hash: string; status: BuildStatus; enqueued: number }
   >(`SELECT d.drv_hash AS hash, b.status, b.enqueued
     FROM build_deps d JOIN builds b ON b.drv_hash = d.drv_hash WHERE d.input_hash = ?`);
+  const countsByStatus = db.prepare<[], { status: BuildStatus; n: number }>(
+    'SELECT status, count(*) AS n FROM builds GROUP BY status',
+  );
 
   return {
     get(drvHash: string): BuildRow | undefined {
@@ -182,6 +185,10 @@ export function createBuildsRepo(db: Database) {
     },
     open(): BuildRow[] {
       return open.all().map(toBuild);
+    },
+    /** How many builds are in each status (statuses no build has are left out). */
+    countByStatus(): Record<string, number> {
+      return Object.fromEntries(countsByStatus.all().map((r) => [r.status, r.n]));
     },
     list(status: BuildStatus | undefined, limit: number): BuildRow[] {
       return (status ? listStatus.all(status, limit) : listAll.all(limit)).map(toBuild);

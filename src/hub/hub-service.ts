@@ -533,6 +533,11 @@ export function createHub(opts: HubOptions) {
       const spokes = await listSpokes();
       return names.map((name) => queueView(name, depth[name], spokes));
     },
+    /** What the metrics show of the hub: queue depths, live spokes, builds by status. */
+    async stats(): Promise<{ queues: QueueView[]; spokesOnline: number; builds: Record<string, number> }> {
+      const [queues, spokes] = await Promise.all([this.queues(), this.spokes()]);
+      return { queues, spokesOnline: spokes.length, builds: builds.countByStatus() };
+    },
     /** For tests and benchmarks: resolves once received events are handled. */
     async settled(): Promise<void> {
       await events?.idle();

@@ -3,7 +3,6 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createServer } from 'node:http';
 import { buildApp, metricsRegistryOf } from '../../http/app.js';
-import type { HubStats } from '../../http/ops-metrics.js';
 import { parseListen } from '../../config/load.js';
 import { createLogger, type Logger } from '../../logger.js';
 import type { Config } from '../../config/schema.js';
@@ -83,7 +82,7 @@ export async function serve(config: Config): Promise<void> {
       pendingGraceMs: config.gc.pendingGracePeriod * 1000,
       supersededGraceMs: config.gc.supersededGracePeriod * 1000,
     },
-    hubStats: hub ? () => hubStats(hub, runtime) : undefined,
+    hubStats: hub ? () => hub.stats() : undefined,
   });
   const address = await app.listen({ host, port });
   const metricsServer = config.metricsListen === undefined ? undefined : await listenMetrics(app, config.metricsListen);
@@ -203,18 +202,6 @@ export async function serve(config: Config): Promise<void> {
     process.once('SIGTERM', stop);
     process.once('SIGINT', stop);
   });
-}
-
-/** The hub's side of the metrics: queue depths, live spokes, builds by status. */
-async function hubStats(hub: NonNullable<Awaited<ReturnType<typeof openHub>>>, runtime: Runtime): Promise<HubStats> {
-  const [queues, spokes] = await Promise.all([hub.queues(), hub.spokes()]);
-  const builds: Record<string, number> = {};
-  for (const r of runtime.db.prepare('SELECT status, count(*) AS n FROM builds GROUP BY status').all() as {
-    status: string;
-    n: number;
-  }[])
-    builds[r.status] = r.n;
-  return { queues, spokesOnline: spokes.length, builds };
 }
 
 /** `metricsListen`: a listener that serves GET /metrics only, for a scraper on another interface. */

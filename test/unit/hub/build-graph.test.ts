@@ -56,6 +56,16 @@ test('a failure makes all waiting on it dependency-failed, naming the root, and 
   assert.equal(g.evaluations.get(g.evaluation.id)?.status, 'failed');
 });
 
+test('builds are counted by status (the narhub_hub_builds gauge), statuses no build has left out', async (t) => {
+  const g = graphFixture(t);
+  assert.deepEqual(g.builds.countByStatus(), {});
+  await g.graph.advance(g.record({ a: [], b: ['a'], c: ['b'], x: [], y: [] }));
+  assert.deepEqual(g.builds.countByStatus(), { queued: 5 });
+  g.graph.failed(h('a'), 1, { kind: 'build', error: 'exit 1', spoke: 'spoke-1' });
+  await g.graph.succeeded(h('x'), 1, result(1));
+  assert.deepEqual(g.builds.countByStatus(), { failed: 1, 'dependency-failed': 2, succeeded: 1, queued: 1 });
+});
+
 test('an evaluation succeeds once its last build does, and is cancelled when one of its builds is', async (t) => {
   const g = graphFixture(t);
   await g.graph.advance(g.record({ a: [], b: ['a'] }));
