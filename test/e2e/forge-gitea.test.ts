@@ -3,18 +3,15 @@
 // to a real `narhub serve` with a real Redis and a real spoke; narhub reports commit statuses to
 // a local stand-in for the Gitea API that checks every request against Gitea's description of it.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { git, writeForgeConfig } from '../helpers/forge-hub.js';
+import { checksFlake, flakeRepo, git, startForgeHub, writeForgeConfig } from '../helpers/forge-hub.js';
 import { signGitea, startGiteaStandIn } from '../helpers/gitea-standin.js';
-import { freePort, hubApi, startSpoke, waitFor } from '../helpers/hub.js';
-import { createNixEnv } from '../helpers/nix.js';
-import { startRedis } from '../helpers/redis.js';
-import { runCli, runCliOk, startServer } from '../helpers/server.js';
+import { waitFor } from '../helpers/hub.js';
+import { runCli, runCliOk } from '../helpers/server.js';
 import { makeTempDir } from '../helpers/tmp.js';
 
 const SYSTEM = 'x86_64-linux';
@@ -26,26 +23,15 @@ const REPO = 'team/hello';
  */
 function flake(nonce: string, o: { sleepSecs?: number; slowEvalSecs?: number } = {}): string {
   const checks = `{
-        ok = mk "gitea-ok" "echo ok > $out";
-        fails = mk "gitea-fails" "echo failing on purpose >&2; exit 1";
-        slow = mk "gitea-slow" "sleep ${o.sleepSecs ?? 1}; echo slow > $out";
+        ok = mk "gitea-ok" "echo ok > $out" { };
+        fails = mk "gitea-fails" "echo failing on purpose >&2; exit 1" { };
+        slow = mk "gitea-slow" "sleep ${o.sleepSecs ?? 1}; echo slow > $out" { };
       }`;
   const slowEval = o.slowEvalSecs
     ? `import (derivation { name = "gitea-slow-eval-${nonce}"; system = "${SYSTEM}"; builder = "/bin/sh";
         args = [ "-c" "/bin/sleep ${o.slowEvalSecs}; echo '{ }' > $out" ]; }) // `
     : '';
-  return `{
-  outputs = { self }:
-    let
-      mk = name: script: derivation {
-        inherit name;
-        system = "${SYSTEM}";
-        builder = "/bin/sh";
-        args = [ "-c" "export PATH=/usr/bin:/bin; echo gitea-log ${nonce} \${name}; \${script}" ];
-      };
-    in { checks.${SYSTEM} = ${slowEval}${checks}; };
-}
-`;
+  return checksFlake({ nonce, tag: 'gitea', checks: `${slowEval}${checks}` });
 }
 
 /** A delivery as Gitea sends it, or as Forgejo does (its own headers, on its own route). */
@@ -113,44 +99,19 @@ test('Gitea/Forgejo: signed webhooks evaluate pushes and PRs, statuses reported;
   timeout: 600_000,
 }, async (t) => {
   const gitea = await startGiteaStandIn(t);
-  const redis = await startRedis(t);
-  const hubNix = await createNixEnv(t);
   const dir = await makeTempDir(t, 'narhub-gitea-');
   const { configFile, secret } = await writeForgeConfig(dir, gitea.url, { report: 'statuses' });
-  const repo = join(dir, 'repo');
-  execFileSync('git', ['init', '-q', '-b', 'main', repo]);
   const nonce = randomBytes(6).toString('hex');
-  await writeFile(join(repo, 'flake.nix'), flake(nonce));
-  git(repo, 'add', 'flake.nix');
-  git(repo, 'commit', '-q', '-m', 'first');
-  const mainSha = git(repo, 'rev-parse', 'HEAD');
-
-  const server = await startServer(t, {
-    args: ['--listen', `127.0.0.1:${await freePort()}`, '--redis-url', redis.url, '--config', configFile],
-    env: hubNix.env,
-  });
-  const { url, adminToken: token } = server;
-  const api = hubApi(() => url, token);
-  const cli = (args: string[]) => runCliOk([...args, '--server', url, '--token', token], { timeoutMs: 60_000 });
-  const spokeNix = await createNixEnv(t);
-  startSpoke(t, {
-    id: 'gitea-spoke',
-    hubUrl: url,
-    redisUrl: redis.url,
+  const { repo, sha: mainSha } = await flakeRepo(dir, flake(nonce));
+  const {
+    url,
     token,
-    store: spokeNix.freshPath('store'),
-    env: spokeNix.env,
-  });
+    api,
+    cli,
+    dataDir,
+    evaluationEnd: done,
+  } = await startForgeHub(t, { configFile, spokeId: 'gitea-spoke' });
   await cli(['project', 'create', 'hello', '--flake', `git+file://${repo}`, '--ref', 'main', '--github', REPO]);
-  const done = (id: number) =>
-    waitFor(
-      `evaluation ${id} to end`,
-      async () => {
-        const e = await api.get(`/evaluations/${id}`);
-        return ['succeeded', 'failed', 'cancelled'].includes(e.status) ? e : undefined;
-      },
-      240_000,
-    );
 
   // --- A bad signature does nothing; a signed push evaluates its commit ------------------------
   const push = pushPayload(repo, '0'.repeat(40), mainSha);
@@ -217,7 +178,7 @@ test('Gitea/Forgejo: signed webhooks evaluate pushes and PRs, statuses reported;
   );
   // Cancelling needs admin rights on the project's cache; a trigger token is not enough.
   const triggerToken = (
-    await runCliOk(['token', 'create', '--perm', 'trigger', '--project', 'hello'], { dataDir: server.dataDir })
+    await runCliOk(['token', 'create', '--perm', 'trigger', '--project', 'hello'], { dataDir })
   ).stdout.trim();
   const refused = await runCli(['eval', 'cancel', String(prEval.id), '--server', url, '--token', triggerToken]);
   assert.equal(refused.code, 1, refused.stderr);

@@ -3,19 +3,16 @@
 // serve` with a real Redis and a real spoke building with Nix; narhub reports check runs to a
 // local stand-in for api.github.com that checks every request against GitHub's OpenAPI description.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { git, writeForgeConfig } from '../helpers/forge-hub.js';
+import { checksFlake, flakeRepo, git, startForgeHub, writeForgeConfig } from '../helpers/forge-hub.js';
 import { examplePayload, signWebhook, startGitHubStandIn, type GitHubStandIn } from '../helpers/github-standin.js';
-import { freePort, hubApi, startSpoke, waitFor } from '../helpers/hub.js';
-import { createNixEnv } from '../helpers/nix.js';
-import { startRedis } from '../helpers/redis.js';
-import { runCli, runCliOk, startServer } from '../helpers/server.js';
+import { waitFor } from '../helpers/hub.js';
+import { runCli, runCliOk } from '../helpers/server.js';
 import { makeTempDir } from '../helpers/tmp.js';
 
 const SYSTEM = 'x86_64-linux';
@@ -24,26 +21,17 @@ const REPO = 'Codertocat/Hello-World';
 /** A flake whose checks pass, fail, need a failing one, or sleep (so a build can be caught running). */
 function flake(nonce: string, sleepSecs: number, failing = true): string {
   const failScript = failing ? "echo '<b>this check fails on purpose</b>' >&2; exit 1" : 'echo fixed > $out';
-  return `{
-  outputs = { self }:
-    let
-      mk = name: script: deps: derivation ({
-        inherit name;
-        system = "${SYSTEM}";
-        builder = "/bin/sh";
-        args = [ "-c" "export PATH=/usr/bin:/bin; echo forge-log ${nonce} \${name}; \${script}" ];
-      } // deps);
-      fails = mk "forge-fails" "${failScript}" { };
-    in {
-      checks.${SYSTEM} = {
+  return checksFlake({
+    nonce,
+    tag: 'forge',
+    bindings: `fails = mk "forge-fails" "${failScript}" { };`,
+    checks: `{
         ok = mk "forge-ok" "echo ok > $out" { };
         inherit fails;
         after-fail = mk "forge-after-fail" "echo never > $out" { inherit fails; };
         slow = mk "forge-slow" "sleep ${sleepSecs}; echo slow > $out" { };
-      };
-    };
-}
-`;
+      }`,
+  });
 }
 
 async function deliver(url: string, secret: string | null, event: string, payload: unknown, signature?: string) {
@@ -74,36 +62,21 @@ test('GitHub webhooks drive evaluations, and every attribute and the evaluation 
   timeout: 600_000,
 }, async (t) => {
   const gh = await startGitHubStandIn(t);
-  const redis = await startRedis(t);
-  const hubNix = await createNixEnv(t);
   const dir = await makeTempDir(t, 'narhub-forge-');
   const { configFile, secret } = await writeForgeConfig(dir, gh.url);
 
   // The repository the webhooks talk about: main, and a fork's pull request head.
-  const repo = join(dir, 'repo');
-  execFileSync('git', ['init', '-q', '-b', 'main', repo]);
   const nonce = randomBytes(6).toString('hex');
-  await writeFile(join(repo, 'flake.nix'), flake(nonce, 1));
-  git(repo, 'add', 'flake.nix');
-  git(repo, 'commit', '-q', '-m', 'first');
-  const mainSha = git(repo, 'rev-parse', 'HEAD');
+  const { repo, sha: mainSha } = await flakeRepo(dir, flake(nonce, 1));
 
-  const server = await startServer(t, {
-    args: ['--listen', `127.0.0.1:${await freePort()}`, '--redis-url', redis.url, '--config', configFile],
-    env: hubNix.env,
-  });
-  const { url, adminToken: token } = server;
-  const api = hubApi(() => url, token);
-  const cli = (args: string[]) => runCliOk([...args, '--server', url, '--token', token], { timeoutMs: 60_000 });
-  const spokeNix = await createNixEnv(t);
-  startSpoke(t, {
-    id: 'forge-spoke',
-    hubUrl: url,
-    redisUrl: redis.url,
+  const {
+    url,
     token,
-    store: spokeNix.freshPath('store'),
-    env: spokeNix.env,
-  });
+    api,
+    cli,
+    dataDir,
+    evaluationEnd: done,
+  } = await startForgeHub(t, { configFile, spokeId: 'forge-spoke' });
 
   await cli([
     'project',
@@ -148,15 +121,6 @@ test('GitHub webhooks drive evaluations, and every attribute and the evaluation 
   const other = await deliver(url, secret, 'push', { ...push, ref: 'refs/heads/feature' });
   assert.equal(other.body.outcomes[0].action, 'ignored', 'a branch that is not watched');
 
-  const done = (id: number) =>
-    waitFor(
-      `evaluation ${id} to end`,
-      async () => {
-        const e = await api.get(`/evaluations/${id}`);
-        return ['succeeded', 'failed', 'cancelled'].includes(e.status) ? e : undefined;
-      },
-      240_000,
-    );
   const ev = await done(outcome.evaluation);
   assert.equal(ev.status, 'failed');
   assert.equal(ev.jobset, 'main');
@@ -269,7 +233,7 @@ test('GitHub webhooks drive evaluations, and every attribute and the evaluation 
   );
   // Approving needs admin rights; a trigger token is not enough.
   const triggerToken = (
-    await runCliOk(['token', 'create', '--perm', 'trigger', '--project', 'hello'], { dataDir: server.dataDir })
+    await runCliOk(['token', 'create', '--perm', 'trigger', '--project', 'hello'], { dataDir })
   ).stdout.trim();
   const refused = await runCli(['project', 'approve', 'hello', '--pr', '7', '--server', url, '--token', triggerToken]);
   assert.equal(refused.code, 1, refused.stderr);
@@ -399,49 +363,11 @@ test('GitHub "Re-run" (one, all): a failed attribute rebuilt, the commit re-eval
   timeout: 600_000,
 }, async (t) => {
   const gh = await startGitHubStandIn(t);
-  const redis = await startRedis(t);
-  const hubNix = await createNixEnv(t);
   const dir = await makeTempDir(t, 'narhub-rerun-');
   const { configFile, secret } = await writeForgeConfig(dir, gh.url);
-  const repo = join(dir, 'repo');
-  execFileSync('git', ['init', '-q', '-b', 'main', repo]);
-  await writeFile(join(repo, 'flake.nix'), flake(randomBytes(6).toString('hex'), 1));
-  git(repo, 'add', 'flake.nix');
-  git(repo, 'commit', '-q', '-m', 'first');
-  const sha = git(repo, 'rev-parse', 'HEAD');
-  const server = await startServer(t, {
-    args: ['--listen', `127.0.0.1:${await freePort()}`, '--redis-url', redis.url, '--config', configFile],
-    env: hubNix.env,
-  });
-  const { url, adminToken: token } = server;
-  const api = hubApi(() => url, token);
-  const spokeNix = await createNixEnv(t);
-  startSpoke(t, {
-    id: 'rerun-spoke',
-    hubUrl: url,
-    redisUrl: redis.url,
-    token,
-    store: spokeNix.freshPath('store'),
-    env: spokeNix.env,
-  });
-  await runCliOk(
-    ['project', 'create', 'hello', '--flake', `git+file://${repo}`, '--ref', 'main', '--github', REPO].concat([
-      '--server',
-      url,
-      '--token',
-      token,
-    ]),
-    { timeoutMs: 60_000 },
-  );
-  const done = (id: number) =>
-    waitFor(
-      `evaluation ${id} to end`,
-      async () => {
-        const e = await api.get(`/evaluations/${id}`);
-        return ['succeeded', 'failed', 'cancelled'].includes(e.status) ? e : undefined;
-      },
-      240_000,
-    );
+  const { repo, sha } = await flakeRepo(dir, flake(randomBytes(6).toString('hex'), 1));
+  const { url, api, cli, evaluationEnd: done } = await startForgeHub(t, { configFile, spokeId: 'rerun-spoke' });
+  await cli(['project', 'create', 'hello', '--flake', `git+file://${repo}`, '--ref', 'main', '--github', REPO]);
   const push = examplePayload('push', (p) => p.ref === 'refs/heads/master');
   Object.assign(push, { ref: 'refs/heads/main', after: sha });
   push.repository.full_name = REPO;
