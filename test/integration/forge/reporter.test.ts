@@ -14,9 +14,10 @@ import { openDatabase } from '../../../src/db/open.js';
 import { createProjectsRepo } from '../../../src/db/projects-repo.js';
 import { createForgeClient } from '../../../src/forge/forge-client.js';
 import { createReporter } from '../../../src/forge/reporter.js';
-import type { EvaluationView, JobView } from '../../../src/hub/views.js';
+import type { JobView } from '../../../src/hub/views.js';
 import { startGitHubStandIn } from '../../helpers/github-standin.js';
 import { waitFor } from '../../helpers/hub.js';
+import { evaluationView, jobView } from '../../helpers/hub-views.js';
 import type { Cleanup } from '../../helpers/tmp.js';
 
 const SHA = 'a'.repeat(40);
@@ -57,29 +58,7 @@ async function setup(t: Cleanup, mode: 'checks' | 'statuses', interval = 0) {
     jobset: 'main',
     commitSha: SHA,
   });
-  let view: EvaluationView = {
-    id: e.id,
-    project: 'p',
-    ref: 'main',
-    flakeUrl: 'git+file:///r',
-    lockedUrl: null,
-    revision: null,
-    status: 'building',
-    priority: 0,
-    error: null,
-    supersededBy: null,
-    jobset: 'main',
-    commit: SHA,
-    trigger: 'push',
-    prNumber: null,
-    triggeredBy: null,
-    createdAt: new Date().toISOString(),
-    startedAt: null,
-    evaluatedAt: null,
-    finishedAt: null,
-    builds: {},
-    jobs: [],
-  };
+  let view = evaluationView({ id: e.id, commit: SHA, createdAt: new Date().toISOString(), jobs: [] });
   let bump = 0;
   const touch = db.prepare('UPDATE evaluations SET evaluated_at = ? WHERE id = ?');
   const reporter = createReporter({
@@ -104,30 +83,11 @@ async function setup(t: Cleanup, mode: 'checks' | 'statuses', interval = 0) {
     reporter,
     /** Changes what the evaluation shows (and its fingerprint, so the reporter looks again). */
     show(jobs: Partial<JobView>[], status = 'building') {
-      view = { ...view, status, jobs: jobs.map((j) => ({ ...job, ...j }) as JobView) };
+      view = { ...view, status, jobs: jobs.map((j) => jobView({ outputs: {}, ...j })) };
       touch.run(++bump, e.id);
     },
   };
 }
-
-const job: JobView = {
-  attr: 'checks.x86_64-linux.a',
-  system: 'x86_64-linux',
-  drvPath: '/nix/store/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-a.drv',
-  drvHash: 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa',
-  status: 'queued',
-  outputs: {},
-  error: null,
-  waitingFor: null,
-  attempt: 1,
-  spoke: null,
-  startedAt: null,
-  finishedAt: null,
-  durationMs: null,
-  failureKind: null,
-  failedDependency: null,
-  fromFailureCache: false,
-};
 
 test('states changing faster than sent are coalesced: the newest is sent, never an older one after it', async (t) => {
   const { gh, reporter, show } = await setup(t, 'checks', 300);
