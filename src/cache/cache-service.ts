@@ -17,6 +17,8 @@ import { createCacheFiles } from './cache-files.js';
 import { type CacheStats, createStatsQueries } from './cache-stats.js';
 import { createCacheRegistry } from './caches.js';
 import { createKeyedLock } from '../io/keyed-lock.js';
+import { type Compression, decompressBounded } from '../io/compression.js';
+import { createWaitSlots } from '../io/wait-slots.js';
 import { createGarbageCollector, type GcOptions, type GcReport } from './gc.js';
 import { createNativeUpload, type ZstdOptions } from './native-upload.js';
 import { createNarIngest } from './nar-ingest.js';
@@ -47,7 +49,18 @@ export interface CacheServiceDeps {
   upstream?: Partial<UpstreamSettings> | undefined;
   /** Where upstream downloads are spooled (`<dataDir>/upstream-spool`); a temporary directory when unset. */
   spoolDir?: string | undefined;
+  /** How many xz decodes run at once, how many may wait, and for how long (`limits.xzDecodes`). */
+  xzDecodes?: XzDecodeLimits | undefined;
 }
+
+export interface XzDecodeLimits {
+  slots: number;
+  queue: number;
+  maxWaitMs: number;
+}
+
+/** `limits.xzDecodes` and `limits.xzDecodeQueue`'s defaults; the wait is half of `limits.bodyTimeout`'s. */
+const DEFAULT_XZ_DECODES: XzDecodeLimits = { slots: 2, queue: 64, maxWaitMs: 30_000 };
 
 export interface GcRunReport {
   dryRun: boolean;
@@ -133,7 +146,14 @@ export function createCacheService(deps: CacheServiceDeps) {
     zstd,
   });
   const nativeUpload = createNativeUpload({ store, nars, narSync, paths, commit: pathCommit, lock: narLock, zstd });
-  const ingest = createNarIngest({ store, nars, narSync });
+  // Each xz decode may hold a dictionary of up to 80 MiB (io/codecs/xz-memlimit.ts): only so many
+  // run at once, the rest wait their turn without reading their bodies.
+  const xzDecodes = createWaitSlots({
+    ...(deps.xzDecodes ?? DEFAULT_XZ_DECODES),
+    what: 'xz decodes',
+    retryAfterSeconds: 5,
+  });
+  const ingest = createNarIngest({ store, nars, narSync, xzDecodes });
   // Under the NAR's lock, as GC's deletion of a file of the same name (cache/gc.ts).
   const lockedIngest = (...args: Parameters<typeof ingest>) =>
     narLock.run(`${args[0].id}/${args[1]}`, () => ingest(...args));
@@ -169,6 +189,18 @@ export function createCacheService(deps: CacheServiceDeps) {
     /** Read-only views for people: sizes, recent uploads, search. */
     browser: createCacheBrowser(db),
     ingestNar: (...args: Parameters<typeof ingest>) => counted(args[0], () => lockedIngest(...args)),
+    /**
+     * A small file (narinfo, log, listing) sent compressed, decoded whole up to `max` bytes; an xz
+     * one takes its turn among the xz decodes.
+     */
+    async decodeSmallFile(raw: Buffer, compression: Compression, max: number, signal?: AbortSignal): Promise<Buffer> {
+      const release = compression === 'xz' ? await xzDecodes.acquire(signal) : undefined;
+      try {
+        return await decompressBounded(raw, compression, max);
+      } finally {
+        release?.();
+      }
+    },
     async commitNarInfo(cache: CacheRow, hashPart: string, text: string) {
       const result = await counted(cache, async () => {
         try {

@@ -11,6 +11,7 @@ import { createNarPass } from '../io/nar-pass.js';
 import { Sha256Sink } from '../io/sha256-sink.js';
 import { readHead } from '../io/read-head.js';
 import { readSmallBody } from '../io/read-small-body.js';
+import type { WaitSlots } from '../io/wait-slots.js';
 import type { CacheRow } from '../db/caches-repo.js';
 import type { NarRow, NarsRepo } from '../db/nars-repo.js';
 import type { BlobStore } from '../storage/blob-store.js';
@@ -93,8 +94,14 @@ export async function putSmallNar(
  * loop only moves the uploaded bytes, to the store and to the threads; decoded bytes never
  * reach it. A raw NAR's file hash is its NarHash: it is hashed once.
  */
-export function createNarIngest(deps: { store: BlobStore; nars: NarsRepo; narSync: NarSync }) {
-  const { store, nars, narSync } = deps;
+export function createNarIngest(deps: {
+  store: BlobStore;
+  nars: NarsRepo;
+  narSync: NarSync;
+  /** Slots every xz decode takes (each may hold an 80 MiB dictionary); none: unbounded. */
+  xzDecodes?: WaitSlots | undefined;
+}) {
+  const { store, nars, narSync, xzDecodes } = deps;
 
   return async function ingestNar(
     cache: CacheRow,
@@ -128,6 +135,23 @@ export function createNarIngest(deps: { store: BlobStore; nars: NarsRepo; narSyn
     if (head.length === 0) throw new NarhubError('NAR_INVALID', 'empty NAR upload');
     const compression = sniffCompression(head, name.extension === '.br' ? 'br' : undefined);
     checkCompression(name.extension, compression);
+    // Nothing of the body is read while it waits for its turn.
+    const release = compression === 'xz' && xzDecodes ? await xzDecodes.acquire(options.signal) : undefined;
+    try {
+      return await ingestStream(cache, fileName, stream, compression, options);
+    } finally {
+      release?.();
+    }
+  };
+
+  async function ingestStream(
+    cache: CacheRow,
+    fileName: string,
+    stream: Readable,
+    compression: Compression,
+    options: IngestOptions,
+  ): Promise<NarRow> {
+    const name = parseNarFileName(fileName);
     const toStore = new PassThrough({ highWaterMark: 1 << 20 });
     // The limit holds for the NAR itself too, not only for the bytes received.
     const { input: narInput, pass: validator } = createNarPass({
@@ -179,7 +203,7 @@ export function createNarIngest(deps: { store: BlobStore; nars: NarsRepo; narSyn
 
     narSync.durable(cache.id, fileName);
     return recordPending(cache, fileName, compression, (await fileHashed).bytes, nar, listingKey);
-  };
+  }
 
   function recordPending(
     cache: CacheRow,

@@ -76,6 +76,12 @@ export async function openRuntime(config: Config): Promise<Runtime> {
       maxNarSize: config.maxNarSize,
     },
     spoolDir: join(config.dataDir, 'upstream-spool'),
+    xzDecodes: {
+      slots: config.limits.xzDecodes,
+      queue: config.limits.xzDecodeQueue,
+      // A waiting upload reads nothing: it must have its turn before the body deadline cuts it.
+      maxWaitMs: (config.limits.bodyTimeout * 1000) / 2,
+    },
   });
   return {
     config,

@@ -275,6 +275,20 @@ const Limits = Type.Object(
         'Shed load: while the event loop lags more than this many milliseconds, answer 503 with ' +
         'Retry-After (0: never).',
     }),
+    xzDecodes: Type.Integer({
+      default: 2,
+      minimum: 1,
+      description:
+        'xz decodes (NAR uploads, and narinfos, logs and listings sent as xz) that run at once; each may ' +
+        'hold up to 80 MiB. The others wait their turn, without reading their bodies.',
+    }),
+    xzDecodeQueue: Type.Integer({
+      default: 64,
+      minimum: 0,
+      description:
+        'xz decodes that may wait for a turn. One more, or one that waits past half of bodyTimeout, is ' +
+        'answered 503 with Retry-After.',
+    }),
     missingPathsPerMinute: Type.Integer({
       default: 60,
       minimum: 1,

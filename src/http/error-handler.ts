@@ -105,12 +105,22 @@ export function installErrorHandler(app: FastifyInstance): void {
   app.setErrorHandler((err: FastifyError | Error, request: FastifyRequest, reply: FastifyReply) => {
     if (isNarhubError(err)) {
       const status = STATUS[err.code];
+      // A refusal for now (a full line of xz decodes) says when to come back.
+      const retryAfter = err.details?.retryAfter;
+      if (typeof retryAfter === 'number') reply.header('retry-after', String(retryAfter));
       if (status >= 500) {
         // Shedding load is the server working as meant, not failing.
-        if (shed.has(err)) request.log.warn({ reason: err.message }, 'request shed');
+        if (shed.has(err) || retryAfter !== undefined) request.log.warn({ reason: err.message }, 'request shed');
         else request.log.error({ err }, 'request failed');
+        // A refusal that says when to come back was worded for the client; other 5xx say nothing inside.
         const reason =
-          status === 503 ? 'temporarily unavailable' : status === 502 ? 'an upstream failed' : 'internal error';
+          retryAfter !== undefined
+            ? err.message
+            : status === 503
+              ? 'temporarily unavailable'
+              : status === 502
+                ? 'an upstream failed'
+                : 'internal error';
         return sendError(reply, status, err.code, reason);
       }
       // A miss is routine (Nix asks for every path it might substitute), so only at debug.

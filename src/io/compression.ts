@@ -1,11 +1,10 @@
-import { createRequire } from 'node:module';
-import { PassThrough, type Transform } from 'node:stream';
+import { PassThrough, Readable, type Transform } from 'node:stream';
 import { brotliDecompressSync, createBrotliDecompress, createGunzip, gunzipSync } from 'node:zlib';
 import zstd from 'zstd-napi';
 import { NarhubError } from '../errors.js';
 import { CodecStream } from './codec-thread/codec-stream.js';
-import { XZ_MEMLIMIT } from './codecs/xz-memlimit.js';
 import { zstdDecompressSmall } from './codecs/zstd.js';
+import { readSmallBody } from './read-small-body.js';
 
 /** The compressions narhub accepts (docs/protocol.md, Compression); Nix's others need libarchive or external tools. */
 export const COMPRESSIONS = ['none', 'xz', 'bzip2', 'gzip', 'zstd', 'br'] as const;
@@ -40,11 +39,6 @@ export function compressionOfEncoding(encoding: string | undefined): Compression
     throw new NarhubError('BAD_REQUEST', `unsupported Content-Encoding ${JSON.stringify(encoding.slice(0, 40))}`);
   return encoding;
 }
-
-// lzma-native ships no types: load it through require with the narrow shape we use, rather
-// than an ambient declaration elsewhere in the tree.
-const require = createRequire(import.meta.url);
-const lzma = require('lzma-native') as { createDecompressor(options?: { memlimit?: number }): Transform };
 
 /** The first 16 bytes of every NAR: str("nix-archive-1") starts with len 13 and "nix-arch". */
 const NAR_MAGIC = Uint8Array.from([0x0d, 0, 0, 0, 0, 0, 0, 0, ...Buffer.from('nix-arch')]);
@@ -87,11 +81,14 @@ export function sniffCompression(head: Uint8Array, hint?: string): Compression |
 }
 
 /**
- * A Transform from compressed to raw bytes. zlib and xz work off the event loop (libuv pool /
- * lzma-native's thread); zstd runs natively per chunk on the main thread, which is fast enough
- * (GB/s) that a 64 KiB chunk costs tens of microseconds. bzip2 has only a pure-JavaScript
- * decoder (unbzip2-stream's, under 10 MB/s, hundreds of ms per 900 kB block), so it runs on a
- * codec thread (`codec-thread/codec-stream.ts`); corrupt input still fails the stream.
+ * A Transform from compressed to raw bytes. zlib works off the event loop (libuv pool); zstd
+ * runs natively per chunk on the main thread, which is fast enough (GB/s) that a 64 KiB chunk
+ * costs tens of microseconds. xz and bzip2 run on a codec thread (`codec-thread/codec-stream.ts`):
+ * bzip2 because its only decoder is pure JavaScript (under 10 MB/s, hundreds of ms per 900 kB
+ * block); xz because liblzma, through lzma-native, decodes all it is given at once and queues the
+ * output whether or not anyone reads it (a 39 KB log of 256 MiB of zeros took the server from
+ * 107 MB to 670 MB RSS, however early its reader stopped), while the codec thread feeds it
+ * 1 KiB at a time and stops once its output waits unread. Corrupt input fails the stream.
  */
 export function createDecompressor(c: Compression): Transform {
   switch (c) {
@@ -104,9 +101,27 @@ export function createDecompressor(c: Compression): Transform {
     case 'zstd':
       return new zstd.DecompressStream(); // handles multiple and skippable frames
     case 'xz':
-      return lzma.createDecompressor({ memlimit: XZ_MEMLIMIT });
     case 'bzip2':
-      return new CodecStream({ codec: 'decompress', compression: 'bzip2' });
+      return new CodecStream({ codec: 'decompress', compression: c });
+  }
+}
+
+/**
+ * A small compressed body (narinfo, log, listing) decoded whole, refusing more than `max` bytes
+ * of output (`BODY_TOO_LARGE`): the decoder is destroyed at once then, so a body that expands a
+ * thousandfold costs the limit, not what it would expand to. Corrupt input rejects with the
+ * decoder's own error.
+ */
+export async function decompressBounded(data: Buffer, c: Compression, max: number): Promise<Buffer> {
+  if (c === 'none') return readSmallBody(Readable.from([data]), max);
+  const decoder = createDecompressor(c);
+  decoder.on('error', () => undefined);
+  decoder.end(data);
+  try {
+    return await readSmallBody(decoder, max);
+  } catch (err) {
+    decoder.destroy();
+    throw err;
   }
 }
 

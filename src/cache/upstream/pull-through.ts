@@ -7,9 +7,8 @@ import { pipeline } from 'node:stream/promises';
 import { isNarhubError, NarhubError } from '../../errors.js';
 import type { NarInfo } from '../../nix/narinfo.js';
 import { createByteLimit } from '../../io/byte-limit.js';
-import { createDecompressor, type Compression } from '../../io/compression.js';
+import { decompressBounded, type Compression } from '../../io/compression.js';
 import { mapLimit } from '../../io/map-limit.js';
-import { readSmallBody } from '../../io/read-small-body.js';
 import type { CacheRow } from '../../db/caches-repo.js';
 import type { NarRow, NarsRepo } from '../../db/nars-repo.js';
 import type { PathsRepo } from '../../db/paths-repo.js';
@@ -213,9 +212,7 @@ export function createPullThrough(deps: {
       throw new NarhubError('NARINFO_INVALID', `unknown Content-Encoding ${JSON.stringify(encoding)}`);
     }
     const body = await readUpstreamBody(response, MAX_NARINFO_BYTES);
-    const decoder = createDecompressor(compression);
-    decoder.end(body);
-    return (await readSmallBody(decoder, MAX_NARINFO_BYTES)).toString('utf8');
+    return (await decompressBounded(body, compression, MAX_NARINFO_BYTES)).toString('utf8');
   }
 
   /** Asks each upstream in turn, within the one deadline; the first acceptable answer wins. */

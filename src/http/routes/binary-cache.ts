@@ -1,9 +1,8 @@
-import { Readable } from 'node:stream';
 import { Type, type FastifyPluginAsyncTypebox, type Static } from '@fastify/type-provider-typebox';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { NarhubError } from '../../errors.js';
 import { isValidHashPart } from '../../nix/store-path.js';
-import { compressionOfEncoding, createDecompressor } from '../../io/compression.js';
+import { compressionOfEncoding } from '../../io/compression.js';
 import type { CacheRow } from '../../db/caches-repo.js';
 import type { FileKind } from '../../db/files-repo.js';
 import type { CacheService } from '../../cache/cache-service.js';
@@ -67,21 +66,22 @@ export const binaryCacheRoutes: FastifyPluginAsyncTypebox<BinaryCacheRouteOption
   }
 
   /** A small upload, decoded if the client compressed it. */
-  async function smallBody(request: FastifyRequest): Promise<Buffer> {
+  async function smallBody(request: FastifyRequest, reply: FastifyReply): Promise<Buffer> {
     const raw = await readSmallBody(request.raw, opts.maxSmallFileSize, declaredLength(request));
     // Nix 2.32+ narinfo-compression.
-    return decoded(raw, request.headers['content-encoding']);
+    return decoded(raw, request.headers['content-encoding'], clientGoneSignal(reply));
   }
 
   /** `raw` decoded as its Content-Encoding says (at most maxSmallFileSize); 400 if it is not that. */
-  async function decoded(raw: Buffer, encoding: string | undefined): Promise<Buffer> {
+  async function decoded(raw: Buffer, encoding: string | undefined, signal: AbortSignal): Promise<Buffer> {
     const compression = compressionOfEncoding(encoding);
     if (compression === 'none') return raw;
     try {
-      return await readSmallBody(Readable.from([raw]).pipe(createDecompressor(compression)), opts.maxSmallFileSize);
+      return await service.decodeSmallFile(raw, compression, opts.maxSmallFileSize, signal);
     } catch (err) {
-      // Past the limit is 413; anything else the decoder met is a body that is not `encoding`.
-      if (err instanceof NarhubError && err.code === 'BODY_TOO_LARGE') throw err;
+      // Past the limit is 413, no turn among the xz decodes 503; anything else the decoder met is
+      // a body that is not `encoding`.
+      if (err instanceof NarhubError && (err.code === 'BODY_TOO_LARGE' || err.code === 'UNAVAILABLE')) throw err;
       throw new NarhubError('BAD_REQUEST', `body is not valid ${encoding}`);
     }
   }
@@ -159,7 +159,7 @@ export const binaryCacheRoutes: FastifyPluginAsyncTypebox<BinaryCacheRouteOption
       read.bytes === undefined
         ? await readSmallBody(read.stream, opts.maxSmallFileSize)
         : Buffer.from(read.bytes.buffer, read.bytes.byteOffset, read.bytes.byteLength);
-    const body = await decoded(raw, encoding);
+    const body = await decoded(raw, encoding, clientGoneSignal(reply));
     reply.headers({ ...headers, 'content-length': String(body.length) });
     return head ? reply.send() : reply.send(body);
   }
@@ -167,7 +167,7 @@ export const binaryCacheRoutes: FastifyPluginAsyncTypebox<BinaryCacheRouteOption
   async function putSmallFile(request: FastifyRequest, reply: FastifyReply, kind: FileKind, name: string) {
     const body = await readSmallBody(request.raw, opts.maxSmallFileSize, declaredLength(request));
     // Stored as sent, and served with its Content-Encoding: it must be what that says.
-    await decoded(body, request.headers['content-encoding']);
+    await decoded(body, request.headers['content-encoding'], clientGoneSignal(reply));
     await service.files.put(kind, request.cache, name, {
       body,
       contentType: request.headers['content-type'],
@@ -310,7 +310,7 @@ export const binaryCacheRoutes: FastifyPluginAsyncTypebox<BinaryCacheRouteOption
 
     write.put('/:cache/nix-cache-info', { schema: { params: CacheParams } }, async (request, reply) => {
       // Nix writes `StoreDir: …` when it thinks the file is missing; ours is generated. Accept and ignore.
-      await smallBody(request);
+      await smallBody(request, reply);
       return reply.code(204).send();
     });
 
@@ -318,7 +318,7 @@ export const binaryCacheRoutes: FastifyPluginAsyncTypebox<BinaryCacheRouteOption
       const { cache } = request;
       const { hashPart, kind } = splitTopLevel(request.params.file);
       if (kind === 'listing') return putSmallFile(request, reply, 'listing', hashPart);
-      const text = (await smallBody(request)).toString('utf8');
+      const text = (await smallBody(request, reply)).toString('utf8');
       const result = await service.commitNarInfo(cache, hashPart, text);
       request.log.info(
         { cache: cache.name, hashPart, created: result.created },
