@@ -7,6 +7,7 @@ import { readFileSync, readlinkSync, existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { startCacheProxy } from '../helpers/cache-proxy.js';
 import { getNarinfo, verifyNarinfoSig } from '../helpers/http.js';
 import { atLeast, modernNix, type ModernSuite, type NixClient } from '../helpers/modern-nix.js';
 import {
@@ -52,9 +53,19 @@ async function newCache(name: string, flags: string[] = []): Promise<{ url: stri
   return { url: `${server.url}/${name}`, key };
 }
 
-const EXPECTED: Record<ModernSuite, { title: string; check: (c: NixClient) => boolean }> = {
-  trixie: { title: 'Nix 2.26 (Debian 13, trixie)', check: (c) => c.version.startsWith('2.26.') },
-  sid: { title: 'Nix 2.34 or newer (Debian unstable, sid)', check: (c) => atLeast(c, '2.34') },
+const EXPECTED: Record<ModernSuite, { title: string; check: (c: NixClient) => boolean; acceptEncoding: string }> = {
+  // 2.14 to 2.33 send a fixed list.
+  trixie: {
+    title: 'Nix 2.26 (Debian 13, trixie)',
+    check: (c) => c.version.startsWith('2.26.'),
+    acceptEncoding: 'zstd, br, gzip, deflate, bzip2, xz',
+  },
+  // 2.34 and later let libcurl name what it decodes itself.
+  sid: {
+    title: 'Nix 2.34 or newer (Debian unstable, sid)',
+    check: (c) => atLeast(c, '2.34'),
+    acceptEncoding: 'deflate, gzip, br, zstd',
+  },
 };
 
 for (const suite of ['trixie', 'sid'] as const) {
@@ -115,6 +126,33 @@ for (const suite of ['trixie', 'sid'] as const) {
         );
         await assertNar(signed.url, ni.get('URL'), 'xz');
       }
+    });
+
+    const accepts = EXPECTED[suite].acceptEncoding;
+    test(`nix copy --to wire: HEAD, PUT a NAR, its narinfo, refs first; Accept-Encoding: ${accepts}`, async () => {
+      const cache = await newCache(`${suite}-wire`);
+      const proxy = await startCacheProxy(file, server.url);
+      const viaProxy = `${proxy.url}/${suite}-wire`;
+      await writer.run('nix', ['copy', '--to', `${viaProxy}?compression=zstd`, closure.top]);
+      const seen = proxy.requests().map((r) => ({ ...r, url: r.url.slice(`/${suite}-wire/`.length) }));
+      const at = (method: string, url: string) => seen.findIndex((r) => r.method === method && r.url === url);
+      for (const p of closure.paths) {
+        const narinfo = `${hashPart(p)}.narinfo`;
+        const nar = (await getNarinfo(cache.url, p)).narinfo?.get('URL');
+        assert.ok(nar, `${p} was not committed`);
+        const [head, put, commit] = [at('HEAD', nar), at('PUT', nar), at('PUT', narinfo)];
+        assert.ok(head >= 0 && head < put && put < commit, `${p}: HEAD ${head}, PUT ${put}, narinfo ${commit}`);
+      }
+      const commits = closure.paths.map((p) => at('PUT', `${hashPart(p)}.narinfo`));
+      assert.deepEqual(
+        commits,
+        [...commits].sort((a, b) => a - b),
+        'leaf, mid, top: references first',
+      );
+      const gets = seen.filter((r) => r.method === 'GET');
+      assert.ok(gets.length > 0);
+      for (const r of gets) assert.equal(r.headers['accept-encoding'], EXPECTED[suite].acceptEncoding, r.url);
+      assert.ok(!seen.some((r) => r.headers['if-none-match'] !== undefined), 'no conditional requests');
     });
 
     for (const compression of ['zstd', 'none'] as const) {
@@ -196,7 +234,7 @@ for (const suite of ['trixie', 'sid'] as const) {
       assert.match(log.stdout, new RegExp(literal(closure.logLines[2]!)));
     });
 
-    test('a private cache: no token is refused and nothing lands; a read token in netrc substitutes', async () => {
+    test('a private cache: no token is refused, with the reason, and nothing lands; a read token works', async () => {
       const priv = await newCache(`${suite}-priv`, ['--private']);
       await writer.run('nix', ['copy', '--to', `${priv.url}?compression=zstd`, closure.top]);
 
@@ -205,6 +243,10 @@ for (const suite of ['trixie', 'sid'] as const) {
       const refused = await anon.tryRun('nix', ['copy', '--from', priv.url, '--to', anonStore, closure.top]);
       assert.notEqual(refused.code, 0, `an anonymous copy from a private cache must fail:\n${refused.stderr}`);
       assert.equal(existsSync(join(anonStore, closure.top)), false);
+      // Unlike 2.8 (a 401 is a miss there, then "does not appear to be a binary cache"), these
+      // fail on the 401 for nix-cache-info and print narhub's one-line reason.
+      assert.match(refused.stderr, /nix-cache-info': HTTP error 401/);
+      assert.match(refused.stderr, new RegExp(`UNAUTHORIZED: cache ${suite}-priv does not exist or needs a token`));
 
       const { token } = await createToken(server.dataDir, `${suite}-priv`, 'read');
       const reader = await env({ trustedPublicKeys: [priv.key], netrc: [{ host: HOST, password: token }] });
@@ -213,6 +255,39 @@ for (const suite of ['trixie', 'sid'] as const) {
       assertClosureIn(store, closure);
       const info = await reader.run('nix', ['store', 'info', '--store', priv.url]);
       assert.match(info.stdout + info.stderr, /Store URL:/);
+    });
+
+    test('CA derivations: nix copy of the installable uploads realisations, and -j0 gets the outputs', async () => {
+      const ca = { extraConf: ['extra-experimental-features = ca-derivations'] };
+      const builder = await env({ ...ca, netrc: [{ host: HOST, password: server.adminToken }] });
+      const cache = await newCache(`${suite}-ca`);
+      const expr = join(builder.workDir, 'ca.nix');
+      const mk = (name: string, script: string, deps = '') =>
+        `derivation { name = "${name}"; system = builtins.currentSystem; builder = "/bin/sh"; ${deps}
+          __contentAddressed = true; outputHashMode = "recursive"; outputHashAlgo = "sha256";
+          args = [ "-c" "export PATH=/usr/bin:/bin; ${script}" ]; }`;
+      await writeFile(
+        expr,
+        `let dep = ${mk(`ca-dep-${suite}`, 'echo dep > $out')};
+         in ${mk(`ca-top-${suite}`, 'mkdir $out; ln -s $dep $out/dep', 'inherit dep;')}\n`,
+      );
+      const out = (await builder.run('nix-build', ['--no-out-link', expr])).stdout.trim();
+      const realise = async () => {
+        const reader = await env({ ...ca, trustedPublicKeys: [cache.key], substituters: [cache.url] });
+        const store = reader.freshPath('client-store');
+        const res = await reader.tryRun('nix', ['build', '--store', store, '-j0', '--no-link', '-f', expr]);
+        return { res, store };
+      };
+
+      // The output paths alone: a client cannot know a CA derivation's output without its realisation.
+      await builder.run('nix', ['copy', '--to', cache.url, out]);
+      const without = await realise();
+      assert.notEqual(without.res.code, 0, `no realisation uploaded yet:\n${without.res.stderr}`);
+      // `nix copy` of the installable PUTs realisations/<id>.doi beside the paths.
+      await builder.run('nix', ['copy', '--to', cache.url, '-f', expr]);
+      const { res, store } = await realise();
+      assert.equal(res.code, 0, res.stderr);
+      assert.match(readlinkSync(join(store, out, 'dep')), /^\/nix\/store\/[0-9a-z]{32}-ca-dep-/);
     });
 
     test('pull-through: the client substitutes through narhub a closure it wrote to a file:// upstream', async () => {
@@ -260,6 +335,34 @@ function assertClosureIn(store: string, c: Closure): void {
   assert.equal(readFileSync(join(store, mid, 'leaf-path'), 'utf8'), `${leaf}\n`);
   assert.equal(readFileSync(join(store, leaf), 'utf8'), `leaf-${c.nonce}\n`);
 }
+
+test('Nix 2.34 uploads with write-nar-listing, narinfo-/ls-compression=xz (HTTP 2.32+); 2.8 substitutes', async () => {
+  const sid = modernNix('sid');
+  const writer = await createNixEnv(file, { client: sid, netrc: [{ host: HOST, password: server.adminToken }] });
+  const built = await buildClosure(writer, 'modern-meta-compression');
+  const cache = await newCache('meta-xz');
+  const proxy = await startCacheProxy(file, server.url);
+  await writer.run('nix', [
+    'copy',
+    '--to',
+    `${proxy.url}/meta-xz?compression=zstd&write-nar-listing=1&narinfo-compression=xz&ls-compression=xz`,
+    built.top,
+  ]);
+  // The client did send them xz-encoded (narhub decodes them: a narinfo it could not read is refused).
+  const puts = proxy.requests().filter((r) => r.method === 'PUT' && /\.(narinfo|ls)$/.test(r.url));
+  assert.equal(puts.length, 2 * built.paths.length, puts.map((r) => r.url).join('\n'));
+  for (const r of puts) assert.equal(r.headers['content-encoding'], 'xz', r.url);
+  for (const p of built.paths) {
+    const got = await getNarinfo(cache.url, p);
+    assert.equal(got.status, 200, got.body);
+    assert.equal(got.headers.get('content-encoding'), null, "narinfos are narhub's own text, never encoded");
+    assert.ok(verifyNarinfoSig(got.narinfo!, cache.key), got.body);
+  }
+  const reader = await createNixEnv(file, { trustedPublicKeys: [cache.key] });
+  const store = reader.freshPath('client-store');
+  await reader.run('nix', ['copy', '--from', cache.url, '--to', store, built.top]);
+  assertClosureIn(store, built);
+});
 
 // log-compression on HTTP caches is Nix 2.32+; 2.34+ decode only the codings libcurl knows.
 test('a log Nix 2.34 uploads with ?log-compression=xz or br is read by nix log of 2.34, 2.26, 2.8', async () => {

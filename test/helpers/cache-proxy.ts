@@ -1,6 +1,7 @@
 // A reverse proxy in front of a real narhub for the push tests: it counts native uploads per
 // path, answers chosen requests with an error instead (after reading their body, as a busy
 // server would), and can hold uploads mid-body so a test can kill the client at that moment.
+// It also keeps every request's method, URL and headers, to show what a client sent.
 import { createServer, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Cleanup } from './tmp.js';
@@ -18,8 +19,16 @@ export interface Refusal {
   headers?: Record<string, string>;
 }
 
+export interface SeenRequest {
+  method: string;
+  url: string;
+  headers: IncomingMessage['headers'];
+}
+
 export interface CacheProxy {
   url: string;
+  /** Every request that reached the proxy so far, in order. */
+  requests(): SeenRequest[];
   /** Native uploads (`PUT …/paths/<hashPart>`) that reached the proxy for this hash part. */
   uploads(hashPart: string): number;
   /** Requests answered by a refusal so far. */
@@ -39,6 +48,7 @@ const NATIVE_UPLOAD = /^\/api\/v1\/caches\/[^/]+\/paths\/([^/?]+)/;
 export async function startCacheProxy(t: Cleanup, target: string): Promise<CacheProxy> {
   const upstream = new URL(target);
   const uploads = new Map<string, number>();
+  const seen: SeenRequest[] = [];
   const refusals: Refusal[] = [];
   let refused = 0;
   let onHeld: ((hashPart: string) => void) | undefined;
@@ -60,6 +70,7 @@ export async function startCacheProxy(t: Cleanup, target: string): Promise<Cache
   };
 
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers });
     const upload = req.method === 'PUT' ? NATIVE_UPLOAD.exec(req.url ?? '') : null;
     if (upload) uploads.set(upload[1]!, (uploads.get(upload[1]!) ?? 0) + 1);
 
@@ -100,6 +111,7 @@ export async function startCacheProxy(t: Cleanup, target: string): Promise<Cache
   const { port } = server.address() as AddressInfo;
   return {
     url: `http://127.0.0.1:${port}`,
+    requests: () => [...seen],
     uploads: (hashPart) => uploads.get(hashPart) ?? 0,
     refused: () => refused,
     refuse: (refusal) => refusals.push({ ...refusal }),
