@@ -24,6 +24,13 @@ export interface DispatcherOptions {
   onQueue(name: string): Promise<void>;
 }
 
+/**
+ * Events each queue's stream keeps (BullMQ trims it; its default is 10,000). A hub that lags
+ * further behind its spokes than this loses results, which it then has to recover by
+ * reconciling (`EventConsumer.gaps`); 100,000 events take a few tens of MB of Redis.
+ */
+const EVENTS_MAX_LEN = 100_000;
+
 /** BullMQ priority: 1 is served first. Evaluation priorities run from -1000 (last) to 1000 (first). */
 export function bullPriority(priority: number): number {
   return 1001 - Math.max(-1000, Math.min(1000, Math.round(priority)));
@@ -43,7 +50,11 @@ export function createDispatcher(opts: DispatcherOptions) {
     if (!q) {
       // A queue made while Redis is away never becomes usable (BullMQ's set-up fails for good).
       if (redis.state() !== 'ok') throw new NarhubError('UNAVAILABLE', 'Redis is not reachable');
-      q = new Queue<BuildJobData, BuildJobResult>(name, { connection: redis.command, skipWaitingForReady: true });
+      q = new Queue<BuildJobData, BuildJobResult>(name, {
+        connection: redis.command,
+        skipWaitingForReady: true,
+        streams: { events: { maxLen: EVENTS_MAX_LEN } },
+      });
       q.on('error', (err) => redis.reportError(`queue ${name}`, err));
       queues.set(name, q);
     }

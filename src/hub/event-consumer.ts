@@ -1,4 +1,4 @@
-import { QueueEvents } from 'bullmq';
+import { QueueEvents, type QueueEventsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { BuildsRepo } from '../db/builds-repo.js';
@@ -79,6 +79,45 @@ export interface EventConsumerOptions {
 
 const KEY = 'events:';
 
+const STREAM_ID = /^\d+-\d+$/;
+
+/** What a queue's consumer has read of its stream: how many entries, up to which id. */
+interface ReadCount {
+  entries: number;
+  lastId: string;
+  /** At the last check that found the consumer caught up: the stream's entries-added, and `entries`. */
+  baseline?: { added: number; entries: number };
+}
+
+/**
+ * A QueueEvents that counts the stream entries it reads (BullMQ emits each entry once under its
+ * event name, with the entry's id last; the per-job `event:jobId` copies are not counted).
+ */
+class CountingQueueEvents extends QueueEvents {
+  readonly count: ReadCount;
+
+  constructor(name: string, opts: QueueEventsOptions, lastId: string) {
+    super(name, opts);
+    this.count = { entries: 0, lastId };
+  }
+
+  // biome-ignore lint/suspicious/noExplicitAny: BullMQ's emit is typed per listener; this sees them all.
+  override emit(event: any, ...args: any[]): boolean {
+    const id: unknown = args[args.length - 1];
+    if (typeof event === 'string' && !event.includes(':') && typeof id === 'string' && STREAM_ID.test(id)) {
+      this.count.entries++;
+      this.count.lastId = id;
+    }
+    return super.emit(event, ...args);
+  }
+}
+
+/** A flat `XINFO STREAM` reply's field. */
+function field(info: unknown[], name: string): unknown {
+  const at = info.indexOf(name);
+  return at >= 0 ? info[at + 1] : undefined;
+}
+
 /** How often, at most, the id of the last handled event of a queue is written to SQLite. */
 const SAVE_EVERY_MS = 250;
 
@@ -93,7 +132,7 @@ const SAVE_EVERY_MS = 250;
  */
 export function createEventConsumer(opts: EventConsumerOptions) {
   const { redis, state, logger } = opts;
-  const consumers = new Map<string, { events: QueueEvents; progress: QueueProgress; connection: Redis }>();
+  const consumers = new Map<string, { events: CountingQueueEvents; progress: QueueProgress; connection: Redis }>();
   const starting = new Map<string, Promise<void>>();
   let closed = false;
 
@@ -115,10 +154,14 @@ export function createEventConsumer(opts: EventConsumerOptions) {
       state.set(KEY + queue, lastEventId);
     }
     const connection = redis.blocking(`events-${queue}`);
-    const events = new QueueEvents(queue, { connection, lastEventId, autorun: false, blockingTimeout: 5_000 });
+    const events = new CountingQueueEvents(
+      queue,
+      { connection, lastEventId, autorun: false, blockingTimeout: 5_000 },
+      lastEventId,
+    );
     const progress = createQueueProgress((id) => state.set(KEY + queue, id));
     consumers.set(queue, { events, progress, connection });
-    const enqueue = (event: BuildEvent, id: string) =>
+    const enqueue = (event: BuildEvent, id: string) => {
       progress.add(id, event.jobId, () =>
         opts
           .handle(queue, event)
@@ -126,6 +169,7 @@ export function createEventConsumer(opts: EventConsumerOptions) {
             logger.error({ err, queue, event: event.type, jobId: event.jobId }, 'handling a build event failed'),
           ),
       );
+    };
     events.on('active', ({ jobId }, id) => enqueue({ type: 'active', jobId }, id));
     events.on('waiting', ({ jobId, prev }, id) => enqueue({ type: 'waiting', jobId, prev }, id));
     events.on('delayed', ({ jobId }, id) => enqueue({ type: 'delayed', jobId }, id));
@@ -156,6 +200,32 @@ export function createEventConsumer(opts: EventConsumerOptions) {
     /** Queues whose events were consumed before (by this or an earlier process). */
     knownQueues(): string[] {
       return [...state.withPrefix(KEY).keys()];
+    },
+    /**
+     * Queues whose event stream lost entries before this consumer read them (trimmed while the
+     * hub lagged more than the stream keeps): their builds only a reconciliation brings up to
+     * date. Told by counting: whenever the consumer has caught up with its stream, the entries
+     * it read since the previous such check must be as many as the stream added. Each loss is
+     * reported once.
+     */
+    async gaps(): Promise<string[]> {
+      const lost: string[] = [];
+      for (const [queue, { events }] of consumers) {
+        let info: unknown[];
+        try {
+          info = (await redis.command.call('XINFO', 'STREAM', `bull:${queue}:events`)) as unknown[];
+        } catch {
+          continue; // no stream yet, or Redis away: nothing to say now
+        }
+        const c = events.count;
+        // Behind (or already past) the stream as it was: no verdict until a later check.
+        if (c.lastId !== String(field(info, 'last-generated-id'))) continue;
+        const added = Number(field(info, 'entries-added'));
+        const previous = c.baseline;
+        c.baseline = { added, entries: c.entries };
+        if (previous && added - previous.added > c.entries - previous.entries) lost.push(queue);
+      }
+      return lost;
     },
     /** Resolves once every event received so far has been handled. */
     async idle(): Promise<void> {

@@ -265,6 +265,15 @@ export function createHub(opts: HubOptions) {
       // A safety net for jobs whose add failed (Redis away, an earlier attempt still shutting down).
       timer = setInterval(() => {
         if (r.state() !== 'ok') return;
+        // Results the event streams dropped before the hub read them: only the jobs still know.
+        void ev
+          .gaps()
+          .then((queues) => {
+            if (queues.length === 0) return;
+            log.warn({ queues }, 'events were trimmed before the hub read them; reconciling open builds');
+            return resumeNow();
+          })
+          .catch((err: unknown) => log.warn({ err }, 'cannot check the event streams'));
         const stuck = builds
           .open()
           .filter((b) => b.status === 'queued' && !b.enqueued)
