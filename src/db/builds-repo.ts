@@ -107,6 +107,13 @@ export function createBuildsRepo(db: Database) {
   const byOutput = db.prepare<[string], RawBuild>(
     `${SELECT} JOIN build_outputs o ON o.drv_hash = b.drv_hash WHERE o.hash_part = ?`,
   );
+  // One statement for a whole batch: the hashes travel as one JSON array, each looked up by key.
+  const statusAmong = db.prepare<[string], { drv_hash: string; status: BuildStatus; failure_kind: FailureKind | null }>(
+    'SELECT drv_hash, status, failure_kind FROM builds WHERE drv_hash IN (SELECT value FROM json_each(?))',
+  );
+  const unenqueued = db.prepare<[], { drv_hash: string }>(
+    `SELECT drv_hash FROM builds WHERE status = 'queued' AND enqueued = 0 ORDER BY created_at`,
+  );
   const open = db.prepare<[], RawBuild>(`${SELECT} WHERE b.status IN ('queued', 'running') ORDER BY b.created_at`);
   const listAll = db.prepare<[number], RawBuild>(`${SELECT} ORDER BY b.updated_at DESC LIMIT ?`);
   const listStatus = db.prepare<[string, number], RawBuild>(
@@ -180,8 +187,20 @@ export function createBuildsRepo(db: Database) {
       const r = byHash.get(drvHash);
       return r && toBuild(r);
     },
+    /** The status (and failure kind) of those of `drvHashes` that have a record, in one query. */
+    statusAmong(drvHashes: readonly string[]): Map<string, { status: BuildStatus; failureKind: FailureKind | null }> {
+      const found = new Map<string, { status: BuildStatus; failureKind: FailureKind | null }>();
+      if (drvHashes.length === 0) return found;
+      for (const r of statusAmong.all(JSON.stringify(drvHashes)))
+        found.set(r.drv_hash, { status: r.status, failureKind: r.failure_kind });
+      return found;
+    },
     byOutput(hashPart: string): BuildRow[] {
       return byOutput.all(hashPart).map(toBuild);
+    },
+    /** Queued builds without a job (waiting on inputs, or their add failed): hashes only, oldest first. */
+    unenqueued(): string[] {
+      return unenqueued.all().map((r) => r.drv_hash);
     },
     open(): BuildRow[] {
       return open.all().map(toBuild);

@@ -8,6 +8,8 @@ import type { Dispatcher } from './dispatcher.js';
 
 /** Job adds in flight at once: enough to keep Redis busy, never one per build of a large plan. */
 const ENQUEUE_CONCURRENCY = 64;
+/** Builds settled in one transaction by `advance`: a plan of 100,000 is settled in many short ones. */
+const SETTLE_BATCH = 1_000;
 
 export interface BuildGraphOptions {
   db: Database;
@@ -145,9 +147,16 @@ export function createBuildGraph(opts: BuildGraphOptions) {
     enqueue,
     checkEvaluation,
     finishEvaluations,
-    /** Settles builds and adds the jobs of those that became runnable. */
+    /**
+     * Settles builds and adds the jobs of those that became runnable, SETTLE_BATCH at a time (in
+     * the order given, so inputs listed first are settled first), the event loop free between.
+     */
     async advance(hashes: Iterable<string>): Promise<void> {
-      await enqueue(settle(hashes));
+      const list = [...hashes];
+      for (let i = 0; i < list.length; i += SETTLE_BATCH) {
+        await enqueue(settle(list.slice(i, i + SETTLE_BATCH)));
+        await new Promise<void>((resolve) => setImmediate(resolve));
+      }
     },
     /** `build restart`: reopens a finished build and what never ran because of it, and starts what can run. */
     async restart(b: BuildRow): Promise<void> {

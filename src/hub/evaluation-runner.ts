@@ -4,17 +4,16 @@ import type { BuildsRepo } from '../db/builds-repo.js';
 import type { CacheService } from '../cache/cache-service.js';
 import type { CachesRepo } from '../db/caches-repo.js';
 import type { EvaluationsRepo } from '../db/evaluations-repo.js';
-import type { PathsRepo } from '../db/paths-repo.js';
 import type { ProjectsRepo } from '../db/projects-repo.js';
 import type { HubConfig } from '../config/schema.js';
 import { queueName } from '../protocol/build-jobs.js';
 import type { BuildGraph } from './build-graph.js';
 import type { Canceller } from './cancel.js';
 import type { Dispatcher } from './dispatcher.js';
-import { evaluateJobs, flakeRefAt, lockFlake, showDerivations, type EvalLimits } from './evaluator.js';
-import { uploadDerivationClosure } from './derivation-upload.js';
+import { flakeRefAt, type EvalLimits } from './evaluator.js';
+import { nixEvaluationSource, type EvaluationSource } from './evaluation-source.js';
 import type { DrvTexts } from './drv-texts.js';
-import { plan, type PlannedBuild } from './planner.js';
+import { PLAN_BATCH, plan, yieldToLoop, type PlannedBuild } from './planner.js';
 
 export interface EvaluationRunnerOptions {
   db: Database;
@@ -23,7 +22,6 @@ export interface EvaluationRunnerOptions {
   evaluations: EvaluationsRepo;
   builds: BuildsRepo;
   caches: CachesRepo;
-  paths: PathsRepo;
   graph: BuildGraph;
   canceller: Canceller;
   dispatcher: Dispatcher;
@@ -35,6 +33,8 @@ export interface EvaluationRunnerOptions {
   nixEnv?: NodeJS.ProcessEnv | undefined;
   /** Where the `.drv` texts of builds to enqueue are left for their jobs to carry. */
   drvTexts?: DrvTexts;
+  /** Nix by default. */
+  source?: EvaluationSource | undefined;
 }
 
 const base = (p: string) => p.replace(/^\/nix\/store\//, '');
@@ -42,11 +42,13 @@ const hashOf = (p: string) => base(p).slice(0, 32);
 
 /**
  * Runs evaluations, at most `evalWorkers` at a time: lock the flake, find the jobs, read the
- * derivation graph, plan against the cache, upload the derivations to build, record everything
- * in one transaction, then let the build graph enqueue what can run.
+ * derivation graph, plan against the cache, upload the derivations to build, record the builds
+ * wave by wave (in transactions of PLAN_BATCH, the event loop free between them) and let the
+ * build graph enqueue what can run, then record the jobs.
  */
 export function createEvaluationRunner(opts: EvaluationRunnerOptions) {
-  const { db, config, projects, evaluations, builds, caches, paths, graph, logger } = opts;
+  const { db, config, projects, evaluations, builds, caches, graph, logger } = opts;
+  const source = opts.source ?? nixEvaluationSource;
   const pending: number[] = [];
   const running = new Map<number, Promise<void>>();
   const stop = new AbortController();
@@ -97,26 +99,27 @@ export function createEvaluationRunner(opts: EvaluationRunnerOptions) {
         phases[name] = now - mark;
         mark = now;
       };
-      const { lockedUrl, revision } = await lockFlake(flakeRefAt(project.flake, e.ref, e.commitSha), limits);
+      const { lockedUrl, revision } = await source.lock(flakeRefAt(project.flake, e.ref, e.commitSha), limits);
       evaluations.setLocked(id, lockedUrl, revision);
       phase('lockMs');
-      const attrs = await evaluateJobs(lockedUrl, project.attrs, project.systems, limits);
+      const attrs = await source.jobs(lockedUrl, project.attrs, project.systems, limits);
       phase('evalMs');
       const roots = attrs.flatMap((a) => (a.drvPath ? [a.drvPath] : []));
-      const { graph: drvs, errors } = await showDerivations(roots, limits);
+      const { graph: drvs, errors } = await source.derivations(roots, limits);
       phase('graphMs');
       const cacheRow = caches.list().find((c) => c.id === project.cacheId)!;
       const good = roots.filter((r) => !errors.has(r));
-      const p = plan({
+      const p = await plan({
         graph: drvs,
         roots: good,
-        inCache: (out) => paths.get(project.cacheId, hashOf(out)) !== undefined,
-        existing: (h) => builds.get(h),
+        inCache: (outs) => {
+          const missing = new Set(opts.cache.missingPaths(cacheRow, [...outs]));
+          return new Set(outs.filter((o) => !missing.has(o)));
+        },
+        existing: (hashes) => builds.statusAmong(hashes),
       });
       const stayFailed = new Set(['failed', 'dependency-failed']);
-      const toBuild = p.builds.filter(
-        (b) => !(b.action === 'keep' && stayFailed.has(builds.get(b.node.drvHash)?.status ?? '')),
-      );
+      const toBuild = p.builds.filter((b) => !(b.action === 'keep' && stayFailed.has(b.known?.status ?? '')));
 
       // Builds are recorded and started wave by wave (a wave's inputs are all in earlier waves)
       // as soon as the wave's .drvs are in the cache, while the later waves' still upload: the
@@ -140,20 +143,35 @@ export function createEvaluationRunner(opts: EvaluationRunnerOptions) {
       const raised: string[] = [];
       let recordedWaves = 0;
       let advancing: Promise<void> = Promise.resolve();
-      const recordReadyWaves = () => {
-        while (recordedWaves < waves.length && waiting[recordedWaves] === 0) {
-          const wave = waves[recordedWaves++] ?? [];
+      let recording: Promise<void> = Promise.resolve();
+      let recordError: unknown;
+      // A wave is recorded PLAN_BATCH builds per transaction, with the event loop let run between
+      // them: one transaction for a wave of 100,000 would hold the loop for seconds.
+      const recordWave = async (wave: PlannedBuild[]) => {
+        for (let i = 0; i < wave.length; i += PLAN_BATCH) {
+          const chunk = wave.slice(i, i + PLAN_BATCH);
           let recorded = false;
           db.transaction(() => {
             if (ended()) return;
-            for (const b of wave) recordBuild(b);
+            for (const b of chunk) recordBuild(b);
             recorded = true;
           })();
-          if (!recorded) continue;
-          // In order, one wave after the other; a failure to add a job is retried by the graph.
+          if (!recorded) return;
+          // In order, one chunk after the other; a failure to add a job is retried by the graph.
           advancing = advancing
-            .then(() => graph.advance(wave.map((b) => b.node.drvHash)))
+            .then(() => graph.advance(chunk.map((b) => b.node.drvHash)))
             .catch((err: unknown) => log.warn({ err }, 'cannot start builds'));
+          await yieldToLoop();
+        }
+      };
+      const recordReadyWaves = () => {
+        while (recordedWaves < waves.length && waiting[recordedWaves] === 0) {
+          const wave = waves[recordedWaves++] ?? [];
+          recording = recording
+            .then(() => recordWave(wave))
+            .catch((err: unknown) => {
+              recordError ??= err;
+            });
         }
       };
       const recordBuild = (b: PlannedBuild) => {
@@ -199,7 +217,7 @@ export function createEvaluationRunner(opts: EvaluationRunnerOptions) {
             recordReadyWaves();
           },
         };
-        await uploadDerivationClosure(
+        await source.upload(
           opts.cache,
           cacheRow,
           toBuild.map((b) => b.node.drvPath),
@@ -210,22 +228,29 @@ export function createEvaluationRunner(opts: EvaluationRunnerOptions) {
       // Every .drv is in the cache now.
       waiting.fill(0);
       recordReadyWaves();
+      await recording;
+      if (recordError !== undefined) throw recordError;
       if (ended()) throw new Error('the evaluation was cancelled');
-      db.transaction(() => {
-        for (const a of attrs) {
-          const node = a.drvPath ? drvs.get(a.drvPath) : undefined;
-          evaluations.insertJob({
-            evalId: id,
-            attr: a.attr,
-            system: a.system ?? node?.system ?? null,
-            drvPath: a.drvPath ? base(a.drvPath) : null,
-            drvHash: a.drvPath ? hashOf(a.drvPath) : null,
-            outputs: node ? Object.fromEntries(Object.entries(node.outputs).map(([k, v]) => [k, base(v)])) : null,
-            error: a.error ?? (a.drvPath ? (errors.get(a.drvPath) ?? null) : null),
-          });
-        }
-        evaluations.setEvaluated(id);
-      })();
+      // The jobs a batch per transaction too; the evaluation counts as evaluated once all are in.
+      for (let i = 0; i < attrs.length; i += PLAN_BATCH) {
+        db.transaction(() => {
+          for (const a of attrs.slice(i, i + PLAN_BATCH)) {
+            const node = a.drvPath ? drvs.get(a.drvPath) : undefined;
+            evaluations.insertJob({
+              evalId: id,
+              attr: a.attr,
+              system: a.system ?? node?.system ?? null,
+              drvPath: a.drvPath ? base(a.drvPath) : null,
+              drvHash: a.drvPath ? hashOf(a.drvPath) : null,
+              outputs: node ? Object.fromEntries(Object.entries(node.outputs).map(([k, v]) => [k, base(v)])) : null,
+              error: a.error ?? (a.drvPath ? (errors.get(a.drvPath) ?? null) : null),
+            });
+          }
+        })();
+        await yieldToLoop();
+      }
+      if (ended()) throw new Error('the evaluation was cancelled');
+      evaluations.setEvaluated(id);
       phase('recordMs');
       log.info(
         {

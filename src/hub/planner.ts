@@ -25,6 +25,8 @@ export interface PlannedBuild {
   action: PlanAction;
   /** drvHashes of the inputs that must be built first (inputs whose outputs are cached are left out). */
   inputs: string[];
+  /** Its build record as the plan found it (none: `create`). */
+  known: KnownBuild | undefined;
 }
 
 export interface Plan {
@@ -38,10 +40,17 @@ export interface PlanInput {
   graph: DrvGraph;
   /** The .drv paths of the evaluation's jobs. */
   roots: Iterable<string>;
-  /** True when this output path (full) is a valid path of the target cache. */
-  inCache(outputPath: string): boolean;
-  existing(drvHash: string): KnownBuild | undefined;
+  /** Of these output paths (full), the ones that are valid paths of the target cache: one query. */
+  inCache(outputPaths: readonly string[]): Set<string>;
+  /** The build records of these derivations that exist: one query. */
+  existing(drvHashes: readonly string[]): Map<string, KnownBuild>;
 }
+
+/** Derivations looked up at once, and planned between two turns of the event loop. */
+export const PLAN_BATCH = 2_000;
+
+/** Lets the event loop run (requests, BullMQ events) between two batches of synchronous work. */
+export const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 function actionFor(known: KnownBuild | undefined): PlanAction {
   if (!known) return 'create';
@@ -63,46 +72,70 @@ function actionFor(known: KnownBuild | undefined): PlanAction {
  * Walks the derivation graph down from the roots and keeps what must be built: a derivation
  * whose outputs are all valid in the cache is dropped with everything only it needed, whatever
  * the build records say (the cache is the truth; records go stale when paths leave it).
+ *
+ * The walk goes a level at a time, PLAN_BATCH derivations per query to the cache and to the
+ * build records (not one per path), and yields to the event loop between batches, so a plan of
+ * 100,000 derivations never holds the loop for long.
  */
-export function plan(input: PlanInput): Plan {
+export async function plan(input: PlanInput): Promise<Plan> {
   const { graph } = input;
   const needed = new Set<string>();
   const cached = new Set<string>();
   const seen = new Set<string>();
-  const stack = [...input.roots];
-  while (stack.length > 0) {
-    const path = stack.pop()!;
-    if (seen.has(path)) continue;
-    seen.add(path);
+  const nodeOf = (path: string): DrvNode => {
     const node = graph.get(path);
     if (!node) throw new NarhubError('BAD_REQUEST', `derivation ${path} is missing from the derivation graph`);
-    const outputs = Object.values(node.outputs);
-    const allCached =
-      outputs.length > 0
-        ? outputs.every((o) => input.inCache(o))
-        : input.existing(node.drvHash)?.status === 'succeeded';
-    if (allCached) {
-      cached.add(path);
-      continue;
+    return node;
+  };
+  let level = [...new Set(input.roots)];
+  for (const r of level) seen.add(r);
+  while (level.length > 0) {
+    const next: string[] = [];
+    for (let i = 0; i < level.length; i += PLAN_BATCH) {
+      const nodes = level.slice(i, i + PLAN_BATCH).map(nodeOf);
+      const present = input.inCache(nodes.flatMap((n) => Object.values(n.outputs)));
+      // Floating content-addressed outputs have no path: their record says whether they were built.
+      const outputless = nodes.filter((n) => Object.keys(n.outputs).length === 0).map((n) => n.drvHash);
+      const records = outputless.length > 0 ? input.existing(outputless) : new Map<string, KnownBuild>();
+      for (const node of nodes) {
+        const outputs = Object.values(node.outputs);
+        const allCached =
+          outputs.length > 0 ? outputs.every((o) => present.has(o)) : records.get(node.drvHash)?.status === 'succeeded';
+        if (allCached) {
+          cached.add(node.drvPath);
+          continue;
+        }
+        needed.add(node.drvPath);
+        for (const dep of node.inputDrvs) {
+          if (seen.has(dep)) continue;
+          seen.add(dep);
+          next.push(dep);
+        }
+      }
+      await yieldToLoop();
     }
-    needed.add(path);
-    for (const dep of node.inputDrvs) stack.push(dep);
+    level = next;
   }
+  const order = topologicalOrder(graph, needed).filter((path) => needed.has(path));
+  await yieldToLoop();
   const builds: PlannedBuild[] = [];
   // Builds that stay failed: a deterministic failure, and what only failed because of one.
   const staysFailed = new Set<string>();
-  for (const path of topologicalOrder(graph, needed)) {
-    if (!needed.has(path)) continue;
-    const node = graph.get(path)!;
-    const known = input.existing(node.drvHash);
-    const inputs = node.inputDrvs.filter((d) => needed.has(d)).map((d) => graph.get(d)!.drvHash);
-    let action = actionFor(known);
-    if (known?.status === 'failed' && action === 'keep') staysFailed.add(node.drvHash);
-    if (known?.status === 'dependency-failed' && inputs.some((h) => staysFailed.has(h))) {
-      action = 'keep';
-      staysFailed.add(node.drvHash);
+  for (let i = 0; i < order.length; i += PLAN_BATCH) {
+    const nodes = order.slice(i, i + PLAN_BATCH).map((path) => graph.get(path)!);
+    const records = input.existing(nodes.map((n) => n.drvHash));
+    for (const node of nodes) {
+      const known = records.get(node.drvHash);
+      const inputs = node.inputDrvs.filter((d) => needed.has(d)).map((d) => graph.get(d)!.drvHash);
+      let action = actionFor(known);
+      if (known?.status === 'failed' && action === 'keep') staysFailed.add(node.drvHash);
+      if (known?.status === 'dependency-failed' && inputs.some((h) => staysFailed.has(h))) {
+        action = 'keep';
+        staysFailed.add(node.drvHash);
+      }
+      builds.push({ node, action, inputs, known });
     }
-    builds.push({ node, action, inputs });
+    await yieldToLoop();
   }
   return { builds, cached };
 }

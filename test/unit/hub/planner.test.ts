@@ -3,8 +3,9 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { parseShowDerivation } from '../../../src/hub/derivation-graph.js';
-import { plan, type KnownBuild } from '../../../src/hub/planner.js';
+import { parseShowDerivation, type DrvGraph, type DrvNode } from '../../../src/hub/derivation-graph.js';
+import { encodeNix32 } from '../../../src/nix/nix32.js';
+import { PLAN_BATCH, plan, type KnownBuild } from '../../../src/hub/planner.js';
 
 const fixtures = resolve(dirname(fileURLToPath(import.meta.url)), '../../../../test/fixtures/hub');
 const graph = parseShowDerivation(JSON.parse(readFileSync(join(fixtures, 'show-derivation-r.json'), 'utf8')));
@@ -12,7 +13,8 @@ const roots = Object.values(
   JSON.parse(readFileSync(join(fixtures, 'check-drvs.json'), 'utf8')) as Record<string, string>,
 );
 const node = (name: string) => [...graph.values()].find((n) => n.drvPath.endsWith(`-${name}.drv`))!;
-const names = (p: ReturnType<typeof plan>) => p.builds.map((b) => b.node.drvPath.replace(/^.*?-(hub-.*)\.drv$/, '$1'));
+const names = (p: Awaited<ReturnType<typeof plan>>) =>
+  p.builds.map((b) => b.node.drvPath.replace(/^.*?-(hub-.*)\.drv$/, '$1'));
 
 function planWith(opts: { cached?: string[]; known?: Record<string, KnownBuild>; roots?: string[] } = {}) {
   const cachedOutputs = new Set((opts.cached ?? []).flatMap((n) => Object.values(node(n).outputs)));
@@ -20,13 +22,13 @@ function planWith(opts: { cached?: string[]; known?: Record<string, KnownBuild>;
   return plan({
     graph,
     roots: opts.roots ?? roots,
-    inCache: (o) => cachedOutputs.has(o),
-    existing: (h) => known.get(h),
+    inCache: (outs) => new Set(outs.filter((o) => cachedOutputs.has(o))),
+    existing: (hashes) => new Map(hashes.flatMap((h) => (known.has(h) ? [[h, known.get(h)!] as const] : []))),
   });
 }
 
-test('with an empty cache every derivation is built, inputs first, with its build edges', () => {
-  const p = planWith();
+test('with an empty cache every derivation is built, inputs first, with its build edges', async () => {
+  const p = await planWith();
   assert.equal(p.builds.length, 10);
   assert.equal(p.cached.size, 0);
   const order = names(p);
@@ -37,8 +39,8 @@ test('with an empty cache every derivation is built, inputs first, with its buil
   assert.ok(p.builds.every((b) => b.action === 'create'));
 });
 
-test('a derivation whose outputs are in the cache is dropped, and with it what only it needed', () => {
-  const p = planWith({ cached: ['hub-shared', 'hub-chain-3'] });
+test('a derivation whose outputs are in the cache is dropped, and with it what only it needed', async () => {
+  const p = await planWith({ cached: ['hub-shared', 'hub-chain-3'] });
   const order = names(p);
   for (const gone of ['hub-shared', 'hub-chain-3', 'hub-chain-2', 'hub-chain-1'])
     assert.ok(!order.includes(gone), `${gone} is not built`);
@@ -49,15 +51,15 @@ test('a derivation whose outputs are in the cache is dropped, and with it what o
   assert.equal(p.cached.size, 2);
 });
 
-test('everything cached: nothing to build', () => {
+test('everything cached: nothing to build', async () => {
   const all = [...graph.values()].map((n) => n.drvPath.replace(/^.*?-(hub-.*)\.drv$/, '$1'));
-  const p = planWith({ cached: all });
+  const p = await planWith({ cached: all });
   assert.equal(p.builds.length, 0);
   assert.equal(p.cached.size, roots.length);
 });
 
-test('existing records decide between create, retry, reset and keep', () => {
-  const p = planWith({
+test('existing records decide between create, retry, reset and keep', async () => {
+  const p = await planWith({
     known: {
       'hub-fails': { status: 'failed', failureKind: 'build' },
       'hub-chain-1': { status: 'failed', failureKind: 'infrastructure' },
@@ -81,8 +83,8 @@ test('existing records decide between create, retry, reset and keep', () => {
   assert.equal(action('hub-needs-feature'), 'create');
 });
 
-test('a dependency failure is reset when its failed input gets another try', () => {
-  const p = planWith({
+test('a dependency failure is reset when its failed input gets another try', async () => {
+  const p = await planWith({
     known: {
       'hub-fails': { status: 'failed', failureKind: 'infrastructure' },
       'hub-after-fail': { status: 'dependency-failed', failureKind: null },
@@ -93,8 +95,8 @@ test('a dependency failure is reset when its failed input gets another try', () 
   assert.equal(action('hub-after-fail'), 'reset');
 });
 
-test('a succeeded build whose outputs are in the cache is never planned again', () => {
-  const p = planWith({
+test('a succeeded build whose outputs are in the cache is never planned again', async () => {
+  const p = await planWith({
     cached: ['hub-shared'],
     known: { 'hub-shared': { status: 'succeeded', failureKind: null } },
     roots: [node('hub-shared-a').drvPath],
@@ -102,9 +104,48 @@ test('a succeeded build whose outputs are in the cache is never planned again', 
   assert.deepEqual(names(p), ['hub-shared-a']);
 });
 
-test('a root missing from the graph is an error', () => {
-  assert.throws(
+test('a root missing from the graph is an error', async () => {
+  await assert.rejects(
     () => planWith({ roots: ['/nix/store/00000000000000000000000000000000-nope.drv'] }),
     /missing from the derivation graph/,
   );
+});
+
+test('a wide graph is planned with one lookup of each kind per batch, not one per derivation', async () => {
+  // 2.5 batches of leaves under one root each: the leaves' level takes ceil(5000 / PLAN_BATCH) queries.
+  const leaves = PLAN_BATCH * 2.5;
+  const wide: DrvGraph = new Map();
+  const hash = (i: number) => {
+    const bytes = Buffer.alloc(20);
+    bytes.writeUInt32BE(i);
+    return encodeNix32(bytes);
+  };
+  const drv = (i: number) => `/nix/store/${hash(i)}-n${i}.drv`;
+  for (let i = 1; i <= leaves; i++)
+    wide.set(drv(i), {
+      drvPath: drv(i),
+      drvHash: hash(i),
+      system: 'x86_64-linux',
+      requiredFeatures: [],
+      outputs: { out: `/nix/store/${hash(i)}-o${i}` },
+      inputDrvs: [],
+    });
+  const inputs = [...wide.keys()];
+  wide.set(drv(0), { ...(wide.get(drv(1)) as DrvNode), drvPath: drv(0), drvHash: hash(0), inputDrvs: inputs.sort() });
+  const calls = { inCache: [] as number[], existing: [] as number[] };
+  const p = await plan({
+    graph: wide,
+    roots: [drv(0)],
+    inCache: (outs) => {
+      calls.inCache.push(outs.length);
+      return new Set();
+    },
+    existing: (hashes) => {
+      calls.existing.push(hashes.length);
+      return new Map();
+    },
+  });
+  assert.equal(p.builds.length, leaves + 1);
+  assert.deepEqual(calls.inCache, [1, PLAN_BATCH, PLAN_BATCH, PLAN_BATCH / 2]);
+  assert.deepEqual(calls.existing, [PLAN_BATCH, PLAN_BATCH, PLAN_BATCH / 2 + 1]);
 });
