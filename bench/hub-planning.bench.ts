@@ -9,7 +9,6 @@
 // as such and the curve stops there. Never part of `npm test`. Prints a table and one JSON line.
 import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
-import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
@@ -19,6 +18,7 @@ import { createNixEnv } from '../test/helpers/nix.js';
 import { startRedis } from '../test/helpers/redis.js';
 import { jsonLines, runCliOk, startServer, type RunningServer } from '../test/helpers/server.js';
 import { makeTempDir } from '../test/helpers/tmp.js';
+import { measureCurve } from './lib/curve.js';
 import { childPids } from './lib/proc.js';
 
 const { values } = parseArgs({
@@ -151,11 +151,11 @@ function describe(derivations: number, e: Evaluation): string {
 }
 
 async function main(): Promise<void> {
-  const results: (SizeResult | { derivations: number; failed: string })[] = [];
-  for (const size of SIZES) {
-    try {
-      const r = await measure(size);
-      results.push(r);
+  await measureCurve({
+    sizes: SIZES,
+    measure,
+    params: { layers: LAYERS },
+    print(r) {
       for (const [name, e] of [
         ['first', r.first],
         ['again', r.again],
@@ -167,16 +167,8 @@ async function main(): Promise<void> {
         `${String(r.derivations).padStart(7)} server peak RSS ${r.serverPeakRssMb} MB ` +
           `(${perDerivationKb} KB per derivation), Redis peak ${r.redisPeakMb} MB\n`,
       );
-    } catch (err) {
-      const failed = err instanceof Error ? err.message.split('\n')[0]! : String(err);
-      results.push({ derivations: size, failed });
-      process.stdout.write(`${String(size).padStart(7)} did not finish: ${failed}\n`);
-      break;
-    }
-  }
-  const memory = `${(totalmem() / 1024 ** 3).toFixed(0)} GiB`;
-  const machine = `${cpus().length} × ${cpus()[0]?.model.trim()}, ${memory}, Node ${process.version}`;
-  process.stdout.write(`${JSON.stringify({ machine, layers: LAYERS, results })}\n`);
+    },
+  });
 }
 
 main().catch((err: unknown) => {
