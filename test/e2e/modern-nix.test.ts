@@ -3,6 +3,7 @@
 // test drives Debian 12's Nix 2.8. One narhub serves the whole file; each client gets its own
 // caches on it. A test that depends on one version's behaviour says so in its title.
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { readFileSync, readlinkSync, existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -11,6 +12,7 @@ import { startCacheProxy } from '../helpers/cache-proxy.js';
 import { getNarinfo, verifyNarinfoSig } from '../helpers/http.js';
 import { atLeast, modernNix, type ModernSuite, type NixClient } from '../helpers/modern-nix.js';
 import {
+  buildBigPath,
   buildClosure,
   createNixEnv,
   generateKey,
@@ -153,6 +155,22 @@ for (const suite of ['trixie', 'sid'] as const) {
       assert.ok(gets.length > 0);
       for (const r of gets) assert.equal(r.headers['accept-encoding'], EXPECTED[suite].acceptEncoding, r.url);
       assert.ok(!seen.some((r) => r.headers['if-none-match'] !== undefined), 'no conditional requests');
+    });
+
+    test('an 8 MiB NAR goes up (curl 8 sends Expect: 100-continue past 1 MiB) and comes back intact', async () => {
+      const big = await buildBigPath(writer, `modern-big-${suite}`, 8 * 1024 * 1024);
+      const cache = await newCache(`${suite}-big`);
+      const proxy = await startCacheProxy(file, server.url);
+      await writer.run('nix', ['copy', '--to', `${proxy.url}/${suite}-big?compression=zstd`, big]);
+      const narPut = proxy.requests().find((r) => r.method === 'PUT' && r.url.includes('/nar/'));
+      assert.equal(narPut?.headers.expect, '100-continue', JSON.stringify(narPut?.headers));
+
+      const reader = await env({ trustedPublicKeys: [cache.key] });
+      const store = reader.freshPath('client-store');
+      await reader.run('nix', ['copy', '--from', cache.url, '--to', store, big]);
+      await reader.run('nix-store', ['--store', store, '--verify-path', big]);
+      const sha = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
+      assert.equal(sha(join(store, big, 'blob')), sha(join(writer.dir, 'store', big, 'blob')));
     });
 
     for (const compression of ['zstd', 'none'] as const) {
