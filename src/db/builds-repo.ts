@@ -32,6 +32,15 @@ export interface BuildRow {
   updatedAt: number;
 }
 
+/** What a successful build reports: outputs by name (basenames), who built it when, its stored log. */
+export interface BuildSuccess {
+  outputs: Record<string, string> | null;
+  spoke: string | null;
+  startedAt: number | null;
+  finishedAt: number;
+  logPath: string | null;
+}
+
 export interface NewBuild {
   drvHash: string;
   drvPath: string;
@@ -243,17 +252,7 @@ export function createBuildsRepo(db: Database) {
     markWaiting(drvHash: string, attempt: number): boolean {
       return markWaiting.run(Date.now(), drvHash, attempt).changes > 0;
     },
-    succeed(
-      drvHash: string,
-      attempt: number,
-      r: {
-        outputs: Record<string, string> | null;
-        spoke: string | null;
-        startedAt: number | null;
-        finishedAt: number;
-        logPath: string | null;
-      },
-    ): boolean {
+    succeed(drvHash: string, attempt: number, r: BuildSuccess): boolean {
       return (
         succeed.run({ drvHash, attempt, ...r, outputs: r.outputs && JSON.stringify(r.outputs), now: Date.now() })
           .changes > 0

@@ -1,6 +1,6 @@
 import type { Database } from 'better-sqlite3';
 import type { Logger } from 'pino';
-import type { BuildRow, BuildsRepo, FailureKind } from '../db/builds-repo.js';
+import type { BuildRow, BuildsRepo, BuildSuccess, FailureKind } from '../db/builds-repo.js';
 import type { EvaluationsRepo } from '../db/evaluations-repo.js';
 import { mapLimit } from '../io/map-limit.js';
 import type { BuildJobData } from '../protocol/build-jobs.js';
@@ -168,17 +168,7 @@ export function createBuildGraph(opts: BuildGraphOptions) {
     waiting(hash: string, attempt: number): void {
       builds.markWaiting(hash, attempt);
     },
-    async succeeded(
-      hash: string,
-      attempt: number,
-      r: {
-        outputs: Record<string, string> | null;
-        spoke: string | null;
-        startedAt: number | null;
-        finishedAt: number;
-        logPath: string | null;
-      },
-    ): Promise<void> {
+    async succeeded(hash: string, attempt: number, r: BuildSuccess): Promise<void> {
       let changed = false;
       db.transaction(() => {
         changed = builds.succeed(hash, attempt, r);

@@ -1,15 +1,8 @@
 import { parseFailure, type BuildJobResult } from '../protocol/build-jobs.js';
-import type { FailureKind } from '../db/builds-repo.js';
+import type { BuildSuccess, FailureKind } from '../db/builds-repo.js';
 
 /** A spoke's job result, checked: only well-formed fields are believed. */
-export function resultOf(value: unknown): {
-  outputs: Record<string, string> | null;
-  spoke: string | null;
-  attempt: number | null;
-  startedAt: number | null;
-  finishedAt: number;
-  logPath: string | null;
-} {
+export function resultOf(value: unknown): BuildSuccess & { attempt: number | null } {
   const r = (value && typeof value === 'object' ? value : {}) as Partial<BuildJobResult>;
   let outputs: Record<string, string> | null = null;
   if (r.outputs && typeof r.outputs === 'object') {
