@@ -4,6 +4,7 @@ import { NarhubError } from '../../errors.js';
 import type { CacheService } from '../../cache/cache-service.js';
 import type { Hub } from '../../hub/hub-service.js';
 import type { Access } from '../access.js';
+import { openEventStream } from '../event-stream.js';
 import { createHubVisibility } from '../hub-visibility.js';
 import type { ProjectAccess } from '../project-access.js';
 import type { TypeboxApp } from '../typebox-app.js';
@@ -198,23 +199,7 @@ export const hubApiRoutes: FastifyPluginAsyncTypebox<HubApiOptions> = async (app
       const stored = await hub.log(key);
       const controller = new AbortController();
       streams.add(controller);
-      reply.hijack();
-      const res = reply.raw;
-      res.writeHead(200, {
-        'content-type': 'text/event-stream; charset=utf-8',
-        'cache-control': 'no-store',
-        connection: 'keep-alive',
-        'x-accel-buffering': 'no',
-      });
-      const send = (event: string, data: string) => {
-        res.write(
-          `event: ${event}\n${data
-            .split('\n')
-            .map((l) => `data: ${l}`)
-            .join('\n')}\n\n`,
-        );
-      };
-      const keepAlive = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
+      const { res, send } = openEventStream(reply);
       res.on('close', () => controller.abort());
       try {
         if (stored.kind === 'stored') {
@@ -233,7 +218,6 @@ export const hubApiRoutes: FastifyPluginAsyncTypebox<HubApiOptions> = async (app
           send('error', err instanceof NarhubError && err.code !== 'INTERNAL' ? err.message : 'the log stream failed');
         }
       } finally {
-        clearInterval(keepAlive);
         streams.delete(controller);
         res.end();
       }

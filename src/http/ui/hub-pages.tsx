@@ -7,6 +7,7 @@ import type { Forge } from '../../forge/forge-service.js';
 import type { Hub } from '../../hub/hub-service.js';
 import { transitionOf } from '../../hub/records.js';
 import type { BuildView } from '../../hub/views.js';
+import { openEventStream } from '../event-stream.js';
 import { createHubVisibility } from '../hub-visibility.js';
 import type { ProjectAccess } from '../project-access.js';
 import type { TypeboxApp } from '../typebox-app.js';
@@ -94,7 +95,7 @@ export async function hubPages(app: TypeboxApp, ui: UiContext, hub: Hub, forge: 
   app.get('/evaluations/:id/events', { schema: { params: IdParams } }, async (request, reply) => {
     const id = request.params.id;
     if (!readable(request, hub.evaluationCache(id))) throw hidden('evaluation');
-    const res = sse(request, reply);
+    const { res, send } = openEventStream(reply);
     const controller = new AbortController();
     streams.add(controller);
     res.on('close', () => controller.abort());
@@ -103,10 +104,10 @@ export async function hubPages(app: TypeboxApp, ui: UiContext, hub: Hub, forge: 
       while (!controller.signal.aborted) {
         const e = await hub.evaluation(id);
         const fp = JSON.stringify([e.status, e.builds, (e.jobs ?? []).map((j) => j.status)]);
-        if (last !== '' && fp !== last) res.write('event: changed\ndata: \n\n');
+        if (last !== '' && fp !== last) send('changed', '');
         last = fp;
         if (!['pending', 'evaluating', 'building'].includes(e.status)) {
-          res.write('event: end\ndata: \n\n');
+          send('end', '');
           break;
         }
         await new Promise((r) => setTimeout(r, 1000));
@@ -157,17 +158,10 @@ export async function hubPages(app: TypeboxApp, ui: UiContext, hub: Hub, forge: 
 
   app.get('/builds/:hash/log/events', { schema: { params: HashParams } }, async (request, reply) => {
     const b = await buildOf(request, request.params.hash);
-    const res = sse(request, reply);
+    const { res, send } = openEventStream(reply);
     const controller = new AbortController();
     streams.add(controller);
     res.on('close', () => controller.abort());
-    const send = (event: string, data: string) =>
-      res.write(
-        `event: ${event}\n${data
-          .split('\n')
-          .map((l) => `data: ${l}`)
-          .join('\n')}\n\n`,
-      );
     try {
       if (hub.buildIsOpen(b.drvHash))
         for await (const chunk of hub.followLog(b.drvHash, controller.signal)) send('log', chunk);
@@ -261,21 +255,6 @@ export async function hubPages(app: TypeboxApp, ui: UiContext, hub: Hub, forge: 
       return reply.redirect(`/ui/evaluations/${e.id}`, 303);
     },
   );
-}
-
-function sse(request: FastifyRequest, reply: FastifyReply) {
-  reply.hijack();
-  const res = reply.raw;
-  res.writeHead(200, {
-    'content-type': 'text/event-stream; charset=utf-8',
-    'cache-control': 'no-store',
-    connection: 'keep-alive',
-    'x-accel-buffering': 'no',
-  });
-  const keepAlive = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
-  res.on('close', () => clearInterval(keepAlive));
-  request.raw.on('close', () => clearInterval(keepAlive));
-  return res;
 }
 
 /** The last LOG_TAIL_BYTES of a build's log (stored or live so far), read as a stream. */
