@@ -1,6 +1,7 @@
 import { NarhubError } from '../errors.js';
 import type { ProjectAttrSet } from '../db/projects-repo.js';
 import { mapLimit } from '../io/map-limit.js';
+import { isDerivationPath, parseStorePath } from '../nix/store-path.js';
 import { parseShowDerivation, type DrvGraph } from './derivation-graph.js';
 import { nixError, runNix } from './nix-runner.js';
 
@@ -117,7 +118,15 @@ async function evalJson(
   }
 }
 
-const isDrvPath = (v: unknown): v is string => typeof v === 'string' && /^\/nix\/store\/[0-9a-z]{32}-.+\.drv$/.test(v);
+/** Whether `nix eval` printed the path of a derivation: a store path (nix/store-path.ts) ending in `.drv`. */
+function isDrvPath(v: unknown): v is string {
+  if (typeof v !== 'string') return false;
+  try {
+    return isDerivationPath(parseStorePath(v));
+  } catch {
+    return false;
+  }
+}
 
 /**
  * Finds the jobs of a locked flake: the attribute names of each set first, then every member's
