@@ -77,6 +77,7 @@ let
       (systemdArg glob)
     ]) cfg.exclude
     ++ optional cfg.onlyBuiltHere "--only-built-here"
+    ++ optional cfg.uploadUpstreamPaths "--upload-upstream-paths"
     ++ optionals (cfg.maxSize != null) [
       "--max-size"
       (systemdArg cfg.maxSize)
@@ -150,6 +151,16 @@ in
       type = types.bool;
       default = false;
       description = "Push only paths Nix built on this machine, not substituted, copied or added ones.";
+    };
+
+    uploadUpstreamPaths = mkOption {
+      type = types.bool;
+      default = false;
+      description = ''
+        Upload paths the cache lacks even when a key its upstreams are trusted under signs them. By
+        default such a path is skipped once the cache confirms an upstream has it: narhub fetches it
+        from there when a client or an upload needs it.
+      '';
     };
 
     maxSize = mkOption {

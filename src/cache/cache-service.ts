@@ -145,7 +145,18 @@ export function createCacheService(deps: CacheServiceDeps) {
     lock: narLock,
     zstd,
   });
-  const nativeUpload = createNativeUpload({ store, nars, narSync, paths, commit: pathCommit, lock: narLock, zstd });
+  const nativeUpload = createNativeUpload({
+    store,
+    nars,
+    narSync,
+    paths,
+    commit: pathCommit,
+    lock: narLock,
+    zstd,
+    // A pusher skips what the cache's upstreams serve (see upstreamKeyNames): fetched on commit.
+    referencesFromUpstreams: (cache) =>
+      pullThrough.enabled(cache) ? (refs) => pullThrough.fetchPaths(cache, refs) : undefined,
+  });
   // Each xz decode may hold a dictionary of up to 80 MiB (io/codecs/xz-memlimit.ts): only so many
   // run at once, the rest wait their turn without reading their bodies.
   const xzDecodes = createWaitSlots({
@@ -219,6 +230,11 @@ export function createCacheService(deps: CacheServiceDeps) {
       });
       recompressor.committed(cache, result.narId);
       return result;
+    },
+    /** Names of the keys a cache's upstreams are trusted under: what they sign, narhub can fetch. */
+    upstreamKeyNames(cache: CacheRow): string[] {
+      const names = upstreams.list(cache.id).flatMap((u) => u.publicKeys.map((k) => k.slice(0, k.indexOf(':'))));
+      return [...new Set(names)].sort();
     },
     /** Managing each cache's upstreams. */
     upstreams: createUpstreamAdmin({ upstreams }),

@@ -354,11 +354,12 @@ export function createPathCommit(deps: {
      * present, signatures), so an upload bound to fail is refused before its body is read. The
      * commit runs them again. Returns the content address claimed, if any.
      */
-    precheck(cache: CacheRow, hashPart: string, info: NarInfo) {
+    precheck(cache: CacheRow, hashPart: string, info: NarInfo, options: { referencesLater?: boolean } = {}) {
       const storePath = placement(info, hashPart);
       if (paths.get(cache.id, hashPart)) return undefined;
       const claim = claimedContentAddress(info);
-      checkReferences(cache, info, storePath.basename);
+      // Later: the caller brings the missing ones (from upstreams) before the commit checks them.
+      if (options.referencesLater !== true) checkReferences(cache, info, storePath.basename);
       checkSignatures(cache, info);
       return claim;
     },

@@ -90,7 +90,19 @@ interface Receiver {
  * On a failure the rest of the body is drained rather than the connection dropped, so the
  * client always reads why (a dropped connection would look like a transient error and be retried).
  */
-export function createNativeUpload(deps: Receiver & { paths: PathsRepo; commit: PathCommit; lock: KeyedLock }) {
+export function createNativeUpload(
+  deps: Receiver & {
+    paths: PathsRepo;
+    commit: PathCommit;
+    lock: KeyedLock;
+    /**
+     * For a cache with upstreams: brings references (basenames) from them, or fails with
+     * REFERENCE_MISSING. A path whose references are missing is then received first and its
+     * references fetched before its commit (a pusher skips what the upstreams sign).
+     */
+    referencesFromUpstreams?: (cache: CacheRow) => ((refs: string[]) => Promise<void>) | undefined;
+  },
+) {
   const { nars, paths, commit, lock } = deps;
 
   return async function uploadPath(
@@ -102,6 +114,8 @@ export function createNativeUpload(deps: Receiver & { paths: PathsRepo; commit: 
     let info: NarInfo;
     let contentHash: ContentHashSpec | undefined;
     let release = (): void => undefined;
+    const fromUpstreams = deps.referencesFromUpstreams?.(cache);
+    let fetchReferences: ((refs: string[]) => Promise<void>) | undefined;
     try {
       info = parseUploadMetadata(await readFirstLine(body, MAX_METADATA_LINE));
       if (info.narSize > options.maxSize) {
@@ -110,7 +124,13 @@ export function createNativeUpload(deps: Receiver & { paths: PathsRepo; commit: 
           `NAR of ${info.narSize} bytes exceeds the limit of ${options.maxSize} bytes`,
         );
       }
-      contentHash = commit.precheck(cache, hashPart, info)?.needs;
+      try {
+        contentHash = commit.precheck(cache, hashPart, info)?.needs;
+      } catch (err) {
+        if (!isNarhubError(err) || err.code !== 'REFERENCE_MISSING' || fromUpstreams === undefined) throw err;
+        fetchReferences = fromUpstreams;
+        contentHash = commit.precheck(cache, hashPart, info, { referencesLater: true })?.needs;
+      }
       // From here to the commit, GC leaves the path and its references alone.
       release = commit.hold(cache, hashPart, info);
     } catch (err) {
@@ -143,6 +163,10 @@ export function createNativeUpload(deps: Receiver & { paths: PathsRepo; commit: 
         nar = received.nar;
         computed = received.contentHash;
         stored = true;
+      }
+      if (fetchReferences !== undefined) {
+        const self = info.storePath.slice(info.storePath.lastIndexOf('/') + 1);
+        await fetchReferences(info.references.filter((r) => r !== self));
       }
       const withFile: NarInfo = nar ? { ...info, fileHash: nar.fileHash, fileSize: nar.fileSize } : info;
       const result = await commit.commitInfo(cache, hashPart, withFile, computed);

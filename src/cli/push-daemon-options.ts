@@ -18,6 +18,7 @@ export interface DaemonFlagValues {
   'only-built-here'?: boolean | undefined;
   'max-backoff'?: string | undefined;
   'max-size'?: string | undefined;
+  'upload-upstream-paths'?: boolean | undefined;
 }
 
 export interface DaemonSettings {
@@ -27,6 +28,7 @@ export interface DaemonSettings {
   retries: number;
   filter: PathFilter;
   maxBackoffMs: number;
+  uploadUpstreamPaths: boolean;
 }
 
 function bounded(text: string | undefined, flag: string, fallback: number, min: number, max: number): number {
@@ -76,5 +78,6 @@ export function daemonSettings(
     filter,
     maxBackoffMs:
       (values['max-backoff'] === undefined ? 300 : positiveDuration(values['max-backoff'], '--max-backoff')) * 1000,
+    uploadUpstreamPaths: values['upload-upstream-paths'] === true,
   };
 }

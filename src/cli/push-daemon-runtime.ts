@@ -29,6 +29,7 @@ export async function runDrainer(
       jobs: settings.jobs,
       retry: { retries: settings.retries },
       progress: lineProgress(err),
+      uploadUpstreamPaths: settings.uploadUpstreamPaths,
     },
     filter: settings.filter,
     log,

@@ -174,6 +174,15 @@ class CheckedNar extends Transform {
 }
 
 /** narhub's /api/v1 for one cache, over `node:http(s)` with keep-alive connections. */
+const strings = (list: unknown[]) => list.filter((p): p is string => typeof p === 'string');
+
+/** The answer to missing-paths. */
+export interface MissingPaths {
+  missing: string[];
+  /** Names of the keys the cache's upstreams are trusted under: a path signed by one needs no upload. */
+  upstreamKeyNames: string[];
+}
+
 export function createApiClient(
   location: CacheLocation,
   authorization: string | undefined,
@@ -294,34 +303,56 @@ export function createApiClient(
     }
   };
 
-  return {
-    /** One attempt at asking which of `storePaths` the cache lacks. */
-    async missingPaths(storePaths: string[]): Promise<string[]> {
-      const body = Buffer.from(JSON.stringify({ storePaths }));
-      const answer = await onLiveConnection(async () => {
-        const req = open('POST', '/missing-paths', {
-          'content-type': 'application/json',
-          accept: 'application/json',
-          'content-length': body.length,
-        });
-        const answering = readAnswer(req);
-        req.end(body);
-        try {
-          return await answering;
-        } catch (err) {
-          throw isStale(req, err) ? new StaleConnection(err) : connectionFailure(err);
-        }
+  /** POSTs `{storePaths}` to a path of the cache's API and parses the JSON answer. */
+  async function postPaths(path: string, storePaths: string[]): Promise<Record<string, unknown>> {
+    const body = Buffer.from(JSON.stringify({ storePaths }));
+    const answer = await onLiveConnection(async () => {
+      const req = open('POST', path, {
+        'content-type': 'application/json',
+        accept: 'application/json',
+        'content-length': body.length,
       });
-      let parsed: { missing?: unknown };
+      const answering = readAnswer(req);
+      req.end(body);
       try {
-        parsed = JSON.parse(successful(answer).text) as { missing?: unknown };
+        return await answering;
       } catch (err) {
-        if (err instanceof PushFailure) throw err;
-        throw new PushFailure('the server answered missing-paths with something other than JSON', false);
+        throw isStale(req, err) ? new StaleConnection(err) : connectionFailure(err);
       }
+    });
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(successful(answer).text);
+    } catch (err) {
+      if (err instanceof PushFailure) throw err;
+      throw new PushFailure(`the server answered ${path.slice(1)} with something other than JSON`, false);
+    }
+    if (typeof parsed !== 'object' || parsed === null)
+      throw new PushFailure(`the server answered ${path.slice(1)} with something other than an object`, false);
+    return parsed as Record<string, unknown>;
+  }
+
+  return {
+    /**
+     * One attempt at asking which of `storePaths` the cache lacks, and the names of the keys its
+     * upstreams are trusted under (none from a narhub too old to say).
+     */
+    async missingPaths(storePaths: string[]): Promise<MissingPaths> {
+      const parsed = await postPaths('/missing-paths', storePaths);
       if (!Array.isArray(parsed.missing))
         throw new PushFailure('the server answered missing-paths without a "missing" list', false);
-      return parsed.missing.filter((p): p is string => typeof p === 'string');
+      return {
+        missing: strings(parsed.missing),
+        upstreamKeyNames: Array.isArray(parsed.upstreamKeyNames) ? strings(parsed.upstreamKeyNames) : [],
+      };
+    },
+
+    /** One attempt at asking which of `storePaths` (that the cache lacks) its upstreams serve. */
+    async upstreamPaths(storePaths: string[]): Promise<string[]> {
+      const parsed = await postPaths('/upstream-paths', storePaths);
+      if (!Array.isArray(parsed.served))
+        throw new PushFailure('the server answered upstream-paths without a "served" list', false);
+      return strings(parsed.served);
     },
 
     /**

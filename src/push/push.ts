@@ -21,6 +21,12 @@ export interface PushSettings {
    * reported in `leftOut`, not as a failure.
    */
   leaveOut?: ((info: PathInfo) => string | undefined) | undefined;
+  /**
+   * Upload paths the cache lacks even when one of its upstreams signs them (default false: such
+   * a path is skipped, as Attic skips what its upstream cache keys sign, since narhub fetches it
+   * from that upstream when a client or an upload needs it).
+   */
+  uploadUpstreamPaths?: boolean | undefined;
 }
 
 export interface PushOptions extends PushSettings {
@@ -52,6 +58,8 @@ export interface PushReport {
   failed: FailedPath[];
   /** Paths the cache lacks that `leaveOut` kept back, or that need one of those, and why. */
   leftOut: { path: string; reason: string }[];
+  /** Paths the cache lacks that one of its upstreams signs: not uploaded (see `uploadUpstreamPaths`). */
+  fromUpstreams: string[];
   seconds: number;
 }
 
@@ -89,6 +97,7 @@ export async function pushClosure(
   const attempts = options.retry.retries + 1;
 
   const missingList: string[] = [];
+  const upstreamKeys = new Set<string>();
   for (let i = 0; i < closure.length; i += MISSING_QUERY_BATCH) {
     const batch = closure.slice(i, i + MISSING_QUERY_BATCH).map((p) => p.path);
     const answer = await withRetries(
@@ -105,7 +114,8 @@ export async function pushClosure(
         cause?.status,
       );
     });
-    missingList.push(...answer);
+    missingList.push(...answer.missing);
+    for (const name of answer.upstreamKeyNames) upstreamKeys.add(name);
   }
 
   const missing = new Map<string, PathInfo>();
@@ -120,8 +130,28 @@ export async function pushClosure(
     pushed: [],
     failed: [],
     leftOut: [],
+    fromUpstreams: [],
     seconds: 0,
   };
+  if (!options.uploadUpstreamPaths && upstreamKeys.size > 0) {
+    // Signed by an upstream's key, as Attic judges; and, since a key may sign what its cache no
+    // longer (or never) had, confirmed by the server's lookup in its upstreams.
+    const signed = [...missing.values()]
+      .filter((info) => info.signatures.some((sig) => upstreamKeys.has(sig.slice(0, sig.indexOf(':')))))
+      .map((info) => info.path);
+    for (let i = 0; i < signed.length; i += MISSING_QUERY_BATCH) {
+      const served = await withRetries(
+        () => client.upstreamPaths(signed.slice(i, i + MISSING_QUERY_BATCH)),
+        pushRetries(options.retry),
+        ({ attempt, delayMs, error }) =>
+          progress.retrying('(upstream-paths query)', { attempt, of: attempts, delayMs, reason: messageOf(error) }),
+      ).catch(() => [] as string[]); // no answer: upload them, as without upstreams
+      for (const path of served) {
+        if (!missing.delete(path)) continue;
+        report.fromUpstreams.push(path);
+      }
+    }
+  }
   if (options.leaveOut) {
     for (const [path, reason] of leftOutOf(missing, options.leaveOut)) {
       missing.delete(path);

@@ -169,6 +169,7 @@ export function startDrainer(options: DrainerOptions): Drainer {
       `${entries.length} queue entr${entries.length === 1 ? 'y' : 'ies'}, ` +
         `${roots.length} path${roots.length === 1 ? '' : 's'} with a closure of ${report.closure}: ` +
         `${report.pushed.length} uploaded, ${report.present} already in the cache` +
+        (report.fromUpstreams.length > 0 ? `, ${report.fromUpstreams.length} signed by its upstreams` : '') +
         (report.leftOut.length > 0 ? `, ${report.leftOut.length} left out` : '') +
         (report.failed.length > 0 ? `, ${report.failed.length} failed` : ''),
     );

@@ -17,7 +17,7 @@ import {
   type SigningKey,
 } from '../helpers/nix.js';
 import { lines, uploadClosure } from '../helpers/scenario.js';
-import { runCliOk, startServer, type RunningServer } from '../helpers/server.js';
+import { runCli, runCliOk, startServer, type RunningServer } from '../helpers/server.js';
 import { makeTempDir, type Cleanup } from '../helpers/tmp.js';
 import { startS3, type S3Server } from '../helpers/s3.js';
 import { serveCacheDirectory, type UpstreamServer } from '../helpers/upstream-server.js';
@@ -94,6 +94,14 @@ async function missingFrom(server: RunningServer, paths: string[]): Promise<stri
   });
   assert.equal(res.status, 200, await res.clone().text());
   return ((await res.json()) as { missing: string[] }).missing;
+}
+
+/** A new write token for `main`. */
+async function writeToken(server: RunningServer): Promise<string> {
+  const created = await runCliOk(['token', 'create', '--cache', 'main', '--perm', 'write', '--json'], {
+    dataDir: server.dataDir,
+  });
+  return (JSON.parse(created.stdout) as { token: string }).token;
 }
 
 async function allCommitted(server: RunningServer, paths: string[]): Promise<void> {
@@ -241,18 +249,47 @@ test('nix copy --to narhub succeeds when an upstream offers the dependencies, na
   const [leaf, mid, top] = closure.paths as [string, string, string];
   await up.copy(mid);
   const narhub = await narhubWith(t, [{ url: up.server.url, publicKeys: [up.key.publicKey] }]);
-  const { token } = JSON.parse(
-    (
-      await runCliOk(['token', 'create', '--cache', 'main', '--perm', 'write', '--json'], {
-        dataDir: narhub.dataDir,
-      })
-    ).stdout,
-  ) as { token: string };
+  const token = await writeToken(narhub);
   const pusher = await createNixEnv(t, { netrc: [{ host: '127.0.0.1', password: token }] });
   await pusher.run('nix', ['copy', '--to', narhub.cacheUrl, top]);
   // Nix uploaded top alone (the upstream made leaf and mid look present); narhub fetched them.
   assert.equal(up.server.count(`/${hashPart(top)}.narinfo`), 1);
   assert.deepEqual(await missingFrom(narhub, [leaf, mid, top]), []);
+});
+
+test('narhub push skips what an upstream serves: narhub fetches it, Nix substitutes it all', async (t) => {
+  const up = await directoryUpstream(t);
+  const dep = await buildClosure(up.builder, 'from-upstream');
+  await up.copy(dep.top);
+  const narhub = await narhubWith(t, [{ url: up.server.url, publicKeys: [up.key.publicKey] }]);
+  const token = await writeToken(narhub);
+  // Built here, unsigned, referring to the upstream's closure (signed by its key in the store).
+  const pusher = await createNixEnv(t, { netrc: [{ host: '127.0.0.1', password: token }] });
+  const expr = join(pusher.workDir, 'own.nix');
+  await writeFile(
+    expr,
+    `derivation { name = "own-${dep.nonce}"; system = builtins.currentSystem; builder = "/bin/sh";
+      args = [ "-c" "echo \${builtins.storePath "${dep.top}"} > $out" ]; }`,
+  );
+  const own = (await pusher.run('nix-build', ['--no-out-link', expr])).stdout.trim();
+
+  const res = await runCli(['push', narhub.cacheUrl, own], { env: pusher.env, timeoutMs: 120_000 });
+  assert.equal(res.code, 0, res.stderr);
+  assert.match(res.stderr, /pushed 1 paths .* 0 already there; 3 signed by its upstreams, not uploaded/);
+  // narhub fetched the three at the commit of the path referring to them.
+  for (const p of dep.paths) assert.equal(up.server.count(`/${hashPart(p)}.narinfo`), 1, p);
+  assert.deepEqual(await missingFrom(narhub, [...dep.paths, own]), []);
+
+  const c = await client(t, narhub);
+  const got = await realise(c, narhub.cacheUrl, own);
+  assert.equal(got.code, 0, got.stderr);
+
+  // A path the upstream's key signs but the upstream does not have is uploaded.
+  const lone = await buildClosure(up.builder, 'signed-not-served');
+  const again = await runCli(['push', narhub.cacheUrl, lone.top], { env: pusher.env, timeoutMs: 120_000 });
+  assert.equal(again.code, 0, again.stderr);
+  assert.match(again.stderr, /pushed 3 paths .* 0 already there\n/);
+  assert.deepEqual(await missingFrom(narhub, lone.paths), []);
 });
 
 /** Keys of the objects in s3rver's bucket (its files `<key>._S3rver_object`). */

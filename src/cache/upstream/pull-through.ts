@@ -601,6 +601,20 @@ export function createPullThrough(deps: {
      * those paths). Fails with REFERENCE_MISSING naming a path no upstream has.
      */
     fetchPaths,
+    /**
+     * Which of these paths (basenames) the cache lacks and one of its upstreams has, signed by a
+     * key it is trusted under: what a pusher need not upload. The lookups are the narinfo miss's
+     * own (offers recorded, misses remembered), so a commit needing them fetches without asking again.
+     */
+    async offeredAmong(cache: CacheRow, basenames: readonly string[]): Promise<string[]> {
+      const served: string[] = [];
+      await mapLimit([...new Set(basenames)], REFERENCE_CONCURRENCY, async (name) => {
+        if (present(cache, name)) return;
+        const offer = await lookup(cache, name.slice(0, 32));
+        if (offer !== undefined && basename(offer.info.storePath) === name) served.push(name);
+      });
+      return served;
+    },
     /** Forgets offers nobody fetched within the offer TTL; how many. */
     sweepOffers(): number {
       return upstreams.removeStaleOffers(Date.now() - settings.offerTtlMs);

@@ -39,7 +39,15 @@ export async function pushCommand(
   const progress = err.isTTY ? ttyProgress(err) : lineProgress(err);
   let report;
   try {
-    report = await push({ location, paths, authorization, jobs, retry: { retries }, progress });
+    report = await push({
+      location,
+      paths,
+      authorization,
+      jobs,
+      retry: { retries },
+      progress,
+      uploadUpstreamPaths: values['upload-upstream-paths'] === true,
+    });
   } catch (e) {
     if (e instanceof PushFailure || isNarhubError(e)) {
       err.write(`narhub: ${e.message}\n`);
@@ -49,14 +57,21 @@ export async function pushCommand(
   }
 
   const target = `${location.base}/${location.cache}`;
+  const upstreams =
+    report.fromUpstreams.length > 0 ? `; ${report.fromUpstreams.length} signed by its upstreams, not uploaded` : '';
   if (report.pushed.length === 0 && report.failed.length === 0) {
-    err.write(`nothing to push: all ${report.closure} paths are already in ${target}\n`);
+    err.write(
+      upstreams === ''
+        ? `nothing to push: all ${report.closure} paths are already in ${target}\n`
+        : `nothing to push: ${report.present} paths already in ${target}${upstreams}\n`,
+    );
     return 0;
   }
   const bytes = report.pushed.reduce((n, p) => n + p.narSize, 0);
+  const failed = report.failed.length > 0 ? `; ${report.failed.length} failed` : '';
   err.write(
     `pushed ${report.pushed.length} paths (${formatBytes(bytes)}) to ${target} in ${report.seconds.toFixed(1)} s; ` +
-      `${report.present} already there${report.failed.length > 0 ? `; ${report.failed.length} failed` : ''}\n`,
+      `${report.present} already there${upstreams}${failed}\n`,
   );
   if (report.failed.length === 0) return 0;
   err.write(`narhub: could not push ${report.failed.length} path${report.failed.length === 1 ? '' : 's'}:\n`);

@@ -1,5 +1,6 @@
 import { DEFAULT_QUEUE_DIR } from '../../push/push-queue.js';
 import { type Flags, command } from '../command-spec.js';
+import { UPSTREAM_PATHS_FLAG } from './common.js';
 
 /** Where watch-store keeps its cursor and its queue unless told otherwise. */
 export const DEFAULT_WATCH_STATE_DIR = '/var/lib/narhub-push/watch-store';
@@ -64,6 +65,7 @@ const DAEMON_FLAGS = {
       'Never upload a NAR bigger than SIZE (e.g. 2G): such a path the cache lacks, and every path needing it, ' +
       'is left out',
   },
+  ...UPSTREAM_PATHS_FLAG,
   'max-backoff': {
     type: 'string',
     value: 'DURATION',
@@ -73,8 +75,9 @@ const DAEMON_FLAGS = {
 } as const satisfies Flags;
 
 const FILTERS = `A path taken goes with its whole closure, which the cache needs, less what the cache
-already has; --include, --exclude and --only-built-here choose the paths taken, --max-size holds
-back every path of the closure. Paths no longer in the store when their turn comes are skipped.`;
+already has and what its upstreams sign (unless --upload-upstream-paths); --include, --exclude
+and --only-built-here choose the paths taken, --max-size holds back every path of the closure.
+Paths no longer in the store when their turn comes are skipped.`;
 
 export const QUEUE_PUSH = command({
   name: 'queue-push',

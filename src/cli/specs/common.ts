@@ -60,3 +60,13 @@ export const CLIENT_FLAGS = {
 } as const satisfies Flags;
 
 export const JSON_FLAG = { json: { type: 'boolean', help: 'Print JSON instead of text' } } as const satisfies Flags;
+
+/** Whether a push uploads what the cache's upstreams sign (push, push-daemon, watch-store). */
+export const UPSTREAM_PATHS_FLAG = {
+  'upload-upstream-paths': {
+    type: 'boolean',
+    help:
+      'Upload paths the cache lacks even when one of its upstreams signs them (by default they are skipped: narhub ' +
+      'fetches them from that upstream when needed)',
+  },
+} as const satisfies Flags;

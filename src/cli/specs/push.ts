@@ -1,12 +1,15 @@
 import { command } from '../command-spec.js';
+import { UPSTREAM_PATHS_FLAG } from './common.js';
 
 export const PUSH = command({
   name: 'push',
   args: 'CACHE_URL PATH…',
   positionals: { min: 2, max: Number.MAX_SAFE_INTEGER },
   summary: 'Upload the closures of store paths to a cache, skipping what it already has.',
-  description: `Uses narhub's native upload (one request per path, compressed by the server). Progress goes to
-stderr. Exits 0 when every path is in the cache afterwards, 1 when any could not be pushed.`,
+  description: `Uses narhub's native upload (one request per path, compressed by the server). Paths signed by a
+key the cache's upstreams are trusted under are skipped (narhub fetches them itself when needed).
+Progress goes to stderr. Exits 0 when every path is in the cache or its upstreams afterwards, 1 when
+any could not be pushed.`,
   flags: {
     jobs: { type: 'string', short: 'j', value: 'N', default: '4', help: 'Paths uploaded at once (1-64)' },
     retries: {
@@ -27,6 +30,7 @@ stderr. Exits 0 when every path is in the cache afterwards, 1 when any could not
       default: "Nix's: $NIX_CONF_DIR/netrc, ~/.config/nix/netrc, /etc/nix/netrc",
       help: 'netrc file to take the token from',
     },
+    ...UPSTREAM_PATHS_FLAG,
   },
   examples: ['narhub push http://127.0.0.1:8080/main ./result --jobs 8'],
 });

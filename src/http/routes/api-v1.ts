@@ -39,6 +39,16 @@ const MissingPathsBody = Type.Object(
 );
 const MissingPathsAnswer = Type.Object({
   missing: Type.Array(StorePath, { description: 'The asked paths this cache does not have, in the order asked.' }),
+  upstreamKeyNames: Type.Array(Type.String(), {
+    description:
+      "Names of the keys this cache's upstreams are trusted under. A path signed by one needs no upload: " +
+      'narhub fetches it from its upstream when a client or an upload needs it (narhub push skips such paths).',
+  }),
+});
+const UpstreamPathsAnswer = Type.Object({
+  served: Type.Array(StorePath, {
+    description: 'The asked paths the cache lacks and one of its upstreams has (signed by a key it is trusted under).',
+  }),
 });
 const UploadAnswer = Type.Object({
   storePath: Type.String(),
@@ -121,7 +131,33 @@ export const apiV1Routes: FastifyPluginAsyncTypebox<ApiV1RouteOptions> = async (
             missing.push(path);
           }
         }
-        return reply.header('cache-control', 'no-store').send({ missing });
+        const upstreamKeyNames = service.upstreamKeyNames(request.cache);
+        return reply.header('cache-control', 'no-store').send({ missing, upstreamKeyNames });
+      },
+    );
+
+    read.post(
+      '/caches/:cache/upstream-paths',
+      {
+        bodyLimit: MISSING_PATHS_BODY_LIMIT,
+        config: opts.missingPathsPerMinute
+          ? { rateLimit: { max: opts.missingPathsPerMinute, timeWindow: '1 minute' } }
+          : {},
+        schema: {
+          summary: "Which of these store paths the cache's upstreams serve",
+          description:
+            'For paths missing-paths named and a key in its upstreamKeyNames signs: those an upstream has ' +
+            'need no upload (narhub fetches them when a client or an upload needs them). Each is looked up as ' +
+            `a narinfo miss would be. At most ${MISSING_PATHS_PER_REQUEST} paths a request.`,
+          params: CacheParams,
+          body: MissingPathsBody,
+          response: { 200: UpstreamPathsAnswer, '4xx': ErrorBody },
+        },
+      },
+      async (request, reply) => {
+        const byName = new Map(request.body.storePaths.map((p) => [p.slice(p.lastIndexOf('/') + 1), p]));
+        const served = await service.pullThrough.offeredAmong(request.cache, [...byName.keys()]);
+        return reply.header('cache-control', 'no-store').send({ served: served.map((b) => byName.get(b)!) });
       },
     );
   });

@@ -121,9 +121,9 @@ test('missing-paths answers which store paths the cache lacks, in order, without
   const res = await missing(h, [c.storePath, a.storePath, sameHashOtherName, b.storePath, c.storePath]);
   assert.equal(res.statusCode, 200, res.body);
   assert.match(res.headers['content-type'] as string, /^application\/json\b/);
-  assert.deepEqual(JSON.parse(res.body), { missing: [c.storePath, sameHashOtherName] });
+  assert.deepEqual(JSON.parse(res.body), { missing: [c.storePath, sameHashOtherName], upstreamKeyNames: [] });
 
-  assert.deepEqual(JSON.parse((await missing(h, [])).body), { missing: [] });
+  assert.deepEqual(JSON.parse((await missing(h, [])).body), { missing: [], upstreamKeyNames: [] });
 });
 
 test('missing-paths over the most paths one request may hold answers exactly which are missing', async (t) => {
@@ -159,7 +159,7 @@ test('missing-paths needs read rights on a private cache', async (t) => {
   for (const auth of [bearer(h.tokensFor.secret!.read), basic(h.tokensFor.secret!.write)]) {
     const ok = await missing(h, [p.storePath], auth, 'secret');
     assert.equal(ok.statusCode, 200, ok.body);
-    assert.deepEqual(JSON.parse(ok.body), { missing: [] });
+    assert.deepEqual(JSON.parse(ok.body), { missing: [], upstreamKeyNames: [] });
   }
   // A public cache is readable by anyone.
   assert.equal((await missing(h, [p.storePath])).statusCode, 200);
@@ -284,7 +284,10 @@ for (const size of NAR_SIZES) {
     assert.equal((JSON.parse(ls.body) as { version: number }).version, 1);
 
     // The path now counts as present.
-    assert.deepEqual(JSON.parse((await missing(h, [dep.storePath, path.storePath])).body), { missing: [] });
+    assert.deepEqual(JSON.parse((await missing(h, [dep.storePath, path.storePath])).body), {
+      missing: [],
+      upstreamKeyNames: [],
+    });
   });
 }
 

@@ -393,6 +393,7 @@ let
           "*-100%"
         ];
         onlyBuiltHere = true;
+        uploadUpstreamPaths = true;
         maxSize = "2G";
         jobs = 2;
         extraArgs = [

@@ -169,7 +169,7 @@ test('narhub-push post-build-hook: the hook queues, push-daemon as narhub-push; 
     execStart,
     `${PACKAGE}/bin/narhub push-daemon ${CACHE_URL} --queue ${STATE}/queue --token-file %d/token --jobs 2 ` +
       `--include 'narhub-push-eval-*' --include 'my project-*' --exclude '*.drv' --exclude '*-100%%' ` +
-      '--only-built-here --max-size 2G --max-backoff 1m',
+      '--only-built-here --upload-upstream-paths --max-size 2G --max-backoff 1m',
   );
   const hook = value.postBuildHook;
   assert.ok(hook, 'nix.settings.post-build-hook is set');

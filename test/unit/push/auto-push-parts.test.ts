@@ -122,6 +122,25 @@ test('--max-size: a NAR over it is refused for upload, one at or under it is not
   assert.equal(createPathFilter().uploadRejects({ narSize: Number.MAX_SAFE_INTEGER }), undefined);
 });
 
+/** A cache nobody reaches: the fake clients below answer for it. */
+const LOCATION = { base: 'http://127.0.0.1:1', cache: 'main', host: '127.0.0.1' };
+
+/** A fake client's upload: records the path and answers that it was created. */
+const recordUpload = (uploaded: string[]) => async (i: PathInfo) => {
+  uploaded.push(i.path);
+  return { created: true, stored: true, fileSize: i.narSize, narSize: i.narSize };
+};
+
+/** Progress that says nothing. */
+const SILENT: Progress = {
+  start: () => undefined,
+  bytes: () => undefined,
+  pushed: () => undefined,
+  retrying: () => undefined,
+  failed: () => undefined,
+  finish: () => undefined,
+};
+
 test('pushClosure leaveOut holds back a path and what the cache lacks needing it; present ones hold none', async () => {
   const info = (name: string, narSize: number, refs: string[] = []): PathInfo => ({
     path: path(name),
@@ -140,24 +159,16 @@ test('pushClosure leaveOut holds back a path and what the cache lacks needing it
   ];
   const uploaded: string[] = [];
   const client = {
-    missingPaths: async (paths: string[]) => paths.filter((p) => p !== path('big-present')),
-    uploadPath: async (i: PathInfo) => {
-      uploaded.push(i.path);
-      return { created: true, stored: true, fileSize: i.narSize, narSize: i.narSize };
-    },
+    missingPaths: async (paths: string[]) => ({
+      missing: paths.filter((p) => p !== path('big-present')),
+      upstreamKeyNames: [],
+    }),
+    uploadPath: recordUpload(uploaded),
   } as unknown as ApiClient;
-  const silent: Progress = {
-    start: () => undefined,
-    bytes: () => undefined,
-    pushed: () => undefined,
-    retrying: () => undefined,
-    failed: () => undefined,
-    finish: () => undefined,
-  };
   const report = await pushClosure(closure, client, {
-    location: { base: 'http://127.0.0.1:1', cache: 'main', host: '127.0.0.1' },
+    location: LOCATION,
     retry: { retries: 0 },
-    progress: silent,
+    progress: SILENT,
     leaveOut: (i) => (i.narSize > 1000 ? 'too big' : undefined),
   });
   assert.deepEqual(uploaded.sort(), [path('needs-big-present'), path('small')]);
@@ -169,4 +180,51 @@ test('pushClosure leaveOut holds back a path and what the cache lacks needing it
   assert.deepEqual(report.failed, []);
   assert.equal(report.present, 1);
   assert.equal(report.closure, 6);
+});
+
+test('pushClosure skips what an upstream key signs and the server says an upstream has; the rest uploads', async () => {
+  const info = (name: string, sigs: string[], refs: string[] = []): PathInfo => ({
+    path: path(name),
+    narHash: 'sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s',
+    narSize: 10,
+    references: [path(name), ...refs.map(path)],
+    signatures: sigs,
+  });
+  const closure = [
+    info('libc', ['cache.example.org-1:c2lnbmF0dXJl']),
+    // Signed by the upstream's key, but the upstream no longer has it: uploaded after all.
+    info('gone-upstream', ['cache.example.org-1:c2lnbmF0dXJl']),
+    info('own', ['builder-1:c2lnbmF0dXJl'], ['libc', 'gone-upstream']),
+    info('unsigned', [], ['own']),
+  ];
+  const run = async (uploadUpstreamPaths: boolean) => {
+    const uploaded: string[] = [];
+    const asked: string[][] = [];
+    const client = {
+      missingPaths: async (paths: string[]) => ({ missing: paths, upstreamKeyNames: ['cache.example.org-1'] }),
+      upstreamPaths: async (paths: string[]) => {
+        asked.push(paths);
+        return paths.filter((p) => p === path('libc'));
+      },
+      uploadPath: recordUpload(uploaded),
+    } as unknown as ApiClient;
+    const report = await pushClosure(closure, client, {
+      location: LOCATION,
+      retry: { retries: 0 },
+      progress: SILENT,
+      uploadUpstreamPaths,
+    });
+    return { uploaded: uploaded.sort(), asked, report };
+  };
+  const skipping = await run(false);
+  // Only the paths an upstream key signs are asked about.
+  assert.deepEqual(skipping.asked, [[path('libc'), path('gone-upstream')]]);
+  assert.deepEqual(skipping.uploaded, [path('gone-upstream'), path('own'), path('unsigned')].sort());
+  assert.deepEqual(skipping.report.fromUpstreams, [path('libc')]);
+  assert.deepEqual(skipping.report.failed, []);
+  // --upload-upstream-paths: nothing is asked, everything is uploaded.
+  const all = await run(true);
+  assert.deepEqual(all.asked, []);
+  assert.deepEqual(all.uploaded, closure.map((i) => i.path).sort());
+  assert.deepEqual(all.report.fromUpstreams, []);
 });

@@ -245,7 +245,7 @@ test('answers and connection failures are classified: 5xx, 429 and refused conne
   const bad = await failure();
   assert.equal(bad.transient, false);
   assert.equal(bad.message, 'HTTP 400 STORE_PATH_INVALID: storePaths[0]: bad');
-  assert.deepEqual(await client.missingPaths(['/nix/store/x']), ['/nix/store/x']);
+  assert.deepEqual((await client.missingPaths(['/nix/store/x'])).missing, ['/nix/store/x']);
   assert.equal(seenAuth, 'Bearer nh_x');
 
   server.closeAllConnections();

@@ -328,7 +328,7 @@ test('a kept-alive connection the server closed is replaced at once, without a r
   const client = createApiClient(location, undefined, fake.nix);
   t.after(() => client.close());
   for (let round = 0; round < 3; round++) {
-    assert.deepEqual(await client.missingPaths([LEAF]), [LEAF]);
+    assert.deepEqual((await client.missingPaths([LEAF])).missing, [LEAF]);
     server.closeAllConnections();
     let counted = 0;
     const answer = await client.uploadPath(fake.infos[0]!, (n) => (counted += n));
