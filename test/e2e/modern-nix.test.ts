@@ -243,6 +243,35 @@ for (const suite of ['trixie', 'sid'] as const) {
       assert.notEqual(missing.code, 0, 'a path narhub does not have is not valid there');
     });
 
+    test('nix store sign --store narhub adds a signature narhub keeps; nix store verify --store checks', async () => {
+      const signer = await env({ netrc: [{ host: HOST, password: server.adminToken }] });
+      const key = await generateKey(signer, `signer-${suite}-1`);
+      await signer.run('nix', ['store', 'sign', '-k', key.secretKeyFile, '--store', signed.url, '-r', closure.top]);
+      for (const p of closure.paths) {
+        const got = await getNarinfo(signed.url, p);
+        assert.ok(verifyNarinfoSig(got.narinfo!, key.publicKey), `no valid ${key.name} signature:\n${got.body}`);
+        assert.ok(verifyNarinfoSig(got.narinfo!, signed.key), `narhub's own signature is gone:\n${got.body}`);
+      }
+      // A client that did not upload (its narinfo cache would hold its own unsigned copy).
+      for (const trusted of [key.publicKey, signed.key]) {
+        const verifier = await env();
+        const args = ['store', 'verify', '--store', signed.url, '-r', closure.top, '--trusted-public-keys', trusted];
+        await verifier.run('nix', args);
+      }
+      const other = await generateKey(signer, `other-${suite}-2`);
+      const untrusted = await (await env()).tryRun('nix', [
+        'store',
+        'verify',
+        '--store',
+        signed.url,
+        closure.top,
+        '--trusted-public-keys',
+        other.publicKey,
+      ]);
+      assert.notEqual(untrusted.code, 0);
+      assert.match(untrusted.stderr, /is untrusted/);
+    });
+
     test('nix store copy-log --to narhub, then nix log --store narhub prints the build log', async () => {
       const reader = await env();
       const before = await reader.tryRun('nix', ['log', '--store', signed.url, closure.top]);
