@@ -2,12 +2,12 @@
 // `narhub serve` with Redis and a spoke building with Nix. NARHUB_SCREENSHOTS=DIR also saves a
 // screenshot of each page there (docs/screenshots holds the README's).
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { chromium, type Page } from 'playwright-core';
+import { checksFlake, flakeRepo } from '../helpers/forge-hub.js';
 import { freePort, hubApi, startSpoke, waitFor } from '../helpers/hub.js';
 import { createNixEnv } from '../helpers/nix.js';
 import { startRedis } from '../helpers/redis.js';
@@ -18,26 +18,17 @@ const SYSTEM = 'x86_64-linux';
 const CHROMIUM = process.env.NARHUB_CHROMIUM ?? '/usr/bin/chromium';
 
 function flake(nonce: string): string {
-  return `{
-  outputs = { self }:
-    let
-      mk = name: script: derivation {
-        inherit name;
-        system = "${SYSTEM}";
-        builder = "/bin/sh";
-        args = [ "-c" "export PATH=/usr/bin:/bin; echo ui-log ${nonce} \${name}; \${script}" ];
-      };
-    in {
-      checks.${SYSTEM} = {
-        ok = mk "ui-ok" "echo ok > $out";
+  return checksFlake({
+    nonce,
+    tag: 'ui',
+    checks: `{
+        ok = mk "ui-ok" "echo ok > $out" { };
         html-fail = mk "ui-html-fail" ("echo '<script>window.pwned = 1</script><b id=injected>bold</b>'; "
-          + "echo 'this check fails on purpose' >&2; exit 1");
+          + "echo 'this check fails on purpose' >&2; exit 1") { };
         slow = mk "ui-slow" ("for i in 1 2 3 4 5 6 7 8 9 10 11 12; do echo slow-line-$i; sleep 1; done; "
-          + "echo done > $out");
-      };
-    };
-}
-`;
+          + "echo done > $out") { };
+      }`,
+  });
 }
 
 test("the web UI in Chromium: live log, a failed check's reason, login/logout, private projects hidden, logs as text", {
@@ -46,18 +37,7 @@ test("the web UI in Chromium: live log, a failed check's reason, login/logout, p
   const redis = await startRedis(t);
   const hubNix = await createNixEnv(t);
   const dir = await makeTempDir(t, 'narhub-ui-');
-  const repo = join(dir, 'repo');
-  execFileSync('git', ['init', '-q', '-b', 'main', repo]);
-  await writeFile(join(repo, 'flake.nix'), flake(randomBytes(6).toString('hex')));
-  const gitEnv = {
-    ...process.env,
-    GIT_AUTHOR_NAME: 't',
-    GIT_AUTHOR_EMAIL: 't@e',
-    GIT_COMMITTER_NAME: 't',
-    GIT_COMMITTER_EMAIL: 't@e',
-  };
-  execFileSync('git', ['-C', repo, 'add', 'flake.nix'], { env: gitEnv });
-  execFileSync('git', ['-C', repo, 'commit', '-q', '-m', 'ui'], { env: gitEnv });
+  const { repo } = await flakeRepo(dir, flake(randomBytes(6).toString('hex')));
 
   const server = await startServer(t, {
     args: ['--listen', `127.0.0.1:${await freePort()}`, '--redis-url', redis.url],
