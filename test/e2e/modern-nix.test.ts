@@ -192,6 +192,18 @@ for (const suite of ['trixie', 'sid'] as const) {
       });
     }
 
+    test("an upload with a read token fails, the client shows narhub's one-line reason, nothing lands", async () => {
+      const { token } = await createToken(server.dataDir, `${suite}-signed`, 'read');
+      const reader = await env({ netrc: [{ host: HOST, password: token }] });
+      const fileToAdd = join(reader.workDir, 'refused.txt');
+      await writeFile(fileToAdd, `refused by ${suite}\n`);
+      const path = (await reader.run('nix', ['store', 'add-file', fileToAdd])).stdout.trim();
+      const res = await reader.tryRun('nix', ['copy', '--to', signed.url, path]);
+      assert.notEqual(res.code, 0, res.stderr);
+      assert.match(res.stderr, /HTTP error 403[\s\S]*FORBIDDEN: the token has no write rights on cache/);
+      assert.equal((await getNarinfo(signed.url, path)).status, 404);
+    });
+
     test("nix copy --from narhub into a fresh store checks narhub's signature, refuses an unknown key", async () => {
       const reader = await env({ trustedPublicKeys: [signed.key] });
       const store = reader.freshPath('client-store');
