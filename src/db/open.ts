@@ -36,6 +36,7 @@ export function openDatabase(path: string | ':memory:'): Database {
     // lose the last commits but never corrupts the file.
     db.pragma('foreign_keys = ON');
     db.pragma('synchronous = NORMAL');
+    beginImmediateByDefault(db);
     return db;
   } catch (err) {
     db.close();
@@ -43,6 +44,31 @@ export function openDatabase(path: string | ':memory:'): Database {
     const code = isBusy(err) ? 'UNAVAILABLE' : 'CONFIG_INVALID';
     throw new NarhubError(code, `cannot configure database ${path}: ${messageOf(err)}`, { cause: err });
   }
+}
+
+/**
+ * Makes every transaction function of `db` BEGIN IMMEDIATE when called (its `.deferred`
+ * variant stays). The server and admin commands write the same file from separate connections;
+ * in WAL, a DEFERRED transaction that reads and then writes fails at once with
+ * SQLITE_BUSY_SNAPSHOT when another connection committed in between (the busy timeout does not
+ * apply: its snapshot is stale). IMMEDIATE takes the write lock at BEGIN, waiting its turn under
+ * the busy timeout, so whatever it reads stays true until it commits. Every transaction of
+ * narhub's database writes, so none loses by it. Nested calls stay savepoints.
+ */
+function beginImmediateByDefault(db: Database): void {
+  const transaction = db.transaction.bind(db);
+  db.transaction = ((fn: (...args: unknown[]) => unknown) => {
+    // better-sqlite3's variants carry read-only properties: wrap, never assign to them.
+    const variants = transaction(fn);
+    const run = (...args: unknown[]): unknown => variants.immediate(...args);
+    return Object.assign(run, {
+      default: run,
+      deferred: variants.deferred,
+      immediate: variants.immediate,
+      exclusive: variants.exclusive,
+      database: db,
+    });
+  }) as Database['transaction'];
 }
 
 /** How long opens racing on a fresh file keep retrying the switch to WAL. */
