@@ -1,14 +1,9 @@
-import { PassThrough, Readable, type Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { Readable } from 'node:stream';
 import { NarhubError, isNarhubError } from '../errors.js';
-import { formatHash, sha256Hash, sha256Of } from '../nix/hash.js';
+import { formatHash, sha256Of } from '../nix/hash.js';
 import { formatListing } from '../nix/nar/listing.js';
 import { NarParser } from '../nix/nar/nar-parser.js';
-import { createByteLimit } from '../io/byte-limit.js';
 import { compressionsWithExtension, decompressSmall, sniffCompression, type Compression } from '../io/compression.js';
-import { fanOut } from '../io/fan-out.js';
-import { createNarPass } from '../io/nar-pass.js';
-import { Sha256Sink } from '../io/sha256-sink.js';
 import { readHead } from '../io/read-head.js';
 import { readSmallBody } from '../io/read-small-body.js';
 import type { WaitSlots } from '../io/wait-slots.js';
@@ -18,6 +13,7 @@ import type { BlobStore } from '../storage/blob-store.js';
 import { parseNarFileName } from './nar-file-name.js';
 import type { NarSync } from './nar-sync.js';
 import { isAbortLike, mostTelling, rejections } from './upload-failure.js';
+import { corruptInput, putVerifiedNarFile } from './verified-nar-file.js';
 
 export interface IngestOptions {
   signal?: AbortSignal | undefined;
@@ -88,11 +84,8 @@ export async function putSmallNar(
  * rule and hashed (NarHash/NarSize). Only when all of that holds, and the file hash matches
  * the name, does the file appear under its name, recorded as pending until a narinfo claims it.
  *
- * That byte work runs on codec threads (`io/codec-thread/codec-stream.ts`): the file is hashed on
- * one, decoded on another, which hands the NAR straight to a third stream that validates,
- * hashes and lists it (`io/nar-pass.ts`; two threads here share the three). The event
- * loop only moves the uploaded bytes, to the store and to the threads; decoded bytes never
- * reach it. A raw NAR's file hash is its NarHash: it is hashed once.
+ * That byte work runs on codec threads (`verified-nar-file.ts`, which a native upload of a
+ * client's zstd frame shares). Uploads of at most SMALL_UPLOAD_SIZE are checked in memory.
  */
 export function createNarIngest(deps: {
   store: BlobStore;
@@ -152,57 +145,25 @@ export function createNarIngest(deps: {
     options: IngestOptions,
   ): Promise<NarRow> {
     const name = parseNarFileName(fileName);
-    const toStore = new PassThrough({ highWaterMark: 1 << 20 });
-    // The limit holds for the NAR itself too, not only for the bytes received.
-    const { input: narInput, pass: validator } = createNarPass({
-      listing: true,
-      decompress: compression,
-      maxSize: options.maxSize,
-    });
-    const fileHasher = compression === 'none' ? undefined : new Sha256Sink();
-    const validated = validator.result().catch((err: unknown) => {
-      throw corruptInput(err, compression);
-    });
-    // Held so its rejection is observed even if the upload fails first.
-    validated.catch(() => undefined);
-    const fileHashed: Promise<{ hash: string; bytes: number }> = fileHasher
-      ? fileHasher.result().then((f) => ({ hash: formatHash(sha256Hash(f.sha256), 'nix32'), bytes: f.bytes }))
-      : validated.then((nar) => ({ hash: nar.narHash, bytes: nar.narSize }));
-    fileHashed.catch(() => undefined);
-
-    const key = narStorageKey(cache.name, fileName);
-    const stored = store.put(key, toStore, {
+    const { nar, fileSize } = await putVerifiedNarFile(store, narStorageKey(cache.name, fileName), stream, {
+      compression,
+      // The limit holds for the NAR itself too, not only for the bytes received.
+      maxFileSize: options.maxSize,
+      maxNarSize: options.maxSize,
       signal: options.signal,
-      contentType: 'application/x-nix-nar',
-      beforeCommit: async () => {
-        await validated;
-        const fileHash = (await fileHashed).hash;
+      check: ({ fileHash }) => {
         if (fileHash !== `sha256:${name.fileHash}`) {
           throw new NarhubError('FILE_HASH_MISMATCH', `file hash ${fileHash} does not match the name ${fileName}`);
         }
       },
+      pickFailure,
     });
-    stored.catch(() => undefined);
-
-    const targets: Writable[] = [toStore, narInput];
-    if (fileHasher) targets.push(fileHasher);
-    const received = pipeline(
-      stream,
-      createByteLimit(options.maxSize),
-      fanOut(...targets),
-      options.signal ? { signal: options.signal } : {},
-    );
-
-    const results = await Promise.allSettled([received, validated, stored]);
-    const failure = pickFailure(results);
-    if (failure) throw failure;
-    const nar = await validated;
 
     const listingKey =
       nar.listing === undefined ? null : await storeGeneratedListing(store, cache.name, fileName, nar.listing);
 
     narSync.durable(cache.id, fileName);
-    return recordPending(cache, fileName, compression, (await fileHashed).bytes, nar, listingKey);
+    return recordPending(cache, fileName, compression, fileSize, nar, listingKey);
   }
 
   function recordPending(
@@ -294,18 +255,6 @@ function pickFailure(results: PromiseSettledResult<unknown>[]): unknown {
     });
   }
   return found;
-}
-
-/**
- * Whatever the decompressor throws is about the bytes it was fed, which came from the client:
- * a truncated or corrupt stream is the uploader's error (4xx, not retried), however the library
- * words it (liblzma's "No progress is possible", zlib's "unexpected end of file", …). Aborts and
- * our own errors pass through unchanged.
- */
-function corruptInput(err: unknown, compression: Compression): unknown {
-  if (isNarhubError(err) || isAbortLike(err)) return err;
-  const message = err instanceof Error ? err.message.split('\n')[0] : String(err);
-  return new NarhubError('NAR_INVALID', `cannot decompress the body as ${compression}: ${message}`, { cause: err });
 }
 
 export type NarIngest = ReturnType<typeof createNarIngest>;

@@ -1,4 +1,4 @@
-import type { Readable } from 'node:stream';
+import { PassThrough, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { NarhubError, isNarhubError } from '../errors.js';
 import { formatHash, hashesEqual, parseHash, sha256Hash, sha256Of } from '../nix/hash.js';
@@ -7,9 +7,10 @@ import { formatListing } from '../nix/nar/listing.js';
 import { NarContentHasher, type ContentHashResult, type ContentHashSpec } from '../nix/nar/content-hasher.js';
 import { NarParser } from '../nix/nar/nar-parser.js';
 import { createByteLimit } from '../io/byte-limit.js';
-import { zstdCompressSmall } from '../io/compression.js';
+import { decompressSmall, sniffCompression, zstdCompressSmall } from '../io/compression.js';
 import type { KeyedLock } from '../io/keyed-lock.js';
 import { createNarPass } from '../io/nar-pass.js';
+import { readHead } from '../io/read-head.js';
 import { readFirstLine } from '../io/read-line.js';
 import { readSmallBody } from '../io/read-small-body.js';
 import type { CacheRow } from '../db/caches-repo.js';
@@ -21,7 +22,8 @@ import { narStorageKey, putSmallNar, storeGeneratedListing } from './nar-ingest.
 import type { CommitResult, PathCommit } from './narinfo-commit.js';
 import type { NarSync } from './nar-sync.js';
 import { mostTelling, rejections } from './upload-failure.js';
-import { MAX_METADATA_LINE, parseUploadMetadata } from './upload-metadata.js';
+import { type BodyCompression, MAX_METADATA_LINE, parseUploadMetadata } from './upload-metadata.js';
+import { corruptInput, putVerifiedNarFile } from './verified-nar-file.js';
 
 /** zstd settings for files narhub compresses itself (native uploads, recompression). */
 export interface ZstdOptions {
@@ -51,13 +53,15 @@ export interface NativeUploadResult extends CommitResult {
 }
 
 /**
- * One native upload on its way in: the NAR still to be read from `body`, stored as `fileName`;
- * `contentHash`, the hash its CA needs beyond the NarHash, computed in the same pass.
+ * One native upload on its way in: the NAR still to be read from `body` (raw, or the client's
+ * zstd frame: `compression`), stored as `fileName`; `contentHash`, the hash its CA needs beyond
+ * the NarHash, computed in the same pass.
  */
 interface Upload {
   cache: CacheRow;
   fileName: string;
   info: NarInfo;
+  compression: BodyCompression;
   body: Readable;
   options: NativeUploadOptions;
   contentHash: ContentHashSpec | undefined;
@@ -67,6 +71,17 @@ interface Upload {
 interface Received {
   nar: NarRow;
   contentHash: ContentHashResult | undefined;
+}
+
+/**
+ * The most a client's zstd frame of a NAR of `narSize` bytes may take: zstd's own bound for
+ * `narSize` bytes of input (ZSTD_COMPRESSBOUND in zstd.h: incompressible data stored in raw
+ * blocks), and 4 KiB of room for frame headers and a skippable frame. Anything longer is not
+ * such a frame, and is refused before it is all read.
+ */
+function zstdFrameBound(narSize: number): number {
+  const SMALL = 128 * 1024;
+  return narSize + Math.floor(narSize / 256) + (narSize < SMALL ? Math.floor((SMALL - narSize) / 2048) : 0) + 4096;
 }
 
 /** Where a received NAR goes. */
@@ -113,11 +128,12 @@ export function createNativeUpload(
   ): Promise<NativeUploadResult> {
     let info: NarInfo;
     let contentHash: ContentHashSpec | undefined;
+    let compression: BodyCompression;
     let release = (): void => undefined;
     const fromUpstreams = deps.referencesFromUpstreams?.(cache);
     let fetchReferences: ((refs: string[]) => Promise<void>) | undefined;
     try {
-      info = parseUploadMetadata(await readFirstLine(body, MAX_METADATA_LINE));
+      ({ info, body: compression } = parseUploadMetadata(await readFirstLine(body, MAX_METADATA_LINE)));
       if (info.narSize > options.maxSize) {
         throw new NarhubError(
           'BODY_TOO_LARGE',
@@ -157,9 +173,10 @@ export function createNativeUpload(
         // verified copy of this very NAR is here: the body adds nothing.
         drain(body);
       } else {
-        const upload = { cache, fileName, info, body, options, contentHash };
-        const received =
-          info.narSize <= SMALL_NAR_SIZE ? await receiveSmall(deps, upload) : await receive(deps, upload);
+        const upload: Upload = { cache, fileName, info, compression, body, options, contentHash };
+        let received: Received;
+        if (info.narSize <= SMALL_NAR_SIZE) received = await receiveSmall(deps, upload);
+        else received = compression === 'zstd' ? await receiveFrame(deps, upload) : await receive(deps, upload);
         nar = received.nar;
         computed = received.contentHash;
         stored = true;
@@ -176,20 +193,24 @@ export function createNativeUpload(
   };
 }
 
-/** A NAR of at most SMALL_NAR_SIZE bytes: the same checks as `receive`, in memory. */
+/**
+ * A NAR of at most SMALL_NAR_SIZE bytes: the same checks as `receive` and `receiveFrame`, in
+ * memory. A client's zstd frame is decoded and kept as it is; a raw NAR is compressed here.
+ */
 async function receiveSmall(to: Receiver, upload: Upload): Promise<Received> {
-  const { cache, fileName, info, body, options } = upload;
-  let narBytes: Buffer;
+  const { cache, fileName, info, compression, body, options } = upload;
+  const frame = compression === 'zstd';
+  let received: Buffer;
   try {
-    // Refused as soon as it runs past NarSize.
-    narBytes = await readSmallBody(body, info.narSize);
+    // Refused as soon as it runs past what such a NAR (or frame of it) can take.
+    received = await readSmallBody(body, frame ? zstdFrameBound(info.narSize) : info.narSize);
   } catch (err) {
-    if (isNarhubError(err) && err.code === 'BODY_TOO_LARGE')
-      throw new NarhubError('NAR_SIZE_MISMATCH', `the NAR is longer than its NarSize ${info.narSize}`);
+    if (isNarhubError(err) && err.code === 'BODY_TOO_LARGE') throw tooLong(info.narSize, frame);
     if (isNarhubError(err))
       throw new NarhubError('BAD_REQUEST', 'upload aborted before the NAR was complete', { cause: err });
     throw err;
   }
+  const narBytes = frame ? decodeSmallFrame(received, info.narSize) : received;
   options.signal?.throwIfAborted();
   const parser = new NarParser({ listing: true });
   parser.update(narBytes);
@@ -201,12 +222,87 @@ async function receiveSmall(to: Receiver, upload: Upload): Promise<Received> {
     hasher.update(narBytes);
     contentHash = hasher.finish();
   }
-  const file = zstdCompressSmall(narBytes, to.zstd.level);
+  const file = frame ? received : zstdCompressSmall(narBytes, to.zstd.level);
   const listing = nar.listing === undefined ? undefined : formatListing(nar.listing);
   const listingKey = await putSmallNar(to, cache, fileName, file, listing, options.signal);
   const fileHash = formatHash(sha256Of(file), 'nix32');
   const row = recordPending(to.nars, cache, fileName, { fileHash, fileSize: file.length, ...nar, listingKey });
   return { nar: row, contentHash };
+}
+
+/** A small zstd frame, decoded: refused unless it is zstd and decodes to at most `narSize` bytes. */
+function decodeSmallFrame(frame: Buffer, narSize: number): Buffer {
+  checkFrame(frame);
+  let decoded: Buffer | undefined;
+  try {
+    decoded = decompressSmall(frame, 'zstd', narSize);
+  } catch (err) {
+    throw corruptInput(err, 'zstd');
+  }
+  if (decoded === undefined) throw tooLong(narSize, false);
+  return decoded;
+}
+
+/** The body the metadata calls a zstd frame must start like one (a frame or a skippable frame). */
+function checkFrame(head: Buffer): void {
+  if (head.length === 0) throw new NarhubError('NAR_INVALID', 'empty NAR upload');
+  if (sniffCompression(head) !== 'zstd')
+    throw new NarhubError(
+      'COMPRESSION_MISMATCH',
+      'the metadata says compression zstd, but the body is not a zstd frame',
+    );
+}
+
+/**
+ * A NAR the client compressed (metadata `compression: zstd`): its frame is stored exactly as it
+ * comes, in the same one pass a Nix NAR PUT gets (`verified-nar-file.ts`: the frame hashed and
+ * counted, decoded on one codec thread, the NAR validated and hashed on another), and takes its
+ * name only once it decoded to the NAR the metadata announced. narhub compresses nothing: the
+ * server's CPU per GB is decoding and hashing.
+ */
+async function receiveFrame(to: Receiver, upload: Upload): Promise<Received> {
+  const { cache, fileName, info, body, options } = upload;
+  // `pipe`, not pipeline: a failure must not destroy the request (and with it the socket).
+  const gate = new PassThrough();
+  const onAbort = () => gate.destroy(new NarhubError('BAD_REQUEST', 'upload aborted before the NAR was complete'));
+  body.once('aborted', onAbort).once('error', onAbort);
+  body.pipe(gate);
+  try {
+    const { head, stream } = await readHead(gate, 16);
+    checkFrame(head);
+    const { nar, fileHash, fileSize } = await putVerifiedNarFile(
+      to.store,
+      narStorageKey(cache.name, fileName),
+      stream,
+      {
+        compression: 'zstd',
+        maxFileSize: zstdFrameBound(info.narSize),
+        // Decoding past NarSize stops at once: a small frame may decode to any size.
+        maxNarSize: info.narSize,
+        signal: options.signal,
+        contentHash: upload.contentHash,
+        check: (file) => checkNar(info, file.nar.narHash, file.nar.narSize),
+        pickFailure: (results) => pickFailure(results, info.narSize, true),
+      },
+    );
+    const listingKey =
+      nar.listing === undefined ? null : await storeGeneratedListing(to.store, cache.name, fileName, nar.listing);
+    to.narSync.durable(cache.id, fileName);
+    const row = recordPending(to.nars, cache, fileName, {
+      fileHash,
+      fileSize,
+      narHash: nar.narHash,
+      narSize: nar.narSize,
+      listingKey,
+    });
+    return { nar: row, contentHash: nar.contentHash };
+  } catch (err) {
+    body.unpipe(gate);
+    drain(body);
+    throw err;
+  } finally {
+    body.off('aborted', onAbort).off('error', onAbort);
+  }
 }
 
 /**
@@ -246,7 +342,7 @@ async function receive(to: Receiver, upload: Upload): Promise<Received> {
 
   const results = await Promise.allSettled([received, validated, stored]);
   body.off('aborted', onAbort).off('error', onAbort);
-  const failure = pickFailure(results, info.narSize);
+  const failure = pickFailure(results, info.narSize, false);
   if (failure !== undefined) {
     body.unpipe(limit);
     drain(body);
@@ -305,11 +401,24 @@ function drain(body: Readable): void {
   body.resume();
 }
 
-/** The most telling error (mostTelling); running past NarSize is the metadata's fault. */
-function pickFailure(results: PromiseSettledResult<unknown>[], narSize: number): unknown {
+/**
+ * The most telling error (mostTelling); running past NarSize (or past what a frame of such a NAR
+ * can take) is the metadata's fault.
+ */
+function pickFailure(results: PromiseSettledResult<unknown>[], narSize: number, frame: boolean): unknown {
   const errors = rejections(results);
   if (errors.length === 0) return undefined;
-  if (errors.some((e) => isNarhubError(e) && e.code === 'BODY_TOO_LARGE'))
-    return new NarhubError('NAR_SIZE_MISMATCH', `the NAR is longer than its NarSize ${narSize}`);
+  const tooLarge = errors.find((e) => isNarhubError(e) && e.code === 'BODY_TOO_LARGE');
+  // The frame's own limit says "body exceeds"; the decoded NAR's, "the NAR is larger".
+  if (tooLarge) return tooLong(narSize, frame && /^body exceeds/.test((tooLarge as Error).message));
   return mostTelling(errors, 'NAR');
+}
+
+function tooLong(narSize: number, frame: boolean): NarhubError {
+  return new NarhubError(
+    'NAR_SIZE_MISMATCH',
+    frame
+      ? `the zstd frame is longer than any frame of a NAR of its NarSize ${narSize} can be`
+      : `the NAR is longer than its NarSize ${narSize}`,
+  );
 }

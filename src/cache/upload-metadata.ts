@@ -6,14 +6,32 @@ import { isDerivationPath, parseStorePath } from '../nix/store-path.js';
 /** The metadata line may not be longer than this (thousands of references fit easily). */
 export const MAX_METADATA_LINE = 1024 * 1024;
 
-const METADATA_FIELDS = new Set(['storePath', 'narHash', 'narSize', 'references', 'deriver', 'ca', 'sigs']);
+const METADATA_FIELDS = new Set([
+  'storePath',
+  'narHash',
+  'narSize',
+  'references',
+  'deriver',
+  'ca',
+  'sigs',
+  'compression',
+]);
+
+/** How the NAR after the line is sent: raw, or as a zstd frame the client compressed. */
+export type BodyCompression = 'none' | 'zstd';
+
+export interface UploadMetadata {
+  /** What the commit checks, with `url` and the file fields still to be filled in. */
+  info: NarInfo;
+  body: BodyCompression;
+}
 
 /**
  * Parses the metadata line of a native upload (compact JSON: storePath, narHash, narSize,
- * references, and optionally deriver, ca, sigs; paths are full store paths) into the NarInfo
- * the commit checks, with `url`, `compression` and the file fields still to be filled in.
+ * references, and optionally deriver, ca, sigs, and compression, `none` or `zstd`; paths are
+ * full store paths) into the NarInfo the commit checks and how the body is compressed.
  */
-export function parseUploadMetadata(line: Buffer): NarInfo {
+export function parseUploadMetadata(line: Buffer): UploadMetadata {
   let raw: unknown;
   try {
     raw = JSON.parse(line.toString('utf8'));
@@ -76,6 +94,7 @@ export function parseUploadMetadata(line: Buffer): NarInfo {
         });
   const ca = optional('ca', 'a string or null', isString);
   const sigs = optional('sigs', 'an array of strings', isStringArray) ?? [];
+  const body = optional('compression', '"none" or "zstd"', (v): v is BodyCompression => v === 'none' || v === 'zstd');
 
   const info: NarInfo = {
     storePath,
@@ -88,5 +107,5 @@ export function parseUploadMetadata(line: Buffer): NarInfo {
   };
   if (deriver !== undefined) info.deriver = deriver;
   if (ca !== undefined) info.ca = ca;
-  return info;
+  return { info, body: body ?? 'none' };
 }

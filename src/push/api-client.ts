@@ -12,6 +12,8 @@ import { pipeline } from 'node:stream/promises';
 import { parseStorePath } from '../nix/store-path.js';
 import type { CacheLocation } from './cache-url.js';
 import { storeArgs, type NixCommands, type PathInfo } from './closure.js';
+import { type ClientZstd, createNarCompressor } from './nar-compressor.js';
+import { DEFAULT_CLIENT_ZSTD_WORKERS } from '../io/zstd-stream.js';
 import { PushFailure } from './retry.js';
 
 /**
@@ -41,7 +43,15 @@ export interface ApiClientOptions {
   idleTimeoutMs?: number;
   /** Keep-alive connections shared with other clients (a spoke's jobs); `close()` leaves them. */
   agent?: HttpAgent | undefined;
+  /**
+   * How NARs are compressed before they are sent (default zstd level 3, one zstd thread per
+   * core up to 4); null sends them raw, for the server to compress.
+   */
+  zstd?: ClientZstd | null;
 }
+
+/** The client's compression unless told otherwise: zstd's default level. */
+export const DEFAULT_CLIENT_ZSTD: ClientZstd = { level: 3, workers: DEFAULT_CLIENT_ZSTD_WORKERS };
 
 /** Connection-level failures (refused, reset, timed out…): the request may well work next time. */
 function connectionFailure(err: unknown): PushFailure {
@@ -196,6 +206,7 @@ export function createApiClient(
   const ownAgent = options.agent === undefined;
   const agent = options.agent ?? (https ? new HttpsAgent({ keepAlive: true }) : new HttpAgent({ keepAlive: true }));
   const idleTimeoutMs = options.idleTimeoutMs ?? IDLE_TIMEOUT_MS;
+  const zstd = options.zstd === undefined ? DEFAULT_CLIENT_ZSTD : options.zstd;
 
   const open = (method: string, path: string, headers: OutgoingHttpHeaders, signal?: AbortSignal): ClientRequest => {
     const req = request(`${api}${path}`, {
@@ -246,8 +257,9 @@ export function createApiClient(
   };
 
   /**
-   * Sends the metadata line and the NAR (`nix-store --dump PATH`, or `openNar()`) as one PUT;
-   * the whole answer, whatever its status.
+   * Sends the metadata line and the NAR (`nix-store --dump PATH`, or `openNar()`) as one PUT,
+   * the NAR compressed to one zstd frame when the client compresses (then the length is not
+   * known ahead: the body is chunked); the whole answer, whatever its status.
    */
   const sendPath = async (
     info: PathInfo,
@@ -265,7 +277,7 @@ export function createApiClient(
       {
         'content-type': 'application/x-narhub-path',
         accept: 'application/json',
-        'content-length': line.length + info.narSize,
+        ...(zstd ? {} : { 'content-length': line.length + info.narSize }),
       },
       signal,
     );
@@ -282,7 +294,10 @@ export function createApiClient(
     const checked = dump
       ? new CheckedNar('nix-store --dump', info.narSize, onBytes, dump.ended)
       : new CheckedNar('the NAR stream', info.narSize, onBytes, async () => undefined);
-    pipeline(nar, checked, req).catch(() => undefined);
+    // The NAR is checked before it is compressed: what is counted and limited is the NAR itself.
+    (zstd ? pipeline(nar, checked, createNarCompressor(info.narSize, zstd), req) : pipeline(nar, checked, req)).catch(
+      () => undefined,
+    );
     try {
       return await answering;
     } catch (err) {
@@ -357,8 +372,10 @@ export function createApiClient(
 
     /**
      * One attempt at uploading a path: the metadata line, then `nix-store --dump PATH` (or what
-     * `openNar` returns, e.g. a spoke's `nix-store --serve` connection) piped straight into the
-     * request body (Content-Length: the line plus NarSize). `onBytes` hears of every NAR chunk
+     * `openNar` returns, e.g. a spoke's `nix-store --serve` connection) piped into the request
+     * body, as one zstd frame (`compression: zstd` in the line, which the server keeps as it is
+     * once it decoded to this NAR) or raw (Content-Length: the line plus NarSize) when the client
+     * does not compress. `onBytes` hears of every NAR chunk
      * sent. An answer that comes before the NAR is all sent (a refusal, or a path the cache
      * already has) ends the upload there: the dump is stopped and the connection dropped. An
      * error of `openNar`'s stream comes back unchanged.
@@ -378,6 +395,7 @@ export function createApiClient(
       if (info.deriver !== undefined) metadata.deriver = info.deriver;
       if (info.ca !== undefined) metadata.ca = info.ca;
       if (info.signatures.length > 0) metadata.sigs = info.signatures;
+      if (zstd) metadata.compression = 'zstd';
       const line = Buffer.from(`${JSON.stringify(metadata)}\n`);
       const hashPart = parseStorePath(info.path).hashPart;
 

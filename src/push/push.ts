@@ -1,5 +1,6 @@
 import { createApiClient, type ApiClient } from './api-client.js';
 import type { CacheLocation } from './cache-url.js';
+import type { ClientZstd } from './nar-compressor.js';
 import { queryClosure, type NixCommands, type PathInfo } from './closure.js';
 import type { Progress } from './progress.js';
 import { type RetryPolicy, withRetries } from '../io/retry.js';
@@ -35,6 +36,8 @@ export interface PushOptions extends PushSettings {
   /** Value of the Authorization header, if any. */
   authorization?: string | undefined;
   nix?: NixCommands;
+  /** How NARs are compressed before they are sent (`ApiClientOptions.zstd`). */
+  zstd?: ClientZstd | null | undefined;
 }
 
 /** A path that could not be pushed, and whether trying again later may help. */
@@ -74,7 +77,12 @@ export async function push(options: PushOptions): Promise<PushReport> {
   const started = performance.now();
   // Store paths or anything nix resolves to one (e.g. a ./result symlink).
   const closure = await queryClosure(options.paths, options.nix);
-  const client = createApiClient(options.location, options.authorization, options.nix);
+  const client = createApiClient(
+    options.location,
+    options.authorization,
+    options.nix,
+    options.zstd === undefined ? {} : { zstd: options.zstd },
+  );
   try {
     return await pushClosure(closure, client, options, started);
   } finally {

@@ -17,13 +17,16 @@ interface PathInfoJson {
   signatures?: string[];
 }
 
-test('narhub push uploads a signed closure a fresh client substitutes; a second push uploads nothing', async (t) => {
+test('narhub push: client-compressed zstd frames, stored as sent, signed, substituted; again, nothing', async (t) => {
   const server = await startServer(t);
-  const cacheUrl = `${server.url}/main`;
+  // Through a proxy that keeps each upload's body, to compare with what the cache serves.
+  const proxy = await startCacheProxy(t, server.url);
+  const cacheUrl = `${proxy.url}/main`;
   const { token } = await createToken(server.dataDir, 'main', 'write');
   // The token comes from netrc in $NIX_CONF_DIR, as Nix's own would.
   const nix = await createNixEnv(t, { netrc: [{ host: '127.0.0.1', password: token }] });
-  const closure = await buildClosure(nix, 'push');
+  // mid's NAR (3 MB, several zstd jobs) streams through the codec threads at both ends; the others are small.
+  const closure = await buildClosure(nix, 'push', { midBlobBytes: 3_000_000 });
 
   const res = await runCli(['push', cacheUrl, closure.top], { env: nix.env, timeoutMs: PUSH_TIMEOUT_MS });
   assert.equal(res.code, 0, `push failed:\n${res.stderr}`);
@@ -31,12 +34,18 @@ test('narhub push uploads a signed closure a fresh client substitutes; a second 
     assert.match(res.stderr, new RegExp(`^pushed ${p.replace(/[.+]/g, '\\$&')} \\(`, 'm'), res.stderr);
   assert.match(res.stderr, /pushed 3 paths .* 0 already there/);
 
-  // Every path is there, zstd, signed by the cache: as the server says and as Nix reads it.
+  // Every path is there, zstd, signed by the cache: as the server says and as Nix reads it. Its
+  // NAR file is the zstd frame the client sent, byte for byte: the server compressed nothing.
   for (const p of closure.paths) {
     const got = await getNarinfo(cacheUrl, p);
     assert.equal(got.status, 200, `${p}: ${got.body}`);
     assert.equal(got.narinfo!.get('Compression'), 'zstd');
     assert.ok(verifyNarinfoSig(got.narinfo!, server.publicKey), `main-1 Sig verifies for\n${got.body}`);
+    const sent = proxy.uploadBody(p.slice('/nix/store/'.length, '/nix/store/'.length + 32))!;
+    const newline = sent.indexOf(0x0a);
+    assert.equal((JSON.parse(sent.subarray(0, newline).toString()) as { compression?: string }).compression, 'zstd');
+    const file = Buffer.from(await (await fetch(`${server.url}/main/${got.narinfo!.get('URL')}`)).arrayBuffer());
+    assert.ok(file.equals(sent.subarray(newline + 1)), `${p}: the stored file is the frame the client sent`);
   }
   const reader = await createNixEnv(t);
   const remote = JSON.parse(
@@ -63,6 +72,7 @@ test('narhub push uploads a signed closure a fresh client substitutes; a second 
   assert.equal(readFileSync(join(store, top, 'data'), 'utf8'), `top-${closure.nonce}\n`);
   assert.equal(readlinkSync(join(store, top, 'mid')), mid);
   assert.equal(readFileSync(join(store, mid, 'leaf-path'), 'utf8'), `${leaf}\n`);
+  assert.ok(readFileSync(join(store, mid, 'blob')).equals(readFileSync(join(mid, 'blob'))), 'the 3 MB blob');
   assert.equal(readFileSync(join(store, leaf), 'utf8'), `leaf-${closure.nonce}\n`);
   const listed = await client.run('nix', ['path-info', '--store', store, '-r', top]);
   assert.deepEqual(lines(listed.stdout), [...closure.paths].sort());
@@ -164,6 +174,8 @@ test('narhub push refuses bad arguments with usage (exit 2)', async () => {
     ['push', 'http://127.0.0.1:1/main'],
     ['push', 'ftp://x/main', '/nix/store/x'],
     ['push', 'http://127.0.0.1:1/main', '/nix/store/x', '--jobs', '0'],
+    ['push', 'http://127.0.0.1:1/main', '/nix/store/x', '--compression', 'xz'],
+    ['push', 'http://127.0.0.1:1/main', '/nix/store/x', '--zstd-level', '20'],
   ];
   for (const args of cases) {
     const res = await runCli(args);

@@ -1,6 +1,7 @@
 // A reverse proxy in front of a real narhub for the push tests: it counts native uploads per
-// path, answers chosen requests with an error instead (after reading their body, as a busy
-// server would), and can hold uploads mid-body so a test can kill the client at that moment.
+// path and keeps their bodies, answers chosen requests with an error instead (after reading
+// their body, as a busy server would), and can hold uploads mid-body so a test can kill the
+// client at that moment.
 // It also keeps every request's method, URL and headers, to show what a client sent.
 import { createServer, request as httpRequest, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -31,6 +32,8 @@ export interface CacheProxy {
   requests(): SeenRequest[];
   /** Native uploads (`PUT …/paths/<hashPart>`) that reached the proxy for this hash part. */
   uploads(hashPart: string): number;
+  /** The body of the last native upload of this hash part that was forwarded whole. */
+  uploadBody(hashPart: string): Buffer | undefined;
   /** Requests answered by a refusal so far. */
   refused(): number;
   refuse(refusal: Refusal): void;
@@ -49,6 +52,7 @@ export async function startCacheProxy(t: Cleanup, target: string): Promise<Cache
   const upstream = new URL(target);
   const uploads = new Map<string, number>();
   const seen: SeenRequest[] = [];
+  const bodies = new Map<string, Buffer>();
   const refusals: Refusal[] = [];
   let refused = 0;
   let onHeld: ((hashPart: string) => void) | undefined;
@@ -65,6 +69,12 @@ export async function startCacheProxy(t: Cleanup, target: string): Promise<Cache
       },
     );
     out.on('error', () => res.destroy());
+    const upload = req.method === 'PUT' ? NATIVE_UPLOAD.exec(req.url ?? '') : null;
+    if (upload) {
+      const parts = head ? [head] : [];
+      req.on('data', (chunk: Buffer) => parts.push(chunk));
+      req.on('end', () => bodies.set(upload[1]!, Buffer.concat(parts)));
+    }
     if (head) out.write(head);
     req.pipe(out);
   };
@@ -113,6 +123,7 @@ export async function startCacheProxy(t: Cleanup, target: string): Promise<Cache
     url: `http://127.0.0.1:${port}`,
     requests: () => [...seen],
     uploads: (hashPart) => uploads.get(hashPart) ?? 0,
+    uploadBody: (hashPart) => bodies.get(hashPart),
     refused: () => refused,
     refuse: (refusal) => refusals.push({ ...refusal }),
     holdUploads: () => {

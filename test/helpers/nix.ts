@@ -192,10 +192,17 @@ function storeName(label: string): string {
 /**
  * Builds a fresh three-derivation closure into /nix/store with /bin/sh builders:
  * top (dir with a symlink to mid) -> mid (dir with leaf's path in a file, plus an executable) -> leaf (file).
- * Every call uses a new nonce, so every test gets paths the cache has never seen.
+ * Every call uses a new nonce, so every test gets paths the cache has never seen. With
+ * `midBlobBytes`, mid also holds that many random bytes (`blob`): a NAR that streams.
  */
-export async function buildClosure(nix: NixEnv, label: string): Promise<Closure> {
+export async function buildClosure(
+  nix: NixEnv,
+  label: string,
+  options: { midBlobBytes?: number } = {},
+): Promise<Closure> {
   const nonce = randomBytes(8).toString('hex');
+  // Random bytes in mid (`blob`), so its NAR is as large as asked and compresses little.
+  const blob = options.midBlobBytes ? `head -c ${options.midBlobBytes} /dev/urandom > $out/blob; ` : '';
   const name = storeName(label);
   const names = ['leaf', 'mid', 'top'].map((n) => `${name}-${n}`);
   const logLines = names.map((n) => `narhub-build-log-${nonce}-${n}`);
@@ -208,7 +215,7 @@ let
     args = [ "-c" ("export PATH=/usr/bin:/bin; echo narhub-build-log-${nonce}-" + name + "; " + script) ];
   } // deps);
   leaf = mk "${names[0]}" "echo leaf-${nonce} > $out" {};
-  mid = mk "${names[1]}" ("mkdir $out; echo $leaf > $out/leaf-path; "
+  mid = mk "${names[1]}" ("mkdir $out; ${blob}echo $leaf > $out/leaf-path; "
     + "printf '#!/bin/sh\\\\necho ${nonce}\\\\n' > $out/run; chmod +x $out/run") { inherit leaf; };
   top = mk "${names[2]}" "mkdir $out; ln -s $mid $out/mid; echo top-${nonce} > $out/data" { inherit mid; };
 in { inherit leaf mid top; }

@@ -1,4 +1,5 @@
 import { isNarhubError } from '../../errors.js';
+import { DEFAULT_CLIENT_ZSTD } from '../../push/api-client.js';
 import { parseCacheUrl } from '../../push/cache-url.js';
 import { formatBytes, lineProgress, ttyProgress, type ProgressStream } from '../../push/progress.js';
 import { push } from '../../push/push.js';
@@ -25,6 +26,11 @@ export async function pushCommand(
   if (jobs < 1 || jobs > 64) throw new UsageError('--jobs must be between 1 and 64');
   const retries = values.retries === undefined ? 4 : parseInteger(values.retries, '--retries');
   if (retries < 0 || retries > 20) throw new UsageError('--retries must be between 0 and 20');
+  const compression = values.compression ?? 'zstd';
+  if (compression !== 'zstd' && compression !== 'none') throw new UsageError('--compression must be zstd or none');
+  const level = values['zstd-level'] === undefined ? 3 : parseInteger(values['zstd-level'], '--zstd-level');
+  if (level < 1 || level > 19) throw new UsageError('--zstd-level must be between 1 and 19');
+  const zstd = compression === 'zstd' ? { ...DEFAULT_CLIENT_ZSTD, level } : null;
 
   let location;
   try {
@@ -47,6 +53,7 @@ export async function pushCommand(
       retry: { retries },
       progress,
       uploadUpstreamPaths: values['upload-upstream-paths'] === true,
+      zstd,
     });
   } catch (e) {
     if (e instanceof PushFailure || isNarhubError(e)) {

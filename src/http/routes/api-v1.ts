@@ -175,8 +175,10 @@ export const apiV1Routes: FastifyPluginAsyncTypebox<ApiV1RouteOptions> = async (
           summary: 'Upload one store path',
           description:
             'The body is one line of compact JSON, at most 1 MiB, ' +
-            '`{storePath, narHash, narSize, references, deriver?, ca?, sigs?}`, ended by `\\n`, ' +
-            'then the raw, uncompressed NAR. 201 when the path was created, 200 when it was there.',
+            '`{storePath, narHash, narSize, references, deriver?, ca?, sigs?, compression?}`, ' +
+            'ended by `\\n`, then the raw NAR, or with `"compression":"zstd"` the NAR as one zstd frame, ' +
+            'which is stored as sent once it decodes to that NAR (Content-Length optional). ' +
+            '201 when the path was created, 200 when it was there.',
           params: PathParams,
           response: { 200: UploadAnswer, 201: UploadAnswer, '4xx': ErrorBody },
         },

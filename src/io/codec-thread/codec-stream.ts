@@ -15,6 +15,8 @@ function failureOf(spec: CodecSpec): string {
   switch (spec.codec) {
     case 'decompress':
       return `${spec.compression} decompression failed`;
+    case 'zstd':
+      return 'zstd compression failed';
     case 'sha256':
       return 'hashing failed';
     case 'nar':

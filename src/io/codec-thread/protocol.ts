@@ -7,7 +7,8 @@ import type { ContentHashResult, ContentHashSpec } from '../../nix/nar/content-h
 export type Decompression = 'zstd' | 'gzip' | 'br' | 'xz' | 'bzip2';
 
 /**
- * What a thread can run: `decompress`; `sha256`, a sink (hash and length of the input); and
+ * What a thread can run: `decompress`; `zstd`, compression alone (a push client's, driving
+ * zstd's own `workers` threads); `sha256`, a sink (hash and length of the input); and
  * `nar`, one pass over a NAR that validates it against every NAR rule while hashing and listing
  * it and, with `compress`, compresses it with zstd, which is then its output (without, it is a
  * sink), and with `contentHash` also computes a content address's hash (nix/nar/content-hasher.ts).
@@ -15,6 +16,7 @@ export type Decompression = 'zstd' | 'gzip' | 'br' | 'xz' | 'bzip2';
  */
 export type CodecSpec =
   | { codec: 'decompress'; compression: Decompression }
+  | { codec: 'zstd'; level: number; workers: number }
   | { codec: 'sha256' }
   | {
       codec: 'nar';

@@ -9,6 +9,7 @@ import { type Codec, DECODE_CHUNK, type Emit, type Host, OUTPUT_WINDOW } from '.
 import { decompress } from '../codecs/decompress.js';
 import { nar } from '../codecs/nar.js';
 import { sha256 } from '../codecs/sha256.js';
+import { zstdCompress } from '../codecs/zstd.js';
 import type { CodecSpec, FromThread, LinkMessage, ToThread } from './protocol.js';
 
 /** Given-back output buffers a stream keeps: what fits in its window, and one more. */
@@ -30,6 +31,8 @@ function openCodec(spec: CodecSpec, host: Host): Codec {
   switch (spec.codec) {
     case 'decompress':
       return decompress(host, spec.compression);
+    case 'zstd':
+      return zstdCompress(host.emit, spec.level, spec.workers);
     case 'sha256':
       return sha256();
     case 'nar':

@@ -1,12 +1,14 @@
 // narhub's JSON API at /api/v1: the bulk missing-paths query and the native upload (metadata
-// line + raw NAR, compressed to zstd by the server, committed under the narinfo PUT's rules).
+// line + raw NAR, compressed to zstd by the server, or the client's zstd frame, stored as sent
+// once verified; committed under the narinfo PUT's rules).
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import type { LightMyRequestResponse } from 'fastify';
-import { decompress as zstdDecompress } from 'zstd-napi';
+import { gzipSync } from 'node:zlib';
+import { compress as zstdCompress, decompress as zstdDecompress } from 'zstd-napi';
 import { MISSING_PATHS_PER_REQUEST } from '../../../src/http/routes/api-v1.js';
 import { SMALL_NAR_SIZE } from '../../../src/cache/native-upload.js';
 import { MAX_LISTING_ENTRIES } from '../../../src/nix/nar/nar-parser.js';
@@ -539,3 +541,119 @@ test('the native and the Nix upload share one commit: a path from either counts 
   });
   assert.equal(res.statusCode, 204, res.body);
 });
+
+// Native upload of a client's zstd frame ---------------------------------------------------------
+
+/**
+ * The NAR as a client that compresses sends it: one zstd frame (a skippable frame first, so it
+ * is surely not narhub's own output).
+ */
+function clientFrame(nar: Buffer, level = 19): Buffer {
+  const skippable = Buffer.from([0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, 1, 2, 3, 4]);
+  return Buffer.concat([skippable, zstdCompress(nar, { compressionLevel: level })]);
+}
+
+for (const size of NAR_SIZES) {
+  test(`a client's zstd frame is verified, stored byte for byte, not compressed again (${size.label})`, async (t) => {
+    const h = await buildTestApp(t);
+    const path = makePath({ name: 'framed', tree: size.tree('framed') });
+    const frame = clientFrame(path.nar);
+    const res = await putPath(h, path.hashPart, nativeBody(path, { compression: 'zstd' }, frame));
+    assert.equal(res.statusCode, 201, res.body);
+    const answer = JSON.parse(res.body) as Record<string, unknown>;
+    assert.deepEqual(
+      [answer.url, answer.compression, answer.fileHash, answer.fileSize, answer.narHash, answer.narSize],
+      [`nar/${narHashName(path)}`, 'zstd', fileHashOf(frame), frame.length, fileHashOf(path.nar), path.nar.length],
+    );
+    const info = parseNarInfo((await h.request('GET', `/main/${path.hashPart}.narinfo`)).body);
+    assert.deepEqual(
+      [info.url, info.compression, info.fileHash, info.fileSize, info.narHash, info.narSize],
+      [`nar/${narHashName(path)}`, 'zstd', fileHashOf(frame), frame.length, fileHashOf(path.nar), path.nar.length],
+    );
+    assert.ok(verifyNarInfoSig(h.publicKeys(), info, info.sigs.find((s) => s.startsWith('main-1:'))!));
+    const served = await h.request('GET', `/main/${info.url}`);
+    assert.equal(served.statusCode, 200);
+    assert.ok(served.rawPayload.equals(frame), 'the stored file is the frame the client sent');
+    assert.equal((await h.request('GET', `/main/${path.hashPart}.ls`)).statusCode, 200, 'listed');
+    // "none" is the raw body, as without the field.
+    const raw = makePath({ name: 'raw', tree: size.tree('raw') });
+    assert.equal((await putPath(h, raw.hashPart, nativeBody(raw, { compression: 'none' }))).statusCode, 201);
+  });
+}
+
+for (const size of NAR_SIZES) {
+  test(`a zstd frame decoding to another NAR than declared is refused, nothing appears (${size.label})`, async (t) => {
+    const h = await buildTestApp(t);
+    const path = makePath({ name: 'lying', tree: size.tree('lying') });
+    const send = (nar: Buffer, overrides: Metadata = {}) =>
+      putPath(h, path.hashPart, nativeBody(path, { compression: 'zstd', ...overrides }, clientFrame(nar, 3)));
+
+    // Another NAR of the same size: a flipped byte inside a file's contents.
+    const other = Buffer.from(path.nar);
+    other[other.length - 40] = other[other.length - 40]! ^ 0xff;
+    const res = await send(other);
+    assert.equal(res.statusCode, 400, res.body);
+    assert.ok(['NAR_HASH_MISMATCH', 'NAR_INVALID'].includes((JSON.parse(res.body) as { code: string }).code), res.body);
+    await assertNothingVisible(h, path);
+    // A frame of a valid NAR, but not this one.
+    const stranger = makePath({ name: 'stranger', tree: size.tree('stranger') });
+    assertJsonError(
+      await send(stranger.nar, { narSize: stranger.nar.length }),
+      400,
+      'NAR_HASH_MISMATCH',
+      /does not match the uploaded NAR/,
+    );
+    await assertNothingVisible(h, path);
+    // Longer and shorter than NarSize once decoded.
+    assertJsonError(await send(path.nar, { narSize: path.nar.length - 8 }), 400, 'NAR_SIZE_MISMATCH');
+    assertJsonError(await send(path.nar, { narSize: path.nar.length + 8 }), 400, 'NAR_SIZE_MISMATCH');
+    await assertNothingVisible(h, path);
+    // A truncated frame.
+    const frame = clientFrame(path.nar, 3);
+    assertJsonError(
+      await putPath(h, path.hashPart, nativeBody(path, { compression: 'zstd' }, frame.subarray(0, frame.length - 10))),
+      400,
+      'NAR_INVALID',
+      /zstd/,
+    );
+    await assertNothingVisible(h, path);
+    // Far more bytes than any frame of such a NAR takes.
+    const padded = Buffer.concat([frame, Buffer.from([0x50, 0x2a, 0x4d, 0x18, 0, 0, 4, 0]), Buffer.alloc(256 * 1024)]);
+    assertJsonError(
+      await putPath(h, path.hashPart, nativeBody(path, { compression: 'zstd' }, padded)),
+      400,
+      'NAR_SIZE_MISMATCH',
+      /zstd frame is longer/,
+    );
+    await assertNothingVisible(h, path);
+    // The right frame still goes in afterwards.
+    assert.equal((await send(path.nar)).statusCode, 201);
+  });
+}
+
+for (const size of NAR_SIZES) {
+  test(`a body declared zstd that is not a zstd frame is refused and nothing appears (${size.label})`, async (t) => {
+    const h = await buildTestApp(t);
+    const path = makePath({ name: 'notzstd', tree: size.tree('notzstd') });
+    const send = (body: Buffer) => putPath(h, path.hashPart, nativeBody(path, { compression: 'zstd' }, body));
+    for (const body of [path.nar, gzipSync(path.nar), Buffer.from('not a frame at all')]) {
+      assertJsonError(await send(body), 400, 'COMPRESSION_MISMATCH', /body is not a zstd frame/);
+      await assertNothingVisible(h, path);
+    }
+    // zstd's magic, then garbage.
+    assertJsonError(
+      await send(Buffer.concat([Buffer.from([0x28, 0xb5, 0x2f, 0xfd]), randomBytes(5000)])),
+      400,
+      'NAR_INVALID',
+    );
+    await assertNothingVisible(h, path);
+    assertJsonError(await send(Buffer.alloc(0)), 400, 'NAR_INVALID', /empty/);
+    assertJsonError(
+      await putPath(h, path.hashPart, nativeBody(path, { compression: 'xz' })),
+      400,
+      'BAD_REQUEST',
+      /compression must be "none" or "zstd"/,
+    );
+    await assertNothingVisible(h, path);
+  });
+}
