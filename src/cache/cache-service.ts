@@ -68,6 +68,8 @@ export interface GcRunReport {
   pendingRemoved: number;
   /** NAR files superseded by their recompression, removed (every cache). */
   supersededRemoved: number;
+  /** Multipart uploads a crashed put left in the store (S3), aborted once older than the pending grace period. */
+  staleUploadsAborted: number;
   caches: GcReport[];
 }
 
@@ -268,9 +270,17 @@ export function createCacheService(deps: CacheServiceDeps) {
       const dryRun = options.dryRun ?? false;
       const pending = dryRun ? { removed: 0 } : await sweepPending(options.pendingGraceMs);
       const superseded = dryRun ? { removed: 0 } : await recompressor.sweepSuperseded(options.supersededGraceMs);
+      // An upload in flight longer than a pending NAR is kept is no live upload's (S3 cannot say whose it is).
+      const staleUploadsAborted = dryRun ? 0 : ((await store.abortStaleUploads?.(options.pendingGraceMs)) ?? 0);
       const caches: GcReport[] = [];
       for (const cache of targets) caches.push(await collect(cache, { dryRun, orphanGraceMs: options.pendingGraceMs }));
-      return { dryRun, pendingRemoved: pending.removed, supersededRemoved: superseded.removed, caches };
+      return {
+        dryRun,
+        pendingRemoved: pending.removed,
+        supersededRemoved: superseded.removed,
+        staleUploadsAborted,
+        caches,
+      };
     },
     /** Paths, bytes and reads of one cache; `inServer` when this process serves the reads. */
     stats(cache: CacheRow, inServer = false): CacheStats {

@@ -60,6 +60,12 @@ export interface BlobStore {
    * Stores that cannot do this leave it out; callers then stream the blob themselves.
    */
   presignGet?(key: string, options: BlobPresignOptions): Promise<string>;
+  /**
+   * Optional, for stores whose puts leave state of their own behind a crash (S3's multipart
+   * uploads; local disk's temporary files go at open): removes what was started more than
+   * `olderThanMs` ago and no put of this store is driving. Returns how many it removed.
+   */
+  abortStaleUploads?(olderThanMs: number): Promise<number>;
 }
 
 export interface BlobPresignOptions {

@@ -25,6 +25,7 @@ import {
 } from './blob-store.js';
 import { BufferMeter, PartReader } from './part-reader.js';
 import { MAX_PARTS, putMultipart } from './s3-multipart.js';
+import { abortStaleUploads } from './s3-stale-uploads.js';
 import { checkSize, isNotFound, type S3Context, s3Request, statusOf, storageError } from './s3-request.js';
 
 type Body = Readable | AsyncIterable<Uint8Array> | Uint8Array;
@@ -109,6 +110,7 @@ export function createS3BlobStore(options: S3BlobStoreOptions): S3BlobStore {
     bucket: options.bucket,
     queueSize,
     meter: new BufferMeter(),
+    uploads: new Set(),
   };
   const objectKey = (key: string): string => {
     assertValidKey(key);
@@ -130,6 +132,7 @@ export function createS3BlobStore(options: S3BlobStoreOptions): S3BlobStore {
     list: (prefix) => list(ctx, base, prefix),
     presignGet: async (key, presign) => presignGet(ctx, key, objectKey(key), presign),
     bufferStats: () => ({ buffered: ctx.meter.buffered, peak: ctx.meter.peak }),
+    abortStaleUploads: (olderThanMs) => abortStaleUploads(ctx, base, olderThanMs),
     async close() {
       ctx.client.destroy();
     },

@@ -105,12 +105,16 @@ export async function putMultipart(
   const onAbort = () => stop.abort();
   signal?.addEventListener('abort', onAbort, { once: true });
   let uploadId: string | undefined;
+  /** Ours while this put runs, so the sweep of stale uploads (s3-stale-uploads.ts) spares it. */
+  let created: string | undefined;
   let parts: PartsInFlight | undefined;
   let hookError: { err: unknown } | undefined;
   let part: Buffer | null = first;
   try {
     uploadId = await createUpload(ctx, key, Key, opts.contentType, signal, stop.signal);
     const UploadId = uploadId;
+    ctx.uploads.add(UploadId);
+    created = UploadId;
     parts = new PartsInFlight(ctx, key, { Key, UploadId }, signal, stop);
     for (let partNumber = 1; part !== null; partNumber++) {
       if (partNumber > MAX_PARTS) {
@@ -162,6 +166,7 @@ export async function putMultipart(
     throw failure !== undefined && isAbort(err) ? failure.err : err;
   } finally {
     signal?.removeEventListener('abort', onAbort);
+    if (created !== undefined) ctx.uploads.delete(created);
   }
 }
 

@@ -10,6 +10,8 @@ export interface S3Context {
   /** Parts of one put in flight at once. */
   queueSize: number;
   meter: BufferMeter;
+  /** Upload ids of the multipart puts this store is driving now (s3-stale-uploads.ts spares them). */
+  uploads: Set<string>;
 }
 
 /** Runs one S3 request of ours, reporting its failure as STORAGE_ERROR (aborts stay aborts). */

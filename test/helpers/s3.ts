@@ -1,11 +1,12 @@
 // A real S3 API on 127.0.0.1 for tests: s3rver (a devDependency, so a missing install fails the
 // tests rather than skipping them) on a free port, over a fresh temp directory, with one bucket.
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { S3Client } from '@aws-sdk/client-s3';
 import { removeTree } from './tmp.js';
 
 /** Anything that can run a function when the test (or suite) ends: a TestContext, or `suiteScope()`. */
@@ -50,6 +51,8 @@ export interface S3Server {
   requests: string[];
   /** Multipart uploads started and neither completed nor aborted: `{ key, uploadId }`. */
   pendingUploads(): Promise<{ key: string; uploadId: string }[]>;
+  /** Makes an upload look started at `when` (its Initiated in ListMultipartUploads). */
+  ageUpload(uploadId: string, when: Date): Promise<void>;
   /** Options for createS3BlobStore (path style, the test credentials). */
   storeOptions(prefix?: string): {
     bucket: string;
@@ -110,11 +113,17 @@ export async function startS3(scope: Scope, opts: S3Options = {}): Promise<S3Ser
   });
 
   async function pendingUploads(): Promise<{ key: string; uploadId: string }[]> {
+    return (await uploadsWithDates()).map(({ key, uploadId }) => ({ key, uploadId }));
+  }
+
+  /** Each upload with when it started: its directory's mtime (a test may set it back to age it). */
+  async function uploadsWithDates(): Promise<{ key: string; uploadId: string; initiated: Date }[]> {
     if (!existsSync(uploadsDir)) return [];
-    const out: { key: string; uploadId: string }[] = [];
+    const out: { key: string; uploadId: string; initiated: Date }[] = [];
     for (const uploadId of await readdir(uploadsDir)) {
       const key = await readFile(join(uploadsDir, uploadId, 'key'), 'utf8').catch(() => '?');
-      out.push({ key, uploadId });
+      const initiated = (await stat(join(uploadsDir, uploadId)).catch(() => undefined))?.mtime ?? new Date(0);
+      out.push({ key, uploadId, initiated });
     }
     return out;
   }
@@ -154,8 +163,14 @@ export async function startS3(scope: Scope, opts: S3Options = {}): Promise<S3Ser
       return;
     }
     if (bucketName === bucket && key === '' && ctx.method === 'GET' && 'uploads' in ctx.query) {
-      const uploads = (await pendingUploads())
-        .map((u) => `<Upload><Key>${escapeXml(u.key)}</Key><UploadId>${u.uploadId}</UploadId></Upload>`)
+      const prefix = typeof ctx.query.prefix === 'string' ? ctx.query.prefix : '';
+      const uploads = (await uploadsWithDates())
+        .filter((u) => u.key.startsWith(prefix))
+        .map(
+          (u) =>
+            `<Upload><Key>${escapeXml(u.key)}</Key><UploadId>${u.uploadId}</UploadId>` +
+            `<Initiated>${u.initiated.toISOString()}</Initiated></Upload>`,
+        )
         .join('');
       ctx.status = 200;
       ctx.type = 'application/xml';
@@ -240,6 +255,7 @@ export async function startS3(scope: Scope, opts: S3Options = {}): Promise<S3Ser
     dir,
     requests,
     pendingUploads,
+    ageUpload: (uploadId, when) => utimes(join(uploadsDir, uploadId), when, when),
     storeOptions: (prefix = '') => ({
       bucket,
       region: S3_REGION,
@@ -300,4 +316,16 @@ export function suiteScope(): Scope & { run(): Promise<void> } {
 
 function escapeXml(text: string): string {
   return text.replace(/[<>&'"]/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+/** An AWS SDK client of `server` with the test credentials, destroyed when `scope` ends. */
+export function sdkClient(scope: { after(fn: () => unknown): void }, server: { endpoint: string }): S3Client {
+  const client = new S3Client({
+    region: S3_REGION,
+    endpoint: server.endpoint,
+    forcePathStyle: true,
+    credentials: S3_CREDENTIALS,
+  });
+  scope.after(() => client.destroy());
+  return client;
 }

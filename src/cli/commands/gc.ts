@@ -28,5 +28,7 @@ export async function gcCommand(
     }
     if (!run.dryRun && (run.pendingRemoved > 0 || run.supersededRemoved > 0))
       out.write(`removed ${run.pendingRemoved} unclaimed uploads and ${run.supersededRemoved} superseded NAR files\n`);
+    if (!run.dryRun && run.staleUploadsAborted > 0)
+      out.write(`aborted ${run.staleUploadsAborted} multipart uploads left by puts that did not finish\n`);
   });
 }

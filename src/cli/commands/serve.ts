@@ -152,6 +152,8 @@ export async function serve(config: Config): Promise<void> {
           { pending: run.pendingRemoved, superseded: run.supersededRemoved },
           'removed unclaimed and superseded NAR files',
         );
+      if (run.staleUploadsAborted > 0)
+        logger.info({ uploads: run.staleUploadsAborted }, 'aborted multipart uploads left by puts that did not finish');
     } catch (err) {
       logger.error({ err }, 'garbage collection failed');
     } finally {

@@ -118,6 +118,9 @@ const GcRun = Type.Object({
   dryRun: Type.Boolean(),
   pendingRemoved: Type.Integer(),
   supersededRemoved: Type.Integer(),
+  staleUploadsAborted: Type.Integer({
+    description: 'Multipart uploads (S3) started more than pendingGracePeriod ago by no live put, aborted.',
+  }),
   caches: Type.Array(GcCacheReport),
 });
 const GcBody = Type.Object(

@@ -5,10 +5,10 @@ import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { setImmediate as nextTick } from 'node:timers/promises';
-import { ListMultipartUploadsCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
+import { ListMultipartUploadsCommand, ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { NarhubError } from '../../../src/errors.js';
 import { createS3BlobStore, type S3BlobStore } from '../../../src/storage/s3-blob-store.js';
-import { startS3, suiteScope, S3_CREDENTIALS, type S3Server } from '../../helpers/s3.js';
+import { sdkClient, startS3, suiteScope, type S3Server } from '../../helpers/s3.js';
 import { blobStoreContract } from './blob-store-contract.js';
 
 const MIB = 1024 * 1024;
@@ -35,17 +35,6 @@ async function assertNoUploadsLeft(): Promise<void> {
 
 // Each contract test gets its own key prefix in the one bucket, so `list('')` sees only its keys.
 blobStoreContract('s3', async () => ({ store: makeStore(), cleanup: assertNoUploadsLeft }));
-
-function sdkClient(t: { after(fn: () => unknown): void }): S3Client {
-  const client = new S3Client({
-    region: 'us-east-1',
-    endpoint: server.endpoint,
-    forcePathStyle: true,
-    credentials: S3_CREDENTIALS,
-  });
-  t.after(() => client.destroy());
-  return client;
-}
 
 async function* chunked(bytes: Buffer, chunk = 300_000, onDone?: () => void): AsyncGenerator<Uint8Array> {
   for (let i = 0; i < bytes.length; i += chunk) {
@@ -221,7 +210,7 @@ describe('S3 blob store', () => {
   });
 
   it('honours the key prefix', async (t) => {
-    const client = sdkClient(t);
+    const client = sdkClient(t, server);
     const prefixed = createS3BlobStore({ ...server.storeOptions('deploy/narhub'), partSize: PART });
     const other = createS3BlobStore({ ...server.storeOptions('deploy/other/'), partSize: PART });
     t.after(() => prefixed.close());
@@ -310,7 +299,7 @@ describe('S3 blob store', () => {
   });
 
   it('has no multipart uploads in ListMultipartUploads after all of the above', async (t) => {
-    const client = sdkClient(t);
+    const client = sdkClient(t, server);
     const res = await client.send(new ListMultipartUploadsCommand({ Bucket: server.bucket }));
     assert.deepEqual(res.Uploads ?? [], []);
   });
