@@ -1,7 +1,8 @@
 /**
  * The spoke's `nix-store --serve` client against the real Nix 2.8 in chroot stores: builds and
  * their statuses, logs on stderr, limits, path metadata, NAR dumps, adding paths, and killing a
- * build. Fails (never skips) without Nix.
+ * build. The first test runs with the current clients too (Debian trixie's 2.26, sid's 2.34:
+ * test/helpers/modern-nix.ts). Fails (never skips) without Nix.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -13,13 +14,16 @@ import { describe, it, type TestContext } from 'node:test';
 import { parseDerivation } from '../../../src/nix/derivation.js';
 import { BuildStatus } from '../../../src/nix/serve-protocol.js';
 import { ServeConnection, ServeConnectionError } from '../../../src/spoke/serve-connection.js';
+import { modernNix, type NixClient } from '../../helpers/modern-nix.js';
 import { createNixEnv, type NixEnv } from '../../helpers/nix.js';
 
 const SANDBOX = ['--option', 'sandbox-paths', '/bin /lib /lib64 /usr'];
 const noLimits = { maxSilentTime: 0, buildTimeout: 0, maxLogSize: 0 };
 
-async function setup(t: TestContext) {
-  const nix = await createNixEnv(t);
+async function setup(t: TestContext, client?: NixClient) {
+  const nix = await createNixEnv(t, client === undefined ? {} : { client });
+  // A current client writes its .drv files into a store of its own (createNixEnv).
+  const storeRoot = client === undefined ? '/' : join(nix.dir, 'store');
   const nonce = `${Date.now()}-${Math.random().toString(36).slice(2)}`;
   // A sleep no other test runs, so the process list shows whether this one's builder is gone.
   const sleep = `sleep 60.${Math.floor(Math.random() * 1e6)}`;
@@ -48,7 +52,7 @@ in {
   for (const attr of ['dep', 'top', 'fails', 'slow', 'big']) {
     drvs[attr] = (await nix.run('nix-instantiate', [join(nix.workDir, 'graph.nix'), '-A', attr])).stdout.trim();
   }
-  const drv = (attr: string) => parseDerivation(readFileSync(drvs[attr]!, 'utf8'));
+  const drv = (attr: string) => parseDerivation(readFileSync(join(storeRoot, drvs[attr]!), 'utf8'));
   const conns: ServeConnection[] = [];
   t.after(async () => {
     for (const c of conns) c.kill();
@@ -69,55 +73,12 @@ const dumpPath = (nix: NixEnv, store: string, path: string) =>
   });
 
 describe('ServeConnection (nix-store --serve)', () => {
-  it('builds, reports metadata and NARs exactly as Nix stores them, and adds paths to another store', async (t) => {
-    const { nix, drvs, drv, open } = await setup(t);
-    const storeA = nix.freshPath('a');
-    const a = await open(storeA);
-    let log = '';
-    a.onStderr((text) => (log += text));
-    const dep = drv('dep');
-    const depOut = dep.outputs.out!.path;
-
-    assert.deepEqual([...(await a.queryValidPaths([depOut], { lock: true }))], []);
-    const built = await a.buildDerivation(drvs.dep!, dep, [], noLimits);
-    assert.equal(built.status, BuildStatus.Built, built.errorMsg);
-    assert.match(log, /building-dep-log-line/);
-    assert.deepEqual([...(await a.queryValidPaths([depOut], { lock: false }))], [depOut]);
-
-    const again = await a.buildDerivation(drvs.dep!, dep, [], noLimits);
-    assert.equal(again.status, BuildStatus.AlreadyValid);
-
-    const [info] = await a.queryPathInfos([depOut, '/nix/store/00000000000000000000000000000000-absent']);
-    const want = JSON.parse(
-      execFileSync(
-        'nix',
-        ['--extra-experimental-features', 'nix-command', 'path-info', '--json', '--store', storeA, depOut],
-        { env: nix.env, encoding: 'utf8' },
-      ),
-    )[0];
-    assert.equal(info!.path, depOut);
-    assert.equal(info!.narSize, want.narSize);
-    assert.equal(info!.deriver, drvs.dep);
-    assert.deepEqual(info!.references, []);
-
-    const chunks: Buffer[] = [];
-    for await (const c of a.dumpStorePath(depOut, info!.narSize)) chunks.push(c as Buffer);
-    assert.deepEqual(Buffer.concat(chunks), dumpPath(nix, storeA, depOut));
-    // The connection is back in step after the dump.
-    assert.equal((await a.queryValidPaths([depOut], { lock: false })).size, 1);
-
-    // A second store gets dep from the first one's NAR, then builds top on it.
-    const storeB = nix.freshPath('b');
-    const b = await open(storeB);
-    const nar = Buffer.concat(chunks);
-    await b.addToStoreNar(info!, Readable.from([nar.subarray(0, 100), nar.subarray(100)]));
-    assert.equal((await b.queryValidPaths([depOut], { lock: true })).size, 1);
-    const top = drv('top');
-    const topBuilt = await b.buildDerivation(drvs.top!, top, [depOut], noLimits);
-    assert.equal(topBuilt.status, BuildStatus.Built, topBuilt.errorMsg);
-    const [topInfo] = await b.queryPathInfos([top.outputs.out!.path]);
-    assert.deepEqual(topInfo!.references, [], 'top copies the file, it does not refer to dep');
-  });
+  for (const suite of [undefined, 'trixie', 'sid'] as const) {
+    const which = suite === undefined ? '' : ` (Nix from Debian ${suite})`;
+    it(`builds, reports metadata and NARs as Nix stores them, adds paths to another store${which}`, async (t) => {
+      await buildsAndCopies(t, suite === undefined ? undefined : modernNix(suite));
+    });
+  }
 
   it('reports a failing builder as PermanentFailure and a limit as TimedOut, and stays usable', async (t) => {
     const { nix, drvs, drv, open } = await setup(t);
@@ -205,3 +166,58 @@ describe('ServeConnection dumps read only in part', () => {
     assert.equal(d.alive, true);
   });
 });
+
+async function buildsAndCopies(t: TestContext, client?: NixClient): Promise<void> {
+  const { nix, drvs, drv, open } = await setup(t, client);
+
+  const storeA = nix.freshPath('a');
+  const a = await open(storeA);
+  let log = '';
+  a.onStderr((text) => (log += text));
+  const dep = drv('dep');
+  const depOut = dep.outputs.out!.path;
+
+  assert.deepEqual([...(await a.queryValidPaths([depOut], { lock: true }))], []);
+  const built = await a.buildDerivation(drvs.dep!, dep, [], noLimits);
+  assert.equal(built.status, BuildStatus.Built, built.errorMsg);
+  assert.match(log, /building-dep-log-line/);
+  assert.deepEqual([...(await a.queryValidPaths([depOut], { lock: false }))], [depOut]);
+
+  const again = await a.buildDerivation(drvs.dep!, dep, [], noLimits);
+  assert.equal(again.status, BuildStatus.AlreadyValid);
+
+  const [info] = await a.queryPathInfos([depOut, '/nix/store/00000000000000000000000000000000-absent']);
+  const pathInfo = JSON.parse(
+    execFileSync(
+      'nix',
+      ['--extra-experimental-features', 'nix-command', 'path-info', '--json', '--store', storeA, depOut],
+      { env: nix.env, encoding: 'utf8' },
+    ),
+  ) as unknown;
+  // 2.8 prints a list; 2.19 and later an object keyed by path.
+  const want = (Array.isArray(pathInfo) ? pathInfo[0] : (pathInfo as Record<string, unknown>)[depOut]) as {
+    narSize: number;
+  };
+  assert.equal(info!.path, depOut);
+  assert.equal(info!.narSize, want.narSize);
+  assert.equal(info!.deriver, drvs.dep);
+  assert.deepEqual(info!.references, []);
+
+  const chunks: Buffer[] = [];
+  for await (const c of a.dumpStorePath(depOut, info!.narSize)) chunks.push(c as Buffer);
+  assert.deepEqual(Buffer.concat(chunks), dumpPath(nix, storeA, depOut));
+  // The connection is back in step after the dump.
+  assert.equal((await a.queryValidPaths([depOut], { lock: false })).size, 1);
+
+  // A second store gets dep from the first one's NAR, then builds top on it.
+  const storeB = nix.freshPath('b');
+  const b = await open(storeB);
+  const nar = Buffer.concat(chunks);
+  await b.addToStoreNar(info!, Readable.from([nar.subarray(0, 100), nar.subarray(100)]));
+  assert.equal((await b.queryValidPaths([depOut], { lock: true })).size, 1);
+  const top = drv('top');
+  const topBuilt = await b.buildDerivation(drvs.top!, top, [depOut], noLimits);
+  assert.equal(topBuilt.status, BuildStatus.Built, topBuilt.errorMsg);
+  const [topInfo] = await b.queryPathInfos([top.outputs.out!.path]);
+  assert.deepEqual(topInfo!.references, [], 'top copies the file, it does not refer to dep');
+}
