@@ -1,3 +1,4 @@
+import { refuseBesideServer } from './serve-lease.js';
 import type { CacheSettings, CacheInfoView, CacheUpdate, KeyView } from '../cache/caches.js';
 import type { GcRunReport } from '../cache/cache-service.js';
 import type { PinView } from '../cache/pins.js';
@@ -120,13 +121,15 @@ async function localBackend(loadConfig: () => Promise<Config>): Promise<AdminBac
       return registry.info(name);
     },
     cacheStats: async (name) => service.stats(registry.require(name)),
-    gc: (o) =>
-      service.runGc({
+    gc: (o) => {
+      if (o.dryRun !== true) refuseBesideServer(runtime.db);
+      return service.runGc({
         cache: o.cache,
         dryRun: o.dryRun,
         pendingGraceMs: config.gc.pendingGracePeriod * 1000,
         supersededGraceMs: config.gc.supersededGracePeriod * 1000,
-      }),
+      });
+    },
     pinAdd: async (cache, storePath, o) => service.pins.add(registry.require(cache), storePath, o),
     pinList: async (cache) => service.pins.list(registry.require(cache)),
     pinRemove: async (cache, name) => service.pins.remove(registry.require(cache), name),

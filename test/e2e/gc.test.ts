@@ -9,7 +9,7 @@ import Sqlite from 'better-sqlite3';
 import { makePath, nativeUploadBody, type TestPath } from '../helpers/build-app.js';
 import { buildClosure, createNixEnv } from '../helpers/nix.js';
 import { lines, uploadClosure } from '../helpers/scenario.js';
-import { createToken, runCliOk, startServer, type RunningServer } from '../helpers/server.js';
+import { createToken, runCli, runCliOk, startServer, type RunningServer } from '../helpers/server.js';
 
 const DAY = 86_400_000;
 
@@ -209,4 +209,22 @@ test('uploads during GC: none fails for a reference GC removed under it, and not
   await client.run('nix', ['copy', '--from', `${server.url}/main`, '--to', store, ...closures.map((c) => c.top)]);
   const got = await client.run('nix', ['path-info', '--store', store, '-r', ...closures.map((c) => c.top)]);
   assert.deepEqual(lines(got.stdout), closures.flatMap((c) => c.paths).sort());
+});
+
+test('narhub gc on a data directory refuses while narhub serve runs on it; after a stop or kill it runs', async (t) => {
+  const server = await startServer(t);
+  const dataDir = server.dataDir;
+  const refused = await runCli(['gc'], { dataDir });
+  assert.equal(refused.code, 1, refused.stderr);
+  assert.match(refused.stderr, /narhub serve \(pid \d+, http:\/\/127\.0\.0\.1:\d+\) runs on this data directory/);
+  assert.match(refused.stderr, /narhub gc --server URL/);
+  await runCliOk(['gc', '--dry-run'], { dataDir });
+  await runCliOk(['gc', '--server', server.url, '--token', server.adminToken]);
+  assert.equal(await server.stop(), 0);
+  await runCliOk(['gc'], { dataDir });
+
+  // A server killed outright leaves its lease behind: a dead process's lease does not count.
+  const killed = await startServer(t, { dataDir });
+  await killed.stop('SIGKILL');
+  await runCliOk(['gc'], { dataDir });
 });

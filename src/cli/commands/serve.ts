@@ -7,6 +7,7 @@ import { parseListen } from '../../config/load.js';
 import { createLogger, type Logger } from '../../logger.js';
 import type { Config } from '../../config/schema.js';
 import { openRuntime, type Runtime } from '../runtime.js';
+import { holdServeLease } from '../serve-lease.js';
 import { openForge } from '../forge-runtime.js';
 import { openHub } from '../hub-runtime.js';
 import { missingNodeFlags } from '../node-flags.js';
@@ -85,6 +86,8 @@ export async function serve(config: Config): Promise<void> {
     hubStats: hub ? () => hub.stats() : undefined,
   });
   const address = await app.listen({ host, port });
+  // A GC another process runs on this data directory refuses while this lease stands (serve-lease.ts).
+  const releaseLease = holdServeLease(runtime.db, address);
   const metricsServer = config.metricsListen === undefined ? undefined : await listenMetrics(app, config.metricsListen);
   if (metricsServer) logger.info({ url: metricsServer.url }, 'metrics listening');
   baseUrl = config.publicUrl?.replace(/\/+$/, '') ?? address;
@@ -193,6 +196,7 @@ export async function serve(config: Config): Promise<void> {
         .then(() => runtime.service.recompressor.stop())
         .then(() => runtime.service.signatureRewriter.stop())
         .then(() => runtime.service.flushAccesses())
+        .then(() => releaseLease())
         .then(() => runtime.close())
         .then(() => logger.info('stopped'))
         .catch((err: unknown) => {
