@@ -32,6 +32,8 @@ import {
   type SpokeProcess,
 } from '../helpers/spoke.js';
 import { startTcpProxy } from '../helpers/tcp-proxy.js';
+import { checkVisible } from '../helpers/cache-check.js';
+import { tempFiles } from '../helpers/temp-files.js';
 import { makeTempDir, type Cleanup } from '../helpers/tmp.js';
 
 // One narhub server and one uploading Nix environment for the whole file; Redis and spokes per test.
@@ -584,6 +586,49 @@ describe('narhub spoke', { concurrency: 1 }, () => {
     assert.equal(await job.getState(), 'completed', `${job.failedReason}\n${env.outputs()}`);
     assert.equal(job.returnvalue.spoke, 'spoke-heir');
     assert.deepEqual(job.returnvalue.outputs, { out: drv.out });
+  });
+
+  test('a spoke killed mid-push: nothing partial is visible or left, and another spoke builds it', async (t) => {
+    const env = await setup(t);
+    // 24 MB of output through a relay that passes 3 MB a second: the push lasts about 8 s.
+    const drv = await makeDrv('kill-push', 'head -c 24000000 /dev/urandom > $out');
+    const target = new URL(server.url);
+    let uploaded = 0;
+    const slow = await startTcpProxy(
+      t,
+      { host: target.hostname, port: Number(target.port) },
+      { bytesPerSecond: 3_000_000, onClientBytes: (n) => (uploaded += n) },
+    );
+    const short = ['--lock-duration', '2000', '--stalled-interval', '500'];
+    const doomed = await env.spoke('spoke-pushing-doomed', { hub: slow.url, args: short });
+    await env.queues.add(drv.data, { attempts: 3 });
+    await buildRunning(env, drv);
+    // Mid-push: the build is over and a third of its output went to narhub.
+    await waitFor(
+      'a third of the output to be sent',
+      () => (uploaded > 8_000_000 ? true : undefined),
+      60_000,
+      env.outputs,
+    );
+    doomed.signal('SIGKILL');
+    await doomed.exited;
+    const hash = hashPart(drv.out);
+    const storeRoot = join(server.dataDir, 'store');
+    assert.equal(
+      (await checkVisible(cacheUrl, server.publicKey, [hash])).size,
+      0,
+      'nothing of the cut push is visible',
+    );
+    await waitFor('the cut upload to leave no temporary file', () =>
+      tempFiles(storeRoot).length === 0 ? true : undefined,
+    );
+
+    await env.spoke('spoke-push-heir', { args: short });
+    const job = await env.queues.finished(drv.data, 90_000, env.outputs);
+    assert.equal(await job.getState(), 'completed', `${job.failedReason}\n${env.outputs()}`);
+    assert.equal(job.returnvalue.spoke, 'spoke-push-heir');
+    assert.deepEqual([...(await checkVisible(cacheUrl, server.publicKey, [hash]))], [hash]);
+    assert.equal(await builtIn(env, 'spoke-push-heir', drv.out), true, 'the heir built it');
   });
 
   /** Whether `path` is valid in the spoke's store, built there rather than imported (`ultimate`). */
