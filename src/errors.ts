@@ -23,6 +23,8 @@ export type ErrorCode =
   | 'COMPRESSION_UNSUPPORTED'
   | 'COMPRESSION_MISMATCH'
   | 'KEY_INVALID'
+  | 'SIGNATURE_INVALID'
+  | 'SIGNATURE_REFUSED'
   // Cache domain
   | 'CACHE_NOT_FOUND'
   | 'CACHE_EXISTS'

@@ -184,7 +184,7 @@ export function createCacheService(deps: CacheServiceDeps) {
     checkAgainstNar: pathCommit.checkAgainstNar,
     hold: pathCommit.hold,
     async commit(cache, hashPart, info) {
-      const result = await pathCommit.commitInfo(cache, hashPart, info);
+      const result = await pathCommit.commitInfo(cache, hashPart, info, { fromUpstream: true });
       recompressor.committed(cache, result.narId);
     },
     settings: { ...DEFAULT_UPSTREAM_SETTINGS, ...deps.upstream },

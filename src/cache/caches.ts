@@ -2,7 +2,14 @@ import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { NarhubError } from '../errors.js';
 import { formatCacheInfo } from '../nix/cache-info.js';
-import { formatPublicKey, formatSecretKey, parseSecretKey, publicKeyOf, type SecretKey } from '../nix/signing.js';
+import {
+  formatPublicKey,
+  formatSecretKey,
+  parsePublicKey,
+  parseSecretKey,
+  publicKeyOf,
+  type SecretKey,
+} from '../nix/signing.js';
 import type { CacheRow, CacheSettingsRow, CachesRepo, KeyState, SigningKeyRow } from '../db/caches-repo.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { assertValidCacheName } from '../cache-name.js';
@@ -20,7 +27,18 @@ export interface CacheSettings {
   retention?: number | null | undefined;
   /** GC: most bytes of NAR files; null: no limit; undefined leaves it as it is. */
   quota?: number | null | undefined;
+  /** Uploader public keys (`name:base64`) whose signatures are verified and kept; undefined leaves them. */
+  uploaderKeys?: string[] | undefined;
+  /** Refuse signatures under any name but the cache's and the uploader keys'; undefined leaves it. */
+  refuseUnknownSignatures?: boolean | undefined;
+  /** Most signatures under other names than the cache's per path; undefined leaves it (default 8). */
+  maxUploaderSignatures?: number | undefined;
 }
+
+/** Signatures under other names than the cache's a path may carry unless the cache says otherwise. */
+export const DEFAULT_MAX_UPLOADER_SIGNATURES = 8;
+/** The most a cache may allow: the signatures of one path are served in every narinfo. */
+const MAX_UPLOADER_SIGNATURES_LIMIT = 64;
 
 /** What may change on an existing cache (`cache update`); absent fields stay as they are. */
 export type CacheUpdate = Partial<Omit<CacheSettingsRow, 'redirectNars' | 'redirectExpiry' | 'recompressToZstd'>>;
@@ -34,6 +52,9 @@ function settingsRow(s: CacheSettings, current?: CacheSettingsRow): CacheSetting
     recompressToZstd: s.recompressToZstd ?? false,
     retention: s.retention === undefined ? (current?.retention ?? null) : s.retention,
     quota: s.quota === undefined ? (current?.quota ?? null) : s.quota,
+    uploaderKeys: s.uploaderKeys ?? current?.uploaderKeys ?? [],
+    refuseUnknownSignatures: s.refuseUnknownSignatures ?? current?.refuseUnknownSignatures ?? false,
+    maxUploaderSignatures: s.maxUploaderSignatures ?? current?.maxUploaderSignatures ?? DEFAULT_MAX_UPLOADER_SIGNATURES,
   };
 }
 
@@ -44,6 +65,28 @@ function checkPolicy(u: CacheUpdate): void {
     throw new NarhubError('BAD_REQUEST', `retention must be a positive number of seconds, got ${u.retention}`);
   if (u.quota !== undefined && u.quota !== null && (!Number.isSafeInteger(u.quota) || u.quota < 0))
     throw new NarhubError('BAD_REQUEST', `quota must be a number of bytes >= 0, got ${u.quota}`);
+  const max = u.maxUploaderSignatures;
+  if (max !== undefined && (!Number.isInteger(max) || max < 0 || max > MAX_UPLOADER_SIGNATURES_LIMIT))
+    throw new NarhubError(
+      'BAD_REQUEST',
+      `maxUploaderSignatures must be a whole number from 0 to ${MAX_UPLOADER_SIGNATURES_LIMIT}, got ${max}`,
+    );
+}
+
+/**
+ * Uploader keys must be Nix public keys (`name:base64`), listed once, and none may take the name
+ * of one of the cache's own keys: a signature under those is the cache's, verified with its key.
+ */
+function checkUploaderKeys(keys: string[] | undefined, ownNames: Iterable<string>): string[] | undefined {
+  if (keys === undefined) return undefined;
+  const own = new Set(ownNames);
+  const normalised = keys.map((k) => formatPublicKey(parsePublicKey(k.trim())));
+  for (const key of normalised) {
+    const name = key.slice(0, key.indexOf(':'));
+    if (own.has(name))
+      throw new NarhubError('KEY_INVALID', `uploader key ${name} has the name of one of the cache's own keys`);
+  }
+  return [...new Set(normalised)];
 }
 
 /** The generation of a cache's next key: one past its newest. */
@@ -65,6 +108,12 @@ export interface CacheInfoView {
   retention: number | null;
   /** GC policy: most bytes of NAR files; null: no limit. */
   quota: number | null;
+  /** Uploader keys: signatures under their names are verified at upload and kept. */
+  uploaderKeys: string[];
+  /** Signatures under any other name than the cache's and the uploader keys' are refused. */
+  refuseUnknownSignatures: boolean;
+  /** Most signatures under other names than the cache's one path may carry. */
+  maxUploaderSignatures: number;
   /** The keys clients should trust (every key but retired ones), `name:base64`, oldest first. */
   publicKeys: string[];
   keys: KeyView[];
@@ -179,7 +228,9 @@ export function createCacheRegistry(deps: { caches: CachesRepo; store: BlobStore
       assertValidCacheName(name);
       if (caches.get(name)) throw new NarhubError('CACHE_EXISTS', `cache ${name} already exists`);
       checkPolicy(settings);
-      const cache = caches.insert(name, settingsRow(settings));
+      const ownName = settings.signingKeyFile ? keyFileOf(settings.signingKeyFile).name : keyName(name, 1);
+      const uploaderKeys = checkUploaderKeys(settings.uploaderKeys, [ownName]);
+      const cache = caches.insert(name, settingsRow({ ...settings, uploaderKeys }));
       const { publicKey } = addKey(cache, settings.signingKeyFile);
       await writeCacheInfo(cache);
       return { cache, publicKey };
@@ -189,10 +240,12 @@ export function createCacheRegistry(deps: { caches: CachesRepo; store: BlobStore
       const existing = caches.get(name);
       if (!existing) return { cache: (await this.create(name, settings)).cache, created: true };
       checkPolicy(settings);
-      const wanted = settingsRow(settings, existing);
+      const ownNames = caches.keys(existing.id).map((k) => k.name);
+      const uploaderKeys = checkUploaderKeys(settings.uploaderKeys, ownNames);
+      const wanted = settingsRow({ ...settings, uploaderKeys }, existing);
       const updated: CacheRow = { ...existing, ...wanted };
-      if ((Object.keys(wanted) as (keyof CacheSettingsRow)[]).some((k) => existing[k] !== wanted[k]))
-        caches.update(existing.id, wanted);
+      const differs = (k: keyof CacheSettingsRow) => JSON.stringify(existing[k]) !== JSON.stringify(wanted[k]);
+      if ((Object.keys(wanted) as (keyof CacheSettingsRow)[]).some(differs)) caches.update(existing.id, wanted);
       rows.delete(name);
       if (
         settings.signingKeyFile &&
@@ -210,7 +263,13 @@ export function createCacheRegistry(deps: { caches: CachesRepo; store: BlobStore
     async update(name: string, change: CacheUpdate): Promise<CacheRow> {
       const existing = this.require(name);
       checkPolicy(change);
-      const defined = Object.fromEntries(Object.entries(change).filter(([, v]) => v !== undefined));
+      const uploaderKeys = checkUploaderKeys(
+        change.uploaderKeys,
+        caches.keys(existing.id).map((k) => k.name),
+      );
+      const defined = Object.fromEntries(
+        Object.entries({ ...change, uploaderKeys }).filter(([, v]) => v !== undefined),
+      );
       const updated: CacheRow = { ...existing, ...defined };
       caches.update(existing.id, updated);
       rows.delete(name);
@@ -311,6 +370,9 @@ export function createCacheRegistry(deps: { caches: CachesRepo; store: BlobStore
         recompressToZstd: cache.recompressToZstd,
         retention: cache.retention,
         quota: cache.quota,
+        uploaderKeys: cache.uploaderKeys,
+        refuseUnknownSignatures: cache.refuseUnknownSignatures,
+        maxUploaderSignatures: cache.maxUploaderSignatures,
         publicKeys: keys.filter((k) => k.state !== 'retired').map((k) => k.publicKey),
         keys: keys.map(keyView),
         signingKeys: keys.map((k) => ({ name: k.name, active: k.active })),

@@ -15,6 +15,7 @@ import type { AccessLog } from './access-log.js';
 import type { CacheRegistry } from './caches.js';
 import { checkContentHash, claimedContentAddress, hashStoredNar } from './content-address-check.js';
 import type { NarSync } from './nar-sync.js';
+import { checkUploaderSignatures } from './uploader-signatures.js';
 import { narFileOfUrl, sameContent } from './narinfo-content.js';
 import type { UploadHolds } from './upload-holds.js';
 
@@ -25,6 +26,16 @@ export const narInfoStorageKey = (cache: string, hashPart: string) => `${cache}/
 
 /** What narhub knows of a NAR file once it verified it (a `nars` row). */
 export type NarFacts = Pick<NarRow, 'fileName' | 'compression' | 'fileHash' | 'fileSize' | 'narHash' | 'narSize'>;
+
+export interface CommitOptions {
+  /** The hash the path's `CA` needs, if the upload computed it on the way in; else read from the stored NAR. */
+  contentHash?: ContentHashResult | undefined;
+  /**
+   * A path fetched from an upstream: its signatures are the upstream's, checked when it was
+   * offered, and the uploader-signature policy (`uploader-signatures.ts`) is not theirs.
+   */
+  fromUpstream?: boolean;
+}
 
 export interface CommitResult {
   /** False when the path was already committed (signatures may have been added). */
@@ -70,8 +81,14 @@ export function createPathCommit(deps: {
     return registry.publicKeys(cache).map((k) => parsePublicKey(k));
   }
 
-  function checkSignatures(cache: CacheRow, info: NarInfo): void {
+  /**
+   * Signatures under the cache's key names must verify; those under other names must pass the
+   * cache's uploader-signature policy (`uploader-signatures.ts`), counting the `stored` ones.
+   * A path fetched from an upstream keeps the upstream's signatures (`policy: false`).
+   */
+  function checkSignatures(cache: CacheRow, info: NarInfo, stored: string[] = [], policy = true): void {
     const keys = ourKeys(cache);
+    if (policy) checkUploaderSignatures(cache, info, new Set(keys.map((k) => k.name)), stored);
     for (const sig of info.sigs) {
       if (!SIGNATURE.test(sig))
         throw new NarhubError('NARINFO_INVALID', `Sig: malformed signature ${JSON.stringify(sig.slice(0, 100))}`);
@@ -128,7 +145,12 @@ export function createPathCommit(deps: {
     }
   }
 
-  async function addSignatures(cache: CacheRow, existing: PathRow, info: NarInfo): Promise<CommitResult> {
+  async function addSignatures(
+    cache: CacheRow,
+    existing: PathRow,
+    info: NarInfo,
+    policy = true,
+  ): Promise<CommitResult> {
     const stored = parseNarInfo(existing.narinfo);
     if (!sameContent(stored, info)) {
       throw new NarhubError(
@@ -148,7 +170,7 @@ export function createPathCommit(deps: {
     }
     // Signatures cover the fingerprint, which is the same for both, so checking against the
     // new text is checking against the stored content.
-    checkSignatures(cache, info);
+    checkSignatures(cache, info, stored.sigs, policy);
     // Uploading a path again is an access (GC's retention and quota).
     access.path(cache.id, existing.hashPart);
     const added = withoutRetired(cache, info.sigs).filter((s) => !stored.sigs.includes(s));
@@ -202,21 +224,13 @@ export function createPathCommit(deps: {
     return { info: normalised, text: formatNarInfo(normalised) };
   }
 
-  /**
-   * `info.url` names the NAR file, as uploaded to this cache (`nar/<file>`). `contentHash` is
-   * the hash its `CA` needs if the upload computed it on the way in; otherwise it is computed
-   * from the stored NAR.
-   */
-  async function commit(
-    cache: CacheRow,
-    hashPart: string,
-    info: NarInfo,
-    contentHash: ContentHashResult | undefined,
-  ): Promise<CommitResult> {
+  /** `info.url` names the NAR file, as uploaded to this cache (`nar/<file>`). */
+  async function commit(cache: CacheRow, hashPart: string, info: NarInfo, opts: CommitOptions): Promise<CommitResult> {
     const storePath = placement(info, hashPart);
+    const policy = opts.fromUpstream !== true;
 
     const existing = paths.get(cache.id, hashPart);
-    if (existing) return addSignatures(cache, existing, info);
+    if (existing) return addSignatures(cache, existing, info, policy);
 
     const fileName = narFileOfUrl(info.url);
     if (fileName === undefined)
@@ -229,10 +243,10 @@ export function createPathCommit(deps: {
     checkAgainstNar(info, nar);
     const claim = claimedContentAddress(info);
     checkReferences(cache, info, storePath.basename);
-    checkSignatures(cache, info);
+    checkSignatures(cache, info, [], policy);
     if (claim !== undefined) {
       const computed =
-        claim.needs === undefined ? undefined : (contentHash ?? (await hashStoredNar(store, nar, claim.needs)));
+        claim.needs === undefined ? undefined : (opts.contentHash ?? (await hashStoredNar(store, nar, claim.needs)));
       checkContentHash(claim, nar.narHash, computed);
     }
 
@@ -297,7 +311,7 @@ export function createPathCommit(deps: {
       // replaced its file: whether or not this PUT may add signatures, the store must end up
       // holding what the database serves.
       try {
-        return await addSignatures(cache, paths.get(cache.id, hashPart)!, info);
+        return await addSignatures(cache, paths.get(cache.id, hashPart)!, info, policy);
       } finally {
         const committed = paths.narinfo(cache.id, hashPart)!;
         await store.put(narInfoStorageKey(cache.name, hashPart), Buffer.from(committed), {
@@ -308,16 +322,11 @@ export function createPathCommit(deps: {
     return outcome;
   }
 
-  async function held(
-    cache: CacheRow,
-    hashPart: string,
-    info: NarInfo,
-    contentHash?: ContentHashResult,
-  ): Promise<CommitResult> {
+  async function held(cache: CacheRow, hashPart: string, info: NarInfo, opts: CommitOptions): Promise<CommitResult> {
     placement(info, hashPart);
     const release = hold(cache, hashPart, info);
     try {
-      return await commit(cache, hashPart, info, contentHash);
+      return await commit(cache, hashPart, info, opts);
     } finally {
       release();
     }
@@ -333,19 +342,11 @@ export function createPathCommit(deps: {
     /** A narinfo PUT of the Nix protocol. */
     async commitNarInfo(cache: CacheRow, hashPart: string, text: string): Promise<CommitResult> {
       const info = parseNarInfo(text);
-      return pathLock.run(`${cache.id}/${hashPart}`, () => held(cache, hashPart, info));
+      return pathLock.run(`${cache.id}/${hashPart}`, () => held(cache, hashPart, info, {}));
     },
-    /**
-     * The same commit, for a NarInfo built by narhub itself (native uploads, pull-through), with
-     * the hash its `CA` needs when the upload computed it (`content-address-check.ts`).
-     */
-    commitInfo(
-      cache: CacheRow,
-      hashPart: string,
-      info: NarInfo,
-      contentHash?: ContentHashResult,
-    ): Promise<CommitResult> {
-      return pathLock.run(`${cache.id}/${hashPart}`, () => held(cache, hashPart, info, contentHash));
+    /** The same commit, for a NarInfo built by narhub itself (native uploads, pull-through). */
+    commitInfo(cache: CacheRow, hashPart: string, info: NarInfo, opts: CommitOptions = {}): Promise<CommitResult> {
+      return pathLock.run(`${cache.id}/${hashPart}`, () => held(cache, hashPart, info, opts));
     },
     /** Holds the path and its references against GC until the returned release is called. */
     hold,

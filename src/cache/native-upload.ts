@@ -186,7 +186,7 @@ export function createNativeUpload(
         await fetchReferences(info.references.filter((r) => r !== self));
       }
       const withFile: NarInfo = nar ? { ...info, fileHash: nar.fileHash, fileSize: nar.fileSize } : info;
-      const result = await commit.commitInfo(cache, hashPart, withFile, computed);
+      const result = await commit.commitInfo(cache, hashPart, withFile, { contentHash: computed });
       const final = nars.getById(result.narId)!;
       return { ...result, info: withFile, nar: final, stored };
     }

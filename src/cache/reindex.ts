@@ -8,7 +8,7 @@ import { createNarsRepo, type NarsRepo } from '../db/nars-repo.js';
 import { createPathsRepo, type PathsRepo } from '../db/paths-repo.js';
 import type { BlobStore } from '../storage/blob-store.js';
 import { assertValidCacheName } from '../cache-name.js';
-import type { CacheSettings } from './caches.js';
+import { DEFAULT_MAX_UPLOADER_SIGNATURES, type CacheSettings } from './caches.js';
 import { classify, probeEncoding, type SmallFileEntry } from './reindex-files.js';
 import { restoreKeys } from './reindex-keys.js';
 import {
@@ -148,6 +148,9 @@ async function ensureCache(run: Run, name: string): Promise<{ cache: CacheRow; c
     redirectNars: wanted.redirectNars ?? false,
     redirectExpiry: wanted.redirectExpiry ?? 300,
     recompressToZstd: wanted.recompressToZstd ?? false,
+    uploaderKeys: wanted.uploaderKeys ?? [],
+    refuseUnknownSignatures: wanted.refuseUnknownSignatures ?? false,
+    maxUploaderSignatures: wanted.maxUploaderSignatures ?? DEFAULT_MAX_UPLOADER_SIGNATURES,
   };
   if (wanted.private === undefined) {
     options.warn(

@@ -65,6 +65,30 @@ const CacheDecl = Type.Object(
           'Unset: the value set with narhub cache update, else no limit.',
       }),
     ),
+    uploaderKeys: Type.Optional(
+      Type.Array(Type.String(), {
+        description:
+          'Public keys (`name:base64`, as in trusted-public-keys) whose signatures uploads may carry, e.g. a CI ' +
+          "signing with nix copy's secret-key=: each is verified at upload, and a bad one is refused. " +
+          'Unset: the keys set with narhub cache update, else none.',
+      }),
+    ),
+    refuseUnknownSignatures: Type.Optional(
+      Type.Boolean({
+        description:
+          "Refuse uploads carrying a signature under a name that is neither one of the cache's keys nor an uploader " +
+          'key (else such signatures are kept as sent). Unset: as set with narhub cache update, else false.',
+      }),
+    ),
+    maxUploaderSignatures: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: 64,
+        description:
+          "Most signatures under names other than the cache's one path may carry; an upload past it is refused. " +
+          'Unset: as set with narhub cache update, else 8.',
+      }),
+    ),
     upstreams: Type.Array(UpstreamDecl, {
       default: [],
       description:

@@ -10,6 +10,12 @@ export interface CacheSettingsRow {
   retention: number | null;
   /** GC policy: most bytes of NAR files the cache's paths may point at; null: no limit. */
   quota: number | null;
+  /** Nix public keys (`name:base64`) whose signatures uploads may carry, verified at upload. */
+  uploaderKeys: string[];
+  /** Refuse signatures under names that are neither the cache's keys nor `uploaderKeys`. */
+  refuseUnknownSignatures: boolean;
+  /** Most signatures under names other than the cache's own one path may carry. */
+  maxUploaderSignatures: number;
 }
 
 export interface CacheRow extends CacheSettingsRow {
@@ -48,6 +54,9 @@ interface RawCache {
   recompress_to_zstd: number;
   retention: number | null;
   quota: number | null;
+  uploader_keys: string;
+  refuse_unknown_signatures: number;
+  max_uploader_signatures: number;
 }
 interface RawKey {
   id: number;
@@ -74,6 +83,9 @@ const toCache = (r: RawCache): CacheRow => ({
   recompressToZstd: r.recompress_to_zstd === 1,
   retention: r.retention,
   quota: r.quota,
+  uploaderKeys: JSON.parse(r.uploader_keys) as string[],
+  refuseUnknownSignatures: r.refuse_unknown_signatures === 1,
+  maxUploaderSignatures: r.max_uploader_signatures,
 });
 const toKey = (r: RawKey): SigningKeyRow => ({
   id: r.id,
@@ -98,6 +110,9 @@ function sqlSettings(s: CacheSettingsRow) {
     recompressToZstd: s.recompressToZstd ? 1 : 0,
     retention: s.retention,
     quota: s.quota,
+    uploaderKeys: JSON.stringify(s.uploaderKeys),
+    refuseUnknownSignatures: s.refuseUnknownSignatures ? 1 : 0,
+    maxUploaderSignatures: s.maxUploaderSignatures,
   };
 }
 
@@ -107,11 +122,13 @@ export function createCachesRepo(db: Database) {
   const all = db.prepare<[], RawCache>('SELECT * FROM caches ORDER BY name');
   const insert =
     db.prepare(`INSERT INTO caches (name, private, priority, redirect_nars, redirect_expiry, recompress_to_zstd,
-      retention, quota, created_at)
+      retention, quota, uploader_keys, refuse_unknown_signatures, max_uploader_signatures, created_at)
     VALUES (@name, @private, @priority, @redirectNars, @redirectExpiry, @recompressToZstd, @retention, @quota,
-      @createdAt)`);
+      @uploaderKeys, @refuseUnknownSignatures, @maxUploaderSignatures, @createdAt)`);
   const update = db.prepare(`UPDATE caches SET private = @private, priority = @priority, redirect_nars = @redirectNars,
-    redirect_expiry = @redirectExpiry, recompress_to_zstd = @recompressToZstd, retention = @retention, quota = @quota
+    redirect_expiry = @redirectExpiry, recompress_to_zstd = @recompressToZstd, retention = @retention, quota = @quota,
+    uploader_keys = @uploaderKeys, refuse_unknown_signatures = @refuseUnknownSignatures,
+    max_uploader_signatures = @maxUploaderSignatures
     WHERE id = @id`);
   const keysOf = db.prepare<[number], RawKey>('SELECT * FROM signing_keys WHERE cache_id = ? ORDER BY generation');
   const insertKey = db.prepare(

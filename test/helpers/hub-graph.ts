@@ -89,6 +89,9 @@ export function graphFixture(t: Cleanup) {
     recompressToZstd: false,
     retention: null,
     quota: null,
+    uploaderKeys: [],
+    refuseUnknownSignatures: false,
+    maxUploaderSignatures: 8,
   });
   const project = createProjectsRepo(db).insert(
     'p',

@@ -26,6 +26,7 @@ export async function cacheCommand(
           private: values.private ?? false,
           priority,
           ...policy,
+          ...signaturePolicyOf(values),
         });
         // A new cache has one key, so its newest public key is the one it signs with.
         out.write(`${info.name}\t${info.publicKeys.at(-1)}\n`);
@@ -81,9 +82,13 @@ export async function cacheCommand(
         private: values.private ? true : values.public ? false : undefined,
         priority: values.priority === undefined ? undefined : parseInteger(values.priority, '--priority'),
         ...policyOf(values),
+        ...signaturePolicyOf(values),
       };
       if (Object.values(change).every((v) => v === undefined))
-        throw new UsageError('nothing to change: give --private, --public, --priority, --retention or --quota');
+        throw new UsageError(
+          'nothing to change: give --private, --public, --priority, --retention, --quota, --uploader-key, ' +
+            '--unknown-signatures or --max-uploader-signatures',
+        );
       await withAdminBackend(values, loadConfig, async (admin) => {
         const info = await admin.cacheUpdate(positionals[0]!, change);
         out.write(values.json ? `${JSON.stringify(info, null, 2)}\n` : describe(info));
@@ -111,6 +116,24 @@ function policyOf(values: { retention?: string | undefined; quota?: string | und
   };
 }
 
+/** `--uploader-key` (repeated; `none` alone clears), `--unknown-signatures`, `--max-uploader-signatures`. */
+function signaturePolicyOf(values: {
+  'uploader-key'?: string[] | undefined;
+  'unknown-signatures'?: string | undefined;
+  'max-uploader-signatures'?: string | undefined;
+}): { uploaderKeys?: string[]; refuseUnknownSignatures?: boolean; maxUploaderSignatures?: number } {
+  const keys = values['uploader-key'];
+  const unknown = values['unknown-signatures'];
+  if (unknown !== undefined && unknown !== 'keep' && unknown !== 'refuse')
+    throw new UsageError(`--unknown-signatures must be keep or refuse, not ${JSON.stringify(unknown)}`);
+  const max = values['max-uploader-signatures'];
+  return {
+    ...(keys === undefined ? {} : { uploaderKeys: keys.length === 1 && keys[0] === 'none' ? [] : keys }),
+    ...(unknown === undefined ? {} : { refuseUnknownSignatures: unknown === 'refuse' }),
+    ...(max === undefined ? {} : { maxUploaderSignatures: parseInteger(max, '--max-uploader-signatures') }),
+  };
+}
+
 /** `none` clears a policy; anything else must be a size or duration. */
 function policyValue(
   text: string,
@@ -131,7 +154,10 @@ function describe(info: CacheInfoView): string {
     `priority:    ${info.priority}`,
     `retention:   ${info.retention === null ? 'none (keep everything)' : formatDuration(info.retention)}`,
     `quota:       ${info.quota === null ? 'none' : formatSize(info.quota)}`,
+    `unknown signatures: ${info.refuseUnknownSignatures ? 'refused' : 'kept'}, ` +
+      `at most ${info.maxUploaderSignatures} uploader signatures per path`,
   ];
+  for (const k of info.uploaderKeys) lines.push(`uploader key: ${k}`);
   for (const k of info.publicKeys) lines.push(`public key:  ${k}`);
   for (const k of info.keys) {
     const r = k.rewrite;

@@ -1,20 +1,26 @@
 import { command } from '../command-spec.js';
-import { ADMIN_FLAGS, JSON_FLAG, POLICY_FLAGS } from './common.js';
+import { ADMIN_FLAGS, JSON_FLAG, POLICY_FLAGS, SIGNATURE_FLAGS } from './common.js';
 
 export const CACHE_UPDATE = command({
   name: 'cache update',
   args: 'NAME',
   positionals: { min: 1, max: 1 },
-  summary: 'Change a cache’s visibility, priority or GC policy; a running server applies it within a second.',
+  summary:
+    'Change a cache’s visibility, priority, GC or signature policy; a running server applies it within a second.',
   flags: {
     private: { type: 'boolean', help: 'Reading needs a read token' },
     public: { type: 'boolean', help: 'Anyone may read' },
     priority: { type: 'string', value: 'N', help: 'Priority in nix-cache-info; lower is preferred' },
     ...POLICY_FLAGS,
+    ...SIGNATURE_FLAGS,
     ...JSON_FLAG,
     ...ADMIN_FLAGS,
   },
-  examples: ['narhub cache update main --retention 30d --quota 500G', 'narhub cache update team --public --quota none'],
+  examples: [
+    'narhub cache update main --retention 30d --quota 500G',
+    'narhub cache update team --public --quota none',
+    'narhub cache update main --uploader-key "$(cat ci-key.pub)" --max-uploader-signatures 4',
+  ],
 });
 
 export const PIN_ADD = command({

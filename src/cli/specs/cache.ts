@@ -1,5 +1,5 @@
 import { command } from '../command-spec.js';
-import { ADMIN_FLAGS, JSON_FLAG, POLICY_FLAGS } from './common.js';
+import { ADMIN_FLAGS, JSON_FLAG, POLICY_FLAGS, SIGNATURE_FLAGS } from './common.js';
 
 export const CACHE_CREATE = command({
   name: 'cache create',
@@ -10,9 +10,14 @@ export const CACHE_CREATE = command({
     private: { type: 'boolean', help: 'Reading needs a read token' },
     priority: { type: 'string', value: 'N', default: '40', help: 'Priority in nix-cache-info; lower is preferred' },
     ...POLICY_FLAGS,
+    ...SIGNATURE_FLAGS,
     ...ADMIN_FLAGS,
   },
-  examples: ['narhub cache create team --private --priority 30', 'narhub cache create ci --retention 30d --quota 200G'],
+  examples: [
+    'narhub cache create team --private --priority 30',
+    'narhub cache create ci --retention 30d --quota 200G',
+    'narhub cache create ci --uploader-key "$(cat ci-key.pub)" --unknown-signatures refuse',
+  ],
 });
 
 export const CACHE_LIST = command({

@@ -42,6 +42,26 @@ export const POLICY_FLAGS = {
   },
 } as const satisfies Flags;
 
+/** What a cache does with signatures under other names than its own keys' (`cache create`, `cache update`). */
+export const SIGNATURE_FLAGS = {
+  'uploader-key': {
+    type: 'string',
+    value: 'NAME:BASE64',
+    multiple: true,
+    help: 'Accept signatures by this public key (a CI’s secret-key=), verified at upload; none: no such keys',
+  },
+  'unknown-signatures': {
+    type: 'string',
+    value: 'keep|refuse',
+    help: 'Signatures under any other name than the cache’s keys and the uploader keys: kept as sent, or refused',
+  },
+  'max-uploader-signatures': {
+    type: 'string',
+    value: 'N',
+    help: 'Most signatures under other names than the cache’s one path may carry (default 8)',
+  },
+} as const satisfies Flags;
+
 /** Where the commands that talk to a running narhub find it, and the token they present. */
 export const CLIENT_FLAGS = {
   server: {

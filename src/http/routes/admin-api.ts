@@ -42,12 +42,31 @@ const CacheInfo = Type.Object({
   recompressToZstd: Type.Boolean(),
   retention: Nullable(Type.Integer()),
   quota: Nullable(Type.Integer()),
+  uploaderKeys: Type.Array(Type.String(), {
+    description: 'Public keys whose signatures uploads may carry; verified at upload.',
+  }),
+  refuseUnknownSignatures: Type.Boolean({
+    description: "Signatures under any name but the cache's keys' and the uploader keys' are refused.",
+  }),
+  maxUploaderSignatures: Type.Integer({ description: "Most signatures under other names than the cache's per path." }),
   publicKeys: Type.Array(Type.String(), {
     description: 'Keys clients should trust, oldest first (retired ones left out).',
   }),
   keys: Type.Array(Key),
   signingKeys: Type.Array(Type.Object({ name: Type.String(), active: Type.Boolean() }), { deprecated: true }),
   createdAt: Type.String({ format: 'date-time' }),
+});
+const UploaderKeys = Type.Array(Type.String({ maxLength: 300 }), {
+  maxItems: 100,
+  description: 'Nix public keys (`name:base64`); signatures under their names are verified at upload and kept.',
+});
+const RefuseUnknown = Type.Boolean({
+  description: "Refuse signatures under a name that is neither one of the cache's keys nor an uploader key.",
+});
+const MaxUploaderSignatures = Type.Integer({
+  minimum: 0,
+  maximum: 64,
+  description: "Most signatures under names other than the cache's one path may carry (default 8).",
 });
 const CacheCreate = Type.Object(
   {
@@ -56,6 +75,9 @@ const CacheCreate = Type.Object(
     priority: Type.Optional(Type.Integer({ minimum: 0, default: 40 })),
     retention: Type.Optional(Nullable(Seconds)),
     quota: Type.Optional(Nullable(Bytes)),
+    uploaderKeys: Type.Optional(UploaderKeys),
+    refuseUnknownSignatures: Type.Optional(RefuseUnknown),
+    maxUploaderSignatures: Type.Optional(MaxUploaderSignatures),
   },
   { additionalProperties: false },
 );
@@ -65,6 +87,9 @@ const CacheUpdateBody = Type.Object(
     priority: Type.Optional(Type.Integer({ minimum: 0 })),
     retention: Type.Optional(Nullable(Seconds)),
     quota: Type.Optional(Nullable(Bytes)),
+    uploaderKeys: Type.Optional(UploaderKeys),
+    refuseUnknownSignatures: Type.Optional(RefuseUnknown),
+    maxUploaderSignatures: Type.Optional(MaxUploaderSignatures),
   },
   { additionalProperties: false },
 );
@@ -209,6 +234,9 @@ export const adminApiRoutes: FastifyPluginAsyncTypebox<AdminApiOptions> = async 
           priority: b.priority ?? 40,
           retention: b.retention,
           quota: b.quota,
+          uploaderKeys: b.uploaderKeys,
+          refuseUnknownSignatures: b.refuseUnknownSignatures,
+          maxUploaderSignatures: b.maxUploaderSignatures,
         });
         return reply.code(201).send(registry.info(b.name));
       },

@@ -25,6 +25,9 @@ async function openRepos(t: Parameters<typeof makeTempDir>[0]) {
     recompressToZstd: false,
     retention: null,
     quota: null,
+    uploaderKeys: [],
+    refuseUnknownSignatures: false,
+    maxUploaderSignatures: 8,
   });
   const project = createProjectsRepo(db).insert('p', {
     flake: 'path:/x',

@@ -36,6 +36,9 @@ async function setup(t: Cleanup, mode: 'checks' | 'statuses', interval = 0) {
     recompressToZstd: false,
     retention: null,
     quota: null,
+    uploaderKeys: [],
+    refuseUnknownSignatures: false,
+    maxUploaderSignatures: 8,
   });
   const p = createProjectsRepo(db).insert('p', {
     flake: 'git+file:///r',
