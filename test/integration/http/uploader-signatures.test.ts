@@ -110,7 +110,7 @@ test('unknown key names: kept by default, 400 once the cache refuses them; what 
   assert.equal((await narinfoOf(h, early)).body, served);
 });
 
-test('the cap: at most maxUploaderSignatures per path, first PUT or later; key names past 128 characters refused', async (t) => {
+test('the cap: maxUploaderSignatures a path, first PUT or later; no key name over 128 characters', async (t) => {
   const h = await buildTestApp(t);
   await h.service.registry.update('main', { maxUploaderSignatures: 2 });
   const w = basic(h.tokens.write);
