@@ -5,7 +5,10 @@
 // store without fsync (a fixture, not a durability test). Then a real `narhub serve` on that
 // directory is measured:
 //   - narinfo GET req/s: wrk -t2 -c64 cycling over 1,000 of the cache's narinfos, median of reps;
+//     answers other than 200 (the server's 503 load shedding) are counted and reported, and the
+//     rate is of the 200s;
 //   - missing-paths for 100,000 paths (half present, half not), in requests of 10,000 (the limit);
+//     a 503 (load shedding) is counted, and the request sent again after its Retry-After;
 //   - the database's size on disk (file, WAL and shared memory);
 //   - `narhub reindex` of the whole store (paths per second), with the server running;
 //   - the server's RSS after all of it (VmRSS and VmHWM).
@@ -15,6 +18,7 @@ import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { createCacheService } from '../src/cache/cache-service.js';
 import { defaultMigrationsDir, migrate } from '../src/db/migrate.js';
@@ -103,11 +107,22 @@ async function measure(scope: Scope, runDir: string, size: number): Promise<Reco
       sample.map((h) => `/main/${h}.narinfo`),
     );
     const rps: number[] = [];
+    const p99: number[] = [];
+    let narinfoRefused = 0;
     for (let r = 0; r < REPS; r++) {
-      const res = await runWrk({ url: narhub.url, script, connections: 64, threads: 2, seconds: SECONDS });
-      rps.push(res.requestsPerSecond);
+      const res = await runWrk({
+        url: narhub.url,
+        script,
+        connections: 64,
+        threads: 2,
+        seconds: SECONDS,
+        allowErrors: true,
+      });
+      narinfoRefused += res.errors;
+      rps.push((res.requestsPerSecond * (res.requests - res.errors)) / Math.max(1, res.requests));
+      p99.push(res.p99Ms);
     }
-    log(`${size}: narinfo ${rps.map((r) => r.toFixed(0)).join('/')} req/s (load ${load()})`);
+    log(`${size}: narinfo ${rps.map((r) => r.toFixed(0)).join('/')} req/s, ${narinfoRefused} refused (load ${load()})`);
 
     const asked = Array.from({ length: MISSING_PATHS }, (_, i) =>
       i % 2 === 0 && i / 2 < filled.paths.length ? filled.paths[i / 2]! : `/nix/store/${randomHashPart()}-absent`,
@@ -115,12 +130,21 @@ async function measure(scope: Scope, runDir: string, size: number): Promise<Reco
     const present = asked.filter((p) => !p.endsWith('-absent')).length;
     const missingStart = performance.now();
     let missing = 0;
+    let missingShed = 0;
     for (let i = 0; i < asked.length; i += MISSING_BATCH) {
       const res = await fetch(`${narhub.url}/api/v1/caches/main/missing-paths`, {
         method: 'POST',
         headers: { authorization: `Bearer ${narhub.adminToken}`, 'content-type': 'application/json' },
         body: JSON.stringify({ storePaths: asked.slice(i, i + MISSING_BATCH) }),
       });
+      if (res.status === 503) {
+        // Load shedding: counted, and the same request again once the server says.
+        missingShed++;
+        await res.text();
+        await sleep(Number(res.headers.get('retry-after') ?? '1') * 1000);
+        i -= MISSING_BATCH;
+        continue;
+      }
       if (!res.ok) throw new Error(`missing-paths: ${res.status} ${await res.text()}`);
       missing += ((await res.json()) as { missing: string[] }).missing.length;
     }
@@ -138,6 +162,9 @@ async function measure(scope: Scope, runDir: string, size: number): Promise<Reco
       size,
       fillSeconds: filled.seconds,
       narinfoRps: median(rps),
+      narinfoP99Ms: median(p99),
+      narinfoRefused,
+      missingPathsShed: missingShed,
       missingPathsSeconds: missingSeconds,
       dbBytes,
       reindexPathsPerSecond: size / reindexSeconds,
@@ -171,6 +198,8 @@ async function main(): Promise<void> {
     'fill (s)',
     'narinfo req/s',
     'vs first',
+    'narinfo p99 (ms)',
+    'non-200 narinfo / 503 missing-paths',
     'missing-paths 100k (s)',
     'DB size',
     'reindex paths/s',
@@ -184,6 +213,8 @@ async function main(): Promise<void> {
       r.fillSeconds!.toFixed(1),
       r.narinfoRps!.toFixed(0),
       `${(r.narinfoRps! / base.narinfoRps!).toFixed(2)}×`,
+      r.narinfoP99Ms!.toFixed(1),
+      `${r.narinfoRefused} / ${r.missingPathsShed}`,
       r.missingPathsSeconds!.toFixed(2),
       fmtBytes(r.dbBytes!),
       r.reindexPathsPerSecond!.toFixed(0),

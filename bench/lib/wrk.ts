@@ -77,8 +77,11 @@ export interface WrkOptions {
   seconds: number;
 }
 
-/** One wrk run with `--latency`; throws if any request failed. */
-export async function runWrk(o: WrkOptions): Promise<WrkResult> {
+/**
+ * One wrk run with `--latency`; throws if any request failed, unless `allowErrors` (then the
+ * caller reports `errors`: answers other than 2xx/3xx, such as a server's 503 load shedding).
+ */
+export async function runWrk(o: WrkOptions & { allowErrors?: boolean }): Promise<WrkResult> {
   const args = [
     `-t${o.threads}`,
     `-c${o.connections}`,
@@ -92,7 +95,8 @@ export async function runWrk(o: WrkOptions): Promise<WrkResult> {
   ];
   const res = await execOk('wrk', args, { timeoutMs: (o.seconds + 60) * 1000 });
   const parsed = parseWrk(res.stdout);
-  if (parsed.errors > 0) throw new Error(`wrk against ${o.url}: ${parsed.errors} failed requests\n${res.stdout}`);
+  if (parsed.errors > 0 && !o.allowErrors)
+    throw new Error(`wrk against ${o.url}: ${parsed.errors} failed requests\n${res.stdout}`);
   return parsed;
 }
 
