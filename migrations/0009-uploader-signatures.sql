@@ -1,4 +1,4 @@
--- 0008: what a cache does with signatures under key names other than its own (issue 18).
+-- 0009: what a cache does with signatures under key names other than its own (issue 18).
 -- uploader_keys: JSON array of Nix public keys (`name:base64`); signatures under their names must verify.
 -- refuse_unknown_signatures: refuse signatures under any other name (else they are kept as sent).
 -- max_uploader_signatures: how many signatures under other names one path may carry.
