@@ -114,11 +114,13 @@ export function createGcRepo(db: Database) {
   const pathKnown = db.prepare<[number, string], { one: number }>(
     'SELECT 1 AS one FROM store_paths WHERE cache_id = ? AND hash_part = ?',
   );
-  const listingKnown = db.prepare<[number, string], { one: number }>(
-    'SELECT 1 AS one FROM listings WHERE cache_id = ? AND storage_key = ?',
+  // By primary key, then the key itself: storage_key alone is not indexed, and a scan of the
+  // cache's listings or logs for every stored file made the orphan check quadratic.
+  const listingKnown = db.prepare<[number, string, string], { one: number }>(
+    'SELECT 1 AS one FROM listings WHERE cache_id = ? AND hash_part = ? AND storage_key = ?',
   );
-  const logKnown = db.prepare<[number, string], { one: number }>(
-    'SELECT 1 AS one FROM logs WHERE cache_id = ? AND storage_key = ?',
+  const logKnown = db.prepare<[number, string, string], { one: number }>(
+    'SELECT 1 AS one FROM logs WHERE cache_id = ? AND drv = ? AND storage_key = ?',
   );
   const noteOrphan = db.prepare(
     'INSERT INTO gc_orphans (storage_key, cache_id, first_seen) VALUES (?, ?, ?) ON CONFLICT DO NOTHING',
@@ -228,8 +230,9 @@ export function createGcRepo(db: Database) {
       if ((m = /^nar\/([^/]+)$/.exec(rel))) return narKnown.get(cacheId, m[1]!) !== undefined;
       if ((m = /^listing\/([^/]+)\.ls$/.exec(rel))) return narKnown.get(cacheId, m[1]!) !== undefined;
       if ((m = /^([0-9a-df-np-sv-z]{32})\.narinfo$/.exec(rel))) return pathKnown.get(cacheId, m[1]!) !== undefined;
-      if (/^[0-9a-df-np-sv-z]{32}\.ls$/.test(rel)) return listingKnown.get(cacheId, key) !== undefined;
-      if (rel.startsWith('log/')) return logKnown.get(cacheId, key) !== undefined;
+      if (/^[0-9a-df-np-sv-z]{32}\.ls$/.test(rel))
+        return listingKnown.get(cacheId, rel.slice(0, 32), key) !== undefined;
+      if (rel.startsWith('log/')) return logKnown.get(cacheId, rel.slice(4), key) !== undefined;
       // nix-cache-info, realisations, build traces, debuginfo: never orphans.
       return true;
     },
