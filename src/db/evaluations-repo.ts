@@ -142,6 +142,9 @@ export function createEvaluationsRepo(db: Database) {
     db.prepare(`INSERT OR REPLACE INTO eval_jobs (eval_id, attr, system, drv_path, drv_hash, outputs, error)
     VALUES (@evalId, @attr, @system, @drvPath, @drvHash, @outputs, @error)`);
   const jobsOf = db.prepare<[number], RawJob>('SELECT * FROM eval_jobs WHERE eval_id = ? ORDER BY attr');
+  const anyJobError = db.prepare<[number], { one: number }>(
+    'SELECT 1 AS one FROM eval_jobs WHERE eval_id = ? AND error IS NOT NULL LIMIT 1',
+  );
   const linkBuild = db.prepare('INSERT OR IGNORE INTO eval_builds (eval_id, drv_hash) VALUES (?, ?)');
   const buildsOf = db.prepare<[number], { drv_hash: string }>('SELECT drv_hash FROM eval_builds WHERE eval_id = ?');
   const liveNeeding = db.prepare<
@@ -231,6 +234,10 @@ export function createEvaluationsRepo(db: Database) {
     },
     jobs(evalId: number): EvalJobRow[] {
       return jobsOf.all(evalId).map(toJob);
+    },
+    /** Whether any job of the evaluation failed to evaluate (without reading them all). */
+    hasJobErrors(evalId: number): boolean {
+      return anyJobError.get(evalId) !== undefined;
     },
     linkBuild(evalId: number, drvHash: string): void {
       linkBuild.run(evalId, drvHash);

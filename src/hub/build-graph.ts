@@ -45,7 +45,7 @@ export function createBuildGraph(opts: BuildGraphOptions) {
     // Called for every finished build: only an evaluation with nothing left open is counted.
     if (evaluations.hasOpenBuilds(evalId)) return;
     const counts = evaluations.buildCounts(evalId);
-    const jobErrors = evaluations.jobs(evalId).some((j) => j.error !== null);
+    const jobErrors = evaluations.hasJobErrors(evalId);
     if (jobErrors || (counts.failed ?? 0) + (counts['dependency-failed'] ?? 0) > 0)
       evaluations.finish(evalId, 'failed');
     else if ((counts.cancelled ?? 0) > 0) evaluations.finish(evalId, 'cancelled');

@@ -2,7 +2,7 @@
 // what waits on it, restarts, and when an evaluation is over. SQLite in memory, jobs in a map.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { graphFixture, h, result } from '../../helpers/hub-graph.js';
+import { graphFixture, h, result, SYSTEM } from '../../helpers/hub-graph.js';
 
 test('settle: only builds whose inputs all succeeded get a job; the others wait without one', async (t) => {
   const g = graphFixture(t);
@@ -81,6 +81,29 @@ test('an evaluation succeeds once its last build does, and is cancelled when one
   assert.equal(c.status('b'), 'cancelled', 'what waits on a cancelled build is cancelled with it');
   assert.equal(c.evaluations.get(c.evaluation.id)?.status, 'cancelled');
   assert.equal(c.graph.cancelled(h('a'), 'again'), false, 'cancelling twice changes nothing');
+});
+
+test('an evaluation whose builds all succeeded still fails when one of its attributes did not evaluate', async (t) => {
+  const g = graphFixture(t);
+  await g.graph.advance(g.record({ a: [] }));
+  const job = { evalId: g.evaluation.id, system: SYSTEM, outputs: null };
+  g.evaluations.insertJob({ ...job, attr: 'checks.x.ok', drvPath: null, drvHash: h('a'), error: null });
+  g.evaluations.insertJob({ ...job, attr: 'checks.x.broken', drvPath: null, drvHash: null, error: 'boom' });
+  await g.graph.succeeded(h('a'), 1, result(1));
+  assert.equal(g.evaluations.get(g.evaluation.id)?.status, 'failed');
+
+  const ok = graphFixture(t);
+  await ok.graph.advance(ok.record({ a: [] }));
+  ok.evaluations.insertJob({
+    ...job,
+    evalId: ok.evaluation.id,
+    attr: 'checks.x.ok',
+    drvPath: null,
+    drvHash: h('a'),
+    error: null,
+  });
+  await ok.graph.succeeded(h('a'), 1, result(1));
+  assert.equal(ok.evaluations.get(ok.evaluation.id)?.status, 'succeeded');
 });
 
 test('a job that cannot be added leaves the build flagged for a retry, which a later advance makes', async (t) => {
