@@ -24,3 +24,14 @@ test('past the budget the oldest texts go first; one larger than the budget is n
   assert.equal(texts.take('huge'), undefined);
   assert.equal(texts.take('d'), 'dddd', 'a text too large to keep evicts nothing');
 });
+
+test('far past the budget, the texts kept are the newest that fit, each once', () => {
+  const texts = new DrvTexts(1000 * 100);
+  for (let i = 0; i < 200_000; i++) texts.remember(`h${i}`, 'x'.repeat(100));
+  texts.remember('h199500', 'y'.repeat(150)); // again, longer: the newest now, counted once
+  assert.equal(texts.take('h198999'), undefined, 'older than the last 1,000');
+  assert.equal(texts.take('h199000'), undefined, 'pushed out by the second h199500');
+  assert.equal(texts.take('h199001'), 'x'.repeat(100));
+  assert.equal(texts.take('h199500'), 'y'.repeat(150));
+  assert.equal(texts.take('h199999'), 'x'.repeat(100));
+});
