@@ -247,7 +247,10 @@ async function measure(size: number): Promise<SizeResult> {
   const cleanups: (() => unknown)[] = [];
   const scope = { after: (fn: () => unknown) => void cleanups.push(fn) };
   const deadline = Date.now() + MAX_MS;
+  /** Set when the simulated spokes' process ends before it reported: every wait stops then. */
+  let spokesGone: Error | undefined;
   const left = () => {
+    if (spokesGone) throw spokesGone;
     const ms = deadline - Date.now();
     if (ms <= 0) throw new Error(`not done within ${MAX_MS / 1000} s`);
     return ms;
@@ -360,8 +363,13 @@ async function measure(size: number): Promise<SizeResult> {
         if (m.records) records.push(...m.records);
         if (m.done) resolve();
       });
-      child.once('exit', (code) => reject(new Error(`the simulated spokes exited (${code}) before reporting`)));
+      child.once('exit', (code, signal) => {
+        spokesGone = new Error(`the simulated spokes exited (${code ?? signal}) before reporting`);
+        reject(spokesGone);
+      });
     });
+    // Rejected while nobody awaits it yet (during the drain): \`left()\` reports it there.
+    childDone.catch(() => undefined);
     await new Promise<void>((resolve) => child.once('message', () => resolve()));
     const drainStarted = Date.now();
     const firstStatus = await waitPast(first.id, ['building'], 100);
