@@ -676,7 +676,7 @@ describe('narhub spoke', { concurrency: 1 }, () => {
 
   test('a spoke stopped past its lock: the next spoke waits, then takes the outputs from the cache', async (t) => {
     const env = await setup(t);
-    const drv = await makeDrv('stopped', 'sleep 4; echo built-once > $out');
+    const drv = await makeDrv('stopped', 'sleep 10; echo built-once > $out');
     const short = ['--lock-duration', '1000', '--stalled-interval', '300'];
     const first = await env.spoke('spoke-stopped', { args: short });
     await env.queues.add(drv.data, { attempts: 3 });
@@ -684,10 +684,12 @@ describe('narhub spoke', { concurrency: 1 }, () => {
     await waitFor('the heartbeat to show the build', async () =>
       (await heartbeatOf(env, 'spoke-stopped'))?.running.includes(drv.data.drvHash) ? true : undefined,
     );
-    const second = await env.spoke('spoke-second', { args: short });
     // SIGSTOP: the spoke's event loop stands still (as under CPU starvation) while Nix builds on.
+    // Stopped before the second spoke starts, so a slow start cannot let the build end and the job
+    // complete first (seen under a load average of 16); it stays well within the heartbeat's TTL.
     first.signal('SIGSTOP');
     t.after(() => first.signal('SIGCONT'));
+    const second = await env.spoke('spoke-second', { args: short });
     await waitFor(
       'the second spoke to take the job and wait',
       () => (/another spoke is building this derivation/.test(second.output()) ? true : undefined),
