@@ -1,4 +1,5 @@
 import { spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from '../logger.js';
@@ -76,6 +77,10 @@ export async function startSpoke(opts: SpokeOptions, logger: Logger): Promise<Sp
   const serve = new ServePool({ store: opts.store, env: nix.env, args: nix.serveOptions() });
   const slots = new BuildSlots(opts.maxJobs);
   const running = new Map<string, AbortController>();
+  // Builds of this spoke by derivation. Other spokes' builds are in their heartbeats, but a job
+  // can also reach the spoke already building it (its job was lost with Redis' data and added
+  // again): that one waits for the build here, then takes its outputs from the cache.
+  const building = new Map<string, Promise<unknown>>();
   const heartbeat = new Heartbeat(
     client,
     {
@@ -119,8 +124,17 @@ export async function startSpoke(opts: SpokeOptions, logger: Logger): Promise<Sp
     else bullSignal?.addEventListener('abort', onBullAbort, { once: true });
     jobLog.info({ attempt: job.attemptsMade + 1, queue: job.queueName }, 'build started');
     heartbeat.soon();
+    const earlier = building.get(key);
+    const run = (async () => {
+      if (earlier && !controller.signal.aborted) {
+        jobLog.info('this spoke is building this derivation already: waiting for that build');
+        await Promise.race([earlier, once(controller.signal, 'abort')]).catch(() => undefined);
+      }
+      return runBuild(data, ctx, controller.signal);
+    })();
+    building.set(key, run);
     try {
-      const result = await runBuild(data, ctx, controller.signal);
+      const result = await run;
       jobLog.info(
         { outputs: result.outputs, seconds: (result.finishedAt - result.startedAt) / 1000 },
         'build succeeded',
@@ -135,6 +149,7 @@ export async function startSpoke(opts: SpokeOptions, logger: Logger): Promise<Sp
     } finally {
       bullSignal?.removeEventListener('abort', onBullAbort);
       if (running.get(key) === controller) running.delete(key);
+      if (building.get(key) === run) building.delete(key);
       // The slot is released right after this returns; the beat comes after that.
       heartbeat.soon();
     }
